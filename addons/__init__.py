@@ -1,0 +1,48 @@
+"""The mitmproxy layer: one addon per pipeline stage, in the order of SPEC section 6."""
+
+from __future__ import annotations
+
+from tokenlens.addons.broadcast import Broadcaster
+from tokenlens.addons.config_watch import ConfigWatcher
+from tokenlens.addons.ingress import Ingress
+from tokenlens.addons.recorder import Recorder
+from tokenlens.addons.stages import (
+    BudgetCheck,
+    DedupCache,
+    ModelRouter,
+    QuotaCheck,
+    RequestGuardrails,
+    ResponseGuardrails,
+    TokenHeatmap,
+    WasteDetector,
+)
+from tokenlens.addons.upstream import Upstream
+from tokenlens.app import AppDeps
+
+
+def pipeline(deps: AppDeps, broadcaster: Broadcaster) -> list[object]:
+    """The stages in order. mitmproxy runs every hook through this list top to bottom."""
+    return [
+        ConfigWatcher(deps),  # keeps deps.settings current
+        Ingress(deps),  # what is this request: provider call, dashboard, or someone else's traffic
+        BudgetCheck(deps),  # 1
+        QuotaCheck(deps),  # 2
+        ModelRouter(deps),  # 3
+        RequestGuardrails(deps),  # 4
+        WasteDetector(deps),  # 5
+        TokenHeatmap(deps),  # 6
+        DedupCache(deps),  # 7
+        Upstream(),  # 8
+        ResponseGuardrails(deps),  # 9
+        Recorder(deps),  # 10
+        broadcaster,  # 11 (fed by the writer thread once records are committed)
+    ]
+
+
+class TokenLens:
+    """The parent addon: mitmproxy walks `.addons` recursively, keeping this order."""
+
+    name = "tokenlens"
+
+    def __init__(self, deps: AppDeps, broadcaster: Broadcaster) -> None:
+        self.addons = pipeline(deps, broadcaster)

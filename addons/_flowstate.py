@@ -1,0 +1,25 @@
+"""Per-flow state: the Exchange of a provider call lives in `flow.metadata`, never in a dict keyed by flow."""
+
+from __future__ import annotations
+
+from mitmproxy import http
+
+from tokenlens.exchange import Exchange
+
+KEY = "tokenlens"
+
+
+def exchange_of(flow: http.HTTPFlow) -> Exchange | None:
+    value = flow.metadata.get(KEY)
+    return value if isinstance(value, Exchange) else None
+
+
+def attach(flow: http.HTTPFlow, exchange: Exchange) -> None:
+    flow.metadata[KEY] = exchange
+
+
+def pending_call(flow: http.HTTPFlow) -> Exchange | None:
+    """The Exchange of a provider call whose request still has to go upstream (no answer yet)."""
+    if flow.response or flow.error or not flow.live:
+        return None
+    return exchange_of(flow)

@@ -1,0 +1,71 @@
+"""Configuration reload: a change to the YAML file (by hand or through the config API) applies to the next
+request, without a restart. An invalid file is reported and the running configuration stays as it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+
+from mitmproxy import ctx
+
+from tokenlens.app import AppDeps
+from tokenlens.config import ConfigError, Settings, load_settings
+from tokenlens.providers import Upstream, intercept_host_patterns
+
+log = logging.getLogger(__name__)
+
+
+def allow_hosts_for(settings: Settings) -> list[str]:
+    return intercept_host_patterns(
+        Upstream.parse(n, p.upstream, p.format) for n, p in settings.providers.items()
+    )
+
+
+class ConfigWatcher:
+    name = "tokenlens.config"
+
+    def __init__(self, deps: AppDeps, interval: float = 1.0) -> None:
+        self.deps = deps
+        self.interval = interval
+        self._stamp = self._file_stamp()
+        self._task: asyncio.Task[None] | None = None
+
+    def _file_stamp(self) -> tuple[float, int] | None:
+        try:
+            stat = self.deps.config_path.stat()
+        except OSError:
+            return None
+        return (stat.st_mtime, stat.st_size)
+
+    def running(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._watch())
+
+    def done(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            self.check()
+
+    def check(self) -> bool:
+        """Reload when the file changed; True when a new configuration was applied."""
+        stamp = self._file_stamp()
+        if stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        current = self.deps.settings.get()
+        try:
+            fresh = load_settings(self.deps.config_path)
+        except ConfigError as problem:
+            log.error("configuration not reloaded, keeping the running one: %s", problem)
+            return False
+        # server and storage are read at start only
+        fresh = dataclasses.replace(fresh, server=current.server, storage=current.storage)
+        self.deps.settings.replace(fresh)
+        ctx.options.update(allow_hosts=allow_hosts_for(fresh))
+        log.info("configuration reloaded from %s", self.deps.config_path)
+        return True

@@ -1,0 +1,55 @@
+"""Record and cost (pipeline stage 10): every provider call, answered or not, is handed to the writer thread.
+
+Only the raw exchange is queued here; parsing usage and pricing happen in the writer thread, so the proxy
+path never waits on bookkeeping.
+"""
+
+from __future__ import annotations
+
+import time
+
+from mitmproxy import http
+
+from tokenlens.addons._flowstate import exchange_of
+from tokenlens.app import AppDeps
+from tokenlens.exchange import Exchange
+
+KEPT_RESPONSE_HEADERS = ("content-type", "content-encoding", "x-request-id", "request-id")
+
+
+class Recorder:
+    name = "tokenlens.recorder"
+
+    def __init__(self, deps: AppDeps) -> None:
+        self.deps = deps
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        exchange = exchange_of(flow)
+        if exchange is None or exchange.recorded or flow.response is None:
+            return
+        response = flow.response
+        exchange.status = response.status_code
+        exchange.response_headers = {
+            k: response.headers[k] for k in KEPT_RESPONSE_HEADERS if k in response.headers
+        }
+        if not exchange.streamed:
+            exchange.response_body = response.raw_content
+        exchange.ended = response.timestamp_end or time.time()
+        self.submit(exchange)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        """A client that went away, or a stream cut by the upstream: recorded with what had arrived."""
+        exchange = exchange_of(flow)
+        if exchange is None or exchange.recorded:
+            return
+        if flow.response is not None:
+            exchange.status = flow.response.status_code
+            headers = flow.response.headers
+            exchange.response_headers = {k: headers[k] for k in KEPT_RESPONSE_HEADERS if k in headers}
+        exchange.error = flow.error.msg if flow.error else "unknown error"
+        exchange.ended = time.time()
+        self.submit(exchange)
+
+    def submit(self, exchange: Exchange) -> None:
+        exchange.recorded = True
+        self.deps.writer.submit(exchange)

@@ -1,0 +1,152 @@
+"""Upstream call (pipeline stage 8): stream usage requested, streams tapped chunk by chunk, failures answered.
+
+- An OpenAI chat/completions stream whose client did not set `stream_options.include_usage` is sent upstream
+  with it set; the extra usage chunk is removed again before it reaches the client (SPEC 7).
+- A streamed 2xx answer is forwarded chunk by chunk as it arrives; a decoded copy is kept for metering.
+- Fallback chains (issue: routing) hook in here.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from mitmproxy import http
+
+from tokenlens.addons import _answers
+from tokenlens.addons._flowstate import exchange_of, pending_call
+from tokenlens.encoding import StreamDecoder, stream_decoder
+from tokenlens.exchange import Exchange
+from tokenlens.usage import is_usage_only_chunk
+
+USAGE_INJECTION_KINDS = frozenset({"chat", "completions"})
+
+
+class StreamTap:
+    """Passes every chunk on at once and untouched; keeps a decoded copy for the record."""
+
+    def __init__(self, exchange: Exchange, decoder: StreamDecoder | None) -> None:
+        self.exchange = exchange
+        self.decoder = decoder
+        exchange.stream_undecodable = decoder is None
+
+    def keep(self, data: bytes) -> None:
+        if self.exchange.first_chunk_at is None:
+            self.exchange.first_chunk_at = time.time()
+        if self.decoder is None:
+            return
+        try:
+            self.exchange.chunks.append(self.decoder.decode(data))
+        except Exception:
+            self.decoder, self.exchange.stream_undecodable = None, True
+
+    def __call__(self, data: bytes) -> bytes | list[bytes]:
+        if not data:
+            return []
+        self.keep(data)
+        return data
+
+
+class UsageChunkStripper(StreamTap):
+    """A tap that also removes the usage-only chunk the gateway asked for (uncompressed SSE only).
+
+    Complete events go on as soon as they are complete; only a partial event waits for its end.
+    """
+
+    def __init__(self, exchange: Exchange) -> None:
+        super().__init__(exchange, None)
+        self.exchange.stream_undecodable = False
+        self.pending = b""
+
+    def __call__(self, data: bytes) -> bytes | list[bytes]:
+        if not data:
+            rest, self.pending = self.pending, b""
+            return [rest] if rest else []
+        self.keep(data)
+        self.exchange.chunks.append(data)
+        buffer = self.pending + data
+        out: list[bytes] = []
+        start = 0
+        while True:
+            end = _event_end(buffer, start)
+            if end < 0:
+                break
+            event = buffer[start:end]
+            if not _is_usage_event(event):
+                out.append(event)
+            start = end
+        self.pending = buffer[start:]
+        if len(out) == 1:
+            return out[0]
+        return b"".join(out) if out else []
+
+
+def _event_end(buffer: bytes, start: int) -> int:
+    """Index just past the first complete SSE event at or after start, or -1."""
+    ends = [i + len(sep) for sep in (b"\n\n", b"\r\n\r\n") if (i := buffer.find(sep, start)) >= 0]
+    return min(ends) if ends else -1
+
+
+def _is_usage_event(event: bytes) -> bool:
+    if b'"usage"' not in event:
+        return False
+    for line in event.splitlines():
+        if line.startswith(b"data:"):
+            return is_usage_only_chunk(line[5:].strip())
+    return False
+
+
+class Upstream:
+    name = "tokenlens.upstream"
+
+    def load(self, loader: Any) -> None:
+        _answers.install()
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        exchange = pending_call(flow)
+        if exchange is None or not _needs_usage_injection(exchange):
+            return
+        assert exchange.request_json is not None
+        body = dict(exchange.request_json)
+        options = body.get("stream_options")
+        body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+        flow.request.content = json.dumps(body, ensure_ascii=False).encode()
+        flow.request.headers["accept-encoding"] = "identity"
+        exchange.usage_injected = True
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        exchange = exchange_of(flow)
+        response = flow.response
+        if (
+            exchange is None
+            or response is None
+            or exchange.outcome is not None
+            or response.status_code >= 300
+        ):
+            return
+        content_type = response.headers.get("content-type", "")
+        if not (content_type.startswith("text/event-stream") or exchange.kind == "stream_generate"):
+            return
+        exchange.streamed = True
+        decoder = stream_decoder(response.headers.get("content-encoding"))
+        identity = response.headers.get("content-encoding", "identity").lower() in ("", "identity")
+        if exchange.usage_injected and identity:
+            response.headers.pop("content-length", None)
+            response.stream = UsageChunkStripper(exchange)
+        else:
+            response.stream = StreamTap(exchange, decoder)
+
+
+def _needs_usage_injection(exchange: Exchange) -> bool:
+    if (
+        exchange.api != "openai"
+        or exchange.kind not in USAGE_INJECTION_KINDS
+        or not exchange.stream_requested
+    ):
+        return False
+    body = exchange.request_json
+    if body is None:
+        return False
+    options = body.get("stream_options")
+    return not (isinstance(options, dict) and options.get("include_usage") is True)

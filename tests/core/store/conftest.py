@@ -1,0 +1,164 @@
+"""Store fixtures: every store test runs on a SQLite file and on PostgreSQL (a fresh schema per session)."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tokenlens.records import CallRecord, new_call_id
+from tokenlens.store import Store, open_store
+
+PG_HOST = "127.0.0.1"
+PG_PORT = 5432
+PG_DB = "test"
+
+
+def _pg_connect() -> tuple[Any, str] | None:
+    try:
+        import psycopg2
+    except ImportError:
+        return None
+    for user in ("postgres", "root"):
+        try:
+            conn = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=user, dbname=PG_DB, connect_timeout=3)
+        except psycopg2.Error:
+            continue
+        conn.autocommit = True
+        return conn, user
+    return None
+
+
+@contextlib.contextmanager
+def pg_schema() -> Iterator[str | None]:
+    """A fresh schema `tl_<random>`; yields the store URL using it (None when PostgreSQL is unreachable)."""
+    found = _pg_connect()
+    if found is None:
+        yield None
+        return
+    conn, user = found
+    schema = f"tl_{secrets.token_hex(6)}"
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield f"postgresql://{user}@{PG_HOST}:{PG_PORT}/{PG_DB}?options=-csearch_path%3D{schema}"
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        conn.close()
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str | None]:
+    with pg_schema() as url:
+        yield url
+
+
+def require_pg(url: str | None) -> str:
+    if url is None:
+        pytest.skip(f"PostgreSQL is not reachable at {PG_HOST}:{PG_PORT} (database {PG_DB!r})")
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """An empty, migrated store."""
+    if request.param == "sqlite":
+        opened = open_store(None, tmp_path)
+    else:
+        url = require_pg(request.getfixturevalue("pg_url"))
+        opened = open_store(url, tmp_path)
+        with opened.connection():
+            opened.db.execute_sql('TRUNCATE "call", "call_body"')
+    yield opened
+    opened.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """A factory of further empty stores of the same kind (for export/import between two stores)."""
+    stores: list[Store] = []
+    stack = contextlib.ExitStack()
+
+    def make() -> Store:
+        if request.param == "sqlite":
+            opened = open_store(None, tmp_path / f"s{len(stores)}")
+        else:
+            url = stack.enter_context(pg_schema())
+            opened = open_store(require_pg(url), tmp_path)
+        stores.append(opened)
+        return opened
+
+    yield make
+    for opened in stores:
+        opened.close()
+    stack.close()
+
+
+def call(**overrides: Any) -> CallRecord:
+    """A complete record with every field set to something other than its default."""
+    values: dict[str, Any] = {
+        "id": new_call_id(),
+        "ts": 1_790_000_000.123456,
+        "provider": "openai",
+        "endpoint": "/v1/chat/completions",
+        "source": "my-agent",
+        "tags": {"team": "core", "run": "7"},
+        "requested_model": "gpt-4",
+        "model": "gpt-4o-mini",
+        "response_model": "gpt-4o-mini-2024-07-18",
+        "stream": True,
+        "status": 200,
+        "outcome": "ok",
+        "blocked_by": None,
+        "error": None,
+        "input_tokens": 1200,
+        "output_tokens": 300,
+        "cache_read_tokens": 1024,
+        "cache_write_tokens": 0,
+        "cache_write_5m_tokens": None,
+        "cache_write_1h_tokens": None,
+        "reasoning_tokens": 64,
+        "usage_source": "provider",
+        "cost_usd": 0.000303,
+        "input_cost_usd": 0.0000264,
+        "output_cost_usd": 0.00018,
+        "cache_read_cost_usd": 0.0000768,
+        "cache_write_cost_usd": 0.0,
+        "priced": True,
+        "session_id": "sess-1",
+        "conversation_id": "conv-1",
+        "turn": 2,
+        "saved_usd": None,
+        "latency_ms": 812.5,
+        "ttft_ms": 120.25,
+        "max_tokens": 1024,
+        "attempts": 2,
+        "fallback_from": "gpt-4o",
+        "guardrail_flags": [{"rule": "pii.email", "action": "warn", "where": "request"}],
+        "waste_tokens": 12,
+        "complexity": 3,
+        "mode": "proxy",
+        "service_tier": "default",
+        "request_id": "req_abc",
+        "request_body": b'{"model": "gpt-4"}',
+        "response_body": b'{"id": "chatcmpl-1"}',
+    }
+    values.update(overrides)
+    return CallRecord(**values)
+
+
+@pytest.fixture
+def make_call() -> Any:
+    return call
+
+
+@pytest.fixture
+def fresh_pg_url() -> Iterator[str]:
+    """A URL of its own, empty PostgreSQL schema (skips when PostgreSQL is unreachable)."""
+    with pg_schema() as url:
+        yield require_pg(url)

@@ -1,0 +1,31 @@
+"""Helpers for addon tests: flows shaped as mitmproxy hands them to the hooks."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from mitmproxy import http
+from mitmproxy.test import tflow
+
+GATEWAY_PORT = 8420
+WEB_PORT = 18421
+
+
+def gateway_flow(
+    path: str,
+    body: dict[str, Any] | bytes | None = None,
+    headers: dict[str, str] | None = None,
+    method: str = "POST",
+    host: str = "localhost",
+    port: int = GATEWAY_PORT,
+    scheme: str = "http",
+) -> http.HTTPFlow:
+    """A flow as mitmproxy hands it to the request hook for a client of the gateway's port."""
+    content = json.dumps(body).encode() if isinstance(body, dict) else (body or b"")
+    all_headers = {"host": f"{host}:{port}", "content-type": "application/json", **(headers or {})}
+    request = http.Request.make(method, f"{scheme}://{host}:{port}{path}", content, all_headers)
+    request.timestamp_start = 1_700_000_000.0
+    flow = tflow.tflow(req=request)
+    flow.client_conn.sockname = ("127.0.0.1", GATEWAY_PORT)
+    return flow

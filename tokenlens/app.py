@@ -1,0 +1,46 @@
+"""What the gateway's parts share at run time: settings, store, writer, event bus."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tokenlens import __version__
+
+if TYPE_CHECKING:
+    from tokenlens.bus import EventBus
+    from tokenlens.config import Settings
+    from tokenlens.store import RecordWriter, Store
+
+
+class SettingsHolder:
+    """The current Settings; replaced as a whole when the configuration changes (readers never lock)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._lock = threading.Lock()
+        self.version = 0
+
+    def get(self) -> Settings:
+        return self._settings
+
+    def replace(self, settings: Settings) -> None:
+        with self._lock:
+            self._settings = settings
+            self.version += 1
+
+
+@dataclass
+class AppDeps:
+    settings: SettingsHolder
+    store: Store
+    writer: RecordWriter
+    bus: EventBus
+    home: Path
+    config_path: Path
+    web_port: int = 0  # the internal loopback port of the Flask app, once it listens
+    started_at: float = field(default_factory=time.time)
+    version: str = __version__

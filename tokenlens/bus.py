@@ -1,0 +1,96 @@
+"""In-process event bus for the live feed: publishers never block, each subscriber has a bounded queue.
+
+    with bus.subscribe() as sub:
+        message = sub.get(timeout=1.0)     # {"type": "call", "data": {...}} or None
+
+A subscriber that does not keep up loses messages (counted in `dropped`), never slows the publisher.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from types import TracebackType
+from typing import Any
+
+Message = dict[str, Any]
+
+
+class Subscription:
+    """One subscriber's bounded queue of `{"type", "data"}` messages."""
+
+    def __init__(self, bus: EventBus, max_queue: int) -> None:
+        self._bus = bus
+        self._queue: queue.Queue[Message] = queue.Queue(maxsize=max_queue)
+        self.dropped = 0
+        self.closed = False
+
+    def get(self, timeout: float | None = None) -> Message | None:
+        """The next message, or None when none arrived within `timeout` seconds (0: do not wait)."""
+        try:
+            if timeout is not None and timeout <= 0:
+                return self._queue.get_nowait()
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def _offer(self, message: Message) -> bool:
+        try:
+            self._queue.put_nowait(message)
+            return True
+        except queue.Full:
+            self.dropped += 1
+            return False
+
+    def qsize(self) -> int:
+        return self._queue.qsize()
+
+    def close(self) -> None:
+        self._bus.unsubscribe(self)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class EventBus:
+    """Fan-out of events to subscribers. Thread-safe; `publish` never blocks."""
+
+    def __init__(self, max_queue: int = 1000) -> None:
+        self.max_queue = max_queue
+        self._subscribers: tuple[Subscription, ...] = ()
+        self._lock = threading.Lock()
+        self.published = 0
+        self.dropped = 0
+
+    def publish(self, type: str, data: dict[str, Any]) -> None:
+        """Send `{"type": type, "data": data}` to every subscriber; a full subscriber loses this message."""
+        message: Message = {"type": type, "data": data}
+        self.published += 1
+        for sub in self._subscribers:  # an immutable snapshot: no lock needed to read it
+            if not sub._offer(message):
+                with self._lock:
+                    self.dropped += 1
+
+    def subscribe(self) -> Subscription:
+        sub = Subscription(self, self.max_queue)
+        with self._lock:
+            self._subscribers = (*self._subscribers, sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        """Remove a subscription (idempotent)."""
+        with self._lock:
+            self._subscribers = tuple(s for s in self._subscribers if s is not sub)
+            sub.closed = True
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)

@@ -1,0 +1,21 @@
+"""The `tokenlens` command line: one sub-app per command group."""
+
+from __future__ import annotations
+
+import typer
+
+from tokenlens.cli import ca, config_cmd, daemon, data
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="TokenLens: a local AI gateway that meters every call to Anthropic, OpenAI and Google AI.",
+)
+app.command()(daemon.daemon)
+app.command()(ca.ca)
+app.add_typer(config_cmd.app, name="config")
+data.register(app)
+
+
+def main() -> None:
+    app()

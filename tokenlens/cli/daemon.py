@@ -1,0 +1,157 @@
+"""`tokenlens daemon`: the gateway in the foreground (SPEC 2).
+
+Main thread: mitmproxy's DumpMaster with the pipeline addons. A thread: the Flask app on an internal loopback
+port, reached through the gateway's own port. A thread: the record writer. SIGINT/SIGTERM shut down cleanly and
+every queued record is written before the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import errno
+import logging
+import signal
+import socket
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from mitmproxy import options
+from mitmproxy.tools.dump import DumpMaster
+from werkzeug.serving import make_server
+
+from tokenlens.addons import TokenLens
+from tokenlens.addons.broadcast import Broadcaster
+from tokenlens.addons.config_watch import allow_hosts_for
+from tokenlens.app import AppDeps, SettingsHolder
+from tokenlens.bus import EventBus
+from tokenlens.cli.ca import ensure_ca
+from tokenlens.config import (
+    ConfigError,
+    Settings,
+    config_path,
+    load_settings,
+    startup_problem,
+    tokenlens_home,
+)
+from tokenlens.metering import RecordBuilder
+from tokenlens.store import RecordWriter, open_store
+from tokenlens.web import create_app
+
+log = logging.getLogger("tokenlens")
+
+
+def port_problem(host: str, port: int) -> str | None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                return (
+                    f"Port {port} on {host} is already in use (is TokenLens already running? try `tokenlens status`); "
+                    "stop that process or choose another port with --port."
+                )
+            return f"Cannot listen on {host}:{port}: {e.strerror}."
+    return None
+
+
+async def _serve(deps: AppDeps, broadcaster: Broadcaster) -> None:
+    settings = deps.settings.get()
+    logging.getLogger().setLevel(logging.INFO)
+    opts = options.Options(
+        listen_host=settings.server.host,
+        listen_port=settings.server.port,
+        mode=["regular"],
+        confdir=str(deps.home),
+    )
+    master = DumpMaster(opts, with_termlog=True, with_dumper=False)
+    updates: dict[str, object] = {
+        "termlog_verbosity": "warn",
+        "tcp_timeout": 3600,  # a slow model answer must not be cut by mitmproxy's 600 s idle timeout
+        "allow_hosts": allow_hosts_for(settings),
+        "block_global": False,
+    }
+    if settings.server.upstream_ca:
+        updates["ssl_verify_upstream_trusted_ca"] = str(settings.server.upstream_ca)
+    master.options.update(**updates)
+    master.addons.add(TokenLens(deps, broadcaster))
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, master.shutdown)
+    await master.run()
+
+
+def run_gateway(settings: Settings, home: Path, config_file: Path) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    ensure_ca(home)
+    holder = SettingsHolder(settings)
+    store = open_store(settings.storage.url, home)
+    bus = EventBus()
+    broadcaster = Broadcaster(bus)
+    writer: RecordWriter = RecordWriter(
+        store,
+        RecordBuilder(holder),
+        broadcaster.on_written,
+        store_bodies=lambda: holder.get().storage.store_bodies,
+    )
+    deps = AppDeps(settings=holder, store=store, writer=writer, bus=bus, home=home, config_path=config_file)
+    web = make_server("127.0.0.1", 0, create_app(deps), threaded=True)
+    deps.web_port = web.server_port
+    threading.Thread(target=web.serve_forever, name="tokenlens-web", daemon=True).start()
+    host, port = settings.server.host, settings.server.port
+    shown = "localhost" if host in ("127.0.0.1", "::1") else host
+    typer.echo(
+        f"TokenLens gateway on http://{shown}:{port} (dashboard http://{shown}:{port}/, data in {home})",
+        err=True,
+    )
+    try:
+        asyncio.run(_serve(deps, broadcaster))
+    finally:
+        written = writer.stop()
+        web.shutdown()
+        store.close()
+        typer.echo(
+            f"TokenLens stopped; records flushed ({'all written' if written else 'some NOT written'}).",
+            err=True,
+        )
+
+
+def daemon(
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on (default server.host, 127.0.0.1).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on (default server.port, 8420).")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="Configuration file (default $TOKENLENS_CONFIG).")
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", help="Data directory (default $TOKENLENS_HOME, ~/.tokenlens)."),
+    ] = None,
+) -> None:
+    """Run the gateway in the foreground. Ready when GET /healthz answers 200."""
+    home = (data_dir or tokenlens_home()).expanduser()
+    config_file = (config or config_path()).expanduser()
+    if config is not None and not config_file.exists():
+        typer.echo(f"Configuration file {config_file} does not exist.", err=True)
+        raise typer.Exit(2)
+    try:
+        settings = load_settings(config_file)
+    except ConfigError as error:
+        typer.echo(f"Configuration error in {config_file}: {error}", err=True)
+        raise typer.Exit(2) from None
+    server = dataclasses.replace(
+        settings.server,
+        host=host if host is not None else settings.server.host,
+        port=port if port is not None else settings.server.port,
+    )
+    settings = dataclasses.replace(settings, server=server)
+    problem = startup_problem(settings) or port_problem(server.host, server.port)
+    if problem:
+        typer.echo(problem, err=True)
+        raise typer.Exit(1)
+    run_gateway(settings, home, config_file)

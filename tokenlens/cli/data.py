@@ -1,0 +1,211 @@
+"""`tokenlens export` and `tokenlens import`: call records as CSV or JSONL (SPEC sections 3 and 9)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Annotated, Any
+
+import httpx
+import typer
+
+from tokenlens.config import (
+    ConfigError,
+    ServerSettings,
+    Settings,
+    config_path,
+    is_loopback_host,
+    load_settings,
+    resolve_timezone,
+    tokenlens_home,
+)
+from tokenlens.store import ImportResult, SchemaError, csv_header, export_lines, open_store, parse_since
+
+HEALTH_TIMEOUT = 1.0
+IMPORT_TIMEOUT = httpx.Timeout(600.0, connect=5.0)
+SHOWN_ERRORS = 5
+_CHUNK = 64 * 1024
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", help="Configuration file (default $TOKENLENS_CONFIG).")
+]
+DataDirOption = Annotated[
+    Path | None, typer.Option("--data-dir", help="Data directory (default $TOKENLENS_HOME, ~/.tokenlens).")
+]
+
+
+def _settings(config: Path | None, data_dir: Path | None) -> tuple[Settings, Path]:
+    home = (data_dir or tokenlens_home()).expanduser()
+    config_file = (config or config_path()).expanduser()
+    if config is not None and not config_file.exists():
+        typer.echo(f"Configuration file {config_file} does not exist.", err=True)
+        raise typer.Exit(2)
+    try:
+        return load_settings(config_file), home
+    except ConfigError as problem:
+        typer.echo(f"Configuration error in {config_file}: {problem}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _chunks(lines: Iterator[str]) -> Iterator[str]:
+    buffer: list[str] = []
+    size = 0
+    for line in lines:
+        buffer.append(line)
+        size += len(line)
+        if size >= _CHUNK:
+            yield "".join(buffer)
+            buffer, size = [], 0
+    if buffer:
+        yield "".join(buffer)
+
+
+def export(
+    format: Annotated[str, typer.Option("--format", help="csv or jsonl.")] = "jsonl",
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="Only calls from this date (YYYY-MM-DD, in the configured time zone) or ISO time on."
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to FILE instead of stdout.")
+    ] = None,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Export call records (oldest first) as CSV or JSONL, reading the store directly."""
+    fmt = format.lower()
+    if fmt not in ("csv", "jsonl"):
+        raise typer.BadParameter("expected csv or jsonl", param_hint="--format")
+    settings, home = _settings(config, data_dir)
+    since_ts = None
+    if since:
+        try:
+            since_ts = parse_since(since, resolve_timezone(settings.timezone))
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc).removeprefix("since: "), param_hint="--since") from None
+    store = None
+    try:
+        store = open_store(settings.storage.url, home, readonly=True)
+    except FileNotFoundError:
+        typer.echo(f"No calls recorded yet (no store in {home}).", err=True)
+    except SchemaError as exc:
+        typer.echo(f"Cannot read the store: {exc}.", err=True)
+        raise typer.Exit(1) from None
+    if store is not None:
+        lines = export_lines(store, fmt, since_ts)
+    else:
+        lines = iter([csv_header()] if fmt == "csv" else [])
+    try:
+        if output is None:
+            for chunk in _chunks(lines):
+                typer.echo(chunk, nl=False)
+        else:
+            with output.expanduser().open("w", encoding="utf-8", newline="") as handle:
+                for chunk in _chunks(lines):
+                    handle.write(chunk)
+    except OSError as exc:
+        typer.echo(f"Cannot write {output}: {exc.strerror or exc}.", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        if store is not None:
+            store.close()
+
+
+def daemon_url(server: ServerSettings) -> str:
+    """The base URL of the daemon described by `server` (a wildcard address is reached on loopback)."""
+    host = server.host
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{server.port}"
+
+
+def _auth_headers(server: ServerSettings) -> dict[str, str]:
+    if server.api_token and not is_loopback_host(server.host):
+        return {"Authorization": f"Bearer {server.api_token}"}
+    return {}
+
+
+def daemon_is_up(server: ServerSettings) -> bool:
+    try:
+        response = httpx.get(
+            daemon_url(server) + "/healthz", timeout=HEALTH_TIMEOUT, headers=_auth_headers(server)
+        )
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 200
+
+
+def _import_via_daemon(server: ServerSettings, handle: IO[bytes]) -> ImportResult:
+    response = httpx.post(
+        daemon_url(server) + "/api/import",
+        content=iter(lambda: handle.read(_CHUNK), b""),
+        headers={"Content-Type": "application/x-ndjson", **_auth_headers(server)},
+        timeout=IMPORT_TIMEOUT,
+    )
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = None
+    if response.status_code != 200 or not isinstance(body, dict):
+        detail = body.get("error") if isinstance(body, dict) else response.text[:200]
+        typer.echo(f"The daemon refused the import ({response.status_code}): {detail}", err=True)
+        raise typer.Exit(1)
+    return ImportResult(int(body["imported"]), int(body["skipped"]), list(body.get("errors", [])))
+
+
+def _import_direct(settings: Settings, home: Path, handle: IO[bytes]) -> ImportResult:
+    from tokenlens.pricing import Pricer, from_settings
+
+    store = open_store(settings.storage.url, home)
+    try:
+        return store.import_lines(
+            handle, Pricer(from_settings(settings.pricing)), store_bodies=settings.storage.store_bodies
+        )
+    finally:
+        store.close()
+
+
+def import_(
+    file: Annotated[
+        Path, typer.Argument(help="A JSONL file of call records (as `tokenlens export` writes).")
+    ],
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Import call records from JSONL: through the running daemon, or into the store directly."""
+    settings, home = _settings(config, data_dir)
+    path = file.expanduser()
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        typer.echo(f"Cannot read {path}: {exc.strerror or exc}.", err=True)
+        raise typer.Exit(1) from None
+    with handle:
+        try:
+            if daemon_is_up(settings.server):
+                typer.echo(f"Importing through the daemon at {daemon_url(settings.server)}.", err=True)
+                result = _import_via_daemon(settings.server, handle)
+            else:
+                result = _import_direct(settings, home, handle)
+        except OSError as exc:
+            typer.echo(f"Cannot read {path}: {exc.strerror or exc}.", err=True)
+            raise typer.Exit(1) from None
+        except httpx.HTTPError as exc:
+            typer.echo(f"The import through the daemon failed: {exc}.", err=True)
+            raise typer.Exit(1) from None
+    typer.echo(f"imported {result.imported}, skipped {result.skipped}, errors {len(result.errors)}")
+    for problem in result.errors[:SHOWN_ERRORS]:
+        typer.echo(f"  line {problem.get('line')}: {problem.get('error')}")
+    if len(result.errors) > SHOWN_ERRORS:
+        typer.echo(f"  ... and {len(result.errors) - SHOWN_ERRORS} more")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export")(export)
+    app.command("import")(import_)

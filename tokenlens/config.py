@@ -1,0 +1,1228 @@
+"""The configuration: YAML file -> validated, frozen `Settings` (SPEC section 4).
+
+`load_settings(path)` reads the file (no file: the defaults), `parse_settings(data)` validates a mapping,
+`settings_to_dict(settings)` turns it back into plain data. The config API uses `section_to_dict`,
+`replace_section` (validate one section) and `write_section` (rewrite only that section of the file,
+atomically, keeping everything else byte for byte).
+
+Every problem raises `ConfigError` whose `field` is the dotted path of the offending key
+(`budgets.daily_usd`, `routing.aliases[0].to`) and whose message says what is wrong with it.
+Unknown keys are errors too, with a "did you mean" hint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import io
+import ipaddress
+import json
+import keyword
+import math
+import os
+import re
+import tempfile
+import threading
+import zoneinfo
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
+from pathlib import Path
+from typing import Any, Literal, cast
+from urllib.parse import urlsplit
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.representer import RoundTripRepresenter
+
+__all__ = [
+    "BUILTIN_PROVIDERS",
+    "EDITABLE_SECTIONS",
+    "SECTIONS",
+    "WEBHOOK_EVENTS",
+    "Alerts",
+    "Alias",
+    "Budgets",
+    "ConfigError",
+    "CustomRule",
+    "Dedup",
+    "Detector",
+    "FallbackChain",
+    "FrozenMap",
+    "Guardrails",
+    "LatencyGroup",
+    "ModelLimit",
+    "ModelWeight",
+    "PriceOverride",
+    "ProviderSettings",
+    "Quotas",
+    "Routing",
+    "ServerSettings",
+    "Settings",
+    "SourceLimit",
+    "StorageSettings",
+    "Webhook",
+    "WeightRule",
+    "config_path",
+    "is_loopback_host",
+    "load_settings",
+    "parse_settings",
+    "replace_section",
+    "resolve_timezone",
+    "section_to_dict",
+    "settings_to_dict",
+    "startup_problem",
+    "tokenlens_home",
+    "write_section",
+]
+
+ProviderFormat = Literal["openai", "anthropic", "google"]
+Action = Literal["warn", "block", "redact"]
+WebhookFormat = Literal["json", "slack"]
+WebhookEvent = Literal["alert", "budget", "anomaly", "digest", "block"]
+
+WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = ("alert", "budget", "anomaly", "digest", "block")
+
+# Top-level keys in SPEC order; the config API may replace only the EDITABLE ones.
+SECTIONS: tuple[str, ...] = (
+    "server",
+    "storage",
+    "providers",
+    "budgets",
+    "quotas",
+    "routing",
+    "guardrails",
+    "dedup",
+    "pricing",
+    "alerts",
+    "webhooks",
+    "timezone",
+)
+EDITABLE_SECTIONS: tuple[str, ...] = (
+    "quotas",
+    "routing",
+    "guardrails",
+    "budgets",
+    "alerts",
+    "pricing",
+    "webhooks",
+    "dedup",
+)
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value. `str(err)` is `"<field>: <message>"`.
+
+    `field` is the dotted path of the key (None for a problem with the whole file, such as YAML syntax);
+    `line` (1-based) and `path` are set when the value came from a file.
+    """
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        self.message = message
+        self.field = field
+        self.line: int | None = None
+        self.path: Path | None = None
+        super().__init__(f"{field}: {message}" if field else message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.message, self.field), self.__dict__)
+
+
+class FrozenMap[K, V](Mapping[K, V]):
+    """A read-only, hashable mapping (keeps insertion order) for mappings inside the frozen settings."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Mapping[K, V] | Sequence[tuple[K, V]] = ()) -> None:
+        self._data: dict[K, V] = dict(data)
+
+    def __getitem__(self, key: K) -> V:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._data.items()))
+
+    def __repr__(self) -> str:
+        return f"FrozenMap({self._data!r})"
+
+
+# --- the settings ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8420
+    api_token: str | None = None
+    # Extra Host names the dashboard and API answer besides loopback ones (DNS-rebinding defence).
+    allowed_hosts: tuple[str, ...] = ()
+    # PEM file of extra CA certificates trusted for upstream TLS (added to the system roots).
+    upstream_ca: str | None = None
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    url: str | None = None  # None: SQLite at $TOKENLENS_HOME/tokenlens.db
+    store_bodies: bool = True
+    retention_days: int = 90
+
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    """An upstream. `upstream` is normalised without a trailing slash; a path in it is a prefix:
+    `/proxy/<name>/<rest>` goes to `<upstream>/<rest>`."""
+
+    upstream: str
+    format: ProviderFormat = "openai"
+    api_key_env: str | None = None
+
+    @property
+    def scheme(self) -> str:
+        return urlsplit(self.upstream).scheme
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.upstream).hostname or ""
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.upstream)
+        return parts.port or (443 if parts.scheme == "https" else 80)
+
+    @property
+    def base_path(self) -> str:
+        """The path prefix of the upstream ("" when none), without a trailing slash."""
+        return urlsplit(self.upstream).path.rstrip("/")
+
+    def url(self, path: str) -> str:
+        """The upstream URL for a path (and query) such as `/v1/messages?beta=true`."""
+        return self.upstream + "/" + path.lstrip("/")
+
+
+BUILTIN_PROVIDERS: Mapping[str, ProviderSettings] = FrozenMap(
+    {
+        "openai": ProviderSettings("https://api.openai.com", "openai"),
+        "anthropic": ProviderSettings("https://api.anthropic.com", "anthropic"),
+        "google": ProviderSettings("https://generativelanguage.googleapis.com", "google"),
+    }
+)
+
+
+@dataclass(frozen=True)
+class Budgets:
+    daily_usd: float | None = None
+    monthly_usd: float | None = None
+    reserve_output_tokens: int = 4096
+    fail_open: bool = False
+
+
+@dataclass(frozen=True)
+class SourceLimit:
+    source: str
+    daily_usd: float | None = None
+    monthly_usd: float | None = None
+    daily_calls: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelLimit:
+    model: str
+    daily_calls: int | None = None
+    daily_usd: float | None = None
+
+
+@dataclass(frozen=True)
+class Quotas:
+    kill_switches: tuple[str, ...] = ()  # source names whose calls are refused (403)
+    source_limits: tuple[SourceLimit, ...] = ()
+    model_limits: tuple[ModelLimit, ...] = ()
+    fail_open: bool = False
+
+
+@dataclass(frozen=True)
+class Alias:
+    from_: str  # YAML key "from"
+    to: str
+
+
+@dataclass(frozen=True)
+class FallbackChain:
+    trigger_model: str
+    fallbacks: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ModelWeight:
+    model: str
+    weight: float
+
+
+@dataclass(frozen=True)
+class WeightRule:
+    source: str
+    rules: tuple[ModelWeight, ...]
+
+
+@dataclass(frozen=True)
+class LatencyGroup:
+    name: str
+    models: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Routing:
+    aliases: tuple[Alias, ...] = ()
+    fallback_chains: tuple[FallbackChain, ...] = ()
+    weights: tuple[WeightRule, ...] = ()
+    latency_groups: tuple[LatencyGroup, ...] = ()
+
+
+@dataclass(frozen=True)
+class Detector:
+    enabled: bool = False
+    action: Action = "warn"
+
+
+@dataclass(frozen=True)
+class CustomRule:
+    name: str
+    pattern: str  # a Python regular expression, checked to compile
+    action: Action = "warn"
+
+
+@dataclass(frozen=True)
+class Guardrails:
+    pii_detection: Detector = Detector()
+    injection_detection: Detector = Detector()  # action warn or block
+    response_pii_detection: Detector = Detector()
+    custom_rules: tuple[CustomRule, ...] = ()
+    fail_open: bool = True
+
+
+@dataclass(frozen=True)
+class Dedup:
+    enabled: bool = False
+    ttl_s: int = 300
+    max_entries: int = 10000
+
+
+@dataclass(frozen=True)
+class PriceOverride:
+    """USD per million tokens. None for a cache rate: the pricing database's rate applies."""
+
+    input: float
+    output: float
+    cache_read: float | None = None
+    cache_write: float | None = None
+
+
+@dataclass(frozen=True)
+class Alerts:
+    daily_cost_threshold: float | None = None
+
+
+@dataclass(frozen=True)
+class Webhook:
+    url: str
+    events: tuple[WebhookEvent, ...] = WEBHOOK_EVENTS
+    secret: str | None = None
+    format: WebhookFormat = "json"
+
+
+def _default_providers() -> Mapping[str, ProviderSettings]:
+    return BUILTIN_PROVIDERS
+
+
+def _no_prices() -> Mapping[str, PriceOverride]:
+    return FrozenMap()
+
+
+@dataclass(frozen=True)
+class Settings:
+    server: ServerSettings = ServerSettings()
+    storage: StorageSettings = StorageSettings()
+    providers: Mapping[str, ProviderSettings] = field(default_factory=_default_providers)
+    budgets: Budgets = Budgets()
+    quotas: Quotas = Quotas()
+    routing: Routing = Routing()
+    guardrails: Guardrails = Guardrails()
+    dedup: Dedup = Dedup()
+    pricing: Mapping[str, PriceOverride] = field(default_factory=_no_prices)
+    alerts: Alerts = Alerts()
+    webhooks: tuple[Webhook, ...] = ()
+    timezone: str = "local"  # "local" or an IANA name such as "Europe/Paris"
+
+
+# --- validation helpers ------------------------------------------------------------------------------
+
+Check = Callable[[Any, str], Any]
+
+
+def _show(value: Any) -> str:
+    """A short rendering of a bad value for an error message."""
+    if isinstance(value, str):
+        text = value if len(value) <= 60 else value[:57] + "..."
+        return json.dumps(text)
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, int | float):
+        return repr(value)
+    return f"a {type(value).__name__}"
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _unknown_key(key: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f'did you mean "{close[0]}"? ' if close else ""
+    return f"unknown key; {hint}(known keys: {', '.join(known)})"
+
+
+def _mapping(value: Any, path: str, known: Sequence[str] | None = None) -> Mapping[str, Any]:
+    """A mapping with string keys, all of them in `known` (when given). null counts as empty."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"must be a mapping, got {_show(value)}", path or None)
+    for key in value:
+        if not isinstance(key, str):
+            raise ConfigError(f"keys must be strings, got {_show(key)}", path or None)
+        if known is not None and key not in known:
+            raise ConfigError(_unknown_key(key, known), _join(path, key))
+    return value
+
+
+def _list(value: Any, path: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list | tuple):
+        raise ConfigError(f"must be a list, got {_show(value)}", path)
+    return list(value)
+
+
+def _bool(value: Any, path: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"must be true or false, got {_show(value)}", path)
+    return value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _number(*, nullable: bool = False, positive: bool = False) -> Check:
+    def check(value: Any, path: str) -> float | None:
+        if value is None and nullable:
+            return None
+        if not _is_number(value) or value < 0 or (positive and value == 0):
+            raise ConfigError(f"must be a number {'> 0' if positive else '>= 0'}, got {_show(value)}", path)
+        return cast(float, int(value) if isinstance(value, int) else float(value))
+
+    return check
+
+
+def _int(minimum: int, maximum: int | None = None, *, nullable: bool = False) -> Check:
+    def check(value: Any, path: str) -> int | None:
+        if value is None and nullable:
+            return None
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        if not ok or value < minimum or (maximum is not None and value > maximum):
+            wanted = (
+                f"an integer >= {minimum}" if maximum is None else f"an integer from {minimum} to {maximum}"
+            )
+            raise ConfigError(f"must be {wanted}, got {_show(value)}", path)
+        return int(value)
+
+    return check
+
+
+def _text(*, nullable: bool = False, pattern: str | None = None, what: str = "") -> Check:
+    regex = re.compile(pattern) if pattern else None
+
+    def check(value: Any, path: str) -> str | None:
+        if value is None and nullable:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"must be a non-empty string, got {_show(value)}", path)
+        if regex is not None and not regex.fullmatch(value):
+            raise ConfigError(f"must be {what}, got {_show(value)}", path)
+        return str(value)
+
+    return check
+
+
+def _choice(*choices: str) -> Check:
+    def check(value: Any, path: str) -> str:
+        if value not in choices or not isinstance(value, str):
+            raise ConfigError(f"must be one of {', '.join(choices)}, got {_show(value)}", path)
+        return str(value)
+
+    return check
+
+
+def _list_of(item: Check, *, non_empty: bool = False) -> Check:
+    def check(value: Any, path: str) -> tuple[Any, ...]:
+        items = _list(value, path)
+        if non_empty and not items:
+            raise ConfigError("must not be empty", path)
+        return tuple(item(element, f"{path}[{i}]") for i, element in enumerate(items))
+
+    return check
+
+
+def _attr(key: str) -> str:
+    return f"{key}_" if keyword.iskeyword(key) else key
+
+
+def _key(attr: str) -> str:
+    return attr[:-1] if attr.endswith("_") and keyword.iskeyword(attr[:-1]) else attr
+
+
+def _object(cls: type[Any], checks: Mapping[str, Check], required: Sequence[str] = ()) -> Check:
+    """A mapping with exactly the keys of `checks` (missing ones take the dataclass default)."""
+    known = list(checks)
+
+    def check(value: Any, path: str) -> Any:
+        data = _mapping(value, path, known)
+        kwargs: dict[str, Any] = {}
+        for key, key_check in checks.items():
+            if key in data:
+                kwargs[_attr(key)] = key_check(data[key], _join(path, key))
+            elif key in required:
+                raise ConfigError("is required", _join(path, key))
+        return cls(**kwargs)
+
+    return check
+
+
+def _unique(items: Sequence[Any], attr: str, path: str, what: str) -> None:
+    seen: set[Any] = set()
+    for i, item in enumerate(items):
+        value = getattr(item, attr)
+        if value in seen:
+            raise ConfigError(f"{what} {_show(value)} appears more than once", f"{path}[{i}].{_key(attr)}")
+        seen.add(value)
+
+
+_NAME = _text()  # a non-empty name: model, source
+_PROVIDER_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
+_ENV_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+_RULE_NAME = r"[A-Za-z0-9][A-Za-z0-9_-]*"
+
+
+def _http_url(value: Any, path: str) -> str:
+    text = _text()(value, path)
+    try:
+        parts = urlsplit(text)
+        _ = parts.port  # raises ValueError for a bad port
+    except ValueError as exc:
+        raise ConfigError(f"must be an http(s) URL, got {_show(text)} ({exc})", path) from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"must be an absolute http:// or https:// URL, got {_show(text)}", path)
+    return text
+
+
+def _upstream(value: Any, path: str) -> str:
+    text = _http_url(value, path)
+    parts = urlsplit(text)
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError("must not contain credentials (use api_key_env)", path)
+    if parts.query or parts.fragment or text.endswith(("?", "#")):
+        raise ConfigError(f"must not have a query string or fragment, got {_show(text)}", path)
+    return f"{parts.scheme.lower()}://{parts.netloc}{parts.path.rstrip('/')}"
+
+
+# --- sections ----------------------------------------------------------------------------------------
+
+
+def _host_name(value: Any, path: str) -> str:
+    text = _text()(value, path)
+    if any(ch.isspace() or ch in "/?#@" for ch in text):
+        raise ConfigError(f"must be a host name such as gateway.example.com, got {_show(text)}", path)
+    return text.lower()
+
+
+_server = _object(
+    ServerSettings,
+    {
+        "host": _text(),
+        "port": _int(1, 65535),
+        "api_token": _text(nullable=True, pattern=r"\S+", what="a string without spaces"),
+        "allowed_hosts": _list_of(_host_name),
+        "upstream_ca": _text(nullable=True),
+    },
+)
+
+
+def _storage_url(value: Any, path: str) -> str | None:
+    text = _text(nullable=True)(value, path)
+    if text is not None and urlsplit(text).scheme.lower() not in ("sqlite", "postgres", "postgresql"):
+        raise ConfigError(
+            f"must be null (SQLite in TOKENLENS_HOME), sqlite:///PATH or postgresql://..., got {_show(text)}",
+            path,
+        )
+    return text
+
+
+_storage = _object(
+    StorageSettings,
+    {"url": _storage_url, "store_bodies": _bool, "retention_days": _int(1)},
+)
+
+
+def _providers(value: Any, path: str) -> FrozenMap[str, ProviderSettings]:
+    data = _mapping(value, path)
+    result = dict(BUILTIN_PROVIDERS)
+    known = ["upstream", "format", "api_key_env"]
+    for name, spec in data.items():
+        where = _join(path, name)
+        if not _PROVIDER_NAME.fullmatch(name):
+            raise ConfigError(
+                "a provider name must be lower-case letters, digits, '-' or '_' (starting with a letter or digit)",
+                where,
+            )
+        fields = _mapping(spec, where, known)
+        builtin = BUILTIN_PROVIDERS.get(name)
+        if "upstream" in fields:
+            upstream = _upstream(fields["upstream"], f"{where}.upstream")
+        elif builtin is not None:
+            upstream = builtin.upstream
+        else:
+            raise ConfigError("is required for a provider that is not built in", f"{where}.upstream")
+        fmt = _choice("openai", "anthropic", "google")(fields.get("format", "openai"), f"{where}.format")
+        if builtin is not None:
+            if "format" in fields and fmt != builtin.format:
+                raise ConfigError(
+                    f'is always "{builtin.format}" for the built-in provider {name}', f"{where}.format"
+                )
+            fmt = builtin.format
+        key_env = _text(nullable=True, pattern=_ENV_NAME, what="an environment variable name")(
+            fields.get("api_key_env"), f"{where}.api_key_env"
+        )
+        result[name] = ProviderSettings(upstream, fmt, key_env)
+    return FrozenMap(result)
+
+
+_budgets = _object(
+    Budgets,
+    {
+        "daily_usd": _number(nullable=True),
+        "monthly_usd": _number(nullable=True),
+        "reserve_output_tokens": _int(0),
+        "fail_open": _bool,
+    },
+)
+
+
+def _limit(cls: type[Any], key: str, caps: Mapping[str, Check]) -> Check:
+    build = _object(cls, {key: _NAME, **caps}, required=(key,))
+
+    def check(value: Any, path: str) -> Any:
+        limit = build(value, path)
+        if all(getattr(limit, cap) is None for cap in caps):
+            raise ConfigError(f"sets no limit: give at least one of {', '.join(caps)}", path)
+        return limit
+
+    return check
+
+
+_source_limit = _limit(
+    SourceLimit,
+    "source",
+    {
+        "daily_usd": _number(nullable=True),
+        "monthly_usd": _number(nullable=True),
+        "daily_calls": _int(0, nullable=True),
+    },
+)
+_model_limit = _limit(
+    ModelLimit, "model", {"daily_calls": _int(0, nullable=True), "daily_usd": _number(nullable=True)}
+)
+_quotas_object = _object(
+    Quotas,
+    {
+        "kill_switches": _list_of(_NAME),
+        "source_limits": _list_of(_source_limit),
+        "model_limits": _list_of(_model_limit),
+        "fail_open": _bool,
+    },
+)
+
+
+def _quotas(value: Any, path: str) -> Quotas:
+    quotas: Quotas = _quotas_object(value, path)
+    _unique(quotas.source_limits, "source", f"{path}.source_limits", "source")
+    _unique(quotas.model_limits, "model", f"{path}.model_limits", "model")
+    return quotas
+
+
+_alias_object = _object(Alias, {"from": _NAME, "to": _NAME}, required=("from", "to"))
+
+
+def _alias(value: Any, path: str) -> Alias:
+    alias: Alias = _alias_object(value, path)
+    if alias.from_ == alias.to:
+        raise ConfigError(f"aliases {_show(alias.from_)} to itself", f"{path}.to")
+    return alias
+
+
+_model_weight = _object(ModelWeight, {"model": _NAME, "weight": _number()}, required=("model", "weight"))
+_weight_rule_object = _object(
+    WeightRule,
+    {"source": _NAME, "rules": _list_of(_model_weight, non_empty=True)},
+    required=("source", "rules"),
+)
+
+
+def _weight_rule(value: Any, path: str) -> WeightRule:
+    rule: WeightRule = _weight_rule_object(value, path)
+    _unique(rule.rules, "model", f"{path}.rules", "model")
+    if sum(r.weight for r in rule.rules) <= 0:
+        raise ConfigError("the weights must not all be 0", f"{path}.rules")
+    return rule
+
+
+_routing_object = _object(
+    Routing,
+    {
+        "aliases": _list_of(_alias),
+        "fallback_chains": _list_of(
+            _object(
+                FallbackChain,
+                {"trigger_model": _NAME, "fallbacks": _list_of(_NAME, non_empty=True)},
+                required=("trigger_model", "fallbacks"),
+            )
+        ),
+        "weights": _list_of(_weight_rule),
+        "latency_groups": _list_of(
+            _object(
+                LatencyGroup,
+                {"name": _NAME, "models": _list_of(_NAME, non_empty=True)},
+                required=("name", "models"),
+            )
+        ),
+    },
+)
+
+
+def _routing(value: Any, path: str) -> Routing:
+    routing: Routing = _routing_object(value, path)
+    _unique(routing.aliases, "from_", f"{path}.aliases", "model")
+    _unique(routing.weights, "source", f"{path}.weights", "source")
+    _unique(routing.latency_groups, "name", f"{path}.latency_groups", "group")
+    return routing
+
+
+def _pattern(value: Any, path: str) -> str:
+    text = _text()(value, path)
+    try:
+        compiled = re.compile(text)
+    except re.error as exc:
+        raise ConfigError(f"is not a valid regular expression: {exc}", path) from None
+    if compiled.search("") is not None:
+        raise ConfigError("matches the empty string, so it would match every request", path)
+    return text
+
+
+_REDACTABLE: Check = _choice("warn", "block", "redact")
+
+
+def _detector(actions: Check) -> Check:
+    return _object(Detector, {"enabled": _bool, "action": actions})
+
+
+_guardrails_object = _object(
+    Guardrails,
+    {
+        "pii_detection": _detector(_REDACTABLE),
+        "injection_detection": _detector(_choice("warn", "block")),
+        "response_pii_detection": _detector(_REDACTABLE),
+        "custom_rules": _list_of(
+            _object(
+                CustomRule,
+                {
+                    "name": _text(pattern=_RULE_NAME, what="letters, digits, '-' or '_'"),
+                    "pattern": _pattern,
+                    "action": _REDACTABLE,
+                },
+                required=("name", "pattern"),
+            )
+        ),
+        "fail_open": _bool,
+    },
+)
+
+
+def _guardrails(value: Any, path: str) -> Guardrails:
+    guardrails: Guardrails = _guardrails_object(value, path)
+    _unique(guardrails.custom_rules, "name", f"{path}.custom_rules", "rule name")
+    return guardrails
+
+
+_dedup = _object(Dedup, {"enabled": _bool, "ttl_s": _int(1), "max_entries": _int(1)})
+
+_price = _object(
+    PriceOverride,
+    {
+        "input": _number(),
+        "output": _number(),
+        "cache_read": _number(nullable=True),
+        "cache_write": _number(nullable=True),
+    },
+    required=("input", "output"),
+)
+
+
+def _pricing(value: Any, path: str) -> FrozenMap[str, PriceOverride]:
+    data = _mapping(value, path)
+    return FrozenMap({model: _price(spec, _join(path, model)) for model, spec in data.items()})
+
+
+_alerts = _object(Alerts, {"daily_cost_threshold": _number(nullable=True)})
+
+
+def _events(value: Any, path: str) -> tuple[str, ...]:
+    events = _list_of(_choice(*WEBHOOK_EVENTS), non_empty=True)(value, path)
+    return tuple(dict.fromkeys(events))
+
+
+_webhooks = _list_of(
+    _object(
+        Webhook,
+        {
+            "url": _http_url,
+            "events": _events,
+            "secret": _text(nullable=True),
+            "format": _choice("json", "slack"),
+        },
+        required=("url",),
+    )
+)
+
+
+def _timezone(value: Any, path: str) -> str:
+    name = _text()(value, path)
+    if name == "local":
+        return name
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        close = difflib.get_close_matches(name, sorted(zoneinfo.available_timezones()), n=1)
+        hint = f'; did you mean "{close[0]}"?' if close else ""
+        raise ConfigError(
+            f'must be "local" or an IANA time zone name such as "Europe/Paris", got {_show(name)}{hint}', path
+        ) from None
+    return name
+
+
+_SECTION_CHECKS: dict[str, Check] = {
+    "server": _server,
+    "storage": _storage,
+    "providers": _providers,
+    "budgets": _budgets,
+    "quotas": _quotas,
+    "routing": _routing,
+    "guardrails": _guardrails,
+    "dedup": _dedup,
+    "pricing": _pricing,
+    "alerts": _alerts,
+    "webhooks": _webhooks,
+    "timezone": _timezone,
+}
+
+
+# --- public API: parse and serialise ---------------------------------------------------------------
+
+
+def parse_settings(data: Mapping[str, Any] | None) -> Settings:
+    """Validate a configuration mapping (as read from YAML or JSON); missing keys take their defaults."""
+    sections = _mapping(data, "", SECTIONS)
+    kwargs = {
+        name: _SECTION_CHECKS[name](sections[name], name)
+        for name in SECTIONS
+        if name in sections and not (name == "timezone" and sections[name] is None)
+    }
+    return Settings(**kwargs)
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {_key(f.name): _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, tuple | list):
+        return [_plain(item) for item in value]
+    return value
+
+
+def settings_to_dict(settings: Settings) -> dict[str, Any]:
+    """Plain, JSON-serialisable data in the shape of the file (`parse_settings` reads it back equal).
+
+    It includes `server.api_token` and webhook secrets: do not send it to a browser as it is.
+    """
+    result: dict[str, Any] = _plain(settings)
+    return result
+
+
+def _check_section(name: str, allowed: Sequence[str]) -> None:
+    if name not in allowed:
+        raise ConfigError(_unknown_key(name, allowed).replace("unknown key", "unknown section"), name)
+
+
+def section_to_dict(settings: Settings, name: str) -> Any:
+    """One section in the shape of the file: a dict, or a list for `webhooks`, a string for `timezone`."""
+    _check_section(name, SECTIONS)
+    return _plain(getattr(settings, name))
+
+
+def _section_data(name: str, data: Any) -> Any:
+    # PUT /api/settings/webhooks may send the list itself or {"webhooks": [...]}.
+    if name == "webhooks" and isinstance(data, Mapping) and set(data) == {"webhooks"}:
+        return data["webhooks"]
+    return data
+
+
+def replace_section(settings: Settings, name: str, data: Any) -> Settings:
+    """`settings` with section `name` replaced by `data` (validated; missing keys take their defaults).
+
+    Only the sections of `EDITABLE_SECTIONS` can be replaced (the config API cannot change `server`,
+    `storage`, `providers` or `timezone`). Raises ConfigError with the full field path.
+    """
+    _check_section(name, EDITABLE_SECTIONS)
+    return dataclasses.replace(settings, **{name: _SECTION_CHECKS[name](_section_data(name, data), name)})
+
+
+# --- files and environment ---------------------------------------------------------------------------
+
+
+def tokenlens_home() -> Path:
+    """The data directory: `$TOKENLENS_HOME`, default `~/.tokenlens`."""
+    value = os.environ.get("TOKENLENS_HOME")
+    return Path(value).expanduser() if value else Path.home() / ".tokenlens"
+
+
+def config_path() -> Path:
+    """The configuration file: `$TOKENLENS_CONFIG`, default `$TOKENLENS_HOME/config.yaml`."""
+    value = os.environ.get("TOKENLENS_CONFIG")
+    return Path(value).expanduser() if value else tokenlens_home() / "config.yaml"
+
+
+def _safe_yaml() -> YAML:
+    return YAML(typ="safe", pure=True)
+
+
+def _yaml_error(exc: YAMLError) -> ConfigError:
+    if isinstance(exc, MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "invalid YAML"
+        if mark is not None:
+            err = ConfigError(f"invalid YAML at line {mark.line + 1}, column {mark.column + 1}: {problem}")
+            err.line = mark.line + 1
+            return err
+        return ConfigError(f"invalid YAML: {problem}")
+    return ConfigError(f"invalid YAML: {exc}")
+
+
+def _load_yaml(text: str) -> Any:
+    try:
+        return _safe_yaml().load(text)
+    except YAMLError as exc:
+        raise _yaml_error(exc) from None
+
+
+def _locate(text: str, field_path: str | None) -> int | None:
+    """The 1-based line of a dotted field path in a YAML text, as far as it can be followed."""
+    if not field_path:
+        return None
+    try:
+        node: Any = YAML().load(text)
+    except YAMLError:
+        return None
+    line: int | None = None
+    rest = field_path
+    try:
+        while rest:
+            if rest.startswith("["):
+                end = rest.index("]")
+                index = int(rest[1:end])
+                if not isinstance(node, CommentedSeq) or index >= len(node):
+                    break
+                line = node.lc.item(index)[0]
+                node, rest = node[index], rest[end + 1 :].removeprefix(".")
+                continue
+            if not isinstance(node, CommentedMap):
+                break
+            keys = [
+                k for k in node if isinstance(k, str) and (rest == k or rest.startswith((k + ".", k + "[")))
+            ]
+            if not keys:
+                break
+            key = max(keys, key=len)
+            line = node.lc.key(key)[0]
+            node, rest = node[key], rest[len(key) :].removeprefix(".")
+    except (AttributeError, ValueError, TypeError, KeyError, IndexError):
+        pass
+    return None if line is None else line + 1
+
+
+def _read_text(path: Path) -> str | None:
+    """The file's text, or None when there is no file."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        return None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Read and validate the configuration file (default `config_path()`).
+
+    No file, an empty file or one with only comments: the defaults. A relative `server.upstream_ca` is
+    taken relative to the file's directory. Raises ConfigError (with `.line` and `.path` set).
+    """
+    path = config_path() if path is None else Path(path)
+    text = _read_text(path)
+    if text is None:
+        return Settings()
+    try:
+        data = _load_yaml(text)
+        if data is not None and not isinstance(data, Mapping):
+            raise ConfigError(
+                f"the file must be a mapping of sections (server, budgets, ...), got {_show(data)}"
+            )
+        settings = parse_settings(data)
+    except ConfigError as exc:
+        exc.path = path
+        if exc.line is None:
+            exc.line = _locate(text, exc.field)
+        raise
+    ca = settings.server.upstream_ca
+    if ca is not None:
+        ca_path = Path(ca).expanduser()
+        if not ca_path.is_absolute():
+            ca_path = path.parent / ca_path
+        settings = dataclasses.replace(
+            settings, server=dataclasses.replace(settings.server, upstream_ca=str(ca_path))
+        )
+    return settings
+
+
+class _Representer(RoundTripRepresenter):
+    """Writes None as `null` (ruamel's round-trip default is an empty value)."""
+
+
+_Representer.add_representer(
+    type(None), lambda rep, _data: rep.represent_scalar("tag:yaml.org,2002:null", "null")
+)
+
+
+def _writer_yaml() -> YAML:
+    yaml = YAML()
+    yaml.Representer = _Representer
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    yaml.width = 4096
+    return yaml
+
+
+def _is_scalar(value: Any) -> bool:
+    return not isinstance(value, Mapping | list | tuple)
+
+
+def _styled(value: Any, in_list: bool = False) -> Any:
+    """Plain data -> ruamel nodes: lists of scalars and small list items in flow style, the rest block."""
+    if isinstance(value, Mapping):
+        node = CommentedMap((key, _styled(item)) for key, item in value.items())
+        if in_list and all(
+            _is_scalar(v) or (isinstance(v, list) and all(map(_is_scalar, v))) for v in value.values()
+        ):
+            node.fa.set_flow_style()
+        return node
+    if isinstance(value, list | tuple):
+        seq = CommentedSeq(_styled(item, in_list=True) for item in value)
+        if all(map(_is_scalar, value)):
+            seq.fa.set_flow_style()
+        return seq
+    return value
+
+
+def _dump(data: Any) -> str:
+    stream = io.StringIO()
+    _writer_yaml().dump(data, stream)
+    return stream.getvalue()
+
+
+def _is_trailer(line: str) -> bool:
+    """A line after a section's content that belongs to what follows: blank, comment at column 0, `...`."""
+    stripped = line.strip()
+    return not stripped or line.startswith("#") or stripped == "..."
+
+
+def _splice(text: str, name: str, value: Any) -> str:
+    """`text` with the top-level key `name` set to `value`, every other line kept byte for byte."""
+    doc = YAML().load(text)
+    block = _dump({name: _styled(value)})
+    if doc is None:
+        return text + ("\n" if text and not text.endswith("\n") else "") + block
+    if not isinstance(doc, CommentedMap):
+        raise ConfigError(f"the file must be a mapping of sections (server, budgets, ...), got {_show(doc)}")
+    keys = list(doc)
+    if doc.fa.flow_style() or any(doc.lc.key(k)[1] != 0 for k in keys):
+        # A flow-style or indented top level: let ruamel rewrite the whole document (comments kept).
+        doc[name] = value
+        return _dump(doc)
+    lines = text.splitlines(keepends=True)
+    if name not in doc:
+        # A new section goes before the first existing one that follows it in SPEC order (and before the
+        # comments just above that one), else at the end.
+        later = [k for k in keys if k in SECTIONS and SECTIONS.index(k) > SECTIONS.index(name)]
+        if later:
+            at = doc.lc.key(later[0])[0]
+            if later[0] != keys[0]:
+                while at > 0 and _is_trailer(lines[at - 1]) and lines[at - 1].strip() != "...":
+                    at -= 1
+            return "".join(lines[:at]) + block + "".join(lines[at:])
+        end = len(lines)
+        while end > 0 and lines[end - 1].strip() == "...":
+            end -= 1
+        head = "".join(lines[:end])
+        if head and not head.endswith("\n"):
+            head += "\n"
+        return head + block + "".join(lines[end:])
+    index = keys.index(name)
+    start = doc.lc.key(name)[0]
+    end = doc.lc.key(keys[index + 1])[0] if index + 1 < len(keys) else len(lines)
+    keep_from = end
+    while keep_from > start + 1 and _is_trailer(lines[keep_from - 1]):
+        keep_from -= 1
+    return "".join(lines[:start]) + block + "".join(lines[keep_from:])
+
+
+_WRITE_LOCK = threading.Lock()
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode: int | None = path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mode = None  # a new file keeps mkstemp's 0600: it may hold an api_token or webhook secrets
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_section(path: Path, name: str, data: Any) -> None:
+    """Rewrite only section `name` of the YAML file at `path` (created when absent), atomically.
+
+    The result is validated as a whole before anything is written (ConfigError otherwise, file untouched).
+    The section is written in its full, normalised form; every other line of the file (comments
+    included) is kept byte for byte. A symlinked file is written through to its target.
+    """
+    _check_section(name, SECTIONS)
+    with _WRITE_LOCK:
+        target = Path(os.path.realpath(path))
+        text = _read_text(target) or ""
+        try:
+            current = parse_settings(_load_yaml(text) or {}) if text.strip() else Settings()
+        except ConfigError:
+            current = Settings()  # another section is invalid: reported by the check below
+        data = _section_data(name, data)
+        value = section_to_dict(
+            dataclasses.replace(current, **{name: _SECTION_CHECKS[name](data, name)}), name
+        )
+        try:
+            new_text = _splice(text, name, value)
+        except YAMLError as exc:
+            raise _yaml_error(exc) from None
+        written = _load_yaml(new_text)
+        try:
+            result = parse_settings(written)
+        except ConfigError as exc:
+            exc.path, exc.line = target, _locate(new_text, exc.field)
+            raise
+        if section_to_dict(result, name) != value:
+            raise ConfigError(f"could not write section {name} into {target}", name)
+        _atomic_write(target, new_text)
+
+
+# --- start-up checks and helpers ---------------------------------------------------------------------
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for `localhost`, 127.0.0.0/8 and ::1 (a `:port` suffix and `[...]` brackets are allowed)."""
+    name = host.strip().lower()
+    if name.startswith("["):
+        name = name[1 : name.find("]")] if "]" in name else name[1:]
+    elif name.count(":") == 1:
+        name = name.split(":", 1)[0]
+    name = name.removesuffix(".")
+    if name == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
+def startup_problem(settings: Settings) -> str | None:
+    """Why the daemon must refuse to start with these settings (one sentence), or None."""
+    server = settings.server
+    if not is_loopback_host(server.host) and not server.api_token:
+        return (
+            f"server.api_token: must be set because server.host {_show(server.host)} is not a loopback "
+            "address, and the gateway and its API would otherwise be open to the network"
+        )
+    if server.upstream_ca is not None and not os.path.isfile(os.path.expanduser(server.upstream_ca)):
+        return (
+            f"server.upstream_ca: {_show(server.upstream_ca)} is not a file (a PEM bundle of CA certificates)"
+        )
+    return None
+
+
+def resolve_timezone(name: str) -> tzinfo:
+    """The tzinfo for a `timezone` setting: an IANA zone, or for "local" the machine's zone."""
+    if name != "local":
+        return zoneinfo.ZoneInfo(name)
+    env = os.environ.get("TZ", "").lstrip(":")
+    if env:
+        try:
+            return zoneinfo.ZoneInfo(env)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+            pass
+    try:
+        with open("/etc/localtime", "rb") as handle:
+            return zoneinfo.ZoneInfo.from_file(handle, key="localtime")
+    except (OSError, ValueError):
+        local = datetime.now().astimezone().tzinfo
+        assert local is not None
+        return local

@@ -1,0 +1,161 @@
+"""Exchange → CallRecord: usage (provider-reported, else estimated), cost, timings, outcome (SPEC 7, 9).
+
+Runs in the writer thread, never on the proxy path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tokenlens.app import SettingsHolder
+from tokenlens.exchange import GENERATION_KINDS, METERED_KINDS, Exchange
+from tokenlens.pricing import Price, Pricer
+from tokenlens.pricing import from_settings as overrides_from_settings
+from tokenlens.records import CallRecord
+from tokenlens.tokens import estimate_output_tokens, estimate_request_tokens
+from tokenlens.usage import Usage, summarize_stream, usage_from_body
+
+
+@dataclass(frozen=True)
+class Metered:
+    usage: Usage | None
+    usage_source: str | None
+    response_model: str | None
+    complete: bool
+
+
+def meter(ex: Exchange) -> Metered:
+    """The call's usage: what the provider reported, or a local estimate when an answer was cut short."""
+    if ex.outcome in ("blocked", "cached") or ex.kind not in METERED_KINDS and ex.kind != "count_tokens":
+        return Metered(None, None, None, True)
+    succeeded = ex.status is not None and 200 <= ex.status < 300
+    if ex.streamed:
+        summary = summarize_stream(ex.api, ex.endpoint, ex.chunks)
+        reported, model, complete = summary.usage, summary.model, summary.complete and ex.error is None
+        output_text = summary.output_text
+    else:
+        reported, model = usage_from_body(ex.api, ex.endpoint, ex.response_body or b"")
+        complete, output_text = ex.error is None, ""
+    if reported is not None and (complete or reported.output_tokens > 1 or ex.kind not in GENERATION_KINDS):
+        return Metered(reported, "provider", model, complete)
+    if not succeeded or ex.kind == "count_tokens" or ex.stream_undecodable and reported is None:
+        return Metered(reported, "provider" if reported else None, model, complete)
+    # Cut before the usage arrived (or a 2xx without usage): estimate; keep any input side already reported.
+    input_tokens = reported.input_tokens if reported and reported.input_tokens else None
+    if input_tokens is None:
+        input_tokens = estimate_request_tokens(ex.api, ex.request_json or {}) if ex.request_json else 0
+    estimated = Usage(
+        input_tokens=input_tokens,
+        output_tokens=estimate_output_tokens(output_text) if output_text else 0,
+        cache_read_tokens=reported.cache_read_tokens if reported else 0,
+        cache_write_tokens=reported.cache_write_tokens if reported else 0,
+        cache_write_5m_tokens=reported.cache_write_5m_tokens if reported else None,
+        cache_write_1h_tokens=reported.cache_write_1h_tokens if reported else None,
+    )
+    return Metered(estimated, "estimated", model, complete)
+
+
+def _as_float(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]
+
+
+def price_call(pricer: Pricer, ex: Exchange, metered: Metered) -> Price | None:
+    """Price with the model the provider reported (most exact), falling back to the model called."""
+    if metered.usage is None:
+        return None
+    price = None
+    for model in dict.fromkeys(m for m in (metered.response_model, ex.model) if m):
+        price = pricer.price(ex.provider, model, metered.usage)
+        if price.priced:
+            return price
+    return price
+
+
+def build_record(ex: Exchange, pricer: Pricer, *, store_bodies: bool = True) -> CallRecord:
+    metered = meter(ex)
+    usage = metered.usage
+    ended = ex.ended if ex.ended is not None else ex.started
+    first = ex.first_chunk_at if ex.streamed else ended
+    if ex.outcome in ("blocked", "cached"):
+        outcome = ex.outcome
+    elif ex.error is not None or ex.status is None or ex.status >= 400:
+        outcome = "error"
+    else:
+        outcome = "ok"
+    record = CallRecord(
+        id=ex.id,
+        ts=ex.started,
+        provider=ex.provider,
+        endpoint=ex.endpoint,
+        source=ex.source,
+        tags=dict(ex.tags),
+        requested_model=ex.requested_model,
+        model=ex.model,
+        response_model=metered.response_model,
+        stream=ex.streamed or (ex.stream_requested and ex.status is not None and ex.status < 300),
+        status=ex.status,
+        outcome=outcome,  # type: ignore[arg-type]
+        blocked_by=ex.blocked_by,
+        error=ex.error,
+        usage_source=metered.usage_source,  # type: ignore[arg-type]
+        session_id=ex.session_id,
+        saved_usd=ex.saved_usd,
+        latency_ms=round((ended - ex.started) * 1000, 3),
+        ttft_ms=round((first - ex.started) * 1000, 3) if first is not None and outcome != "error" else None,
+        max_tokens=ex.max_tokens,
+        attempts=ex.attempts,
+        fallback_from=ex.fallback_from,
+        guardrail_flags=list(ex.guardrail_flags),
+        waste_tokens=ex.waste_tokens,
+        complexity=ex.complexity,
+        mode=ex.mode,
+        request_id=ex.response_headers.get("x-request-id") or ex.response_headers.get("request-id"),
+        request_body=ex.request_body if store_bodies else None,
+        response_body=_response_body(ex) if store_bodies else None,
+    )
+    if usage is not None:
+        record.input_tokens = usage.input_tokens
+        record.output_tokens = usage.output_tokens
+        record.cache_read_tokens = usage.cache_read_tokens
+        record.cache_write_tokens = usage.cache_write_tokens
+        record.cache_write_5m_tokens = usage.cache_write_5m_tokens
+        record.cache_write_1h_tokens = usage.cache_write_1h_tokens
+        record.reasoning_tokens = usage.reasoning_tokens
+        record.service_tier = usage.service_tier
+    price = price_call(pricer, ex, metered)
+    if price is not None:
+        record.priced = price.priced
+        record.cost_usd = _as_float(price.cost_usd)
+        record.input_cost_usd = _as_float(price.input_cost_usd)
+        record.output_cost_usd = _as_float(price.output_cost_usd)
+        record.cache_read_cost_usd = _as_float(price.cache_read_cost_usd)
+        record.cache_write_cost_usd = _as_float(price.cache_write_cost_usd)
+    elif outcome != "ok":
+        # Blocked, answered from cache, or failed before any usage: nothing was consumed, known to cost $0.
+        record.priced, record.cost_usd = True, 0.0
+    return record
+
+
+def _response_body(ex: Exchange) -> bytes | None:
+    if ex.streamed:
+        return b"".join(ex.chunks) if ex.chunks else None
+    return ex.response_body
+
+
+class RecordBuilder:
+    """`build_record` with the pricer of the current settings, rebuilt when the pricing overrides change."""
+
+    def __init__(self, settings: SettingsHolder) -> None:
+        self.settings = settings
+        self._pricing: object = None
+        self._pricer = Pricer()
+
+    def pricer(self) -> Pricer:
+        pricing = self.settings.get().pricing
+        if pricing is not self._pricing:
+            self._pricer, self._pricing = Pricer(overrides_from_settings(pricing)), pricing
+        return self._pricer
+
+    def __call__(self, exchange: Exchange) -> CallRecord:
+        pricer = self.pricer()
+        return build_record(exchange, pricer, store_bodies=self.settings.get().storage.store_bodies)

@@ -1,0 +1,244 @@
+"""Where a call goes and who made it: base-URL paths, provider hosts, attribution, error bodies (SPEC 5, 8).
+
+Pure functions over plain values; the ingress addon adapts mitmproxy flows to them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import urlsplit
+
+ApiFormat = Literal["openai", "anthropic", "google"]
+
+PROXY_PREFIX = "/proxy/"
+HEADER_PREFIX = "x-tokenlens-"
+SOURCE_HEADER = "x-tokenlens-source"
+SESSION_HEADER = "x-tokenlens-session"
+TAG_HEADER_PREFIX = "x-tokenlens-tag-"
+SECRET_HEADERS = frozenset({"authorization", "x-api-key", "x-goog-api-key", "api-key", "proxy-authorization"})
+SECRET_QUERY_KEYS = frozenset({"key", "api_key", "api-key"})
+
+_VERSION_SEGMENT = re.compile(r"^v\d+(?:(?:alpha|beta)\d*)?$")
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """A configured provider: its name, wire format and the base URL calls are forwarded to."""
+
+    name: str
+    format: ApiFormat
+    scheme: str
+    host: str
+    port: int
+    base_path: str  # "" or a path prefix such as "/openai", without a trailing slash
+
+    @classmethod
+    def parse(cls, name: str, url: str, api_format: ApiFormat) -> Upstream:
+        parts = urlsplit(url)
+        scheme = parts.scheme or "https"
+        port = parts.port or (443 if scheme == "https" else 80)
+        return cls(name, api_format, scheme, parts.hostname or "", port, parts.path.rstrip("/"))
+
+    @property
+    def authority(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A base-URL request resolved: which provider, the upstream path (query kept), and the path tag."""
+
+    provider: str
+    path: str  # path (with query string) as the provider sees it, base path included
+    tag: str | None
+
+
+class UnknownProvider(LookupError):
+    def __init__(self, name: str, known: Iterable[str]) -> None:
+        self.name = name
+        self.known = sorted(known)
+        super().__init__(f"unknown provider '{name}'; configured providers: {', '.join(self.known)}")
+
+
+def is_version_segment(segment: str) -> bool:
+    return bool(_VERSION_SEGMENT.match(segment))
+
+
+def resolve_proxy_path(path: str, upstreams: Mapping[str, Upstream]) -> Target:
+    """Resolve `/proxy/<provider>[/<tag>]/<rest>?query` (SPEC 5).
+
+    The path tag is a segment followed by a version segment (`/proxy/anthropic/my-agent/v1/messages`); it is
+    removed. OpenAI paths without a leading version segment get `/v1`.
+    """
+    raw_path, sep, query = path.partition("?")
+    rest = raw_path[len(PROXY_PREFIX) :]
+    name, _, remainder = rest.partition("/")
+    upstream = upstreams.get(name)
+    if upstream is None:
+        raise UnknownProvider(name, upstreams)
+    segments = remainder.split("/") if remainder else []
+    tag = None
+    if (
+        len(segments) >= 2
+        and segments[0]
+        and not is_version_segment(segments[0])
+        and is_version_segment(segments[1])
+    ):
+        tag = segments[0]
+        segments = segments[1:]
+    if upstream.format == "openai" and not (segments and is_version_segment(segments[0])):
+        segments = ["v1", *segments]
+    upstream_path = upstream.base_path + "/" + "/".join(segments)
+    return Target(name, upstream_path + (sep + query if sep else ""), tag)
+
+
+def upstream_for_authority(host: str, port: int, upstreams: Mapping[str, Upstream]) -> Upstream | None:
+    """The provider served at host:port (explicit-proxy traffic), if any."""
+    host = host.lower()
+    for upstream in upstreams.values():
+        if upstream.host.lower() == host and upstream.port == port:
+            return upstream
+    return None
+
+
+def intercept_host_patterns(upstreams: Iterable[Upstream]) -> list[str]:
+    """mitmproxy `allow_hosts` patterns: TLS is intercepted for the provider hosts only."""
+    return sorted({f"^{re.escape(u.host)}:{u.port}$" for u in upstreams})
+
+
+# User-Agent families, first match wins. Patterns are matched case-insensitively at the start or after a space.
+_AGENT_FAMILIES: tuple[tuple[str, str], ...] = (
+    ("claude-cli/", "claude-code"),
+    ("claude-code/", "claude-code"),
+    ("codex_cli_rs/", "codex"),
+    ("codex_exec/", "codex"),
+    ("codex/", "codex"),
+    ("gemini-cli/", "gemini-cli"),
+    ("geminicli/", "gemini-cli"),
+    ("aider/", "aider"),
+    ("cline/", "cline"),
+    ("roo-code/", "roo-code"),
+    ("kilo-code/", "kilo-code"),
+    ("continue/", "continue"),
+    ("cursor/", "cursor"),
+    ("opencode/", "opencode"),
+    ("goose/", "goose"),
+    ("openhands/", "openhands"),
+    ("langchain", "langchain"),
+    ("litellm/", "litellm"),
+    ("llamaindex", "llamaindex"),
+    ("openai/python", "openai-python"),
+    ("asyncopenai/python", "openai-python"),
+    ("openai/js", "openai-node"),
+    ("anthropic/python", "anthropic-python"),
+    ("asyncanthropic/python", "anthropic-python"),
+    ("anthropic/js", "anthropic-node"),
+    ("google-genai-sdk/", "google-genai"),
+    ("google-api-nodejs-client/", "google-genai-node"),
+    ("curl/", "curl"),
+    ("python-requests/", "python-requests"),
+    ("python-httpx/", "python-httpx"),
+    ("aiohttp/", "python-aiohttp"),
+    ("node-fetch", "node-fetch"),
+    ("undici", "node-fetch"),
+    ("go-http-client/", "go"),
+)
+
+
+def agent_family(user_agent: str) -> str | None:
+    ua = user_agent.lower()
+    for prefix, family in _AGENT_FAMILIES:
+        if ua.startswith(prefix) or f" {prefix}" in ua:
+            return family
+    return None
+
+
+def attribute_source(headers: Mapping[str, str], path_tag: str | None) -> str:
+    """SPEC 5, first match wins: X-TokenLens-Source, path tag, User-Agent family, else `unknown`."""
+    explicit = headers.get(SOURCE_HEADER, "").strip()
+    if explicit:
+        return explicit
+    if path_tag:
+        return path_tag
+    return agent_family(headers.get("user-agent", "")) or "unknown"
+
+
+def tags_from_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """`X-TokenLens-Tag-Team: core` → `{"team": "core"}` (keys lower-case)."""
+    tags = {}
+    for name, value in headers:
+        lower = name.lower()
+        if lower.startswith(TAG_HEADER_PREFIX) and len(lower) > len(TAG_HEADER_PREFIX):
+            tags[lower[len(TAG_HEADER_PREFIX) :]] = value.strip()
+    return tags
+
+
+def redact_query(path: str) -> str:
+    """The path with secret query parameters (`?key=`) removed, for storing."""
+    raw_path, sep, query = path.partition("?")
+    if not sep:
+        return path
+    kept = [p for p in query.split("&") if p and p.split("=", 1)[0].lower() not in SECRET_QUERY_KEYS]
+    return raw_path + ("?" + "&".join(kept) if kept else "")
+
+
+# --- error bodies (SPEC 8) ---------------------------------------------------------------------------------
+
+_GOOGLE_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    413: "INVALID_ARGUMENT",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+_ANTHROPIC_TYPE = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    502: "api_error",
+    503: "api_error",
+    504: "api_error",
+}
+_OPENAI_TYPE = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_exceeded",
+    500: "server_error",
+    502: "server_error",
+    503: "server_error",
+    504: "server_error",
+}
+
+
+def error_body(api: ApiFormat, status: int, message: str, code: str | None = None) -> bytes:
+    """A JSON error in the calling provider's own format, so SDKs raise their usual typed errors."""
+    body: dict[str, object]
+    if api == "anthropic":
+        body = {
+            "type": "error",
+            "error": {"type": _ANTHROPIC_TYPE.get(status, "api_error"), "message": message},
+        }
+    elif api == "google":
+        body = {
+            "error": {"code": status, "message": message, "status": _GOOGLE_STATUS.get(status, "UNKNOWN")}
+        }
+    else:
+        error_type = _OPENAI_TYPE.get(status, "server_error")
+        body = {"error": {"message": message, "type": error_type, "code": code or error_type, "param": None}}
+    return json.dumps(body).encode()

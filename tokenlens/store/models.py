@@ -1,0 +1,164 @@
+"""peewee models of the store, and the conversion between a `CallRecord` and a `call` row.
+
+The models here are declared without a database. Each open `Store` binds its own subclasses with
+`bind_models(db)` (or `Store.bound(Model)`), so several stores (SQLite and PostgreSQL, or a source and a
+target during an import) can be open in one process without rebinding shared classes.
+
+The schema itself is created and upgraded by `tokenlens.store.migrations`, not by `create_tables` on these
+classes: a change here needs a new migration.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import peewee as pw
+
+from tokenlens.records import CALL_FIELDS, CallRecord
+
+JSON_FIELDS = ("tags", "guardrail_flags")
+
+
+class BaseModel(pw.Model):
+    class Meta:
+        database = None
+        legacy_table_names = False
+
+
+class Call(BaseModel):
+    """One call through the gateway (every `CallRecord` field except the bodies)."""
+
+    id = pw.TextField(primary_key=True)
+    ts = pw.DoubleField(index=True)  # epoch seconds, UTC
+    provider = pw.TextField()
+    endpoint = pw.TextField(default="")
+    source = pw.TextField(default="unknown")
+    tags = pw.TextField(default="{}")  # JSON object
+    requested_model = pw.TextField(null=True)
+    model = pw.TextField(null=True)
+    response_model = pw.TextField(null=True)
+    stream = pw.BooleanField(default=False)
+    status = pw.IntegerField(null=True)
+    outcome = pw.TextField(default="ok")
+    blocked_by = pw.TextField(null=True)
+    error = pw.TextField(null=True)
+    input_tokens = pw.BigIntegerField(default=0)
+    output_tokens = pw.BigIntegerField(default=0)
+    cache_read_tokens = pw.BigIntegerField(default=0)
+    cache_write_tokens = pw.BigIntegerField(default=0)
+    cache_write_5m_tokens = pw.BigIntegerField(null=True)
+    cache_write_1h_tokens = pw.BigIntegerField(null=True)
+    reasoning_tokens = pw.BigIntegerField(default=0)
+    usage_source = pw.TextField(null=True)
+    cost_usd = pw.DoubleField(null=True)
+    input_cost_usd = pw.DoubleField(null=True)
+    output_cost_usd = pw.DoubleField(null=True)
+    cache_read_cost_usd = pw.DoubleField(null=True)
+    cache_write_cost_usd = pw.DoubleField(null=True)
+    priced = pw.BooleanField(default=False)
+    session_id = pw.TextField(null=True)
+    conversation_id = pw.TextField(null=True)
+    turn = pw.IntegerField(null=True)
+    saved_usd = pw.DoubleField(null=True)
+    latency_ms = pw.DoubleField(null=True)
+    ttft_ms = pw.DoubleField(null=True)
+    max_tokens = pw.BigIntegerField(null=True)
+    attempts = pw.IntegerField(default=1)
+    fallback_from = pw.TextField(null=True)
+    guardrail_flags = pw.TextField(default="[]")  # JSON list of {"rule", "action", "where"}
+    waste_tokens = pw.BigIntegerField(null=True)
+    complexity = pw.IntegerField(null=True)
+    mode = pw.TextField(default="base_url")
+    service_tier = pw.TextField(null=True)
+    request_id = pw.TextField(null=True)
+
+    class Meta:
+        table_name = "call"
+        indexes = (
+            (("source", "ts"), False),
+            (("model", "ts"), False),
+            (("provider", "ts"), False),
+            (("outcome", "ts"), False),
+            (("session_id", "ts"), False),
+            (("conversation_id", "ts"), False),
+        )
+
+
+class CallBody(BaseModel):
+    """The raw request and response bodies of a call (only when `storage.store_bodies` is on)."""
+
+    call_id = pw.TextField(primary_key=True)
+    request_body = pw.BlobField(null=True)
+    response_body = pw.BlobField(null=True)
+
+    class Meta:
+        table_name = "call_body"
+
+
+class SchemaVersion(BaseModel):
+    """One row per applied migration; the schema version is the highest."""
+
+    version = pw.IntegerField(primary_key=True)
+    applied_at = pw.DoubleField()
+
+    class Meta:
+        table_name = "schema_version"
+
+
+MODELS: tuple[type[BaseModel], ...] = (Call, CallBody, SchemaVersion)
+
+
+def bind_model[M: pw.Model](model: type[M], db: pw.Database) -> type[M]:
+    """A subclass of `model` bound to `db` (same table, fields and indexes)."""
+    meta = type("Meta", (), {"database": db, "table_name": model._meta.table_name})
+    bound: type[M] = type(model.__name__, (model,), {"Meta": meta, "__module__": model.__module__})
+    return bound
+
+
+@dataclass(frozen=True)
+class BoundModels:
+    Call: type[Call]
+    CallBody: type[CallBody]
+    SchemaVersion: type[SchemaVersion]
+
+
+def bind_models(db: pw.Database) -> BoundModels:
+    return BoundModels(bind_model(Call, db), bind_model(CallBody, db), bind_model(SchemaVersion, db))
+
+
+def record_to_row(record: CallRecord) -> dict[str, Any]:
+    """The `call` row of a record: JSON text for tags and guardrail flags."""
+    row = {name: getattr(record, name) for name in CALL_FIELDS}
+    for name in JSON_FIELDS:
+        row[name] = json.dumps(row[name], ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    return row
+
+
+def body_row(record: CallRecord) -> dict[str, Any] | None:
+    """The `call_body` row of a record, or None when it carries no body."""
+    if record.request_body is None and record.response_body is None:
+        return None
+    return {"call_id": record.id, "request_body": record.request_body, "response_body": record.response_body}
+
+
+def _as_bytes(value: Any) -> bytes | None:
+    if value is None:
+        return None
+    return bytes(value)  # psycopg2 returns memoryview for bytea
+
+
+def row_to_record(row: dict[str, Any], body: dict[str, Any] | None = None) -> CallRecord:
+    """A record from a `call` row (a dict as from `.dicts()`), plus the bodies when given."""
+    values = {name: row[name] for name in CALL_FIELDS}
+    for name in JSON_FIELDS:
+        raw = values[name]
+        values[name] = json.loads(raw) if raw else ({} if name == "tags" else [])
+    values["stream"] = bool(values["stream"])
+    values["priced"] = bool(values["priced"])
+    record = CallRecord(**values)
+    if body is not None:
+        record.request_body = _as_bytes(body.get("request_body"))
+        record.response_body = _as_bytes(body.get("response_body"))
+    return record

@@ -1,0 +1,632 @@
+"""The `Store`: writes and the queries shared by the web API and the CLI; export and import formats."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import csv
+import io
+import json
+import logging
+import math
+import time as _time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from typing import TYPE_CHECKING, Any, Protocol, cast
+
+import peewee as pw
+
+from tokenlens.records import CALL_FIELDS, CallRecord, new_call_id, parse_iso
+from tokenlens.store.db import StoreLocation
+from tokenlens.store.migrations import apply_migrations, current_version, latest_version
+from tokenlens.store.models import bind_model, bind_models, body_row, record_to_row, row_to_record
+from tokenlens.usage import Usage
+
+if TYPE_CHECKING:
+    from tokenlens.store.models import BoundModels
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+_INSERT_CHUNK = 200  # rows per INSERT statement (43 columns: far below SQLite's variable limit)
+_PAGE = 1000  # rows per page when streaming
+
+
+class PricerLike(Protocol):
+    """What `import_lines` needs of `tokenlens.pricing.Pricer`."""
+
+    def price(self, provider: str, model: str, usage: Usage, *, when: datetime | None = None) -> Any: ...
+
+
+# ---------------------------------------------------------------------------------------------- time zones
+
+
+def day_start(day: date, tz: tzinfo) -> float:
+    """Epoch seconds of midnight starting `day` in `tz`."""
+    return datetime.combine(day, time.min, tzinfo=tz).timestamp()
+
+
+def today(tz: tzinfo, now: float | None = None) -> date:
+    return datetime.fromtimestamp(_time.time() if now is None else now, tz).date()
+
+
+def month_bounds(tz: tzinfo, now: float | None = None) -> tuple[float, float]:
+    """(start, end) epoch seconds of the current calendar month in `tz`."""
+    first = today(tz, now).replace(day=1)
+    following = (first + timedelta(days=32)).replace(day=1)
+    return day_start(first, tz), day_start(following, tz)
+
+
+def day_bounds(tz: tzinfo, now: float | None = None) -> tuple[float, float]:
+    """(start, end) epoch seconds of the current calendar day in `tz`."""
+    current = today(tz, now)
+    return day_start(current, tz), day_start(current + timedelta(days=1), tz)
+
+
+def parse_since(text: str, tz: tzinfo) -> float:
+    """`--since` / `?since=`: a date alone (YYYY-MM-DD) is midnight in `tz`; else an ISO 8601 timestamp.
+
+    Raises ValueError on anything else.
+    """
+    value = text.strip()
+    try:
+        if len(value) == 10:
+            return day_start(date.fromisoformat(value), tz)
+        return parse_iso(value)
+    except ValueError as exc:
+        raise ValueError(f"since: expected a date (YYYY-MM-DD) or an ISO 8601 time, got {text!r}") from exc
+
+
+# ---------------------------------------------------------------------------------------------- cursors
+
+
+def encode_cursor(ts: float, call_id: str) -> str:
+    """The opaque `next` cursor: URL-safe base64 of the JSON pair [ts, id] of the last row returned."""
+    raw = json.dumps([ts, call_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        ts, call_id = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+        if isinstance(ts, bool) or not isinstance(ts, int | float) or not isinstance(call_id, str):
+            raise ValueError
+        if not math.isfinite(ts):
+            raise ValueError
+        return float(ts), call_id
+    except (ValueError, TypeError, binascii.Error, UnicodeError) as exc:
+        raise ValueError("before: not a cursor returned as `next` by this API") from exc
+
+
+# ---------------------------------------------------------------------------------------------- export
+
+
+def jsonl_line(record: CallRecord) -> str:
+    """One export line (with its newline): `record.to_dict()` as compact JSON."""
+    return json.dumps(record.to_dict(), ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+def _csv_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    return value
+
+
+def _csv_text(row: Sequence[Any]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(row)
+    return buffer.getvalue()
+
+
+def csv_header() -> str:
+    """The CSV header line: the Call fields in `CALL_FIELDS` order."""
+    return _csv_text(CALL_FIELDS)
+
+
+def csv_line(record: CallRecord) -> str:
+    """One CSV row (with its newline): ts in ISO 8601 UTC, tags and guardrail flags as JSON, null empty."""
+    data = record.to_dict()
+    return _csv_text([_csv_value(data[name]) for name in CALL_FIELDS])
+
+
+def export_lines(store: Store, fmt: str, since_ts: float | None = None) -> Iterator[str]:
+    """The export, oldest first, as text lines: `fmt` is "jsonl" or "csv" (with a header)."""
+    if fmt == "csv":
+        yield csv_header()
+        for record in store.iter_calls(since_ts):
+            yield csv_line(record)
+    elif fmt == "jsonl":
+        for record in store.iter_calls(since_ts):
+            yield jsonl_line(record)
+    else:
+        raise ValueError(f"format: expected csv or jsonl, got {fmt!r}")
+
+
+# ---------------------------------------------------------------------------------------------- import
+
+
+@dataclass
+class ImportResult:
+    imported: int = 0
+    skipped: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"imported": self.imported, "skipped": self.skipped, "errors": self.errors}
+
+
+REQUIRED_IMPORT_FIELDS = ("ts", "provider", "model", "input_tokens", "output_tokens")
+_STR_FIELDS = ("provider", "endpoint", "source")
+_OPT_STR_FIELDS = (
+    "model",
+    "requested_model",
+    "response_model",
+    "blocked_by",
+    "error",
+    "session_id",
+    "conversation_id",
+    "fallback_from",
+    "service_tier",
+    "request_id",
+)
+_INT_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "attempts",
+)
+_OPT_INT_FIELDS = (
+    "status",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "turn",
+    "max_tokens",
+    "waste_tokens",
+    "complexity",
+)
+_COST_FIELDS = (
+    "cost_usd",
+    "input_cost_usd",
+    "output_cost_usd",
+    "cache_read_cost_usd",
+    "cache_write_cost_usd",
+)
+_OPT_FLOAT_FIELDS = (*_COST_FIELDS, "saved_usd", "latency_ms", "ttft_ms")
+_BOOL_FIELDS = ("stream", "priced")
+_ENUM_FIELDS: dict[str, tuple[str | None, ...]] = {
+    "outcome": ("ok", "error", "blocked", "cached"),
+    "usage_source": ("provider", "estimated", None),
+    "mode": ("base_url", "proxy"),
+}
+_BODY_IMPORT_FIELDS = ("request_body", "response_body")
+IMPORTED_FIELDS = frozenset(
+    ("id", "ts", "tags", "guardrail_flags")
+    + _STR_FIELDS
+    + _OPT_STR_FIELDS
+    + _INT_FIELDS
+    + _OPT_INT_FIELDS
+    + _OPT_FLOAT_FIELDS
+    + _BOOL_FIELDS
+    + tuple(_ENUM_FIELDS)
+)
+
+
+def _as_int(name: str, value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"{name}: expected an integer, got {value!r}")
+    if isinstance(value, int):
+        result = value
+    elif isinstance(value, float) and value.is_integer():
+        result = int(value)
+    else:
+        raise ValueError(f"{name}: expected an integer, got {value!r}")
+    if result < 0 and name != "status":
+        raise ValueError(f"{name}: must not be negative")
+    return result
+
+
+def _as_float(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name}: expected a number, got {value!r}")
+    return float(value)
+
+
+def _parse_import_line(data: dict[str, Any]) -> dict[str, Any]:
+    """Validated CallRecord keyword arguments (without costs when `cost_usd` is absent)."""
+    for name in REQUIRED_IMPORT_FIELDS:
+        if name not in data:
+            raise ValueError(f"missing field {name!r}")
+        # `model` may be null (a call recorded before any model was known, as exported); the others not
+        if data[name] is None and name != "model":
+            raise ValueError(f"{name}: must not be null")
+    values: dict[str, Any] = {}
+    raw_ts = data["ts"]
+    if isinstance(raw_ts, str):
+        try:
+            values["ts"] = parse_iso(raw_ts)
+        except ValueError:
+            raise ValueError(f"ts: not an ISO 8601 time: {raw_ts!r}") from None
+    else:
+        values["ts"] = _as_float("ts", raw_ts)
+    if data.get("id") is not None:
+        if not isinstance(data["id"], str) or not data["id"].strip():
+            raise ValueError("id: expected a non-empty string")
+        values["id"] = data["id"]
+    for name in _STR_FIELDS:
+        if data.get(name) is not None:
+            if not isinstance(data[name], str):
+                raise ValueError(f"{name}: expected a string, got {data[name]!r}")
+            values[name] = data[name]
+    for name in _OPT_STR_FIELDS:
+        if name in data:
+            if data[name] is not None and not isinstance(data[name], str):
+                raise ValueError(f"{name}: expected a string or null, got {data[name]!r}")
+            values[name] = data[name]
+    for name in _INT_FIELDS:
+        if data.get(name) is not None:
+            values[name] = _as_int(name, data[name])
+    for name in _OPT_INT_FIELDS:
+        if name in data:
+            values[name] = None if data[name] is None else _as_int(name, data[name])
+    for name in _OPT_FLOAT_FIELDS:
+        if name in data:
+            values[name] = None if data[name] is None else _as_float(name, data[name])
+    for name in _BOOL_FIELDS:
+        if data.get(name) is not None:
+            if not isinstance(data[name], bool):
+                raise ValueError(f"{name}: expected true or false, got {data[name]!r}")
+            values[name] = data[name]
+    for name, allowed in _ENUM_FIELDS.items():
+        if name in data and (data[name] is not None or None in allowed):
+            if data[name] not in allowed:
+                choices = ", ".join(str(a) for a in allowed if a is not None)
+                raise ValueError(f"{name}: expected one of {choices}, got {data[name]!r}")
+            values[name] = data[name]
+    if data.get("tags") is not None:
+        tags = data["tags"]
+        if not isinstance(tags, dict) or not all(isinstance(k, str) for k in tags):
+            raise ValueError("tags: expected an object")
+        values["tags"] = {k: v if isinstance(v, str) else json.dumps(v) for k, v in tags.items()}
+    if data.get("guardrail_flags") is not None:
+        flags = data["guardrail_flags"]
+        if not isinstance(flags, list) or not all(isinstance(f, dict) for f in flags):
+            raise ValueError("guardrail_flags: expected a list of objects")
+        values["guardrail_flags"] = flags
+    for name in _BODY_IMPORT_FIELDS:
+        if isinstance(data.get(name), str):
+            values[name] = data[name].encode("utf-8")
+    return values
+
+
+def _decimal_to_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _apply_price(values: dict[str, Any], pricer: PricerLike | None) -> None:
+    """Fill the cost fields from the tokens (unpriced when the pricer does not know the model)."""
+    for name in _COST_FIELDS:
+        values[name] = None
+    values["priced"] = False
+    if pricer is None or not values.get("model"):
+        return
+    usage = Usage(
+        input_tokens=values.get("input_tokens", 0),
+        output_tokens=values.get("output_tokens", 0),
+        cache_read_tokens=values.get("cache_read_tokens", 0),
+        cache_write_tokens=values.get("cache_write_tokens", 0),
+        cache_write_5m_tokens=values.get("cache_write_5m_tokens"),
+        cache_write_1h_tokens=values.get("cache_write_1h_tokens"),
+        reasoning_tokens=values.get("reasoning_tokens", 0),
+        service_tier=values.get("service_tier"),
+    )
+    try:
+        when = datetime.fromtimestamp(values["ts"], UTC)  # the prices in force at the time of the call
+        price = pricer.price(values["provider"], values["model"], usage, when=when)
+    except Exception:
+        log.warning("pricing an imported call failed; recorded as unpriced", exc_info=True)
+        return
+    if not getattr(price, "priced", False) or getattr(price, "cost_usd", None) is None:
+        return
+    for name in _COST_FIELDS:
+        values[name] = _decimal_to_float(getattr(price, name, None))
+    values["priced"] = True
+
+
+# ---------------------------------------------------------------------------------------------- the store
+
+
+class Store:
+    """One database of call records (SQLite or PostgreSQL), usable from any thread.
+
+    Every method opens the calling thread's connection when it is not open yet and closes it again if it
+    opened it; wrap several calls in `with store.connection():` to share one connection.
+    """
+
+    def __init__(self, db: pw.Database, location: StoreLocation, *, readonly: bool = False) -> None:
+        self.db = db
+        self.location = location
+        self.readonly = readonly
+        self.models: BoundModels = bind_models(db)
+        self._bound: dict[type[pw.Model], type[pw.Model]] = {}
+
+    @property
+    def kind(self) -> str:
+        return self.location.kind
+
+    def bound[M: pw.Model](self, model: type[M]) -> type[M]:
+        """`model` bound to this store's database (for queries other modules define on their own models)."""
+        found = self._bound.get(model)
+        if found is None:
+            found = self._bound[model] = bind_model(model, self.db)
+        return found  # type: ignore[return-value]
+
+    @contextmanager
+    def connection(self) -> Iterator[pw.Database]:
+        """The calling thread's connection, opened for the block (reused when already open)."""
+        opened = self.db.connect(reuse_if_open=True)
+        try:
+            yield self.db
+        finally:
+            if opened and not self.db.in_transaction():
+                self.db.close()
+
+    def write_transaction(self) -> Any:
+        """A write transaction (SQLite: BEGIN IMMEDIATE, so writers queue on busy_timeout, not deadlock)."""
+        if isinstance(self.db, pw.SqliteDatabase):
+            return self.db.atomic("IMMEDIATE")
+        return self.db.atomic()
+
+    def migrate(self) -> int:
+        with self.connection():
+            return apply_migrations(self.db)
+
+    def schema_version(self) -> int:
+        with self.connection():
+            return current_version(self.db)
+
+    def is_current(self) -> bool:
+        return self.schema_version() == latest_version()
+
+    def close(self) -> None:
+        """Close the calling thread's connection (other threads close theirs at the end of their block)."""
+        if not self.db.is_closed():
+            self.db.close()
+
+    # ------------------------------------------------------------------------------------------ writes
+
+    def insert_calls(self, records: Sequence[CallRecord], store_bodies: bool = True) -> None:
+        """Insert records in one transaction; a record whose id is already stored is ignored."""
+        if not records:
+            return
+        rows = [record_to_row(r) for r in records]
+        bodies = [b for b in (body_row(r) for r in records) if b is not None] if store_bodies else []
+        call_model, body_model = self.models.Call, self.models.CallBody
+        with self.connection(), self.write_transaction():
+            for chunk in pw.chunked(rows, _INSERT_CHUNK):
+                call_model.insert_many(chunk).on_conflict_ignore().execute()
+            for chunk in pw.chunked(bodies, _INSERT_CHUNK):
+                body_model.insert_many(chunk).on_conflict_ignore().execute()
+
+    def existing_ids(self, ids: Iterable[str]) -> set[str]:
+        call_model = self.models.Call
+        found: set[str] = set()
+        with self.connection():
+            for chunk in pw.chunked(list(ids), 500):
+                query = call_model.select(call_model.id).where(call_model.id.in_(chunk))
+                found.update(str(row[0]) for row in query.tuples().execute())
+        return found
+
+    def import_lines(
+        self,
+        lines: Iterable[str | bytes],
+        pricer: PricerLike | None,
+        *,
+        store_bodies: bool = True,
+        batch: int = 500,
+    ) -> ImportResult:
+        """Import JSONL records (SPEC section 9); see `ImportResult`. Blank lines are ignored."""
+        result = ImportResult()
+        pending: dict[str, CallRecord] = {}
+        seen: set[str] = set()
+
+        def flush() -> None:
+            if not pending:
+                return
+            known = self.existing_ids(pending)
+            fresh = [r for r in pending.values() if r.id not in known]
+            self.insert_calls(fresh, store_bodies=store_bodies)
+            result.imported += len(fresh)
+            result.skipped += len(known)
+            pending.clear()
+
+        for number, raw in enumerate(lines, start=1):
+            try:
+                text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+            except UnicodeDecodeError:
+                result.errors.append({"line": number, "error": "not valid UTF-8"})
+                continue
+            text = text.strip().lstrip("\ufeff")
+            if not text:
+                continue
+            try:
+                data = json.loads(text)
+            except ValueError as exc:
+                result.errors.append({"line": number, "error": f"invalid JSON: {exc}"})
+                continue
+            if not isinstance(data, dict):
+                result.errors.append({"line": number, "error": "expected a JSON object"})
+                continue
+            try:
+                values = _parse_import_line(data)
+                if "cost_usd" not in data:
+                    _apply_price(values, pricer)
+                elif "priced" not in values:
+                    values["priced"] = values.get("cost_usd") is not None
+                values.setdefault("id", new_call_id())
+                values.setdefault("endpoint", "")
+                record = CallRecord(**values)
+            except (ValueError, TypeError) as exc:
+                result.errors.append({"line": number, "error": str(exc)})
+                continue
+            if record.id in seen:
+                result.skipped += 1
+                continue
+            seen.add(record.id)
+            pending[record.id] = record
+            if len(pending) >= batch:
+                flush()
+        flush()
+        return result
+
+    # ------------------------------------------------------------------------------------------ reads
+
+    def count_calls(self) -> int:
+        with self.connection():
+            return int(self.models.Call.select().count())
+
+    def list_calls(
+        self,
+        limit: int = DEFAULT_LIMIT,
+        before: str | None = None,
+        source: str | None = None,
+        model: str | None = None,
+        provider: str | None = None,
+        outcome: str | None = None,
+    ) -> tuple[list[CallRecord], str | None]:
+        """A page of calls, newest first by (ts, id), and the cursor of the next page (None on the last).
+
+        `limit` is clamped to 1..1000. `before` is a cursor previously returned; ValueError when it is not.
+        """
+        limit = max(1, min(int(limit), MAX_LIMIT))
+        call = self.models.Call
+        query = call.select()
+        if before:
+            ts, call_id = decode_cursor(before)
+            query = query.where((call.ts < ts) | ((call.ts == ts) & (call.id < call_id)))
+        for column, value in (
+            (call.source, source),
+            (call.model, model),
+            (call.provider, provider),
+            (call.outcome, outcome),
+        ):
+            if value is not None:
+                query = query.where(column == value)
+        query = query.order_by(call.ts.desc(), call.id.desc()).limit(limit + 1)
+        with self.connection():
+            rows = _dict_rows(query)
+        records = [row_to_record(row) for row in rows[:limit]]
+        cursor = encode_cursor(records[-1].ts, records[-1].id) if len(rows) > limit else None
+        return records, cursor
+
+    def get_call(self, call_id: str, bodies: bool = True) -> CallRecord | None:
+        call, body = self.models.Call, self.models.CallBody
+        with self.connection():
+            rows = _dict_rows(call.select().where(call.id == call_id))
+            if not rows:
+                return None
+            body_rows = _dict_rows(body.select().where(body.call_id == call_id)) if bodies else []
+        return row_to_record(rows[0], body_rows[0] if body_rows else None)
+
+    def iter_calls(self, since_ts: float | None = None, *, page_size: int = _PAGE) -> Iterator[CallRecord]:
+        """Every call (without bodies) oldest first, from `since_ts` on, read in pages (keyset)."""
+        call = self.models.Call
+        after: tuple[float, str] | None = None
+        while True:
+            query = call.select()
+            if since_ts is not None:
+                query = query.where(call.ts >= since_ts)
+            if after is not None:
+                ts, call_id = after
+                query = query.where((call.ts > ts) | ((call.ts == ts) & (call.id > call_id)))
+            query = query.order_by(call.ts.asc(), call.id.asc()).limit(page_size)
+            with self.connection():
+                rows = _dict_rows(query)
+            for row in rows:
+                yield row_to_record(row)
+            if len(rows) < page_size:
+                return
+            after = (rows[-1]["ts"], rows[-1]["id"])
+
+    def spend_between(self, start_ts: float, end_ts: float) -> float:
+        """Sum of the priced costs of the calls with start_ts <= ts < end_ts (USD)."""
+        call = self.models.Call
+        query = call.select(pw.fn.SUM(call.cost_usd)).where((call.ts >= start_ts) & (call.ts < end_ts))
+        with self.connection():
+            value = query.scalar()
+        return _money(value)
+
+    def kpi(self, days: int, tz: tzinfo) -> dict[str, Any]:
+        """Totals over the last `days` calendar days in `tz`, today included (SPEC `/api/usage/kpi`).
+
+        `unpriced_calls` counts calls with no cost that needed one: outcome "ok", or any call that reported
+        tokens. Blocked and failed calls without usage cost nothing and are not unpriced.
+        """
+        if days < 1:
+            raise ValueError("days: must be at least 1")
+        current = today(tz)
+        start = day_start(current - timedelta(days=days - 1), tz)
+        end = day_start(current + timedelta(days=1), tz)
+        call = self.models.Call
+
+        def count_if(condition: pw.Expression) -> pw.Function:
+            return pw.fn.SUM(pw.Case(None, [(condition, 1)], 0))
+
+        unpriced = call.cost_usd.is_null() & (
+            (call.outcome == "ok") | (call.input_tokens > 0) | (call.output_tokens > 0)
+        )
+        query = call.select(
+            pw.fn.COUNT(call.id).alias("calls"),
+            pw.fn.SUM(call.cost_usd).alias("total_cost_usd"),
+            pw.fn.SUM(call.saved_usd).alias("total_saved_usd"),
+            pw.fn.SUM(call.input_tokens).alias("input_tokens"),
+            pw.fn.SUM(call.output_tokens).alias("output_tokens"),
+            pw.fn.SUM(call.cache_read_tokens).alias("cache_read_tokens"),
+            pw.fn.SUM(call.cache_write_tokens).alias("cache_write_tokens"),
+            pw.fn.SUM(call.reasoning_tokens).alias("reasoning_tokens"),
+            count_if(unpriced).alias("unpriced_calls"),
+            count_if(call.outcome == "blocked").alias("blocked_calls"),
+            count_if(call.outcome == "error").alias("error_calls"),
+            count_if(call.outcome == "cached").alias("cached_calls"),
+        ).where((call.ts >= start) & (call.ts < end))
+        with self.connection():
+            row = _dict_rows(query)[0]
+        out: dict[str, Any] = {
+            "total_cost_usd": _money(row["total_cost_usd"]),
+            "total_saved_usd": _money(row["total_saved_usd"]),
+        }
+        for name in (
+            "calls",
+            "input_tokens",
+            "output_tokens",
+            "cache_read_tokens",
+            "cache_write_tokens",
+            "reasoning_tokens",
+            "unpriced_calls",
+            "blocked_calls",
+            "error_calls",
+            "cached_calls",
+        ):
+            out[name] = int(row[name] or 0)
+        out["days"] = days
+        out["since"] = (current - timedelta(days=days - 1)).isoformat()
+        return out
+
+
+def _dict_rows(query: Any) -> list[dict[str, Any]]:
+    """A query's rows as dicts (typed: the peewee stubs type `.dicts()` as model instances)."""
+    return cast(list[dict[str, Any]], list(query.dicts().execute()))
+
+
+def _money(value: Any) -> float:
+    """A SQL sum of USD amounts as a float (0.0 for no rows), rounded to 1e-9 to hide float noise."""
+    return round(float(value or 0.0), 9)

@@ -1,0 +1,294 @@
+"""The single writer thread: records queued by the proxy are prepared and inserted in batches.
+
+datasette-style: one thread owns all writes, fed by a `queue.SimpleQueue`, so the proxy path never waits on
+the database. `submit()` never blocks and never raises. A batch is written in one transaction; when the
+insert fails (database locked beyond busy_timeout, PostgreSQL down) the batch is kept and retried with
+backoff, never dropped. Only a record the database rejects on its own (found by writing the batch one
+record at a time) is logged in full at ERROR level and set aside.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import peewee as pw
+
+from tokenlens.records import CallRecord, new_call_id
+from tokenlens.store.queries import Store
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+_BACKOFF_START = 0.05
+_BACKOFF_MAX = 2.0
+_SPLIT_AFTER = 3  # failed attempts of a whole batch before it is written record by record
+
+
+def minimal_error_record(item: object, exc: BaseException) -> CallRecord:
+    """A record that keeps the fact of a call whose preparation failed (fields taken from `item` if any)."""
+
+    def pick(name: str, default: Any) -> Any:
+        value = item.get(name) if isinstance(item, dict) else getattr(item, name, None)
+        return default if value is None else value
+
+    ts = pick("ts", None) or pick("started_at", None)
+    return CallRecord(
+        id=str(pick("id", "") or new_call_id()),
+        ts=float(ts) if isinstance(ts, int | float) else time.time(),
+        provider=str(pick("provider", "unknown")),
+        endpoint=str(pick("endpoint", "")),
+        source=str(pick("source", "unknown")),
+        requested_model=pick("requested_model", None),
+        model=pick("model", None),
+        status=pick("status", None) if isinstance(pick("status", None), int) else None,
+        outcome="error",
+        error=f"record preparation failed: {type(exc).__name__}",
+    )
+
+
+class RecordWriter[T]:
+    """Prepare and insert submitted items in batches, on its own thread (started at construction).
+
+    prepare: turns a submitted item into a CallRecord (runs on the writer thread).
+    on_written: called with each batch after its transaction committed (e.g. to publish on the bus).
+    interval: how long the first item of a batch waits for company; max_batch: batch size cap.
+    store_bodies: read per batch (the setting can change at run time).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        prepare: Callable[[T], CallRecord],
+        on_written: Callable[[list[CallRecord]], None] | None = None,
+        *,
+        interval: float = 0.1,
+        max_batch: int = 500,
+        store_bodies: Callable[[], bool] = lambda: True,
+        fallback: Callable[[T, BaseException], CallRecord | None] = minimal_error_record,
+        name: str = "tokenlens-writer",
+    ) -> None:
+        self.store = store
+        self.prepare = prepare
+        self.on_written = on_written
+        self.interval = interval
+        self.max_batch = max(1, max_batch)
+        self.store_bodies = store_bodies
+        self.fallback = fallback
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._submitted = 0
+        self._done = 0  # items taken off the queue and finished with (written, or set aside)
+        self._count_lock = threading.Lock()
+        self._done_cond = threading.Condition()
+        self._stopping = False
+        self.written = 0  # records inserted
+        self.rejected = 0  # records the database refused on their own (logged)
+        self.retries = 0  # failed batch attempts
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------------------------------ producer side
+
+    def submit(self, item: T) -> None:
+        """Queue an item for writing. Never blocks, never raises."""
+        try:
+            with self._count_lock:
+                self._submitted += 1
+                self._queue.put(item)
+            if self._stopping and not self._thread.is_alive():
+                log.error(
+                    "record submitted after the writer stopped; it stays queued (pending=%d)", self.pending
+                )
+        except Exception:  # pragma: no cover - SimpleQueue.put does not fail
+            log.exception("could not queue a record")
+
+    @property
+    def pending(self) -> int:
+        """Items submitted and not yet written."""
+        return self._submitted - self._done
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def flush(self, timeout: float = 5) -> bool:
+        """Wait until every item submitted before this call is written; False on timeout."""
+        target = self._submitted
+        deadline = time.monotonic() + timeout
+        with self._done_cond:
+            while self._done < target:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._thread.is_alive():
+                    return self._done >= target
+                self._done_cond.wait(min(remaining, 0.5))
+        return True
+
+    def stop(self, timeout: float = 10) -> bool:
+        """Write everything queued, then end the thread; False when it did not finish within `timeout`."""
+        if not self._stopping:
+            self._stopping = True
+            self._queue.put(_STOP)
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    # ------------------------------------------------------------------------------------------ writer thread
+
+    def _collect(self) -> tuple[list[T], bool]:
+        """The next batch, and whether the stop marker was seen."""
+        try:
+            first = self._queue.get(timeout=self.interval)
+        except queue.Empty:
+            return [], False
+        if first is _STOP:
+            return self._drain(), True
+        batch: list[T] = [first]  # type: ignore[list-item]
+        deadline = time.monotonic() + self.interval
+        while len(batch) < self.max_batch:
+            try:
+                if self._stopping:
+                    item = self._queue.get_nowait()
+                else:
+                    remaining = deadline - time.monotonic()
+                    item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                return batch + self._drain(), True
+            batch.append(item)  # type: ignore[arg-type]
+        return batch, False
+
+    def _drain(self) -> list[T]:
+        items: list[T] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return items
+            if item is not _STOP:
+                items.append(item)  # type: ignore[arg-type]
+
+    def _run(self) -> None:
+        while True:
+            try:
+                batch, stop = self._collect()
+                for start in range(0, len(batch), self.max_batch):
+                    self._process(batch[start : start + self.max_batch])
+                if stop:
+                    return
+            except Exception:  # never let the thread die
+                log.exception("writer loop error")
+
+    def _prepare_all(self, items: list[T]) -> list[CallRecord]:
+        records: list[CallRecord] = []
+        for item in items:
+            try:
+                records.append(self.prepare(item))
+                continue
+            except Exception as exc:
+                log.exception("preparing a call record failed; writing a minimal error record")
+                error = exc
+            try:
+                fallback = self.fallback(item, error)
+            except Exception:
+                log.exception("could not build an error record for a failed preparation")
+                fallback = None
+            if fallback is not None:
+                records.append(fallback)
+        return records
+
+    def _process(self, items: list[T]) -> None:
+        try:
+            records = self._write(self._prepare_all(items))
+            if records:
+                self.written += len(records)
+                if self.on_written is not None:
+                    try:
+                        self.on_written(records)
+                    except Exception:
+                        log.exception("on_written callback failed")
+        finally:
+            with self._done_cond:
+                self._done += len(items)
+                self._done_cond.notify_all()
+
+    def _store_bodies(self) -> bool:
+        try:
+            return bool(self.store_bodies())
+        except Exception:
+            log.exception("store_bodies() failed; storing bodies")
+            return True
+
+    def _write(self, records: list[CallRecord]) -> list[CallRecord]:
+        """Insert with retries and backoff (never giving up on a transient error); the records written."""
+        if not records:
+            return records
+        delay = _BACKOFF_START
+        attempts = 0
+        while True:
+            try:
+                self.store.insert_calls(records, store_bodies=self._store_bodies())
+                return records
+            except Exception as exc:
+                attempts += 1
+                self.retries += 1
+                self._reset_connection()
+                if attempts >= _SPLIT_AFTER and not _is_transient(exc):
+                    return self._write_one_by_one(records)
+                log.warning(
+                    "writing %d call records failed (attempt %d, retrying in %.2fs): %s",
+                    len(records),
+                    attempts,
+                    delay,
+                    exc,
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, _BACKOFF_MAX)
+
+    def _write_one_by_one(self, records: list[CallRecord]) -> list[CallRecord]:
+        written: list[CallRecord] = []
+        for record in records:
+            attempts = 0
+            delay = _BACKOFF_START
+            while True:
+                try:
+                    self.store.insert_calls([record], store_bodies=self._store_bodies())
+                    written.append(record)
+                    break
+                except Exception as exc:
+                    attempts += 1
+                    self._reset_connection()
+                    if not _is_transient(exc) and attempts >= _SPLIT_AFTER:
+                        self.rejected += 1
+                        log.error(
+                            "the database rejects call record %s (%s); record set aside: %r",
+                            record.id,
+                            exc,
+                            record.to_dict(),
+                        )
+                        break
+                    time.sleep(delay)
+                    delay = min(delay * 2, _BACKOFF_MAX)
+        return written
+
+    def _reset_connection(self) -> None:
+        """Drop a connection that may be broken (PostgreSQL restarted) so the next attempt reconnects."""
+        try:
+            if not self.store.db.is_closed() and not self.store.db.in_transaction():
+                self.store.db.close()
+        except Exception:
+            try:
+                self.store.db.dispose()
+            except Exception:
+                pass
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """Locked or unreachable database (retry forever) as opposed to a record the database refuses."""
+    if isinstance(exc, pw.OperationalError | pw.InterfaceError):
+        return True
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text or "connection" in text

