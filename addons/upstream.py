@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -21,6 +22,9 @@ from tokenlens.exchange import Exchange
 from tokenlens.usage import is_usage_only_chunk
 
 USAGE_INJECTION_KINDS = frozenset({"chat", "completions"})
+# With include_usage, every chunk carries `"usage": null`. Quotes inside JSON strings are escaped, so an
+# unescaped `"usage": null` in the bytes can only be that key.
+_USAGE_NULL = re.compile(rb'\s*,\s*"usage"\s*:\s*null(?=\s*[,}])|"usage"\s*:\s*null\s*,\s*')
 
 
 class StreamTap:
@@ -49,9 +53,10 @@ class StreamTap:
 
 
 class UsageChunkStripper(StreamTap):
-    """A tap that also removes the usage-only chunk the gateway asked for (uncompressed SSE only).
+    """A tap that undoes the usage request the client did not make (uncompressed SSE only).
 
-    Complete events go on as soon as they are complete; only a partial event waits for its end.
+    It removes the usage-only chunk and the `"usage": null` field of every other chunk, so the client gets
+    the stream it asked for. Complete events go on as soon as they are complete; only a partial event waits.
     """
 
     def __init__(self, exchange: Exchange) -> None:
@@ -74,7 +79,7 @@ class UsageChunkStripper(StreamTap):
                 break
             event = buffer[start:end]
             if not _is_usage_event(event):
-                out.append(event)
+                out.append(_USAGE_NULL.sub(b"", event) if b'"usage"' in event else event)
             start = end
         self.pending = buffer[start:]
         if len(out) == 1:

@@ -141,17 +141,63 @@ def _fallback(text: str) -> int:
     return (n + 3) // 4
 
 
+# tiktoken's regex engine overflows its stack (a Rust panic, not an Exception) on some very long runs, e.g.
+# a million spaces; long texts are therefore encoded in segments of at most _SEGMENT characters, cut where
+# the pre-tokenizers of both encodings split anyway, so the count stays exact: right after a newline that
+# ends a run of line breaks and is followed, after optional spaces or tabs, by a character that is not
+# whitespace ("/" excluded right after the newline: o200k glues it to punctuation before the newline).
+# A text without such a place for _SEGMENT characters is cut there (off by a token or so per cut).
+_SEGMENT = 65_536
+
+
+def _is_cut(text: str, i: int) -> bool:
+    """Whether a segment may end right after text[i] (a newline) without changing the tokens."""
+    n = len(text)
+    j = i + 1
+    if j >= n or text[j] == "/":
+        return False
+    stop = min(n, j + 256)
+    while j < stop and text[j] in " \t":
+        j += 1
+    return j < stop and not text[j].isspace()
+
+
+def _segments(text: str) -> list[str]:
+    n = len(text)
+    out: list[str] = []
+    start = 0
+    while n - start > _SEGMENT:
+        limit = start + _SEGMENT
+        cut = text.rfind("\n", start, limit - 1)
+        tries = 256  # bounded: a text of blank lines must not be scanned newline by newline
+        while cut > start and not _is_cut(text, cut):
+            tries -= 1
+            cut = text.rfind("\n", start, cut) if tries else -1
+        cut = cut + 1 if cut > start else limit
+        out.append(text[start:cut])
+        start = cut
+    out.append(text[start:])
+    return out
+
+
+def _encode_len(enc: tiktoken.Encoding, text: str) -> int | None:
+    try:
+        if len(text) <= _SEGMENT:
+            return len(enc.encode_ordinary(text))
+        return sum(len(enc.encode_ordinary(seg)) for seg in _segments(text))
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException:  # noqa: B036 - pyo3's PanicException derives from BaseException
+        return None
+
+
 def count_tokens(text: str, model: str | None = None) -> int:
     """Tokens in `text` (special-token strings count as ordinary text); bytes/4 when no encoder is available."""
     if not text:
         return 0
     enc = get_encoding(encoding_name_for(model))
-    if enc is None:
-        return _fallback(text)
-    try:
-        return len(enc.encode_ordinary(text))
-    except Exception:  # e.g. lone surrogates
-        return _fallback(text)
+    n = _encode_len(enc, text) if enc is not None else None
+    return _fallback(text) if n is None else n
 
 
 def estimate_output_tokens(text: str, model: str | None = None) -> int:

@@ -19,6 +19,14 @@ def chunk_event(payload: dict[str, object]) -> bytes:
     return b"data: " + json.dumps(payload).encode() + b"\n\n"
 
 
+WORDS = ("Hello", ' "usage": null, ', "!")
+# What the client gets without include_usage, and what upstream sends with it (`"usage": null` added).
+ASKED_EVENTS = [
+    chunk_event(
+        {"id": "c1", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": w}}]}
+    )
+    for w in WORDS
+]
 CONTENT_EVENTS = [
     chunk_event(
         {
@@ -28,7 +36,7 @@ CONTENT_EVENTS = [
             "usage": None,
         }
     )
-    for w in ("Hello", " there", "!")
+    for w in WORDS
 ]
 USAGE_EVENT = chunk_event(
     {
@@ -88,7 +96,7 @@ def run_tap(tap: StreamTap, pieces: list[bytes]) -> bytes:
 
 def test_stripper_removes_only_the_usage_chunk_whatever_the_split(deps: AppDeps) -> None:
     wire = b"".join(CONTENT_EVENTS) + USAGE_EVENT + DONE
-    expected = b"".join(CONTENT_EVENTS) + DONE
+    expected = b"".join(ASKED_EVENTS) + DONE
     for size in (1, 7, 64, len(wire)):
         exchange = prepared(deps, STREAM_CHAT)[1]
         tap = UsageChunkStripper(exchange)
@@ -100,7 +108,7 @@ def test_stripper_removes_only_the_usage_chunk_whatever_the_split(deps: AppDeps)
 def test_stripper_passes_complete_events_at_once(deps: AppDeps) -> None:
     exchange = prepared(deps, STREAM_CHAT)[1]
     tap = UsageChunkStripper(exchange)
-    assert tap(CONTENT_EVENTS[0]) == CONTENT_EVENTS[0]
+    assert tap(CONTENT_EVENTS[0]) == ASKED_EVENTS[0]
     assert tap(USAGE_EVENT) == []
     assert tap(DONE) == DONE
 

@@ -335,3 +335,43 @@ def test_gemini_request() -> None:
 def test_request_estimate_never_raises(body: Any) -> None:
     for api in ("openai", "anthropic", "google"):
         assert estimate_request_tokens(api, body) >= 0
+
+
+# ---- long texts ---------------------------------------------------------------------------------------------
+
+
+def _mixed_text(seed: int, lines: int) -> str:
+    import random
+
+    rnd = random.Random(seed)
+    kinds = [
+        "    indented = call(arg, 'str')  # comment",
+        "",
+        "   ",
+        "End of sentence.",
+        "/path/after/newline",
+        "Trailing spaces   ",
+        "\t\ttabbed line",
+        "数字 12345 and ünïcödé words",
+        "}",
+        "  - bullet: **bold** text!",
+        "CAPS AND Mixed'll've",
+    ]
+    seps = ["\n", "\r\n", "\n\n", "\n \n", " \n"]
+    return "".join(rnd.choice(kinds) + rnd.choice(seps) for _ in range(lines))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_long_texts_are_cut_where_tokens_do_not_change(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tokens, "_SEGMENT", 300)  # force hundreds of cuts
+    text = _mixed_text(seed, 3000)
+    assert len(tokens._segments(text)) > 100
+    assert count_tokens(text, "gpt-4o") == pure("o200k_base", text)
+    assert count_tokens(text, "gpt-4") == pure("cl100k_base", text)
+
+
+def test_pathological_runs_do_not_crash() -> None:
+    # tiktoken's regex engine panics (a BaseException) on a million spaces when encoded whole
+    assert count_tokens(" " * 1_000_000) > 0
+    assert count_tokens("\n" * 300_000 + "x") > 0
+    assert count_tokens("a" * 300_000) > 0

@@ -76,6 +76,10 @@ def same_summary(a: StreamSummary, b: StreamSummary) -> None:
         ("google", "/v1beta/models/gemini-embedding-001:batchEmbedContents", "embed"),
         ("google", "/v1beta/models/gemini-2.5-pro:countTokens", "count_tokens"),
         ("google", "/v1beta/models", "other"),
+        ("google", "/v1beta/cachedContents", "other"),
+        # the providers' OpenAI-compatible endpoints
+        ("google", "/v1beta/openai/chat/completions", "chat"),
+        ("anthropic", "/v1/chat/completions", "chat"),
     ],
 )
 def test_endpoint_kind(api: str, path: str, kind: str) -> None:
@@ -201,6 +205,19 @@ def test_anthropic_plain_body_has_no_split_and_fast_mode_is_a_tier() -> None:
     usage, _ = usage_from_body("anthropic", "messages", json.dumps(body).encode())
     assert usage == Usage(input_tokens=10, output_tokens=3, service_tier="fast")
     assert usage.cache_write_5m_tokens is None and usage.cache_write_1h_tokens is None
+
+
+def test_openai_compatible_endpoints_of_other_providers_are_read_as_openai() -> None:
+    body = {
+        "model": "claude-sonnet-4-5",
+        "choices": [{"message": {"content": "hi"}}],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15},
+    }
+    expected = (Usage(input_tokens=12, output_tokens=3), "claude-sonnet-4-5")
+    assert usage_from_body("anthropic", "/v1/chat/completions", json.dumps(body).encode()) == expected
+    assert usage_from_body("google", "/v1beta/openai/chat/completions", json.dumps(body).encode()) == expected
+    s = summarize_stream("google", "/v1beta/openai/chat/completions", [sse(*CHAT_EVENTS)])
+    assert s.usage is not None and s.usage.input_tokens == 1500 and s.complete
 
 
 def test_anthropic_count_tokens_is_not_usage() -> None:

@@ -19,8 +19,13 @@ def _config(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def include_thoughts(body: dict[str, Any]) -> bool:
-    thinking = _config(body).get("thinkingConfig") or {}
-    return isinstance(thinking, dict) and thinking.get("includeThoughts") is True
+    config = _config(body)
+    thinking = config.get("thinkingConfig") or config.get("thinking_config") or {}
+    # google-genai 3.6 sends {"thinkingConfig": {"include_thoughts": true}} (snake case inside)
+    return isinstance(thinking, dict) and True in (
+        thinking.get("includeThoughts"),
+        thinking.get("include_thoughts"),
+    )
 
 
 def usage_metadata(p: Plan) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import json
 import ssl
 import threading
 import time
@@ -40,7 +41,7 @@ class _DateCache:
 
 
 async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
-    parts = []
+    parts: list[bytes] = []
     while True:
         line = await reader.readuntil(b"\r\n")
         try:
@@ -88,6 +89,7 @@ class Simulator:
         self._thread: threading.Thread | None = None
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
         self.port = 0
         self.https_port: int | None = None
 
@@ -151,6 +153,8 @@ class Simulator:
     async def _shutdown(self) -> None:
         for server in self._servers:
             server.close()
+        for writer in list(self._writers):
+            writer.transport.abort()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -210,6 +214,12 @@ class Simulator:
             raise RuntimeError("HTTPS is not enabled on this simulator")
         return root + "/v1" if provider == "openai" else root
 
+    def client_ssl_context(self) -> ssl.SSLContext:
+        """A client SSL context that trusts this simulator's CA (for ``httpx.Client(verify=...)``)."""
+        if self.ca_file is None:
+            raise RuntimeError("HTTPS is not enabled on this simulator")
+        return ssl.create_default_context(cafile=self.ca_file)
+
     @property
     def last_request(self) -> ReceivedRequest:
         with self._requests_lock:
@@ -230,6 +240,7 @@ class Simulator:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        self._writers.add(writer)
         try:
             while await self._one(reader, writer, tls):
                 pass
@@ -239,6 +250,7 @@ class Simulator:
             pass
         finally:
             self._tasks.discard(task)
+            self._writers.discard(writer)
             try:
                 writer.close()
             except Exception:  # noqa: BLE001
@@ -283,7 +295,26 @@ class Simulator:
             keep_alive = "keep-alive" in connection
         req = ReceivedRequest(method.upper(), path, query, headers, body, tls=tls)
         self._record(req)
-        return await self._respond(req, writer, keep_alive, version == "HTTP/1.1")
+        try:
+            return await self._respond(req, writer, keep_alive, version == "HTTP/1.1")
+        except (ConnectionError, asyncio.CancelledError):
+            raise
+        except Exception as e:  # noqa: BLE001 - a bad knob value or a simulator bug: say so, keep serving
+            body = json.dumps(
+                {
+                    "error": {
+                        "message": f"provider-sim error: {e!r}",
+                        "type": "simulator_error",
+                        "param": None,
+                        "code": None,
+                    }
+                }
+            ).encode()
+            writer.write(
+                b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\n"
+                b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
+            )
+            return False
 
     async def _respond(
         self, req: ReceivedRequest, writer: asyncio.StreamWriter, keep_alive: bool, http11: bool

@@ -82,7 +82,21 @@ def _flag(headers: Mapping[str, str], name: str) -> bool:
 
 @dataclass(frozen=True)
 class Knobs:
-    """The ``x-sim-*`` request headers, parsed."""
+    """The ``x-sim-*`` request headers, parsed (header names are case-insensitive).
+
+    x-sim-status: N          answer status N with the provider's error body (429 adds retry-after: 1)
+    x-sim-delay-ms: N        wait before the response headers
+    x-sim-chunk-delay-ms: N  wait between stream events
+    x-sim-cut-after: N       streams: close the connection after N events, never reaching the final-usage
+                             event nor the end of the stream
+    x-sim-stream-error: N    streams: after N events send the provider's in-stream error event and end
+    x-sim-garbage: 1         write non-HTTP bytes and close
+    x-sim-reply-words: N     visible reply length in words (default 12)
+    x-sim-chunk-words: N     words per stream delta (default 1)
+    x-sim-cache-read: N, x-sim-cache-write: N (5 minutes), x-sim-cache-write-1h: N, x-sim-reasoning: N
+    x-sim-gzip: 1            gzip the body (streams: one flush per event)
+    x-sim-model: NAME        the model name reported
+    """
 
     status: int | None = None
     delay_ms: float = 0.0

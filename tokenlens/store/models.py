@@ -136,6 +136,12 @@ def record_to_row(record: CallRecord) -> dict[str, Any]:
     return row
 
 
+def record_to_values(record: CallRecord) -> tuple[Any, ...]:
+    """The `call` row of a record as a tuple in `CALL_FIELDS` order (for the bulk insert)."""
+    row = record_to_row(record)
+    return tuple(row[name] for name in CALL_FIELDS)
+
+
 def body_row(record: CallRecord) -> dict[str, Any] | None:
     """The `call_body` row of a record, or None when it carries no body."""
     if record.request_body is None and record.response_body is None:

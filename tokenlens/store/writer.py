@@ -178,6 +178,7 @@ class RecordWriter[T]:
                 for start in range(0, len(batch), self.max_batch):
                     self._process(batch[start : start + self.max_batch])
                 if stop:
+                    self._reset_connection()
                     return
             except Exception:  # never let the thread die
                 log.exception("writer loop error")
@@ -230,6 +231,9 @@ class RecordWriter[T]:
         attempts = 0
         while True:
             try:
+                # The writer keeps its connection open between batches (closing the last connection to a
+                # WAL database checkpoints it, which would cost milliseconds per batch).
+                self.store.db.connect(reuse_if_open=True)
                 self.store.insert_calls(records, store_bodies=self._store_bodies())
                 return records
             except Exception as exc:

@@ -162,7 +162,9 @@ def test_kpi_over_calendar_days_in_zone(store: Store, make_call: Any, zone: str)
     common: dict[str, Any] = {"cache_write_tokens": 0, "reasoning_tokens": 0, "saved_usd": None}
     rows = [
         make_call(ts=t_in, cost_usd=0.01, input_tokens=100, output_tokens=10, cache_read_tokens=5, **common),
-        make_call(ts=t_today, cost_usd=0.02, input_tokens=200, output_tokens=20, cache_read_tokens=0, **common),
+        make_call(
+            ts=t_today, cost_usd=0.02, input_tokens=200, output_tokens=20, cache_read_tokens=0, **common
+        ),
         make_call(
             ts=t_today,
             cost_usd=None,
@@ -309,7 +311,9 @@ def test_import_reports_bad_lines_with_numbers(store: Store) -> None:
     good = {"ts": "2026-11-01T10:00:00Z", "provider": "openai", "model": "gpt-4o-mini"}
     lines = [
         json.dumps({**good, "input_tokens": 1, "output_tokens": 1, "id": "ok-1"}),
-        json.dumps({"ts": "2026-11-01T10:00:00Z", "provider": "openai", "input_tokens": 1, "output_tokens": 2}),
+        json.dumps(
+            {"ts": "2026-11-01T10:00:00Z", "provider": "openai", "input_tokens": 1, "output_tokens": 2}
+        ),
         "",
         "{not json",
         json.dumps([1, 2]),

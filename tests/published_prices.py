@@ -1,0 +1,51 @@
+"""Published list prices (USD per million tokens), written down here so tests can compute costs by hand.
+
+Sources: openai.com/api/pricing, anthropic.com/pricing (cache writes: 5-minute 1.25x and 1-hour 2x the input
+rate; reads 0.1x), ai.google.dev/gemini-api/docs/pricing. Prompts here stay under every 200k-token tier.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+PRICES: dict[str, dict[str, float]] = {
+    "gpt-4o-mini": {"input": 0.15, "cache_read": 0.075, "output": 0.60},
+    "gpt-4o": {"input": 2.50, "cache_read": 1.25, "output": 10.00},
+    "gpt-3.5-turbo-instruct": {"input": 1.50, "output": 2.00},
+    "text-embedding-3-small": {"input": 0.02, "output": 0.0},
+    "claude-sonnet-4-5": {
+        "input": 3.00,
+        "cache_read": 0.30,
+        "cache_write_5m": 3.75,
+        "cache_write_1h": 6.00,
+        "output": 15.00,
+    },
+    "claude-haiku-4-5": {
+        "input": 1.00,
+        "cache_read": 0.10,
+        "cache_write_5m": 1.25,
+        "cache_write_1h": 2.00,
+        "output": 5.00,
+    },
+    "gemini-2.5-flash": {"input": 0.30, "cache_read": 0.03, "output": 2.50},
+    "gemini-embedding-001": {"input": 0.15, "output": 0.0},
+}
+
+
+def expected_cost(model: str, usage: Mapping[str, int | None]) -> float:
+    """Cost from normalised usage: input_tokens includes cache reads and writes; output includes reasoning."""
+    rates = PRICES[model]
+    read = usage.get("cache_read_tokens") or 0
+    write = usage.get("cache_write_tokens") or 0
+    write_1h = usage.get("cache_write_1h_tokens") or 0
+    write_5m = usage.get("cache_write_5m_tokens")
+    write_5m = write - write_1h if write_5m is None else write_5m
+    uncached = (usage.get("input_tokens") or 0) - read - write
+    total = (
+        uncached * rates["input"]
+        + read * rates.get("cache_read", rates["input"])
+        + write_5m * rates.get("cache_write_5m", rates["input"])
+        + write_1h * rates.get("cache_write_1h", rates["input"])
+        + (usage.get("output_tokens") or 0) * rates["output"]
+    )
+    return total / 1_000_000
