@@ -13,7 +13,7 @@ PRICES: dict[str, dict[str, float]] = {
     "gpt-4o": {"input": 2.50, "cache_read": 1.25, "output": 10.00},
     "gpt-3.5-turbo-instruct": {"input": 1.50, "output": 2.00},
     "text-embedding-3-small": {"input": 0.02, "output": 0.0},
-    "claude-sonnet-4-5": {
+    "claude-sonnet-4-6": {
         "input": 3.00,
         "cache_read": 0.30,
         "cache_write_5m": 3.75,

@@ -321,9 +321,10 @@ def estimate_request_tokens(
     c = _Counter(api, body_model if isinstance(body_model, str) else model)
     kind = None
     if endpoint:
-        from tokenlens.usage import ENDPOINT_KINDS, endpoint_kind
+        from tokenlens.usage import ENDPOINT_KINDS, endpoint_kind, wire_format
 
         kind = endpoint if endpoint in ENDPOINT_KINDS else endpoint_kind(api, endpoint)
+        api = wire_format(api, kind)  # e.g. Anthropic's OpenAI-compatible chat endpoint
     try:
         return _estimate(api, body_json, c, kind)
     except Exception:

@@ -584,7 +584,7 @@ class StreamParser:
         if tier:
             self._service_tier = tier
         u = obj.get("usage")
-        if isinstance(u, dict) and u:
+        if isinstance(u, dict) and _has_count(u, "prompt_tokens", "completion_tokens", "input_tokens"):
             self._usage_raw = dict(u)
             self._usage_final = True
         choices = obj.get("choices")

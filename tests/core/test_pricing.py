@@ -443,6 +443,11 @@ def test_from_settings() -> None:
         "claude-x": PriceOverride(input=1.0, output=2.0, cache_read=0.1, cache_write=1.25),
     }
     assert from_settings({}) == {}
+    # entries may be objects with the same attributes (the config's own frozen dataclass)
+    from types import SimpleNamespace
+
+    entry = SimpleNamespace(input=1, output=2, cache_read=None, cache_write=0.5)
+    assert from_settings({"m": entry}) == {"m": PriceOverride(input=1.0, output=2.0, cache_write=0.5)}
     for bad in (
         {"m": {"output": 1}},
         {"m": {"input": "cheap", "output": 1}},

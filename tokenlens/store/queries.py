@@ -33,6 +33,7 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 _INSERT_CHUNK = 200  # rows per INSERT statement (43 columns: far below SQLite's variable limit)
 _PAGE = 1000  # rows per page when streaming
+_DRIVER_ERRORS = pw.ExceptionWrapper(pw.EXCEPTIONS)
 
 
 class PricerLike(Protocol):
@@ -415,14 +416,15 @@ class Store:
             return
         names = ", ".join(f'"{c}"' for c in columns)
         one = "(" + ", ".join([self.db.param] * len(columns)) + ")"
-        cursor = self.db.cursor()
-        if isinstance(self.db, pw.SqliteDatabase):
-            cursor.executemany(f'INSERT INTO "{table}" ({names}) VALUES {one} ON CONFLICT DO NOTHING', rows)
-            return
-        for chunk in pw.chunked(rows, _INSERT_CHUNK):
-            values = ", ".join([one] * len(chunk))
-            flat = [value for row in chunk for value in row]
-            cursor.execute(f'INSERT INTO "{table}" ({names}) VALUES {values} ON CONFLICT DO NOTHING', flat)
+        with _DRIVER_ERRORS:  # raise peewee's exception classes, as the query builder does
+            cursor = self.db.cursor()
+            if isinstance(self.db, pw.SqliteDatabase):
+                cursor.executemany(f'INSERT INTO "{table}" ({names}) VALUES {one} ON CONFLICT DO NOTHING', rows)
+                return
+            for chunk in pw.chunked(rows, _INSERT_CHUNK):
+                values = ", ".join([one] * len(chunk))
+                flat = [value for row in chunk for value in row]
+                cursor.execute(f'INSERT INTO "{table}" ({names}) VALUES {values} ON CONFLICT DO NOTHING', flat)
 
     def insert_calls(self, records: Sequence[CallRecord], store_bodies: bool = True) -> None:
         """Insert records in one transaction; a record whose id is already stored is ignored."""
