@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, Response, jsonify, render_template, request
-from tokenlens.web import api, live, protection
 from werkzeug.exceptions import HTTPException
 
 from tokenlens.app import AppDeps
+from tokenlens.web import api, live, protection
 
 log = logging.getLogger(__name__)
 

@@ -419,12 +419,16 @@ class Store:
         with _DRIVER_ERRORS:  # raise peewee's exception classes, as the query builder does
             cursor = self.db.cursor()
             if isinstance(self.db, pw.SqliteDatabase):
-                cursor.executemany(f'INSERT INTO "{table}" ({names}) VALUES {one} ON CONFLICT DO NOTHING', rows)
+                cursor.executemany(
+                    f'INSERT INTO "{table}" ({names}) VALUES {one} ON CONFLICT DO NOTHING', rows
+                )
                 return
             for chunk in pw.chunked(rows, _INSERT_CHUNK):
                 values = ", ".join([one] * len(chunk))
                 flat = [value for row in chunk for value in row]
-                cursor.execute(f'INSERT INTO "{table}" ({names}) VALUES {values} ON CONFLICT DO NOTHING', flat)
+                cursor.execute(
+                    f'INSERT INTO "{table}" ({names}) VALUES {values} ON CONFLICT DO NOTHING', flat
+                )
 
     def insert_calls(self, records: Sequence[CallRecord], store_bodies: bool = True) -> None:
         """Insert records in one transaction; a record whose id is already stored is ignored."""

@@ -1,0 +1,179 @@
+from __future__ import annotations
+
+import csv
+import io
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+from werkzeug.serving import make_server
+
+from tokenlens.app import AppDeps, SettingsHolder
+from tokenlens.bus import EventBus
+from tokenlens.cli import data
+from tokenlens.config import load_settings
+from tokenlens.records import CALL_FIELDS, CallRecord
+from tokenlens.store import RecordWriter, open_store
+from tokenlens.web import create_app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def cli() -> typer.Typer:
+    app = typer.Typer()
+    data.register(app)
+    return app
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A data directory whose config points at a port where no daemon runs."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.yaml").write_text(f"server:\n  port: {free_port()}\ntimezone: UTC\n")
+    monkeypatch.setenv("TOKENLENS_HOME", str(home))
+    monkeypatch.delenv("TOKENLENS_CONFIG", raising=False)
+    return home
+
+
+def records() -> list[CallRecord]:
+    return [
+        CallRecord(
+            id=f"r{i}",
+            ts=datetime(2026, 11, 1 + i, 9, tzinfo=UTC).timestamp(),
+            provider="anthropic",
+            endpoint="/v1/messages",
+            model="claude-haiku-4-5",
+            input_tokens=100 * i,
+            output_tokens=10 * i,
+            cost_usd=0.001 * i,
+            priced=True,
+            tags={"team": "t"},
+        )
+        for i in range(5)
+    ]
+
+
+def seed(home: Path) -> None:
+    store = open_store(None, home)
+    store.insert_calls(records(), store_bodies=False)
+    store.close()
+
+
+def test_commands_are_registered_on_the_main_cli() -> None:
+    from tokenlens.cli import app as main_app
+
+    result = runner.invoke(main_app, ["--help"])
+    assert "export" in result.output and "import" in result.output
+
+
+def test_export_jsonl_to_stdout(cli: typer.Typer, home: Path) -> None:
+    seed(home)
+    result = runner.invoke(cli, ["export"])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert lines == [r.to_dict() for r in records()]
+
+
+def test_export_csv_since_to_file(cli: typer.Typer, home: Path, tmp_path: Path) -> None:
+    seed(home)
+    out = tmp_path / "calls.csv"
+    result = runner.invoke(cli, ["export", "--format", "csv", "--since", "2026-11-03", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.reader(io.StringIO(out.read_text())))
+    assert rows[0] == list(CALL_FIELDS)
+    assert [row[0] for row in rows[1:]] == ["r2", "r3", "r4"]
+
+
+def test_export_does_not_write_the_store(cli: typer.Typer, home: Path) -> None:
+    result = runner.invoke(cli, ["export", "--format", "csv"])
+    assert result.exit_code == 0
+    assert result.stdout.splitlines() == [",".join(CALL_FIELDS)]
+    assert not (home / "tokenlens.db").exists()
+
+
+def test_export_bad_options(cli: typer.Typer, home: Path) -> None:
+    assert runner.invoke(cli, ["export", "--format", "xml"]).exit_code == 2
+    assert runner.invoke(cli, ["export", "--since", "soon"]).exit_code == 2
+
+
+def test_export_with_data_dir(cli: typer.Typer, home: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    seed(other)
+    result = runner.invoke(cli, ["export", "--data-dir", str(other)])
+    assert result.exit_code == 0 and len(result.stdout.splitlines()) == 5
+
+
+def test_import_missing_file(cli: typer.Typer, home: Path, tmp_path: Path) -> None:
+    result = runner.invoke(cli, ["import", str(tmp_path / "nope.jsonl")])
+    assert result.exit_code == 1
+    assert "Cannot read" in result.output and "nope.jsonl" in result.output
+    assert result.output.count("\n") == 1
+
+
+def test_import_directly_into_the_store(cli: typer.Typer, home: Path, tmp_path: Path) -> None:
+    file = tmp_path / "in.jsonl"
+    good = [json.dumps(r.to_dict()) for r in records()]
+    bad = json.dumps(
+        {"ts": "2026-11-01T00:00:00Z", "provider": "openai", "input_tokens": 1, "output_tokens": 1}
+    )
+    file.write_text("\n".join([*good[:2], bad, *good[2:]]) + "\n")
+    first = runner.invoke(cli, ["import", str(file)])
+    assert first.exit_code == 0, first.output
+    assert "imported 5, skipped 0, errors 1" in first.output
+    assert "line 3: missing field 'model'" in first.output
+    second = runner.invoke(cli, ["import", str(file)])
+    assert "imported 0, skipped 5, errors 1" in second.output
+    store = open_store(None, home)
+    assert [r.id for r in store.iter_calls()] == [f"r{i}" for i in range(5)]
+    store.close()
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, home: Path) -> Iterator[AppDeps]:
+    """A running API (as the daemon serves it) on the port of the config file, with its own store."""
+    settings = load_settings(home / "config.yaml")
+    daemon_home = tmp_path / "daemon-home"
+    store = open_store(None, daemon_home)
+    writer: RecordWriter[CallRecord] = RecordWriter(store, lambda r: r)
+    deps = AppDeps(
+        settings=SettingsHolder(settings),
+        store=store,
+        writer=writer,
+        bus=EventBus(),
+        home=daemon_home,
+        config_path=home / "config.yaml",
+    )
+    web = make_server("127.0.0.1", settings.server.port, create_app(deps), threaded=True)
+    thread = threading.Thread(target=web.serve_forever, daemon=True)
+    thread.start()
+    yield deps
+    web.shutdown()
+    thread.join(5)
+    writer.stop()
+    store.close()
+
+
+def test_import_goes_through_a_running_daemon(
+    cli: typer.Typer, home: Path, tmp_path: Path, daemon: AppDeps
+) -> None:
+    file = tmp_path / "in.jsonl"
+    file.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in records()))
+    result = runner.invoke(cli, ["import", str(file)])
+    assert result.exit_code == 0, result.output
+    assert "imported 5, skipped 0, errors 0" in result.output
+    assert daemon.store.count_calls() == 5
+    assert not (home / "tokenlens.db").exists()  # nothing was written behind the daemon's back

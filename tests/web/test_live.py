@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import simple_websocket
+from werkzeug.serving import make_server
+
+from tokenlens.app import AppDeps, SettingsHolder
+from tokenlens.bus import EventBus
+from tokenlens.config import parse_settings
+from tokenlens.records import CallRecord
+from tokenlens.store import RecordWriter, open_store
+from tokenlens.web import create_app
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[AppDeps, int]]:
+    store = open_store(None, tmp_path)
+    bus = EventBus()
+
+    def publish(batch: list[CallRecord]) -> None:
+        for record in batch:
+            bus.publish("call", record.to_dict())
+
+    writer: RecordWriter[CallRecord] = RecordWriter(store, lambda r: r, publish)
+    deps = AppDeps(
+        settings=SettingsHolder(parse_settings({})),
+        store=store,
+        writer=writer,
+        bus=bus,
+        home=tmp_path,
+        config_path=tmp_path / "config.yaml",
+    )
+    app = create_app(deps)
+    app.config["SOCK_SERVER_OPTIONS"] = {"ping_interval": 1}
+    web = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=web.serve_forever, daemon=True)
+    thread.start()
+    yield deps, web.server_port
+    web.shutdown()
+    thread.join(5)
+    writer.stop()
+    store.close()
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+def test_live_feed_receives_published_call(server: tuple[AppDeps, int]) -> None:
+    deps, port = server
+    ws = simple_websocket.Client.connect(f"ws://127.0.0.1:{port}/api/live")
+    try:
+        assert wait_for(lambda: deps.bus.subscriber_count == 1)
+        record = CallRecord(
+            id="live-1",
+            ts=1_790_000_000.5,
+            provider="openai",
+            endpoint="/v1/chat/completions",
+            model="gpt-4o",
+        )
+        deps.writer.submit(record)  # written, then published by on_written
+        message = json.loads(ws.receive(timeout=5))
+        assert message == {"type": "call", "data": record.to_dict()}
+        deps.bus.publish("alert", {"message": "daily threshold"})
+        assert json.loads(ws.receive(timeout=5)) == {"type": "alert", "data": {"message": "daily threshold"}}
+        ws.send("ignored by the server")
+        deps.bus.publish("budget", {"scope": "global"})
+        assert json.loads(ws.receive(timeout=5))["type"] == "budget"
+    finally:
+        ws.close()
+    assert wait_for(lambda: deps.bus.subscriber_count == 0), "the subscription must end with the connection"
+
+
+def test_dead_client_is_noticed(server: tuple[AppDeps, int]) -> None:
+    deps, port = server
+    ws = simple_websocket.Client.connect(f"ws://127.0.0.1:{port}/api/live")
+    assert wait_for(lambda: deps.bus.subscriber_count == 1)
+    ws.sock.close()  # vanish without a close frame
+    assert wait_for(lambda: deps.bus.subscriber_count == 0, timeout=10)
+
+
+def test_cross_site_websocket_is_refused(server: tuple[AppDeps, int]) -> None:
+    _, port = server
+    with pytest.raises(simple_websocket.ConnectionError):
+        simple_websocket.Client.connect(
+            f"ws://127.0.0.1:{port}/api/live", headers={"Origin": "http://evil.example"}
+        )
