@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tokenlens.app import SettingsHolder
+from tokenlens.encoding import decode_body
 from tokenlens.exchange import GENERATION_KINDS, METERED_KINDS, Exchange
 from tokenlens.pricing import Price, Pricer
 from tokenlens.pricing import from_settings as overrides_from_settings
@@ -31,14 +32,14 @@ def meter(ex: Exchange) -> Metered:
     succeeded = ex.status is not None and 200 <= ex.status < 300
     if ex.streamed:
         summary = summarize_stream(ex.api, ex.endpoint, ex.chunks)
-        reported, model, complete = summary.usage, summary.model, summary.complete and ex.error is None
-        output_text = summary.output_text
+        reported, model, final = summary.usage, summary.model, summary.usage_final
+        complete, output_text = summary.complete and ex.error is None, summary.output_text
     else:
-        reported, model = usage_from_body(ex.api, ex.endpoint, ex.response_body or b"")
-        complete, output_text = ex.error is None, ""
-    if reported is not None and (complete or reported.output_tokens > 1 or ex.kind not in GENERATION_KINDS):
+        reported, model = usage_from_body(ex.api, ex.endpoint, _response_body(ex) or b"")
+        final, complete, output_text = reported is not None, ex.error is None, ""
+    if reported is not None and final:
         return Metered(reported, "provider", model, complete)
-    if not succeeded or ex.kind == "count_tokens" or ex.stream_undecodable and reported is None:
+    if not succeeded or ex.kind == "count_tokens" or (ex.stream_undecodable and reported is None):
         return Metered(reported, "provider" if reported else None, model, complete)
     # Cut before the usage arrived (or a 2xx without usage): estimate; keep any input side already reported.
     input_tokens = reported.input_tokens if reported and reported.input_tokens else None
@@ -137,9 +138,12 @@ def build_record(ex: Exchange, pricer: Pricer, *, store_bodies: bool = True) -> 
 
 
 def _response_body(ex: Exchange) -> bytes | None:
+    """The answer as text bytes: the decoded stream copy, or the body with its content-encoding undone."""
     if ex.streamed:
         return b"".join(ex.chunks) if ex.chunks else None
-    return ex.response_body
+    if ex.response_body is None:
+        return None
+    return decode_body(ex.response_body, ex.response_headers.get("content-encoding"))
 
 
 class RecordBuilder:

@@ -11,7 +11,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from tokenlens.app import AppDeps
 from tokenlens.config import Settings, resolve_timezone
-from tokenlens.store import day_bounds, export_lines, month_bounds, parse_since
+from tokenlens.store import chunk_text, day_bounds, export_lines, month_bounds, parse_since
 from tokenlens.store.queries import MAX_LIMIT, PricerLike
 
 log = logging.getLogger(__name__)
@@ -161,7 +161,7 @@ def export() -> Response | tuple[Response, int]:
 
     def generate() -> Iterator[str]:
         try:
-            yield from export_lines(store, fmt, since_ts)
+            yield from chunk_text(export_lines(store, fmt, since_ts))
         except Exception:
             log.exception("export failed while streaming")
             raise

@@ -109,6 +109,20 @@ def test_gzip_stream_is_passed_compressed_and_metered(clients: Clients, gateway:
     )
 
 
+def test_gzip_answer_is_metered(clients: Clients, gateway: Gateway) -> None:
+    answer = clients.openai(headers={"x-sim-gzip": "1"}).chat.completions.create(**CHAT)
+    assert answer.usage is not None
+    (call,) = gateway.wait_calls(clients.source)
+    assert (call["input_tokens"], call["output_tokens"]) == (
+        answer.usage.prompt_tokens,
+        answer.usage.completion_tokens,
+    )
+    assert (
+        json.loads(gateway.call(call["id"])["response_body"])["usage"]["prompt_tokens"]
+        == answer.usage.prompt_tokens
+    )
+
+
 def test_upstream_garbage_gets_a_provider_format_502(clients: Clients, gateway: Gateway) -> None:
     with pytest.raises(anthropic.InternalServerError) as error:
         clients.anthropic(headers={"x-sim-garbage": "1"}).messages.create(

@@ -38,6 +38,7 @@ from tokenlens.config import (
 )
 from tokenlens.metering import RecordBuilder
 from tokenlens.store import RecordWriter, open_store
+from tokenlens.tokens import warm_up
 from tokenlens.web import create_app
 
 log = logging.getLogger("tokenlens")
@@ -88,6 +89,7 @@ async def _serve(deps: AppDeps, broadcaster: Broadcaster) -> None:
 def run_gateway(settings: Settings, home: Path, config_file: Path) -> None:
     home.mkdir(parents=True, exist_ok=True)
     ensure_ca(home)
+    threading.Thread(target=warm_up, name="tokenlens-tokenizer", daemon=True).start()
     holder = SettingsHolder(settings)
     store = open_store(settings.storage.url, home)
     bus = EventBus()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Annotated, Any
 
@@ -19,7 +18,15 @@ from tokenlens.config import (
     resolve_timezone,
     tokenlens_home,
 )
-from tokenlens.store import ImportResult, SchemaError, csv_header, export_lines, open_store, parse_since
+from tokenlens.store import (
+    ImportResult,
+    SchemaError,
+    chunk_text,
+    csv_header,
+    export_lines,
+    open_store,
+    parse_since,
+)
 
 HEALTH_TIMEOUT = 1.0
 IMPORT_TIMEOUT = httpx.Timeout(600.0, connect=5.0)
@@ -45,19 +52,6 @@ def _settings(config: Path | None, data_dir: Path | None) -> tuple[Settings, Pat
     except ConfigError as problem:
         typer.echo(f"Configuration error in {config_file}: {problem}", err=True)
         raise typer.Exit(2) from None
-
-
-def _chunks(lines: Iterator[str]) -> Iterator[str]:
-    buffer: list[str] = []
-    size = 0
-    for line in lines:
-        buffer.append(line)
-        size += len(line)
-        if size >= _CHUNK:
-            yield "".join(buffer)
-            buffer, size = [], 0
-    if buffer:
-        yield "".join(buffer)
 
 
 def export(
@@ -99,11 +93,11 @@ def export(
         lines = iter([csv_header()] if fmt == "csv" else [])
     try:
         if output is None:
-            for chunk in _chunks(lines):
+            for chunk in chunk_text(lines):
                 typer.echo(chunk, nl=False)
         else:
             with output.expanduser().open("w", encoding="utf-8", newline="") as handle:
-                for chunk in _chunks(lines):
+                for chunk in chunk_text(lines):
                     handle.write(chunk)
     except OSError as exc:
         typer.echo(f"Cannot write {output}: {exc.strerror or exc}.", err=True)

@@ -15,6 +15,7 @@ from tokenlens.store.migrations import SchemaError, latest_version
 from tokenlens.store.queries import (
     ImportResult,
     Store,
+    chunk_text,
     csv_header,
     csv_line,
     day_bounds,
@@ -33,6 +34,7 @@ __all__ = [
     "SchemaError",
     "Store",
     "StoreLocation",
+    "chunk_text",
     "csv_header",
     "csv_line",
     "day_bounds",

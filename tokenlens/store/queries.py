@@ -33,7 +33,7 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 _INSERT_CHUNK = 200  # rows per INSERT statement (43 columns: far below SQLite's variable limit)
 _PAGE = 1000  # rows per page when streaming
-_DRIVER_ERRORS = pw.ExceptionWrapper(pw.EXCEPTIONS)
+_DRIVER_ERRORS = pw.ExceptionWrapper(pw.EXCEPTIONS)  # type: ignore[attr-defined]
 
 
 class PricerLike(Protocol):
@@ -149,6 +149,20 @@ def export_lines(store: Store, fmt: str, since_ts: float | None = None) -> Itera
             yield jsonl_line(record)
     else:
         raise ValueError(f"format: expected csv or jsonl, got {fmt!r}")
+
+
+def chunk_text(lines: Iterable[str], size: int = 64 * 1024) -> Iterator[str]:
+    """Join lines into chunks of about `size` characters (one write per chunk, not per line)."""
+    buffer: list[str] = []
+    length = 0
+    for line in lines:
+        buffer.append(line)
+        length += len(line)
+        if length >= size:
+            yield "".join(buffer)
+            buffer, length = [], 0
+    if buffer:
+        yield "".join(buffer)
 
 
 # ---------------------------------------------------------------------------------------------- import

@@ -36,7 +36,8 @@ def minimal_error_record(item: object, exc: BaseException) -> CallRecord:
         value = item.get(name) if isinstance(item, dict) else getattr(item, name, None)
         return default if value is None else value
 
-    ts = pick("ts", None) or pick("started_at", None)
+    ts = pick("ts", None) or pick("started", None) or pick("started_at", None)
+    tags = pick("tags", {})
     return CallRecord(
         id=str(pick("id", "") or new_call_id()),
         ts=float(ts) if isinstance(ts, int | float) else time.time(),
@@ -45,7 +46,10 @@ def minimal_error_record(item: object, exc: BaseException) -> CallRecord:
         source=str(pick("source", "unknown")),
         requested_model=pick("requested_model", None),
         model=pick("model", None),
+        tags={str(k): str(v) for k, v in tags.items()} if isinstance(tags, dict) else {},
+        session_id=pick("session_id", None),
         status=pick("status", None) if isinstance(pick("status", None), int) else None,
+        mode="proxy" if pick("mode", None) == "proxy" else "base_url",
         outcome="error",
         error=f"record preparation failed: {type(exc).__name__}",
     )
@@ -133,7 +137,13 @@ class RecordWriter[T]:
             self._stopping = True
             self._queue.put(_STOP)
         self._thread.join(timeout)
-        return not self._thread.is_alive()
+        if self._thread.is_alive():
+            return False
+        leftovers = self._drain()  # submitted while the thread was finishing: write them here
+        if leftovers:
+            self._process(leftovers)
+            self._reset_connection()
+        return True
 
     # ------------------------------------------------------------------------------------------ writer thread
 
