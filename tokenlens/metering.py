@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from tokenlens.app import SettingsHolder
 from tokenlens.encoding import decode_body
-from tokenlens.exchange import GENERATION_KINDS, METERED_KINDS, Exchange
+from tokenlens.exchange import METERED_KINDS, Exchange
 from tokenlens.pricing import Price, Pricer
 from tokenlens.pricing import from_settings as overrides_from_settings
 from tokenlens.records import CallRecord
