@@ -1,0 +1,41 @@
+from pathlib import Path
+
+from mitmproxy.test import taddons
+
+from tokenlens.addons.config_watch import ConfigWatcher, allow_hosts_for
+from tokenlens.app import AppDeps
+
+
+def test_a_changed_file_applies_and_updates_interception(deps: AppDeps) -> None:
+    path: Path = deps.config_path
+    watcher = ConfigWatcher(deps)
+    with taddons.context(watcher) as tctx:
+        tctx.options.update(allow_hosts=allow_hosts_for(deps.settings.get()))
+        path.write_text(
+            "providers:\n  vllm: {upstream: 'https://llm.internal:8443'}\nbudgets: {daily_usd: 5}\n"
+        )
+        assert watcher.check()
+        settings = deps.settings.get()
+        assert settings.budgets.daily_usd == 5 and "vllm" in settings.providers
+        assert r"^llm\.internal:8443$" in tctx.options.allow_hosts
+        assert not watcher.check()  # unchanged file: nothing to do
+
+
+def test_an_invalid_file_keeps_the_running_configuration(deps: AppDeps) -> None:
+    before = deps.settings.get()
+    deps.config_path.write_text("budgets: {daily_usd: ten}\n")
+    watcher = ConfigWatcher(deps)
+    deps.config_path.write_text("budgets: {daily_usd: eleven}\n")
+    with taddons.context(watcher):
+        assert not watcher.check()
+    assert deps.settings.get() is before
+
+
+def test_server_and_storage_are_read_at_start_only(deps: AppDeps) -> None:
+    before = deps.settings.get()
+    watcher = ConfigWatcher(deps)
+    deps.config_path.write_text("server: {port: 9999}\nalerts: {daily_cost_threshold: 3}\n")
+    with taddons.context(watcher):
+        assert watcher.check()
+    after = deps.settings.get()
+    assert after.server == before.server and after.alerts.daily_cost_threshold == 3

@@ -1,0 +1,64 @@
+import json
+
+from mitmproxy import flow as mflow
+from mitmproxy import http
+from mitmproxy.test import taddons
+
+from mitm_helpers import gateway_flow
+from tokenlens.addons._flowstate import exchange_of
+from tokenlens.addons.ingress import Ingress
+from tokenlens.addons.recorder import Recorder
+from tokenlens.app import AppDeps
+
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}
+ANSWER = {
+    "id": "c",
+    "object": "chat.completion",
+    "model": "gpt-4o-mini-2024-07-18",
+    "choices": [],
+    "usage": {"prompt_tokens": 1000, "completion_tokens": 100, "total_tokens": 1100},
+}
+
+
+def started(deps: AppDeps) -> http.HTTPFlow:
+    flow = gateway_flow("/proxy/openai/v1/chat/completions", CHAT, {"X-TokenLens-Source": "rec-test"})
+    with taddons.context(Ingress(deps)):
+        Ingress(deps).request(flow)
+    return flow
+
+
+def test_a_response_is_queued_and_lands_in_the_store(deps: AppDeps) -> None:
+    flow = started(deps)
+    flow.response = http.Response.make(
+        200, json.dumps(ANSWER), {"content-type": "application/json", "x-request-id": "req_1"}
+    )
+    flow.response.timestamp_end = flow.request.timestamp_start + 0.5
+    recorder = Recorder(deps)
+    recorder.response(flow)
+    recorder.response(flow)  # a second hook call must not record twice
+    assert deps.writer.flush()
+    calls, _ = deps.store.list_calls(source="rec-test")
+    assert len(calls) == 1
+    call = calls[0]
+    assert (call.input_tokens, call.output_tokens, call.status, call.request_id) == (1000, 100, 200, "req_1")
+    assert call.latency_ms == 500.0
+    # gpt-4o-mini: $0.15 in, $0.60 out per million
+    assert abs((call.cost_usd or 0) - (1000 * 0.15 + 100 * 0.60) / 1e6) < 1e-12
+
+
+def test_an_error_is_recorded_with_its_message(deps: AppDeps) -> None:
+    flow = started(deps)
+    flow.error = mflow.Error("Client disconnected.")
+    Recorder(deps).error(flow)
+    assert deps.writer.flush()
+    (call,) = deps.store.list_calls(source="rec-test")[0]
+    assert (call.outcome, call.error, call.status) == ("error", "Client disconnected.", None)
+
+
+def test_flows_that_are_not_provider_calls_are_ignored(deps: AppDeps) -> None:
+    flow = gateway_flow("/api/calls", method="GET")
+    flow.response = http.Response.make(200, b"{}")
+    Recorder(deps).response(flow)
+    assert exchange_of(flow) is None
+    assert deps.writer.flush()
+    assert deps.store.list_calls()[0] == []
