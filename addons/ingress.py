@@ -62,13 +62,23 @@ class Ingress:
             self._upstreams, self._settings = upstreams_from(settings), settings
         return self._upstreams
 
+    def gateway_names(self) -> set[str]:
+        server = self.deps.settings.get().server
+        return {*LOCAL_NAMES, server.host.lower(), *(h.lower() for h in server.allowed_hosts)}
+
     def is_for_gateway(self, flow: http.HTTPFlow) -> bool:
         """Addressed to the gateway itself (base-URL clients, the dashboard), not proxied to another host."""
         req = flow.request
-        if flow.client_conn.tls or req.host.lower() not in LOCAL_NAMES | {
-            self.deps.settings.get().server.host
-        }:
+        if flow.client_conn.tls or not self.is_own_port(flow):
             return False
+        host = req.host.lower()
+        return host in self.gateway_names() or any(
+            name.startswith(".") and host.endswith(name) for name in self.deps.settings.get().server.allowed_hosts
+        )
+
+    @staticmethod
+    def is_own_port(flow: http.HTTPFlow) -> bool:
+        req = flow.request
         own_port = flow.client_conn.sockname[1] if flow.client_conn.sockname else None
         if req.port == own_port:
             return True
@@ -94,6 +104,11 @@ class Ingress:
             self._start_call(flow, upstream, target.tag, "base_url")
         elif (upstream_or_none := upstream_for_authority(req.host, req.port, upstreams)) is not None:
             self._start_call(flow, upstream_or_none, None, "proxy")
+        elif not flow.client_conn.tls and flow.client_conn.sockname and req.port == flow.client_conn.sockname[1]:
+            # A foreign Host on the gateway's own port: a DNS-rebinding attempt, not a proxy request.
+            flow.response = http.Response.make(
+                403, b'{"error": "Host not allowed"}', {"content-type": "application/json"}
+            )
 
     def _start_call(self, flow: http.HTTPFlow, upstream: Upstream, tag: str | None, mode: str) -> None:
         req = flow.request

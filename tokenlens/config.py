@@ -315,7 +315,7 @@ class Dedup:
 
 @dataclass(frozen=True)
 class PriceOverride:
-    """USD per million tokens. None for a cache rate: the pricing database's rate applies."""
+    """USD per million tokens. None for a cache rate: the input rate applies."""
 
     input: float
     output: float

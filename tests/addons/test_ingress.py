@@ -125,3 +125,21 @@ def test_flows_already_answered_are_left_alone(deps: AppDeps) -> None:
     with taddons.context(ingress):
         ingress.request(flow)
     assert exchange_of(flow) is None and flow.request.host == "localhost"
+
+
+def test_a_foreign_host_on_the_gateway_port_is_refused(deps: AppDeps) -> None:
+    """DNS rebinding: evil.example resolving to 127.0.0.1 reaches the gateway port with its own Host."""
+    ingress = Ingress(deps)
+    flow = gateway_flow("/api/calls", method="GET", host="evil.example", port=8420)
+    with taddons.context(ingress):
+        ingress.request(flow)
+    assert flow.response is not None and flow.response.status_code == 403
+
+
+def test_plain_http_proxying_to_port_80_still_passes(deps: AppDeps) -> None:
+    ingress = Ingress(deps)
+    flow = gateway_flow("/", method="GET", host="example.com", port=80)
+    flow.request.headers["host"] = "example.com"
+    with taddons.context(ingress):
+        ingress.request(flow)
+    assert flow.response is None and flow.request.host == "example.com"

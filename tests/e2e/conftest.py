@@ -23,7 +23,8 @@ def sims() -> Iterator[dict[str, Simulator]]:
 def gateway(sims: dict[str, Simulator], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     home = tmp_path_factory.mktemp("tokenlens-home")
     config = home / "config.yaml"
-    write_config(config, sims)
+    # an OpenAI-compatible provider added by the user (served by the OpenAI simulator over plain HTTP)
+    write_config(config, sims, f"  compat: {{upstream: '{sims['openai'].url}'}}\n")
     running = start_gateway(home, config, sims)
     yield running
     code = stop_gateway(running)

@@ -165,3 +165,28 @@ def test_upstream_error_reaches_the_client_unchanged(clients: Clients, gateway: 
     assert via.value.body == direct.value.body
     (call,) = gateway.wait_calls(clients.source)
     assert (call["status"], call["outcome"], call["cost_usd"]) == (503, "error", 0.0)
+
+
+def test_user_added_openai_compatible_provider(clients: Clients, gateway: Gateway) -> None:
+    request = {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True}
+    client = openai.OpenAI(
+        base_url=f"{gateway.url}/proxy/compat",
+        api_key="sk-test",
+        max_retries=0,
+        default_headers=clients.headers(),
+    )
+    text = "".join(
+        c.choices[0].delta.content or "" for c in client.chat.completions.create(**request) if c.choices
+    )
+    assert text == reply_text("openai", "chat", request)
+    assert clients.sim("openai").requests[-1].path == "/v1/chat/completions"
+    (call,) = gateway.wait_calls(clients.source)
+    assert call["provider"] == "compat"
+    assert_metered(
+        call,
+        clients.sim("openai"),
+        "openai",
+        "chat",
+        {**request, "stream_options": {"include_usage": True}},
+        "gpt-4o-mini",
+    )

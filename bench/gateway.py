@@ -1,0 +1,644 @@
+"""TokenLens vs bare mitmdump vs direct, side by side in one run (SPEC section 12).
+
+    .venv/bin/python bench/gateway.py [--duration 8] [--connections 1,10] [--streams 15] [--rounds 1]
+
+Starts, on 127.0.0.1 only:
+- the provider simulator (tests/provider_sim, plain HTTP) as the upstream of everything;
+- a bare `mitmdump -q` in reverse mode to the simulator with a no-op addon (bench/mitm_noop.py);
+- a `mitmdump -q` in regular mode with an addon that only rewrites /proxy/openai/... like the gateway does
+  (bench/mitm_rewrite.py): the same proxy mode and routing as TokenLens, without the pipeline;
+- `tokenlens daemon` with the full default pipeline and a fresh SQLite store, OpenAI -> the simulator.
+
+Then, one target after another (never concurrently), after a warm-up of each: keep-alive requests/s and
+latency of a small non-streaming chat completion at each concurrency (wrk when installed, else an asyncio
+generator), and time to first chunk and inter-chunk gaps of streamed completions (an httpx client that
+timestamps every raw chunk). Checks that TokenLens recorded every request it was sent, prints the table, the
+ratios with PASS/FAIL against the targets, the command that reproduces the run, and writes JSON to
+bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchlib import (  # noqa: E402
+    BENCH_DIR,
+    CHAT_BODY,
+    CHAT_PATH,
+    GATEWAY_PREFIX,
+    REPO,
+    REQUEST_HEADERS,
+    VENV_BIN,
+    Interrupted,
+    LoadGenerator,
+    LoadResult,
+    Proc,
+    Processes,
+    environment,
+    free_port,
+    install_wrk,
+    median,
+    percentile,
+    results_path,
+    rss_mib,
+    start_simulator,
+    start_tokenlens,
+    wait_for_calls,
+    wait_port,
+    workdir,
+    write_json,
+)
+
+# Targets (SPEC 12; shared/notes/mitmproxy.md section 5)
+RPS_RATIO_MIN = 0.80  # TokenLens rps / bare mitmdump rps
+ADDED_P50_MAX_MS = 2.0  # TokenLens p50 - direct p50, c=1
+FIRST_CHUNK_MAX_MS = 5.0  # TokenLens time to first chunk - direct, median
+
+DIRECT, MITM_REVERSE, MITM_REGULAR, TOKENLENS = "direct", "mitmdump-reverse", "mitmdump-regular", "tokenlens"
+LABELS = {
+    DIRECT: "direct to simulator",
+    MITM_REVERSE: "bare mitmdump (reverse, no-op addon)",
+    MITM_REGULAR: "mitmdump regular + /proxy rewrite",
+    TOKENLENS: "TokenLens (full pipeline, SQLite)",
+}
+
+
+@dataclass
+class Target:
+    name: str
+    port: int
+    path: str  # of the chat completions endpoint
+    proc: Proc | None = None
+    rss_start: float | None = None
+
+
+@dataclass
+class StreamStats:
+    target: str
+    variant: str
+    streams: int
+    events_expected: int
+    ttfc_ms: list[float] = field(default_factory=list)
+    gap_excess_ms: list[float] = field(default_factory=list)
+    total_ms: list[float] = field(default_factory=list)
+    chunks: list[int] = field(default_factory=list)
+    events: list[int] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        ttfc, gaps, total = sorted(self.ttfc_ms), sorted(self.gap_excess_ms), sorted(self.total_ms)
+        return {
+            "target": self.target,
+            "variant": self.variant,
+            "streams": self.streams,
+            "events_expected": self.events_expected,
+            "events_received_median": median(self.events) if self.events else math.nan,
+            "chunks_median": median(self.chunks) if self.chunks else math.nan,
+            "ttfc_p50_ms": percentile(ttfc, 50),
+            "ttfc_p99_ms": percentile(ttfc, 99),
+            "gap_excess_p50_ms": percentile(gaps, 50),
+            "gap_excess_p99_ms": percentile(gaps, 99),
+            "gap_excess_max_ms": gaps[-1] if gaps else math.nan,
+            "total_p50_ms": percentile(total, 50),
+            "problems": self.problems[:5],
+        }
+
+
+# ------------------------------------------------------------------------------------------------ streaming
+
+
+def stream_body(include_usage: bool) -> bytes:
+    body: dict[str, Any] = {**CHAT_BODY, "stream": True}
+    if include_usage:
+        body["stream_options"] = {"include_usage": True}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def measure_streams(
+    client: httpx.Client,
+    target: Target,
+    variant: str,
+    include_usage: bool,
+    count: int,
+    warmup: int,
+    words: int,
+    delay_ms: float,
+) -> tuple[StreamStats, int]:
+    """`count` sequential streams (after `warmup` unmeasured ones); returns the stats and requests sent."""
+    url = f"http://127.0.0.1:{target.port}{target.path}"
+    body = stream_body(include_usage)
+    headers = {
+        **REQUEST_HEADERS,
+        "x-sim-chunk-delay-ms": f"{delay_ms:g}",
+        "x-sim-reply-words": str(words),
+        "x-sim-chunk-words": "1",
+    }
+    # role chunk + one chunk per word + finish chunk (+ usage chunk) + [DONE]
+    expected_events = words + 3 + (1 if include_usage else 0)
+    stats = StreamStats(target.name, variant, count, expected_events)
+    sent = 0
+    for i in range(warmup + count):
+        times: list[float] = []
+        data: list[bytes] = []
+        t0 = time.perf_counter()
+        sent += 1
+        with client.stream("POST", url, content=body, headers=headers) as response:
+            for chunk in response.iter_raw():
+                if chunk:
+                    times.append(time.perf_counter())
+                    data.append(chunk)
+            status = response.status_code
+        if i < warmup:
+            continue
+        text = b"".join(data)
+        events = text.count(b"\n\n")
+        if status != 200:
+            stats.problems.append(f"status {status}")
+        if not text.rstrip().endswith(b"data: [DONE]"):
+            stats.problems.append("stream did not end with [DONE]")
+        if not include_usage and b'"usage"' in text:
+            stats.problems.append("a usage field reached a client that did not ask for it")
+        if not times:
+            stats.problems.append("no chunk")
+            continue
+        stats.ttfc_ms.append((times[0] - t0) * 1000)
+        stats.total_ms.append((times[-1] - t0) * 1000)
+        stats.gap_excess_ms.extend((b - a) * 1000 - delay_ms for a, b in zip(times, times[1:], strict=False))
+        stats.chunks.append(len(times))
+        stats.events.append(events)
+    return stats, sent
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+
+def fmt(value: float | None, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:,.{digits}f}"
+
+
+def http_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| target | c | req/s | p50 ms | p90 ms | p99 ms | max ms | sent | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        errors = ", ".join(f"{k}={v}" for k, v in r["errors"].items()) or "0"
+        lines.append(
+            f"| {LABELS[r['target']]} | {r['connections']} | {fmt(r['rps'], 0)} | {fmt(r['p50_ms'])} | "
+            f"{fmt(r['p90_ms'])} | {fmt(r['p99_ms'])} | {fmt(r['max_ms'], 1)} | {r['sent']:,} | {errors} |"
+        )
+    return "\n".join(lines)
+
+
+def stream_table(rows: list[dict[str, Any]], delay_ms: float) -> str:
+    lines = [
+        f"| target | stream | first chunk p50 ms | p99 ms | gap - {delay_ms:g} ms: p50 | p99 | max | "
+        "events/stream | raw chunks/stream |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {LABELS[r['target']]} | {r['variant']} | {fmt(r['ttfc_p50_ms'])} | {fmt(r['ttfc_p99_ms'])} | "
+            f"{fmt(r['gap_excess_p50_ms'])} | {fmt(r['gap_excess_p99_ms'])} | {fmt(r['gap_excess_max_ms'])} | "
+            f"{fmt(r['events_received_median'], 0)}/{r['events_expected']} | {fmt(r['chunks_median'], 0)} |"
+        )
+    return "\n".join(lines)
+
+
+def find(rows: list[dict[str, Any]], **keys: Any) -> dict[str, Any] | None:
+    for r in rows:
+        if all(r.get(k) == v for k, v in keys.items()):
+            return r
+    return None
+
+
+def verdicts(
+    http_rows: list[dict[str, Any]], stream_rows: list[dict[str, Any]], records: dict[str, Any]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    ratios: dict[str, Any] = {}
+    checks: list[dict[str, Any]] = []
+
+    def check(name: str, value: float, target: str, ok: bool | None, note: str = "") -> None:
+        verdict = "info" if ok is None else ("PASS" if ok else "FAIL")
+        checks.append({"check": name, "value": value, "target": target, "verdict": verdict, "note": note})
+
+    for c in sorted({r["connections"] for r in http_rows}):
+        tl, rev, reg = (
+            find(http_rows, target=t, connections=c) for t in (TOKENLENS, MITM_REVERSE, MITM_REGULAR)
+        )
+        if tl and rev:
+            ratio = tl["rps"] / rev["rps"]
+            ratios[f"rps_tokenlens_over_mitmdump_reverse_c{c}"] = ratio
+            check(
+                f"rps TokenLens / bare mitmdump (reverse), c={c}",
+                ratio,
+                f">= {RPS_RATIO_MIN:.2f}",
+                ratio >= RPS_RATIO_MIN,
+            )
+        if tl and reg:
+            ratio = tl["rps"] / reg["rps"]
+            ratios[f"rps_tokenlens_over_mitmdump_regular_c{c}"] = ratio
+            check(
+                f"rps TokenLens / mitmdump regular + rewrite, c={c}",
+                ratio,
+                f">= {RPS_RATIO_MIN:.2f}",
+                ratio >= RPS_RATIO_MIN,
+                "same proxy mode and routing as TokenLens",
+            )
+    direct1, tl1, rev1 = (find(http_rows, target=t, connections=1) for t in (DIRECT, TOKENLENS, MITM_REVERSE))
+    if direct1 and tl1:
+        added = tl1["p50_ms"] - direct1["p50_ms"]
+        ratios["added_p50_ms_c1"] = added
+        ratios["added_p99_ms_c1"] = tl1["p99_ms"] - direct1["p99_ms"]
+        check(
+            "added p50 latency over direct, c=1 (ms)",
+            added,
+            f"<= {ADDED_P50_MAX_MS:g} ms",
+            added <= ADDED_P50_MAX_MS,
+        )
+        if rev1:
+            ratios["added_p50_ms_c1_mitmdump_reverse"] = rev1["p50_ms"] - direct1["p50_ms"]
+            check(
+                "  for reference: bare mitmdump added p50, c=1 (ms)",
+                rev1["p50_ms"] - direct1["p50_ms"],
+                "",
+                None,
+            )
+    for variant in ("include_usage", "plain"):
+        d, t = (
+            find(stream_rows, target=DIRECT, variant=variant),
+            find(stream_rows, target=TOKENLENS, variant=variant),
+        )
+        if not (d and t):
+            continue
+        first = t["ttfc_p50_ms"] - d["ttfc_p50_ms"]
+        ratios[f"first_chunk_added_p50_ms_{variant}"] = first
+        check(
+            f"first chunk vs direct, p50, stream {variant} (ms)",
+            first,
+            f"<= {FIRST_CHUNK_MAX_MS:g} ms",
+            first <= FIRST_CHUNK_MAX_MS,
+        )
+        for p in ("p50", "p99"):
+            change = t[f"gap_excess_{p}_ms"] - d[f"gap_excess_{p}_ms"]
+            ratios[f"gap_change_{p}_ms_{variant}"] = change
+            note = ""
+            if variant == "plain" and p == "p99":
+                note = "TokenLens asks upstream for the usage chunk and strips it: one extra upstream event, one extra simulated delay per stream"
+            check(
+                f"inter-chunk gap change vs direct, {p}, stream {variant} (ms)",
+                change,
+                "no target (SPEC: no added delay)",
+                None,
+                note,
+            )
+    check(
+        "TokenLens recorded every request sent to it",
+        records.get("recorded", math.nan),
+        f"== {records.get('sent')}",
+        records.get("ok"),
+        records.get("note", ""),
+    )
+    return ratios, checks
+
+
+def checks_table(checks: list[dict[str, Any]]) -> str:
+    lines = ["| check | value | target | verdict |", "|---|---:|---|---|"]
+    for c in checks:
+        value = c["value"]
+        shown = f"{value:.3f}" if isinstance(value, float) else str(value)
+        lines.append(f"| {c['check']} | {shown} | {c['target']} | {c['verdict']} |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--duration", type=float, default=8, help="seconds per measured load case (default 8)")
+    p.add_argument("--warmup", type=float, default=2, help="seconds of warm-up load per target (default 2)")
+    p.add_argument("--connections", default="1,10", help="concurrency levels, comma-separated (default 1,10)")
+    p.add_argument(
+        "--rounds", type=int, default=1, help="repeat the load matrix, interleaved; medians reported"
+    )
+    p.add_argument(
+        "--streams", type=int, default=15, help="measured streams per target and variant (default 15)"
+    )
+    p.add_argument(
+        "--stream-words", type=int, default=16, help="words per streamed reply, one per chunk (default 16)"
+    )
+    p.add_argument("--chunk-delay-ms", type=float, default=20, help="upstream delay between stream events")
+    p.add_argument(
+        "--targets",
+        default=",".join((DIRECT, MITM_REVERSE, MITM_REGULAR, TOKENLENS)),
+        help="subset of direct,mitmdump-reverse,mitmdump-regular,tokenlens",
+    )
+    p.add_argument("--load", choices=("auto", "wrk", "python"), default="auto", help="load generator")
+    p.add_argument(
+        "--install-wrk", action="store_true", help="apt-get install -y wrk when it is missing (root)"
+    )
+    p.add_argument(
+        "--pin",
+        action="store_true",
+        help="pin the proxies to CPU 1 and simulator + load generator to CPU 0 (2-core machines)",
+    )
+    p.add_argument("--keep", action="store_true", help="keep the work directory (logs, TokenLens store)")
+    p.add_argument("--no-json", action="store_true", help="do not write bench/results/gateway-*.json")
+    return p.parse_args(argv)
+
+
+def reproduce_command(args: argparse.Namespace) -> str:
+    parts = [
+        ".venv/bin/python",
+        "bench/gateway.py",
+        "--duration",
+        f"{args.duration:g}",
+        "--warmup",
+        f"{args.warmup:g}",
+        "--connections",
+        args.connections,
+        "--rounds",
+        str(args.rounds),
+        "--streams",
+        str(args.streams),
+        "--stream-words",
+        str(args.stream_words),
+        "--chunk-delay-ms",
+        f"{args.chunk_delay_ms:g}",
+        "--targets",
+        args.targets,
+        "--load",
+        args.load,
+    ]
+    if args.pin:
+        parts.append("--pin")
+    return f"cd {shlex.quote(str(REPO))} && " + shlex.join(parts)
+
+
+def run(args: argparse.Namespace) -> int:
+    connections = [int(c) for c in args.connections.split(",") if c.strip()]
+    wanted = [t.strip() for t in args.targets.split(",") if t.strip()]
+    unknown = set(wanted) - set(LABELS)
+    if unknown:
+        raise SystemExit(f"unknown targets: {', '.join(sorted(unknown))}")
+    if args.install_wrk:
+        install_wrk()
+    proxy_cpus, other_cpus = ({1}, {0}) if args.pin else (None, None)
+    started = time.time()
+    env = environment()
+    command = reproduce_command(args)
+    print(f"TokenLens gateway benchmark; reproduce with:\n  {command}\n", flush=True)
+
+    http_runs: list[dict[str, Any]] = []
+    stream_rows: list[dict[str, Any]] = []
+    records: dict[str, Any] = {}
+    rss: dict[str, Any] = {}
+    with workdir(args.keep) as wd, Processes(wd, cpus=other_cpus) as procs:
+        load = LoadGenerator(wd, args.load, cpus=other_cpus)
+        print(f"load generator: {load.description}", flush=True)
+        if load.kind != "wrk":
+            print("  (wrk is more accurate on 2 cores: apt-get install -y wrk, or --install-wrk)", flush=True)
+        sim, sim_port = start_simulator(procs)
+        targets: list[Target] = []
+        if DIRECT in wanted:
+            targets.append(Target(DIRECT, sim_port, CHAT_PATH, sim))
+        if MITM_REVERSE in wanted:
+            port = free_port()
+            proc = procs.start(
+                MITM_REVERSE,
+                [
+                    str(VENV_BIN / "mitmdump"),
+                    "-q",
+                    "--listen-host",
+                    "127.0.0.1",
+                    "--mode",
+                    f"reverse:http://127.0.0.1:{sim_port}@{port}",
+                    "--set",
+                    f"confdir={wd / 'mitmproxy'}",
+                    "-s",
+                    str(BENCH_DIR / "mitm_noop.py"),
+                ],
+                cpus=proxy_cpus,
+            )
+            wait_port(port, proc)
+            targets.append(Target(MITM_REVERSE, port, CHAT_PATH, proc))
+        if MITM_REGULAR in wanted:
+            port = free_port()
+            proc = procs.start(
+                MITM_REGULAR,
+                [
+                    str(VENV_BIN / "mitmdump"),
+                    "-q",
+                    "--listen-host",
+                    "127.0.0.1",
+                    "--mode",
+                    f"regular@{port}",
+                    "--set",
+                    f"confdir={wd / 'mitmproxy'}",
+                    "-s",
+                    str(BENCH_DIR / "mitm_rewrite.py"),
+                    "--set",
+                    f"bench_upstream=http://127.0.0.1:{sim_port}",
+                ],
+                cpus=proxy_cpus,
+            )
+            wait_port(port, proc)
+            targets.append(Target(MITM_REGULAR, port, GATEWAY_PREFIX + CHAT_PATH, proc))
+        tl: Target | None = None
+        if TOKENLENS in wanted:
+            proc, port = start_tokenlens(procs, wd, sim_port, cpus=proxy_cpus)
+            tl = Target(TOKENLENS, port, GATEWAY_PREFIX + CHAT_PATH, proc)
+            targets.append(tl)
+        for t in targets:
+            if t.proc is not None and t.name != DIRECT:
+                t.rss_start = rss_mib(t.proc.pid)
+
+        sent_to_tl = 0
+        record_cases: list[dict[str, Any]] = []
+
+        def check_records(case: str) -> None:
+            assert tl is not None
+            kpi = wait_for_calls(tl.port, sent_to_tl)
+            ok = kpi["calls"] == sent_to_tl
+            record_cases.append(
+                {
+                    "after": case,
+                    "sent": sent_to_tl,
+                    "recorded": kpi["calls"],
+                    "errors": kpi["error_calls"],
+                    "ok": ok,
+                }
+            )
+            if not ok:
+                print(f"  !! TokenLens recorded {kpi['calls']} calls, {sent_to_tl} were sent", flush=True)
+
+        # Non-streaming: warm up every target once, then the matrix (targets one after another).
+        top = max(connections)
+        for t in targets:
+            w = load.run(t.port, t.path, top, args.warmup)
+            if t is tl:
+                sent_to_tl += w.sent
+            print(f"warm-up {t.name}: {w.rps:,.0f} req/s", flush=True)
+        for rnd in range(args.rounds):
+            for c in connections:
+                for t in targets:
+                    res: LoadResult = load.run(t.port, t.path, c, args.duration)
+                    row = {"target": t.name, "round": rnd + 1, **res.as_dict()}
+                    http_runs.append(row)
+                    print(
+                        f"[round {rnd + 1}] {t.name:<17} c={c:<3} {res.rps:>9,.0f} req/s  p50 {res.p50_ms:7.3f} ms"
+                        f"  p99 {res.p99_ms:7.3f} ms  sent {res.sent:,}  errors {res.errors or 0}",
+                        flush=True,
+                    )
+                    if t is tl:
+                        sent_to_tl += res.sent
+                        check_records(f"round {rnd + 1} c={c}")
+
+        # Streaming: sequential streams, each chunk timestamped on arrival.
+        words = args.stream_words
+        with httpx.Client(timeout=30) as client:
+            for variant, include_usage in (("include_usage", True), ("plain", False)):
+                for t in targets:
+                    if variant == "plain" and t.name not in (DIRECT, TOKENLENS):
+                        continue
+                    stats, sent = measure_streams(
+                        client, t, variant, include_usage, args.streams, 2, words, args.chunk_delay_ms
+                    )
+                    s = stats.summary()
+                    stream_rows.append(s)
+                    print(
+                        f"stream {variant:<13} {t.name:<17} first chunk p50 {s['ttfc_p50_ms']:6.2f} ms  "
+                        f"gap-delay p50 {s['gap_excess_p50_ms']:6.2f} p99 {s['gap_excess_p99_ms']:6.2f} ms  "
+                        f"events {s['events_received_median']:.0f}/{s['events_expected']}"
+                        + (f"  PROBLEMS: {s['problems']}" if s["problems"] else ""),
+                        flush=True,
+                    )
+                    if t is tl:
+                        sent_to_tl += sent
+        if tl is not None:
+            check_records("streams")
+            final = record_cases[-1]
+            records = {
+                "sent": final["sent"],
+                "recorded": final["recorded"],
+                "error_records": final["errors"],
+                "ok": all(c["ok"] for c in record_cases),
+                "cases": record_cases,
+                "note": "error records are requests in flight when wrk stopped (client gone), at most c per run",
+            }
+        for t in targets:
+            if t.proc is not None and t.name != DIRECT:
+                rss[t.name] = {"start_mib": t.rss_start, "end_mib": rss_mib(t.proc.pid)}
+        if tl is not None and tl.proc is not None:
+            code = procs.stop(tl.proc)
+            records["tokenlens_exit_code"] = code
+            records["tokenlens_shutdown"] = tl.proc.tail(3)
+
+    # Medians over rounds.
+    http_rows: list[dict[str, Any]] = []
+    for c in connections:
+        for name in [t for t in (DIRECT, MITM_REVERSE, MITM_REGULAR, TOKENLENS) if t in wanted]:
+            runs = [r for r in http_runs if r["target"] == name and r["connections"] == c]
+            if not runs:
+                continue
+            merged = {
+                "target": name,
+                "connections": c,
+                "rounds": len(runs),
+                "sent": sum(r["sent"] for r in runs),
+                "errors": {
+                    k: sum(r["errors"].get(k, 0) for r in runs)
+                    for k in {k for r in runs for k in r["errors"]}
+                },
+            }
+            for key in ("rps", "p50_ms", "p90_ms", "p99_ms", "max_ms", "mean_ms"):
+                merged[key] = median([r[key] for r in runs])
+            http_rows.append(merged)
+    ratios, checks = verdicts(http_rows, stream_rows, records)
+
+    print("\n## Results\n")
+    print(
+        f"{env['cpus']} CPUs ({env['cpu_model']}), Python {env['python']}, mitmproxy {env['mitmproxy']}, "
+        f"TokenLens {env['tokenlens']} ({env['git']}), load: {load.description}, {args.duration:g} s per case"
+        + (f", median of {args.rounds} rounds" if args.rounds > 1 else "")
+        + (", proxies pinned to CPU 1" if args.pin else "")
+        + f", load average at start {env['loadavg_at_start'][0]:.2f}.\n"
+    )
+    print("Non-streaming chat completion (POST, keep-alive):\n")
+    print(http_table(http_rows))
+    print(
+        f"\nStreaming chat completion, {args.streams} sequential streams per row, {words} words one per chunk, "
+        f"upstream delay {args.chunk_delay_ms:g} ms between events; 'include_usage' asks for the usage chunk "
+        "itself, 'plain' does not (TokenLens then asks upstream and strips it):\n"
+    )
+    print(stream_table(stream_rows, args.chunk_delay_ms))
+    if rss:
+        print(
+            "\nRSS (MiB) start -> end: "
+            + ", ".join(f"{k} {fmt(v['start_mib'], 1)} -> {fmt(v['end_mib'], 1)}" for k, v in rss.items())
+        )
+    if records:
+        print(
+            f"\nTokenLens records: {records['recorded']:,} recorded for {records['sent']:,} requests sent "
+            f"({records['error_records']} error records: requests in flight when wrk stopped); "
+            f"daemon exit code {records.get('tokenlens_exit_code')}"
+        )
+    print("\n## Targets\n")
+    print(checks_table(checks))
+    failed = [c for c in checks if c["verdict"] == "FAIL"]
+    print(
+        f"\n{'FAIL' if failed else 'PASS'}: {len(failed)} of {sum(c['verdict'] != 'info' for c in checks)} targets missed"
+    )
+    print(f"\nReproduce: {command}")
+    if not args.no_json:
+        path = results_path("gateway")
+        write_json(
+            path,
+            {
+                "benchmark": "gateway",
+                "command": command,
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+                "elapsed_s": time.time() - started,
+                "environment": env,
+                "load_generator": load.description,
+                "args": vars(args),
+                "http": http_rows,
+                "http_runs": http_runs,
+                "stream": stream_rows,
+                "rss_mib": rss,
+                "records": records,
+                "ratios": ratios,
+                "checks": checks,
+            },
+        )
+        print(f"JSON: {path.relative_to(REPO)}")
+    print(f"elapsed {time.time() - started:.0f} s")
+    return 1 if failed else 0
+
+
+def main() -> int:
+    args = parse_args()
+    try:
+        return run(args)
+    except (KeyboardInterrupt, Interrupted):
+        print("\ninterrupted; everything started was stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
