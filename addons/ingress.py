@@ -73,7 +73,8 @@ class Ingress:
             return False
         host = req.host.lower()
         return host in self.gateway_names() or any(
-            name.startswith(".") and host.endswith(name) for name in self.deps.settings.get().server.allowed_hosts
+            name.startswith(".") and host.endswith(name)
+            for name in self.deps.settings.get().server.allowed_hosts
         )
 
     @staticmethod
@@ -104,7 +105,11 @@ class Ingress:
             self._start_call(flow, upstream, target.tag, "base_url")
         elif (upstream_or_none := upstream_for_authority(req.host, req.port, upstreams)) is not None:
             self._start_call(flow, upstream_or_none, None, "proxy")
-        elif not flow.client_conn.tls and flow.client_conn.sockname and req.port == flow.client_conn.sockname[1]:
+        elif (
+            not flow.client_conn.tls
+            and flow.client_conn.sockname
+            and req.port == flow.client_conn.sockname[1]
+        ):
             # A foreign Host on the gateway's own port: a DNS-rebinding attempt, not a proxy request.
             flow.response = http.Response.make(
                 403, b'{"error": "Host not allowed"}', {"content-type": "application/json"}

@@ -4,7 +4,7 @@ from tokenlens.app import AppDeps
 
 
 def test_stages_run_in_the_order_of_spec_section_6(deps: AppDeps) -> None:
-    names = [getattr(a, "name") for a in TokenLens(deps, Broadcaster(deps.bus)).addons]
+    names = [a.name for a in TokenLens(deps, Broadcaster(deps.bus)).addons]
     assert names == [
         "tokenlens.config",
         "tokenlens.ingress",

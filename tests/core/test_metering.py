@@ -6,7 +6,7 @@ import pytest
 from published_prices import expected_cost
 from tokenlens.exchange import Exchange
 from tokenlens.metering import build_record
-from tokenlens.pricing import Pricer, PriceOverride
+from tokenlens.pricing import PriceOverride, Pricer
 
 PRICER = Pricer()
 REQUEST = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "one two three four five"}]}
