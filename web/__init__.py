@@ -15,7 +15,7 @@ from flask import Flask, Response, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from tokenlens.app import AppDeps
-from tokenlens.web import api, live, protection
+from tokenlens.web import api, config_api, live, protection
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ def create_app(deps: AppDeps, test_config: Mapping[str, Any] | None = None) -> F
 
     protection.init_app(app)
     app.register_blueprint(api.bp)
+    app.register_blueprint(config_api.bp)
     live.init_app(app)
 
     @app.get("/healthz")
