@@ -6,10 +6,13 @@ The writer thread calls `on_written` after a batch is committed; publishing neve
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 
 from tokenlens.bus import EventBus
 from tokenlens.records import CallRecord
+
+log = logging.getLogger(__name__)
 
 
 class Broadcaster:
@@ -17,7 +20,13 @@ class Broadcaster:
 
     def __init__(self, bus: EventBus) -> None:
         self.bus = bus
+        self.listeners: list[Callable[[Sequence[CallRecord]], None]] = []
 
     def on_written(self, records: Sequence[CallRecord]) -> None:
+        for listener in self.listeners:
+            try:
+                listener(records)
+            except Exception:
+                log.exception("record listener %r failed", listener)
         for record in records:
             self.bus.publish("block" if record.outcome == "blocked" else "call", record.to_dict())

@@ -306,7 +306,11 @@ wrk.body = [==[%(body)s]==]
 %(headers)s
 sent = 0
 local threads = {}
-function setup(thread) table.insert(threads, thread) end
+function setup(thread)
+  table.insert(threads, thread)
+  -- wrk calls request() once on the first thread to verify the script before the run: not a request sent.
+  if #threads == 1 then thread:set("sent", -1) end
+end
 function init(args) req = wrk.format() end
 function request() sent = sent + 1; return req end
 function done(summary, latency, requests)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,6 +14,7 @@ from tokenlens import __version__
 if TYPE_CHECKING:
     from tokenlens.bus import EventBus
     from tokenlens.config import Settings
+    from tokenlens.records import CallRecord
     from tokenlens.store import RecordWriter, Store
 
 
@@ -42,5 +44,7 @@ class AppDeps:
     home: Path
     config_path: Path
     web_port: int = 0  # the internal loopback port of the Flask app, once it listens
+    # Called by the writer thread with each committed batch, before it is broadcast (e.g. to settle budgets).
+    record_listeners: list[Callable[[Sequence[CallRecord]], None]] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
     version: str = __version__

@@ -48,6 +48,7 @@ class Exchange:
     complexity: int | None = None
     attempts: int = 1
     fallback_from: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)  # per-call analysis by stage, copied to the record
     # the answer
     status: int | None = None
     response_headers: dict[str, str] = field(default_factory=dict)

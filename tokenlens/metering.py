@@ -107,6 +107,7 @@ def build_record(ex: Exchange, pricer: Pricer, *, store_bodies: bool = True) -> 
         attempts=ex.attempts,
         fallback_from=ex.fallback_from,
         guardrail_flags=list(ex.guardrail_flags),
+        details=dict(ex.details),
         waste_tokens=ex.waste_tokens,
         complexity=ex.complexity,
         mode=ex.mode,

@@ -90,6 +90,8 @@ class CallRecord:
     mode: Literal["base_url", "proxy"] = "base_url"
     service_tier: str | None = None
     request_id: str | None = None  # the provider's request id header, when it sends one
+    # Per-call analysis the stages add, keyed by stage (e.g. "heatmap", "waste", "attempts", "guardrails").
+    details: dict[str, Any] = field(default_factory=dict)
     request_body: bytes | None = None
     response_body: bytes | None = None
 

@@ -15,7 +15,16 @@ from flask import Flask, Response, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from tokenlens.app import AppDeps
-from tokenlens.web import api, config_api, live, protection
+from tokenlens.web import (
+    api,
+    config_api,
+    controls_api,
+    costs_api,
+    insights_api,
+    live,
+    protection,
+    routing_api,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +38,8 @@ def create_app(deps: AppDeps, test_config: Mapping[str, Any] | None = None) -> F
     app.extensions["tokenlens"] = deps
 
     protection.init_app(app)
-    app.register_blueprint(api.bp)
-    app.register_blueprint(config_api.bp)
+    for blueprint_module in (api, config_api, controls_api, routing_api, insights_api, costs_api):
+        app.register_blueprint(blueprint_module.bp)
     live.init_app(app)
 
     @app.get("/healthz")

@@ -30,7 +30,8 @@ def deps(tmp_path: Path) -> Iterator[AppDeps]:
     )
     store = open_store(None, tmp_path)
     bus = EventBus()
-    writer = RecordWriter(store, RecordBuilder(settings), Broadcaster(bus).on_written)
+    broadcaster = Broadcaster(bus)
+    writer = RecordWriter(store, RecordBuilder(settings), broadcaster.on_written)
     made = AppDeps(
         settings=settings,
         store=store,
@@ -39,6 +40,7 @@ def deps(tmp_path: Path) -> Iterator[AppDeps]:
         home=tmp_path,
         config_path=tmp_path / "config.yaml",
         web_port=WEB_PORT,
+        record_listeners=broadcaster.listeners,
     )
     yield made
     writer.stop()

@@ -100,7 +100,15 @@ def run_gateway(settings: Settings, home: Path, config_file: Path) -> None:
         broadcaster.on_written,
         store_bodies=lambda: holder.get().storage.store_bodies,
     )
-    deps = AppDeps(settings=holder, store=store, writer=writer, bus=bus, home=home, config_path=config_file)
+    deps = AppDeps(
+        settings=holder,
+        store=store,
+        writer=writer,
+        bus=bus,
+        home=home,
+        config_path=config_file,
+        record_listeners=broadcaster.listeners,
+    )
     web = make_server("127.0.0.1", 0, create_app(deps), threaded=True)
     deps.web_port = web.server_port
     threading.Thread(target=web.serve_forever, name="tokenlens-web", daemon=True).start()

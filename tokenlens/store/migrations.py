@@ -101,7 +101,12 @@ def _v2_session_indexes(db: pw.Database, migrator: SchemaMigrator) -> None:
     )
 
 
-MIGRATIONS: list[Migration] = [_v1_create_calls, _v2_session_indexes]
+def _v3_call_details(db: pw.Database, migrator: SchemaMigrator) -> None:
+    """Per-call analysis details (heatmap, waste findings, attempts, guardrail scores) as a JSON object."""
+    migrate(migrator.add_column("call", "details", pw.TextField(default="{}")))
+
+
+MIGRATIONS: list[Migration] = [_v1_create_calls, _v2_session_indexes, _v3_call_details]
 
 
 def latest_version(migrations: list[Migration] | None = None) -> int:

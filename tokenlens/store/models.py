@@ -18,7 +18,7 @@ import peewee as pw
 
 from tokenlens.records import CALL_FIELDS, CallRecord
 
-JSON_FIELDS = ("tags", "guardrail_flags")
+JSON_FIELDS = ("tags", "guardrail_flags", "details")
 
 
 class BaseModel(pw.Model):
@@ -68,6 +68,7 @@ class Call(BaseModel):
     attempts = pw.IntegerField(default=1)
     fallback_from = pw.TextField(null=True)
     guardrail_flags = pw.TextField(default="[]")  # JSON list of {"rule", "action", "where"}
+    details = pw.TextField(default="{}")  # JSON object: per-call analysis by stage
     waste_tokens = pw.BigIntegerField(null=True)
     complexity = pw.IntegerField(null=True)
     mode = pw.TextField(default="base_url")
@@ -160,7 +161,7 @@ def row_to_record(row: dict[str, Any], body: dict[str, Any] | None = None) -> Ca
     values = {name: row[name] for name in CALL_FIELDS}
     for name in JSON_FIELDS:
         raw = values[name]
-        values[name] = json.loads(raw) if raw else ({} if name == "tags" else [])
+        values[name] = json.loads(raw) if raw else ([] if name == "guardrail_flags" else {})
     values["stream"] = bool(values["stream"])
     values["priced"] = bool(values["priced"])
     record = CallRecord(**values)

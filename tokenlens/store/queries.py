@@ -225,7 +225,7 @@ _ENUM_FIELDS: dict[str, tuple[str | None, ...]] = {
 }
 _BODY_IMPORT_FIELDS = ("request_body", "response_body")
 IMPORTED_FIELDS = frozenset(
-    ("id", "ts", "tags", "guardrail_flags")
+    ("id", "ts", "tags", "guardrail_flags", "details")
     + _STR_FIELDS
     + _OPT_STR_FIELDS
     + _INT_FIELDS
@@ -317,6 +317,10 @@ def _parse_import_line(data: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(flags, list) or not all(isinstance(f, dict) for f in flags):
             raise ValueError("guardrail_flags: expected a list of objects")
         values["guardrail_flags"] = flags
+    if data.get("details") is not None:
+        if not isinstance(data["details"], dict):
+            raise ValueError("details: expected an object")
+        values["details"] = data["details"]
     for name in _BODY_IMPORT_FIELDS:
         if isinstance(data.get(name), str):
             values[name] = data[name].encode("utf-8")
