@@ -8,10 +8,14 @@ usage and prices it. Nothing here does I/O.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from tokenlens.providers import ApiFormat
+
+if TYPE_CHECKING:
+    from tokenlens.records import CallRecord
 
 Mode = Literal["base_url", "proxy"]
 
@@ -49,6 +53,9 @@ class Exchange:
     attempts: int = 1
     fallback_from: str | None = None
     details: dict[str, Any] = field(default_factory=dict)  # per-call analysis by stage, copied to the record
+    # Analysis that only annotates the record runs in the writer thread, off the proxy path: each callable gets
+    # the exchange and the record built so far, and may fill record fields and record.details.
+    deferred: list[Callable[[Exchange, CallRecord], None]] = field(default_factory=list)
     # the answer
     status: int | None = None
     response_headers: dict[str, str] = field(default_factory=dict)

@@ -5,6 +5,7 @@ Runs in the writer thread, never on the proxy path.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from tokenlens.app import SettingsHolder
@@ -15,6 +16,8 @@ from tokenlens.pricing import from_settings as overrides_from_settings
 from tokenlens.records import CallRecord
 from tokenlens.tokens import estimate_output_tokens, estimate_request_tokens
 from tokenlens.usage import Usage, summarize_stream, usage_from_body
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,11 @@ def build_record(ex: Exchange, pricer: Pricer, *, store_bodies: bool = True) -> 
     elif outcome != "ok":
         # Blocked, answered from cache, or failed before any usage: nothing was consumed, known to cost $0.
         record.priced, record.cost_usd = True, 0.0
+    for analyse in ex.deferred:
+        try:
+            analyse(ex, record)
+        except Exception:
+            log.exception("deferred analysis %r failed for call %s", analyse, ex.id)
     return record
 
 

@@ -170,3 +170,19 @@ def test_bodies_are_kept_only_when_asked() -> None:
     assert build_record(ex, PRICER).request_body == ex.request_body
     bare = build_record(ex, PRICER, store_bodies=False)
     assert bare.request_body is None and bare.response_body is None
+
+
+def test_deferred_analysis_runs_with_the_built_record_and_cannot_break_it() -> None:
+    seen = []
+
+    def annotate(ex: Exchange, record: object) -> None:
+        seen.append(record)
+        record.details["waste"] = {"tokens": 3}  # type: ignore[attr-defined]
+        record.waste_tokens = 3  # type: ignore[attr-defined]
+
+    def broken(ex: Exchange, record: object) -> None:
+        raise RuntimeError("boom")
+
+    record = build_record(exchange(response_body=chat_body(10, 5), deferred=[broken, annotate]), PRICER)
+    assert seen == [record] and record.details == {"waste": {"tokens": 3}} and record.waste_tokens == 3
+    assert record.input_tokens == 10
