@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tokenlens.cli import ca, config_cmd, daemon, data
+from tokenlens.cli import ca, config_cmd, daemon, data, info, service
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -13,6 +13,11 @@ app = typer.Typer(
 )
 app.command()(daemon.daemon)
 app.command()(ca.ca)
+app.command()(info.env)
+app.command()(info.ui)
+app.command()(info.status)
+app.command()(service.install)
+app.command()(service.uninstall)
 app.add_typer(config_cmd.app, name="config")
 data.register(app)
 

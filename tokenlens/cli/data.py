@@ -8,15 +8,18 @@ from typing import IO, Annotated, Any
 import httpx
 import typer
 
+from tokenlens.cli.common import (
+    ConfigOption,
+    DataDirOption,
+    auth_headers,
+    daemon_is_up,
+    daemon_url,
+    load_cli_settings,
+)
 from tokenlens.config import (
-    ConfigError,
     ServerSettings,
     Settings,
-    config_path,
-    is_loopback_host,
-    load_settings,
     resolve_timezone,
-    tokenlens_home,
 )
 from tokenlens.store import (
     ImportResult,
@@ -28,30 +31,9 @@ from tokenlens.store import (
     parse_since,
 )
 
-HEALTH_TIMEOUT = 1.0
 IMPORT_TIMEOUT = httpx.Timeout(600.0, connect=5.0)
 SHOWN_ERRORS = 5
 _CHUNK = 64 * 1024
-
-ConfigOption = Annotated[
-    Path | None, typer.Option("--config", help="Configuration file (default $TOKENLENS_CONFIG).")
-]
-DataDirOption = Annotated[
-    Path | None, typer.Option("--data-dir", help="Data directory (default $TOKENLENS_HOME, ~/.tokenlens).")
-]
-
-
-def _settings(config: Path | None, data_dir: Path | None) -> tuple[Settings, Path]:
-    home = (data_dir or tokenlens_home()).expanduser()
-    config_file = (config or config_path()).expanduser()
-    if config is not None and not config_file.exists():
-        typer.echo(f"Configuration file {config_file} does not exist.", err=True)
-        raise typer.Exit(2)
-    try:
-        return load_settings(config_file), home
-    except ConfigError as problem:
-        typer.echo(f"Configuration error in {config_file}: {problem}", err=True)
-        raise typer.Exit(2) from None
 
 
 def export(
@@ -72,7 +54,7 @@ def export(
     fmt = format.lower()
     if fmt not in ("csv", "jsonl"):
         raise typer.BadParameter("expected csv or jsonl", param_hint="--format")
-    settings, home = _settings(config, data_dir)
+    settings, home = load_cli_settings(config, data_dir)
     since_ts = None
     if since:
         try:
@@ -107,39 +89,11 @@ def export(
             store.close()
 
 
-def daemon_url(server: ServerSettings) -> str:
-    """The base URL of the daemon described by `server` (a wildcard address is reached on loopback)."""
-    host = server.host
-    if host in ("0.0.0.0", ""):
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    return f"http://{host}:{server.port}"
-
-
-def _auth_headers(server: ServerSettings) -> dict[str, str]:
-    if server.api_token and not is_loopback_host(server.host):
-        return {"Authorization": f"Bearer {server.api_token}"}
-    return {}
-
-
-def daemon_is_up(server: ServerSettings) -> bool:
-    try:
-        response = httpx.get(
-            daemon_url(server) + "/healthz", timeout=HEALTH_TIMEOUT, headers=_auth_headers(server)
-        )
-    except httpx.HTTPError:
-        return False
-    return response.status_code == 200
-
-
 def _import_via_daemon(server: ServerSettings, handle: IO[bytes]) -> ImportResult:
     response = httpx.post(
         daemon_url(server) + "/api/import",
         content=iter(lambda: handle.read(_CHUNK), b""),
-        headers={"Content-Type": "application/x-ndjson", **_auth_headers(server)},
+        headers={"Content-Type": "application/x-ndjson", **auth_headers(server)},
         timeout=IMPORT_TIMEOUT,
     )
     try:
@@ -173,7 +127,7 @@ def import_(
     data_dir: DataDirOption = None,
 ) -> None:
     """Import call records from JSONL: through the running daemon, or into the store directly."""
-    settings, home = _settings(config, data_dir)
+    settings, home = load_cli_settings(config, data_dir)
     path = file.expanduser()
     try:
         handle = path.open("rb")
