@@ -76,6 +76,31 @@ def rss_mib(pid: int) -> float | None:
     return None
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process (all its threads) so far, from /proc/<pid>/stat."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_idle(pid: int, timeout: float = 15.0, window: float = 0.5, busy: float = 0.1) -> float:
+    """Wait until the process uses less than `busy` of a core over `window` s (start-up work done)."""
+    start = time.monotonic()
+    last = cpu_seconds(pid) or 0.0
+    while time.monotonic() - start < timeout:
+        time.sleep(window)
+        now = cpu_seconds(pid)
+        if now is None:
+            break
+        if now - last < busy * window:
+            break
+        last = now
+    return time.monotonic() - start
+
+
 @dataclass
 class Proc:
     name: str
@@ -242,6 +267,7 @@ def start_tokenlens(
         cpus=cpus,
     )
     wait_http(f"http://127.0.0.1:{port}/healthz", proc, timeout=60)
+    wait_idle(proc.pid)  # the tokenizer vocabularies load in the background after /healthz answers
     return proc, port
 
 

@@ -46,6 +46,7 @@ from benchlib import (  # noqa: E402
     LoadResult,
     Proc,
     Processes,
+    cpu_seconds,
     environment,
     free_port,
     install_wrk,
@@ -192,14 +193,14 @@ def fmt(value: float | None, digits: int = 2) -> str:
 
 def http_table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| target | c | req/s | p50 ms | p90 ms | p99 ms | max ms | sent | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| target | c | req/s | p50 ms | p90 ms | p99 ms | max ms | CPU ms/req | sent | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         errors = ", ".join(f"{k}={v}" for k, v in r["errors"].items()) or "0"
         lines.append(
             f"| {LABELS[r['target']]} | {r['connections']} | {fmt(r['rps'], 0)} | {fmt(r['p50_ms'])} | "
-            f"{fmt(r['p90_ms'])} | {fmt(r['p99_ms'])} | {fmt(r['max_ms'], 1)} | {r['sent']:,} | {errors} |"
+            f"{fmt(r['p90_ms'])} | {fmt(r['p99_ms'])} | {fmt(r['max_ms'], 1)} | {fmt(r['cpu_ms_per_request'])} | {r['sent']:,} | {errors} |"
         )
     return "\n".join(lines)
 
@@ -249,6 +250,16 @@ def verdicts(
                 f">= {RPS_RATIO_MIN:.2f}",
                 ratio >= RPS_RATIO_MIN,
             )
+        if tl and rev and tl["cpu_ms_per_request"] > 0 and rev["cpu_ms_per_request"] > 0:
+            ratio = rev["cpu_ms_per_request"] / tl["cpu_ms_per_request"]
+            ratios[f"cpu_per_request_mitmdump_reverse_over_tokenlens_c{c}"] = ratio
+            check(
+                f"  CPU per request, bare mitmdump / TokenLens, c={c}",
+                ratio,
+                "",
+                None,
+                f"{rev['cpu_ms_per_request']:.2f} vs {tl['cpu_ms_per_request']:.2f} ms: the throughput ratio a CPU-bound proxy would show",
+            )
         if tl and reg:
             ratio = tl["rps"] / reg["rps"]
             ratios[f"rps_tokenlens_over_mitmdump_regular_c{c}"] = ratio
@@ -273,10 +284,18 @@ def verdicts(
         if rev1:
             ratios["added_p50_ms_c1_mitmdump_reverse"] = rev1["p50_ms"] - direct1["p50_ms"]
             check(
-                "  for reference: bare mitmdump added p50, c=1 (ms)",
+                "  bare mitmdump added p50 over direct, c=1 (ms)",
                 rev1["p50_ms"] - direct1["p50_ms"],
                 "",
                 None,
+            )
+            ratios["added_p50_ms_c1_over_mitmdump_reverse"] = tl1["p50_ms"] - rev1["p50_ms"]
+            check(
+                "  TokenLens added p50 over bare mitmdump, c=1 (ms)",
+                tl1["p50_ms"] - rev1["p50_ms"],
+                "",
+                None,
+                "what the pipeline itself adds",
             )
     for variant in ("include_usage", "plain"):
         d, t = (
@@ -497,12 +516,20 @@ def run(args: argparse.Namespace) -> int:
         for rnd in range(args.rounds):
             for c in connections:
                 for t in targets:
+                    pid = t.proc.pid if t.proc is not None else None
+                    cpu0 = cpu_seconds(pid) if pid else None
                     res: LoadResult = load.run(t.port, t.path, c, args.duration)
-                    row = {"target": t.name, "round": rnd + 1, **res.as_dict()}
+                    cpu1 = cpu_seconds(pid) if pid else None
+                    cpu_ms = (
+                        (cpu1 - cpu0) * 1000 / res.completed
+                        if cpu0 is not None and cpu1 is not None and res.completed
+                        else math.nan
+                    )
+                    row = {"target": t.name, "round": rnd + 1, **res.as_dict(), "cpu_ms_per_request": cpu_ms}
                     http_runs.append(row)
                     print(
                         f"[round {rnd + 1}] {t.name:<17} c={c:<3} {res.rps:>9,.0f} req/s  p50 {res.p50_ms:7.3f} ms"
-                        f"  p99 {res.p99_ms:7.3f} ms  sent {res.sent:,}  errors {res.errors or 0}",
+                        f"  p99 {res.p99_ms:7.3f} ms  CPU {cpu_ms:5.2f} ms/req  sent {res.sent:,}  errors {res.errors or 0}",
                         flush=True,
                     )
                     if t is tl:
@@ -566,7 +593,7 @@ def run(args: argparse.Namespace) -> int:
                     for k in {k for r in runs for k in r["errors"]}
                 },
             }
-            for key in ("rps", "p50_ms", "p90_ms", "p99_ms", "max_ms", "mean_ms"):
+            for key in ("rps", "p50_ms", "p90_ms", "p99_ms", "max_ms", "mean_ms", "cpu_ms_per_request"):
                 merged[key] = median([r[key] for r in runs])
             http_rows.append(merged)
     ratios, checks = verdicts(http_rows, stream_rows, records)
@@ -593,6 +620,11 @@ def run(args: argparse.Namespace) -> int:
             + ", ".join(f"{k} {fmt(v['start_mib'], 1)} -> {fmt(v['end_mib'], 1)}" for k, v in rss.items())
         )
     if records:
+        for case in records["cases"]:
+            print(
+                f"  records after {case['after']}: {case['recorded']:,} of {case['sent']:,} sent"
+                f" ({case['errors']} errors) {'ok' if case['ok'] else 'MISMATCH'}"
+            )
         print(
             f"\nTokenLens records: {records['recorded']:,} recorded for {records['sent']:,} requests sent "
             f"({records['error_records']} error records: requests in flight when wrk stopped); "

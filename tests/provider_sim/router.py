@@ -26,6 +26,8 @@ OPENAI_KINDS = {
     "/v1/responses": "responses",
     "/v1/embeddings": "embeddings",
     "/v1/completions": "completions",
+    # the OpenAI-compatible chat endpoints of Anthropic (same path) and Gemini, answered in the OpenAI format
+    "/v1beta/openai/chat/completions": "chat",
 }
 ANTHROPIC_KINDS = {"/v1/messages": "messages", "/v1/messages/count_tokens": "count_tokens"}
 

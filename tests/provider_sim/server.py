@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gzip
 import json
 import ssl
@@ -15,7 +16,7 @@ from types import TracebackType
 from typing import Any
 
 from . import certs
-from .router import Counters, dispatch
+from .router import Counters, dispatch, route
 from .usage import Knobs, Plan, plan
 from .wire import REASONS, ReceivedRequest, Reply
 
@@ -25,6 +26,27 @@ MAX_HEADER_BYTES = 64 * 1024
 
 class _BadRequest(Exception):
     pass
+
+
+def _per_model(headers: Mapping[str, str], name: str, model: str) -> str | None:
+    """The value for `model` in a ``model=value,model2=value2`` knob header, if it names that model."""
+    for item in headers.get(name, "").split(","):
+        key, sep, value = item.partition("=")
+        if sep and key.strip() == model:
+            return value.strip()
+    return None
+
+
+def _requested_model(req: ReceivedRequest) -> str:
+    found = route(req).model
+    if found:
+        return found
+    try:
+        body = req.json()
+    except (ValueError, OSError):
+        return ""
+    model = body.get("model") if isinstance(body, dict) else None
+    return model if isinstance(model, str) else ""
 
 
 class _DateCache:
@@ -319,7 +341,18 @@ class Simulator:
     async def _respond(
         self, req: ReceivedRequest, writer: asyncio.StreamWriter, keep_alive: bool, http11: bool
     ) -> bool:
-        knobs = Knobs.from_headers({**self._defaults, **req.headers} if self._defaults else req.headers)
+        headers = {**self._defaults, **req.headers} if self._defaults else req.headers
+        knobs = Knobs.from_headers(headers)
+        if "x-sim-model-status" in headers or "x-sim-model-delay-ms" in headers:
+            model = _requested_model(req)
+            status = _per_model(headers, "x-sim-model-status", model)
+            if status == "close":
+                return False  # the connection is closed without an answer
+            delay = _per_model(headers, "x-sim-model-delay-ms", model)
+            if status is not None:
+                knobs = dataclasses.replace(knobs, status=int(status))
+            if delay is not None:
+                knobs = dataclasses.replace(knobs, delay_ms=knobs.delay_ms + float(delay))
         if knobs.delay_ms > 0:
             await asyncio.sleep(knobs.delay_ms / 1000)
         if knobs.garbage:
@@ -328,9 +361,10 @@ class Simulator:
             return False
         reply = dispatch(req, knobs, self._counters)
         if reply.events is None:
+            req.first_write_at = time.time()
             await self._write_body(reply, writer, keep_alive, knobs)
             return keep_alive
-        return await self._write_stream(reply, writer, keep_alive and http11, http11, knobs)
+        return await self._write_stream(reply, writer, keep_alive and http11, http11, knobs, req)
 
     def _head(self, reply: Reply, extra: list[tuple[str, str]]) -> bytes:
         lines = [
@@ -357,7 +391,13 @@ class Simulator:
         await writer.drain()
 
     async def _write_stream(
-        self, reply: Reply, writer: asyncio.StreamWriter, keep_alive: bool, chunked: bool, knobs: Knobs
+        self,
+        reply: Reply,
+        writer: asyncio.StreamWriter,
+        keep_alive: bool,
+        chunked: bool,
+        knobs: Knobs,
+        req: ReceivedRequest | None = None,
     ) -> bool:
         events = reply.events or []
         extra = [("cache-control", "no-cache")]
@@ -380,6 +420,8 @@ class Simulator:
                 writer.close()  # abrupt: the terminating chunk never comes
                 return False
             if i and delay > 0:
+                if req is not None and req.first_write_at is None:
+                    req.first_write_at = time.time()
                 writer.write(b"".join(out))
                 out.clear()
                 await writer.drain()
@@ -391,6 +433,8 @@ class Simulator:
             out.append(b"%x\r\n%s\r\n" % (len(tail), tail) if chunked else tail)
         if chunked:
             out.append(b"0\r\n\r\n")
+        if req is not None and req.first_write_at is None:
+            req.first_write_at = time.time()
         writer.write(b"".join(out))
         await writer.drain()
         return keep_alive and chunked

@@ -96,6 +96,9 @@ class Knobs:
     x-sim-cache-read: N, x-sim-cache-write: N (5 minutes), x-sim-cache-write-1h: N, x-sim-reasoning: N
     x-sim-gzip: 1            gzip the body (streams: one flush per event)
     x-sim-model: NAME        the model name reported
+    x-sim-model-status: M=N[,M2=N2]   per requested model: answer status N (or `close`: drop the connection
+                             without answering); other models are answered normally
+    x-sim-model-delay-ms: M=N[,M2=N2] per requested model: wait N ms before the response headers
     """
 
     status: int | None = None

@@ -54,6 +54,7 @@ class ReceivedRequest:
     body: bytes
     received_at: float = field(default_factory=time.time)
     tls: bool = False
+    first_write_at: float | None = None  # when the first bytes of the answer were written (set by the server)
 
     def json(self) -> Any:
         body = self.body

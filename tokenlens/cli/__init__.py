@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tokenlens.cli import ca, config_cmd, daemon, data, info, service
+from tokenlens.cli import ca, config_cmd, daemon, data, info, service, top
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -16,6 +16,7 @@ app.command()(ca.ca)
 app.command()(info.env)
 app.command()(info.ui)
 app.command()(info.status)
+app.command()(top.top)
 app.command()(service.install)
 app.command()(service.uninstall)
 app.add_typer(config_cmd.app, name="config")

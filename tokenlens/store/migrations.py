@@ -8,6 +8,7 @@ schema it always produced. To change the schema: edit the models, then append a 
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 
@@ -106,7 +107,127 @@ def _v3_call_details(db: pw.Database, migrator: SchemaMigrator) -> None:
     migrate(migrator.add_column("call", "details", pw.TextField(default="{}")))
 
 
-MIGRATIONS: list[Migration] = [_v1_create_calls, _v2_session_indexes, _v3_call_details]
+_V4_COUNT = "SUM(CASE WHEN {cond} THEN 1 ELSE 0 END)"
+_V4_SIMPLE = "complexity IS NOT NULL AND complexity <= 3"
+_V4_MEASURES: dict[str, str] = {
+    "calls": "COUNT(*)",
+    "unpriced_calls": _V4_COUNT.format(
+        cond="cost_usd IS NULL AND (outcome = 'ok' OR input_tokens > 0 OR output_tokens > 0)"
+    ),
+    "blocked_calls": _V4_COUNT.format(cond="outcome = 'blocked'"),
+    "error_calls": _V4_COUNT.format(cond="outcome = 'error'"),
+    "cached_calls": _V4_COUNT.format(cond="outcome = 'cached'"),
+    "cost_usd": "COALESCE(SUM(cost_usd), 0)",
+    "saved_usd": "COALESCE(SUM(saved_usd), 0)",
+    "input_cost_usd": "COALESCE(SUM(input_cost_usd), 0)",
+    "output_cost_usd": "COALESCE(SUM(output_cost_usd), 0)",
+    "cache_read_cost_usd": "COALESCE(SUM(cache_read_cost_usd), 0)",
+    "cache_write_cost_usd": "COALESCE(SUM(cache_write_cost_usd), 0)",
+    "input_tokens": "COALESCE(SUM(input_tokens), 0)",
+    "output_tokens": "COALESCE(SUM(output_tokens), 0)",
+    "cache_read_tokens": "COALESCE(SUM(cache_read_tokens), 0)",
+    "cache_write_tokens": "COALESCE(SUM(cache_write_tokens), 0)",
+    "reasoning_tokens": "COALESCE(SUM(reasoning_tokens), 0)",
+    "waste_tokens": "COALESCE(SUM(waste_tokens), 0)",
+    "maxtok_calls": _V4_COUNT.format(cond="max_tokens IS NOT NULL"),
+    "maxtok_sum": "COALESCE(SUM(max_tokens), 0)",
+    "maxtok_output_tokens": "SUM(CASE WHEN max_tokens IS NOT NULL THEN output_tokens ELSE 0 END)",
+    "rated_calls": _V4_COUNT.format(cond="complexity IS NOT NULL"),
+    "simple_calls": _V4_COUNT.format(cond=_V4_SIMPLE),
+    "simple_cost_usd": f"SUM(CASE WHEN {_V4_SIMPLE} THEN COALESCE(cost_usd, 0) ELSE 0 END)",
+    "simple_input_tokens": f"SUM(CASE WHEN {_V4_SIMPLE} THEN input_tokens ELSE 0 END)",
+    "simple_output_tokens": f"SUM(CASE WHEN {_V4_SIMPLE} THEN output_tokens ELSE 0 END)",
+    "simple_cache_read_tokens": f"SUM(CASE WHEN {_V4_SIMPLE} THEN cache_read_tokens ELSE 0 END)",
+    "simple_cache_write_tokens": f"SUM(CASE WHEN {_V4_SIMPLE} THEN cache_write_tokens ELSE 0 END)",
+}
+
+
+def _v4_usage_rollups(db: pw.Database, migrator: SchemaMigrator) -> None:
+    """Hourly (UTC) usage rollups per source, model and provider, and per tag; built from the stored calls."""
+    measure_fields: dict[str, pw.Field] = {
+        name: pw.DoubleField(default=0) if name.endswith("_usd") else pw.BigIntegerField(default=0)
+        for name in _V4_MEASURES
+    }
+
+    class Meta:
+        database = db
+        table_name = "usage_hourly"
+        primary_key = pw.CompositeKey("bucket", "source", "model", "provider")
+
+    hourly = type(
+        "UsageHourly",
+        (pw.Model,),
+        {
+            "bucket": pw.BigIntegerField(),
+            "source": pw.TextField(),
+            "model": pw.TextField(),
+            "provider": pw.TextField(),
+            **measure_fields,
+            "Meta": Meta,
+            "__module__": __name__,
+        },
+    )
+
+    class UsageTagHourly(pw.Model):
+        bucket = pw.BigIntegerField()
+        tag_key = pw.TextField()
+        tag_value = pw.TextField()
+        calls = pw.BigIntegerField(default=0)
+        cost_usd = pw.DoubleField(default=0)
+        input_tokens = pw.BigIntegerField(default=0)
+        output_tokens = pw.BigIntegerField(default=0)
+
+        class Meta:
+            database = db
+            table_name = "usage_tag_hourly"
+            primary_key = pw.CompositeKey("tag_key", "bucket", "tag_value")
+
+    db.create_tables([hourly, UsageTagHourly])
+    if isinstance(db, pw.PostgresqlDatabase):
+        bucket = "(FLOOR(ts / 3600) * 3600)::bigint"
+    else:
+        bucket = "CAST(ts / 3600 AS INTEGER) * 3600"
+    names = ", ".join(f'"{m}"' for m in _V4_MEASURES)
+    db.execute_sql(
+        f'INSERT INTO "usage_hourly" ("bucket", "source", "model", "provider", {names}) '
+        f"SELECT {bucket}, source, COALESCE(model, ''), provider, {', '.join(_V4_MEASURES.values())} "
+        f"FROM \"call\" GROUP BY {bucket}, source, COALESCE(model, ''), provider"
+    )
+    tagged: dict[tuple[int, str, str], list[float]] = {}
+    cursor = db.execute_sql(
+        "SELECT ts, tags, cost_usd, input_tokens, output_tokens FROM \"call\" WHERE tags <> '{}'"
+    )
+    for ts, tags, cost, input_tokens, output_tokens in cursor:
+        try:
+            parsed = json.loads(tags) if tags else {}
+        except ValueError:
+            continue
+        if not isinstance(parsed, dict):
+            continue
+        for key, value in parsed.items():
+            text = value if isinstance(value, str) else json.dumps(value)
+            row = tagged.setdefault((int(ts // 3600) * 3600, str(key), text), [0, 0.0, 0, 0])
+            row[0] += 1
+            row[1] += cost or 0.0
+            row[2] += input_tokens or 0
+            row[3] += output_tokens or 0
+    rows = [
+        {
+            "bucket": k[0],
+            "tag_key": k[1],
+            "tag_value": k[2],
+            "calls": v[0],
+            "cost_usd": v[1],
+            "input_tokens": v[2],
+            "output_tokens": v[3],
+        }
+        for k, v in tagged.items()
+    ]
+    for chunk in pw.chunked(rows, 500):
+        UsageTagHourly.insert_many(chunk).execute()
+
+
+MIGRATIONS: list[Migration] = [_v1_create_calls, _v2_session_indexes, _v3_call_details, _v4_usage_rollups]
 
 
 def latest_version(migrations: list[Migration] | None = None) -> int:

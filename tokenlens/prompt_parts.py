@@ -1,0 +1,267 @@
+"""A request body as a flat list of parts, each in one heatmap section (SPEC section 10).
+
+Shared by waste detection and the token heatmap. Sections: ``system`` (OpenAI system/developer messages and
+`instructions`, Anthropic top-level `system`, Gemini `systemInstruction`), ``tools`` (tool and schema
+definitions), ``context`` (tool results, documents, retrieved text), ``history`` (earlier turns) and
+``query`` (the last user turn). Pure and tolerant: a shape it does not know is skipped, never raised on.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+SECTIONS = ("system", "tools", "context", "history", "query")
+
+_MEDIA_TYPES = frozenset({"image", "image_url", "input_image", "input_audio", "audio"})
+_DOCUMENT_TYPES = frozenset({"document", "file", "input_file", "search_result"})
+_TOOL_RESULT_TYPES = frozenset({"tool_result", "function_call_output", "web_search_tool_result"})
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One piece of model-visible input.
+
+    `message` is the position of its message (None for system/tools outside the message list); `role` the
+    author (system, user, assistant, tool); `kind` is ``text``, ``call`` (tool-call arguments), ``result``
+    (tool output), ``document``, ``media`` or ``definition``.
+    """
+
+    section: str
+    role: str
+    message: int | None
+    kind: str
+    text: str = ""
+    media: int = 0
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _text_of(value: Any) -> str:
+    """Plain text of a tool result / document payload (string, blocks, or JSON)."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        texts = [_text_of(v) for v in value]
+        return "\n".join(t for t in texts if t)
+    if isinstance(value, Mapping):
+        if isinstance(value.get("text"), str):
+            return str(value["text"])
+        if "content" in value and not isinstance(value.get("content"), Mapping | type(None)):
+            return _text_of(value["content"])
+        if isinstance(value.get("data"), str) and value.get("type") == "text":
+            return str(value["data"])
+        return dumps(value)
+    return str(value)
+
+
+def _is_media(block: Mapping[str, Any]) -> bool:
+    t = block.get("type")
+    if isinstance(t, str) and t in _MEDIA_TYPES:
+        return True
+    return "inlineData" in block or "inline_data" in block
+
+
+def _blocks(
+    content: Any, section: str, role: str, index: int | None, *, api: str
+) -> Iterator[Part]:
+    """Parts of one message's content (string, OpenAI/Anthropic blocks, Gemini parts)."""
+    if content is None:
+        return
+    if isinstance(content, str):
+        yield Part(section, role, index, "text", content)
+        return
+    if isinstance(content, Mapping):
+        content = [content]
+    if not isinstance(content, list):
+        return
+    for block in content:
+        if isinstance(block, str):
+            yield Part(section, role, index, "text", block)
+            continue
+        if not isinstance(block, Mapping):
+            continue
+        btype = block.get("type")
+        if btype in _TOOL_RESULT_TYPES or "functionResponse" in block or "function_response" in block:
+            payload = block.get("content", block.get("output"))
+            if payload is None:
+                payload = block.get("functionResponse", block.get("function_response"))
+            yield Part("context", role, index, "result", _text_of(payload))
+        elif btype in _DOCUMENT_TYPES or "fileData" in block or "file_data" in block:
+            source = block.get("source")
+            text = _text_of(source.get("data")) if isinstance(source, Mapping) and source.get("type") == "text" else ""
+            if not text and isinstance(block.get("content"), str | list):
+                text = _text_of(block.get("content"))
+            yield Part("context", role, index, "document", text, 0 if text else 1)
+        elif _is_media(block):
+            yield Part(section, role, index, "media", "", 1)
+        elif btype in ("tool_use", "server_tool_use", "function_call") or "functionCall" in block:
+            call = block.get("functionCall", block.get("function_call"))
+            args = block.get("input", block.get("arguments"))
+            if call is not None:
+                args = call
+            yield Part(section, role, index, "call", args if isinstance(args, str) else dumps(args))
+        elif btype in ("thinking", "redacted_thinking"):
+            yield Part(section, role, index, "text", str(block.get("thinking") or ""))
+        elif isinstance(block.get("text"), str):
+            yield Part(section, role, index, "text", str(block["text"]))
+        elif isinstance(block.get("refusal"), str):
+            yield Part(section, role, index, "text", str(block["refusal"]))
+
+
+def _has_text(content: Any) -> bool:
+    if isinstance(content, str):
+        return True
+    if isinstance(content, Mapping):
+        content = [content]
+    if not isinstance(content, list):
+        return False
+    for block in content:
+        if isinstance(block, str):
+            return True
+        if isinstance(block, Mapping) and block.get("type") not in _TOOL_RESULT_TYPES:
+            if isinstance(block.get("text"), str) or _is_media(block):
+                return True
+    return False
+
+
+def _last_user(messages: list[Any], content_key: str, user_roles: tuple[str | None, ...]) -> int | None:
+    for i in range(len(messages) - 1, -1, -1):
+        m = messages[i]
+        if isinstance(m, Mapping) and m.get("role") in user_roles and _has_text(m.get(content_key)):
+            return i
+    return None
+
+
+def _chat_messages(messages: list[Any], api: str) -> Iterator[Part]:
+    """OpenAI chat `messages`, Anthropic `messages` and OpenAI responses `input` items."""
+    last = _last_user(messages, "content", ("user",))
+    for i, m in enumerate(messages):
+        if not isinstance(m, Mapping):
+            continue
+        role = str(m.get("role") or m.get("type") or "user")
+        mtype = m.get("type")
+        if role in ("system", "developer"):
+            yield from _blocks(m.get("content"), "system", role, i, api=api)
+            continue
+        if role in ("tool", "function") or mtype in _TOOL_RESULT_TYPES:
+            yield Part("context", role, i, "result", _text_of(m.get("content", m.get("output"))))
+            continue
+        if mtype in ("function_call", "custom_tool_call"):
+            yield Part("history", "assistant", i, "call", str(m.get("arguments") or m.get("input") or ""))
+            continue
+        if mtype == "reasoning":
+            continue
+        section = "query" if i == last else "history"
+        produced = False
+        for part in _blocks(m.get("content"), section, role, i, api=api):
+            produced = True
+            yield part
+        for call in m.get("tool_calls") or ():
+            if isinstance(call, Mapping):
+                fn = call.get("function") or {}
+                args = fn.get("arguments") if isinstance(fn, Mapping) else None
+                produced = True
+                yield Part(section, role, i, "call", args if isinstance(args, str) else dumps(args))
+        if not produced:
+            yield Part(section, role, i, "text", "")
+
+
+def _gemini_contents(contents: list[Any]) -> Iterator[Part]:
+    last = None
+    for i in range(len(contents) - 1, -1, -1):
+        c = contents[i]
+        if isinstance(c, Mapping) and c.get("role", "user") == "user" and _has_text(c.get("parts")):
+            last = i
+            break
+    for i, c in enumerate(contents):
+        if isinstance(c, str):
+            yield Part("query" if i == len(contents) - 1 else "history", "user", i, "text", c)
+            continue
+        if not isinstance(c, Mapping):
+            continue
+        role = str(c.get("role") or "user")
+        section = "query" if i == last else "history"
+        produced = False
+        for part in _blocks(c.get("parts"), section, role, i, api="google"):
+            produced = True
+            yield part
+        if not produced:
+            yield Part(section, role, i, "text", "")
+
+
+def _definitions(value: Any) -> Iterator[Part]:
+    if value:
+        yield Part("tools", "system", None, "definition", dumps(value))
+
+
+def request_parts(api: str, body: Mapping[str, Any]) -> list[Part]:
+    """Every model-visible part of a request body (OpenAI, Anthropic or Gemini format)."""
+    try:
+        return list(_parts(api, body))
+    except Exception:
+        return []
+
+
+def _parts(api: str, b: Mapping[str, Any]) -> Iterator[Part]:
+    if api == "google":
+        system = b.get("systemInstruction", b.get("system_instruction"))
+        if system is not None:
+            payload = system.get("parts") if isinstance(system, Mapping) else system
+            yield from _blocks(payload, "system", "system", None, api=api)
+        yield from _definitions(b.get("tools"))
+        config = b.get("generationConfig") or b.get("generation_config")
+        if isinstance(config, Mapping):
+            yield from _definitions(config.get("responseSchema") or config.get("responseJsonSchema"))
+        contents = b.get("contents")
+        if isinstance(contents, list):
+            yield from _gemini_contents(contents)
+        elif isinstance(contents, str):
+            yield Part("query", "user", 0, "text", contents)
+        if "content" in b:  # embedContent
+            content = b["content"]
+            payload = content.get("parts") if isinstance(content, Mapping) else content
+            yield from _blocks(payload, "query", "user", 0, api=api)
+        return
+    if api == "anthropic":
+        system = b.get("system")
+        if system is not None:
+            yield from _blocks(system, "system", "system", None, api=api)
+        yield from _definitions(b.get("tools"))
+        messages = b.get("messages")
+        if isinstance(messages, list):
+            yield from _chat_messages(messages, api)
+        return
+    # OpenAI and OpenAI-compatible
+    if isinstance(b.get("instructions"), str):
+        yield Part("system", "system", None, "text", b["instructions"])
+    yield from _definitions(b.get("tools"))
+    yield from _definitions(b.get("functions"))
+    fmt = b.get("response_format")
+    if isinstance(fmt, Mapping) and fmt.get("json_schema"):
+        yield from _definitions(fmt.get("json_schema"))
+    messages = b.get("messages")
+    if isinstance(messages, list):
+        yield from _chat_messages(messages, api)
+        return
+    inp = b.get("input", b.get("prompt"))
+    if isinstance(inp, str):
+        yield Part("query", "user", 0, "text", inp)
+    elif isinstance(inp, list):
+        if inp and all(isinstance(x, Mapping) for x in inp):
+            yield from _chat_messages(inp, api)
+        else:
+            for x in inp:
+                if isinstance(x, str):
+                    yield Part("query", "user", 0, "text", x)
+
+
+def user_turns(parts: list[Part]) -> int:
+    """How many user turns the request carries (messages with user-authored text, query included)."""
+    return len({p.message for p in parts if p.role == "user" and p.kind in ("text", "media")})
