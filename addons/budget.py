@@ -1,17 +1,163 @@
 """1. Budget check: global daily/monthly spend caps with in-flight reservations (SPEC 6, 8).
 
-Not filled in yet: the stage has no hooks, so it costs nothing on the request path.
+A call is admitted only if spent + reserved (calls in flight) + its own worst case fits every cap; the
+reservation is settled by the ledger when the call's record is committed (tokenlens.controls). A refused
+call gets the provider's own error format, 429, `Retry-After` and `x-should-retry: false`.
 """
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
+from mitmproxy import http
+
+from tokenlens.addons._flowstate import exchange_of, pending_call
 from tokenlens.addons.routing import ModelRouter
 from tokenlens.app import AppDeps
+from tokenlens.config import Settings
+from tokenlens.controls import Cap, Ledger, WorstCase, WorstCasePricer, budget_caps, ledger_for
+from tokenlens.exchange import Exchange
+from tokenlens.providers import error_body
+
+log = logging.getLogger(__name__)
+
+DETAILS_KEY = "controls"
+BROKEN_STATUS = 503  # the gate cannot decide (its state is broken) and fails closed
 
 
-class BudgetCheck:
-    name = "tokenlens.budget"
+def answer_blocked(
+    flow: http.HTTPFlow,
+    exchange: Exchange,
+    status: int,
+    blocked_by: str,
+    message: str,
+    code: str,
+    retry_after: int | None = None,
+) -> None:
+    """Answer the call locally as SPEC 8 says; the recorder records it and the broadcaster publishes it."""
+    headers = {
+        "content-type": "application/json",
+        "x-should-retry": "false",
+        "x-tokenlens-blocked-by": blocked_by,
+    }
+    if retry_after is not None:
+        headers["retry-after"] = str(retry_after)
+    exchange.outcome, exchange.blocked_by = "blocked", blocked_by
+    flow.response = http.Response.make(status, error_body(exchange.api, status, message, code), headers)
+
+
+class Gate:
+    """What the budget and quota gates share: the ledger, worst-case pricing, the failure policy."""
+
+    name = "tokenlens.gate"
+    reason = "budget"
 
     def __init__(self, deps: AppDeps, router: ModelRouter) -> None:
         self.deps = deps
         self.router = router  # router.decide(flow): the model the call will use, before routing runs
+        self.ledger: Ledger = ledger_for(deps)
+        self.pricer = WorstCasePricer()
+
+    def fail_open(self, settings: Settings) -> bool:
+        return settings.budgets.fail_open
+
+    def worst_case(self, settings: Settings, exchange: Exchange, model: str) -> WorstCase:
+        """Priced once per call (both gates use it) and kept in the record's details."""
+        details: dict[str, Any] = exchange.details.setdefault(DETAILS_KEY, {})
+        known = details.get("worst_case")
+        if isinstance(known, dict) and known.get("model") == model:
+            return WorstCase(
+                model,
+                known["estimated_input_tokens"],
+                known["reserved_output_tokens"],
+                known["worst_case_usd"],
+            )
+        worst = self.pricer.worst_case(
+            settings,
+            provider=exchange.provider,
+            api=exchange.api,
+            endpoint=exchange.endpoint,
+            body=exchange.request_json,
+            model=model,
+            max_tokens=exchange.max_tokens,
+        )
+        details["worst_case"] = worst.as_details()
+        return worst
+
+    def admit(self, flow: http.HTTPFlow, exchange: Exchange, settings: Settings, caps: list[Cap]) -> None:
+        """Reserve the call's worst case in `caps` or answer it with 429; apply fail_open if that fails."""
+        model = self.router.decide(flow)
+        if model is None:
+            return  # nothing to price or count (e.g. listing models): caps do not apply
+        try:
+            if self.ledger.broken is not None:
+                raise RuntimeError(self.ledger.broken)
+            worst = self.worst_case(settings, exchange, model)
+            denial = self.ledger.admit(exchange.id, caps, worst.cost_usd)
+        except Exception as problem:
+            self.failed(flow, exchange, settings, problem)
+            return
+        if denial is None:
+            return
+        self.ledger.release(exchange.id)  # an earlier gate's reservation: the call goes nowhere
+        exchange.details.setdefault(DETAILS_KEY, {})["blocked"] = {
+            "scope": denial.cap.scope,
+            "period": denial.cap.period,
+            "metric": denial.metric,
+        }
+        code = "budget_exceeded" if denial.cap.reason == "budget" else "quota_exceeded"
+        answer_blocked(flow, exchange, 429, denial.cap.reason, denial.message, code, denial.retry_after)
+
+    def failed(self, flow: http.HTTPFlow, exchange: Exchange, settings: Settings, problem: Exception) -> None:
+        section = "budgets" if self.reason == "budget" else "quotas"
+        if self.fail_open(settings):
+            log.warning(
+                "%s gate cannot check call %s (%s); letting it through because %s.fail_open is true",
+                self.reason,
+                exchange.id,
+                problem,
+                section,
+            )
+            return
+        log.error(
+            "%s gate cannot check call %s (%s); refusing it because %s.fail_open is false",
+            self.reason,
+            exchange.id,
+            problem,
+            section,
+        )
+        self.ledger.release(exchange.id)
+        message = (
+            f"TokenLens: the {self.reason} check is unavailable ({problem}); calls are refused while "
+            f"{section}.fail_open is false"
+        )
+        answer_blocked(
+            flow, exchange, BROKEN_STATUS, self.reason, message, f"{self.reason}_check_unavailable"
+        )
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._ended(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._ended(flow)
+
+    def _ended(self, flow: http.HTTPFlow) -> None:
+        """The flow is over: the record settles the reservation; if it never commits, it is released later."""
+        exchange = exchange_of(flow)
+        if exchange is not None:
+            self.ledger.end(exchange.id)
+
+
+class BudgetCheck(Gate):
+    name = "tokenlens.budget"
+    reason = "budget"
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        exchange = pending_call(flow)
+        if exchange is None:
+            return
+        settings = self.deps.settings.get()
+        caps = budget_caps(settings)
+        if caps:
+            self.admit(flow, exchange, settings, caps)

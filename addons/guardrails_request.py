@@ -1,11 +1,40 @@
 """4. Request guardrails: PII, injection and custom rules; warn, block (400) or redact.
 
-Not filled in yet: the stage has no hooks, so it costs nothing on the request path.
+The logic is `tokenlens.guardrails`; this stage scans the parsed request, flags the call, and either answers
+locally (block), rewrites the text fields of the body before it goes upstream (redact), or lets it through
+(warn). The stored request body is masked in the writer thread. An exception in a scan lets the call through
+when `guardrails.fail_open` is true (the default) and blocks it otherwise.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+
+from mitmproxy import http
+
+from tokenlens.addons._flowstate import pending_call
 from tokenlens.app import AppDeps
+from tokenlens.exchange import Exchange
+from tokenlens.guardrails.engine import block_message, is_active, scan_body
+from tokenlens.guardrails.record import mask_request
+from tokenlens.providers import error_body
+
+log = logging.getLogger(__name__)
+
+
+def answer_blocked(flow: http.HTTPFlow, exchange: Exchange, message: str) -> None:
+    """The SPEC 8 answer to a call a guardrail stopped: 400 in the provider's format."""
+    exchange.outcome, exchange.blocked_by = "blocked", "guardrail"
+    flow.response = http.Response.make(
+        400,
+        error_body(exchange.api, 400, message, "guardrail"),
+        {
+            "content-type": "application/json",
+            "x-should-retry": "false",
+            "x-tokenlens-blocked-by": "guardrail",
+        },
+    )
 
 
 class RequestGuardrails:
@@ -13,3 +42,37 @@ class RequestGuardrails:
 
     def __init__(self, deps: AppDeps) -> None:
         self.deps = deps
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        exchange = pending_call(flow)
+        if exchange is None or exchange.request_json is None:
+            return
+        g = self.deps.settings.get().guardrails
+        if not is_active(g, "request"):
+            return
+        try:
+            verdict = scan_body(g, exchange.api, exchange.request_json, "request")
+        except Exception as exc:  # the message could quote the text: log the type only
+            log.warning("request guardrail failed on call %s: %s", exchange.id, type(exc).__name__)
+            exchange.details["guardrails"] = {
+                "request": {"error": type(exc).__name__, "fail_open": g.fail_open}
+            }
+            if not g.fail_open:
+                exchange.guardrail_flags.append(
+                    {"rule": "guardrail_error", "action": "block", "where": "request"}
+                )
+                answer_blocked(
+                    flow, exchange, "TokenLens guardrail could not check this request (fail_open is off)."
+                )
+            return
+        if not verdict.findings:
+            return
+        exchange.guardrail_flags.extend(verdict.flags())
+        exchange.details["guardrails"] = {"request": verdict.details()}
+        exchange.deferred.append(mask_request(g))
+        if verdict.blocking:
+            answer_blocked(flow, exchange, block_message(verdict.blocking, "request"))
+        elif verdict.redacted is not None:
+            flow.request.content = json.dumps(verdict.redacted, ensure_ascii=False).encode()
+            exchange.request_json = verdict.redacted
+            exchange.request_body = flow.request.raw_content or b""

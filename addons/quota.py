@@ -1,17 +1,42 @@
 """2. Quota check: kill switches, per-source spend and call caps, per-model caps (SPEC 6, 8).
 
-Not filled in yet: the stage has no hooks, so it costs nothing on the request path.
+A source in `quotas.kill_switches` gets 403; the per-source and per-model caps are enforced like the budget
+(reservations in the shared ledger, 429 with `Retry-After`).
 """
 
 from __future__ import annotations
 
-from tokenlens.addons.routing import ModelRouter
-from tokenlens.app import AppDeps
+from mitmproxy import http
+
+from tokenlens.addons._flowstate import pending_call
+from tokenlens.addons.budget import Gate, answer_blocked
+from tokenlens.config import Settings
+from tokenlens.controls import model_caps, source_caps
 
 
-class QuotaCheck:
+class QuotaCheck(Gate):
     name = "tokenlens.quota"
+    reason = "quota"
 
-    def __init__(self, deps: AppDeps, router: ModelRouter) -> None:
-        self.deps = deps
-        self.router = router  # router.decide(flow): the model the call will use, before routing runs
+    def fail_open(self, settings: Settings) -> bool:
+        return settings.quotas.fail_open
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        exchange = pending_call(flow)
+        if exchange is None:
+            return
+        settings = self.deps.settings.get()
+        quotas = settings.quotas
+        if exchange.source in quotas.kill_switches:
+            self.ledger.release(exchange.id)
+            message = (
+                f"TokenLens: calls from source {exchange.source!r} are switched off (quotas.kill_switches)"
+            )
+            answer_blocked(flow, exchange, 403, "kill_switch", message, "kill_switch")
+            return
+        if not quotas.source_limits and not quotas.model_limits:
+            return
+        model = self.router.decide(flow)
+        caps = source_caps(settings, exchange.source) + (model_caps(settings, model) if model else [])
+        if caps:
+            self.admit(flow, exchange, settings, caps)

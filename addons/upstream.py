@@ -3,7 +3,9 @@
 - An OpenAI chat/completions stream whose client did not set `stream_options.include_usage` is sent upstream
   with it set; the extra usage chunk is removed again before it reaches the client (SPEC 7).
 - A streamed 2xx answer is forwarded chunk by chunk as it arrives; a decoded copy is kept for metering.
-- Fallback chains (issue: routing) hook in here.
+- A call whose routed model has a fallback chain (a `ChainPlan` from the routing stage) is pointed, as the last
+  step before it leaves, at the in-process chain service (`_chain.py`), which tries the models in turn and
+  streams the first good answer back; every other call goes straight upstream.
 """
 
 from __future__ import annotations
@@ -16,9 +18,13 @@ from typing import Any
 from mitmproxy import http
 
 from tokenlens.addons import _answers
+from tokenlens.addons._chain import TOKEN_HEADER, ChainJob, ChainPlan, ChainService, upstream_ssl_context
 from tokenlens.addons._flowstate import exchange_of, pending_call
+from tokenlens.addons.routing import chain_plan_of
 from tokenlens.encoding import StreamDecoder, stream_decoder
 from tokenlens.exchange import Exchange
+from tokenlens.providers import SECRET_HEADERS
+from tokenlens.routing import HOP_HEADERS, RequestParts
 from tokenlens.usage import is_usage_only_chunk
 
 USAGE_INJECTION_KINDS = frozenset({"chat", "completions"})
@@ -105,13 +111,66 @@ def _is_usage_event(event: bytes) -> bool:
 class Upstream:
     name = "tokenlens.upstream"
 
+    def __init__(self) -> None:
+        self.chain = ChainService()
+
     def load(self, loader: Any) -> None:
         _answers.install()
 
+    async def running(self) -> None:
+        from mitmproxy import ctx
+
+        verify = upstream_ssl_context(
+            ctx.options.ssl_verify_upstream_trusted_ca or None, bool(ctx.options.ssl_insecure)
+        )
+        await self.chain.start(verify)
+
+    async def done(self) -> None:
+        await self.chain.stop()
+
     def request(self, flow: http.HTTPFlow) -> None:
         exchange = pending_call(flow)
-        if exchange is None or not _needs_usage_injection(exchange):
+        if exchange is None:
             return
+        if _needs_usage_injection(exchange):
+            self._inject_usage_request(flow, exchange)
+        plan = chain_plan_of(flow)
+        if plan is not None and self.chain.ready:
+            self._to_chain(flow, exchange, plan)
+
+    def _to_chain(self, flow: http.HTTPFlow, exchange: Exchange, plan: ChainPlan) -> None:
+        """Point the flow at the chain service, with the request of each attempt prepared."""
+        req = flow.request
+        headers = tuple((k, v) for k, v in req.headers.items() if k.lower() not in HOP_HEADERS)
+        body = req.raw_content or b""
+        first = RequestParts(req.method, req.url, headers, body)
+        own = tuple((k, v) for k, v in headers if k.lower() not in SECRET_HEADERS) + plan.client_auth
+        job = ChainJob(
+            exchange,
+            exchange.api,
+            plan.targets,
+            first,
+            RequestParts(req.method, plan.own_url, own, body),
+            plan.base_model,
+            plan.providers,
+        )
+        plan.token = self.chain.submit(job)
+        req.headers[TOKEN_HEADER] = plan.token
+        req.scheme, req.host, req.port = "http", "127.0.0.1", self.chain.port
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._forget(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._forget(flow)
+
+    def _forget(self, flow: http.HTTPFlow) -> None:
+        plan = chain_plan_of(flow)
+        if plan is not None and plan.token is not None:
+            self.chain.jobs.pop(plan.token, None)
+
+    @staticmethod
+    def _inject_usage_request(flow: http.HTTPFlow, exchange: Exchange) -> None:
         assert exchange.request_json is not None
         body = dict(exchange.request_json)
         options = body.get("stream_options")

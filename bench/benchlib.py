@@ -101,6 +101,58 @@ def wait_idle(pid: int, timeout: float = 15.0, window: float = 0.5, busy: float 
     return time.monotonic() - start
 
 
+def machine_jiffies() -> tuple[int, int]:
+    """(busy, total) CPU jiffies of the whole machine so far, from /proc/stat (steal counts as busy)."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:9]]
+    user, nice, system, idle, iowait, irq, softirq, steal = values
+    busy = user + nice + system + irq + softirq + steal
+    return busy, busy + idle + iowait
+
+
+class Background:
+    """CPU used by everything except the benchmark and its processes, as a fraction of the machine.
+
+    The machine is shared: when others use it during a measurement, the numbers are not comparable.
+    """
+
+    def __init__(self, pids: Callable[[], list[int]]) -> None:
+        self.pids = pids
+        self.tick = os.sysconf("SC_CLK_TCK")
+        self._start: tuple[int, int, float] = (0, 0, 0.0)
+
+    def _ours(self) -> float:
+        t = os.times()
+        own = t.user + t.system + t.children_user + t.children_system  # children: finished wrk runs
+        return own + sum(cpu_seconds(pid) or 0.0 for pid in self.pids())
+
+    def start(self) -> None:
+        busy, total = machine_jiffies()
+        self._start = (busy, total, self._ours())
+
+    def stop(self) -> float:
+        busy, total = machine_jiffies()
+        busy0, total0, ours0 = self._start
+        if total <= total0:
+            return 0.0
+        others = (busy - busy0) / self.tick - (self._ours() - ours0)
+        return max(0.0, others / ((total - total0) / self.tick))
+
+    def wait_quiet(self, threshold: float, timeout: float, window: float = 1.0) -> tuple[float, float]:
+        """Wait (at most `timeout` s) for a `window` in which others use less than `threshold` of the machine.
+
+        Returns (the last measured fraction, seconds waited).
+        """
+        started = time.monotonic()
+        while True:
+            self.start()
+            time.sleep(window)
+            load = self.stop()
+            waited = time.monotonic() - started
+            if load < threshold or waited >= timeout:
+                return load, waited
+
+
 @dataclass
 class Proc:
     name: str

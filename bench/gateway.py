@@ -41,6 +41,7 @@ from benchlib import (  # noqa: E402
     REPO,
     REQUEST_HEADERS,
     VENV_BIN,
+    Background,
     Interrupted,
     LoadGenerator,
     LoadResult,
@@ -66,6 +67,7 @@ from benchlib import (  # noqa: E402
 RPS_RATIO_MIN = 0.80  # TokenLens rps / bare mitmdump rps
 ADDED_P50_MAX_MS = 2.0  # TokenLens p50 - direct p50, c=1
 FIRST_CHUNK_MAX_MS = 5.0  # TokenLens time to first chunk - direct, median
+STREAM_WARMUP = 2  # unmeasured streams per case
 
 DIRECT, MITM_REVERSE, MITM_REGULAR, TOKENLENS = "direct", "mitmdump-reverse", "mitmdump-regular", "tokenlens"
 LABELS = {
@@ -127,59 +129,60 @@ def stream_body(include_usage: bool) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-def measure_streams(
-    client: httpx.Client,
-    target: Target,
-    variant: str,
-    include_usage: bool,
-    count: int,
-    warmup: int,
-    words: int,
-    delay_ms: float,
-) -> tuple[StreamStats, int]:
-    """`count` sequential streams (after `warmup` unmeasured ones); returns the stats and requests sent."""
-    url = f"http://127.0.0.1:{target.port}{target.path}"
-    body = stream_body(include_usage)
-    headers = {
-        **REQUEST_HEADERS,
-        "x-sim-chunk-delay-ms": f"{delay_ms:g}",
-        "x-sim-reply-words": str(words),
-        "x-sim-chunk-words": "1",
-    }
-    # role chunk + one chunk per word + finish chunk (+ usage chunk) + [DONE]
-    expected_events = words + 3 + (1 if include_usage else 0)
-    stats = StreamStats(target.name, variant, count, expected_events)
-    sent = 0
-    for i in range(warmup + count):
+class StreamCase:
+    """One (target, variant) of the streaming measurement: its request and its statistics."""
+
+    def __init__(
+        self, target: Target, variant: str, include_usage: bool, words: int, delay_ms: float
+    ) -> None:
+        self.target = target
+        self.include_usage = include_usage
+        self.delay_ms = delay_ms
+        self.url = f"http://127.0.0.1:{target.port}{target.path}"
+        self.body = stream_body(include_usage)
+        self.headers = {
+            **REQUEST_HEADERS,
+            "x-sim-chunk-delay-ms": f"{delay_ms:g}",
+            "x-sim-reply-words": str(words),
+            "x-sim-chunk-words": "1",
+        }
+        # role chunk + one chunk per word + finish chunk (+ usage chunk) + [DONE]
+        self.stats = StreamStats(target.name, variant, 0, words + 3 + (1 if include_usage else 0))
+        self.sent = 0
+
+    def once(self, client: httpx.Client, measured: bool) -> None:
+        """One stream, every raw chunk timestamped on arrival."""
         times: list[float] = []
         data: list[bytes] = []
+        self.sent += 1
         t0 = time.perf_counter()
-        sent += 1
-        with client.stream("POST", url, content=body, headers=headers) as response:
+        with client.stream("POST", self.url, content=self.body, headers=self.headers) as response:
             for chunk in response.iter_raw():
                 if chunk:
                     times.append(time.perf_counter())
                     data.append(chunk)
             status = response.status_code
-        if i < warmup:
-            continue
+        if not measured:
+            return
+        stats = self.stats
+        stats.streams += 1
         text = b"".join(data)
-        events = text.count(b"\n\n")
         if status != 200:
             stats.problems.append(f"status {status}")
         if not text.rstrip().endswith(b"data: [DONE]"):
             stats.problems.append("stream did not end with [DONE]")
-        if not include_usage and b'"usage"' in text:
+        if not self.include_usage and b'"usage"' in text:
             stats.problems.append("a usage field reached a client that did not ask for it")
         if not times:
             stats.problems.append("no chunk")
-            continue
+            return
         stats.ttfc_ms.append((times[0] - t0) * 1000)
         stats.total_ms.append((times[-1] - t0) * 1000)
-        stats.gap_excess_ms.extend((b - a) * 1000 - delay_ms for a, b in zip(times, times[1:], strict=False))
+        stats.gap_excess_ms.extend(
+            (b - a) * 1000 - self.delay_ms for a, b in zip(times, times[1:], strict=False)
+        )
         stats.chunks.append(len(times))
-        stats.events.append(events)
-    return stats, sent
+        stats.events.append(text.count(b"\n\n"))
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -193,14 +196,14 @@ def fmt(value: float | None, digits: int = 2) -> str:
 
 def http_table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| target | c | req/s | p50 ms | p90 ms | p99 ms | max ms | CPU ms/req | sent | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| target | c | req/s | p50 ms | p90 ms | p99 ms | max ms | CPU ms/req | others' CPU | sent | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         errors = ", ".join(f"{k}={v}" for k, v in r["errors"].items()) or "0"
         lines.append(
             f"| {LABELS[r['target']]} | {r['connections']} | {fmt(r['rps'], 0)} | {fmt(r['p50_ms'])} | "
-            f"{fmt(r['p90_ms'])} | {fmt(r['p99_ms'])} | {fmt(r['max_ms'], 1)} | {fmt(r['cpu_ms_per_request'])} | {r['sent']:,} | {errors} |"
+            f"{fmt(r['p90_ms'])} | {fmt(r['p99_ms'])} | {fmt(r['max_ms'], 1)} | {fmt(r['cpu_ms_per_request'])} | {r['others_cpu']:.0%} | {r['sent']:,} | {errors} |"
         )
     return "\n".join(lines)
 
@@ -376,6 +379,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="pin the proxies to CPU 1 and simulator + load generator to CPU 0 (2-core machines)",
     )
+    p.add_argument(
+        "--quiet-threshold",
+        type=float,
+        default=0.10,
+        help="before each case, wait until other processes use less than this share of the machine (default 0.10)",
+    )
+    p.add_argument(
+        "--quiet-timeout", type=float, default=20, help="longest wait for a quiet machine per case (s)"
+    )
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, TokenLens store)")
     p.add_argument("--no-json", action="store_true", help="do not write bench/results/gateway-*.json")
     return p.parse_args(argv)
@@ -403,6 +415,10 @@ def reproduce_command(args: argparse.Namespace) -> str:
         args.targets,
         "--load",
         args.load,
+        "--quiet-threshold",
+        f"{args.quiet_threshold:g}",
+        "--quiet-timeout",
+        f"{args.quiet_timeout:g}",
     ]
     if args.pin:
         parts.append("--pin")
@@ -427,6 +443,7 @@ def run(args: argparse.Namespace) -> int:
     stream_rows: list[dict[str, Any]] = []
     records: dict[str, Any] = {}
     rss: dict[str, Any] = {}
+    stream_others = math.nan
     with workdir(args.keep) as wd, Processes(wd, cpus=other_cpus) as procs:
         load = LoadGenerator(wd, args.load, cpus=other_cpus)
         print(f"load generator: {load.description}", flush=True)
@@ -487,6 +504,7 @@ def run(args: argparse.Namespace) -> int:
             if t.proc is not None and t.name != DIRECT:
                 t.rss_start = rss_mib(t.proc.pid)
 
+        background = Background(lambda: [p.pid for p in procs.procs])
         sent_to_tl = 0
         record_cases: list[dict[str, Any]] = []
 
@@ -517,46 +535,66 @@ def run(args: argparse.Namespace) -> int:
             for c in connections:
                 for t in targets:
                     pid = t.proc.pid if t.proc is not None else None
+                    quiet, waited = background.wait_quiet(args.quiet_threshold, args.quiet_timeout)
+                    if quiet >= args.quiet_threshold:
+                        print(
+                            f"  (machine still busy: others use {quiet:.0%} after {waited:.0f} s; measuring anyway)"
+                        )
                     cpu0 = cpu_seconds(pid) if pid else None
+                    background.start()
                     res: LoadResult = load.run(t.port, t.path, c, args.duration)
+                    others = background.stop()
                     cpu1 = cpu_seconds(pid) if pid else None
                     cpu_ms = (
                         (cpu1 - cpu0) * 1000 / res.completed
                         if cpu0 is not None and cpu1 is not None and res.completed
                         else math.nan
                     )
-                    row = {"target": t.name, "round": rnd + 1, **res.as_dict(), "cpu_ms_per_request": cpu_ms}
+                    row = {
+                        "target": t.name,
+                        "round": rnd + 1,
+                        **res.as_dict(),
+                        "cpu_ms_per_request": cpu_ms,
+                        "others_cpu": others,
+                    }
                     http_runs.append(row)
                     print(
                         f"[round {rnd + 1}] {t.name:<17} c={c:<3} {res.rps:>9,.0f} req/s  p50 {res.p50_ms:7.3f} ms"
-                        f"  p99 {res.p99_ms:7.3f} ms  CPU {cpu_ms:5.2f} ms/req  sent {res.sent:,}  errors {res.errors or 0}",
+                        f"  p99 {res.p99_ms:7.3f} ms  CPU {cpu_ms:5.2f} ms/req  others {others:4.0%}  sent {res.sent:,}  errors {res.errors or 0}",
                         flush=True,
                     )
                     if t is tl:
                         sent_to_tl += res.sent
                         check_records(f"round {rnd + 1} c={c}")
 
-        # Streaming: sequential streams, each chunk timestamped on arrival.
+        # Streaming: sequential streams, round-robin over the targets (so background load hits all alike).
         words = args.stream_words
+        cases = [
+            StreamCase(t, variant, include_usage, words, args.chunk_delay_ms)
+            for variant, include_usage in (("include_usage", True), ("plain", False))
+            for t in targets
+            if variant == "include_usage" or t.name in (DIRECT, TOKENLENS)
+        ]
+        background.wait_quiet(args.quiet_threshold, args.quiet_timeout)
+        background.start()
         with httpx.Client(timeout=30) as client:
-            for variant, include_usage in (("include_usage", True), ("plain", False)):
-                for t in targets:
-                    if variant == "plain" and t.name not in (DIRECT, TOKENLENS):
-                        continue
-                    stats, sent = measure_streams(
-                        client, t, variant, include_usage, args.streams, 2, words, args.chunk_delay_ms
-                    )
-                    s = stats.summary()
-                    stream_rows.append(s)
-                    print(
-                        f"stream {variant:<13} {t.name:<17} first chunk p50 {s['ttfc_p50_ms']:6.2f} ms  "
-                        f"gap-delay p50 {s['gap_excess_p50_ms']:6.2f} p99 {s['gap_excess_p99_ms']:6.2f} ms  "
-                        f"events {s['events_received_median']:.0f}/{s['events_expected']}"
-                        + (f"  PROBLEMS: {s['problems']}" if s["problems"] else ""),
-                        flush=True,
-                    )
-                    if t is tl:
-                        sent_to_tl += sent
+            for i in range(STREAM_WARMUP + args.streams):
+                for case in cases:
+                    case.once(client, measured=i >= STREAM_WARMUP)
+        stream_others = background.stop()
+        print(f"streams: others used {stream_others:.0%} of the machine meanwhile", flush=True)
+        for case in cases:
+            s = case.stats.summary()
+            stream_rows.append(s)
+            print(
+                f"stream {s['variant']:<13} {s['target']:<17} first chunk p50 {s['ttfc_p50_ms']:6.2f} ms  "
+                f"gap-delay p50 {s['gap_excess_p50_ms']:6.2f} p99 {s['gap_excess_p99_ms']:6.2f} ms  "
+                f"events {s['events_received_median']:.0f}/{s['events_expected']}"
+                + (f"  PROBLEMS: {s['problems']}" if s["problems"] else ""),
+                flush=True,
+            )
+            if case.target is tl:
+                sent_to_tl += case.sent
         if tl is not None:
             check_records("streams")
             final = record_cases[-1]
@@ -593,7 +631,16 @@ def run(args: argparse.Namespace) -> int:
                     for k in {k for r in runs for k in r["errors"]}
                 },
             }
-            for key in ("rps", "p50_ms", "p90_ms", "p99_ms", "max_ms", "mean_ms", "cpu_ms_per_request"):
+            for key in (
+                "rps",
+                "p50_ms",
+                "p90_ms",
+                "p99_ms",
+                "max_ms",
+                "mean_ms",
+                "cpu_ms_per_request",
+                "others_cpu",
+            ):
                 merged[key] = median([r[key] for r in runs])
             http_rows.append(merged)
     ratios, checks = verdicts(http_rows, stream_rows, records)
@@ -611,7 +658,8 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"\nStreaming chat completion, {args.streams} sequential streams per row, {words} words one per chunk, "
         f"upstream delay {args.chunk_delay_ms:g} ms between events; 'include_usage' asks for the usage chunk "
-        "itself, 'plain' does not (TokenLens then asks upstream and strips it):\n"
+        f"itself, 'plain' does not (TokenLens then asks upstream and strips it); others used {stream_others:.0%} "
+        "of the machine meanwhile:\n"
     )
     print(stream_table(stream_rows, args.chunk_delay_ms))
     if rss:
@@ -629,6 +677,13 @@ def run(args: argparse.Namespace) -> int:
             f"\nTokenLens records: {records['recorded']:,} recorded for {records['sent']:,} requests sent "
             f"({records['error_records']} error records: requests in flight when wrk stopped); "
             f"daemon exit code {records.get('tokenlens_exit_code')}"
+        )
+    busy = [r for r in http_runs if r["others_cpu"] >= args.quiet_threshold]
+    if busy or stream_others >= args.quiet_threshold:
+        print(
+            f"\nWARNING: other processes used >= {args.quiet_threshold:.0%} of the machine during "
+            f"{len(busy)} load case(s){' and the streams' if stream_others >= args.quiet_threshold else ''}; "
+            "those numbers are disturbed (run again when the machine is quiet, or with --rounds 3)."
         )
     print("\n## Targets\n")
     print(checks_table(checks))
@@ -652,6 +707,7 @@ def run(args: argparse.Namespace) -> int:
                 "http": http_rows,
                 "http_runs": http_runs,
                 "stream": stream_rows,
+                "stream_others_cpu": stream_others,
                 "rss_mib": rss,
                 "records": records,
                 "ratios": ratios,

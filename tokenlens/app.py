@@ -14,8 +14,11 @@ from tokenlens import __version__
 if TYPE_CHECKING:
     from tokenlens.bus import EventBus
     from tokenlens.config import Settings
+    from tokenlens.controls import Ledger
+    from tokenlens.metrics import Metrics
     from tokenlens.records import CallRecord
     from tokenlens.store import RecordWriter, Store
+    from tokenlens.webhooks import WebhookDispatcher
 
 
 class SettingsHolder:
@@ -46,5 +49,10 @@ class AppDeps:
     web_port: int = 0  # the internal loopback port of the Flask app, once it listens
     # Called by the writer thread with each committed batch, before it is broadcast (e.g. to settle budgets).
     record_listeners: list[Callable[[Sequence[CallRecord]], None]] = field(default_factory=list)
+    ledger: Ledger | None = None  # budgets and quotas: spend and reservations (tokenlens.controls.ledger_for)
     started_at: float = field(default_factory=time.time)
+    # Prometheus registry fed by committed records (made by the cost blueprint when None).
+    metrics: Metrics | None = None
+    # The webhook dispatcher the daemon runs (None in tests and tools without one).
+    webhooks: WebhookDispatcher | None = None
     version: str = __version__

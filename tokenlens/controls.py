@@ -110,6 +110,7 @@ class Denial:
     message: str
     retry_after: int  # seconds until the cap resets (Retry-After)
     resets_at: float
+    metric: str = "usd"  # "usd" or "calls": which limit refused the call
 
 
 @dataclass(frozen=True)
@@ -341,7 +342,7 @@ class Ledger:
                 bucket = self._buckets.get(key) or Bucket()
                 denial = self._refusal(cap, bucket, cost, cost_usd is None, periods, now)
                 if denial is not None:
-                    events = self._crossed(cap, key, bucket, periods, force=True)
+                    events = self._crossed(cap, key, bucket, periods, refused=denial.metric)
                     break
             if denial is None:
                 reservation = self._reservations.get(call_id)
@@ -368,15 +369,13 @@ class Ledger:
                 f"TokenLens: {cap.label()} of {cap.limit_calls} calls reached ({bucket.calls} made, "
                 f"{bucket.reserved_calls} in flight); it resets at {when}"
             )
-            return Denial(cap, message, retry_after, resets_at)
+            return Denial(cap, message, retry_after, resets_at, "calls")
         if cap.limit_usd is None:
             return None
         used = bucket.spent_usd + bucket.reserved_usd
         if used >= cap.limit_usd or used + cost > cap.limit_usd + _EPSILON:
             this_call = (
-                "this call has no known price"
-                if unpriced
-                else f"this call may cost up to {_money(cost)}"
+                "this call has no known price" if unpriced else f"this call may cost up to {_money(cost)}"
             )
             message = (
                 f"TokenLens: {cap.label()} of {_money(cap.limit_usd)} reached (spent "
@@ -416,7 +415,9 @@ class Ledger:
         while self._ended and self._ended[0][0] + ENDED_GRACE_S <= now:
             _, call_id = self._ended.popleft()
             if self._release(call_id) is not None:
-                log.warning("call %s ended %ds ago with no record: reservation released", call_id, ENDED_GRACE_S)
+                log.warning(
+                    "call %s ended %ds ago with no record: reservation released", call_id, ENDED_GRACE_S
+                )
 
     def in_flight(self) -> int:
         with self._lock:
@@ -449,20 +450,20 @@ class Ledger:
                         bucket.calls += counted
             for cap in all_caps(settings):
                 key = (cap.scope, cap.period, current.key(cap.period))
-                bucket = self._buckets.get(key)
-                if bucket is not None:
-                    events += self._crossed(cap, key, bucket, current)
+                found = self._buckets.get(key)
+                if found is not None:
+                    events += self._crossed(cap, key, found, current)
             self._sweep(now)
         self._emit(events)
 
     # -------------------------------------------------------------------------------------- events
 
     def _crossed(
-        self, cap: Cap, key: BucketKey, bucket: Bucket, periods: Periods, force: bool = False
+        self, cap: Cap, key: BucketKey, bucket: Bucket, periods: Periods, refused: str | None = None
     ) -> list[dict[str, Any]]:
         """`budget` events for the thresholds of `cap` reached and not yet announced (lock held).
 
-        `force`: the cap has just refused a call, so it counts as reached (100%) whatever was spent."""
+        `refused`: the metric of the cap that has just refused a call; it counts as reached (100%)."""
         events = []
         for metric, limit, used in (
             ("usd", cap.limit_usd, bucket.spent_usd),
@@ -470,7 +471,7 @@ class Ledger:
         ):
             if limit is None:
                 continue
-            percent = 100.0 if force else (used / limit * 100 if limit > 0 else 100.0)
+            percent = 100.0 if refused == metric else (used / limit * 100 if limit > 0 else 100.0)
             for threshold in THRESHOLDS:
                 mark = (key, metric, threshold)
                 if percent + _EPSILON < threshold or mark in self._notified:
@@ -524,9 +525,7 @@ class Ledger:
                             "limit_usd": cap.limit_usd,
                             "spent_usd": bucket.spent_usd,
                             "reserved_usd": bucket.reserved_usd,
-                            "remaining_usd": max(
-                                0.0, cap.limit_usd - bucket.spent_usd - bucket.reserved_usd
-                            ),
+                            "remaining_usd": max(0.0, cap.limit_usd - bucket.spent_usd - bucket.reserved_usd),
                             "resets_at": resets_at,
                         }
                     )
@@ -538,16 +537,15 @@ class Ledger:
                             "limit_calls": cap.limit_calls,
                             "calls": bucket.calls,
                             "reserved_calls": bucket.reserved_calls,
-                            "remaining_calls": max(
-                                0, cap.limit_calls - bucket.calls - bucket.reserved_calls
-                            ),
+                            "remaining_calls": max(0, cap.limit_calls - bucket.calls - bucket.reserved_calls),
                             "resets_at": resets_at,
                         }
                     )
+            in_flight = len(self._reservations)
         return {
             "caps": caps,
             "call_caps": call_caps,
-            "in_flight": len(self._reservations),
+            "in_flight": in_flight,
             "healthy": self.broken is None,
             "problem": self.broken,
         }
@@ -568,7 +566,7 @@ def _aggregate(store: Store, start: float, end: float) -> list[tuple[str, str | 
         .group_by(call.source, call.model)
     )
     with store.connection():
-        rows = list(query.dicts())
+        rows: list[dict[str, Any]] = list(query.dicts())  # type: ignore[arg-type]
     return [
         (str(row["source"]), row["model"], float(row["usd"] or 0.0), int(row["calls"] or 0)) for row in rows
     ]

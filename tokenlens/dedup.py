@@ -3,7 +3,7 @@
 The key is a SHA-256 over the provider, endpoint, query (secrets removed), routed model, canonical request body
 and a hash of the credential: the credential itself is never kept. Entries are bounded in number and bytes
 (least recently used first out); lookups are O(1). Nothing here does I/O; the cache is used from the proxy's
-event loop, and `Entry.cost_usd` is filled in later by the writer thread (one attribute write).
+event loop, and `Entry.cost` is filled in later by the writer thread (one attribute write).
 """
 
 from __future__ import annotations
@@ -61,6 +61,13 @@ def request_key(
 
 
 @dataclass
+class Cost:
+    """The cost of the original call, filled in by the writer thread once the call is metered."""
+
+    usd: float | None = None
+
+
+@dataclass
 class Entry:
     """One answer: replayed as one response with the same status and content type."""
 
@@ -69,7 +76,7 @@ class Entry:
     headers: dict[str, str]
     body: bytes
     stored_at: float
-    cost_usd: float | None = None  # the cost of the original call, set once it is metered
+    cost: Cost = field(default_factory=Cost)
     hits: int = 0
     size: int = field(init=False)
 

@@ -17,12 +17,12 @@ from typing import Any
 from tokenlens.prompt_parts import SECTIONS, Part, dumps, request_parts, user_turns
 from tokenlens.tokens import IMAGE_TOKENS, MESSAGE_OVERHEAD, count_tokens
 
-_SAMPLE = 2048  # characters per sample of a long text
-_EXACT_UP_TO = 3 * _SAMPLE * 2
+_SAMPLE = 1024  # characters per sample of a long text
+_EXACT_UP_TO = 3 * _SAMPLE
 
 
 def estimate_text_tokens(text: str, model: str | None = None) -> int:
-    """Tokens of `text`: exact up to ~12 KB, else extrapolated from three samples."""
+    """Tokens of `text`: exact up to 3 KB, else extrapolated from three 1 KB samples."""
     n = len(text)
     if n <= _EXACT_UP_TO:
         return count_tokens(text, model)
@@ -45,16 +45,23 @@ class Heatmap:
 
 def sections_of(parts: list[Part], api: str, model: str | None = None) -> Heatmap:
     out = dict.fromkeys(SECTIONS, 0)
+    texts: dict[str, list[str]] = {section: [] for section in SECTIONS}
     image = IMAGE_TOKENS.get(api, IMAGE_TOKENS["openai"])
-    seen_messages: set[int] = set()
+    overhead_in: dict[int, str] = {}  # a message's overhead goes to its turn, not to a tool result in it
     for p in parts:
-        tokens = estimate_text_tokens(p.text, model) if p.text else 0
-        tokens += p.media * image
-        if p.message is not None and p.message not in seen_messages:
-            seen_messages.add(p.message)
-            tokens += MESSAGE_OVERHEAD
-        out[p.section] += tokens
-    return Heatmap(out, user_turns(parts), len(seen_messages))
+        if p.message is not None and (p.message not in overhead_in or overhead_in[p.message] == "context"):
+            overhead_in[p.message] = p.section
+        if p.text:
+            texts[p.section].append(p.text)
+        out[p.section] += p.media * image
+    for section in overhead_in.values():
+        out[section] += MESSAGE_OVERHEAD
+    for section, pieces in texts.items():
+        if len(pieces) == 1 or sum(map(len, pieces)) <= _EXACT_UP_TO:
+            out[section] += sum(estimate_text_tokens(t, model) for t in pieces)
+        elif pieces:
+            out[section] += estimate_text_tokens("\n".join(pieces), model) - (len(pieces) - 1)
+    return Heatmap(out, user_turns(parts), len(overhead_in))
 
 
 def estimate_sections(api: str, body: Mapping[str, Any], model: str | None = None) -> Heatmap:

@@ -68,9 +68,7 @@ def _is_media(block: Mapping[str, Any]) -> bool:
     return "inlineData" in block or "inline_data" in block
 
 
-def _blocks(
-    content: Any, section: str, role: str, index: int | None, *, api: str
-) -> Iterator[Part]:
+def _blocks(content: Any, section: str, role: str, index: int | None, *, api: str) -> Iterator[Part]:
     """Parts of one message's content (string, OpenAI/Anthropic blocks, Gemini parts)."""
     if content is None:
         return
@@ -95,7 +93,11 @@ def _blocks(
             yield Part("context", role, index, "result", _text_of(payload))
         elif btype in _DOCUMENT_TYPES or "fileData" in block or "file_data" in block:
             source = block.get("source")
-            text = _text_of(source.get("data")) if isinstance(source, Mapping) and source.get("type") == "text" else ""
+            text = (
+                _text_of(source.get("data"))
+                if isinstance(source, Mapping) and source.get("type") == "text"
+                else ""
+            )
             if not text and isinstance(block.get("content"), str | list):
                 text = _text_of(block.get("content"))
             yield Part("context", role, index, "document", text, 0 if text else 1)

@@ -25,15 +25,14 @@ from tokenlens.usage import Usage
 
 WASTE_TYPES = ("whitespace", "filler", "repeated_instruction", "empty_message")
 
-# One pass over a text finds every kind of whitespace bloat without overlaps.
-_WHITESPACE = re.compile(
-    r"(?P<blank>\n[ \t]*(?:\n[ \t]*){2,})"  # three or more line breaks in a row (blank lines)
-    r"|(?P<trail>[ \t]+(?=\r?\n))"  # spaces before a line break
-    r"|(?P<inner>(?<=\S)[ \t]{2,}(?=\S))"  # repeated spaces between words
-)
+# Patterns that start with a literal, so that the regex engine jumps from one candidate to the next.
+_BREAKS = re.compile(r"\n[ \t\r\n]*")
+_SPACES = re.compile(r"  +")
 _JSON_INDENT = re.compile(r"\r?\n[ \t]*")
+# Matched on lower-cased text, without a leading word-boundary assertion so that the regex engine can skip
+# ahead on the first characters; the boundary before a match is checked by hand.
 _FILLER = re.compile(
-    r"\b(?:"
+    r"(?:"
     r"i hope this (?:message|email|note) finds you well"
     r"|sorry to bother you"
     r"|i would (?:really |greatly |truly )?(?:appreciate|be (?:very |so |really )?grateful)(?: it)?"
@@ -47,12 +46,23 @@ _FILLER = re.compile(
     r"|many thanks"
     r"|kindly"
     r"|please"
-    r")\b[,!.]?",
-    re.IGNORECASE,
+    r")\b[,!.]?"
 )
-_SENTENCE = re.compile(r"[^\n.!?]+[.!?]?")
+_FILLER_ANCHORS = (
+    "pleas",
+    "thank",
+    "kindly",
+    "apprecia",
+    "grateful",
+    "mind",
+    "bother",
+    "finds you",
+    "so kind",
+)
+_SENTENCE = re.compile(r"[^\n.!?]+[.!?]*")
 _MIN_SENTENCE_CHARS = 24
 _MIN_SENTENCE_WORDS = 4
+_STRIP = " \t\r.!?,;:"
 _INSTRUCTION_ROLES = frozenset({"system", "developer", "user"})
 
 
@@ -91,7 +101,7 @@ class WasteReport:
     def cost_usd(self) -> float | None:
         if self.input_rate_usd_per_mtok is None:
             return None
-        return sum((f.cost_usd or 0.0) for f in self.findings)
+        return sum(((f.cost_usd or 0.0) for f in self.findings), 0.0)
 
     def by_type(self) -> dict[str, int]:
         out = dict.fromkeys(WASTE_TYPES, 0)
@@ -137,29 +147,56 @@ def _looks_like_indented_json(text: str) -> bool:
 
 
 def whitespace_tokens(text: str) -> int:
-    """Tokens that removing whitespace bloat from `text` would save."""
+    """Tokens that removing whitespace bloat from `text` would save.
+
+    Three or more line breaks in a row become two, spaces at the end of a line go, repeated spaces between
+    words become one; pretty-printed JSON loses its line breaks and indentation. Indentation at the start of
+    a line of prose or code is kept.
+    """
     if not text or ("  " not in text and "\n" not in text and "\t" not in text):
         return 0
     if _looks_like_indented_json(text):
         return sum(_count(m.group()) for m in _JSON_INDENT.finditer(text))
     wasted = 0
-    for m in _WHITESPACE.finditer(text):
-        kind, run = m.lastgroup, m.group()
-        if kind == "blank":
-            wasted += max(0, _count(run) - _count("\n\n"))
-        elif kind == "trail":
-            wasted += _count(run)
-        else:
-            wasted += _count(run[1:])
+    if "\n" in text:
+        for m in _BREAKS.finditer(text):
+            start = m.start()
+            before = start
+            while before > 0 and text[before - 1] in " \t\r":
+                before -= 1
+            if before < start and before > 0 and text[before - 1] != "\n":
+                wasted += _count(text[before:start].rstrip("\r"))  # spaces at the end of a line
+            run = m.group()
+            breaks = run.count("\n")
+            indent = run[run.rindex("\n") + 1 :]
+            kept = "\n" * min(breaks, 2) + indent
+            if run != kept:
+                wasted += max(0, _count(run) - _count(kept))
+    if "  " in text:
+        n = len(text)
+        for m in _SPACES.finditer(text):
+            start, end = m.start(), m.end()
+            if start == 0 or text[start - 1] in "\n\t":
+                continue  # indentation
+            if end == n:
+                wasted += _count(m.group())  # trailing at the end of the text
+            elif text[end] not in "\r\n":
+                wasted += _count(m.group()[1:])  # between words
     return wasted
 
 
 def filler_matches(text: str) -> list[str]:
-    return [m.group() for m in _FILLER.finditer(text)]
-
-
-def _normalise(sentence: str) -> str:
-    return " ".join(sentence.lower().split()).strip(" .!?,;:")
+    """The polite filler phrases in `text` (as written)."""
+    lower = text.lower()
+    if not any(anchor in lower for anchor in _FILLER_ANCHORS):
+        return []
+    out = []
+    for m in _FILLER.finditer(lower):
+        start = m.start()
+        if start and lower[start - 1].isalnum():
+            continue
+        out.append(text[start : m.end()])
+    return out
 
 
 class _Findings:
@@ -179,6 +216,23 @@ class _Findings:
             found.count += 1
 
 
+def _repeats(text: str, where: str, seen: set[str], findings: _Findings) -> None:
+    """Sentences of `text` already said earlier in the request (or earlier in `text`)."""
+    sentences = [x for x in _SENTENCE.findall(text) if len(x) >= _MIN_SENTENCE_CHARS]
+    if not sentences:
+        return
+    keys = [x.lower().strip(_STRIP) for x in sentences]
+    unique = set(keys)
+    if len(unique) == len(keys) and seen.isdisjoint(unique):  # the common case, without a Python loop
+        seen.update(k for k in unique if k.count(" ") + 1 >= _MIN_SENTENCE_WORDS)
+        return
+    for sentence, key in zip(sentences, keys, strict=True):
+        if key in seen:
+            findings.add("repeated_instruction", where, _count(" " + sentence.strip()))
+        elif key.count(" ") + 1 >= _MIN_SENTENCE_WORDS:
+            seen.add(key)
+
+
 def find_waste(parts: list[Part]) -> list[WasteFinding]:
     """Findings (tokens, no cost) over the parts of one request."""
     findings = _Findings()
@@ -195,17 +249,7 @@ def find_waste(parts: list[Part]) -> list[WasteFinding]:
             for phrase in filler_matches(part.text):
                 findings.add("filler", where, _count(" " + phrase), phrase.lower().rstrip(",!."))
         if part.role in _INSTRUCTION_ROLES and part.kind == "text" and part.section != "context":
-            for m in _SENTENCE.finditer(part.text):
-                sentence = m.group()
-                if len(sentence) < _MIN_SENTENCE_CHARS:
-                    continue
-                key = _normalise(sentence)
-                if key.count(" ") + 1 < _MIN_SENTENCE_WORDS:
-                    continue
-                if key in seen:
-                    findings.add("repeated_instruction", where, _count(" " + sentence.strip()))
-                else:
-                    seen.add(key)
+            _repeats(part.text, where, seen, findings)
     for key, message_parts in by_message.items():
         if any(p.kind != "text" for p in message_parts):
             continue
@@ -220,8 +264,8 @@ def input_rate(pricer: Pricer, provider: str, model: str | None) -> Decimal | No
     """USD per million uncached input tokens of the model (None when it is not priced)."""
     if not model:
         return None
-    price = pricer.price(provider, model, Usage(input_tokens=1_000_000))
-    return price.cost_usd if price.priced else None
+    price = pricer.price(provider, model, Usage(input_tokens=10_000))  # below every long-context tier
+    return price.cost_usd * 100 if price.priced and price.cost_usd is not None else None
 
 
 _default_pricer: Pricer | None = None

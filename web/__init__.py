@@ -20,6 +20,7 @@ from tokenlens.web import (
     config_api,
     controls_api,
     costs_api,
+    guardrails_api,
     insights_api,
     live,
     protection,
@@ -38,7 +39,15 @@ def create_app(deps: AppDeps, test_config: Mapping[str, Any] | None = None) -> F
     app.extensions["tokenlens"] = deps
 
     protection.init_app(app)
-    for blueprint_module in (api, config_api, controls_api, routing_api, insights_api, costs_api):
+    for blueprint_module in (
+        api,
+        config_api,
+        controls_api,
+        routing_api,
+        insights_api,
+        costs_api,
+        guardrails_api,
+    ):
         app.register_blueprint(blueprint_module.bp)
     live.init_app(app)
 

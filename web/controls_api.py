@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
-from flask import Blueprint
+from flask import Blueprint, Response, current_app, jsonify
+
+from tokenlens.app import AppDeps
+from tokenlens.controls import ledger_for
 
 bp = Blueprint("controls_api", __name__)
+
+
+@bp.get("/api/usage/budget-status")
+def budget_status() -> Response:
+    """Each USD cap in force: limit, spent, reserved by calls in flight, remaining, when it resets."""
+    deps: AppDeps = current_app.extensions["tokenlens"]
+    return jsonify(ledger_for(deps).status())

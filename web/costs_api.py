@@ -1,7 +1,152 @@
-"""Cost-intelligence views: daily, sources, models, forecast, anomalies, compare, digest (issue: cost intelligence)."""
+"""Cost-intelligence views (SPEC 9 and 10): daily, sources, models, tags, forecast, anomalies, compare,
+recommendations, digest, webhook deliveries and the Prometheus `/metrics`.
+
+All usage views answer from the hourly rollups (`tokenlens.store.rollups`) through `tokenlens.analytics`.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint
+from typing import Any
+
+from flask import Blueprint, Response, jsonify
+from flask.blueprints import BlueprintSetupState
+
+from tokenlens import analytics
+from tokenlens.app import AppDeps
+from tokenlens.metrics import CONTENT_TYPE, Metrics
+from tokenlens.web.api import (
+    BadParam,
+    days_arg,
+    deps,
+    error,
+    int_arg,
+    pricer_for,
+    text_arg,
+    timezone_of,
+)
 
 bp = Blueprint("costs_api", __name__)
+
+
+@bp.record_once
+def _setup(state: BlueprintSetupState) -> None:
+    """Give the app's deps a metrics registry fed by committed records (unless the daemon made one)."""
+    app_deps: AppDeps = state.app.extensions["tokenlens"]
+    if app_deps.metrics is None:
+        app_deps.metrics = Metrics()
+        app_deps.record_listeners.append(app_deps.metrics.observe)
+
+
+@bp.errorhandler(BadParam)
+def _bad_param(exc: BadParam) -> tuple[Response, int]:
+    return error(str(exc), 400, exc.field)
+
+
+@bp.before_request
+def _open_connection() -> None:
+    deps().store.db.connect(reuse_if_open=True)
+
+
+@bp.teardown_request
+def _close_connection(exc: BaseException | None) -> None:
+    db = deps().store.db
+    if not db.is_closed() and not db.in_transaction():
+        db.close()
+
+
+def _context() -> tuple[AppDeps, Any]:
+    d = deps()
+    return d, timezone_of(d.settings.get())
+
+
+@bp.get("/api/usage/daily")
+def daily() -> Response:
+    d, tz = _context()
+    return jsonify(analytics.daily(d.store, days_arg(), tz))
+
+
+@bp.get("/api/usage/sources")
+def sources() -> Response:
+    d, tz = _context()
+    return jsonify(analytics.sources(d.store, days_arg(), tz))
+
+
+@bp.get("/api/usage/models")
+def models() -> Response:
+    d, tz = _context()
+    return jsonify(analytics.models(d.store, days_arg(), tz))
+
+
+@bp.get("/api/usage/by-tag")
+def by_tag() -> Response | tuple[Response, int]:
+    d, tz = _context()
+    key = text_arg("key")
+    if key is None:
+        return error("key: the tag key is required (e.g. ?key=team)", 400, "key")
+    return jsonify(analytics.by_tag(d.store, days_arg(), tz, key.lower()))
+
+
+@bp.get("/api/usage/forecast")
+def forecast() -> Response:
+    d, tz = _context()
+    return jsonify(analytics.forecast(d.store, tz, d.settings.get().budgets.monthly_usd))
+
+
+@bp.get("/api/usage/anomalies")
+def anomalies() -> Response:
+    d, tz = _context()
+    return jsonify(analytics.anomalies(d.store, days_arg(), tz))
+
+
+@bp.get("/api/usage/compare")
+def compare() -> Response | tuple[Response, int]:
+    d, tz = _context()
+    from_model, to_model = text_arg("from_model"), text_arg("to_model")
+    if from_model is None:
+        return error("from_model: required", 400, "from_model")
+    if to_model is None:
+        return error("to_model: required", 400, "to_model")
+    try:
+        result = analytics.compare(
+            d.store,
+            days_arg(),
+            tz,
+            pricer_for(d.settings.get()),
+            from_model,
+            to_model,
+            to_provider=text_arg("to_provider"),
+            source=text_arg("source"),
+        )
+    except LookupError as exc:
+        return error(str(exc), 400, "to_model")
+    return jsonify(result)
+
+
+@bp.get("/api/usage/recommendations")
+def recommendations() -> Response:
+    d, tz = _context()
+    return jsonify(analytics.recommendations(d.store, days_arg(), tz, pricer_for(d.settings.get())))
+
+
+@bp.get("/api/usage/digest")
+def digest() -> Response:
+    d, tz = _context()
+    settings = d.settings.get()
+    return jsonify(analytics.digest(d.store, tz, pricer_for(settings), settings.budgets.monthly_usd))
+
+
+@bp.get("/api/webhooks/deliveries")
+def deliveries() -> Response:
+    """The last delivery attempts of the webhook dispatcher (newest first); empty when none runs."""
+    limit = int_arg("limit", 100, 1, 1000, clamp=True)
+    dispatcher = deps().webhooks
+    items = dispatcher.deliveries(limit) if dispatcher is not None else []
+    stats = dispatcher.stats() if dispatcher is not None else None
+    return jsonify({"deliveries": items, "dispatcher": stats})
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    found = deps().metrics
+    assert found is not None  # set up at registration
+    return Response(found.render(), content_type=CONTENT_TYPE)

@@ -1,7 +1,43 @@
-"""Routing views such as /api/usage/latency (issue: routing)."""
+"""Routing views: `GET /api/usage/latency`, and the extra checks of `PUT /api/config/routing` (SPEC 9)."""
 
 from __future__ import annotations
 
-from flask import Blueprint
+from flask import Blueprint, Response, jsonify
+
+from tokenlens.app import AppDeps
+from tokenlens.config import Settings
+from tokenlens.latency import latency_items, tracker_of
+from tokenlens.pricing import Pricer
+from tokenlens.pricing import from_settings as overrides_from_settings
+from tokenlens.routing import check_routing
+from tokenlens.store import day_bounds
+from tokenlens.usage import Usage
+from tokenlens.web import config_api
+from tokenlens.web.api import days_arg, deps, timezone_of
 
 bp = Blueprint("routing_api", __name__)
+
+
+@bp.get("/api/usage/latency")
+def latency() -> Response:
+    """p50/p95/p99 latency, time to first token and error rate by provider and model over `days` calendar
+    days, plus the live moving averages latency groups route by (`live`)."""
+    d = deps()
+    days = days_arg()
+    start, _ = day_bounds(timezone_of(d.settings.get()))
+    since = start - (days - 1) * 86400
+    items = latency_items(d.store.iter_calls(since))
+    live = tracker_of(d.record_listeners).snapshot()
+    return jsonify({"days": days, "items": items, "live": live})
+
+
+def _routing_check(candidate: Settings, app_deps: AppDeps) -> list[str]:
+    pricer = Pricer(overrides_from_settings(candidate.pricing))
+
+    def knows(provider: str, model: str) -> bool:
+        return pricer.price(provider, model, Usage(input_tokens=1000, output_tokens=1000)).priced
+
+    return check_routing(candidate, knows)
+
+
+config_api.register_check("routing", _routing_check)

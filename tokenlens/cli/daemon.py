@@ -25,6 +25,7 @@ from werkzeug.serving import make_server
 from tokenlens.addons import TokenLens
 from tokenlens.addons.broadcast import Broadcaster
 from tokenlens.addons.config_watch import allow_hosts_for
+from tokenlens.alerts import start_cost_services
 from tokenlens.app import AppDeps, SettingsHolder
 from tokenlens.bus import EventBus
 from tokenlens.cli.ca import ensure_ca
@@ -36,6 +37,7 @@ from tokenlens.config import (
     startup_problem,
     tokenlens_home,
 )
+from tokenlens.controls import ledger_for
 from tokenlens.metering import RecordBuilder
 from tokenlens.store import RecordWriter, open_store
 from tokenlens.tokens import warm_up
@@ -109,6 +111,8 @@ def run_gateway(settings: Settings, home: Path, config_file: Path) -> None:
         config_path=config_file,
         record_listeners=broadcaster.listeners,
     )
+    ledger_for(deps)  # spend rebuilt from the store before anything is served
+    cost_services = start_cost_services(deps)  # webhooks, cost alerts, anomalies, Sunday digest
     web = make_server("127.0.0.1", 0, create_app(deps), threaded=True)
     deps.web_port = web.server_port
     threading.Thread(target=web.serve_forever, name="tokenlens-web", daemon=True).start()
@@ -122,6 +126,7 @@ def run_gateway(settings: Settings, home: Path, config_file: Path) -> None:
         asyncio.run(_serve(deps, broadcaster))
     finally:
         written = writer.stop()
+        cost_services.stop()
         web.shutdown()
         store.close()
         typer.echo(

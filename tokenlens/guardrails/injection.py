@@ -27,7 +27,7 @@ class _Signal:
 
 
 def _rx(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern, re.IGNORECASE | re.DOTALL)
+    return re.compile(pattern, re.IGNORECASE | re.DOTALL | re.MULTILINE)
 
 
 _TARGETS = (
@@ -49,8 +49,18 @@ SIGNALS: tuple[_Signal, ...] = (
     _Signal(
         "new_instructions",
         0.45,
-        ("new instructions", "from now on", "instead you", "instead, you", "your new task", "updated instructions",
-         "real instructions", "actual instructions", "new rules", "new task"),
+        (
+            "new instructions",
+            "from now on",
+            "instead you",
+            "instead, you",
+            "your new task",
+            "updated instructions",
+            "real instructions",
+            "actual instructions",
+            "new rules",
+            "new task",
+        ),
         _rx(
             r"\b(?:(?:your\s+)?(?:new|updated|real|actual|true)\s+(?:instructions|task|rules|directive|orders)\s*(?:are|is|:)"
             r"|from\s+now\s+on,?\s+(?:you|always|never|only|respond|answer|reply|act)"
@@ -60,8 +70,23 @@ SIGNALS: tuple[_Signal, ...] = (
     _Signal(
         "role_hijack",
         0.7,
-        ("you are now", "act as", "pretend", "roleplay", "role-play", "developer mode", "dan", "jailbr",
-         "do anything now", "unrestricted", "unfiltered", "uncensored", "no restrictions", "god mode"),
+        (
+            "you are now",
+            "act as",
+            "pretend",
+            "roleplay",
+            "role-play",
+            "developer mode",
+            "dan",
+            "jailbreak",
+            "jailbroken",
+            "do anything now",
+            "unrestricted",
+            "unfiltered",
+            "uncensored",
+            "no restrictions",
+            "god mode",
+        ),
         _rx(
             r"\b(?:you\s+are\s+now|act\s+as|pretend\s+(?:to\s+be|you\s+are)|role-?play\s+as|you\s+will\s+be|"
             r"switch\s+to|enter|enable|activate)\b(?:\s+\S+){0,6}?\s+(?:dan|jailbr\w*|unrestricted|unfiltered|"
@@ -74,7 +99,7 @@ SIGNALS: tuple[_Signal, ...] = (
     _Signal(
         "system_prompt_extraction",
         0.7,
-        ("prompt", "instructions", "above", "verbatim", "initial"),
+        ("prompt", "instructions", "above", "before", "preceding", "you are", "rules", "configuration"),
         _rx(
             r"\b(?:reveal|show|print|repeat|output|display|dump|leak|recite|expose|share|give|tell|spell\s+out|"
             r"write\s+out|copy|paste|translate)\b(?:\s+\S+){0,3}?\s+(?:your|the|its|my|all)\s+(?:\S+\s+){0,2}?"
@@ -89,8 +114,21 @@ SIGNALS: tuple[_Signal, ...] = (
     _Signal(
         "delimiter_injection",
         0.6,
-        ("<|", "[inst]", "<<sys>>", "### system", "system:", "</system>", "<system>", "human:", "assistant:",
-         "end of user input", "end of prompt", "[system]", "###instruction"),
+        (
+            "<|",
+            "[inst]",
+            "<<sys>>",
+            "### system",
+            "system:",
+            "</system>",
+            "<system>",
+            "human:",
+            "assistant:",
+            "end of user input",
+            "end of prompt",
+            "[system]",
+            "###instruction",
+        ),
         _rx(
             r"<\|(?:im_start|im_end|system|endoftext|start_header_id|eot_id)\|>|\[/?INST\]|<<SYS>>|</?system>"
             r"|^\s*#{2,}\s*(?:system|instruction)s?\s*:?\s*$|^\s*\[system\]|^\s*system\s*:\s*(?:you|ignore|new)"
@@ -112,7 +150,20 @@ SIGNALS: tuple[_Signal, ...] = (
     _Signal(
         "indirect_injection",
         0.6,
-        ("ai", "assistant", "llm", "language model", "chatbot", "the user", "exfil", "send", "!["),
+        (
+            " ai ",
+            " ai:",
+            " ai,",
+            "assistant",
+            "llm",
+            "language model",
+            "chatbot",
+            "the user",
+            "exfiltrate",
+            "exfiltration",
+            "agent",
+            "](",
+        ),
         _rx(
             r"\b(?:note|message|instructions?|attention|important)\s+(?:to|for)\s+(?:the\s+|any\s+|all\s+)?"
             r"(?:ai|assistants?|ai\s+assistants?|llms?|language\s+models?|chatbots?|agents?|models?)\b"
@@ -146,13 +197,52 @@ class InjectionResult:
     offset: int  # where the first signal matched, -1 when none
 
 
+MAX_HINTS = 64  # occurrences of one hint looked at per text part
+BEFORE, AFTER = 160, 320  # characters around a hint the signal's regex is run on
+
+
+_PUNCT = str.maketrans({ch: " " for ch in "\"'`.,;:!?()[]{}<>|/\\*#=+-_~\n\t\r"})
+
+
+def _words(lowered: str) -> set[str]:
+    """The words of a text, once: a hint whose first word is absent costs a set lookup, not a scan."""
+    return set(lowered.translate(_PUNCT).split())
+
+
+def _present(hint: str, words: set[str]) -> bool:
+    first = hint.strip().split(" ", 1)[0]
+    return not first.isalpha() or first in words
+
+
+def _windows(lowered: str, hints: tuple[str, ...], words: set[str]) -> list[tuple[int, int]]:
+    """Merged windows around the hint occurrences: the regexes never scan the whole of a long text."""
+    spans = []
+    for hint in hints:
+        if not _present(hint, words):
+            continue
+        at, seen = lowered.find(hint), 0
+        while at >= 0 and seen < MAX_HINTS:
+            spans.append((max(0, at - BEFORE), at + len(hint) + AFTER))
+            at, seen = lowered.find(hint, at + 1), seen + 1
+    spans.sort()
+    merged: list[tuple[int, int]] = []
+    for start, end in spans:
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
 def _fired(text: str, lowered: str) -> dict[str, int]:
     found: dict[str, int] = {}
+    words = _words(lowered)
     for signal in SIGNALS:
-        if any(h in lowered for h in signal.hints):
-            m = signal.regex.search(text)
+        for start, end in _windows(lowered, signal.hints, words):
+            m = signal.regex.search(text, start, min(len(text), end))
             if m is not None:
                 found[signal.name] = m.start()
+                break
     return found
 
 
@@ -179,7 +269,7 @@ def score_injection(text: str, *, indirect: bool = False) -> InjectionResult:
         return InjectionResult(0.0, (), -1)
     lowered = text.lower()
     found = _fired(text, lowered)
-    if "base64" in lowered or "decode" in lowered or re.search(r"[A-Za-z0-9+/]{40}", text):
+    if any(h in lowered for h in ("base64", "b64", "decode", "encoded", "==")):
         for hidden in _decoded_blobs(text):
             for name in _fired(hidden, hidden.lower()):
                 found.setdefault(name, 0)
@@ -191,9 +281,13 @@ def score_injection(text: str, *, indirect: bool = False) -> InjectionResult:
     for name in found:
         remaining *= 1.0 - weights[name]
     score = 1.0 - remaining
-    if not indirect and _DISCUSSION.search(text) and _QUOTED.search(text):
-        score *= 0.5  # talking about an attack ("how do I stop 'ignore previous instructions'?"), not making one
+    first = min(found.values())
+    near = text[max(0, first - 400) : first + 400]
+    if not indirect and _DISCUSSION.search(near) and _QUOTED.search(near):
+        score *= (
+            0.5  # talking about an attack ("how do I stop 'ignore previous instructions'?"), not making one
+        )
     elif indirect:
         score = min(1.0, score * 1.25)
     names = tuple(sorted(found, key=found.__getitem__))
-    return InjectionResult(round(score, 3), names, min(found.values()))
+    return InjectionResult(round(score, 3), names, first)

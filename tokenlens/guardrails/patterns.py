@@ -20,17 +20,12 @@ class UnsafePattern(ValueError):
     pass
 
 
-def _repeat_ops() -> set[Any]:
-    return {c.MAX_REPEAT, c.MIN_REPEAT, getattr(c, "POSSESSIVE_REPEAT", c.MAX_REPEAT)}
-
-
-def _width_varies(items: Any) -> bool:
-    low, high = p.SubPattern(p.State(), list(items)).getwidth() if isinstance(items, list) else items.getwidth()
-    return bool(low != high)
+_REPEATS = {c.MAX_REPEAT, c.MIN_REPEAT}
+_HINT = "; bound it, or make it atomic with (?>...) or a possessive quantifier such as ++"
 
 
 def _first_chars(items: list[tuple[Any, Any]]) -> set[str] | None:
-    """A coarse set of what a branch can start with; None means "anything" (unknown)."""
+    """A coarse set of what a branch can start with; None means unknown (anything)."""
     if not items:
         return None
     op, av = items[0]
@@ -51,60 +46,45 @@ def _first_chars(items: list[tuple[Any, Any]]) -> set[str] | None:
     return None
 
 
-def _walk(items: Any, inside_unbounded: bool) -> None:
-    for op, av in items:
-        if op in _repeat_ops():
-            low, high, body = av
-            unbounded = high == _UNBOUNDED or high > 100
-            if inside_unbounded and unbounded and body.getwidth()[0] != body.getwidth()[1] or (
-                inside_unbounded and unbounded
-            ):
-                raise UnsafePattern("nested repetition (such as (a+)+) can backtrack catastrophically")
-            if unbounded and inside_unbounded is False and _variable_inner_repeat(body):
-                raise UnsafePattern("nested repetition (such as (a+)+) can backtrack catastrophically")
-            if unbounded:
-                _check_branches(body)
-            _walk(body, inside_unbounded or unbounded)
-        elif op is c.SUBPATTERN:
-            _walk(av[-1], inside_unbounded)
-        elif op is c.BRANCH:
-            for branch in av[1]:
-                _walk(branch, inside_unbounded)
-        elif op in (c.ASSERT, c.ASSERT_NOT):
-            _walk(av[1], inside_unbounded)
-        elif op is c.GROUPREF_EXISTS:
-            _walk(av[1], inside_unbounded)
-            if av[2] is not None:
-                _walk(av[2], inside_unbounded)
-
-
-def _variable_inner_repeat(body: Any) -> bool:
+def _ambiguous_branches(body: Any) -> bool:
+    """Alternatives inside a repeat that can match the same text in several ways: (a|aa)*, (x|x?y)+."""
     for op, av in body:
-        if op in _repeat_ops():
-            low, high, _inner = av
-            if low != high:
-                return True
-        elif op is c.SUBPATTERN and _variable_inner_repeat(av[-1]):
+        if op is c.SUBPATTERN and _ambiguous_branches(av[-1]):
             return True
-        elif op is c.BRANCH and any(_variable_inner_repeat(b) for b in av[1]):
-            return True
+        if op is c.BRANCH:
+            seen: set[str] = set()
+            for branch in av[1]:
+                first = _first_chars(list(branch))
+                if not branch or first is None or first & seen:
+                    return True
+                seen |= first
     return False
 
 
-def _check_branches(body: Any) -> None:
-    items = list(body)
-    while len(items) == 1 and items[0][0] is c.SUBPATTERN:
-        items = list(items[0][1][-1])
-    if len(items) == 1 and items[0][0] is c.BRANCH:
-        seen: set[str] = set()
-        for branch in items[0][1][1]:
-            first = _first_chars(list(branch))
-            if first is None or first & seen:
+def _walk(items: Any, repeated: bool) -> None:
+    for op, av in items:
+        if op in _REPEATS:
+            _low, high, body = av
+            unbounded = high == _UNBOUNDED or high > 100
+            if repeated and unbounded:
                 raise UnsafePattern(
-                    "a repeated group of alternatives that can start alike (such as (a|ab)*) can backtrack "
-                    "catastrophically"
+                    "has an unbounded repetition inside a repeated group, such as (a+)+" + _HINT
                 )
-            seen |= first
+            if unbounded and _ambiguous_branches(body):
+                raise UnsafePattern("repeats alternatives that can match alike, such as (a|aa)*" + _HINT)
+            _walk(body, repeated or high > 1)
+        elif op is c.SUBPATTERN:
+            _walk(av[-1], repeated)
+        elif op is c.BRANCH:
+            for branch in av[1]:
+                _walk(branch, repeated)
+        elif op in (c.ASSERT, c.ASSERT_NOT):
+            _walk(av[1], repeated)
+        elif op is c.GROUPREF_EXISTS:
+            _walk(av[1], repeated)
+            if av[2] is not None:
+                _walk(av[2], repeated)
+        # ATOMIC_GROUP and POSSESSIVE_REPEAT never backtrack into their body: safe as they are
 
 
 def check_pattern(pattern: str) -> re.Pattern[str]:

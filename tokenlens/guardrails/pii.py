@@ -29,7 +29,9 @@ class Match:
 # -- e-mail ------------------------------------------------------------------------------------------------
 
 _EMAIL_LOCAL = re.compile(r"[A-Za-z0-9._%+'-]{1,64}$")
-_EMAIL_DOMAIN = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.){1,8}[A-Za-z]{2,24}(?![A-Za-z0-9-])")
+_EMAIL_DOMAIN = re.compile(
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.){1,8}[A-Za-z]{2,24}(?![A-Za-z0-9-])"
+)
 
 
 def _emails(text: str) -> Iterator[Match]:
@@ -50,7 +52,9 @@ def _emails(text: str) -> Iterator[Match]:
 
 # -- numbers: cards, SSNs, phones ----------------------------------------------------------------------------
 
-_NUMBER_RUN = re.compile(r"(?<![\w.+/=-])(\+?\(?\d[\d \-.()]{5,40}\d)(?![\w/=]|[.-]\d)")
+_NUMBER_RUN = re.compile(r"\d[\d \-.()]{5,40}\d")
+_BAD_BEFORE = frozenset("_./=-")
+_BAD_AFTER = frozenset("_/=")
 _SEPARATORS = re.compile(r"[ \-.()]")
 _CONTEXT_BACK = 40
 
@@ -67,7 +71,7 @@ _NOT_CARD_WORDS = re.compile(
 _DATE = re.compile(r"^(?:\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4})$")
 _SSN_FORMAT = re.compile(r"^\d{3}-\d{2}-\d{4}$|^\d{3} \d{2} \d{4}$")
 _US_PHONE = re.compile(r"^(?:\+?1[ .-]?)?(?:\(\d{3}\) ?|\d{3}[ .-])\d{3}[ .-]\d{4}$")
-_NATIONAL_PHONE = re.compile(r"^0\d{1,4}(?:[ .-]\d{2,4}){1,4}$|^0\d{9,10}$")
+_NATIONAL_PHONE = re.compile(r"^0\d{1,4}(?:[ .-]\d{2,8}){1,4}$|^0\d{9,10}$")
 _INTL_PHONE = re.compile(r"^\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?)(?:[ .-]?\d{2,4}){1,5}$")
 
 
@@ -120,10 +124,18 @@ def _ssn_valid(digits: str) -> bool:
 
 
 def _classify_number(text: str, start: int, raw: str) -> str | None:
+    if len(raw) < 9:  # fewer than 9 characters cannot hold a phone, SSN or card number
+        return None
     digits = "".join(ch for ch in raw if ch.isdigit())
     n = len(digits)
     before = text[max(0, start - _CONTEXT_BACK) : start]
-    if _DATE.match(raw) or raw.count(".") >= 2 and "+" not in raw and " " not in raw:
+    if (
+        _DATE.match(raw)
+        or raw.count(".") >= 2
+        and "+" not in raw
+        and " " not in raw
+        and not _US_PHONE.match(raw)
+    ):
         return None  # dates, versions, dotted quads (IPs have their own rule)
     if 13 <= n <= 19 and luhn_valid(digits) and _card_brand(digits) and _card_grouping(raw):
         if not _NOT_CARD_WORDS.search(before):
@@ -148,9 +160,28 @@ _NUMBER_KIND = {"card": ("pii.card", "CARD"), "ssn": ("pii.ssn", "SSN"), "phone"
 
 
 def _numbers(text: str) -> Iterator[Match]:
+    """Cards, SSNs and phones from one pass over digit runs (the run regex starts with a digit, so `re` can
+    skip quickly to candidates; a leading `+` or `(` and the neighbours are checked here)."""
+    n = len(text)
     for m in _NUMBER_RUN.finditer(text):
-        raw = m.group(1)
-        start = m.start(1)
+        start, end = m.start(), m.end()
+        if start > 0 and text[start - 1] in "(+":
+            start -= 1
+            if start > 0 and text[start] == "(" and text[start - 1] == "+":
+                start -= 1
+        prev = text[start - 1] if start > 0 else " "
+        nxt = text[end] if end < n else " "
+        raw = text[start:end]
+        if raw.count(".") == 3 and raw.replace(".", "").isdigit() and not (prev.isalnum() or prev in "._"):
+            if not (nxt.isalnum() or nxt == "." and end + 1 < n and text[end + 1].isdigit()):
+                if _ipv4_reportable(text, start, raw):
+                    yield Match("pii.ip", "IP", start, end)
+            continue
+        if prev.isalnum() or prev in _BAD_BEFORE or nxt.isalnum() or nxt in _BAD_AFTER:
+            continue
+        if nxt in ".-" and end + 1 < n and text[end + 1].isdigit():
+            continue
+        raw = text[start:end]
         if raw.startswith("(") and ")" not in raw:
             raw, start = raw[1:], start + 1
         while raw.endswith(")") and raw.count(")") > raw.count("("):
@@ -163,7 +194,9 @@ def _numbers(text: str) -> Iterator[Match]:
 
 # -- IBAN ----------------------------------------------------------------------------------------------------
 
-_IBAN = re.compile(r"(?<![A-Za-z0-9])([A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?)(?![A-Za-z0-9])")
+_IBAN = re.compile(
+    r"(?<![A-Za-z0-9])([A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?)(?![A-Za-z0-9])"
+)
 IBAN_LENGTHS = {
     "AD": 24, "AE": 23, "AT": 20, "BE": 16, "BG": 22, "BH": 22, "BR": 29, "CH": 21, "CY": 28, "CZ": 24,
     "DE": 22, "DK": 18, "EE": 20, "ES": 24, "FI": 18, "FR": 27, "GB": 22, "GI": 23, "GR": 27, "HR": 21,
@@ -181,36 +214,43 @@ def iban_valid(compact: str) -> bool:
     return int(number) % 97 == 1
 
 
+_IBAN_START = re.compile(r"[A-Z][A-Z]\d\d")
+
+
 def _ibans(text: str) -> Iterator[Match]:
-    for m in _IBAN.finditer(text):
+    for start in _IBAN_START.finditer(text):
+        m = _IBAN.match(text, start.start())
+        if m is None:
+            continue
         if iban_valid(m.group(1).replace(" ", "")):
             yield Match("pii.iban", "IBAN", m.start(1), m.end(1))
 
 
 # -- IP addresses ----------------------------------------------------------------------------------------------
 
-_IPV4 = re.compile(r"(?<![\w.])(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})(?![\w]|\.\d)")
 _IPV6 = re.compile(r"(?<![\w:])((?:[0-9A-Fa-f]{1,4}:){1,7}(?::|(?::?[0-9A-Fa-f]{1,4}){1,7}))(?![\w:])")
-_VERSION_WORDS = re.compile(r"(?:version|ver|v|release|build|oid)\W{0,2}$", re.IGNORECASE)
+_IPV6_HINT = re.compile(r"[0-9A-Fa-f]::?[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:")
+_VERSION_WORDS = re.compile(r"\b(?:version|ver|v|release|build|oid)\W{0,2}$", re.IGNORECASE)
 
 
 def _ip_reportable(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return not (address.is_loopback or address.is_unspecified)
 
 
+def _ipv4_reportable(text: str, start: int, raw: str) -> bool:
+    if _VERSION_WORDS.search(text, max(0, start - 12), start):
+        return False
+    try:
+        return _ip_reportable(ipaddress.IPv4Address(raw))
+    except ValueError:
+        return False
+
+
 def _ips(text: str) -> Iterator[Match]:
-    if "." in text:
-        for m in _IPV4.finditer(text):
-            if _VERSION_WORDS.search(text, max(0, m.start() - 12), m.start()):
-                continue
-            try:
-                address = ipaddress.IPv4Address(m.group(1))
-            except ValueError:
-                continue
-            if _ip_reportable(address):
-                yield Match("pii.ip", "IP", m.start(1), m.end(1))
-    if "::" in text or text.count(":") >= 7:
-        for m in _IPV6.finditer(text):
+    """IPv6 (IPv4 comes out of the digit runs in `_numbers`)."""
+    for hint in _IPV6_HINT.finditer(text):
+        m = _IPV6.search(text, max(0, hint.start() - 40), hint.end() + 40)
+        if m is not None:
             candidate = m.group(1)
             if candidate.count(":") < 2:
                 continue
@@ -259,7 +299,9 @@ class _SecretPattern:
 _SECRETS: tuple[_SecretPattern, ...] = (
     _SecretPattern(
         ("sk-",),
-        re.compile(r"(?<![\w-])sk-(?:ant-[a-z0-9]{2,10}-|proj-|svcacct-|admin-|or-v1-)?[A-Za-z0-9_-]{20,200}"),
+        re.compile(
+            r"(?<![\w-])sk-(?:ant-[a-z0-9]{2,10}-|proj-|svcacct-|admin-|or-v1-)?[A-Za-z0-9_-]{20,200}"
+        ),
         _mixed,
     ),
     _SecretPattern(("sk_", "rk_"), re.compile(r"(?<![\w])[sr]k_(?:live|test)_[A-Za-z0-9]{16,120}"), _mixed),
@@ -268,7 +310,9 @@ _SECRETS: tuple[_SecretPattern, ...] = (
         re.compile(r"(?<![A-Z0-9])(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|AIPA)[A-Z0-9]{16}(?![A-Za-z0-9])"),
     ),
     _SecretPattern(("AIza",), re.compile(r"(?<![\w-])AIza[0-9A-Za-z_-]{35}(?![\w-])")),
-    _SecretPattern(("gh", "github_pat_"), re.compile(r"(?<![\w])(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_\w{22,255})")),
+    _SecretPattern(
+        ("gh", "github_pat_"), re.compile(r"(?<![\w])(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_\w{22,255})")
+    ),
     _SecretPattern(("xox",), re.compile(r"(?<![\w])xox[abposr]-[A-Za-z0-9-]{10,200}"), _mixed),
     _SecretPattern(("glpat-",), re.compile(r"(?<![\w])glpat-[A-Za-z0-9_-]{20,}")),
     _SecretPattern(("hf_",), re.compile(r"(?<![\w])hf_[A-Za-z]{30,40}(?![\w])")),
@@ -319,12 +363,20 @@ def _secrets(text: str, lowered: str) -> Iterator[Match]:
 
 # -- all together ------------------------------------------------------------------------------------------------
 
-PRIORITY = {"pii.secret": 0, "pii.card": 1, "pii.iban": 2, "pii.ssn": 3, "pii.email": 4, "pii.ip": 5, "pii.phone": 6}
+PRIORITY = {
+    "pii.secret": 0,
+    "pii.card": 1,
+    "pii.iban": 2,
+    "pii.ssn": 3,
+    "pii.email": 4,
+    "pii.ip": 5,
+    "pii.phone": 6,
+}
 
 
 def resolve_overlaps(matches: list[Match]) -> list[Match]:
-    """Keep non-overlapping matches: the earliest, then the longest, then the higher-priority rule."""
-    ordered = sorted(matches, key=lambda m: (m.start, -(m.end - m.start), PRIORITY.get(m.rule, 9)))
+    """Keep non-overlapping matches: the earliest, then the higher-priority rule, then the longest."""
+    ordered = sorted(matches, key=lambda m: (m.start, PRIORITY.get(m.rule, 9), -(m.end - m.start)))
     kept: list[Match] = []
     for m in ordered:
         if kept and m.start < kept[-1].end:

@@ -227,7 +227,45 @@ def _v4_usage_rollups(db: pw.Database, migrator: SchemaMigrator) -> None:
         UsageTagHourly.insert_many(chunk).execute()
 
 
-MIGRATIONS: list[Migration] = [_v1_create_calls, _v2_session_indexes, _v3_call_details, _v4_usage_rollups]
+def _v5_coarser_rollups(db: pw.Database, migrator: SchemaMigrator) -> None:
+    """Two coarser copies of `usage_hourly` for fast reads: per UTC hour and source, per UTC day and
+    source, model and provider; built from `usage_hourly`."""
+    names = list(_V4_MEASURES)
+    columns = ", ".join(f'"{m}"' for m in names)
+    typed = ", ".join(
+        f'"{m}" {"DOUBLE PRECISION" if isinstance(db, pw.PostgresqlDatabase) else "REAL"} NOT NULL DEFAULT 0'
+        if m.endswith("_usd")
+        else f'"{m}" BIGINT NOT NULL DEFAULT 0'
+        for m in names
+    )
+    summed = ", ".join(f'SUM("{m}")' for m in names)
+    db.execute_sql(
+        f'CREATE TABLE "usage_hourly_source" ("bucket" BIGINT NOT NULL, "source" TEXT NOT NULL, {typed}, '
+        'PRIMARY KEY ("bucket", "source"))'
+    )
+    db.execute_sql(
+        f'CREATE TABLE "usage_daily" ("day" BIGINT NOT NULL, "source" TEXT NOT NULL, "model" TEXT NOT NULL, '
+        f'"provider" TEXT NOT NULL, {typed}, PRIMARY KEY ("day", "source", "model", "provider"))'
+    )
+    db.execute_sql(
+        f'INSERT INTO "usage_hourly_source" ("bucket", "source", {columns}) '
+        f'SELECT "bucket", "source", {summed} FROM "usage_hourly" GROUP BY "bucket", "source"'
+    )
+    day = '("bucket" / 86400) * 86400'
+    db.execute_sql(
+        f'INSERT INTO "usage_daily" ("day", "source", "model", "provider", {columns}) '
+        f'SELECT {day}, "source", "model", "provider", {summed} FROM "usage_hourly" '
+        f'GROUP BY {day}, "source", "model", "provider"'
+    )
+
+
+MIGRATIONS: list[Migration] = [
+    _v1_create_calls,
+    _v2_session_indexes,
+    _v3_call_details,
+    _v4_usage_rollups,
+    _v5_coarser_rollups,
+]
 
 
 def latest_version(migrations: list[Migration] | None = None) -> int:

@@ -108,7 +108,67 @@ class SchemaVersion(BaseModel):
         table_name = "schema_version"
 
 
-MODELS: tuple[type[BaseModel], ...] = (Call, CallBody, SchemaVersion)
+class UsageHourly(BaseModel):
+    """Usage of one UTC hour (`bucket`, epoch seconds) per source, model ("" for none) and provider.
+
+    Maintained by `Store.insert_calls` (see `tokenlens.store.rollups`); the measures are the names of
+    `tokenlens.store.rollups.MEASURES`, all sums.
+    """
+
+    bucket = pw.BigIntegerField()
+    source = pw.TextField()
+    model = pw.TextField()
+    provider = pw.TextField()
+    calls = pw.BigIntegerField(default=0)
+    unpriced_calls = pw.BigIntegerField(default=0)
+    blocked_calls = pw.BigIntegerField(default=0)
+    error_calls = pw.BigIntegerField(default=0)
+    cached_calls = pw.BigIntegerField(default=0)
+    cost_usd = pw.DoubleField(default=0)
+    saved_usd = pw.DoubleField(default=0)
+    input_cost_usd = pw.DoubleField(default=0)
+    output_cost_usd = pw.DoubleField(default=0)
+    cache_read_cost_usd = pw.DoubleField(default=0)
+    cache_write_cost_usd = pw.DoubleField(default=0)
+    input_tokens = pw.BigIntegerField(default=0)
+    output_tokens = pw.BigIntegerField(default=0)
+    cache_read_tokens = pw.BigIntegerField(default=0)
+    cache_write_tokens = pw.BigIntegerField(default=0)
+    reasoning_tokens = pw.BigIntegerField(default=0)
+    waste_tokens = pw.BigIntegerField(default=0)
+    maxtok_calls = pw.BigIntegerField(default=0)
+    maxtok_sum = pw.BigIntegerField(default=0)
+    maxtok_output_tokens = pw.BigIntegerField(default=0)
+    rated_calls = pw.BigIntegerField(default=0)
+    simple_calls = pw.BigIntegerField(default=0)
+    simple_cost_usd = pw.DoubleField(default=0)
+    simple_input_tokens = pw.BigIntegerField(default=0)
+    simple_output_tokens = pw.BigIntegerField(default=0)
+    simple_cache_read_tokens = pw.BigIntegerField(default=0)
+    simple_cache_write_tokens = pw.BigIntegerField(default=0)
+
+    class Meta:
+        table_name = "usage_hourly"
+        primary_key = pw.CompositeKey("bucket", "source", "model", "provider")
+
+
+class UsageTagHourly(BaseModel):
+    """Usage of one UTC hour per tag key and value (a call counts once under each of its tags)."""
+
+    bucket = pw.BigIntegerField()
+    tag_key = pw.TextField()
+    tag_value = pw.TextField()
+    calls = pw.BigIntegerField(default=0)
+    cost_usd = pw.DoubleField(default=0)
+    input_tokens = pw.BigIntegerField(default=0)
+    output_tokens = pw.BigIntegerField(default=0)
+
+    class Meta:
+        table_name = "usage_tag_hourly"
+        primary_key = pw.CompositeKey("tag_key", "bucket", "tag_value")
+
+
+MODELS: tuple[type[BaseModel], ...] = (Call, CallBody, SchemaVersion, UsageHourly, UsageTagHourly)
 
 
 def bind_model[M: pw.Model](model: type[M], db: pw.Database) -> type[M]:

@@ -22,6 +22,7 @@ from tokenlens.records import CALL_FIELDS, CallRecord, new_call_id, parse_iso
 from tokenlens.store.db import StoreLocation
 from tokenlens.store.migrations import apply_migrations, current_version, latest_version
 from tokenlens.store.models import bind_model, bind_models, record_to_values, row_to_record
+from tokenlens.store.rollups import add_to_rollups, sums
 from tokenlens.usage import Usage
 
 if TYPE_CHECKING:
@@ -423,15 +424,23 @@ class Store:
 
     # ------------------------------------------------------------------------------------------ writes
 
-    def _bulk_insert(self, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
+    def _bulk_insert(
+        self,
+        table: str,
+        columns: Sequence[str],
+        rows: Sequence[tuple[Any, ...]],
+        *,
+        returning: str | None = None,
+    ) -> set[Any] | None:
         """INSERT ... ON CONFLICT DO NOTHING of many rows, on the current connection.
 
         The hot path of the writer: building the statement with peewee's query builder costs ~0.2 ms per
         row of Python, so the SQL is written once here (same table and columns as the models) and run with
-        the driver's bulk execution.
+        the driver's bulk execution. With `returning` (PostgreSQL only), the values of that column for the
+        rows actually inserted.
         """
         if not rows:
-            return
+            return set() if returning else None
         names = ", ".join(f'"{c}"' for c in columns)
         one = "(" + ", ".join([self.db.param] * len(columns)) + ")"
         with _DRIVER_ERRORS:  # raise peewee's exception classes, as the query builder does
@@ -440,16 +449,33 @@ class Store:
                 cursor.executemany(
                     f'INSERT INTO "{table}" ({names}) VALUES {one} ON CONFLICT DO NOTHING', rows
                 )
-                return
+                return None
+            inserted: set[Any] = set()
+            suffix = f' RETURNING "{returning}"' if returning else ""
             for chunk in pw.chunked(rows, _INSERT_CHUNK):
                 values = ", ".join([one] * len(chunk))
                 flat = [value for row in chunk for value in row]
                 cursor.execute(
-                    f'INSERT INTO "{table}" ({names}) VALUES {values} ON CONFLICT DO NOTHING', flat
+                    f'INSERT INTO "{table}" ({names}) VALUES {values} ON CONFLICT DO NOTHING{suffix}', flat
                 )
+                if returning:
+                    inserted.update(row[0] for row in cursor.fetchall())
+            return inserted if returning else None
+
+    def _stored_ids(self, ids: Sequence[str]) -> set[str]:
+        """Ids among `ids` already in the call table (on the current connection)."""
+        found: set[str] = set()
+        for chunk in pw.chunked(list(ids), 500):
+            sql = 'SELECT "id" FROM "call" WHERE "id" IN (' + ", ".join([self.db.param] * len(chunk)) + ")"
+            found.update(str(row[0]) for row in self.db.execute_sql(sql, list(chunk)).fetchall())
+        return found
 
     def insert_calls(self, records: Sequence[CallRecord], store_bodies: bool = True) -> None:
-        """Insert records in one transaction; a record whose id is already stored is ignored."""
+        """Insert records in one transaction; a record whose id is already stored is ignored.
+
+        The usage rollups (`tokenlens.store.rollups`) get the calls actually inserted, in the same
+        transaction.
+        """
         if not records:
             return
         rows = [record_to_values(r) for r in records]
@@ -459,8 +485,18 @@ class Store:
                 if r.request_body is not None or r.response_body is not None:
                     bodies.append((r.id, r.request_body, r.response_body))
         with self.connection(), self.write_transaction():
-            self._bulk_insert("call", CALL_FIELDS, rows)
+            sqlite = isinstance(self.db, pw.SqliteDatabase)
+            # SQLite: the IMMEDIATE transaction holds the write lock, so the ids seen here are exact.
+            known = self._stored_ids([r.id for r in records]) if sqlite else set()
+            inserted = self._bulk_insert("call", CALL_FIELDS, rows, returning=None if sqlite else "id")
             self._bulk_insert("call_body", ("call_id", "request_body", "response_body"), bodies)
+            fresh: dict[str, CallRecord] = {}
+            for r in records:  # the first of several records with one id is the one inserted
+                if r.id in fresh or r.id in known or (inserted is not None and r.id not in inserted):
+                    continue
+                fresh[r.id] = r
+            with _DRIVER_ERRORS:
+                add_to_rollups(self.db, fresh.values())
 
     def existing_ids(self, ids: Iterable[str]) -> set[str]:
         call_model = self.models.Call
@@ -613,6 +649,8 @@ class Store:
     def kpi(self, days: int, tz: tzinfo) -> dict[str, Any]:
         """Totals over the last `days` calendar days in `tz`, today included (SPEC `/api/usage/kpi`).
 
+        Answered from the hourly rollups.
+
         `unpriced_calls` counts calls with no cost that needed one: outcome "ok", or any call that reported
         tokens. Blocked and failed calls without usage cost nothing and are not unpriced.
         """
@@ -621,33 +659,11 @@ class Store:
         current = today(tz)
         start = day_start(current - timedelta(days=days - 1), tz)
         end = day_start(current + timedelta(days=1), tz)
-        call = self.models.Call
-
-        def count_if(condition: pw.Expression) -> pw.Function:
-            return pw.fn.SUM(pw.Case(None, [(condition, 1)], 0))
-
-        unpriced = call.cost_usd.is_null() & (
-            (call.outcome == "ok") | (call.input_tokens > 0) | (call.output_tokens > 0)
-        )
-        query = call.select(
-            pw.fn.COUNT(call.id).alias("calls"),
-            pw.fn.SUM(call.cost_usd).alias("total_cost_usd"),
-            pw.fn.SUM(call.saved_usd).alias("total_saved_usd"),
-            pw.fn.SUM(call.input_tokens).alias("input_tokens"),
-            pw.fn.SUM(call.output_tokens).alias("output_tokens"),
-            pw.fn.SUM(call.cache_read_tokens).alias("cache_read_tokens"),
-            pw.fn.SUM(call.cache_write_tokens).alias("cache_write_tokens"),
-            pw.fn.SUM(call.reasoning_tokens).alias("reasoning_tokens"),
-            count_if(unpriced).alias("unpriced_calls"),
-            count_if(call.outcome == "blocked").alias("blocked_calls"),
-            count_if(call.outcome == "error").alias("error_calls"),
-            count_if(call.outcome == "cached").alias("cached_calls"),
-        ).where((call.ts >= start) & (call.ts < end))
         with self.connection():
-            row = _dict_rows(query)[0]
+            row = sums(self.db, [start, end])[0].get((), {})
         out: dict[str, Any] = {
-            "total_cost_usd": _money(row["total_cost_usd"]),
-            "total_saved_usd": _money(row["total_saved_usd"]),
+            "total_cost_usd": _money(row.get("cost_usd")),
+            "total_saved_usd": _money(row.get("saved_usd")),
         }
         for name in (
             "calls",
@@ -661,7 +677,7 @@ class Store:
             "error_calls",
             "cached_calls",
         ):
-            out[name] = int(row[name] or 0)
+            out[name] = int(row.get(name) or 0)
         out["days"] = days
         out["since"] = (current - timedelta(days=days - 1)).isoformat()
         return out

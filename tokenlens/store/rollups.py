@@ -29,6 +29,11 @@ SIMPLE_COMPLEXITY = 3  # complexity 0..3 counts as "simple" (right-sizing eviden
 HOURLY_TABLE = "usage_hourly"
 TAG_TABLE = "usage_tag_hourly"
 HOURLY_KEY = ("bucket", "source", "model", "provider")
+SOURCE_TABLE = "usage_hourly_source"  # the same measures per UTC hour and source
+SOURCE_KEY = ("bucket", "source")
+DAILY_TABLE = "usage_daily"  # the same measures per UTC day (`day`: epoch of 00:00 UTC) and dims
+DAILY_KEY = ("day", "source", "model", "provider")
+DAY = 86400
 TAG_KEY = ("bucket", "tag_key", "tag_value")
 
 # measure -> SQL aggregate over the raw `call` table (the same definitions as `_increments` below)
@@ -191,7 +196,22 @@ def _upsert(
 def add_to_rollups(db: pw.Database, records: Iterable[CallRecord]) -> None:
     """Add newly inserted calls to the rollups (call inside the insert's transaction)."""
     hourly, tagged = accumulate(records)
+    per_source: dict[tuple[Any, ...], list[float]] = {}
+    per_day: dict[tuple[Any, ...], list[float]] = {}
+    for (bucket, source, model, provider), values in hourly.items():
+        for target, key in (
+            (per_source, (bucket, source)),
+            (per_day, (bucket // DAY * DAY, source, model, provider)),
+        ):
+            row = target.get(key)
+            if row is None:
+                target[key] = list(values)
+            else:
+                for i, value in enumerate(values):
+                    row[i] += value
     _upsert(db, HOURLY_TABLE, HOURLY_KEY, MEASURES, hourly)
+    _upsert(db, SOURCE_TABLE, SOURCE_KEY, MEASURES, per_source)
+    _upsert(db, DAILY_TABLE, DAILY_KEY, MEASURES, per_day)
     _upsert(db, TAG_TABLE, TAG_KEY, TAG_MEASURES, tagged)
 
 
@@ -237,26 +257,42 @@ def sums(
     cut, pieces = _pieces(edges)
     first, last = -(-int(edges[0]) // HOUR) * HOUR, floor_hour(edges[-1])
     by_bucket = intervals > 1
-    group = (["bucket"] if by_bucket else []) + list(dims)
-    select = ", ".join([*(f'"{g}"' for g in group), *(f'SUM("{m}")' for m in MEASURES)])
-    conditions = ['"bucket" >= ' + p, '"bucket" < ' + p]
-    params: list[Any] = [first, last]
-    for column, value in (where or {}).items():
-        conditions.append(f'"{column}" = {p}')
-        params.append(value)
-    if cut:
-        conditions.append('"bucket" NOT IN (' + ", ".join([p] * len(cut)) + ")")
-        params.extend(cut)
-    sql = f'SELECT {select} FROM "{HOURLY_TABLE}" WHERE {" AND ".join(conditions)}'
-    if group:
-        sql += " GROUP BY " + ", ".join(f'"{g}"' for g in group)
-    width = len(group)
-    for row in _fetch(db, sql, params) if first < last else []:
-        if row[width] is None:
-            continue  # SUM over no rows (no GROUP BY)
-        index = bisect_right(edges, row[0]) - 1 if by_bucket else 0
-        key = tuple(row[1 if by_bucket else 0 : width])
-        _merge(out[index], key, row[width:])
+    source_only = set(dims) <= {"source"} and set(where or {}) <= {"source"}
+    # (table, time column, lo, hi): the rollup ranges read; a single range uses whole UTC days where it can
+    ranges: list[tuple[str, str, int, int]] = []
+    hourly = SOURCE_TABLE if source_only else HOURLY_TABLE
+    if by_bucket:
+        ranges.append((hourly, "bucket", first, last))
+    else:
+        day_lo, day_hi = -(-first // DAY) * DAY, last // DAY * DAY
+        if day_lo < day_hi:
+            ranges += [(hourly, "bucket", first, day_lo), (DAILY_TABLE, "day", day_lo, day_hi)]
+            ranges.append((hourly, "bucket", day_hi, last))
+        else:
+            ranges.append((hourly, "bucket", first, last))
+    width = (1 if by_bucket else 0) + len(dims)
+    for table, column, lo, hi in ranges:
+        if lo >= hi:
+            continue
+        group = ([column] if by_bucket else []) + list(dims)
+        select = ", ".join([*(f'"{g}"' for g in group), *(f'SUM("{m}")' for m in MEASURES)])
+        conditions = [f'"{column}" >= {p}', f'"{column}" < {p}']
+        params: list[Any] = [lo, hi]
+        for name, value in (where or {}).items():
+            conditions.append(f'"{name}" = {p}')
+            params.append(value)
+        if cut and column == "bucket":
+            conditions.append('"bucket" NOT IN (' + ", ".join([p] * len(cut)) + ")")
+            params.extend(cut)
+        sql = f'SELECT {select} FROM "{table}" WHERE {" AND ".join(conditions)}'
+        if group:
+            sql += " GROUP BY " + ", ".join(f'"{g}"' for g in group)
+        for row in _fetch(db, sql, params):
+            if row[width] is None:
+                continue  # SUM over no rows (no GROUP BY)
+            index = bisect_right(edges, row[0]) - 1 if by_bucket else 0
+            key = tuple(row[1 if by_bucket else 0 : width])
+            _merge(out[index], key, row[width:])
     if pieces:
         raw_dims = [("COALESCE(model, '')" if d == "model" else d) for d in dims]
         raw_select = ", ".join([*raw_dims, *(f"{expr}" for expr in RAW_MEASURES.values())])

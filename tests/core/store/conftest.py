@@ -73,7 +73,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         url = require_pg(request.getfixturevalue("pg_url"))
         opened = open_store(url, tmp_path)
         with opened.connection():
-            opened.db.execute_sql('TRUNCATE "call", "call_body"')
+            opened.db.execute_sql(
+                'TRUNCATE "call", "call_body", "usage_hourly", "usage_tag_hourly", "usage_hourly_source", "usage_daily"'
+            )
     yield opened
     opened.close()
 

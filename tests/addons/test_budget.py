@@ -1,0 +1,213 @@
+"""The budget gate with mitmproxy's test flows: admission, the SPEC 8 answer, settlement, fail closed/open."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from mitmproxy import flow as mflow
+from mitmproxy import http
+from mitmproxy.test import taddons
+
+from mitm_helpers import gateway_flow
+from tokenlens.addons._flowstate import exchange_of
+from tokenlens.addons.budget import BudgetCheck
+from tokenlens.addons.ingress import Ingress
+from tokenlens.addons.recorder import Recorder
+from tokenlens.addons.routing import ModelRouter
+from tokenlens.app import AppDeps
+from tokenlens.config import parse_settings
+from tokenlens.controls import Ledger
+
+NOON = datetime(2026, 3, 10, 12, 0, tzinfo=UTC).timestamp()
+# my-model: $1 per million input tokens, $1000 per million output tokens (so output dominates)
+PRICING = {"my-model": {"input": 1.0, "output": 1000.0}}
+PATHS = {
+    "openai": "/proxy/openai/v1/chat/completions",
+    "anthropic": "/proxy/anthropic/v1/messages",
+    "google": "/proxy/google/v1beta/models/my-model:generateContent",
+}
+
+
+class Clock:
+    def __init__(self, now: float = NOON) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def body(provider: str, max_tokens: int) -> dict[str, Any]:
+    if provider == "google":
+        return {
+            "contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+            "generationConfig": {"maxOutputTokens": max_tokens},
+        }
+    return {"model": "my-model", "max_tokens": max_tokens, "messages": [{"role": "user", "content": "hi"}]}
+
+
+def configure(deps: AppDeps, clock: Clock, **sections: Any) -> Ledger:
+    deps.settings.replace(
+        parse_settings(
+            {
+                "providers": {
+                    "openai": {"upstream": "https://api.openai.com"},
+                    "anthropic": {"upstream": "https://api.anthropic.com", "format": "anthropic"},
+                    "google": {"upstream": "https://generativelanguage.googleapis.com", "format": "google"},
+                },
+                "pricing": PRICING,
+                "timezone": "UTC",
+                **sections,
+            }
+        )
+    )
+    ledger = Ledger(deps.settings, clock, publish=deps.bus.publish)
+    deps.ledger = ledger
+    deps.record_listeners.append(ledger.settle)
+    return ledger
+
+
+def flow_for(
+    deps: AppDeps, provider: str = "openai", max_tokens: int = 1000, source: str = "t"
+) -> http.HTTPFlow:
+    flow = gateway_flow(PATHS[provider], body(provider, max_tokens), {"X-TokenLens-Source": source})
+    Ingress(deps).request(flow)
+    assert exchange_of(flow) is not None
+    return flow
+
+
+def answer_ok(flow: http.HTTPFlow, output_tokens: int) -> None:
+    usage = {"prompt_tokens": 10, "completion_tokens": output_tokens, "total_tokens": 10 + output_tokens}
+    flow.response = http.Response.make(
+        200,
+        json.dumps({"id": "x", "model": "my-model", "choices": [], "usage": usage}),
+        {"content-type": "application/json"},
+    )
+
+
+def test_calls_within_the_daily_cap_pass_and_the_next_one_gets_a_429(deps: AppDeps) -> None:
+    clock = Clock()
+    # each call reserves >= 1000 output tokens at $1000/M = $1.00; the cap fits two
+    configure(deps, clock, budgets={"daily_usd": 2.5})
+    gate = BudgetCheck(deps, ModelRouter(deps))
+    first, second, third = (flow_for(deps) for _ in range(3))
+    gate.request(first)
+    gate.request(second)
+    assert first.response is None and second.response is None
+    gate.request(third)
+    assert third.response is not None and third.response.status_code == 429
+    headers = third.response.headers
+    assert headers["x-should-retry"] == "false" and headers["x-tokenlens-blocked-by"] == "budget"
+    assert int(headers["retry-after"]) == 12 * 3600  # noon UTC to midnight UTC
+    error = json.loads(third.response.content or b"")["error"]
+    assert error["type"] == "rate_limit_exceeded" and "daily budget" in error["message"]
+    ex = exchange_of(third)
+    assert ex is not None and (ex.outcome, ex.blocked_by) == ("blocked", "budget")
+    assert ex.details["controls"]["blocked"] == {"scope": "global", "period": "day", "metric": "usd"}
+
+
+@pytest.mark.parametrize(
+    ("provider", "check"),
+    [
+        ("anthropic", lambda e: e["type"] == "error" and e["error"]["type"] == "rate_limit_error"),
+        ("google", lambda e: e["error"]["code"] == 429 and e["error"]["status"] == "RESOURCE_EXHAUSTED"),
+    ],
+)
+def test_the_answer_is_in_the_calling_providers_format(deps: AppDeps, provider: str, check: Any) -> None:
+    configure(deps, Clock(), budgets={"monthly_usd": 0.5})
+    flow = flow_for(deps, provider)
+    BudgetCheck(deps, ModelRouter(deps)).request(flow)
+    assert flow.response is not None and flow.response.status_code == 429
+    assert check(json.loads(flow.response.content or b""))
+    assert int(flow.response.headers["retry-after"]) == 21 * 86400 + 12 * 3600  # to April 1st, UTC
+
+
+def test_the_reservation_is_settled_with_the_real_cost_when_the_record_commits(deps: AppDeps) -> None:
+    clock = Clock()
+    ledger = configure(deps, clock, budgets={"daily_usd": 1.5})
+    gate, recorder = BudgetCheck(deps, ModelRouter(deps)), Recorder(deps)
+    first = flow_for(deps)
+    gate.request(first)
+    assert first.response is None
+    blocked = flow_for(deps)
+    gate.request(blocked)
+    assert blocked.response is not None  # $1 reserved + $1 > $1.5
+    answer_ok(first, output_tokens=100)  # real cost: (10 * 1 + 100 * 1000) / 1e6 = $0.10001
+    gate.response(first)
+    recorder.response(first)
+    recorder.response(blocked)
+    assert deps.writer.flush()
+    (cap,) = ledger.status()["caps"]
+    assert cap["spent_usd"] == pytest.approx((10 * 1.0 + 100 * 1000.0) / 1e6)
+    assert cap["reserved_usd"] == 0 and ledger.in_flight() == 0
+    later = flow_for(deps)
+    gate.request(later)
+    assert later.response is None
+
+
+def test_an_aborted_call_is_settled_by_its_error_record(deps: AppDeps) -> None:
+    ledger = configure(deps, Clock(), budgets={"daily_usd": 1.5})
+    gate, recorder = BudgetCheck(deps, ModelRouter(deps)), Recorder(deps)
+    flow = flow_for(deps)
+    gate.request(flow)
+    assert ledger.in_flight() == 1
+    flow.error = mflow.Error("client disconnected")
+    gate.error(flow)
+    recorder.error(flow)
+    assert deps.writer.flush()
+    assert ledger.in_flight() == 0
+
+
+def test_the_period_boundary_resets_the_cap(deps: AppDeps) -> None:
+    clock = Clock(datetime(2026, 3, 10, 23, 59, 30, tzinfo=UTC).timestamp())
+    configure(deps, clock, budgets={"daily_usd": 1.5})
+    gate = BudgetCheck(deps, ModelRouter(deps))
+    gate.request(flow_for(deps))
+    refused = flow_for(deps)
+    gate.request(refused)
+    assert refused.response is not None and refused.response.headers["retry-after"] == "30"
+    clock.now += 30
+    admitted = flow_for(deps)
+    gate.request(admitted)
+    assert admitted.response is None
+
+
+def test_no_caps_means_no_reservation(deps: AppDeps) -> None:
+    ledger = configure(deps, Clock())
+    flow = flow_for(deps)
+    BudgetCheck(deps, ModelRouter(deps)).request(flow)
+    assert flow.response is None and ledger.in_flight() == 0
+
+
+def test_a_broken_ledger_fails_closed_by_default(deps: AppDeps, caplog: pytest.LogCaptureFixture) -> None:
+    ledger = configure(deps, Clock(), budgets={"daily_usd": 100})
+    ledger.broken = "the spend ledger could not be loaded"
+    flow = flow_for(deps)
+    with taddons.context():
+        BudgetCheck(deps, ModelRouter(deps)).request(flow)
+    assert flow.response is not None and flow.response.status_code == 503
+    assert flow.response.headers["x-tokenlens-blocked-by"] == "budget"
+    assert "fail_open is false" in json.loads(flow.response.content or b"")["error"]["message"]
+    assert "refusing it" in caplog.text
+
+
+def test_a_broken_ledger_with_fail_open_lets_calls_through(
+    deps: AppDeps, caplog: pytest.LogCaptureFixture
+) -> None:
+    ledger = configure(deps, Clock(), budgets={"daily_usd": 100, "fail_open": True})
+    ledger.broken = "the spend ledger could not be loaded"
+    flow = flow_for(deps)
+    with taddons.context():
+        BudgetCheck(deps, ModelRouter(deps)).request(flow)
+    assert flow.response is None
+    assert "letting it through" in caplog.text
+
+
+def test_a_budget_event_is_published_when_a_cap_refuses_a_call(deps: AppDeps) -> None:
+    configure(deps, Clock(), budgets={"daily_usd": 0.5})
+    with deps.bus.subscribe() as sub:
+        BudgetCheck(deps, ModelRouter(deps)).request(flow_for(deps))
+        messages = [sub.get(timeout=1), sub.get(timeout=1)]
+    assert [(m["type"], m["data"]["threshold"]) for m in messages if m] == [("budget", 80), ("budget", 100)]

@@ -1,0 +1,201 @@
+"""The quota gate: kill switches, per-source and per-model caps, with mitmproxy's test flows."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from mitmproxy import http
+from mitmproxy.test import taddons
+
+from mitm_helpers import gateway_flow
+from tokenlens.addons._flowstate import exchange_of
+from tokenlens.addons.budget import BudgetCheck
+from tokenlens.addons.ingress import Ingress
+from tokenlens.addons.quota import QuotaCheck
+from tokenlens.addons.routing import ModelRouter
+from tokenlens.app import AppDeps
+from tokenlens.config import parse_settings
+from tokenlens.controls import Ledger
+
+# The same helpers as test_budget.py (test modules cannot import each other under importlib mode).
+NOON = datetime(2026, 3, 10, 12, 0, tzinfo=UTC).timestamp()
+# my-model: $1 per million input tokens, $1000 per million output tokens (so output dominates)
+PRICING = {"my-model": {"input": 1.0, "output": 1000.0}}
+PATHS = {
+    "openai": "/proxy/openai/v1/chat/completions",
+    "anthropic": "/proxy/anthropic/v1/messages",
+    "google": "/proxy/google/v1beta/models/my-model:generateContent",
+}
+
+
+class Clock:
+    def __init__(self, now: float = NOON) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def body(provider: str, max_tokens: int) -> dict[str, Any]:
+    if provider == "google":
+        return {
+            "contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+            "generationConfig": {"maxOutputTokens": max_tokens},
+        }
+    return {"model": "my-model", "max_tokens": max_tokens, "messages": [{"role": "user", "content": "hi"}]}
+
+
+def configure(deps: AppDeps, clock: Clock, **sections: Any) -> Ledger:
+    deps.settings.replace(
+        parse_settings(
+            {
+                "providers": {
+                    "openai": {"upstream": "https://api.openai.com"},
+                    "anthropic": {"upstream": "https://api.anthropic.com", "format": "anthropic"},
+                    "google": {"upstream": "https://generativelanguage.googleapis.com", "format": "google"},
+                },
+                "pricing": PRICING,
+                "timezone": "UTC",
+                **sections,
+            }
+        )
+    )
+    ledger = Ledger(deps.settings, clock, publish=deps.bus.publish)
+    deps.ledger = ledger
+    deps.record_listeners.append(ledger.settle)
+    return ledger
+
+
+def flow_for(
+    deps: AppDeps, provider: str = "openai", max_tokens: int = 1000, source: str = "t"
+) -> http.HTTPFlow:
+    flow = gateway_flow(PATHS[provider], body(provider, max_tokens), {"X-TokenLens-Source": source})
+    Ingress(deps).request(flow)
+    assert exchange_of(flow) is not None
+    return flow
+
+
+def gates(deps: AppDeps) -> tuple[BudgetCheck, QuotaCheck]:
+    router = ModelRouter(deps)
+    return BudgetCheck(deps, router), QuotaCheck(deps, router)
+
+
+def run(deps: AppDeps, source: str = "agent", provider: str = "openai", **kw: Any) -> Any:
+    flow = flow_for(deps, provider, source=source, **kw)
+    budget, quota = gates(deps)
+    budget.request(flow)
+    if flow.response is None:
+        quota.request(flow)
+    return flow
+
+
+def test_a_killed_source_gets_403_in_its_providers_format(deps: AppDeps) -> None:
+    configure(deps, Clock(), quotas={"kill_switches": ["agent"]})
+    for provider, error_type in (
+        ("openai", lambda b: b["error"]["type"] == "permission_error"),
+        ("anthropic", lambda b: b["error"]["type"] == "permission_error"),
+        ("google", lambda b: b["error"]["status"] == "PERMISSION_DENIED"),
+    ):
+        flow = run(deps, provider=provider)
+        assert flow.response is not None and flow.response.status_code == 403
+        assert flow.response.headers["x-tokenlens-blocked-by"] == "kill_switch"
+        assert flow.response.headers["x-should-retry"] == "false"
+        assert "retry-after" not in flow.response.headers
+        assert error_type(json.loads(flow.response.content or b""))
+        ex = exchange_of(flow)
+        assert ex is not None and (ex.outcome, ex.blocked_by) == ("blocked", "kill_switch")
+    assert run(deps, source="someone-else").response is None
+
+
+def test_a_kill_switch_releases_the_budget_reservation(deps: AppDeps) -> None:
+    ledger = configure(deps, Clock(), budgets={"daily_usd": 100}, quotas={"kill_switches": ["agent"]})
+    run(deps)
+    assert ledger.in_flight() == 0
+
+
+def test_per_source_daily_calls(deps: AppDeps) -> None:
+    ledger = configure(deps, Clock(), quotas={"source_limits": [{"source": "agent", "daily_calls": 2}]})
+    assert run(deps).response is None
+    assert run(deps).response is None
+    third = run(deps)
+    assert third.response is not None and third.response.status_code == 429
+    assert third.response.headers["x-tokenlens-blocked-by"] == "quota"
+    assert third.response.headers["retry-after"] == str(12 * 3600)
+    assert "2 calls" in json.loads(third.response.content or b"")["error"]["message"]
+    assert run(deps, source="other").response is None
+    assert ledger.in_flight() == 2  # "other" has no cap: nothing reserved
+
+
+def test_per_source_usd_caps_leave_other_sources_alone(deps: AppDeps) -> None:
+    # each call reserves ~ $1 (1000 output tokens at $1000/M)
+    configure(
+        deps, Clock(), quotas={"source_limits": [{"source": "agent", "daily_usd": 1.5, "monthly_usd": 10}]}
+    )
+    assert run(deps).response is None
+    refused = run(deps)
+    assert refused.response is not None and refused.response.status_code == 429
+    assert "daily source quota of 'agent'" in json.loads(refused.response.content or b"")["error"]["message"]
+    assert run(deps, source="other").response is None
+
+
+def test_per_source_monthly_cap(deps: AppDeps) -> None:
+    configure(deps, Clock(), quotas={"source_limits": [{"source": "agent", "monthly_usd": 0.5}]})
+    refused = run(deps)
+    assert refused.response is not None and refused.response.status_code == 429
+    assert "monthly source quota" in json.loads(refused.response.content or b"")["error"]["message"]
+
+
+def test_per_model_caps_apply_to_the_model_called(deps: AppDeps) -> None:
+    configure(deps, Clock(), quotas={"model_limits": [{"model": "my-model", "daily_calls": 1}]})
+    assert run(deps, source="a").response is None
+    refused = run(deps, source="b", provider="anthropic")
+    assert refused.response is not None and refused.response.status_code == 429
+    body = json.loads(refused.response.content or b"")
+    assert (
+        body["error"]["type"] == "rate_limit_error"
+        and "model quota of 'my-model'" in body["error"]["message"]
+    )
+
+
+def test_a_quota_refusal_releases_the_budget_reservation(deps: AppDeps) -> None:
+    ledger = configure(
+        deps,
+        Clock(),
+        budgets={"daily_usd": 100},
+        quotas={"source_limits": [{"source": "agent", "daily_calls": 0}]},
+    )
+    flow = run(deps)
+    assert flow.response is not None and flow.response.status_code == 429
+    assert ledger.in_flight() == 0
+    assert ledger.status()["caps"][0]["reserved_usd"] == 0
+
+
+def test_a_broken_quota_gate_fails_closed_unless_fail_open(deps: AppDeps) -> None:
+    with taddons.context():  # the gate logs through mitmproxy
+        ledger = configure(deps, Clock(), quotas={"source_limits": [{"source": "agent", "daily_calls": 5}]})
+        ledger.broken = "broken on purpose"
+        flow = run(deps)
+        assert flow.response is not None and flow.response.status_code == 503
+        assert flow.response.headers["x-tokenlens-blocked-by"] == "quota"
+        configure(
+            deps,
+            Clock(),
+            quotas={"source_limits": [{"source": "agent", "daily_calls": 5}], "fail_open": True},
+        )
+        deps.ledger.broken = "broken on purpose"  # type: ignore[union-attr]
+        assert run(deps).response is None
+
+
+def test_config_changes_apply_to_the_next_request(deps: AppDeps) -> None:
+    configure(deps, Clock())
+    assert run(deps).response is None
+    settings = deps.settings.get()
+    import dataclasses
+
+    from tokenlens.config import Quotas
+
+    deps.settings.replace(dataclasses.replace(settings, quotas=Quotas(kill_switches=("agent",))))
+    blocked = run(deps)
+    assert blocked.response is not None and blocked.response.status_code == 403

@@ -1,0 +1,57 @@
+"""`tokenlens report` and `tokenlens digest` read the store directly."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import typer
+from typer.testing import CliRunner
+
+from tokenlens.cli.reports import register
+from tokenlens.records import CallRecord
+from tokenlens.store import open_store
+
+
+def test_report_and_digest(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("timezone: UTC\nbudgets: {monthly_usd: 100}\n")
+    store = open_store(None, tmp_path)
+    now = time.time()
+    store.insert_calls(
+        [
+            CallRecord(
+                id=f"c{i}",
+                ts=now - i * 86400,
+                provider="openai",
+                endpoint="/v1/chat/completions",
+                source="agent" if i % 2 else "batch",
+                model="gpt-4o-mini",
+                input_tokens=1000,
+                output_tokens=100,
+                cost_usd=0.5,
+                priced=True,
+            )
+            for i in range(10)
+        ],
+        store_bodies=False,
+    )
+    store.close()
+    app = typer.Typer()
+    register(app)
+    runner = CliRunner()
+    args = ["--config", str(config), "--data-dir", str(tmp_path)]
+    result = runner.invoke(app, ["report", "--days", "5", "--format", "json", *args])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["kpi"]["calls"] == 5 and data["kpi"]["total_cost_usd"] == 2.5
+    assert {s["name"]: s["calls"] for s in data["sources"]} == {"agent": 2, "batch": 3}
+    text = runner.invoke(app, ["report", "--days", "5", *args])
+    assert text.exit_code == 0 and "Spend $2.5000 over 5 calls" in text.output
+    md = runner.invoke(app, ["report", "--format", "md", *args])
+    assert md.output.startswith("# TokenLens report: last 30 days") and "| agent |" in md.output
+    digest = runner.invoke(app, ["digest", *args])
+    assert digest.exit_code == 0, digest.output
+    assert "Spend $3.5000 over 7 calls" in digest.output  # the 7 days before today
+    assert runner.invoke(app, ["report", "--format", "xml", *args]).exit_code != 0

@@ -1,0 +1,192 @@
+"""The cost watcher: daily cost alerts, new anomalies and the Sunday digest, published on the event bus.
+
+A background thread checks every `interval` seconds and shortly after each committed batch (`notify` is a
+record listener: it only sets an event). Each check, from the rollups:
+- `alert`: today's spend (configured time zone) reached `alerts.daily_cost_threshold`: once per day;
+- `anomaly`: each anomaly of yesterday or today (`tokenlens.analytics.anomalies`) not published before;
+- `digest`: on Sunday (local time), the weekly digest, once that day.
+What was published is kept in `$TOKENLENS_HOME/cost-watch.json`, so a restart does not repeat it.
+Webhooks subscribe to the bus (`tokenlens.webhooks`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from tokenlens import analytics
+from tokenlens.app import AppDeps
+from tokenlens.config import Settings, resolve_timezone
+from tokenlens.records import CallRecord
+from tokenlens.store.queries import PricerLike, day_start
+from tokenlens.store.rollups import sums
+from tokenlens.webhooks import WebhookDispatcher
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "cost-watch.json"
+SUNDAY = 6
+
+
+def pricer_of(settings: Settings, _cache: dict[int, tuple[Settings, PricerLike]] = {}) -> PricerLike:  # noqa: B006
+    """A Pricer with the settings' overrides (built once per settings object)."""
+    found = _cache.get(id(settings))
+    if found is not None and found[0] is settings:
+        return found[1]
+    from tokenlens.pricing import Pricer, from_settings
+
+    pricer = Pricer(from_settings(settings.pricing))
+    _cache.clear()
+    _cache[id(settings)] = (settings, pricer)
+    return pricer
+
+
+class CostWatcher:
+    """Publishes `alert`, `anomaly` and `digest` events (see the module docstring)."""
+
+    def __init__(
+        self,
+        deps: AppDeps,
+        *,
+        interval: float = 60.0,
+        min_gap: float = 1.0,
+        state_path: Path | None = None,
+        pricer: Callable[[Settings], PricerLike] = pricer_of,
+    ) -> None:
+        self.deps = deps
+        self.interval = interval
+        self.min_gap = min_gap
+        self.state_path = state_path if state_path is not None else deps.home / STATE_FILE
+        self.pricer = pricer
+        self._wake = threading.Event()
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.state = self._load()
+
+    # ------------------------------------------------------------------------------------------ state
+
+    def _load(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.state_path.read_text("utf-8"))
+            if isinstance(data, dict):
+                return {
+                    "alert_day": data.get("alert_day"),
+                    "digest_day": data.get("digest_day"),
+                    "anomalies": [str(k) for k in data.get("anomalies", [])],
+                }
+        except (OSError, ValueError):
+            pass
+        return {"alert_day": None, "digest_day": None, "anomalies": []}
+
+    def _save(self) -> None:
+        try:
+            tmp = self.state_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.state), "utf-8")
+            os.replace(tmp, self.state_path)
+        except OSError:
+            log.warning("could not save %s", self.state_path, exc_info=True)
+
+    # ------------------------------------------------------------------------------------------ thread
+
+    def notify(self, records: Sequence[CallRecord]) -> None:
+        """Record listener: ask for a check soon (never blocks)."""
+        self._wake.set()
+
+    def start(self) -> CostWatcher:
+        self._thread = threading.Thread(target=self._run, name="tokenlens-cost-watch", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopped.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                self.check()
+            except Exception:
+                log.exception("cost watcher check failed")
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if self._stopped.wait(self.min_gap):
+                return
+
+    # ------------------------------------------------------------------------------------------ checks
+
+    def check(self, now: float | None = None) -> list[tuple[str, dict[str, Any]]]:
+        """Run every check once; publish and return the new events."""
+        settings = self.deps.settings.get()
+        tz = resolve_timezone(settings.timezone)
+        store = self.deps.store
+        current = time.time() if now is None else now
+        today = datetime.fromtimestamp(current, tz).date()
+        events: list[tuple[str, dict[str, Any]]] = []
+        threshold = settings.alerts.daily_cost_threshold
+        if threshold is not None and self.state["alert_day"] != today.isoformat():
+            with store.connection():
+                edges = [day_start(today, tz), day_start(today + timedelta(days=1), tz)]
+                spent = sums(store.db, edges)[0].get((), {}).get("cost_usd", 0.0)
+            if spent >= threshold:
+                events.append(
+                    (
+                        "alert",
+                        {
+                            "kind": "daily_cost_threshold",
+                            "date": today.isoformat(),
+                            "spent_usd": analytics.money(spent),
+                            "threshold_usd": threshold,
+                            "timezone": settings.timezone,
+                        },
+                    )
+                )
+                self.state["alert_day"] = today.isoformat()
+        seen = set(self.state["anomalies"])
+        for anomaly in analytics.anomalies(store, 2, tz, current)["anomalies"]:
+            key = f"{anomaly['date']}|{anomaly['source'] or ''}|{anomaly['metric']}"
+            if key not in seen:
+                seen.add(key)
+                events.append(("anomaly", anomaly))
+        oldest = (today - timedelta(days=3)).isoformat()
+        self.state["anomalies"] = sorted(k for k in seen if k.split("|", 1)[0] >= oldest)
+        if today.weekday() == SUNDAY and self.state["digest_day"] != today.isoformat():
+            digest = analytics.digest(store, tz, self.pricer(settings), settings.budgets.monthly_usd, current)
+            events.append(("digest", digest))
+            self.state["digest_day"] = today.isoformat()
+        for event, data in events:
+            self.deps.bus.publish(event, data)
+        if events:
+            self._save()
+        return events
+
+
+@dataclass
+class CostServices:
+    """What the daemon runs for cost intelligence: the watcher and the webhook dispatcher."""
+
+    watcher: CostWatcher
+    webhooks: WebhookDispatcher
+
+    def stop(self) -> None:
+        self.watcher.stop()
+        self.webhooks.wait_idle(2.0)
+        self.webhooks.stop()
+
+
+def start_cost_services(deps: AppDeps) -> CostServices:
+    """Start the webhook dispatcher and the cost watcher; set `deps.webhooks`; add the record listener."""
+    dispatcher = WebhookDispatcher(deps.bus, lambda: deps.settings.get().webhooks).start()
+    deps.webhooks = dispatcher
+    watcher = CostWatcher(deps).start()
+    deps.record_listeners.append(watcher.notify)
+    return CostServices(watcher, dispatcher)

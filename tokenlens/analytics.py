@@ -1,0 +1,557 @@
+"""Cost analytics over the hourly rollups (SPEC section 10): breakdowns, forecast, anomalies, what-if, advice.
+
+Every function reads `tokenlens.store.rollups` (never the whole call table), with days as calendar days in
+the configured time zone, today included. Money is rounded to 1e-9 USD.
+"""
+
+from __future__ import annotations
+
+import math
+import time as _time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, tzinfo
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urlencode
+
+import numpy as np
+
+from tokenlens.store import Store
+from tokenlens.store.queries import PricerLike, day_start
+from tokenlens.store.rollups import Row, first_bucket, sums, tag_sums
+from tokenlens.usage import Usage
+
+FORECAST_WINDOW = 30  # complete days the trend is fitted on
+ANOMALY_WINDOW = 14  # previous days of the rolling mean
+ANOMALY_MIN_HISTORY = 7
+ANOMALY_SIGMAS = 2.0
+TREND_THRESHOLD = 0.02  # slope over mean daily spend (per day) beyond which the trend is not "stable"
+RANGE_SIGMAS = 2.0
+RIGHT_SIZE_MIN_CALLS = 10
+RIGHT_SIZE_SIMPLE_SHARE = 0.6
+OVERALLOCATION_MIN_CALLS = 20
+OVERALLOCATION_UTILISATION = 0.25
+# Cheaper models per provider considered by right-sizing (each priced through the Pricer; unknown ones skipped).
+CHEAPER_MODELS: dict[str, tuple[str, ...]] = {
+    "openai": ("gpt-4.1-nano", "gpt-4o-mini", "gpt-4.1-mini"),
+    "anthropic": ("claude-haiku-4-5", "claude-3-5-haiku-latest"),
+    "google": ("gemini-2.5-flash-lite", "gemini-2.0-flash", "gemini-2.5-flash"),
+}
+
+
+def money(value: float) -> float:
+    return round(float(value), 9)
+
+
+def now_ts(now: float | None) -> float:
+    return _time.time() if now is None else now
+
+
+def local_today(tz: tzinfo, now: float | None = None) -> date:
+    return datetime.fromtimestamp(now_ts(now), tz).date()
+
+
+def day_list(first: date, count: int) -> list[date]:
+    return [first + timedelta(days=i) for i in range(count)]
+
+
+def edges_of(days: Sequence[date], tz: tzinfo) -> list[float]:
+    """Epoch boundaries of consecutive local days: len(days) + 1 values."""
+    return [day_start(d, tz) for d in days] + [day_start(days[-1] + timedelta(days=1), tz)]
+
+
+def last_days(days: int, tz: tzinfo, now: float | None = None) -> list[date]:
+    """The last `days` calendar days in `tz`, today included, oldest first."""
+    today = local_today(tz, now)
+    return day_list(today - timedelta(days=days - 1), days)
+
+
+def _int(value: float) -> int:
+    return int(round(value))
+
+
+# ---------------------------------------------------------------------------------------------- breakdowns
+
+
+def daily(store: Store, days: int, tz: tzinfo, now: float | None = None) -> dict[str, Any]:
+    """SPEC `/daily`: one entry per day (days without calls included, as zeros)."""
+    dates = last_days(days, tz, now)
+    with store.connection():
+        per_day = sums(store.db, edges_of(dates, tz))
+    out = []
+    for day, groups in zip(dates, per_day, strict=True):
+        row = groups.get((), {})
+        out.append(
+            {
+                "date": day.isoformat(),
+                "cost_usd": money(row.get("cost_usd", 0)),
+                "input_cost_usd": money(row.get("input_cost_usd", 0)),
+                "output_cost_usd": money(row.get("output_cost_usd", 0)),
+                "cache_read_cost_usd": money(row.get("cache_read_cost_usd", 0)),
+                "cache_write_cost_usd": money(row.get("cache_write_cost_usd", 0)),
+                "calls": _int(row.get("calls", 0)),
+                "input_tokens": _int(row.get("input_tokens", 0)),
+                "output_tokens": _int(row.get("output_tokens", 0)),
+                "cache_read_tokens": _int(row.get("cache_read_tokens", 0)),
+                "cache_write_tokens": _int(row.get("cache_write_tokens", 0)),
+                "unpriced_calls": _int(row.get("unpriced_calls", 0)),
+            }
+        )
+    return {"days": out}
+
+
+def _item(name: str, row: Row) -> dict[str, Any]:
+    return {
+        "name": name,
+        "cost_usd": money(row.get("cost_usd", 0)),
+        "calls": _int(row.get("calls", 0)),
+        "input_tokens": _int(row.get("input_tokens", 0)),
+        "output_tokens": _int(row.get("output_tokens", 0)),
+    }
+
+
+def _sorted(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(items, key=lambda i: (-i["cost_usd"], -i["calls"], str(i["name"])))
+
+
+def range_sums(
+    store: Store, days: int, tz: tzinfo, dims: Sequence[str], now: float | None = None
+) -> dict[tuple[Any, ...], Row]:
+    dates = last_days(days, tz, now)
+    edges = [edges_of(dates, tz)[0], edges_of(dates, tz)[-1]]
+    with store.connection():
+        return sums(store.db, edges, dims)[0]
+
+
+def sources(store: Store, days: int, tz: tzinfo, now: float | None = None) -> dict[str, Any]:
+    """SPEC `/sources`: spend per source, largest first."""
+    groups = range_sums(store, days, tz, ("source",), now)
+    items = []
+    for (name,), row in groups.items():
+        item = _item(name, row)
+        item["unpriced_calls"] = _int(row["unpriced_calls"])
+        item["blocked_calls"] = _int(row["blocked_calls"])
+        items.append(item)
+    return {"items": _sorted(items)}
+
+
+def models(store: Store, days: int, tz: tzinfo, now: float | None = None) -> dict[str, Any]:
+    """SPEC `/models`: spend per model actually called (name null when no model was known)."""
+    groups = range_sums(store, days, tz, ("model", "provider"), now)
+    items = []
+    for (name, provider), row in groups.items():
+        item = _item(name or None, row)  # type: ignore[arg-type]
+        item["provider"] = provider
+        item["unpriced_calls"] = _int(row["unpriced_calls"])
+        items.append(item)
+    return {"items": _sorted(items)}
+
+
+def by_tag(store: Store, days: int, tz: tzinfo, key: str, now: float | None = None) -> dict[str, Any]:
+    """SPEC `/by-tag?key=`: spend per value of one tag key (calls without that tag are not counted)."""
+    dates = last_days(days, tz, now)
+    edges = edges_of(dates, tz)
+    with store.connection():
+        groups = tag_sums(store.db, edges[0], edges[-1], key)
+    return {"key": key, "items": _sorted([_item(value, row) for value, row in groups.items()])}
+
+
+# ---------------------------------------------------------------------------------------------- forecast
+
+
+def month_days(today: date) -> list[date]:
+    first = today.replace(day=1)
+    following = (first + timedelta(days=32)).replace(day=1)
+    return day_list(first, (following - first).days)
+
+
+def weighted_trend(values: Sequence[float]) -> tuple[float, float, float]:
+    """(intercept, slope, residual sigma) of a weighted least-squares line through `values`.
+
+    x is the day index (0 = oldest); weight of day i is i + 1 (recent days count more); sigma is the
+    weighted RMS of the residuals.
+    """
+    y = np.asarray(values, dtype=float)
+    x = np.arange(len(y), dtype=float)
+    w = x + 1.0
+    slope, intercept = np.polyfit(x, y, 1, w=np.sqrt(w))  # polyfit weights multiply the residuals
+    residuals = y - (intercept + slope * x)
+    sigma = math.sqrt(float(np.sum(w * residuals**2) / np.sum(w)))
+    return float(intercept), float(slope), sigma
+
+
+def forecast(
+    store: Store, tz: tzinfo, budget_monthly_usd: float | None, now: float | None = None
+) -> dict[str, Any]:
+    """SPEC `/forecast`; see README "Cost intelligence" for the exact method."""
+    today = local_today(tz, now)
+    month = month_days(today)
+    window = day_list(today - timedelta(days=FORECAST_WINDOW), FORECAST_WINDOW)
+    span = day_list(min(window[0], month[0]), (today - min(window[0], month[0])).days + 1)
+    with store.connection():
+        per_day = sums(store.db, edges_of(span, tz))
+        first = first_bucket(store.db)
+    spend = {d: groups.get((), {}).get("cost_usd", 0.0) for d, groups in zip(span, per_day, strict=True)}
+    first_day = None if first is None else datetime.fromtimestamp(first, tz).date()
+    history = [d for d in window if first_day is not None and d >= first_day]
+    values = [spend[d] for d in history]
+    mtd = sum(spend[d] for d in month if d <= today)
+    remaining = len([d for d in month if d > today])
+    slope = 0.0
+    sigma = 0.0
+    if len(values) >= 2:
+        intercept, slope, sigma = weighted_trend(values)
+        n = len(values)
+        rest = sum(max(0.0, intercept + slope * (n + k)) for k in range(1, remaining + 1))
+    elif len(values) == 1:
+        rest = values[0] * remaining
+    else:
+        elapsed = (today - month[0]).days + 1
+        rest = mtd / elapsed * remaining
+    spread = RANGE_SIGMAS * sigma * math.sqrt(remaining)
+    mean = sum(values) / len(values) if values else 0.0
+    if len(values) < 3 or mean <= 0 or abs(slope) / mean <= TREND_THRESHOLD:
+        trend = "stable"
+    else:
+        trend = "increasing" if slope > 0 else "decreasing"
+    confidence = "low" if len(values) < 7 else "medium" if len(values) < 21 else "high"
+    projected = mtd + rest
+    return {
+        "month": today.strftime("%Y-%m"),
+        "month_to_date_usd": money(mtd),
+        "projected_month_usd": money(projected),
+        "low_usd": money(mtd + max(0.0, rest - spread)),
+        "high_usd": money(projected + spread),
+        "trend": trend,
+        "slope_usd_per_day": money(slope),
+        "confidence": confidence,
+        "days_of_history": len(values),
+        "remaining_days": remaining,
+        "budget_monthly_usd": budget_monthly_usd,
+        "projected_over_budget": None if budget_monthly_usd is None else projected > budget_monthly_usd,
+    }
+
+
+# ---------------------------------------------------------------------------------------------- anomalies
+
+
+def _metric_values(row: Row) -> dict[str, float]:
+    return {
+        "spend": row.get("cost_usd", 0.0),
+        "calls": row.get("calls", 0.0),
+        "tokens": row.get("input_tokens", 0.0) + row.get("output_tokens", 0.0),
+    }
+
+
+def anomalies(store: Store, days: int, tz: tzinfo, now: float | None = None) -> dict[str, Any]:
+    """SPEC `/anomalies` over the last `days` days (see README for the definition)."""
+    dates = last_days(days, tz, now)
+    span = day_list(dates[0] - timedelta(days=ANOMALY_WINDOW), len(dates) + ANOMALY_WINDOW)
+    with store.connection():
+        per_day = sums(store.db, edges_of(span, tz), ("source",))
+    series: dict[str | None, list[dict[str, float]]] = {}
+    empty = {"spend": 0.0, "calls": 0.0, "tokens": 0.0}
+    for index, groups in enumerate(per_day):
+        for (source,), row in groups.items():
+            for key in (source, None):
+                days_of = series.setdefault(key, [dict(empty) for _ in span])
+                for metric, value in _metric_values(row).items():
+                    days_of[index][metric] += value
+    found: list[dict[str, Any]] = []
+    offset = ANOMALY_WINDOW
+    for key, values in series.items():
+        first = next((i for i, v in enumerate(values) if v["calls"] > 0), None)
+        if first is None:
+            continue
+        for i in range(offset, len(span)):
+            lo = max(first, i - ANOMALY_WINDOW)
+            if i - lo < ANOMALY_MIN_HISTORY:
+                continue
+            for metric in ("spend", "calls", "tokens"):
+                history = [values[j][metric] for j in range(lo, i)]
+                mean = sum(history) / len(history)
+                std = math.sqrt(sum((h - mean) ** 2 for h in history) / len(history))
+                value = values[i][metric]
+                if value > mean + ANOMALY_SIGMAS * std and value > mean:
+                    found.append(
+                        {
+                            "date": span[i].isoformat(),
+                            "source": key,
+                            "metric": metric,
+                            "value": money(value) if metric == "spend" else _int(value),
+                            "mean": money(mean),
+                            "std": money(std),
+                        }
+                    )
+    found.sort(key=lambda a: (a["date"], a["source"] is not None, a["source"] or "", a["metric"]))
+    return {"anomalies": found}
+
+
+# ---------------------------------------------------------------------------------------------- what-if
+
+
+@dataclass(frozen=True)
+class Rates:
+    """USD per token at a model's base (below long-context) tier."""
+
+    provider: str
+    model: str
+    input: float
+    output: float
+    cache_read: float
+    cache_write: float
+
+    def cost(self, uncached: float, output: float, cache_read: float, cache_write: float) -> float:
+        return (
+            uncached * self.input
+            + output * self.output
+            + cache_read * self.cache_read
+            + cache_write * self.cache_write
+        )
+
+
+_PROBE = 100_000  # tokens: below every long-context tier
+
+
+def linear_rates(pricer: PricerLike, provider: str, model: str) -> Rates | None:
+    """Per-token rates of a model from the Pricer (None when it cannot price the model)."""
+
+    def per_token(usage: Usage) -> float | None:
+        price = pricer.price(provider, model, usage)
+        cost = getattr(price, "cost_usd", None)
+        if not getattr(price, "priced", False) or cost is None:
+            return None
+        return float(Decimal(cost) / _PROBE)
+
+    found = [
+        per_token(Usage(input_tokens=_PROBE)),
+        per_token(Usage(output_tokens=_PROBE)),
+        per_token(Usage(input_tokens=_PROBE, cache_read_tokens=_PROBE)),
+        per_token(Usage(input_tokens=_PROBE, cache_write_tokens=_PROBE)),
+    ]
+    if any(v is None for v in found):
+        return None
+    i, o, r, w = (float(v or 0.0) for v in found)
+    return Rates(provider, model, i, o, r, w)
+
+
+def rates_for(pricer: PricerLike, model: str, provider: str | None = None) -> Rates | None:
+    """Rates of `model` with `provider`, else the first of openai, anthropic, google that prices it."""
+    for candidate in [provider] if provider else ["openai", "anthropic", "google"]:
+        if candidate is None:
+            continue
+        found = linear_rates(pricer, candidate, model)
+        if found is not None:
+            return found
+    return None
+
+
+def _tokens(row: Row, prefix: str = "") -> tuple[float, float, float, float]:
+    read = row.get(f"{prefix}cache_read_tokens", 0.0)
+    write = row.get(f"{prefix}cache_write_tokens", 0.0)
+    uncached = max(0.0, row.get(f"{prefix}input_tokens", 0.0) - read - write)
+    return uncached, row.get(f"{prefix}output_tokens", 0.0), read, write
+
+
+def compare(
+    store: Store,
+    days: int,
+    tz: tzinfo,
+    pricer: PricerLike,
+    from_model: str,
+    to_model: str,
+    *,
+    to_provider: str | None = None,
+    source: str | None = None,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """SPEC `/compare`: the calls of `from_model` (and `source`) over `days`, re-priced at `to_model`.
+
+    Raises LookupError when `to_model` has no price. `what_if_usd` uses the base-tier rates of `to_model`
+    (long-context surcharges are not modelled); `actual_usd` is the recorded cost.
+    """
+    groups = range_sums(store, days, tz, ("model", "provider", "source"), now)
+    total = {"calls": 0.0, "cost_usd": 0.0, "unpriced_calls": 0.0}
+    tokens = [0.0, 0.0, 0.0, 0.0]
+    from_provider = None
+    for (model, provider, src), row in groups.items():
+        if model != from_model or (source is not None and src != source):
+            continue
+        from_provider = from_provider or provider
+        for name in total:
+            total[name] += row[name]
+        for i, value in enumerate(_tokens(row)):
+            tokens[i] += value
+    rates = rates_for(pricer, to_model, to_provider or from_provider)
+    if rates is None and to_provider is None:
+        rates = rates_for(pricer, to_model)
+    if rates is None:
+        raise LookupError(f"to_model: no price known for {to_model!r}")
+    what_if = rates.cost(*tokens)
+    return {
+        "from_model": from_model,
+        "to_model": to_model,
+        "to_provider": rates.provider,
+        "source": source,
+        "days": days,
+        "calls": _int(total["calls"]),
+        "unpriced_calls": _int(total["unpriced_calls"]),
+        "input_tokens": _int(tokens[0] + tokens[2] + tokens[3]),
+        "output_tokens": _int(tokens[1]),
+        "actual_usd": money(total["cost_usd"]),
+        "what_if_usd": money(what_if),
+        "delta_usd": money(what_if - total["cost_usd"]),
+    }
+
+
+# ---------------------------------------------------------------------------------------------- recommendations
+
+
+def recommendations(
+    store: Store, days: int, tz: tzinfo, pricer: PricerLike, now: float | None = None
+) -> dict[str, Any]:
+    """Advice from the rollups, ranked by estimated monthly saving (see README for each kind)."""
+    groups = range_sums(store, days, tz, ("source", "model", "provider"), now)
+    scale = 30.0 / days
+    found: list[dict[str, Any]] = []
+    rate_cache: dict[tuple[str, str], Rates | None] = {}
+
+    def rates(provider: str, model: str) -> Rates | None:
+        if (provider, model) not in rate_cache:
+            rate_cache[(provider, model)] = linear_rates(pricer, provider, model)
+        return rate_cache[(provider, model)]
+
+    for (source, model, provider), row in groups.items():
+        if not model:
+            continue
+        rated, simple = row["rated_calls"], row["simple_calls"]
+        if rated >= RIGHT_SIZE_MIN_CALLS and simple / rated >= RIGHT_SIZE_SIMPLE_SHARE:
+            actual = row["simple_cost_usd"]
+            best: tuple[float, str] | None = None
+            for candidate in CHEAPER_MODELS.get(provider, ()):
+                if candidate == model:
+                    continue
+                cand_rates = rates(provider, candidate)
+                if cand_rates is None:
+                    continue
+                what_if = cand_rates.cost(*_tokens(row, "simple_"))
+                if what_if < actual and (best is None or what_if < best[0]):
+                    best = (what_if, candidate)
+            if best is not None:
+                found.append(
+                    {
+                        "kind": "right_sizing",
+                        "source": source,
+                        "model": model,
+                        "title": f"Route simple calls of {source} from {model} to {best[1]}",
+                        "saving_usd_month": money((actual - best[0]) * scale),
+                        "evidence": {
+                            "simple_calls": _int(simple),
+                            "rated_calls": _int(rated),
+                            "simple_share": round(simple / rated, 4),
+                            "simple_cost_usd": money(actual),
+                            "what_if_usd": money(best[0]),
+                            "to_model": best[1],
+                            "days": days,
+                        },
+                        "link": "/api/usage/compare?"
+                        + urlencode(
+                            {"from_model": model, "to_model": best[1], "source": source, "days": days}
+                        ),
+                    }
+                )
+        waste = row["waste_tokens"]
+        model_rates = rates(provider, model)
+        if waste > 0 and model_rates is not None:
+            cost = waste * model_rates.input
+            found.append(
+                {
+                    "kind": "waste",
+                    "source": source,
+                    "model": model,
+                    "title": f"Trim whitespace, filler and repeated instructions in {source}'s prompts",
+                    "saving_usd_month": money(cost * scale),
+                    "evidence": {"waste_tokens": _int(waste), "waste_usd": money(cost), "days": days},
+                    "link": "/api/calls?" + urlencode({"source": source, "model": model}),
+                }
+            )
+        limited = row["maxtok_calls"]
+        if limited >= OVERALLOCATION_MIN_CALLS and row["maxtok_sum"] > 0:
+            utilisation = row["maxtok_output_tokens"] / row["maxtok_sum"]
+            if utilisation < OVERALLOCATION_UTILISATION:
+                found.append(
+                    {
+                        "kind": "output_overallocation",
+                        "source": source,
+                        "model": model,
+                        "title": f"Lower max_tokens for {source} on {model}",
+                        # billed on actual output: the gain is budget headroom (reservations), not spend
+                        "saving_usd_month": 0.0,
+                        "evidence": {
+                            "calls": _int(limited),
+                            "avg_max_tokens": round(row["maxtok_sum"] / limited, 1),
+                            "avg_output_tokens": round(row["maxtok_output_tokens"] / limited, 1),
+                            "utilisation": round(utilisation, 4),
+                            "days": days,
+                        },
+                        "link": "/api/calls?" + urlencode({"source": source, "model": model}),
+                    }
+                )
+    found.sort(key=lambda r: (-r["saving_usd_month"], r["kind"], r["source"], r["model"]))
+    return {"days": days, "recommendations": found}
+
+
+# ---------------------------------------------------------------------------------------------- digest
+
+
+def digest(
+    store: Store,
+    tz: tzinfo,
+    pricer: PricerLike,
+    budget_monthly_usd: float | None,
+    now: float | None = None,
+    top: int = 5,
+) -> dict[str, Any]:
+    """The weekly digest: the 7 complete days ending yesterday, compared with the 7 before."""
+    today = local_today(tz, now)
+    week = day_list(today - timedelta(days=7), 7)
+    before = day_list(today - timedelta(days=14), 7)
+    with store.connection():
+        this_week = sums(store.db, [day_start(week[0], tz), day_start(today, tz)], ("source", "model"))[0]
+        last_week = sums(store.db, [day_start(before[0], tz), day_start(week[0], tz)])[0]
+    by_source: dict[str, Row] = {}
+    by_model: dict[str, Row] = {}
+    total: Row = {}
+    for (source, model), row in this_week.items():
+        for target in (by_source.setdefault(source, {}), by_model.setdefault(model, {}), total):
+            for name, value in row.items():
+                target[name] = target.get(name, 0.0) + value
+    spend = total.get("cost_usd", 0.0)
+    previous = last_week.get((), {}).get("cost_usd", 0.0)
+    waste_usd = 0.0
+    for (_source, model), row in this_week.items():
+        if row.get("waste_tokens") and model:
+            found = rates_for(pricer, model)
+            waste_usd += row["waste_tokens"] * (found.input if found else 0.0)
+    now_value = now_ts(now)
+    week_anomalies = [
+        a
+        for a in anomalies(store, 8, tz, now)["anomalies"]
+        if week[0].isoformat() <= a["date"] <= week[-1].isoformat()
+    ]
+    return {
+        "week_start": week[0].isoformat(),
+        "week_end": week[-1].isoformat(),
+        "generated_at": datetime.fromtimestamp(now_value, tz).isoformat(timespec="seconds"),
+        "spend_usd": money(spend),
+        "previous_week_usd": money(previous),
+        "change_pct": None if previous <= 0 else round((spend - previous) / previous * 100, 1),
+        "calls": _int(total.get("calls", 0)),
+        "top_sources": _sorted([_item(k, v) for k, v in by_source.items()])[:top],
+        "top_models": _sorted([_item(k or "", v) for k, v in by_model.items()])[:top],
+        "waste": {"tokens": _int(total.get("waste_tokens", 0)), "usd": money(waste_usd)},
+        "forecast": forecast(store, tz, budget_monthly_usd, now),
+        "anomalies": week_anomalies,
+        "recommendations": recommendations(store, 30, tz, pricer, now)["recommendations"][:3],
+    }

@@ -1,0 +1,1 @@
+"""Content guardrails (issue 5): PII and secret detection, prompt-injection scoring, custom rules, redaction."""
