@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tokenlens.cli import ca, config_cmd, daemon, data, info, service, top
+from tokenlens.cli import ca, config_cmd, daemon, data, info, reports, service, top
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -21,6 +21,7 @@ app.command()(service.install)
 app.command()(service.uninstall)
 app.add_typer(config_cmd.app, name="config")
 data.register(app)
+reports.register(app)
 
 
 def main() -> None:
