@@ -15,6 +15,7 @@ from tokenlens.addons.recorder import Recorder
 from tokenlens.addons.routing import ModelRouter
 from tokenlens.addons.upstream import Upstream
 from tokenlens.addons.waste import WasteDetector
+from tokenlens.addons.workflows import AgentWorkflows
 from tokenlens.app import AppDeps
 
 
@@ -24,6 +25,7 @@ def pipeline(deps: AppDeps, broadcaster: Broadcaster) -> list[object]:
     return [
         ConfigWatcher(deps),  # keeps deps.settings current
         Ingress(deps),  # what is this request: provider call, dashboard, or someone else's traffic
+        AgentWorkflows(deps),  # conversations, session turns, rate-limit headers (deferred analyses)
         BudgetCheck(deps, router),  # 1
         QuotaCheck(deps, router),  # 2
         router,  # 3

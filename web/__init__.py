@@ -11,7 +11,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask, Response, jsonify, render_template, request
+from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from tokenlens.app import AppDeps
@@ -23,8 +23,10 @@ from tokenlens.web import (
     guardrails_api,
     insights_api,
     live,
+    pages,
     protection,
     routing_api,
+    sessions_api,
 )
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,8 @@ def create_app(deps: AppDeps, test_config: Mapping[str, Any] | None = None) -> F
         insights_api,
         costs_api,
         guardrails_api,
+        pages,
+        sessions_api,
     ):
         app.register_blueprint(blueprint_module.bp)
     live.init_app(app)
@@ -54,10 +58,6 @@ def create_app(deps: AppDeps, test_config: Mapping[str, Any] | None = None) -> F
     @app.get("/healthz")
     def healthz() -> Response:
         return jsonify({"status": "ok"})
-
-    @app.get("/")
-    def index() -> str:
-        return render_template("index.html", version=deps.version)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Any:

@@ -8,6 +8,7 @@ def test_stages_run_in_the_order_of_spec_section_6(deps: AppDeps) -> None:
     assert names == [
         "tokenlens.config",
         "tokenlens.ingress",
+        "tokenlens.workflows",
         "tokenlens.budget",
         "tokenlens.quota",
         "tokenlens.routing",

@@ -32,7 +32,10 @@ ROUTING = {
 @pytest.fixture(autouse=True)
 def config_file(tmp_path: Path) -> Path:
     path = tmp_path / "config.yaml"
-    path.write_text("# my gateway\nbudgets:\n  daily_usd: 20  # keep this comment\n")
+    path.write_text(
+        "# my gateway\nbudgets:\n  daily_usd: 20  # keep this comment\n"
+        "providers:\n  anthropic: {api_key_env: ANTHROPIC_API_KEY}\n"  # the SPEC's cross-provider alias needs it
+    )
     return path
 
 
@@ -47,7 +50,7 @@ def test_put_quotas_applies_writes_the_file_and_keeps_comments(
     assert web_deps.settings.get().quotas.kill_switches == ("my-agent",)  # in force for the next request
     assert load_settings(config_file).quotas == web_deps.settings.get().quotas  # and in the file
     text = config_file.read_text()
-    assert text.startswith("# my gateway\nbudgets:\n  daily_usd: 20  # keep this comment\n")
+    assert text.startswith("# my gateway\nbudgets:\n  daily_usd: 20  # keep this comment\nproviders:\n")
 
 
 def test_put_routing_round_trips_in_the_spec_shape(web_client: FlaskClient) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tokenlens.cli import ca, config_cmd, daemon, data, info, reports, service, top
+from tokenlens.cli import analyze, ca, config_cmd, daemon, data, demo, info, reports, service, top
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -17,8 +17,10 @@ app.command()(info.env)
 app.command()(info.ui)
 app.command()(info.status)
 app.command()(top.top)
+app.command()(demo.demo)
 app.command()(service.install)
 app.command()(service.uninstall)
+app.command()(analyze.analyze)
 app.add_typer(config_cmd.app, name="config")
 data.register(app)
 reports.register(app)

@@ -1,0 +1,46 @@
+"""Agent workflows: conversation and session turns, and the providers' rate-limit headers (SPEC 5 and 9).
+
+Runs right after the ingress so that every provider call, blocked or not, gets its conversation and turn.
+The hooks only queue deferred analyses (run in the writer thread): the request hook the conversation
+inference (`tokenlens.sessions`), the response hook the rate-limit headers of the answer with a salted hash
+of the credential the request carried (`tokenlens.ratelimits`). The key itself is never kept.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from mitmproxy import http
+
+from tokenlens.addons._flowstate import exchange_of, pending_call
+from tokenlens.app import AppDeps
+from tokenlens.ratelimits import book_of, credential_hash, credential_of, load_salt, rate_limit_headers
+from tokenlens.sessions import ConversationIndex
+
+
+class AgentWorkflows:
+    name = "tokenlens.workflows"
+
+    def __init__(self, deps: AppDeps) -> None:
+        self.deps = deps
+        self.conversations = ConversationIndex()
+        self.book = book_of(deps)
+        self.salt = load_salt(deps.home)
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        exchange = pending_call(flow)
+        if exchange is None:
+            return
+        exchange.deferred.append(self.conversations.record)
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        exchange = exchange_of(flow)
+        response = flow.response
+        if exchange is None or exchange.recorded or response is None or exchange.outcome is not None:
+            return
+        headers = rate_limit_headers(response.headers.items())
+        if not headers and response.status_code != 429:
+            return
+        request = flow.request
+        credential = credential_hash(self.salt, credential_of(request.headers, request.url))
+        exchange.deferred.append(functools.partial(self.book.record, credential, headers))

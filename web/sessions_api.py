@@ -1,0 +1,88 @@
+"""Agent-workflow views (SPEC 9): sessions and conversations, provider rate-limit headroom, and the offline
+prompt analysis of `tokenlens analyze` as `POST /api/analyze`."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify, request
+from flask.blueprints import BlueprintSetupState
+
+from tokenlens import sessions
+from tokenlens.analyze import AnalyzeError, analyze_request
+from tokenlens.app import AppDeps
+from tokenlens.pricing import Pricer
+from tokenlens.ratelimits import book_of, rate_limited_calls
+from tokenlens.web.api import BadParam, days_arg, deps, error, int_arg, pricer_for, text_arg, timezone_of
+
+bp = Blueprint("sessions_api", __name__)
+
+MAX_ANALYZE_BYTES = 10 * 1024 * 1024
+
+
+@bp.record_once
+def _setup(state: BlueprintSetupState) -> None:
+    """Make sure the rate-limit book exists (the daemon's workflow stage creates it first)."""
+    app_deps: AppDeps = state.app.extensions["tokenlens"]
+    book_of(app_deps)
+
+
+@bp.errorhandler(BadParam)
+def _bad_param(exc: BadParam) -> tuple[Response, int]:
+    return error(str(exc), 400, exc.field)
+
+
+@bp.before_request
+def _open_connection() -> None:
+    deps().store.db.connect(reuse_if_open=True)
+
+
+@bp.teardown_request
+def _close_connection(exc: BaseException | None) -> None:
+    db = deps().store.db
+    if not db.is_closed() and not db.in_transaction():
+        db.close()
+
+
+@bp.get("/api/usage/sessions")
+def list_sessions() -> Response:
+    d = deps()
+    limit = int_arg("limit", 200, 1, 1000, clamp=True)
+    return jsonify(sessions.sessions_summary(d.store, days_arg(), timezone_of(d.settings.get()), limit))
+
+
+@bp.get("/api/usage/sessions/<path:group_id>")
+def one_session(group_id: str) -> Response | tuple[Response, int]:
+    found = sessions.session_timeline(deps().store, group_id)
+    if found is None:
+        return error(f"no session or conversation {group_id!r}", 404)
+    return jsonify(found)
+
+
+@bp.get("/api/usage/rate-limits")
+def rate_limits() -> Response:
+    d = deps()
+    days = days_arg(7)
+    return jsonify(
+        {
+            "low_share": book_of(d).low,
+            "items": book_of(d).snapshot(),
+            "rate_limited": rate_limited_calls(d.store, days, timezone_of(d.settings.get())),
+            "days": days,
+        }
+    )
+
+
+@bp.post("/api/analyze")
+def analyze() -> Response | tuple[Response, int]:
+    """The body is the request body (JSON) or the prompt (text); `?model=` and `?provider=` as on the CLI."""
+    raw = request.get_data(cache=False)
+    if len(raw) > MAX_ANALYZE_BYTES:
+        return error("body: larger than 10 MB", 413, "body")
+    if not raw.strip():
+        return error("body: a request body or a prompt is required", 400, "body")
+    pricer = pricer_for(deps().settings.get())
+    assert isinstance(pricer, Pricer)
+    try:
+        result = analyze_request(raw, provider=text_arg("provider"), model=text_arg("model"), pricer=pricer)
+    except AnalyzeError as exc:
+        return error(str(exc), 400, "provider")
+    return jsonify(result)
