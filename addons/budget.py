@@ -62,7 +62,7 @@ class Gate:
     def fail_open(self, settings: Settings) -> bool:
         return settings.budgets.fail_open
 
-    def worst_case(self, settings: Settings, exchange: Exchange, model: str) -> WorstCase:
+    def worst_case(self, settings: Settings, exchange: Exchange, model: str, provider: str) -> WorstCase:
         """Priced once per call (both gates use it) and kept in the record's details."""
         details: dict[str, Any] = exchange.details.setdefault(DETAILS_KEY, {})
         known = details.get("worst_case")
@@ -75,7 +75,7 @@ class Gate:
             )
         worst = self.pricer.worst_case(
             settings,
-            provider=exchange.provider,
+            provider=provider,
             api=exchange.api,
             endpoint=exchange.endpoint,
             body=exchange.request_json,
@@ -93,7 +93,10 @@ class Gate:
         try:
             if self.ledger.broken is not None:
                 raise RuntimeError(self.ledger.broken)
-            worst = self.worst_case(settings, exchange, model)
+            route = self.router.route(flow)
+            # a cross-provider route is priced by the provider that will serve it
+            provider = route.targets[0].provider if route is not None and route.targets else exchange.provider
+            worst = self.worst_case(settings, exchange, model, provider)
             denial = self.ledger.admit(exchange.id, caps, worst.cost_usd)
         except Exception as problem:
             self.failed(flow, exchange, settings, problem)
