@@ -4,7 +4,7 @@
 the store's import path prices them with the real Pricer and builds the rollups. Same arguments, same records.
 The history has several sources with tags, models of the three providers, streams, prompt-cache reads and
 writes, dedup hits, blocked and failed calls, fallbacks, guardrail flags, waste findings, heatmaps, stored
-bodies for the most recent calls, and a spike (one source's traffic four times its usual two days ago).
+bodies for the most recent calls, and a spike (two days ago, one source sends four times its usual traffic, all to its largest model).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ PROFILES: tuple[Profile, ...] = (
         1024,
         0.6,
         0.2,
-        0.68,
+        0.85,
         (1, 3),
     ),
     Profile(
@@ -193,8 +193,12 @@ def _pick_model(rng: random.Random, profile: Profile) -> tuple[str, str]:
     return provider, model
 
 
-def _call(rng: random.Random, profile: Profile, ts: float, index: int, now: float) -> dict[str, Any]:
+def _call(
+    rng: random.Random, profile: Profile, ts: float, index: int, now: float, spike: bool = False
+) -> dict[str, Any]:
     provider, model = _pick_model(rng, profile)
+    if spike:  # the runaway job of the spike runs on the large model
+        provider, model = profile.models[-1][0], profile.models[-1][1]
     stream = rng.random() < profile.stream_share
     input_total = rng.randint(*profile.input_range)
     output = rng.randint(*profile.output_range)
@@ -338,7 +342,8 @@ def generate(days: int = 30, seed: int = 7, now: float | None = None) -> list[di
         days_ago = days - 1 - day
         for profile in PROFILES:
             volume = profile.calls_per_day * growth * weekend * rng.uniform(0.8, 1.2)
-            if profile.source == SPIKE_SOURCE and days_ago == SPIKE_DAYS_AGO:
+            spike = profile.source == SPIKE_SOURCE and days_ago == SPIKE_DAYS_AGO
+            if spike:
                 volume *= 4
             for _ in range(max(1, round(volume))):
                 hour = rng.choices(range(24), weights=HOUR_WEIGHTS)[0]
@@ -347,7 +352,7 @@ def generate(days: int = 30, seed: int = 7, now: float | None = None) -> list[di
                     continue
                 index = counters.get(profile.source, 0)
                 counters[profile.source] = index + 1
-                records.append(_call(rng, profile, ts, index, now))
+                records.append(_call(rng, profile, ts, index, now, spike))
     records.sort(key=lambda r: (r["ts"], r["id"]))
     return records
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import tzinfo
 from typing import TYPE_CHECKING, Any
 
+from tokenlens.exchange import GENERATION_KINDS
 from tokenlens.records import iso_utc
 
 if TYPE_CHECKING:
@@ -70,6 +71,8 @@ def split_conversation(api: str, body: Mapping[str, Any]) -> tuple[Any, list[Any
         messages = body.get("input")
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
+        elif isinstance(messages, list) and not all(isinstance(m, Mapping) for m in messages):
+            return None  # embedding inputs, token arrays
     if not isinstance(messages, list):
         return None
     lead = 0
@@ -196,7 +199,7 @@ class ConversationIndex:
             record.source,
             record.session_id,
             exchange.api,
-            exchange.request_json,
+            exchange.request_json if exchange.kind in GENERATION_KINDS else None,
             ok=record.outcome in ("ok", "cached"),
         )
         record.conversation_id, record.turn = found.conversation_id, found.turn

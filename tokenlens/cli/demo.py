@@ -46,7 +46,9 @@ def reset_home(home: Path) -> None:
     (home / MARKER).write_text("created by `tokenlens demo`; removed and refilled on every run\n")
 
 
-def fill_store(settings: Settings, home: Path, days: int, seed: int, now: float | None = None) -> ImportResult:
+def fill_store(
+    settings: Settings, home: Path, days: int, seed: int, now: float | None = None
+) -> ImportResult:
     """Generate the history and import it into the store of `home` (priced, rollups built)."""
     pricer = Pricer(from_settings(settings.pricing))
     records = history.generate(days=days, seed=seed, now=now)

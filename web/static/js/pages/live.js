@@ -19,7 +19,7 @@ function row(call, fresh = false) {
     el("td", {}, call.model || call.requested_model || "—", call.fallback_from ? el("span", { class: "muted", title: "fallback" }, ` ← ${call.fallback_from}`) : null),
     el("td", { class: "hide-sm" }, call.provider),
     el("td", {}, outcomePill(call.outcome, call.blocked_by), call.stream ? el("span", { class: "muted" }, " stream") : null),
-    el("td", { class: "num" }, tokens),
+    el("td", { class: "num hide-sm" }, tokens),
     el("td", { class: "num" }, call.priced ? usd(call.cost_usd) : el("span", { class: "muted", title: "unpriced" }, "unpriced")),
     el("td", { class: "num hide-sm" }, ms(call.latency_ms)));
 }

@@ -1,0 +1,62 @@
+"""Offline analysis: format detection, the same waste figures as the gateway's function, CI exit status."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from tokenlens.analyze import analyze_request, detect_provider, parse_input
+from tokenlens.cli import app
+from tokenlens.waste import analyze_waste
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "analyze"
+
+
+def test_detects_each_provider_format_and_plain_text() -> None:
+    for name, provider in (
+        ("openai_chat.json", "openai"),
+        ("anthropic_messages.json", "anthropic"),
+        ("google_generate.json", "google"),
+    ):
+        assert detect_provider(json.loads((DATA / name).read_text())) == provider
+    provider, body, kind = parse_input("Write a haiku.", model="gpt-4o")
+    assert (provider, kind) == ("openai", "text")
+    assert body == {"model": "gpt-4o", "messages": [{"role": "user", "content": "Write a haiku."}]}
+    assert parse_input("Write a haiku.", provider="google")[1]["contents"][0]["parts"] == [
+        {"text": "Write a haiku."}
+    ]
+
+
+def test_waste_is_the_gateway_function_and_cost_is_priced_by_hand() -> None:
+    raw = (DATA / "anthropic_messages.json").read_bytes()
+    result = analyze_request(raw)
+    body = json.loads(raw)
+    expected = analyze_waste("anthropic", body, "claude-sonnet-4-6", provider="anthropic").to_dict()
+    assert {k: v for k, v in result["waste"].items() if k != "pct"} == expected
+    assert result["waste"]["pct"] == round(100 * expected["tokens"] / result["input_tokens_estimated"], 2)
+    cost = result["cost"]
+    assert cost["output_tokens_assumed"] == body["max_tokens"]
+    by_hand = (cost["input_tokens"] * 3.00 + cost["output_tokens_assumed"] * 15.00) / 1_000_000
+    assert abs(cost["cost_usd"] - by_hand) < 1e-12
+    assert all(c["cost_usd"] < cost["cost_usd"] for c in cost["candidates"])
+    assert any("Drop polite filler" in s for s in result["suggestions"])
+    assert sum(result["heatmap"]["sections"].values()) == result["heatmap"]["estimated_total"]
+
+
+def test_cli_json_text_and_max_waste_exit_status(tmp_path: Path) -> None:
+    runner = CliRunner()
+    env = {"TOKENLENS_HOME": str(tmp_path), "TOKENLENS_CONFIG": str(tmp_path / "none.yaml")}
+    path = str(DATA / "openai_chat.json")
+    done = runner.invoke(app, ["analyze", path, "--format", "json"], env=env)
+    assert done.exit_code == 0, done.output
+    pct = json.loads(done.stdout)["waste"]["pct"]
+    assert pct > 5
+    assert runner.invoke(app, ["analyze", path, "--max-waste-pct", str(pct)], env=env).exit_code == 0
+    failing = runner.invoke(app, ["analyze", path, "--max-waste-pct", str(pct - 1)], env=env)
+    assert failing.exit_code == 1 and "Waste:" in failing.stdout
+    text = runner.invoke(app, ["analyze", "-", "--model", "gpt-4o"], input="Please, kindly say hi.", env=env)
+    assert text.exit_code == 0 and "filler" in text.stdout
+    assert runner.invoke(app, ["analyze", path, "--provider", "mistral"], env=env).exit_code == 2
+    assert runner.invoke(app, ["analyze", str(tmp_path / "missing.json")], env=env).exit_code == 2
