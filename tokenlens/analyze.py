@@ -25,7 +25,7 @@ from tokenlens.waste import analyze_waste
 PROVIDERS = ("openai", "anthropic", "google")
 DEFAULT_OUTPUT_TOKENS = 500  # assumed answer length when the request sets no max_tokens
 CACHEABLE_PREFIX_TOKENS = 1024
-MAX_CANDIDATES = 3
+MAX_CANDIDATES = 2
 
 
 class AnalyzeError(ValueError):
