@@ -8,10 +8,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 
-from mitmproxy import http
+from mitmproxy import connection, http
 
 from tokenlens.addons._flowstate import attach
 from tokenlens.app import AppDeps
@@ -42,6 +43,25 @@ from tokenlens.usage import endpoint_kind
 log = logging.getLogger(__name__)
 
 LOCAL_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
+
+def client_allowed(peer_host: str, allowed: tuple[str, ...]) -> bool:
+    """Whether a client address may use the gateway: loopback always, others when in `allowed` (IP networks)."""
+    try:
+        address = ipaddress.ip_address(peer_host.rsplit("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address.is_loopback:
+        return True
+    for entry in allowed:
+        try:
+            if address in ipaddress.ip_network(entry, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
 
 
 def upstreams_from(settings: Settings) -> dict[str, Upstream]:
@@ -86,6 +106,13 @@ class Ingress:
         # Some clients (simple_websocket) send Host without the port, which mitmproxy reads as port 80.
         return req.port == 80 and ":" not in (req.host_header or "").rpartition("]")[2]
 
+    def client_connected(self, client: connection.Client) -> None:
+        """Disconnect a client that `server.allowed_clients` does not allow (loopback clients always are)."""
+        peer = client.peername[0] if client.peername else ""
+        if not client_allowed(str(peer), self.deps.settings.get().server.allowed_clients):
+            log.warning("client %s is not in server.allowed_clients; connection refused", peer)
+            client.error = "Connection refused: client not in server.allowed_clients."
+
     def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
             return
@@ -101,7 +128,14 @@ class Ingress:
                 self._answer_unknown_provider(flow, unknown)
                 return
             upstream = upstreams[target.provider]
-            req.url = f"{upstream.scheme}://{upstream.authority}{target.path}"
+            # Set the parts directly: the `url` setter re-parses and re-derives Host for every call.
+            req.data.scheme, req.data.host, req.data.port = (
+                upstream.scheme.encode(),
+                upstream.host,
+                upstream.port,
+            )
+            req.data.path = target.path.encode()
+            req.headers["host"] = upstream.host_header
             self._start_call(flow, upstream, target.tag, "base_url")
         elif (upstream_or_none := upstream_for_authority(req.host, req.port, upstreams)) is not None:
             self._start_call(flow, upstream_or_none, None, "proxy")
@@ -117,7 +151,9 @@ class Ingress:
 
     def _start_call(self, flow: http.HTTPFlow, upstream: Upstream, tag: str | None, mode: str) -> None:
         req = flow.request
-        headers = req.headers
+        fields = req.headers.fields
+        # One pass over the raw header fields (mitmproxy's Headers lookups are per-key scans).
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in fields}
         endpoint = redact_query(req.path).partition("?")[0]
         kind = endpoint_kind(upstream.format, endpoint)
         body = req.raw_content or b""
@@ -141,8 +177,9 @@ class Ingress:
             stream_requested=wants_stream(kind, parsed),
             max_tokens=max_tokens_from_request(upstream.format, parsed),
         )
-        for name in [n for n in headers if n.lower().startswith(HEADER_PREFIX)]:
-            del headers[name]
+        if any(name.startswith(HEADER_PREFIX) for name in headers):
+            prefix = HEADER_PREFIX.encode()
+            req.headers.fields = tuple((k, v) for k, v in fields if not k.lower().startswith(prefix))
         attach(flow, exchange)
 
     def _answer_unknown_provider(self, flow: http.HTTPFlow, unknown: UnknownProvider) -> None:

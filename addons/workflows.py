@@ -38,9 +38,15 @@ class AgentWorkflows:
         response = flow.response
         if exchange is None or exchange.recorded or response is None or exchange.outcome is not None:
             return
-        headers = rate_limit_headers(response.headers.items())
+        # Raw fields: mitmproxy's Headers mapping scans per key, which costs on every answer.
+        headers = rate_limit_headers(
+            (k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers.fields
+        )
         if not headers and response.status_code != 429:
             return
         request = flow.request
-        credential = credential_hash(self.salt, credential_of(request.headers, request.url))
+        request_headers = {
+            k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.headers.fields
+        }
+        credential = credential_hash(self.salt, credential_of(request_headers, request.path))
         exchange.deferred.append(functools.partial(self.book.record, credential, headers))

@@ -47,6 +47,12 @@ class Upstream:
     def authority(self) -> str:
         return f"{self.host}:{self.port}"
 
+    @property
+    def host_header(self) -> str:
+        """The Host header for this upstream: the port only when it is not the scheme's default."""
+        default = 443 if self.scheme == "https" else 80
+        return self.host if self.port == default else self.authority
+
 
 @dataclass(frozen=True)
 class Target:
