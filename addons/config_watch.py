@@ -65,6 +65,8 @@ class ConfigWatcher:
             return False
         # server and storage are read at start only
         fresh = dataclasses.replace(fresh, server=current.server, storage=current.storage)
+        if self.deps.config_sync is not None:  # sections changed through a gateway's API win over the file
+            fresh = self.deps.config_sync.overlay(fresh)
         self.deps.settings.replace(fresh)
         ctx.options.update(allow_hosts=allow_hosts_for(fresh))
         log.info("configuration reloaded from %s", self.deps.config_path)

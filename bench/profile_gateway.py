@@ -118,7 +118,7 @@ def profile(
     """Sample `pid` while `run_load()` runs; returns (requests completed, seconds, CPU seconds of the pid)."""
     spy = subprocess.Popen(
         [py_spy, "record", "-p", str(pid), "-r", str(rate), "-d", str(int(seconds) + 2), "-f", "raw"]
-        + ["-o", str(out), "--gil", "--threads", "--nonblocking"],
+        + ["-o", str(out), "--gil", "--threads"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )

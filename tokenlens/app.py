@@ -14,6 +14,7 @@ from tokenlens import __version__
 if TYPE_CHECKING:
     from tokenlens.bus import EventBus
     from tokenlens.config import Settings
+    from tokenlens.config_sync import ConfigSync
     from tokenlens.controls import Ledger
     from tokenlens.metrics import Metrics
     from tokenlens.records import CallRecord
@@ -56,3 +57,7 @@ class AppDeps:
     # The webhook dispatcher the daemon runs (None in tests and tools without one).
     webhooks: WebhookDispatcher | None = None
     version: str = __version__
+    # Several gateways share the store (PostgreSQL, or `daemon --workers N`): budgets use the shared ledger.
+    shared: bool = False
+    # Configuration sections shared through the store (PostgreSQL stores); None for a local store.
+    config_sync: ConfigSync | None = None

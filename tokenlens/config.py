@@ -163,6 +163,9 @@ class ServerSettings:
     api_token: str | None = None
     # Extra Host names the dashboard and API answer besides loopback ones (DNS-rebinding defence).
     allowed_hosts: tuple[str, ...] = ()
+    # Client addresses (IPs or CIDR networks) allowed to connect to the gateway port besides loopback ones;
+    # any other client is disconnected (matters with a non-loopback `host`).
+    allowed_clients: tuple[str, ...] = ()
     # PEM file of extra CA certificates trusted for upstream TLS (added to the system roots).
     upstream_ca: str | None = None
 
@@ -557,6 +560,16 @@ def _host_name(value: Any, path: str) -> str:
     return text.lower()
 
 
+def _client_network(value: Any, path: str) -> str:
+    text = _text()(value, path)
+    try:
+        return str(ipaddress.ip_network(text.strip(), strict=False))
+    except ValueError:
+        raise ConfigError(
+            f"must be an IP address or network such as 10.0.0.0/8, got {_show(text)}", path
+        ) from None
+
+
 _server = _object(
     ServerSettings,
     {
@@ -564,6 +577,7 @@ _server = _object(
         "port": _int(1, 65535),
         "api_token": _text(nullable=True, pattern=r"\S+", what="a string without spaces"),
         "allowed_hosts": _list_of(_host_name),
+        "allowed_clients": _list_of(_client_network),
         "upstream_ca": _text(nullable=True),
     },
 )

@@ -419,6 +419,9 @@ class Ledger:
                     "call %s ended %ds ago with no record: reservation released", call_id, ENDED_GRACE_S
                 )
 
+    def close(self) -> None:
+        """Nothing to give back: the in-memory ledger holds no shared state."""
+
     def in_flight(self) -> int:
         with self._lock:
             return len(self._reservations)
@@ -577,10 +580,17 @@ _create_lock = threading.Lock()
 
 def ledger_for(deps: AppDeps, clock: Clock | None = None) -> Ledger:
     """The gateway's one ledger: created, loaded from the store and registered as a record listener on first
-    use (the daemon does it at start, before the proxy serves). Idempotent."""
+    use (the daemon does it at start, before the proxy serves). Idempotent. With `deps.shared` (several
+    gateways on one store) it is a `tokenlens.shared_ledger.SharedLedger`, kept in the store."""
     with _create_lock:
         if deps.ledger is None:
-            ledger = Ledger(deps.settings, clock or time.time, publish=deps.bus.publish)
+            ledger: Ledger
+            if deps.shared:
+                from tokenlens.shared_ledger import SharedLedger
+
+                ledger = SharedLedger(deps.settings, deps.store, clock or time.time, publish=deps.bus.publish)
+            else:
+                ledger = Ledger(deps.settings, clock or time.time, publish=deps.bus.publish)
             ledger.load(deps.store)
             deps.record_listeners.append(ledger.settle)
             deps.ledger = ledger

@@ -1,12 +1,14 @@
 """Configuration API (SPEC 9): GET returns a section in the shape of the file, PUT validates and replaces it.
 
 A valid PUT is written back into the YAML file (only that section; the user's comments elsewhere stay) and
-applies to the next request without a restart. An invalid body gets 400 `{"error", "field"}` and changes
+applies to the next request without a restart. With a shared store (PostgreSQL) the section is also kept in
+the store, and every gateway on it applies it within a second (tokenlens.config_sync). An invalid body gets 400 `{"error", "field"}` and changes
 nothing. Sections may register extra checks (`register_check`) that raise ConfigError or return warnings.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -82,10 +84,22 @@ def put_section(name: str) -> Response | tuple[Response, int]:
         try:
             candidate = replace_section(current, name, _unmasked(name, body, current))
             warnings = [w for check in _checks.get(name, []) for w in check(candidate, deps)]
-            write_section(deps.config_path, name, section_to_dict(candidate, name))
         except ConfigError as problem:
             return _bad(str(problem), problem.field)
-        deps.settings.replace(candidate)
+        data = section_to_dict(candidate, name)
+        sync = deps.config_sync
+        with sync.lock if sync is not None else contextlib.nullcontext():
+            if sync is not None:
+                try:
+                    sync.publish(name, data)  # every gateway on the store applies it
+                except Exception as problem:
+                    message = f"the shared store could not be updated ({type(problem).__name__}: {problem})"
+                    return jsonify({"error": message, "field": None}), 503
+            try:
+                write_section(deps.config_path, name, data)
+            except ConfigError as problem:
+                return _bad(str(problem), problem.field)
+            deps.settings.replace(candidate)
     result = _masked(name, section_to_dict(candidate, name))
     if warnings:
         result = (

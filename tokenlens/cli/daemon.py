@@ -3,6 +3,12 @@
 Main thread: mitmproxy's DumpMaster with the pipeline addons. A thread: the Flask app on an internal loopback
 port, reached through the gateway's own port. A thread: the record writer. SIGINT/SIGTERM shut down cleanly and
 every queued record is written before the process exits.
+
+`--workers N` (N > 1): this process starts N gateway processes (workers) on the same port and store and waits
+for them. mitmproxy 12 binds its listener with `asyncio.start_server(handler, host, port)` and has no option for
+SO_REUSEPORT, so a worker makes that one call (in `mitmproxy.proxy.mode_servers` only) pass `reuse_port=True`;
+the kernel then spreads connections over the workers. Workers share budgets through the store
+(`tokenlens.shared_ledger`), as gateways on a PostgreSQL store do.
 """
 
 from __future__ import annotations
@@ -11,11 +17,15 @@ import asyncio
 import dataclasses
 import errno
 import logging
+import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from mitmproxy import options
@@ -37,6 +47,7 @@ from tokenlens.config import (
     startup_problem,
     tokenlens_home,
 )
+from tokenlens.config_sync import ConfigSync
 from tokenlens.controls import ledger_for
 from tokenlens.metering import RecordBuilder
 from tokenlens.store import RecordWriter, open_store
@@ -44,6 +55,26 @@ from tokenlens.tokens import warm_up
 from tokenlens.web import create_app
 
 log = logging.getLogger("tokenlens")
+
+WORKER_ENV = "TOKENLENS_WORKER"  # set in the environment of the processes `--workers N` starts
+
+
+class _ReusePortAsyncio:
+    """`asyncio` as `mitmproxy.proxy.mode_servers` sees it in a worker: its listeners bind with SO_REUSEPORT."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(asyncio, name)
+
+    @staticmethod
+    async def start_server(*args: Any, **kwargs: Any) -> asyncio.Server:
+        kwargs.setdefault("reuse_port", True)
+        return await asyncio.start_server(*args, **kwargs)
+
+
+def _listen_with_reuse_port() -> None:
+    from mitmproxy.proxy import mode_servers
+
+    setattr(mode_servers, "asyncio", _ReusePortAsyncio())  # noqa: B010 (a module attribute, on purpose)
 
 
 def port_problem(host: str, port: int) -> str | None:
@@ -88,12 +119,16 @@ async def _serve(deps: AppDeps, broadcaster: Broadcaster) -> None:
     await master.run()
 
 
-def run_gateway(settings: Settings, home: Path, config_file: Path) -> None:
+def run_gateway(settings: Settings, home: Path, config_file: Path, *, worker: str | None = None) -> None:
+    """One gateway process (`worker`: its index when it is one of `--workers N`)."""
     home.mkdir(parents=True, exist_ok=True)
     ensure_ca(home)
     threading.Thread(target=warm_up, name="tokenlens-tokenizer", daemon=True).start()
     holder = SettingsHolder(settings)
     store = open_store(settings.storage.url, home)
+    config_sync = ConfigSync(store, holder) if store.kind == "postgresql" else None
+    if config_sync is not None:
+        config_sync.poll()  # sections changed through any gateway's API win over this file's
     bus = EventBus()
     broadcaster = Broadcaster(bus)
     writer: RecordWriter = RecordWriter(
@@ -110,22 +145,32 @@ def run_gateway(settings: Settings, home: Path, config_file: Path) -> None:
         home=home,
         config_path=config_file,
         record_listeners=broadcaster.listeners,
+        shared=store.kind == "postgresql" or worker is not None,
+        config_sync=config_sync,
     )
-    ledger_for(deps)  # spend rebuilt from the store before anything is served
+    ledger = ledger_for(deps)  # spend rebuilt from the store before anything is served
+    if config_sync is not None:
+        config_sync.start()
+    if worker is not None:
+        _listen_with_reuse_port()
     cost_services = start_cost_services(deps)  # webhooks, cost alerts, anomalies, Sunday digest
     web = make_server("127.0.0.1", 0, create_app(deps), threaded=True)
     deps.web_port = web.server_port
     threading.Thread(target=web.serve_forever, name="tokenlens-web", daemon=True).start()
     host, port = settings.server.host, settings.server.port
     shown = "localhost" if host in ("127.0.0.1", "::1") else host
-    typer.echo(
-        f"TokenLens gateway on http://{shown}:{port} (dashboard http://{shown}:{port}/, data in {home})",
-        err=True,
-    )
+    if worker is None or worker == "0":
+        typer.echo(
+            f"TokenLens gateway on http://{shown}:{port} (dashboard http://{shown}:{port}/, data in {home})",
+            err=True,
+        )
     try:
         asyncio.run(_serve(deps, broadcaster))
     finally:
+        if config_sync is not None:
+            config_sync.stop()
         written = writer.stop()
+        ledger.close()  # a shared ledger gives its unused leases back
         cost_services.stop()
         web.shutdown()
         store.close()
@@ -147,6 +192,12 @@ def daemon(
         Path | None,
         typer.Option("--data-dir", help="Data directory (default $TOKENLENS_HOME, ~/.tokenlens)."),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Gateway processes sharing the port (SO_REUSEPORT) and the store (default 1)."
+        ),
+    ] = 1,
 ) -> None:
     """Run the gateway in the foreground. Ready when GET /healthz answers 200."""
     home = (data_dir or tokenlens_home()).expanduser()
@@ -165,8 +216,46 @@ def daemon(
         port=port if port is not None else settings.server.port,
     )
     settings = dataclasses.replace(settings, server=server)
-    problem = startup_problem(settings) or port_problem(server.host, server.port)
+    worker = os.environ.get(WORKER_ENV)
+    problem = startup_problem(settings) or (None if worker else port_problem(server.host, server.port))
     if problem:
         typer.echo(problem, err=True)
         raise typer.Exit(1)
-    run_gateway(settings, home, config_file)
+    if workers > 1 and not worker:
+        raise typer.Exit(run_workers(workers, settings, home, config_file))
+    run_gateway(settings, home, config_file, worker=worker)
+
+
+def run_workers(count: int, settings: Settings, home: Path, config_file: Path) -> int:
+    """Start `count` gateway processes on the same port and store; stop them all on SIGINT/SIGTERM or when
+    one exits. Returns the exit code (the first non-zero one of the workers)."""
+    home.mkdir(parents=True, exist_ok=True)
+    ensure_ca(home)  # once, before the workers read it
+    open_store(settings.storage.url, home).close()  # migrated once, before the workers open it
+    command = [sys.executable, "-m", "tokenlens", "daemon", "--config", str(config_file)]
+    command += ["--data-dir", str(home), "--host", settings.server.host, "--port", str(settings.server.port)]
+    processes = [
+        subprocess.Popen(command, env={**os.environ, WORKER_ENV: str(index)}) for index in range(count)
+    ]
+    stopping = threading.Event()
+
+    def stop(*_: object) -> None:
+        stopping.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
+    typer.echo(f"TokenLens: {count} gateway workers on port {settings.server.port}", err=True)
+    while not stopping.is_set() and all(p.poll() is None for p in processes):
+        stopping.wait(0.2)
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    codes = []
+    for process in processes:
+        try:
+            codes.append(process.wait(timeout=max(0.1, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            codes.append(process.wait())
+    return next((code for code in codes if code), 0)

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
+
+import regex as timed_re
 
 from tokenlens.config import CustomRule, Guardrails
 from tokenlens.guardrails.extract import TextSlot, request_slots, response_slots
@@ -22,6 +26,21 @@ from tokenlens.guardrails.patterns import check_pattern
 from tokenlens.guardrails.pii import Match, find_pii, resolve_overlaps
 
 MAX_FINDINGS = 50
+# Custom rules run on the `regex` engine with this time bound per search: a pattern that backtracks
+# catastrophically (one written into the file by hand, past the PUT-time check) cannot stall the gateway.
+RULE_TIMEOUT_S = 0.25
+
+log = logging.getLogger(__name__)
+
+
+class RuleTimeout(TimeoutError):
+    """A custom rule's pattern ran past RULE_TIMEOUT_S; the guardrail failure policy (fail_open) applies."""
+
+    def __init__(self, rule: str) -> None:
+        super().__init__(f"{rule} timed out after {RULE_TIMEOUT_S}s")
+        self.rule = rule
+
+
 Where = str  # "request" | "response"
 
 
@@ -92,26 +111,48 @@ class CompiledRule:
     regex: Any
 
 
+def _compile_timed(pattern: str) -> Any:
+    """The pattern on the `regex` engine (which takes a timeout); None when it only compiles with `re`."""
+    try:
+        return timed_re.compile(pattern, flags=timed_re.VERSION0)
+    except Exception:
+        return None
+
+
 @lru_cache(maxsize=32)
 def compile_rules(rules: tuple[CustomRule, ...]) -> tuple[CompiledRule, ...]:
-    """Custom rules compiled once per configuration; an unsafe pattern that slipped into the file is skipped."""
+    """Custom rules compiled once per configuration, to run under a time bound.
+
+    A pattern the PUT-time check refuses as prone to backtracking but that reached the file anyway still runs
+    (bounded by RULE_TIMEOUT_S); one that does not compile is skipped.
+    """
     out = []
     for r in rules:
         try:
-            regex = check_pattern(r.pattern)
+            check_pattern(r.pattern)
+        except re.error:
+            continue
         except ValueError:
+            log.warning("custom rule %s has a pattern prone to backtracking; it runs time-bounded", r.name)
+        compiled = _compile_timed(r.pattern)
+        if compiled is None:
             continue
         kind = "".join(ch if ch.isalnum() else "_" for ch in r.name).upper()
-        out.append(CompiledRule(r.name, f"custom.{r.name}", kind, r.action, regex))
+        out.append(CompiledRule(r.name, f"custom.{r.name}", kind, r.action, compiled))
     return tuple(out)
 
 
 def custom_matches(rules: Iterable[CompiledRule], text: str) -> list[Match]:
+    """Every match of every rule; RuleTimeout when one rule's search runs past RULE_TIMEOUT_S."""
     found = []
     for rule in rules:
-        for m in rule.regex.finditer(text):
-            if m.end() > m.start():
-                found.append(Match(rule.rule, rule.kind, m.start(), m.end()))
+        try:
+            for m in rule.regex.finditer(text, timeout=RULE_TIMEOUT_S):
+                if m.end() > m.start():
+                    found.append(Match(rule.rule, rule.kind, m.start(), m.end()))
+        except TimeoutError:
+            log.warning("custom rule %s timed out after %.2fs", rule.rule, RULE_TIMEOUT_S)
+            raise RuleTimeout(rule.rule) from None
     return found
 
 

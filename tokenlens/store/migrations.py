@@ -259,12 +259,31 @@ def _v5_coarser_rollups(db: pw.Database, migrator: SchemaMigrator) -> None:
     )
 
 
+def _v6_shared_state(db: pw.Database, migrator: SchemaMigrator) -> None:
+    """State that several gateways share through one store: spend and leased headroom per cap bucket
+    (`ledger_bucket`, tokenlens.shared_ledger) and the configuration sections changed through the API
+    (`config_section`, tokenlens.config_sync)."""
+    real = "DOUBLE PRECISION" if isinstance(db, pw.PostgresqlDatabase) else "REAL"
+    db.execute_sql(
+        'CREATE TABLE "ledger_bucket" ("scope" TEXT NOT NULL, "period" TEXT NOT NULL, '
+        f'"period_key" TEXT NOT NULL, "spent_usd" {real} NOT NULL DEFAULT 0, '
+        f'"reserved_usd" {real} NOT NULL DEFAULT 0, "calls" BIGINT NOT NULL DEFAULT 0, '
+        f'"reserved_calls" BIGINT NOT NULL DEFAULT 0, "updated_at" {real} NOT NULL DEFAULT 0, '
+        'PRIMARY KEY ("scope", "period", "period_key"))'
+    )
+    db.execute_sql(
+        'CREATE TABLE "config_section" ("name" TEXT NOT NULL PRIMARY KEY, "version" BIGINT NOT NULL, '
+        f'"data" TEXT NOT NULL, "updated_at" {real} NOT NULL DEFAULT 0)'
+    )
+
+
 MIGRATIONS: list[Migration] = [
     _v1_create_calls,
     _v2_session_indexes,
     _v3_call_details,
     _v4_usage_rollups,
     _v5_coarser_rollups,
+    _v6_shared_state,
 ]
 
 

@@ -168,6 +168,36 @@ class UsageTagHourly(BaseModel):
         primary_key = pw.CompositeKey("tag_key", "bucket", "tag_value")
 
 
+class LedgerBucket(BaseModel):
+    """Spend and headroom leased to gateways for one cap bucket (scope, day or month, period key), shared by
+    every gateway of a store (tokenlens.shared_ledger)."""
+
+    scope = pw.TextField()
+    period = pw.TextField()
+    period_key = pw.TextField()
+    spent_usd = pw.DoubleField(default=0)
+    reserved_usd = pw.DoubleField(default=0)  # headroom leased to gateways, not yet spent or returned
+    calls = pw.BigIntegerField(default=0)
+    reserved_calls = pw.BigIntegerField(default=0)
+    updated_at = pw.DoubleField(default=0)
+
+    class Meta:
+        table_name = "ledger_bucket"
+        primary_key = pw.CompositeKey("scope", "period", "period_key")
+
+
+class ConfigSection(BaseModel):
+    """A configuration section changed through the API of one gateway; every gateway applies newer versions."""
+
+    name = pw.TextField(primary_key=True)
+    version = pw.BigIntegerField()
+    data = pw.TextField()  # JSON, in the shape of the file
+    updated_at = pw.DoubleField(default=0)
+
+    class Meta:
+        table_name = "config_section"
+
+
 MODELS: tuple[type[BaseModel], ...] = (Call, CallBody, SchemaVersion, UsageHourly, UsageTagHourly)
 
 

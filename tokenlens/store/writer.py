@@ -5,6 +5,12 @@ the database. `submit()` never blocks and never raises. A batch is written in on
 insert fails (database locked beyond busy_timeout, PostgreSQL down) the batch is kept and retried with
 backoff, never dropped. Only a record the database rejects on its own (found by writing the batch one
 record at a time) is logged in full at ERROR level and set aside.
+
+Back-pressure without blocking: the queue is bounded (`max_queue`). When it is full, `submit()` prepares the
+record on the caller's thread and appends it to the spill journal (`tokenlens.store.journal`); a batch the
+database refuses for longer than `spill_after` seconds (or at shutdown) goes to the journal too, so the queue
+keeps draining. The journal is replayed into the store when the writer has caught up, and at start. Only when
+the journal cannot be written either (disk full) does the queue grow past its bound: records are never dropped.
 """
 
 from __future__ import annotations
@@ -14,11 +20,14 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import peewee as pw
 
+from tokenlens.config import tokenlens_home
 from tokenlens.records import CallRecord, new_call_id
+from tokenlens.store.journal import Journal, default_journal_path
 from tokenlens.store.queries import Store
 
 log = logging.getLogger(__name__)
@@ -27,6 +36,8 @@ _STOP = object()
 _BACKOFF_START = 0.05
 _BACKOFF_MAX = 2.0
 _SPLIT_AFTER = 3  # failed attempts of a whole batch before it is written record by record
+_REPLAY_EVERY = 1.0  # seconds between attempts to replay the journal while it holds records
+_UNSET: Any = object()
 
 
 def minimal_error_record(item: object, exc: BaseException) -> CallRecord:
@@ -62,6 +73,8 @@ class RecordWriter[T]:
     on_written: called with each batch after its transaction committed (e.g. to publish on the bus).
     interval: how long the first item of a batch waits for company; max_batch: batch size cap.
     store_bodies: read per batch (the setting can change at run time).
+    max_queue: items queued before `submit()` spills to the journal; spill_after: seconds a failing batch is
+    retried before it goes to the journal. journal: default next to the SQLite file (None: no journal).
     """
 
     def __init__(
@@ -75,6 +88,9 @@ class RecordWriter[T]:
         store_bodies: Callable[[], bool] = lambda: True,
         fallback: Callable[[T, BaseException], CallRecord | None] = minimal_error_record,
         name: str = "tokenlens-writer",
+        max_queue: int = 20_000,
+        spill_after: float = 5.0,
+        journal: Journal | Path | None = _UNSET,
     ) -> None:
         self.store = store
         self.prepare = prepare
@@ -92,14 +108,34 @@ class RecordWriter[T]:
         self.written = 0  # records inserted
         self.rejected = 0  # records the database refused on their own (logged)
         self.retries = 0  # failed batch attempts
+        self.max_queue = max(1, max_queue)
+        self.spill_after = spill_after
+        self.spilled = 0  # records appended to the journal
+        self.replayed = 0  # records replayed from the journal into the store
+        if journal is _UNSET:
+            location = getattr(store, "location", None)  # None: a stand-in store (tests), no journal
+            journal = None if location is None else default_journal_path(location.path, tokenlens_home())
+        self.journal = Journal(journal) if isinstance(journal, Path) else journal
+        self._journal_dirty = False
+        self._store_ok = True  # the last insert succeeded
+        self._next_replay = 0.0
+        self._spill_failed_logged = False
+        if self.journal is not None and self.journal.has_data():
+            self._journal_dirty = True
+            self._replay_journal(
+                budget=spill_after
+            )  # before anything reads the store (e.g. the budget ledger)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     # ------------------------------------------------------------------------------------------ producer side
 
     def submit(self, item: T) -> None:
-        """Queue an item for writing. Never blocks, never raises."""
+        """Queue an item for writing (or spill it to the journal when the queue is full). Never blocks, never
+        raises."""
         try:
+            if self._queue.qsize() >= self.max_queue and self._spill_item(item):
+                return
             with self._count_lock:
                 self._submitted += 1
                 self._queue.put(item)
@@ -109,6 +145,25 @@ class RecordWriter[T]:
                 )
         except Exception:  # pragma: no cover - SimpleQueue.put does not fail
             log.exception("could not queue a record")
+
+    def _spill_item(self, item: T) -> bool:
+        """Prepare the item here and append it to the journal; False when there is no journal or it failed."""
+        if self.journal is None:
+            return False
+        records = self._prepare_all([item])
+        try:
+            self.journal.append(records)
+        except OSError as exc:
+            if not self._spill_failed_logged:
+                self._spill_failed_logged = True
+                log.error(
+                    "the writer queue is full and the journal cannot be written (%s); queueing anyway", exc
+                )
+            return False
+        self._spill_failed_logged = False
+        self.spilled += len(records)
+        self._journal_dirty = True
+        return True
 
     @property
     def pending(self) -> int:
@@ -120,15 +175,17 @@ class RecordWriter[T]:
         return self._thread.is_alive()
 
     def flush(self, timeout: float = 5) -> bool:
-        """Wait until every item submitted before this call is written; False on timeout."""
+        """Wait until every item submitted before this call is in the store (the journal replayed too); False
+        on timeout."""
         target = self._submitted
         deadline = time.monotonic() + timeout
         with self._done_cond:
-            while self._done < target:
+            while self._done < target or self._journal_dirty:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not self._thread.is_alive():
-                    return self._done >= target
-                self._done_cond.wait(min(remaining, 0.5))
+                    return self._done >= target and not self._journal_dirty
+                self._next_replay = 0.0
+                self._done_cond.wait(min(remaining, 0.1))
         return True
 
     def stop(self, timeout: float = 10) -> bool:
@@ -143,6 +200,8 @@ class RecordWriter[T]:
         if leftovers:
             self._process(leftovers)
             self._reset_connection()
+        if self.journal is not None:
+            self.journal.close()
         return True
 
     # ------------------------------------------------------------------------------------------ writer thread
@@ -188,8 +247,13 @@ class RecordWriter[T]:
                 for start in range(0, len(batch), self.max_batch):
                     self._process(batch[start : start + self.max_batch])
                 if stop:
+                    if self._journal_dirty and self._store_ok:  # else the next start replays it
+                        self._replay_journal(budget=1.0)
                     self._reset_connection()
                     return
+                caught_up = self._queue.qsize() < self.max_batch
+                if self._journal_dirty and caught_up and time.monotonic() >= self._next_replay:
+                    self._replay_journal(budget=0.5)
             except Exception:  # never let the thread die
                 log.exception("writer loop error")
 
@@ -216,11 +280,7 @@ class RecordWriter[T]:
             records = self._write(self._prepare_all(items))
             if records:
                 self.written += len(records)
-                if self.on_written is not None:
-                    try:
-                        self.on_written(records)
-                    except Exception:
-                        log.exception("on_written callback failed")
+                self._notify(records)
         finally:
             with self._done_cond:
                 self._done += len(items)
@@ -233,25 +293,110 @@ class RecordWriter[T]:
             log.exception("store_bodies() failed; storing bodies")
             return True
 
+    def _replay_journal(self, budget: float) -> None:
+        """Insert the journal's records the store does not have yet; leave the rest for a later attempt."""
+        journal = self.journal
+        if journal is None:
+            return
+        self._next_replay = time.monotonic() + _REPLAY_EVERY
+        for path in journal.take():
+            try:
+                records = list(journal.read(path))
+            except OSError:
+                log.exception("could not read the journal %s", path)
+                return
+            for start in range(0, len(records), self.max_batch):
+                chunk = records[start : start + self.max_batch]
+                written = self._insert_new(chunk, budget)
+                if written is None:
+                    return  # the store still refuses: try again later
+                self.replayed += len(written)
+                self.written += len(written)
+                self._notify(written)
+            try:
+                path.unlink()
+            except OSError:
+                log.exception("could not remove the replayed journal %s", path)
+                return
+            log.info("replayed %d call records from the journal %s", len(records), path.name)
+        with self._done_cond:
+            self._journal_dirty = journal.has_data()
+            self._done_cond.notify_all()
+
+    def _insert_new(self, records: list[CallRecord], budget: float) -> list[CallRecord] | None:
+        """Insert the records not stored yet, retrying for `budget` seconds; the ones inserted, or None."""
+        deadline = time.monotonic() + budget
+        delay = _BACKOFF_START
+        while True:
+            try:
+                self.store.db.connect(reuse_if_open=True)
+                known = self.store.existing_ids(r.id for r in records)
+                fresh = [r for r in records if r.id not in known]
+                self.store.insert_calls(fresh, store_bodies=self._store_bodies())
+                return fresh
+            except Exception as exc:
+                self.retries += 1
+                self._reset_connection()
+                if time.monotonic() + delay > deadline:
+                    log.warning("replaying the journal failed, will retry: %s", exc)
+                    return None
+                time.sleep(delay)
+                delay = min(delay * 2, _BACKOFF_MAX)
+
+    def _notify(self, records: list[CallRecord]) -> None:
+        if records and self.on_written is not None:
+            try:
+                self.on_written(records)
+            except Exception:
+                log.exception("on_written callback failed")
+
+    def _spill_batch(self, records: list[CallRecord], exc: BaseException) -> bool:
+        """Move a batch the store keeps refusing to the journal; False when the journal fails too."""
+        if self.journal is None:
+            return False
+        try:
+            self.journal.append(records)
+        except OSError as error:
+            log.error(
+                "the journal cannot be written either (%s); keeping %d records in memory", error, len(records)
+            )
+            return False
+        log.warning(
+            "the store refuses writes (%s); %d call records spilled to the journal", exc, len(records)
+        )
+        self.spilled += len(records)
+        self._next_replay = time.monotonic() + _REPLAY_EVERY
+        self._journal_dirty = True
+        return True
+
     def _write(self, records: list[CallRecord]) -> list[CallRecord]:
-        """Insert with retries and backoff (never giving up on a transient error); the records written."""
+        """Insert with retries and backoff (never giving up on a transient error); the records written.
+
+        A batch refused for `spill_after` seconds (at once when stopping) goes to the journal instead.
+        """
         if not records:
             return records
         delay = _BACKOFF_START
         attempts = 0
+        first_failure = time.monotonic()
         while True:
             try:
                 # The writer keeps its connection open between batches (closing the last connection to a
                 # WAL database checkpoints it, which would cost milliseconds per batch).
                 self.store.db.connect(reuse_if_open=True)
                 self.store.insert_calls(records, store_bodies=self._store_bodies())
+                self._store_ok = True
                 return records
             except Exception as exc:
+                self._store_ok = False
                 attempts += 1
                 self.retries += 1
                 self._reset_connection()
                 if attempts >= _SPLIT_AFTER and not _is_transient(exc):
                     return self._write_one_by_one(records)
+                overdue = time.monotonic() - first_failure >= self.spill_after
+                if (overdue or self._stopping) and self._spill_batch(records, exc):
+                    return []
                 log.warning(
                     "writing %d call records failed (attempt %d, retrying in %.2fs): %s",
                     len(records),

@@ -1,0 +1,190 @@
+"""The writer falling behind: a bounded queue that spills to a journal, replayed later; disk full."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tokenlens.records import CallRecord
+from tokenlens.store import RecordWriter, open_store
+from tokenlens.store.journal import Journal, record_from_line, record_to_line
+
+
+def prepare(item: dict[str, Any]) -> CallRecord:
+    return CallRecord(
+        id=item["id"],
+        ts=1_790_000_000.0,
+        provider="openai",
+        endpoint="/v1/chat/completions",
+        model="gpt-4o-mini",
+        input_tokens=item.get("tokens", 7),
+        request_body=item.get("body", b'{"x": 1}'),
+    )
+
+
+def stored_ids(db: Path) -> list[str]:
+    with sqlite3.connect(db) as conn:
+        return [row[0] for row in conn.execute("select id from call")]
+
+
+def test_journal_line_round_trip_keeps_every_field() -> None:
+    record = CallRecord(
+        id="abc",
+        ts=1.5,
+        provider="google",
+        endpoint="/v1beta/x",
+        tags={"team": "é"},
+        details={"waste": {"n": [1, 2]}},
+        guardrail_flags=[{"rule": "email"}],
+        request_body=b"\x00\xffbin",
+        response_body=None,
+        cost_usd=0.25,
+    )
+    assert record_from_line(record_to_line(record)) == record
+
+
+def test_a_full_queue_spills_to_the_journal_without_blocking_and_nothing_is_lost(tmp_path: Path) -> None:
+    store = open_store(None, tmp_path)
+    other = sqlite3.connect(tmp_path / "tokenlens.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # the writer falls behind: the database is locked
+    written: list[str] = []
+    writer = RecordWriter(
+        store,
+        prepare,
+        lambda batch: written.extend(r.id for r in batch),
+        max_queue=5,
+        max_batch=10,
+        spill_after=30,
+    )
+    slowest = 0.0
+    for i in range(200):
+        started = time.perf_counter()
+        writer.submit({"id": f"r{i:03d}"})
+        slowest = max(slowest, time.perf_counter() - started)
+    assert slowest < 0.05  # never waits on the locked database
+    # in memory: at most the queue bound plus the batch the writer holds
+    assert writer.pending <= 5 + 10 + 1
+    assert writer.spilled == 200 - writer.pending
+    assert writer.journal is not None and writer.journal.has_data()
+    other.execute("COMMIT")
+    other.close()
+    assert writer.flush(timeout=30)
+    ids = stored_ids(tmp_path / "tokenlens.db")
+    assert sorted(ids) == [f"r{i:03d}" for i in range(200)]
+    assert sorted(written) == sorted(ids)  # listeners see each record exactly once
+    assert writer.replayed == writer.spilled and not writer.journal.has_data()
+    assert writer.stop()
+
+
+def test_a_batch_refused_too_long_moves_to_the_journal_and_the_queue_keeps_draining(tmp_path: Path) -> None:
+    store = open_store(None, tmp_path)
+    other = sqlite3.connect(tmp_path / "tokenlens.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    writer = RecordWriter(store, prepare, spill_after=0.3, interval=0.05)
+    for i in range(30):
+        writer.submit({"id": f"b{i}"})
+        time.sleep(0.02)
+    deadline = time.monotonic() + 10
+    while writer.pending and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert writer.pending == 0 and writer.spilled == 30  # all out of memory, into the journal
+    other.execute("COMMIT")
+    other.close()
+    assert writer.flush(timeout=30)
+    assert len(stored_ids(tmp_path / "tokenlens.db")) == 30
+    assert writer.stop()
+
+
+def test_stop_while_locked_spills_and_the_next_start_replays(tmp_path: Path) -> None:
+    store = open_store(None, tmp_path)
+    other = sqlite3.connect(tmp_path / "tokenlens.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    writer = RecordWriter(store, prepare)
+    for i in range(10):
+        writer.submit({"id": f"s{i}"})
+    started = time.monotonic()
+    assert writer.stop(timeout=20)
+    assert time.monotonic() - started < 8
+    assert writer.spilled == 10
+    other.execute("COMMIT")
+    other.close()
+    store.close()
+    again = open_store(None, tmp_path)
+    seen: list[str] = []
+    restarted = RecordWriter(again, prepare, lambda batch: seen.extend(r.id for r in batch))
+    assert sorted(stored_ids(tmp_path / "tokenlens.db")) == sorted(f"s{i}" for i in range(10))
+    assert sorted(seen) == sorted(f"s{i}" for i in range(10))
+    assert restarted.journal is not None and not restarted.journal.has_data()
+    assert restarted.stop()
+
+
+def test_replay_at_start_skips_stored_ids_and_a_line_cut_by_a_crash(tmp_path: Path) -> None:
+    store = open_store(None, tmp_path)
+    store.insert_calls([prepare({"id": "already"})])
+    journal_path = tmp_path / "tokenlens.db.spill.jsonl"
+    Journal(journal_path).append(
+        [prepare({"id": "already"}), prepare({"id": "new1"}), prepare({"id": "new2"})]
+    )
+    with journal_path.open("a") as handle:
+        handle.write('{"id": "cut", "ts": 1.0, "provi')  # kill -9 in the middle of an append
+    seen: list[str] = []
+    writer = RecordWriter(store, prepare, lambda batch: seen.extend(r.id for r in batch))
+    assert sorted(stored_ids(tmp_path / "tokenlens.db")) == ["already", "new1", "new2"]
+    assert sorted(seen) == ["new1", "new2"]
+    assert writer.replayed == 2 and not journal_path.exists()
+    assert writer.stop()
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 3 MB filesystem (tmpfs; needs root)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_disk_full_keeps_records_until_space_returns(tiny_disk: Path) -> None:
+    store = open_store(None, tiny_disk)
+    writer = RecordWriter(store, prepare, spill_after=0.2, interval=0.05)
+    writer.submit({"id": "before"})
+    assert writer.flush(timeout=10)
+    filler = tiny_disk / "filler"
+    with filler.open("wb") as handle:  # fill the disk to the last byte
+        try:
+            while True:
+                handle.write(b"\0" * 65536)
+                handle.flush()
+        except OSError:
+            pass
+    body = os.urandom(200_000)  # needs fresh pages: SQLite gets SQLITE_FULL
+    started = time.perf_counter()
+    for i in range(5):
+        writer.submit({"id": f"full{i}", "body": body})
+    assert time.perf_counter() - started < 0.5  # the producer never waits on the full disk
+    time.sleep(1.5)
+    assert (
+        writer.retries > 0 and writer.pending == 5
+    )  # neither written nor dropped, nor in the (full) journal
+    filler.unlink()
+    assert writer.flush(timeout=30)
+    assert sorted(stored_ids(tiny_disk / "tokenlens.db")) == ["before", *(f"full{i}" for i in range(5))]
+    with sqlite3.connect(tiny_disk / "tokenlens.db") as conn:
+        assert conn.execute("pragma integrity_check").fetchone() == ("ok",)
+    assert writer.stop()
+    store.close()
