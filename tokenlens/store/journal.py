@@ -122,8 +122,13 @@ class Journal:
             self._close()
 
 
-def default_journal_path(location_path: Path | None, home: Path) -> Path:
-    """Next to the SQLite file (`<db>.spill.jsonl`), or in the data directory for PostgreSQL."""
+def default_journal_path(location_path: Path | None, home: Path, worker: str | None = None) -> Path:
+    """Next to the SQLite file (`<db>.spill.jsonl`), or in the data directory for PostgreSQL.
+
+    Each of `daemon --workers N` (`worker` = its index) has a journal of its own (`<db>.spill-w<N>.jsonl`), so
+    one worker never replays or moves a file another is appending to.
+    """
+    suffix = ".spill.jsonl" if not worker else f".spill-w{worker}.jsonl"
     if location_path is not None:
-        return location_path.with_name(location_path.name + ".spill.jsonl")
-    return home / "postgresql.spill.jsonl"
+        return location_path.with_name(location_path.name + suffix)
+    return home / f"postgresql{suffix}"

@@ -16,6 +16,7 @@ the journal cannot be written either (disk full) does the queue grow past its bo
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -114,7 +115,10 @@ class RecordWriter[T]:
         self.replayed = 0  # records replayed from the journal into the store
         if journal is _UNSET:
             location = getattr(store, "location", None)  # None: a stand-in store (tests), no journal
-            journal = None if location is None else default_journal_path(location.path, tokenlens_home())
+            worker = os.environ.get("TOKENLENS_WORKER")  # set by `daemon --workers N` in each worker
+            journal = (
+                None if location is None else default_journal_path(location.path, tokenlens_home(), worker)
+            )
         self.journal = Journal(journal) if isinstance(journal, Path) else journal
         self._journal_dirty = False
         self._store_ok = True  # the last insert succeeded
