@@ -177,3 +177,31 @@ def test_import_goes_through_a_running_daemon(
     assert "imported 5, skipped 0, errors 0" in result.output
     assert daemon.store.count_calls() == 5
     assert not (home / "tokenlens.db").exists()  # nothing was written behind the daemon's back
+
+
+def test_large_import_shows_progress_and_reads_everything(
+    cli: typer.Typer, home: Path, tmp_path: Path
+) -> None:
+    base = records()[0].to_dict()
+    lines = [json.dumps({**base, "id": f"big{i}", "source": "bulk" + "x" * 200}) for i in range(5000)]
+    file = tmp_path / "big.jsonl"
+    file.write_text("\n".join(lines) + "\n")
+    assert file.stat().st_size >= data.PROGRESS_MIN_BYTES
+    result = runner.invoke(cli, ["import", str(file)])
+    assert result.exit_code == 0, result.output
+    assert "imported 5000, skipped 0, errors 0" in result.output
+    store = open_store(None, home)
+    assert store.count_calls() == 5000
+    store.close()
+
+
+def test_progress_reader_counts_every_byte(tmp_path: Path) -> None:
+    file = tmp_path / "f.jsonl"
+    file.write_bytes(b"one\ntwo\nthree\n")
+    seen: list[int] = []
+    with file.open("rb") as handle:
+        assert list(data.ProgressReader(handle, seen.append)) == [b"one\n", b"two\n", b"three\n"]
+    with file.open("rb") as handle:
+        reader = data.ProgressReader(handle, seen.append)
+        assert reader.read(5) + reader.read(-1) == b"one\ntwo\nthree\n"
+    assert sum(seen) == 2 * file.stat().st_size

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import IO, Annotated, Any, cast
 
 import httpx
 import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
 from tokenlens.cli.common import (
     ConfigOption,
@@ -134,13 +145,13 @@ def import_(
     except OSError as exc:
         typer.echo(f"Cannot read {path}: {exc.strerror or exc}.", err=True)
         raise typer.Exit(1) from None
-    with handle:
+    with handle, import_progress(handle, path.stat().st_size) as reader:
         try:
             if daemon_is_up(settings.server):
                 typer.echo(f"Importing through the daemon at {daemon_url(settings.server)}.", err=True)
-                result = _import_via_daemon(settings.server, handle)
+                result = _import_via_daemon(settings.server, reader)
             else:
-                result = _import_direct(settings, home, handle)
+                result = _import_direct(settings, home, reader)
         except OSError as exc:
             typer.echo(f"Cannot read {path}: {exc.strerror or exc}.", err=True)
             raise typer.Exit(1) from None
@@ -152,6 +163,45 @@ def import_(
         typer.echo(f"  line {problem.get('line')}: {problem.get('error')}")
     if len(result.errors) > SHOWN_ERRORS:
         typer.echo(f"  ... and {len(result.errors) - SHOWN_ERRORS} more")
+
+
+PROGRESS_MIN_BYTES = 1 << 20  # a progress bar for files of 1 MiB and more
+
+
+class ProgressReader:
+    """A binary file that advances a progress bar as it is read (by blocks or by lines)."""
+
+    def __init__(self, handle: IO[bytes], advance: Callable[[int], None]) -> None:
+        self.handle = handle
+        self.advance = advance
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.handle.read(size)
+        self.advance(len(data))
+        return data
+
+    def __iter__(self) -> Iterator[bytes]:
+        for line in self.handle:
+            self.advance(len(line))
+            yield line
+
+
+@contextlib.contextmanager
+def import_progress(handle: IO[bytes], size: int) -> Iterator[IO[bytes]]:
+    """`handle`, wrapped with a progress bar on stderr when the file is large."""
+    if size < PROGRESS_MIN_BYTES:
+        yield handle
+        return
+    columns = (
+        TextColumn("importing"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("import", total=size)
+        yield cast(IO[bytes], ProgressReader(handle, lambda n: progress.advance(task, n)))
 
 
 def register(app: typer.Typer) -> None:
