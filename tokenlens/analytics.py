@@ -498,8 +498,59 @@ def recommendations(
                         "link": "/api/calls?" + urlencode({"source": source, "model": model}),
                     }
                 )
-    found.sort(key=lambda r: (-r["saving_usd_month"], r["kind"], r["source"], r["model"]))
+    found.extend(_token_intelligence_advice(store, days, tz, pricer, groups, scale))
+    found.sort(key=lambda r: (-r["saving_usd_month"], r["kind"], r["source"] or "", r["model"] or ""))
     return {"days": days, "recommendations": found}
+
+
+def _token_intelligence_advice(
+    store: Store, days: int, tz: tzinfo, pricer: PricerLike, groups: dict[Any, Row], scale: float
+) -> list[dict[str, Any]]:
+    """Prompt-caching opportunities and history bloat, from the per-call analysis (tokenlens.insights)."""
+    from tokenlens import insights
+    from tokenlens.pricing import Pricer
+
+    found: list[dict[str, Any]] = []
+    caching = insights.caching_opportunities(
+        store, days, tz, pricer if isinstance(pricer, Pricer) else Pricer()
+    )
+    for item in caching["items"]:
+        if not item.get("saving_usd"):
+            continue
+        sources = item["sources"]
+        found.append(
+            {
+                "kind": "prompt_caching",
+                "source": sources[0] if len(sources) == 1 else None,
+                "model": item["model"],
+                "title": f"Cache the {item['prefix_tokens']}-token prefix resent by {', '.join(sources)} on {item['model']}",
+                "saving_usd_month": money(item["saving_usd"] * scale),
+                "evidence": {**item, "days": days},
+                "link": f"/api/usage/caching-opportunities?days={days}",
+            }
+        )
+    input_cost: dict[str, float] = {}
+    for (source, _model, _provider), row in groups.items():
+        input_cost[source] = input_cost.get(source, 0.0) + row.get("input_cost_usd", 0.0)
+    history = insights.conversation_efficiency(store, days, tz)
+    for item in history["items"]:
+        if not item["bloated"]:
+            continue
+        # trimming history down to the bloat threshold saves that share of the source's input spend
+        excess = item["history_share"] - history["threshold"]
+        found.append(
+            {
+                "kind": "history_bloat",
+                "source": item["source"],
+                "model": None,
+                "title": f"Summarise or trim the conversation history {item['source']} resends",
+                "saving_usd_month": money(excess * input_cost.get(item["source"], 0.0) * scale),
+                "evidence": {k: item[k] for k in ("calls", "history_share", "avg_input_tokens")}
+                | {"days": days},
+                "link": f"/api/usage/conversation-efficiency?days={days}",
+            }
+        )
+    return found
 
 
 # ---------------------------------------------------------------------------------------------- digest
