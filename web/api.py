@@ -40,7 +40,6 @@ class BadParam(ValueError):
         self.field = field
 
 
-@bp.errorhandler(BadParam)
 def _bad_param(exc: BadParam) -> tuple[Response, int]:
     return error(str(exc), 400, exc.field)
 
@@ -79,17 +78,25 @@ def timezone_of(settings: Settings) -> Any:
 # ------------------------------------------------------------------------------------------ a connection per request
 
 
-@bp.before_request
 def _open_connection() -> None:
     g.tokenlens_opened_db = deps().store.db.connect(reuse_if_open=True)
 
 
-@bp.teardown_request
 def _close_connection(exc: BaseException | None) -> None:
     if g.pop("tokenlens_opened_db", False):
         db = deps().store.db
         if not db.is_closed() and not db.in_transaction():
             db.close()
+
+
+def serve_store_requests(blueprint: Blueprint) -> None:
+    """For a JSON API blueprint: a store connection per request, and BadParam answered as 400."""
+    blueprint.register_error_handler(BadParam, _bad_param)
+    blueprint.before_request(_open_connection)
+    blueprint.teardown_request(_close_connection)
+
+
+serve_store_requests(bp)
 
 
 # ------------------------------------------------------------------------------------------ routes

@@ -15,12 +15,12 @@ from tokenlens import analytics
 from tokenlens.app import AppDeps
 from tokenlens.metrics import CONTENT_TYPE, Metrics
 from tokenlens.web.api import (
-    BadParam,
     days_arg,
     deps,
     error,
     int_arg,
     pricer_for,
+    serve_store_requests,
     text_arg,
     timezone_of,
 )
@@ -37,21 +37,7 @@ def _setup(state: BlueprintSetupState) -> None:
         app_deps.record_listeners.append(app_deps.metrics.observe)
 
 
-@bp.errorhandler(BadParam)
-def _bad_param(exc: BadParam) -> tuple[Response, int]:
-    return error(str(exc), 400, exc.field)
-
-
-@bp.before_request
-def _open_connection() -> None:
-    deps().store.db.connect(reuse_if_open=True)
-
-
-@bp.teardown_request
-def _close_connection(exc: BaseException | None) -> None:
-    db = deps().store.db
-    if not db.is_closed() and not db.in_transaction():
-        db.close()
+serve_store_requests(bp)
 
 
 def _context() -> tuple[AppDeps, Any]:

@@ -11,7 +11,16 @@ from tokenlens.analyze import AnalyzeError, analyze_request
 from tokenlens.app import AppDeps
 from tokenlens.pricing import Pricer
 from tokenlens.ratelimits import book_of, rate_limited_calls
-from tokenlens.web.api import BadParam, days_arg, deps, error, int_arg, pricer_for, text_arg, timezone_of
+from tokenlens.web.api import (
+    days_arg,
+    deps,
+    error,
+    int_arg,
+    pricer_for,
+    serve_store_requests,
+    text_arg,
+    timezone_of,
+)
 
 bp = Blueprint("sessions_api", __name__)
 
@@ -25,21 +34,7 @@ def _setup(state: BlueprintSetupState) -> None:
     book_of(app_deps)
 
 
-@bp.errorhandler(BadParam)
-def _bad_param(exc: BadParam) -> tuple[Response, int]:
-    return error(str(exc), 400, exc.field)
-
-
-@bp.before_request
-def _open_connection() -> None:
-    deps().store.db.connect(reuse_if_open=True)
-
-
-@bp.teardown_request
-def _close_connection(exc: BaseException | None) -> None:
-    db = deps().store.db
-    if not db.is_closed() and not db.in_transaction():
-        db.close()
+serve_store_requests(bp)
 
 
 @bp.get("/api/usage/sessions")

@@ -3,53 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from harness.pg import UNREACHABLE, pg_schema
 from tokenlens.records import CallRecord, new_call_id
 from tokenlens.store import Store, open_store
-
-PG_HOST = "127.0.0.1"
-PG_PORT = 5432
-PG_DB = "test"
-
-
-def _pg_connect() -> tuple[Any, str] | None:
-    try:
-        import psycopg2
-    except ImportError:
-        return None
-    for user in ("postgres", "root"):
-        try:
-            conn = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=user, dbname=PG_DB, connect_timeout=3)
-        except psycopg2.Error:
-            continue
-        conn.autocommit = True
-        return conn, user
-    return None
-
-
-@contextlib.contextmanager
-def pg_schema() -> Iterator[str | None]:
-    """A fresh schema `tl_<random>`; yields the store URL using it (None when PostgreSQL is unreachable)."""
-    found = _pg_connect()
-    if found is None:
-        yield None
-        return
-    conn, user = found
-    schema = f"tl_{secrets.token_hex(6)}"
-    with conn.cursor() as cur:
-        cur.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield f"postgresql://{user}@{PG_HOST}:{PG_PORT}/{PG_DB}?options=-csearch_path%3D{schema}"
-    finally:
-        with conn.cursor() as cur:
-            cur.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        conn.close()
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +22,7 @@ def pg_url() -> Iterator[str | None]:
 
 def require_pg(url: str | None) -> str:
     if url is None:
-        pytest.skip(f"PostgreSQL is not reachable at {PG_HOST}:{PG_PORT} (database {PG_DB!r})")
+        pytest.skip(UNREACHABLE)
     return url
 
 
