@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/profile_gateway.py [--seconds 15] [--connections 10] [--py-spy PATH]
 
-Starts the provider simulator, a bare `mitmdump` (reverse, bench/mitm_noop.py) and `tokenlens daemon` on
-127.0.0.1, loads each with keep-alive non-streaming chat completions (wrk, else the asyncio generator) while
+Starts the provider simulator, a bare `mitmdump` (reverse, bench/mitm_noop.py), a regular-mode `mitmdump`
+with the /proxy rewrite (bench/mitm_rewrite.py) and `tokenlens daemon` on 127.0.0.1, loads each with
+keep-alive non-streaming chat completions (wrk, else the asyncio generator) while
 `py-spy record --gil --threads` samples it, and prints milliseconds of GIL per request:
 - per thread (mitmproxy's event loop, the record writer, ...);
 - per addon hook on the event loop (the frame right under mitmproxy's `AddonManager.invoke_addon`);
@@ -192,8 +193,27 @@ def main() -> int:
                 + ["-s", str(BENCH_DIR / "mitm_noop.py")],
             )
             wait_port(port, mitm)
+            reg_port = free_port()
+            regular = procs.start(
+                "mitmdump-regular",
+                [
+                    str(VENV_BIN / "mitmdump"),
+                    "-q",
+                    "--listen-host",
+                    "127.0.0.1",
+                    "--mode",
+                    f"regular@{reg_port}",
+                ]
+                + ["--set", f"confdir={wd / 'mitmproxy'}", "-s", str(BENCH_DIR / "mitm_rewrite.py")]
+                + ["--set", f"bench_upstream=http://127.0.0.1:{sim_port}"],
+            )
+            wait_port(reg_port, regular)
             tl, tl_port = start_tokenlens(procs, wd, sim_port)
-            targets = [("mitmdump-reverse", mitm.pid, port, CHAT_PATH), ("tokenlens", tl.pid, tl_port, None)]
+            targets = [
+                ("mitmdump-reverse", mitm.pid, port, CHAT_PATH),
+                ("mitmdump-regular", regular.pid, reg_port, None),
+                ("tokenlens", tl.pid, tl_port, None),
+            ]
             for name, pid, tport, path in targets:
                 path = path or GATEWAY_PREFIX + CHAT_PATH
                 load.run(tport, path, args.connections, 2)  # warm-up
@@ -212,13 +232,14 @@ def main() -> int:
         print("\ninterrupted; everything started was stopped", file=sys.stderr)
         return 130
     t = summary["targets"]
-    if "tokenlens" in t and "mitmdump-reverse" in t:
-        a, b = t["tokenlens"], t["mitmdump-reverse"]
-        print(
-            f"TokenLens costs {a['gil_ms_per_request']:.3f} ms GIL/request against {b['gil_ms_per_request']:.3f} "
-            f"for the bare mitmdump ({a['gil_ms_per_request'] - b['gil_ms_per_request']:+.3f} ms); CPU "
-            f"{a['cpu_ms_per_request']:.2f} against {b['cpu_ms_per_request']:.2f} ms/request."
-        )
+    for base in ("mitmdump-reverse", "mitmdump-regular"):
+        if "tokenlens" in t and base in t:
+            a, b = t["tokenlens"], t[base]
+            print(
+                f"TokenLens costs {a['gil_ms_per_request']:.3f} ms GIL/request against {b['gil_ms_per_request']:.3f} "
+                f"for {base} ({a['gil_ms_per_request'] - b['gil_ms_per_request']:+.3f} ms); CPU "
+                f"{a['cpu_ms_per_request']:.2f} against {b['cpu_ms_per_request']:.2f} ms/request."
+            )
     out_json = RESULTS_DIR / f"profile-{stamp}.json"
     write_json(out_json, summary)
     print(f"JSON: {out_json.relative_to(REPO)}")
