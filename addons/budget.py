@@ -7,7 +7,9 @@ call gets the provider's own error format, 429, `Retry-After` and `x-should-retr
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 from mitmproxy import http
@@ -16,7 +18,7 @@ from tokenlens.addons._flowstate import exchange_of, pending_call
 from tokenlens.addons.routing import ModelRouter
 from tokenlens.app import AppDeps
 from tokenlens.config import Settings
-from tokenlens.controls import Cap, Ledger, WorstCase, WorstCasePricer, budget_caps, ledger_for
+from tokenlens.controls import Cap, Denial, Ledger, WorstCase, WorstCasePricer, budget_caps, ledger_for
 from tokenlens.exchange import Exchange
 from tokenlens.providers import error_body
 
@@ -85,11 +87,18 @@ class Gate:
         details["worst_case"] = worst.as_details()
         return worst
 
-    def admit(self, flow: http.HTTPFlow, exchange: Exchange, settings: Settings, caps: list[Cap]) -> None:
-        """Reserve the call's worst case in `caps` or answer it with 429; apply fail_open if that fails."""
+    def admit(
+        self, flow: http.HTTPFlow, exchange: Exchange, settings: Settings, caps: list[Cap]
+    ) -> Awaitable[None] | None:
+        """Reserve the call's worst case in `caps` or answer it with 429; apply fail_open if that fails.
+
+        A ledger shared through the database may wait on it, so its admission runs in a worker thread and
+        this returns the coroutine that awaits it (mitmproxy awaits what a hook returns); the in-memory
+        ledger decides at once and nothing is returned.
+        """
         model = self.router.decide(flow)
         if model is None:
-            return  # nothing to price or count (e.g. listing models): caps do not apply
+            return None  # nothing to price or count (e.g. listing models): caps do not apply
         try:
             if self.ledger.broken is not None:
                 raise RuntimeError(self.ledger.broken)
@@ -97,10 +106,27 @@ class Gate:
             # a cross-provider route is priced by the provider that will serve it
             provider = route.targets[0].provider if route is not None and route.targets else exchange.provider
             worst = self.worst_case(settings, exchange, model, provider)
+            if self.ledger.admits_through_store:
+                return self._admit_off_loop(flow, exchange, settings, caps, worst.cost_usd)
             denial = self.ledger.admit(exchange.id, caps, worst.cost_usd)
         except Exception as problem:
             self.failed(flow, exchange, settings, problem)
+            return None
+        self.answer(flow, exchange, denial)
+        return None
+
+    async def _admit_off_loop(
+        self, flow: http.HTTPFlow, exchange: Exchange, settings: Settings, caps: list[Cap], cost: float | None
+    ) -> None:
+        try:
+            denial = await asyncio.to_thread(self.ledger.admit, exchange.id, caps, cost)
+        except Exception as problem:
+            self.failed(flow, exchange, settings, problem)
             return
+        self.answer(flow, exchange, denial)
+
+    def answer(self, flow: http.HTTPFlow, exchange: Exchange, denial: Denial | None) -> None:
+        """Answer a refused call with 429 (its reservations released); an admitted one goes on."""
         if denial is None:
             return
         self.ledger.release(exchange.id)  # an earlier gate's reservation: the call goes nowhere
@@ -156,11 +182,10 @@ class BudgetCheck(Gate):
     name = "tokenlens.budget"
     reason = "budget"
 
-    def request(self, flow: http.HTTPFlow) -> None:
+    def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         exchange = pending_call(flow)
         if exchange is None:
-            return
+            return None
         settings = self.deps.settings.get()
         caps = budget_caps(settings)
-        if caps:
-            self.admit(flow, exchange, settings, caps)
+        return self.admit(flow, exchange, settings, caps) if caps else None

@@ -6,6 +6,8 @@ A source in `quotas.kill_switches` gets 403; the per-source and per-model caps a
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from mitmproxy import http
 
 from tokenlens.addons._flowstate import pending_call
@@ -21,10 +23,10 @@ class QuotaCheck(Gate):
     def fail_open(self, settings: Settings) -> bool:
         return settings.quotas.fail_open
 
-    def request(self, flow: http.HTTPFlow) -> None:
+    def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         exchange = pending_call(flow)
         if exchange is None:
-            return
+            return None
         settings = self.deps.settings.get()
         quotas = settings.quotas
         if exchange.source in quotas.kill_switches:
@@ -33,10 +35,9 @@ class QuotaCheck(Gate):
                 f"TokenLens: calls from source {exchange.source!r} are switched off (quotas.kill_switches)"
             )
             answer_blocked(flow, exchange, 403, "kill_switch", message, "kill_switch")
-            return
+            return None
         if not quotas.source_limits and not quotas.model_limits:
-            return
+            return None
         model = self.router.decide(flow)
         caps = source_caps(settings, exchange.source) + (model_caps(settings, model) if model else [])
-        if caps:
-            self.admit(flow, exchange, settings, caps)
+        return self.admit(flow, exchange, settings, caps) if caps else None

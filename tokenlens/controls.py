@@ -243,6 +243,9 @@ def _money(value: float) -> str:
 class Ledger:
     """Spend, call counts and reservations in memory; every operation under one lock, no I/O (but `load`)."""
 
+    # Whether `admit` may wait on the database (the shared ledger): the gates then run it off the event loop.
+    admits_through_store = False
+
     def __init__(
         self, settings: SettingsHolder, clock: Clock = time.time, publish: Publish | None = None
     ) -> None:

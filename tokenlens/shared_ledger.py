@@ -87,6 +87,8 @@ class SharedLedger(Ledger):
 
     shared = True
 
+    admits_through_store = True
+
     def __init__(
         self,
         settings: SettingsHolder,
