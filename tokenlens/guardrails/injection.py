@@ -209,16 +209,31 @@ def _words(lowered: str) -> set[str]:
     return set(lowered.translate(_PUNCT).split())
 
 
-def _present(hint: str, words: set[str]) -> bool:
-    first = hint.strip().split(" ", 1)[0]
-    return not first.isalpha() or first in words
+def _key_word(hint: str) -> str | None:
+    """The first word of a hint as `_words` splits text (`"system:"` -> `system`, `"[inst]"` -> `inst`): a text
+    holding the hint holds that word, wherever the signal's regex needs a word boundary before it. None for a
+    hint of punctuation or other characters only (`"<|"`, a zero-width space), which is searched for as it is."""
+    parts = hint.translate(_PUNCT).split()
+    return parts[0] if parts and parts[0].isascii() and parts[0].isalnum() else None
 
 
-def _windows(lowered: str, hints: tuple[str, ...], words: set[str]) -> list[tuple[int, int]]:
+_KEYS = {hint: _key_word(hint) for signal in SIGNALS for hint in signal.hints}
+
+
+def _present(hint: str, words: set[str], ascii_text: bool) -> bool:
+    key = _KEYS.get(hint) or _key_word(hint)
+    if key is not None:
+        return key in words
+    return not (ascii_text and not hint.isascii())  # a non-ASCII hint cannot be in ASCII text
+
+
+def _windows(
+    lowered: str, hints: tuple[str, ...], words: set[str], ascii_text: bool = False
+) -> list[tuple[int, int]]:
     """Merged windows around the hint occurrences: the regexes never scan the whole of a long text."""
     spans = []
     for hint in hints:
-        if not _present(hint, words):
+        if not _present(hint, words, ascii_text):
             continue
         at, seen = lowered.find(hint), 0
         while at >= 0 and seen < MAX_HINTS:
@@ -237,13 +252,25 @@ def _windows(lowered: str, hints: tuple[str, ...], words: set[str]) -> list[tupl
 def _fired(text: str, lowered: str) -> dict[str, int]:
     found: dict[str, int] = {}
     words = _words(lowered)
+    ascii_text = lowered.isascii()
     for signal in SIGNALS:
-        for start, end in _windows(lowered, signal.hints, words):
+        for start, end in _windows(lowered, signal.hints, words, ascii_text):
             m = signal.regex.search(text, start, min(len(text), end))
             if m is not None:
                 found[signal.name] = m.start()
                 break
     return found
+
+
+_BASE64_TABLE = bytes(
+    0x61 if chr(i).isascii() and (chr(i).isalnum() or chr(i) in "+/") else 0x20 for i in range(256)
+)
+_BASE64_RUN = b"a" * 24
+
+
+def _has_base64_run(text: str) -> bool:
+    """Whether `_BASE64_BLOB` can match at all: one pass at C speed instead of the regex over the text."""
+    return _BASE64_RUN in text.encode("utf-8", "surrogatepass").translate(_BASE64_TABLE)
 
 
 def _decoded_blobs(text: str) -> list[str]:
@@ -269,7 +296,7 @@ def score_injection(text: str, *, indirect: bool = False) -> InjectionResult:
         return InjectionResult(0.0, (), -1)
     lowered = text.lower()
     found = _fired(text, lowered)
-    if any(h in lowered for h in ("base64", "b64", "decode", "encoded", "==")):
+    if _has_base64_run(text) and any(h in lowered for h in ("base64", "b64", "decode", "encoded", "==")):
         for hidden in _decoded_blobs(text):
             for name in _fired(hidden, hidden.lower()):
                 found.setdefault(name, 0)

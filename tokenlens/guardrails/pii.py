@@ -1,7 +1,11 @@
 """PII and secret detection with validation (Luhn, mod 97, octet ranges, key formats) to keep false alarms down.
 
-Every search is linear in the text: literal hints (`@`, `sk-`, `AKIA`, ...) gate the regexes, the e-mail
-search expands around each `@` on a bounded slice, and repetitions are bounded or unambiguous.
+Every search is linear in the text and most of the text is only looked at in C: each detector has a gate that
+never misses a match of its regex (a translated copy of the text searched with `bytes.find`: long token runs
+holding a key prefix, digit-and-separator stretches, `h:h` for IPv6, capitals-and-digits for IBANs; `:`/`=`
+after `password`/`key`/`token` for keyword secrets), and runs its regex only where the gate opens. The e-mail
+search expands around each `@` on a bounded slice; repetitions are bounded or unambiguous.
+tests/core/test_guardrails_pii.py checks every gate against the ungated scan.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import math
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,9 +131,6 @@ def _ssn_valid(digits: str) -> bool:
 def _classify_number(text: str, start: int, raw: str) -> str | None:
     if len(raw) < 9:  # fewer than 9 characters cannot hold a phone, SSN or card number
         return None
-    digits = "".join(ch for ch in raw if ch.isdigit())
-    n = len(digits)
-    before = text[max(0, start - _CONTEXT_BACK) : start]
     if (
         _DATE.match(raw)
         or raw.count(".") >= 2
@@ -137,6 +139,9 @@ def _classify_number(text: str, start: int, raw: str) -> str | None:
         and not _US_PHONE.match(raw)
     ):
         return None  # dates, versions, dotted quads (IPs have their own rule)
+    digits = "".join(ch for ch in raw if ch.isdigit())
+    n = len(digits)
+    before = text[max(0, start - _CONTEXT_BACK) : start]
     if 13 <= n <= 19 and luhn_valid(digits) and _card_brand(digits) and _card_grouping(raw):
         if not _NOT_CARD_WORDS.search(before):
             return "card"
@@ -159,11 +164,37 @@ def _classify_number(text: str, start: int, raw: str) -> str | None:
 _NUMBER_KIND = {"card": ("pii.card", "CARD"), "ssn": ("pii.ssn", "SSN"), "phone": ("pii.phone", "PHONE")}
 
 
+_RUN_TABLE = bytes(0x64 if chr(i) in "0123456789 -.()" else 0x20 for i in range(256))
+_MIN_RUN = b"d" * 7  # the shortest `_NUMBER_RUN` match
+
+
+def _number_runs(text: str) -> Iterator[re.Match[str]]:
+    """`_NUMBER_RUN.finditer(text)`, run only on the stretches of digits and separators long enough to hold a
+    match (found at C speed on a translated copy; offsets agree because the text is ASCII) and not a plain
+    date (which `_numbers` would drop)."""
+    if not text.isascii():
+        yield from _NUMBER_RUN.finditer(text)
+        return
+    shape = text.encode("ascii").translate(_RUN_TABLE)
+    at = shape.find(_MIN_RUN)
+    while at >= 0:
+        end = shape.find(b" ", at)
+        if end < 0:
+            end = len(shape)
+        region = text[at:end]
+        digits = region.strip(" -.()")  # a match starts and ends with a digit
+        if len(digits) >= 7 and not (
+            _DATE.match(digits) and region[0] not in "(+" and text[at - 1 : at] != "+"
+        ):
+            yield from _NUMBER_RUN.finditer(text, at, end)
+        at = shape.find(_MIN_RUN, end)
+
+
 def _numbers(text: str) -> Iterator[Match]:
-    """Cards, SSNs and phones from one pass over digit runs (the run regex starts with a digit, so `re` can
-    skip quickly to candidates; a leading `+` or `(` and the neighbours are checked here)."""
+    """Cards, SSNs and phones from one pass over digit runs (a leading `+` or `(` and the neighbours are
+    checked here)."""
     n = len(text)
-    for m in _NUMBER_RUN.finditer(text):
+    for m in _number_runs(text):
         start, end = m.start(), m.end()
         if start > 0 and text[start - 1] in "(+":
             start -= 1
@@ -217,7 +248,19 @@ def iban_valid(compact: str) -> bool:
 _IBAN_START = re.compile(r"[A-Z][A-Z]\d\d")
 
 
+_IBAN_TABLE = bytes(
+    0x41 if 0x41 <= i <= 0x5A else 0x64 if 0x30 <= i <= 0x39 or i >= 0x80 else 0x20 for i in range(256)
+)
+
+
+def _may_hold_iban(text: str) -> bool:
+    """Two capitals then two digits somewhere (non-ASCII counts as a digit: `\\d` is Unicode)."""
+    return b"AAdd" in text.encode("utf-8", "surrogatepass").translate(_IBAN_TABLE)
+
+
 def _ibans(text: str) -> Iterator[Match]:
+    if not _may_hold_iban(text):
+        return
     for start in _IBAN_START.finditer(text):
         m = _IBAN.match(text, start.start())
         if m is None:
@@ -246,9 +289,32 @@ def _ipv4_reportable(text: str, start: int, raw: str) -> bool:
         return False
 
 
+_HEX_TABLE = bytes(
+    0x68 if chr(i) in "0123456789abcdefABCDEF" else 0x3A if i == 0x3A else 0x20 for i in range(256)
+)
+
+
+def _ipv6_hints(text: str) -> Iterator[re.Match[str]]:
+    """`_IPV6_HINT.finditer(text)`, tried only where the text has a hex digit, `:` and a hex digit (found at C
+    speed on a translated copy; offsets agree because the text is ASCII)."""
+    if not text.isascii():
+        yield from _IPV6_HINT.finditer(text)
+        return
+    shape = text.encode("ascii").translate(_HEX_TABLE)
+    at, resume = shape.find(b"h:"), 0
+    while at >= 0:
+        # a hint holds three colons within 13 characters (`h:hhhh:hhhh:`): most clock times have two
+        if at >= resume and shape.startswith((b"h:h", b"h::h"), at) and shape.count(b":", at, at + 13) >= 3:
+            hint = _IPV6_HINT.match(text, at)
+            if hint is not None:
+                resume = hint.end()
+                yield hint
+        at = shape.find(b"h:", at + 1)
+
+
 def _ips(text: str) -> Iterator[Match]:
     """IPv6 (IPv4 comes out of the digit runs in `_numbers`)."""
-    for hint in _IPV6_HINT.finditer(text):
+    for hint in _ipv6_hints(text):
         m = _IPV6.search(text, max(0, hint.start() - 40), hint.end() + 40)
         if m is not None:
             candidate = m.group(1)
@@ -288,71 +354,149 @@ def _mixed(token: str) -> bool:
 
 
 @dataclass(frozen=True)
-class _SecretPattern:
+class _KeyFormat:
+    """A key with a recognisable shape (`sk-...`, `AKIA...`, a JWT): run only when a long token holds a hint."""
+
     hints: tuple[str, ...]
     regex: re.Pattern[str]
     valid: Callable[[str], bool] | None = None
-    group: int = 0
-    lower_hints: bool = False
+
+    @cached_property
+    def hint_bytes(self) -> tuple[bytes, ...]:
+        return tuple(h.encode() for h in self.hints)
 
 
-_SECRETS: tuple[_SecretPattern, ...] = (
-    _SecretPattern(
+_KEY_FORMATS: tuple[_KeyFormat, ...] = (
+    _KeyFormat(
         ("sk-",),
         re.compile(
             r"(?<![\w-])sk-(?:ant-[a-z0-9]{2,10}-|proj-|svcacct-|admin-|or-v1-)?[A-Za-z0-9_-]{20,200}"
         ),
         _mixed,
     ),
-    _SecretPattern(("sk_", "rk_"), re.compile(r"(?<![\w])[sr]k_(?:live|test)_[A-Za-z0-9]{16,120}"), _mixed),
-    _SecretPattern(
+    _KeyFormat(("sk_", "rk_"), re.compile(r"(?<![\w])[sr]k_(?:live|test)_[A-Za-z0-9]{16,120}"), _mixed),
+    _KeyFormat(
         ("AKIA", "ASIA", "AGPA", "AIDA", "AROA", "ANPA", "AIPA"),
         re.compile(r"(?<![A-Z0-9])(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|AIPA)[A-Z0-9]{16}(?![A-Za-z0-9])"),
     ),
-    _SecretPattern(("AIza",), re.compile(r"(?<![\w-])AIza[0-9A-Za-z_-]{35}(?![\w-])")),
-    _SecretPattern(
+    _KeyFormat(("AIza",), re.compile(r"(?<![\w-])AIza[0-9A-Za-z_-]{35}(?![\w-])")),
+    _KeyFormat(
         ("gh", "github_pat_"), re.compile(r"(?<![\w])(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_\w{22,255})")
     ),
-    _SecretPattern(("xox",), re.compile(r"(?<![\w])xox[abposr]-[A-Za-z0-9-]{10,200}"), _mixed),
-    _SecretPattern(("glpat-",), re.compile(r"(?<![\w])glpat-[A-Za-z0-9_-]{20,}")),
-    _SecretPattern(("hf_",), re.compile(r"(?<![\w])hf_[A-Za-z]{30,40}(?![\w])")),
-    _SecretPattern(
+    _KeyFormat(("xox",), re.compile(r"(?<![\w])xox[abposr]-[A-Za-z0-9-]{10,200}"), _mixed),
+    _KeyFormat(("glpat-",), re.compile(r"(?<![\w])glpat-[A-Za-z0-9_-]{20,}")),
+    _KeyFormat(("hf_",), re.compile(r"(?<![\w])hf_[A-Za-z]{30,40}(?![\w])")),
+    _KeyFormat(
         ("eyJ",),
         re.compile(r"(?<![\w-])eyJ[A-Za-z0-9_-]{8,2000}\.eyJ[A-Za-z0-9_-]{4,8000}\.[A-Za-z0-9_-]{8,2000}"),
         _jwt_valid,
     ),
-    _SecretPattern(
-        ("aws_secret", "secret_access_key", "secretaccesskey"),
-        re.compile(
-            r"(?i:aws_?secret_?(?:access_?)?key|secretaccesskey)[\"']?\s{0,3}[:=]\s{0,3}[\"']?([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])"
-        ),
-        None,
-        1,
-        True,
+)
+# Every key format above is a run of at least 11 token characters ([A-Za-z0-9_-], or \w for a few) that holds
+# one of its hints, so a text without such a run costs one pass at C speed. Non-ASCII bytes count as token
+# characters (\w matches letters of any script), which only makes the gate open more often.
+_MIN_KEY_RUN = 11
+_TOKEN_TABLE = bytes(
+    0x61 if chr(i).isascii() and (chr(i).isalnum() or chr(i) in "_-") or i >= 0x80 else 0x20
+    for i in range(256)
+)
+_LONG_RUNS = re.compile(b"a" * _MIN_KEY_RUN + b"+")  # a literal prefix: `re` skips to candidates quickly
+
+
+def _long_token_runs(text: str) -> bytes:
+    """The runs of >= 11 token characters in the text, joined by spaces (usually a small fraction of it)."""
+    encoded = text.encode("utf-8", "surrogatepass")
+    shape = encoded.translate(_TOKEN_TABLE)
+    return b" ".join(encoded[m.start() : m.end()] for m in _LONG_RUNS.finditer(shape))
+
+
+@dataclass(frozen=True)
+class _KeywordSecret:
+    """`password: ...`, `aws_secret_access_key = ...`: a keyword (any case), `:` or `=`, then the value.
+
+    The keyword ends with one of `ends`; the value is looked for only after such an end followed by an
+    assignment, and the keyword only in the few characters before it (in the lower-cased text)."""
+
+    ends: tuple[str, ...]
+    keyword: str  # lower-case regular expression
+    value: re.Pattern[str]  # from the end of the keyword; group 1 is the secret
+    valid: Callable[[str], bool] | None = None
+
+    @cached_property
+    def keyword_at_end(self) -> re.Pattern[str]:
+        return re.compile(f"(?:{self.keyword})\\Z")
+
+    @cached_property
+    def keyword_any_case(self) -> re.Pattern[str]:
+        return re.compile(f"(?:{self.keyword})\\Z", re.IGNORECASE)
+
+
+_ASSIGN = r"[\"']?\s{0,3}[:=]"
+_KEYWORD_SECRETS: tuple[_KeywordSecret, ...] = (
+    _KeywordSecret(
+        ("key",),
+        r"aws_?secret_?(?:access_?)?key|secretaccesskey",
+        re.compile(_ASSIGN + r"\s{0,3}[\"']?([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])"),
     ),
-    _SecretPattern(
-        ("password", "passwd", "api_key", "apikey", "api-key", "secret", "token"),
-        re.compile(
-            r"(?i:password|passwd|api[_-]?key|client[_-]?secret|secret[_-]?key|auth[_-]?token|access[_-]?token)"
-            r"[\"']?\s{0,3}[:=]\s{0,3}[\"']?([^\s\"',;]{8,200})"
-        ),
-        lambda v: _entropy(v) >= 2.8 and any(c.isdigit() or not c.isalnum() for c in v) and "<" not in v,
-        1,
-        True,
+    _KeywordSecret(
+        ("password", "passwd", "key", "secret", "token"),
+        r"password|passwd|api[_-]?key|client[_-]?secret|secret[_-]?key|auth[_-]?token|access[_-]?token",
+        re.compile(_ASSIGN + r"\s{0,3}[\"']?([^\s\"',;]{8,200})"),
+        lambda v: "<" not in v and any(c.isdigit() or not c.isalnum() for c in v) and _entropy(v) >= 2.8,
     ),
 )
+_END_WORDS = tuple(sorted({w for s in _KEYWORD_SECRETS for w in s.ends}))
+_END_WORD = re.compile("|".join(_END_WORDS), re.IGNORECASE)
+_ASSIGNS = re.compile(_ASSIGN)
+_KEYWORD_BACK = 24  # the longest keyword (`aws_secret_access_key`) starts 18 characters before its end word
 _PEM_BEGIN = re.compile(r"-----BEGIN (?:[A-Z0-9]+ ){0,3}PRIVATE KEY( BLOCK)?-----")
 
 
+def _assignments(lowered: str) -> list[tuple[int, str]]:
+    """(end of the keyword, its end word) for every end word followed by `:` or `=`, in text order."""
+    found = []
+    for word in _END_WORDS:
+        at = lowered.find(word)
+        while at >= 0:
+            end = at + len(word)
+            if _ASSIGNS.match(lowered, end):
+                found.append((end, word))
+            at = lowered.find(word, end)
+    found.sort()
+    return found
+
+
+def _keyword_secrets(text: str, lowered: str) -> Iterator[Match]:
+    if len(lowered) == len(text):
+        assignments, haystack, any_case = _assignments(lowered), lowered, False
+    else:  # lower-casing moved offsets (a few scripts): work on the text itself
+        ends = (m for m in _END_WORD.finditer(text) if _ASSIGNS.match(text, m.end()))
+        assignments, haystack, any_case = [(m.end(), m.group().lower()) for m in ends], text, True
+    for secret in _KEYWORD_SECRETS:
+        keyword = secret.keyword_any_case if any_case else secret.keyword_at_end
+        consumed = 0
+        for end, word in assignments:
+            if (
+                word not in secret.ends
+                or keyword.search(haystack, max(consumed, end - _KEYWORD_BACK), end) is None
+            ):
+                continue
+            value = secret.value.match(text, end)
+            if value is None:
+                continue
+            consumed = value.end()
+            if secret.valid is None or secret.valid(value.group(1)):
+                yield Match("pii.secret", "SECRET", value.start(1), value.end(1))
+
+
 def _secrets(text: str, lowered: str) -> Iterator[Match]:
-    for pattern in _SECRETS:
-        haystack = lowered if pattern.lower_hints else text
-        if not any(h in haystack for h in pattern.hints):
-            continue
-        for m in pattern.regex.finditer(text):
-            value = m.group(pattern.group)
-            if pattern.valid is None or pattern.valid(value):
-                yield Match("pii.secret", "SECRET", m.start(pattern.group), m.end(pattern.group))
+    runs = _long_token_runs(text)
+    for key in _KEY_FORMATS:
+        if runs and any(h in runs for h in key.hint_bytes):
+            for m in key.regex.finditer(text):
+                if key.valid is None or key.valid(m.group()):
+                    yield Match("pii.secret", "SECRET", m.start(), m.end())
+    yield from _keyword_secrets(text, lowered)
     if "-----BEGIN" in text:
         for m in _PEM_BEGIN.finditer(text):
             end = text.find("-----END", m.end())
