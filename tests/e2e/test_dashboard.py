@@ -138,6 +138,16 @@ def test_every_page_loads_at_both_widths_and_is_screenshotted(session: Session) 
             assert shot.stat().st_size > 5000
             width = page.evaluate("document.documentElement.scrollWidth")
             assert width <= SIZES[size][0] + 1, f"{name} scrolls sideways at {size} width ({width}px)"
+            if size == "phone":  # nor does any table inside its box: rows become labelled cards
+                page.wait_for_timeout(300)  # tables filled after the first fetch settle
+                wide = page.evaluate(
+                    "[...document.querySelectorAll('.table-wrap')]"
+                    ".filter((w) => w.scrollWidth > w.clientWidth + 1).length"
+                )
+                tables = page.evaluate("document.querySelectorAll('table.data tbody tr').length")
+                assert wide == 0, f"{name}: {wide} table(s) scroll sideways at phone width"
+                if name in ("live", "sources", "models"):
+                    assert tables > 0, f"{name}: no table rows to check"
     call_id = session.api("/api/calls", limit=1)["calls"][0]["id"]
     for size in SIZES:
         session.open(f"/calls/{call_id}", size).screenshot(

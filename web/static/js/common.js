@@ -111,7 +111,7 @@ export function table(columns, rows, { pageSize = 10, id, empty: emptyText } = {
   const next = el("button", { type: "button", class: "btn small", onclick: () => { page += 1; render(); } }, "Next →");
   function render() {
     clear(tbody, rows.slice(page * pageSize, (page + 1) * pageSize).map((row) =>
-      el("tr", {}, columns.map((c) => el("td", { class: [c.num ? "num" : "", c.cls || ""].join(" ").trim() || null }, c.value(row))))));
+      el("tr", {}, columns.map((c) => el("td", { class: [c.num ? "num" : "", c.cls || ""].join(" ").trim() || null, dataset: { label: c.label } }, c.value(row))))));
     info.textContent = `${page * pageSize + 1}–${Math.min(rows.length, (page + 1) * pageSize)} of ${rows.length}`;
     prev.disabled = page === 0;
     next.disabled = page >= pages - 1;

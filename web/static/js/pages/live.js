@@ -14,14 +14,14 @@ const seen = new Set();
 function row(call, fresh = false) {
   const tokens = `${int(call.input_tokens + (call.cache_read_tokens || 0) + (call.cache_write_tokens || 0))} / ${int(call.output_tokens)}`;
   return el("tr", { class: fresh ? "fresh" : null, dataset: { callId: call.id } },
-    el("td", {}, el("a", { href: `/calls/${encodeURIComponent(call.id)}` }, time(call.ts))),
-    el("td", {}, call.source),
-    el("td", {}, call.model || call.requested_model || "—", call.fallback_from ? el("span", { class: "muted", title: "fallback" }, ` ← ${call.fallback_from}`) : null),
-    el("td", { class: "hide-sm" }, call.provider),
-    el("td", {}, outcomePill(call.outcome, call.blocked_by), call.stream ? el("span", { class: "muted" }, " stream") : null),
-    el("td", { class: "num hide-sm" }, tokens),
-    el("td", { class: "num" }, call.priced ? usd(call.cost_usd) : el("span", { class: "muted", title: "unpriced" }, "unpriced")),
-    el("td", { class: "num hide-sm" }, ms(call.latency_ms)));
+    el("td", { class: "c-time", dataset: { label: "Time" } }, el("a", { href: `/calls/${encodeURIComponent(call.id)}` }, time(call.ts))),
+    el("td", { class: "c-source", dataset: { label: "Source" } }, call.source),
+    el("td", { class: "c-model", dataset: { label: "Model" } }, call.model || call.requested_model || "—", call.fallback_from ? el("span", { class: "muted", title: "fallback" }, ` ← ${call.fallback_from}`) : null),
+    el("td", { class: "hide-sm", dataset: { label: "Provider" } }, call.provider),
+    el("td", { class: "c-outcome", dataset: { label: "Outcome" } }, outcomePill(call.outcome, call.blocked_by), call.stream ? el("span", { class: "muted" }, " stream") : null),
+    el("td", { class: "num hide-sm", dataset: { label: "Tokens in/out" } }, tokens),
+    el("td", { class: "num c-cost", dataset: { label: "Cost" } }, call.priced ? usd(call.cost_usd) : el("span", { class: "muted", title: "unpriced" }, "unpriced")),
+    el("td", { class: "num hide-sm", dataset: { label: "Latency" } }, ms(call.latency_ms)));
 }
 
 function matches(call) {
