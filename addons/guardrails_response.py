@@ -34,19 +34,29 @@ class _Chained:
         self.tap = tap
         self.guard = guard
 
-    def __call__(self, data: bytes) -> bytes:
+    def __call__(self, data: bytes) -> list[bytes]:
+        """Bytes for the client as a list: nothing to send is `[]`, never `b""`, which mitmproxy would write as
+        an empty chunk, and an empty chunk ends a chunked body (the guard holds events back, so this happens)."""
         out = self.tap(data) if callable(self.tap) else data
         passed = out if isinstance(out, bytes) else b"".join(out)
+        held_before, pending_before = len(self.guard.held), self.guard.pending
         try:
             if not data:
-                return (self.guard(passed) if passed else b"") + self.guard(b"")
-            return self.guard(passed) if passed else b""
+                sent = (self.guard(passed) if passed else b"") + self.guard(b"")
+            else:
+                sent = self.guard(passed) if passed else b""
         except Exception as exc:
             log.warning("response guardrail failed on a stream: %s", type(exc).__name__)
             self.guard.holding = False
-            if not self.guard.g.fail_open:
-                return self.guard._stop(["guardrail_error"])
-            return passed
+            earlier = b"".join(event for event, _ in self.guard.held[:held_before])  # fail open: lose nothing
+            self.guard.held.clear()
+            self.guard.pending = b""
+            sent = (
+                earlier + pending_before + passed
+                if self.guard.g.fail_open
+                else self.guard._stop(["guardrail_error"])
+            )
+        return [sent] if sent else []
 
 
 class ResponseGuardrails:

@@ -9,6 +9,8 @@ calendar day and month in `settings.timezone`) and per scope: `global`, `source:
   Constant time per cap, one lock, no I/O.
 - `settle(records)` is a record listener (writer thread): each committed record releases its call's
   reservation and adds its real cost (and one call, for outcomes `ok` and `error`) to its buckets.
+- Imported records (`POST /api/import`, `tokenlens import`) count at once: `import_counted` hands the ones it
+  stores to `settle` as each batch commits, as if they had gone through the gateway.
 - `end(call_id)` marks a call whose flow is over; a reservation still open `ENDED_GRACE_S` later (its record
   never committed: rejected by the database, or lost) is released then, so a reservation can never leak.
 - `budget` events go on the bus when 80% and 100% of a cap is reached, once per cap and period.
@@ -34,14 +36,13 @@ import peewee as pw
 from tokenlens.config import Settings, resolve_timezone
 from tokenlens.pricing import Pricer, undated
 from tokenlens.pricing import from_settings as overrides_from_settings
-from tokenlens.store.queries import day_bounds, month_bounds
+from tokenlens.store.queries import ImportResult, PricerLike, Store, day_bounds, month_bounds
 from tokenlens.tokens import estimate_request_tokens
 from tokenlens.usage import Usage
 
 if TYPE_CHECKING:
     from tokenlens.app import AppDeps, SettingsHolder
     from tokenlens.records import CallRecord
-    from tokenlens.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -598,3 +599,57 @@ def ledger_for(deps: AppDeps, clock: Clock | None = None) -> Ledger:
             deps.record_listeners.append(ledger.settle)
             deps.ledger = ledger
         return deps.ledger
+
+
+class _CountingStore(Store):
+    """`store` itself (same database, models and connections) whose committed inserts are also handed to
+    `inserted`: how the records `Store.import_lines` stores (those whose id was not known) are seen."""
+
+    def __init__(self, store: Store, inserted: Callable[[Sequence[CallRecord]], None]) -> None:
+        vars(self).update(vars(store))
+        self._inserted = inserted
+
+    def insert_calls(self, records: Sequence[CallRecord], store_bodies: bool = True) -> None:
+        super().insert_calls(records, store_bodies=store_bodies)
+        if records:
+            self._inserted(records)
+
+
+def import_counted(
+    store: Store,
+    lines: Iterable[str | bytes],
+    pricer: PricerLike | None,
+    *,
+    settings: SettingsHolder,
+    ledger: Ledger | None,
+    store_bodies: bool = True,
+) -> ImportResult:
+    """`Store.import_lines`, with the spend and calls of the records it stores counted toward budgets and
+    quotas at once (not only after the next restart).
+
+    Each committed batch's records of the current month go to `ledger.settle` (the running gateway's ledger:
+    in memory, or the shared rows in the store). Without a ledger (`tokenlens import` straight into the store,
+    no daemon up) they are added to the shared ledger's rows in the store where those exist (a fleet on
+    PostgreSQL, or `--workers N`); a single gateway's in-memory ledger reads them at its next start anyway.
+    Nothing goes on the live feed (imports are history); with a running ledger, a cap the import fills raises
+    its `budget` event.
+    """
+    counter: Ledger
+    if ledger is None:
+        from tokenlens.shared_ledger import SharedLedger
+
+        counter = SharedLedger(settings, store)  # not loaded: no lease thread, `settle` only adds spend
+    else:
+        counter = ledger
+
+    def count(records: Sequence[CallRecord]) -> None:
+        start, end = month_bounds(counter.tz(), counter.clock())
+        current = [r for r in records if start <= r.ts < end]  # earlier periods are not enforced any more
+        if not current:
+            return
+        try:
+            counter.settle(current)
+        except Exception:  # the records are stored all the same; only the running spend misses them
+            log.exception("%d imported calls could not be counted toward budgets and quotas", len(current))
+
+    return _CountingStore(store, count).import_lines(lines, pricer, store_bodies=store_bodies)

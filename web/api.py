@@ -11,6 +11,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from tokenlens.app import AppDeps
 from tokenlens.config import Settings, resolve_timezone
+from tokenlens.controls import import_counted
 from tokenlens.store import chunk_text, day_bounds, export_lines, month_bounds, parse_since
 from tokenlens.store.queries import MAX_LIMIT, PricerLike
 
@@ -200,7 +201,12 @@ def import_calls() -> Response | tuple[Response, int]:
         return error("send the JSONL file as the request body (Content-Type: application/x-ndjson)", 415)
     d = deps()
     settings = d.settings.get()
-    result = d.store.import_lines(
-        request.stream, pricer_for(settings), store_bodies=settings.storage.store_bodies
+    result = import_counted(  # counted toward budgets at once
+        d.store,
+        request.stream,
+        pricer_for(settings),
+        settings=d.settings,
+        ledger=d.ledger,
+        store_bodies=settings.storage.store_bodies,
     )
     return jsonify(result.to_dict())

@@ -6,6 +6,7 @@ import json
 from dataclasses import replace
 from typing import Any
 
+import pytest
 from mitmproxy import http
 
 from mitm_helpers import gateway_flow
@@ -144,6 +145,9 @@ def test_stream_block_stops_at_the_first_match_with_an_error_event(deps: AppDeps
     events = [e for e in out.decode().split("\n\n") if e]
     assert json.loads(events[-1][6:])["error"]["code"] == "guardrail"
     assert "soon" not in out.decode() and "[DONE]" not in out.decode()
+    assert (
+        "Write to " in out.decode() and "maria" not in out.decode()
+    )  # no part of the address reached the client
     exchange = exchange_of(flow)
     assert exchange is not None and exchange.outcome == "blocked"
     assert (
@@ -163,6 +167,35 @@ def test_stream_warn_passes_everything_and_flags(deps: AppDeps) -> None:
     exchange = exchange_of(flow)
     assert exchange is not None and exchange.outcome is None
     assert exchange.guardrail_flags[0]["rule"] == "pii.card"
+
+
+def test_a_guard_failing_mid_stream_fails_open_without_losing_held_events(
+    deps: AppDeps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tokenlens.guardrails.stream as stream_module
+    from tokenlens.addons.guardrails_response import _Chained
+
+    configure(deps, {"response_pii_detection": {"enabled": True, "action": "block"}, "fail_open": True})
+    guard = stream_module.StreamGuard(deps.settings.get().guardrails, "openai", "/v1/chat/completions")
+    real = stream_module.text_matches
+    calls = {"n": 0}
+
+    def flaky(*args: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise RuntimeError("boom")
+        return real(*args)
+
+    monkeypatch.setattr(stream_module, "text_matches", flaky)
+    pieces = ["The", " quick", " brown", " fox", " jumps", " over", " the", " lazy", " dog"]
+    chained = _Chained(None, guard)
+    sent = [chained(sse({"choices": [{"index": 0, "delta": {"content": p}}]})) for p in pieces] + [
+        chained(b"")
+    ]
+    assert sent[0] == [] and sent[1] != []  # the first word was held back until the second came
+    out = b"".join(b"".join(s) for s in sent).decode()
+    text = "".join(json.loads(e[6:])["choices"][0]["delta"]["content"] for e in out.split("\n\n") if e)
+    assert calls["n"] >= 6 and text == "".join(pieces)
 
 
 def test_non_streamed_answer_redacted(deps: AppDeps) -> None:

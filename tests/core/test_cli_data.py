@@ -18,7 +18,9 @@ from tokenlens.app import AppDeps, SettingsHolder
 from tokenlens.bus import EventBus
 from tokenlens.cli import data
 from tokenlens.config import load_settings
+from tokenlens.controls import Cap
 from tokenlens.records import CALL_FIELDS, CallRecord
+from tokenlens.shared_ledger import SharedLedger
 from tokenlens.store import RecordWriter, open_store
 from tokenlens.web import create_app
 
@@ -139,6 +141,30 @@ def test_import_directly_into_the_store(cli: typer.Typer, home: Path, tmp_path: 
     assert "imported 0, skipped 5, errors 1" in second.output
     store = open_store(None, home)
     assert [r.id for r in store.iter_calls()] == [f"r{i}" for i in range(5)]
+    store.close()
+
+
+def test_import_directly_into_the_store_counts_in_the_shared_budget_ledger(
+    cli: typer.Typer, home: Path, tmp_path: Path
+) -> None:
+    store = open_store(None, home)
+    ledger = SharedLedger(SettingsHolder(load_settings(home / "config.yaml")), store)
+    cap = Cap("global", "day", "budget", limit_usd=1.0)
+    assert ledger.admit("warm-up", [cap], 0.01) is None  # `daemon --workers N` made today's row
+    ledger.release("warm-up")
+    ledger.return_leases(idle_s=0.0)
+    today = datetime.now(UTC).timestamp()
+    imported = CallRecord(
+        id="imp", ts=today, provider="openai", endpoint="/v1/chat/completions", model="gpt-4o-mini",
+        cost_usd=0.97, priced=True,
+    )  # fmt: skip
+    file = tmp_path / "in.jsonl"
+    file.write_text(json.dumps(imported.to_dict()) + "\n")
+    result = runner.invoke(cli, ["import", str(file)])
+    assert result.exit_code == 0, result.output
+    assert "imported 1, skipped 0, errors 0" in result.output
+    assert ledger.admit("too-big", [cap], 0.05) is not None  # the workers see the import at once
+    assert ledger.admit("fits", [cap], 0.02) is None
     store.close()
 
 

@@ -3,6 +3,7 @@ real PostgreSQL server (skipped, with the reason, when it cannot be reached)."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -15,8 +16,8 @@ from harness.pg import UNREACHABLE, pg_schema
 from tokenlens.app import SettingsHolder
 from tokenlens.config import parse_settings
 from tokenlens.config_sync import ConfigSync
-from tokenlens.controls import Cap
-from tokenlens.records import CallRecord, new_call_id
+from tokenlens.controls import Cap, import_counted
+from tokenlens.records import CallRecord, iso_utc, new_call_id
 from tokenlens.shared_ledger import LedgerUnavailable, SharedLedger
 from tokenlens.store import Store, open_store
 
@@ -137,6 +138,50 @@ def test_the_row_starts_from_the_calls_already_stored(url: str, tmp_path: Path) 
     assert row(store)[0] == pytest.approx(0.5) and row(store, "source:agent")[0] == pytest.approx(0.3)
     denial = ledger.admit("y", caps, 0.2)  # source: 0.3 spent + 0.2 in flight + 0.2 > 0.5
     assert denial is not None and denial.cap.scope == "source:agent" and "0.50" in denial.message
+    store.close()
+
+
+def import_line(call_id: str, cost: float, ts: float) -> str:
+    return json.dumps(
+        {
+            "id": call_id,
+            "ts": iso_utc(ts),
+            "provider": "openai",
+            "model": "gpt-4o-mini",
+            "source": "agent",
+            "input_tokens": 10,
+            "output_tokens": 5,
+            "cost_usd": cost,
+        }
+    )
+
+
+def test_the_row_is_not_rebuilt_but_an_import_straight_into_the_store_is_added_to_it(
+    url: str, tmp_path: Path
+) -> None:
+    [(store, ledger)] = gateways(url, tmp_path, 1)
+    cap = Cap("global", "day", "budget", limit_usd=1.0)
+    assert ledger.admit("a", [cap], 0.01) is None  # the row is made from the store (empty) here
+    ledger.settle([record("a", 0.01)])
+    ledger.return_leases(idle_s=0.0)
+    # calls stored behind the ledger's back are never read again: the row is the truth
+    store.insert_calls([record("behind", 0.5)])
+    assert row(store) == (pytest.approx(0.01), pytest.approx(0.0))
+    # `tokenlens import` with no daemon up: its own connection, no running ledger
+    importer = open_store(url, tmp_path)
+    now = time.time()
+    result = import_counted(
+        importer,
+        [import_line("imp-today", 0.9, now), import_line("imp-old", 5.0, now - 40 * 86400)],
+        None,
+        settings=SettingsHolder(parse_settings(SETTINGS)),
+        ledger=None,
+    )
+    assert (result.imported, result.skipped) == (2, 0)
+    assert row(store) == (pytest.approx(0.91), pytest.approx(0.0))  # today's import only
+    assert ledger.admit("b", [cap], 0.1) is not None
+    assert ledger.admit("c", [cap], 0.05) is None
+    importer.close()
     store.close()
 
 

@@ -3,6 +3,7 @@ settings: every block is one HTTP attempt, the provider's typed error, and nothi
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -368,6 +369,43 @@ def test_fifty_concurrent_calls_against_a_cap_that_fits_five(gw: Gateway, source
     assert spent <= room + largest_error + 1e-15
     status = budget_status(gw)[("global", "day")]
     assert status["reserved_usd"] == 0 and status["spent_usd"] == pytest.approx(baseline + spent, rel=1e-9)
+
+
+def test_imported_spend_counts_toward_a_quota_at_once(gw: Gateway, source: str) -> None:
+    put(gw, "/api/config/quotas", {"source_limits": [{"source": source, "daily_usd": 1.0}]})
+
+    def import_spend(call_id: str, usd: float) -> None:
+        line = {
+            "id": call_id,
+            "ts": datetime.now(UTC).isoformat(),
+            "provider": "openai",
+            "model": MODELS["openai"],
+            "source": source,
+            "input_tokens": 10,
+            "output_tokens": 5,
+            "cost_usd": usd,
+        }
+        response = httpx.post(
+            f"{gw.url}/api/import",
+            content=json.dumps(line) + "\n",
+            headers={"Content-Type": "application/x-ndjson"},
+            timeout=10,
+        )
+        assert response.json() == {"imported": 1, "skipped": 0, "errors": []}
+
+    imported = {f"{source}-a", f"{source}-b"}
+    import_spend(f"{source}-a", 0.5)  # half the quota: a call's worst case (fractions of a cent) fits
+    sdk_call(gw, "openai", source)
+    (first,) = [c for c in gw.wait_calls(source, 2) if c["id"] not in imported]
+    assert first["outcome"] == "ok"
+    import_spend(f"{source}-b", 0.5)  # the quota is used up, with no restart in between
+    with pytest.raises(openai.RateLimitError):
+        sdk_call(gw, "openai", source)
+    assert reached_upstream(gw, "openai", source) == 1
+    calls = [c for c in gw.wait_calls(source, 4) if c["id"] not in imported]
+    assert [(c["outcome"], c["blocked_by"]) for c in calls] == [("ok", None), ("blocked", "quota")]
+    spent = budget_status(gw)[(f"source:{source}", "day")]["spent_usd"]
+    assert spent == pytest.approx(1.0 + first["cost_usd"], rel=1e-9)
 
 
 def test_the_ledger_is_rebuilt_from_the_store_after_a_restart(

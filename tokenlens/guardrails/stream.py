@@ -2,8 +2,12 @@
 
 `StreamGuard(...)` is fed the decoded bytes of the answer. In `warn` mode every chunk goes on at once; matches
 are recorded. In `block` mode (and `redact`, which cannot rewrite text split across events safely, so it
-stops the stream the same way) only complete events go on: the event whose text completes a match is replaced
-by one provider-format error event, and everything after it is dropped.
+stops the stream the same way) only complete events go on, and the events holding text that could still be
+the beginning of a match are held back (`hold_back`: the last word, a trailing run of digits and separators, a
+trailing run of capitals and digits; at most HOLD_MAX characters) until the text after them shows it is not.
+A model writes an e-mail address or a phone number over several events; without holding back, the client
+would have read most of it when the match completes. When a match completes, the held events are dropped
+and one provider-format error event goes instead; everything after it is dropped too.
 """
 
 from __future__ import annotations
@@ -17,6 +21,32 @@ from tokenlens.providers import error_body
 from tokenlens.usage import StreamParser
 
 WINDOW = 512  # characters of earlier text kept so a match split across chunks is still seen
+HOLD_MAX = 256  # characters of text held back at most (a long word or number is released past this)
+_NUMBER_CHARS = frozenset("0123456789 -.()+/")
+
+
+def hold_back(text: str) -> int:
+    """How many trailing characters of `text` could still grow into a match: the last word (an address, a key),
+    a trailing run of digits and separators (a phone or card number) or of capitals, digits and spaces (an
+    IBAN in groups), whichever starts earliest; at most HOLD_MAX."""
+    n = len(text)
+    floor = max(0, n - HOLD_MAX)
+    start = n
+    while start > floor and not text[start - 1].isspace():
+        start -= 1
+    number = n
+    while number > floor and text[number - 1] in _NUMBER_CHARS:
+        number -= 1
+    if any(c.isdigit() for c in text[number:]):
+        start = min(start, number)
+    grouped = n
+    while grouped > floor and (
+        text[grouped - 1].isupper() or text[grouped - 1].isdigit() or text[grouped - 1] == " "
+    ):
+        grouped -= 1
+    if sum(c.isdigit() for c in text[grouped:]) >= 2:
+        start = min(start, grouped)
+    return n - start
 
 
 class _TextParser(StreamParser):
@@ -61,6 +91,9 @@ class StreamGuard:
         self.findings: list[Finding] = []
         self.stopped = False
         self.pending = b""
+        self.held: list[
+            tuple[bytes, int]
+        ] = []  # scanned events not yet sent, with the text length after each
         self.sse: bool | None = None
 
     def action_of(self, rule: str) -> str:
@@ -107,7 +140,11 @@ class StreamGuard:
         if not data:
             rest, self.pending = self.pending, b""
             blocking = self._scan(rest) if rest else []
-            return self._stop(blocking) if blocking else rest
+            if blocking:
+                self.held.clear()
+                return self._stop(blocking)
+            held, self.held = b"".join(event for event, _ in self.held), []
+            return held + rest
         if not self.holding or not self.sse:
             blocking = self._scan(data)
             if blocking and self.holding:
@@ -123,13 +160,20 @@ class StreamGuard:
             event = buffer[start:end]
             blocking = self._scan(event)
             if blocking:
+                self.held.clear()
                 out.append(self._stop(blocking))
                 self.pending = b""
                 return b"".join(out)
-            out.append(event)
+            self.held.append((event, self._text_seen()))
             start = end
         self.pending = buffer[start:]
+        safe = self._text_seen() - hold_back(self.window)
+        while self.held and self.held[0][1] <= safe:
+            out.append(self.held.pop(0)[0])
         return b"".join(out)
+
+    def _text_seen(self) -> int:
+        return self.offset + len(self.window)
 
 
 def _event_end(buffer: bytes, start: int) -> int:

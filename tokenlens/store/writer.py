@@ -6,11 +6,13 @@ insert fails (database locked beyond busy_timeout, PostgreSQL down) the batch is
 backoff, never dropped. Only a record the database rejects on its own (found by writing the batch one
 record at a time) is logged in full at ERROR level and set aside.
 
-Back-pressure without blocking: the queue is bounded (`max_queue`). When it is full, `submit()` prepares the
-record on the caller's thread and appends it to the spill journal (`tokenlens.store.journal`); a batch the
-database refuses for longer than `spill_after` seconds (or at shutdown) goes to the journal too, so the queue
-keeps draining. The journal is replayed into the store when the writer has caught up, and at start. Only when
-the journal cannot be written either (disk full) does the queue grow past its bound: records are never dropped.
+Back-pressure without blocking: the queue is bounded (`max_queue`). When it is full, `submit()` hands the
+item to a spill thread (its own unbounded queue: a put, no preparation and no file I/O on the caller's thread,
+which is the proxy's event loop), which prepares it and appends it to the spill journal
+(`tokenlens.store.journal`). A batch the database refuses for longer than `spill_after` seconds (or at shutdown)
+goes to the journal too, so the queue keeps draining. The journal is replayed into the store when the writer
+has caught up, and at start. Only when the journal cannot be written either (disk full) does the queue grow
+past its bound (the spill thread moves what it prepared into it): records are never dropped.
 """
 
 from __future__ import annotations
@@ -67,6 +69,15 @@ def minimal_error_record(item: object, exc: BaseException) -> CallRecord:
     )
 
 
+class _Prepared:
+    """The records the spill thread prepared from one item and could not journal (they join the queue)."""
+
+    __slots__ = ("records",)
+
+    def __init__(self, records: list[CallRecord]) -> None:
+        self.records = records
+
+
 class RecordWriter[T]:
     """Prepare and insert submitted items in batches, on its own thread (started at construction).
 
@@ -74,8 +85,9 @@ class RecordWriter[T]:
     on_written: called with each batch after its transaction committed (e.g. to publish on the bus).
     interval: how long the first item of a batch waits for company; max_batch: batch size cap.
     store_bodies: read per batch (the setting can change at run time).
-    max_queue: items queued before `submit()` spills to the journal; spill_after: seconds a failing batch is
-    retried before it goes to the journal. journal: default next to the SQLite file (None: no journal).
+    max_queue: items queued before `submit()` hands further items to the spill thread (which journals them);
+    spill_after: seconds a failing batch is retried before it goes to the journal. journal: default next to the
+    SQLite file (None: no journal and no spill thread; the queue then grows past its bound).
     """
 
     def __init__(
@@ -129,20 +141,30 @@ class RecordWriter[T]:
             self._replay_journal(
                 budget=spill_after
             )  # before anything reads the store (e.g. the budget ledger)
+        self._spill_queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._spill_thread: threading.Thread | None = None
+        if self.journal is not None:
+            self._spill_thread = threading.Thread(
+                target=self._run_spill, args=(self.journal,), name=f"{name}-spill", daemon=True
+            )
+            self._spill_thread.start()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     # ------------------------------------------------------------------------------------------ producer side
 
     def submit(self, item: T) -> None:
-        """Queue an item for writing (or spill it to the journal when the queue is full). Never blocks, never
-        raises."""
+        """Queue an item for writing; when the queue is full, hand it to the spill thread instead (it prepares
+        and journals it). A queue put either way: never blocks, never raises, no file I/O here."""
         try:
-            if self._queue.qsize() >= self.max_queue and self._spill_item(item):
-                return
             with self._count_lock:
                 self._submitted += 1
-                self._queue.put(item)
+                spill = (
+                    self._spill_thread is not None
+                    and not self._stopping
+                    and self._queue.qsize() >= self.max_queue
+                )
+                (self._spill_queue if spill else self._queue).put(item)
             if self._stopping and not self._thread.is_alive():
                 log.error(
                     "record submitted after the writer stopped; it stays queued (pending=%d)", self.pending
@@ -150,28 +172,9 @@ class RecordWriter[T]:
         except Exception:  # pragma: no cover - SimpleQueue.put does not fail
             log.exception("could not queue a record")
 
-    def _spill_item(self, item: T) -> bool:
-        """Prepare the item here and append it to the journal; False when there is no journal or it failed."""
-        if self.journal is None:
-            return False
-        records = self._prepare_all([item])
-        try:
-            self.journal.append(records)
-        except OSError as exc:
-            if not self._spill_failed_logged:
-                self._spill_failed_logged = True
-                log.error(
-                    "the writer queue is full and the journal cannot be written (%s); queueing anyway", exc
-                )
-            return False
-        self._spill_failed_logged = False
-        self.spilled += len(records)
-        self._journal_dirty = True
-        return True
-
     @property
     def pending(self) -> int:
-        """Items submitted and not yet written."""
+        """Items submitted and neither written nor in the journal yet."""
         return self._submitted - self._done
 
     @property
@@ -193,20 +196,79 @@ class RecordWriter[T]:
         return True
 
     def stop(self, timeout: float = 10) -> bool:
-        """Write everything queued, then end the thread; False when it did not finish within `timeout`."""
-        if not self._stopping:
+        """Journal what waits for the spill thread, write everything queued (and replay the journal when the
+        store answers), then end the threads; False when they did not finish within `timeout`."""
+        deadline = time.monotonic() + timeout
+        with self._count_lock:  # from here on, submit() queues for the writer only
+            first = not self._stopping
             self._stopping = True
+        spill = self._spill_thread
+        if spill is not None:
+            if first:
+                self._spill_queue.put(_STOP)
+            spill.join(max(0.0, deadline - time.monotonic()))
+            if not spill.is_alive():
+                for item in _drain_queue(self._spill_queue):  # none unless the spill thread died
+                    self._queue.put(item)
+        if first:
             self._queue.put(_STOP)
-        self._thread.join(timeout)
-        if self._thread.is_alive():
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        if self._thread.is_alive() or (spill is not None and spill.is_alive()):
             return False
         leftovers = self._drain()  # submitted while the thread was finishing: write them here
         if leftovers:
             self._process(leftovers)
+        replay = self._journal_dirty and self._store_ok  # journaled after the writer thread's last replay
+        if replay:
+            self._replay_journal(budget=1.0)
+        if leftovers or replay:
             self._reset_connection()
         if self.journal is not None:
             self.journal.close()
         return True
+
+    # ------------------------------------------------------------------------------------------ spill thread
+
+    def _run_spill(self, journal: Journal) -> None:
+        """Journal the items `submit()` could not queue, in batches, in the order they came."""
+        while True:
+            items = [self._spill_queue.get()]
+            while len(items) < self.max_batch:
+                try:
+                    items.append(self._spill_queue.get_nowait())
+                except queue.Empty:
+                    break
+            work: list[T] = [i for i in items if i is not _STOP]  # type: ignore[misc]
+            if work:
+                try:
+                    self._spill(journal, work)
+                except Exception:  # never let the thread die
+                    log.exception("spill thread error")
+            if len(work) < len(items):
+                return
+
+    def _spill(self, journal: Journal, items: list[T]) -> None:
+        """Prepare the items and append them to the journal; when it cannot take them (disk full), queue the
+        prepared records for the writer thread (past the bound: kept in memory, never dropped)."""
+        prepared = [self._prepare_one(item) for item in items]
+        records = [record for group in prepared for record in group]
+        try:
+            journal.append(records)
+        except Exception as exc:  # OSError (disk full), or a record that cannot be written as JSON
+            if not self._spill_failed_logged:
+                self._spill_failed_logged = True
+                log.error(
+                    "the writer queue is full and the journal cannot be written (%s); queueing anyway", exc
+                )
+            for group in prepared:
+                self._queue.put(_Prepared(group))
+            return
+        self._spill_failed_logged = False
+        with self._done_cond:  # dirty before done: flush() never sees these done and the journal clean
+            self.spilled += len(records)
+            self._journal_dirty = True
+            self._done += len(items)
+            self._done_cond.notify_all()
 
     # ------------------------------------------------------------------------------------------ writer thread
 
@@ -235,14 +297,7 @@ class RecordWriter[T]:
         return batch, False
 
     def _drain(self) -> list[T]:
-        items: list[T] = []
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return items
-            if item is not _STOP:
-                items.append(item)  # type: ignore[arg-type]
+        return [item for item in _drain_queue(self._queue) if item is not _STOP]  # type: ignore[misc]
 
     def _run(self) -> None:
         while True:
@@ -261,23 +316,24 @@ class RecordWriter[T]:
             except Exception:  # never let the thread die
                 log.exception("writer loop error")
 
+    def _prepare_one(self, item: T) -> list[CallRecord]:
+        """The item's record (a minimal error record when preparing it fails; none when that fails too)."""
+        if isinstance(item, _Prepared):  # prepared by the spill thread already
+            return item.records
+        try:
+            return [self.prepare(item)]
+        except Exception as exc:
+            log.exception("preparing a call record failed; writing a minimal error record")
+            error = exc
+        try:
+            fallback = self.fallback(item, error)
+        except Exception:
+            log.exception("could not build an error record for a failed preparation")
+            return []
+        return [] if fallback is None else [fallback]
+
     def _prepare_all(self, items: list[T]) -> list[CallRecord]:
-        records: list[CallRecord] = []
-        for item in items:
-            try:
-                records.append(self.prepare(item))
-                continue
-            except Exception as exc:
-                log.exception("preparing a call record failed; writing a minimal error record")
-                error = exc
-            try:
-                fallback = self.fallback(item, error)
-            except Exception:
-                log.exception("could not build an error record for a failed preparation")
-                fallback = None
-            if fallback is not None:
-                records.append(fallback)
-        return records
+        return [record for item in items for record in self._prepare_one(item)]
 
     def _process(self, items: list[T]) -> None:
         try:
@@ -368,9 +424,10 @@ class RecordWriter[T]:
         log.warning(
             "the store refuses writes (%s); %d call records spilled to the journal", exc, len(records)
         )
-        self.spilled += len(records)
         self._next_replay = time.monotonic() + _REPLAY_EVERY
-        self._journal_dirty = True
+        with self._done_cond:
+            self.spilled += len(records)
+            self._journal_dirty = True
         return True
 
     def _write(self, records: list[CallRecord]) -> list[CallRecord]:
@@ -447,6 +504,16 @@ class RecordWriter[T]:
                 self.store.db.dispose()
             except Exception:
                 pass
+
+
+def _drain_queue(source: queue.SimpleQueue[object]) -> list[object]:
+    """Everything in the queue now, without waiting."""
+    items: list[object] = []
+    while True:
+        try:
+            items.append(source.get_nowait())
+        except queue.Empty:
+            return items
 
 
 def _is_transient(exc: BaseException) -> bool:

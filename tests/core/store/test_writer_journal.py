@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import shutil
 import sqlite3
 import subprocess
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,78 @@ def prepare(item: dict[str, Any]) -> CallRecord:
 def stored_ids(db: Path) -> list[str]:
     with sqlite3.connect(db) as conn:
         return [row[0] for row in conn.execute("select id from call")]
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 30) -> bool:
+    """Poll `check` until it holds (a wait for progress, not a measure of speed)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+class GatedJournal(Journal):
+    """A journal that notes which thread appends what, and holds every append off `caller`'s thread until
+    `gate` is set (an append on `caller`'s thread goes through at once, so the old behaviour fails, not hangs).
+    """
+
+    def __init__(self, path: Path, caller: threading.Thread) -> None:
+        super().__init__(path)
+        self.caller = caller
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.threads: list[threading.Thread] = []
+        self.appended: list[str] = []
+
+    def append(self, records: list[CallRecord]) -> None:
+        self.threads.append(threading.current_thread())
+        if threading.current_thread() is not self.caller:
+            self.entered.set()
+            self.gate.wait(60)
+        super().append(records)
+        self.appended.extend(r.id for r in records)
+
+
+class FullDiskJournal(Journal):
+    """A journal on a disk that is full."""
+
+    def append(self, records: list[CallRecord]) -> None:
+        raise OSError(28, "No space left on device")
+
+
+class Overload:
+    """A writer whose thread is stuck preparing the item "first" until `release` is set, so that its queue
+    (bound 3) fills up and further submits overflow; counts how often each item is prepared."""
+
+    def __init__(self, tmp_path: Path, journal: Journal) -> None:
+        self.release = threading.Event()
+        self.stuck = threading.Event()
+        self.prepared: collections.Counter[str] = collections.Counter()
+        self.seen: list[str] = []
+        self.store = open_store(None, tmp_path)
+        self.writer = RecordWriter(
+            self.store,
+            self.prepare,
+            lambda batch: self.seen.extend(r.id for r in batch),
+            max_queue=3,
+            max_batch=10,
+            interval=0.01,
+            spill_after=60,
+            journal=journal,
+        )
+        self.writer.submit({"id": "first"})
+        assert self.stuck.wait(30)  # the writer thread holds "first" and takes nothing more
+        for i in range(3):
+            self.writer.submit({"id": f"queued{i}"})  # fills the queue to its bound
+
+    def prepare(self, item: dict[str, Any]) -> CallRecord:
+        self.prepared[item["id"]] += 1
+        if item["id"] == "first":
+            self.stuck.set()
+            self.release.wait(60)
+        return prepare(item)
 
 
 def test_journal_line_round_trip_keeps_every_field() -> None:
@@ -64,14 +138,11 @@ def test_a_full_queue_spills_to_the_journal_without_blocking_and_nothing_is_lost
         max_batch=10,
         spill_after=30,
     )
-    slowest = 0.0
     for i in range(200):
-        started = time.perf_counter()
         writer.submit({"id": f"r{i:03d}"})
-        slowest = max(slowest, time.perf_counter() - started)
-    assert slowest < 0.05  # never waits on the locked database
-    # in memory: at most the queue bound plus the batch the writer holds
-    assert writer.pending <= 5 + 10 + 1
+    # once the spill thread has journaled the overflow, in memory: at most the queue bound plus the batch the
+    # writer holds
+    assert wait_for(lambda: writer.pending <= 5 + 10 + 1)
     assert writer.spilled == 200 - writer.pending
     assert writer.journal is not None and writer.journal.has_data()
     other.execute("COMMIT")
@@ -82,6 +153,78 @@ def test_a_full_queue_spills_to_the_journal_without_blocking_and_nothing_is_lost
     assert sorted(written) == sorted(ids)  # listeners see each record exactly once
     assert writer.replayed == writer.spilled and not writer.journal.has_data()
     assert writer.stop()
+
+
+def test_submit_on_a_full_queue_leaves_preparing_and_journaling_to_the_spill_thread(tmp_path: Path) -> None:
+    journal = GatedJournal(tmp_path / "tokenlens.db.spill.jsonl", threading.current_thread())
+    load = Overload(tmp_path, journal)
+    writer = load.writer
+    overflow = [f"over{i}" for i in range(7)]
+    for call_id in overflow:
+        writer.submit({"id": call_id})  # the queue is full: these overflow
+    # submit() returned on this (the proxy's) thread without preparing or writing anything itself ...
+    assert threading.current_thread() not in journal.threads
+    assert all(load.prepared[call_id] <= 1 for call_id in overflow)
+    # ... while the spill thread is still held in its journal append: the spill is pending, nothing is lost
+    assert journal.entered.wait(30)
+    assert journal.appended == [] and writer.spilled == 0
+    assert writer.pending == 1 + 3 + len(overflow)
+    assert {t.name for t in journal.threads} == {"tokenlens-writer-spill"}
+    journal.gate.set()
+    assert wait_for(lambda: writer.spilled == len(overflow))
+    assert journal.appended == overflow  # journaled in the order they were submitted
+    load.release.set()
+    assert writer.flush(timeout=30)
+    expected = sorted(["first", *(f"queued{i}" for i in range(3)), *overflow])
+    assert sorted(stored_ids(tmp_path / "tokenlens.db")) == expected
+    assert sorted(load.seen) == expected  # listeners see each record exactly once
+    assert all(load.prepared[call_id] == 1 for call_id in expected)
+    assert writer.replayed == len(overflow) and not journal.has_data()
+    assert writer.stop()
+    load.store.close()
+
+
+def test_stop_while_a_spill_is_pending_writes_every_record(tmp_path: Path) -> None:
+    journal = GatedJournal(tmp_path / "tokenlens.db.spill.jsonl", threading.current_thread())
+    load = Overload(tmp_path, journal)
+    writer = load.writer
+    for i in range(4):
+        writer.submit({"id": f"over{i}"})
+    assert journal.entered.wait(30)  # the spill thread holds over0.. in its append
+    for i in range(4, 8):
+        writer.submit({"id": f"over{i}"})  # these wait in the spill queue behind it
+    assert writer.stop(timeout=0.2) is False  # SIGTERM now: the spill cannot finish while the disk is held
+    writer.submit({"id": "late"})  # after stop() began: queued for the writer, past the bound
+    journal.gate.set()
+    load.release.set()
+    assert writer.stop(timeout=30)
+    expected = sorted(["first", "late", *(f"queued{i}" for i in range(3)), *(f"over{i}" for i in range(8))])
+    assert sorted(stored_ids(tmp_path / "tokenlens.db")) == expected
+    assert sorted(load.seen) == expected
+    assert writer.pending == 0 and not journal.has_data()
+    load.store.close()
+
+
+def test_a_full_disk_under_overload_keeps_the_prepared_records_in_memory_until_written(
+    tmp_path: Path,
+) -> None:
+    load = Overload(tmp_path, FullDiskJournal(tmp_path / "tokenlens.db.spill.jsonl"))
+    writer = load.writer
+    overflow = [f"over{i}" for i in range(6)]
+    for call_id in overflow:
+        writer.submit({"id": call_id})
+    assert wait_for(lambda: all(load.prepared[call_id] == 1 for call_id in overflow))
+    assert writer.pending == 1 + 3 + len(overflow)  # not journaled, not dropped
+    load.release.set()
+    assert writer.flush(timeout=30)
+    expected = sorted(["first", *(f"queued{i}" for i in range(3)), *overflow])
+    assert sorted(stored_ids(tmp_path / "tokenlens.db")) == expected
+    assert sorted(load.seen) == expected
+    # the spill thread's preparation is used as is: each item prepared exactly once
+    assert all(load.prepared[call_id] == 1 for call_id in expected)
+    assert writer.spilled == 0 and writer.pending == 0
+    assert writer.stop()
+    load.store.close()
 
 
 def test_a_batch_refused_too_long_moves_to_the_journal_and_the_queue_keeps_draining(tmp_path: Path) -> None:
