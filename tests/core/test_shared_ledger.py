@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from harness.pg import UNREACHABLE, pg_schema
+from harness.pg import store_url
 from tokenlens.app import SettingsHolder
 from tokenlens.config import parse_settings
 from tokenlens.config_sync import ConfigSync
@@ -26,12 +26,7 @@ SETTINGS = {"timezone": "UTC"}
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'shared.db'}"
-        return
-    with pg_schema() as found:
-        if found is None:
-            pytest.skip(UNREACHABLE)
+    with store_url(request.param, tmp_path) as found:
         yield found
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 PG_HOST = "127.0.0.1"
@@ -45,3 +46,17 @@ def pg_schema() -> Iterator[str | None]:
         with conn.cursor() as cur:
             cur.execute(f'DROP SCHEMA "{schema}" CASCADE')
         conn.close()
+
+
+@contextlib.contextmanager
+def store_url(kind: str, tmp_path: Path) -> Iterator[str]:
+    """A shared store's URL: a SQLite file in `tmp_path` or a fresh PostgreSQL schema (skips when unreachable)."""
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_path / 'shared.db'}"
+        return
+    with pg_schema() as found:
+        if found is None:
+            import pytest
+
+            pytest.skip(UNREACHABLE)
+        yield found

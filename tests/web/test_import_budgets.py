@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from harness.pg import UNREACHABLE, pg_schema
+from harness.pg import store_url
 from tokenlens.app import AppDeps, SettingsHolder
 from tokenlens.bus import EventBus
 from tokenlens.config import parse_settings
@@ -130,12 +130,7 @@ def test_an_import_without_a_running_ledger_is_read_when_the_ledger_starts(deps:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'shared.db'}"
-        return
-    with pg_schema() as found:
-        if found is None:
-            pytest.skip(UNREACHABLE)
+    with store_url(request.param, tmp_path) as found:
         yield found
 
 
