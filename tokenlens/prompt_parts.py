@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 SECTIONS = ("system", "tools", "context", "history", "query")
 
@@ -20,9 +19,8 @@ _DOCUMENT_TYPES = frozenset({"document", "file", "input_file", "search_result"})
 _TOOL_RESULT_TYPES = frozenset({"tool_result", "function_call_output", "web_search_tool_result"})
 
 
-@dataclass(frozen=True, slots=True)
-class Part:
-    """One piece of model-visible input.
+class Part(NamedTuple):
+    """One piece of model-visible input (a named tuple: requests have many parts, built on every call).
 
     `message` is the position of its message (None for system/tools outside the message list); `role` the
     author (system, user, assistant, tool); `kind` is ``text``, ``call`` (tool-call arguments), ``result``

@@ -4,7 +4,8 @@ messages.
 `analyze_waste(api, body, model)` is pure and works offline: the gateway runs it in the writer thread and
 `tokenlens analyze` on a file, and both give the same figure. Tokens are counted with the local tokenizer
 (`tokens.count_tokens`, not scaled to the provider's count) and priced at the model's own input rate.
-Only the wasted fragments are tokenized, so a 50 KB prompt costs well under a couple of milliseconds.
+Only the wasted fragments are tokenized, and the texts are scanned with str methods, regexes that start with a
+literal and (long ASCII texts) numpy, so a 50 KB prompt takes about half a millisecond (`bench/insights.py`).
 A prefix resent across calls is not waste (it is a prompt-caching opportunity, see `insights`).
 """
 
@@ -13,10 +14,13 @@ from __future__ import annotations
 import functools
 import json
 import re
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
+
+import numpy as np
 
 from tokenlens.pricing import Pricer
 from tokenlens.prompt_parts import Part, request_parts
@@ -26,9 +30,13 @@ from tokenlens.usage import Usage
 WASTE_TYPES = ("whitespace", "filler", "repeated_instruction", "empty_message")
 
 # Patterns that start with a literal, so that the regex engine jumps from one candidate to the next.
-_BREAKS = re.compile(r"\n[ \t\r\n]*")
-_SPACES = re.compile(r"  +")
 _JSON_INDENT = re.compile(r"\r?\n[ \t]*")
+# A run of line breaks (spaces, tabs and CRs included) that is more than one or two breaks followed by an
+# indentation, else a line break right after a space, tab or CR (spaces at the end of a line, maybe).
+_BREAKS = re.compile(r"\n(?:[ \t\r]+\n|\n[ \t\r]*\n)[ \t\r\n]*|\n(?<=[ \t\r]\n)")
+# Two or more spaces after a character other than a line break or a tab (not an indentation).
+_SPACES = re.compile(r"  (?<=[^\n\t ]  ) *")
+_SPACE_RUN = re.compile(r" +")
 # Matched on lower-cased text, without a leading word-boundary assertion so that the regex engine can skip
 # ahead on the first characters; the boundary before a match is checked by hand.
 _FILLER = re.compile(
@@ -48,21 +56,26 @@ _FILLER = re.compile(
     r"|please"
     r")\b[,!.]?"
 )
-_FILLER_ANCHORS = (
-    "pleas",
-    "thank",
-    "kindly",
-    "apprecia",
-    "grateful",
-    "mind",
-    "bother",
-    "finds you",
-    "so kind",
+# _FILLER only runs around the matches of these seeds: every _FILLER match contains the start of a seed match
+# at most `before` characters after its own start and `after` characters before its end (bounds over every
+# occurrence of the seed's first character in every string _FILLER matches; the tests check them). A seed starts
+# with one literal character, which the regex engine skips to much faster than it tries _FILLER at every "i",
+# "t", "p"... of a text. Seeds: "thank" and "kind"; "please" and "appreciate"; "grateful"; "finds you",
+# "bother you" and "you don't" / "you do not" (mind).
+_FILLER_SEEDS: tuple[tuple[re.Pattern[str], int, int], ...] = (
+    (re.compile(r"k(?<=thank)|kind"), 23, 27),
+    (re.compile(r"p(?:lease|preciat)"), 18, 31),
+    (re.compile(r"grateful"), 26, 43),
+    (re.compile(r"you(?:(?<=finds you)|(?<=bother you)| do)"), 41, 37),
 )
-_SENTENCE = re.compile(r"[^\n.!?]+[.!?]*")
+_SENTENCE = re.compile(r"[^\n.!?]+[.!?]*")  # a sentence and its end punctuation
+_PUNCT_RUN = re.compile(r"\.\.+")  # two or more end punctuation marks, once "!" and "?" are "."
 _MIN_SENTENCE_CHARS = 24
 _MIN_SENTENCE_WORDS = 4
 _STRIP = " \t\r.!?,;:"
+_FEW_REPEATS = (
+    64  # repeated sentences found with str.find; more, and the sentences are gone through one by one
+)
 _INSTRUCTION_ROLES = frozenset({"system", "developer", "user"})
 
 
@@ -146,6 +159,15 @@ def _looks_like_indented_json(text: str) -> bool:
     return True
 
 
+def _run_tokens(run: str) -> int:
+    """Tokens saved by cutting a run of line breaks (`_BREAKS`) to at most two, its indentation kept."""
+    kept = "\n" * min(run.count("\n"), 2) + run[run.rindex("\n") + 1 :]
+    return max(0, _count(run) - _count(kept)) if run != kept else 0
+
+
+_short_run_tokens = functools.lru_cache(maxsize=1024)(_run_tokens)
+
+
 def whitespace_tokens(text: str) -> int:
     """Tokens that removing whitespace bloat from `text` would save.
 
@@ -153,50 +175,82 @@ def whitespace_tokens(text: str) -> int:
     words become one; pretty-printed JSON loses its line breaks and indentation. Indentation at the start of
     a line of prose or code is kept.
     """
-    if not text or ("  " not in text and "\n" not in text and "\t" not in text):
+    if not text or ("\n" not in text and "\t" not in text and "  " not in text):
         return 0
     if _looks_like_indented_json(text):
         return sum(_count(m.group()) for m in _JSON_INDENT.finditer(text))
     wasted = 0
     if "\n" in text:
         for m in _BREAKS.finditer(text):
-            start = m.start()
-            before = start
-            while before > 0 and text[before - 1] in " \t\r":
-                before -= 1
-            if before < start and before > 0 and text[before - 1] != "\n":
-                wasted += _count(text[before:start].rstrip("\r"))  # spaces at the end of a line
-            run = m.group()
-            breaks = run.count("\n")
-            indent = run[run.rindex("\n") + 1 :]
-            kept = "\n" * min(breaks, 2) + indent
-            if run != kept:
-                wasted += max(0, _count(run) - _count(kept))
-    if "  " in text:
-        n = len(text)
-        for m in _SPACES.finditer(text):
-            start, end = m.start(), m.end()
-            if start == 0 or text[start - 1] in "\n\t":
-                continue  # indentation
-            if end == n:
-                wasted += _count(m.group())  # trailing at the end of the text
-            elif text[end] not in "\r\n":
-                wasted += _count(m.group()[1:])  # between words
+            start, end = m.span()
+            if start and text[start - 1] in " \t\r":
+                before = start - 1
+                while before > 0 and text[before - 1] in " \t\r":
+                    before -= 1
+                if before > 0 and text[before - 1] != "\n":  # not a blank line
+                    trailing = text[before:start].rstrip("\r")
+                    if trailing:
+                        wasted += _count(trailing)  # spaces at the end of a line
+            if end - start > 1:
+                wasted += _short_run_tokens(m.group()) if end - start <= 256 else _run_tokens(m.group())
+    n = len(text)
+    for start, end in _space_runs(text):
+        if end == n:
+            wasted += _count(text[start:end])  # trailing at the end of the text
+        elif text[end] not in "\r\n":
+            wasted += _count(text[start + 1 : end])  # between words
     return wasted
 
 
-def filler_matches(text: str) -> list[str]:
-    """The polite filler phrases in `text` (as written)."""
-    lower = text.lower()
-    if not any(anchor in lower for anchor in _FILLER_ANCHORS):
-        return []
+def _space_runs(text: str) -> list[tuple[int, int]]:
+    """The runs of two or more spaces that follow a character other than a space, a line break or a tab (not
+    an indentation). Vectorized for long ASCII texts: the regex engine stops at every single space."""
+    if len(text) < 4096 or not text.isascii():  # below that, numpy's fixed cost is more than the regex's
+        return [m.span() for m in _SPACES.finditer(text)]
+    codes = np.frombuffer(text.encode("ascii"), dtype=np.uint8)
+    space = codes == 32
+    before = codes[:-2]
+    starts = np.flatnonzero(space[1:-1] & space[2:] & (before != 32) & (before != 10) & (before != 9)) + 1
+    return [m.span() for start in starts.tolist() if (m := _SPACE_RUN.match(text, start))]
+
+
+def filler_matches(text: str, lower: str | None = None) -> list[str]:
+    """The polite filler phrases in `text` (as written); `lower` is `text.lower()` if the caller has it."""
+    if lower is None:
+        lower = text.lower()
+    n = len(lower)
+    most = n // 128  # more seeds than that, and one pass over the whole text is cheaper
+    windows: list[tuple[int, int]] = []
+    for seed, before, after in _FILLER_SEEDS:
+        for m in seed.finditer(lower):
+            windows.append((m.start() - before, m.start() + after + 1))
+            if len(windows) > most:
+                break
+        if len(windows) > most:
+            windows = [(0, n)]
+            break
+    windows.sort()
     out = []
-    for m in _FILLER.finditer(lower):
-        start = m.start()
-        if start and lower[start - 1].isalnum():
-            continue
-        out.append(text[start : m.end()])
+    count, i = len(windows), 0
+    while i < count:
+        # Overlapping windows are merged: no match crosses a merged window's edge and the character after a
+        # match (for `\b` and the punctuation) is inside it, so these are the matches of the whole text.
+        start, end = windows[i]
+        i += 1
+        while i < count and windows[i][0] <= end:
+            end = max(end, windows[i][1])
+            i += 1
+        for m in _FILLER.finditer(lower, max(0, start), min(n, end)):
+            begin = m.start()
+            if not begin or not lower[begin - 1].isalnum():
+                out.append(text[begin : m.end()])
     return out
+
+
+def _charwise_lower(text: str) -> bool:
+    """Whether `text.lower()` lower-cases character by character (same length, no context): every character
+    but U+0130 (two characters lower-cased) and the capital sigma (final form depends on what follows)."""
+    return text.isascii() or ("\u0130" not in text and "\u03a3" not in text)
 
 
 class _Findings:
@@ -216,21 +270,100 @@ class _Findings:
             found.count += 1
 
 
-def _repeats(text: str, where: str, seen: set[str], findings: _Findings) -> None:
-    """Sentences of `text` already said earlier in the request (or earlier in `text`)."""
-    sentences = [x for x in _SENTENCE.findall(text) if len(x) >= _MIN_SENTENCE_CHARS]
-    if not sentences:
-        return
-    keys = [x.lower().strip(_STRIP) for x in sentences]
-    unique = set(keys)
-    if len(unique) == len(keys) and seen.isdisjoint(unique):  # the common case, without a Python loop
-        seen.update(k for k in unique if k.count(" ") + 1 >= _MIN_SENTENCE_WORDS)
-        return
-    for sentence, key in zip(sentences, keys, strict=True):
+def _sentence_keys(lower: str) -> list[str] | None:
+    """The keys (lower-cased, stripped) of the sentences (`_SENTENCE`) of `lower` that are at least
+    _MIN_SENTENCE_CHARS long, end punctuation included, in any order; `lower` must be lower-cased character by
+    character. The keys `_SENTENCE.findall` gives, several times faster (str.split); None for a text with a NUL.
+
+    The text is cut at every "." (also "!" and "?") and line break; a NUL marks a piece that punctuation ends,
+    so that its length counts one punctuation mark. Longer runs of punctuation are added afterwards.
+    """
+    if "\0" in lower:
+        return None
+    text = lower.replace("!", ".").replace("?", ".")
+    pieces = text.replace(".", "\0.").replace("\n", ".").split(".")
+    min_chars, strip = _MIN_SENTENCE_CHARS, _STRIP + "\0"
+    keys = [piece.strip(strip) for piece in pieces if len(piece) >= min_chars]
+    if "\0" in pieces:  # a short sentence reaches the length with two or more punctuation marks
+        for m in _PUNCT_RUN.finditer(text):
+            start, end = m.span()
+            begin = max(text.rfind(".", 0, start), text.rfind("\n", 0, start)) + 1
+            if 0 < start - begin < min_chars - 1 and end - begin >= min_chars:
+                keys.append(text[begin:start].strip(strip))
+    return keys
+
+
+def _repeats(text: str, lower: str, where: str, seen: set[str], findings: _Findings) -> None:
+    """Sentences of `text` already said earlier in the request (or earlier in `text`); `lower` is
+    `text.lower()`. `seen` holds the keys of the earlier sentences (at least those of _MIN_SENTENCE_WORDS words,
+    the only ones that count)."""
+    keys = _sentence_keys(lower) if _charwise_lower(text) else None
+    if keys is not None:
+        if seen.isdisjoint(keys):
+            size = len(seen)
+            seen.update(keys)
+            if len(seen) == size + len(keys):  # the common case: nothing repeated
+                return
+            seen.difference_update(keys)  # none of them was there before
+        unique = set(keys)
+        repeated = seen.intersection(unique)
+        found = None
+        if len(keys) - len(unique) + len(repeated) <= _FEW_REPEATS:
+            if len(unique) < len(keys):
+                repeated.update(key for key, n in Counter(keys).items() if n > 1)
+            relevant = [key for key in repeated if key.count(" ") + 1 >= _MIN_SENTENCE_WORDS]
+            expected = sum(map(keys.count, relevant))
+            found = _sentences_with(text, lower, relevant, expected) if expected <= _FEW_REPEATS else None
+        if found is not None:
+            earlier = seen.intersection(relevant)
+            for key, sentence in found:
+                if key in earlier:
+                    findings.add("repeated_instruction", where, _count(" " + sentence.strip()))
+                else:
+                    earlier.add(key)
+            seen.update(unique)
+            return
+    for sentence in _SENTENCE.findall(text):  # one sentence at a time
+        if len(sentence) < _MIN_SENTENCE_CHARS:
+            continue
+        key = sentence.lower().strip(_STRIP)
+        if key.count(" ") + 1 < _MIN_SENTENCE_WORDS:
+            continue
         if key in seen:
             findings.add("repeated_instruction", where, _count(" " + sentence.strip()))
-        elif key.count(" ") + 1 >= _MIN_SENTENCE_WORDS:
+        else:
             seen.add(key)
+
+
+def _sentences_with(text: str, lower: str, keys: list[str], expected: int) -> list[tuple[str, str]] | None:
+    """(key, sentence as written), in order, of the sentences of `text` at least _MIN_SENTENCE_CHARS long whose
+    key is one of `keys`, found with str.find; `lower` is `text.lower()`, lower-cased character by character.
+    None unless there are `expected` of them (or when there are many places to look at)."""
+    marks = lower.replace("!", ".").replace("?", ".")
+    n = len(marks)
+    found: list[tuple[int, str, str]] = []
+    tries, start, stop = 0, 0, -1  # the text between two breaks around the last place looked at
+    for key in keys:
+        at = marks.find(key)
+        while at >= 0:
+            tries += 1
+            if tries > 4 * _FEW_REPEATS:
+                return None
+            end = at + len(key)
+            if not start <= at <= end <= stop:
+                start = max(marks.rfind(".", 0, at), marks.rfind("\n", 0, at)) + 1
+                dot, line = marks.find(".", end), marks.find("\n", end)
+                stop = min(dot if dot >= 0 else n, line if line >= 0 else n)
+            if not marks[start:at].strip(_STRIP) and not marks[end:stop].strip(_STRIP):  # the whole sentence
+                close = stop
+                while close < n and marks[close] == ".":
+                    close += 1
+                if close - start >= _MIN_SENTENCE_CHARS:
+                    found.append((start, key, text[start:close]))
+            at = marks.find(key, at + 1)
+    if len(found) != expected:
+        return None
+    return [(key, sentence) for _, key, sentence in sorted(found)]
 
 
 def find_waste(parts: list[Part]) -> list[WasteFinding]:
@@ -241,15 +374,23 @@ def find_waste(parts: list[Part]) -> list[WasteFinding]:
     for part in parts:
         if part.section != "tools":
             by_message.setdefault(part.message if part.message is not None else part.section, []).append(part)
-        if not part.text:
+        text = part.text
+        if not text:
             continue
         where = _where(part)
-        findings.add("whitespace", where, whitespace_tokens(part.text))
-        if part.section in ("system", "history", "query") and part.kind == "text":
-            for phrase in filler_matches(part.text):
+        findings.add("whitespace", where, whitespace_tokens(text))
+        if part.kind != "text":
+            continue
+        filler = part.section in ("system", "history", "query")
+        instruction = part.role in _INSTRUCTION_ROLES and part.section != "context"
+        if not (filler or instruction):
+            continue
+        lower = text.lower()
+        if filler:
+            for phrase in filler_matches(text, lower):
                 findings.add("filler", where, _count(" " + phrase), phrase.lower().rstrip(",!."))
-        if part.role in _INSTRUCTION_ROLES and part.kind == "text" and part.section != "context":
-            _repeats(part.text, where, seen, findings)
+        if instruction:
+            _repeats(text, lower, where, seen, findings)
     for key, message_parts in by_message.items():
         if any(p.kind != "text" for p in message_parts):
             continue
