@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import numpy as np
@@ -21,6 +21,9 @@ from tokenlens.store import Store
 from tokenlens.store.queries import PricerLike, day_start
 from tokenlens.store.rollups import Row, first_bucket, sums, tag_sums
 from tokenlens.usage import Usage
+
+if TYPE_CHECKING:
+    from tokenlens.pricing import Pricer
 
 FORECAST_WINDOW = 30  # complete days the trend is fitted on
 ANOMALY_WINDOW = 14  # previous days of the rolling mean
@@ -32,12 +35,6 @@ RIGHT_SIZE_MIN_CALLS = 10
 RIGHT_SIZE_SIMPLE_SHARE = 0.6
 OVERALLOCATION_MIN_CALLS = 20
 OVERALLOCATION_UTILISATION = 0.25
-# Cheaper models per provider considered by right-sizing (each priced through the Pricer; unknown ones skipped).
-CHEAPER_MODELS: dict[str, tuple[str, ...]] = {
-    "openai": ("gpt-4.1-nano", "gpt-4o-mini", "gpt-4.1-mini"),
-    "anthropic": ("claude-haiku-4-5", "claude-3-5-haiku-latest"),
-    "google": ("gemini-2.5-flash-lite", "gemini-2.0-flash", "gemini-2.5-flash"),
-}
 
 
 def money(value: float) -> float:
@@ -74,11 +71,26 @@ def _int(value: float) -> int:
 # ---------------------------------------------------------------------------------------------- breakdowns
 
 
+_DAILY_MEASURES = (
+    "cost_usd",
+    "input_cost_usd",
+    "output_cost_usd",
+    "cache_read_cost_usd",
+    "cache_write_cost_usd",
+    "calls",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "unpriced_calls",
+)
+
+
 def daily(store: Store, days: int, tz: tzinfo, now: float | None = None) -> dict[str, Any]:
     """SPEC `/daily`: one entry per day (days without calls included, as zeros)."""
     dates = last_days(days, tz, now)
     with store.connection():
-        per_day = sums(store.db, edges_of(dates, tz))
+        per_day = sums(store.db, edges_of(dates, tz), measures=_DAILY_MEASURES)
     out = []
     for day, groups in zip(dates, per_day, strict=True):
         row = groups.get((), {})
@@ -190,7 +202,7 @@ def forecast(
     window = day_list(today - timedelta(days=FORECAST_WINDOW), FORECAST_WINDOW)
     span = day_list(min(window[0], month[0]), (today - min(window[0], month[0])).days + 1)
     with store.connection():
-        per_day = sums(store.db, edges_of(span, tz))
+        per_day = sums(store.db, edges_of(span, tz), measures=("cost_usd",))
         first = first_bucket(store.db)
     spend = {d: groups.get((), {}).get("cost_usd", 0.0) for d, groups in zip(span, per_day, strict=True)}
     first_day = None if first is None else datetime.fromtimestamp(first, tz).date()
@@ -244,12 +256,15 @@ def _metric_values(row: Row) -> dict[str, float]:
     }
 
 
+_ANOMALY_MEASURES = ("cost_usd", "calls", "input_tokens", "output_tokens")
+
+
 def anomalies(store: Store, days: int, tz: tzinfo, now: float | None = None) -> dict[str, Any]:
     """SPEC `/anomalies` over the last `days` days (see README for the definition)."""
     dates = last_days(days, tz, now)
     span = day_list(dates[0] - timedelta(days=ANOMALY_WINDOW), len(dates) + ANOMALY_WINDOW)
     with store.connection():
-        per_day = sums(store.db, edges_of(span, tz), ("source",))
+        per_day = sums(store.db, edges_of(span, tz), ("source",), measures=_ANOMALY_MEASURES)
     series: dict[str | None, list[dict[str, float]]] = {}
     empty = {"spend": 0.0, "calls": 0.0, "tokens": 0.0}
     for index, groups in enumerate(per_day):
@@ -422,45 +437,10 @@ def recommendations(
             rate_cache[(provider, model)] = linear_rates(pricer, provider, model)
         return rate_cache[(provider, model)]
 
+    found.extend(_right_sizing_advice(store, days, tz, pricer, scale))
     for (source, model, provider), row in groups.items():
         if not model:
             continue
-        rated, simple = row["rated_calls"], row["simple_calls"]
-        if rated >= RIGHT_SIZE_MIN_CALLS and simple / rated >= RIGHT_SIZE_SIMPLE_SHARE:
-            actual = row["simple_cost_usd"]
-            best: tuple[float, str] | None = None
-            for candidate in CHEAPER_MODELS.get(provider, ()):
-                if candidate == model:
-                    continue
-                cand_rates = rates(provider, candidate)
-                if cand_rates is None:
-                    continue
-                what_if = cand_rates.cost(*_tokens(row, "simple_"))
-                if what_if < actual and (best is None or what_if < best[0]):
-                    best = (what_if, candidate)
-            if best is not None:
-                found.append(
-                    {
-                        "kind": "right_sizing",
-                        "source": source,
-                        "model": model,
-                        "title": f"Route simple calls of {source} from {model} to {best[1]}",
-                        "saving_usd_month": money((actual - best[0]) * scale),
-                        "evidence": {
-                            "simple_calls": _int(simple),
-                            "rated_calls": _int(rated),
-                            "simple_share": round(simple / rated, 4),
-                            "simple_cost_usd": money(actual),
-                            "what_if_usd": money(best[0]),
-                            "to_model": best[1],
-                            "days": days,
-                        },
-                        "link": "/api/usage/compare?"
-                        + urlencode(
-                            {"from_model": model, "to_model": best[1], "source": source, "days": days}
-                        ),
-                    }
-                )
         waste = row["waste_tokens"]
         model_rates = rates(provider, model)
         if waste > 0 and model_rates is not None:
@@ -503,17 +483,60 @@ def recommendations(
     return {"days": days, "recommendations": found}
 
 
+def _as_pricer(pricer: PricerLike) -> Pricer:
+    """A `tokenlens.pricing.Pricer` (what the token-intelligence views need): `pricer` or the default one."""
+    from tokenlens.pricing import Pricer
+
+    return pricer if isinstance(pricer, Pricer) else Pricer()
+
+
+def _right_sizing_advice(
+    store: Store, days: int, tz: tzinfo, pricer: PricerLike, scale: float
+) -> list[dict[str, Any]]:
+    """Right-sizing advice from the `/right-sizing` view (same simple calls, cheaper model and what-if cost),
+    for a source and model with enough rated calls that are mostly simple."""
+    from tokenlens import insights
+
+    found: list[dict[str, Any]] = []
+    for item in insights.right_sizing(store, days, tz, _as_pricer(pricer))["items"]:
+        rated, simple, to_model = item["calls"], item["simple_calls"], item["suggested_model"]
+        what_if = item["simple_cost_on_suggested_usd"]
+        if to_model is None or what_if is None or item["saving_usd"] <= 0:
+            continue
+        if rated < RIGHT_SIZE_MIN_CALLS or simple / rated < RIGHT_SIZE_SIMPLE_SHARE:
+            continue
+        source, model = item["source"], item["model"]
+        found.append(
+            {
+                "kind": "right_sizing",
+                "source": source,
+                "model": model,
+                "title": f"Route simple calls of {source} from {model} to {to_model}",
+                "saving_usd_month": money(item["saving_usd"] * scale),
+                "evidence": {
+                    "simple_calls": simple,
+                    "rated_calls": rated,
+                    "simple_share": item["simple_share"],
+                    "simple_cost_usd": item["simple_cost_usd"],
+                    "what_if_usd": what_if,
+                    "to_model": to_model,
+                    "days": days,
+                },
+                "link": "/api/usage/compare?"
+                + urlencode({"from_model": model, "to_model": to_model, "source": source, "days": days}),
+            }
+        )
+    return found
+
+
 def _token_intelligence_advice(
     store: Store, days: int, tz: tzinfo, pricer: PricerLike, groups: dict[Any, Row], scale: float
 ) -> list[dict[str, Any]]:
     """Prompt-caching opportunities and history bloat, from the per-call analysis (tokenlens.insights)."""
     from tokenlens import insights
-    from tokenlens.pricing import Pricer
 
     found: list[dict[str, Any]] = []
-    caching = insights.caching_opportunities(
-        store, days, tz, pricer if isinstance(pricer, Pricer) else Pricer()
-    )
+    caching = insights.caching_opportunities(store, days, tz, _as_pricer(pricer))
     for item in caching["items"]:
         if not item.get("saving_usd"):
             continue

@@ -1,17 +1,21 @@
 """Token-intelligence aggregates over the stored calls (SPEC sections 9 and 10).
 
-Each function reads the calls of the last `days` calendar days (today included, in `tz`) and the per-call
-analysis the pipeline stored in `details` (`waste`, `heatmap`) and `complexity`. They are the data of the
-`/api/usage/...` insight views and the evidence the recommendations use (`evidence`).
+Each function sums the calls of the last `days` calendar days (today included, in `tz`): the per-call analysis
+the pipeline stored in `details` (`waste`, `heatmap`) and `complexity`, as kept by the insight rollups
+(`tokenlens.store.rollups`, per UTC hour and day, successful calls only), so a view costs the same with a
+thousand calls or millions. They are the data of the `/api/usage/...` insight views and the evidence the
+recommendations use (`evidence`).
 """
 
 from __future__ import annotations
 
-import json
+import functools
 import math
 import re
-from collections.abc import Iterator
-from datetime import timedelta, tzinfo
+import threading
+import weakref
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -19,14 +23,25 @@ from genai_prices import data_snapshot
 
 from tokenlens.complexity import is_simple
 from tokenlens.pricing import Pricer
-from tokenlens.prompt_parts import SECTIONS
+from tokenlens.store.rollups import (
+    COMPLEXITY,
+    HEAT_SECTIONS,
+    INSIGHT,
+    MIN_CACHEABLE_PREFIX,
+    OUTPUT_BIN_LOWS,
+    OUTPUT_BINS,
+    PREFIXES,
+    TURNS,
+    WASTE,
+    Rollup,
+    rollup_sums,
+)
 from tokenlens.usage import Usage
 from tokenlens.waste import WASTE_TYPES
 
 if TYPE_CHECKING:
     from tokenlens.store import Store
 
-MIN_CACHEABLE_PREFIX = 1024
 HISTORY_BLOAT_SHARE = 0.6
 OVER_ALLOCATION_UTILISATION = 0.5
 SIMPLE_SHARE_TO_RECOMMEND = 0.5
@@ -45,24 +60,25 @@ def window(days: int, tz: tzinfo) -> tuple[float, float]:
     return day_start(current - timedelta(days=days - 1), tz), day_start(current + timedelta(days=1), tz)
 
 
-def _rows(
-    store: Store, days: int, tz: tzinfo, *fields: str, outcome: str | None = "ok"
-) -> Iterator[dict[str, Any]]:
+def _sums(
+    store: Store,
+    days: int,
+    tz: tzinfo,
+    rollup: Rollup,
+    group: Sequence[str],
+    measures: Sequence[str],
+) -> list[tuple[tuple[Any, ...], dict[str, float]]]:
+    """(group key, {measure: sum}) of `rollup` over the window, "" models named "unknown"."""
     start, end = window(days, tz)
-    call = store.models.Call
-    query = call.select(*(getattr(call, f) for f in fields)).where((call.ts >= start) & (call.ts < end))
-    if outcome is not None:
-        query = query.where(call.outcome == outcome)
-    query = query.order_by(call.ts.asc())
     with store.connection():
-        rows = list(query.dicts().execute())
-    for row in rows:
-        if "details" in row:
-            try:
-                row["details"] = json.loads(row["details"] or "{}")
-            except ValueError:
-                row["details"] = {}
-        yield row
+        found = rollup_sums(store.db, rollup, start, end, group, measures)
+    model_at = group.index("model") if "model" in group else None
+    out = []
+    for key, values in found.items():
+        if model_at is not None and not key[model_at]:
+            key = (*key[:model_at], "unknown", *key[model_at + 1 :])
+        out.append((key, dict(zip(measures, values, strict=True))))
+    return out
 
 
 def _round(value: float, digits: int = 9) -> float:
@@ -75,31 +91,28 @@ def _round(value: float, digits: int = 9) -> float:
 def waste_summary(store: Store, days: int, tz: tzinfo) -> dict[str, Any]:
     """Waste tokens and cost by type, source and model (successful calls)."""
     by: dict[str, dict[str, dict[str, Any]]] = {"type": {}, "source": {}, "model": {}}
-    total_tokens, total_cost, calls = 0, 0.0, 0
-    for row in _rows(store, days, tz, "source", "model", "details", "waste_tokens"):
-        waste = row["details"].get("waste")
-        if not isinstance(waste, dict) or not row["waste_tokens"]:
-            continue
-        calls += 1
-        seen: set[tuple[str, str]] = set()
-        for finding in waste.get("findings") or ():
-            tokens = int(finding.get("tokens") or 0)
-            cost = float(finding.get("cost_usd") or 0.0)
-            total_tokens += tokens
-            total_cost += cost
-            for dim, name in (
-                ("type", finding.get("type")),
-                ("source", row["source"]),
-                ("model", row["model"] or "unknown"),
-            ):
-                item = by[dim].setdefault(
-                    str(name), {dim: str(name), "tokens": 0, "cost_usd": 0.0, "calls": 0}
-                )
-                item["tokens"] += tokens
-                item["cost_usd"] += cost
-                if (dim, str(name)) not in seen:
-                    seen.add((dim, str(name)))
-                    item["calls"] += 1
+    calls = 0
+    for (source, model), row in _sums(
+        store, days, tz, INSIGHT, ("source", "model"), ("waste_calls", "waste_finding_calls")
+    ):
+        calls += int(row["waste_calls"])
+        for dim, name in (("source", source), ("model", model)):
+            if row["waste_finding_calls"]:
+                item = by[dim].setdefault(name, {dim: name, "tokens": 0, "cost_usd": 0.0, "calls": 0})
+                item["calls"] += int(row["waste_finding_calls"])
+    total_tokens, total_cost = 0, 0.0
+    for (source, model, waste_type), row in _sums(
+        store, days, tz, WASTE, ("source", "model", "waste_type"), ("calls", "tokens", "cost_usd")
+    ):
+        tokens, cost = int(row["tokens"]), row["cost_usd"]
+        total_tokens += tokens
+        total_cost += cost
+        for dim, name in (("type", waste_type), ("source", source), ("model", model)):
+            item = by[dim].setdefault(name, {dim: name, "tokens": 0, "cost_usd": 0.0, "calls": 0})
+            item["tokens"] += tokens
+            item["cost_usd"] += cost
+            if dim == "type":
+                item["calls"] += int(row["calls"])
     for waste_type in WASTE_TYPES:
         by["type"].setdefault(waste_type, {"type": waste_type, "tokens": 0, "cost_usd": 0.0, "calls": 0})
 
@@ -121,77 +134,78 @@ def waste_summary(store: Store, days: int, tz: tzinfo) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------- heatmap
 
-
-def _heatmaps(store: Store, days: int, tz: tzinfo, *fields: str) -> Iterator[dict[str, Any]]:
-    for row in _rows(store, days, tz, "source", "model", "input_tokens", "details", *fields):
-        heat = row["details"].get("heatmap")
-        if isinstance(heat, dict) and heat.get("scaled") and row["input_tokens"]:
-            row["heatmap"] = heat
-            yield row
+_HEAT = ("heat_calls", "heat_input_tokens", *(f"heat_{s}" for s in HEAT_SECTIONS))
 
 
 def token_heatmap(store: Store, days: int, tz: tzinfo) -> dict[str, Any]:
     """Average tokens per call and section, per source and model."""
-    groups: dict[tuple[str, str], dict[str, Any]] = {}
-    for row in _heatmaps(store, days, tz):
-        key = (row["source"], row["model"] or "unknown")
-        group = groups.setdefault(key, {"calls": 0, "input_tokens": 0, **dict.fromkeys(SECTIONS, 0)})
-        group["calls"] += 1
-        group["input_tokens"] += row["input_tokens"]
-        for section in SECTIONS:
-            group[section] += int(row["heatmap"].get(section) or 0)
+    groups: dict[tuple[str, str], dict[str, float]] = {}
+    for key, row in _sums(store, days, tz, INSIGHT, ("source", "model"), _HEAT):
+        if row["heat_calls"]:
+            group = groups.setdefault(key, dict.fromkeys(_HEAT, 0.0))
+            for name in _HEAT:
+                group[name] += row[name]
     items = []
-    for (source, model), g in sorted(groups.items(), key=lambda kv: -kv[1]["input_tokens"]):
-        n = g["calls"]
+    for (source, model), g in sorted(groups.items(), key=lambda kv: (-kv[1]["heat_input_tokens"], kv[0])):
+        n = g["heat_calls"]
         item: dict[str, Any] = {"source": source, "model": model}
-        item.update({s: round(g[s] / n, 1) for s in SECTIONS})
-        item["calls"] = n
-        item["input_tokens"] = round(g["input_tokens"] / n, 1)
+        item.update({s: round(g[f"heat_{s}"] / n, 1) for s in HEAT_SECTIONS})
+        item["calls"] = int(n)
+        item["input_tokens"] = round(g["heat_input_tokens"] / n, 1)
         items.append(item)
     return {"days": days, "items": items}
 
 
 # ---------------------------------------------------------------------------------------------- output
 
+_OUTPUT = ("maxtok_calls", "maxtok_sum", "maxtok_output_tokens", "maxtok_utilisation", *OUTPUT_BINS)
 
-def _percentile(values: list[int], q: float) -> int:
-    ordered = sorted(values)
-    index = max(0, math.ceil(q * len(ordered)) - 1)
-    return ordered[index]
+
+def histogram_percentile(counts: Sequence[float], q: float) -> int:
+    """The `q` quantile of the output-token histogram `counts` (bins of `OUTPUT_BIN_LOWS`), as the upper
+    bound of the bin it falls in: no more than 19% above the exact value, never below it."""
+    rank = max(1, math.ceil(q * sum(counts)))
+    seen = 0.0
+    for index, count in enumerate(counts):
+        seen += count
+        if seen >= rank:
+            if index + 1 < len(OUTPUT_BIN_LOWS):
+                return OUTPUT_BIN_LOWS[index + 1] - 1
+            return OUTPUT_BIN_LOWS[index]
+    return 0
 
 
 def output_efficiency(store: Store, days: int, tz: tzinfo) -> dict[str, Any]:
-    """Output tokens over the requested maximum, per source and model; the over-allocating ones flagged."""
-    groups: dict[tuple[str, str], dict[str, Any]] = {}
-    for row in _rows(store, days, tz, "source", "model", "output_tokens", "max_tokens"):
-        max_tokens = row["max_tokens"]
-        if not max_tokens or max_tokens <= 0:
-            continue
-        g = groups.setdefault(
-            (row["source"], row["model"] or "unknown"), {"max": [], "out": [], "ratios": []}
-        )
-        g["max"].append(int(max_tokens))
-        g["out"].append(int(row["output_tokens"]))
-        g["ratios"].append(min(1.0, row["output_tokens"] / max_tokens))
-    items = []
+    """Output tokens over the requested maximum, per source and model; the over-allocating ones flagged.
+
+    `p95_output_tokens` comes from a histogram (four bins per doubling): the upper bound of the bin holding
+    the 95th percentile, within 19% above the exact value.
+    """
+    groups: dict[tuple[str, str], dict[str, float]] = {}
+    for key, row in _sums(store, days, tz, INSIGHT, ("source", "model"), _OUTPUT):
+        if row["maxtok_calls"]:
+            group = groups.setdefault(key, dict.fromkeys(_OUTPUT, 0.0))
+            for name in _OUTPUT:
+                group[name] += row[name]
+    items: list[dict[str, Any]] = []
     for (source, model), g in groups.items():
-        n = len(g["max"])
-        utilisation = sum(g["ratios"]) / n
-        p95 = _percentile(g["out"], 0.95)
+        n = g["maxtok_calls"]
+        utilisation = g["maxtok_utilisation"] / n
+        p95 = histogram_percentile([g[b] for b in OUTPUT_BINS], 0.95)
         items.append(
             {
                 "source": source,
                 "model": model,
-                "calls": n,
-                "avg_max_tokens": round(sum(g["max"]) / n, 1),
-                "avg_output_tokens": round(sum(g["out"]) / n, 1),
+                "calls": int(n),
+                "avg_max_tokens": round(g["maxtok_sum"] / n, 1),
+                "avg_output_tokens": round(g["maxtok_output_tokens"] / n, 1),
                 "utilisation": round(utilisation, 4),
                 "p95_output_tokens": p95,
                 "suggested_max_tokens": max(16, math.ceil(p95 * 1.25)),
                 "over_allocating": utilisation < OVER_ALLOCATION_UTILISATION,
             }
         )
-    items.sort(key=lambda i: (i["utilisation"], -i["calls"]))
+    items.sort(key=lambda i: (i["utilisation"], -i["calls"], i["source"], i["model"]))
     return {
         "days": days,
         "threshold": OVER_ALLOCATION_UTILISATION,
@@ -208,16 +222,16 @@ def output_efficiency(store: Store, days: int, tz: tzinfo) -> dict[str, Any]:
 def conversation_efficiency(store: Store, days: int, tz: tzinfo) -> dict[str, Any]:
     """Share of input spent on earlier turns per source, with its trend over the conversation's turns."""
     sources: dict[str, dict[str, Any]] = {}
-    for row in _heatmaps(store, days, tz):
-        s = sources.setdefault(row["source"], {"calls": 0, "input": 0, "history": 0, "turns": {}})
-        history = int(row["heatmap"].get("history") or 0)
-        s["calls"] += 1
-        s["input"] += row["input_tokens"]
+    measures = ("calls", "input_tokens", "history_tokens")
+    for (source, turn), row in _sums(store, days, tz, TURNS, ("source", "turn"), measures):
+        s = sources.setdefault(source, {"calls": 0, "input": 0, "history": 0, "turns": {}})
+        calls, input_tokens, history = (int(row[m]) for m in measures)
+        s["calls"] += calls
+        s["input"] += input_tokens
         s["history"] += history
-        turn = max(1, int(row["heatmap"].get("turns") or 1))
-        t = s["turns"].setdefault(turn, [0, 0, 0])
-        t[0] += 1
-        t[1] += row["input_tokens"]
+        t = s["turns"].setdefault(int(turn), [0, 0, 0])
+        t[0] += calls
+        t[1] += input_tokens
         t[2] += history
     items = []
     for source, s in sources.items():
@@ -240,7 +254,7 @@ def conversation_efficiency(store: Store, days: int, tz: tzinfo) -> dict[str, An
                 ],
             }
         )
-    items.sort(key=lambda i: -i["history_share"])
+    items.sort(key=lambda i: (-i["history_share"], i["source"]))
     return {
         "days": days,
         "threshold": HISTORY_BLOAT_SHARE,
@@ -257,6 +271,29 @@ _NOT_CHAT = re.compile(
 )
 
 
+def _per_pricer[T](fn: Callable[[Pricer, str, str], T]) -> Callable[[Pricer, str, str], T]:
+    """`fn(pricer, provider, model)` memoised per pricer (held weakly) and UTC day (dated prices)."""
+    memo: weakref.WeakKeyDictionary[Pricer, dict[tuple[str, str, date], T]] = weakref.WeakKeyDictionary()
+    lock = threading.Lock()
+
+    @functools.wraps(fn)
+    def memoised(pricer: Pricer, provider: str, model: str) -> T:
+        key = (provider, model, datetime.now(UTC).date())
+        with lock:
+            table = memo.setdefault(pricer, {})
+            if key in table:
+                return table[key]
+        value = fn(pricer, provider, model)
+        with lock:
+            if len(table) >= 4096:
+                table.clear()
+            table[key] = value
+        return value
+
+    return memoised
+
+
+@_per_pricer
 def _rates(pricer: Pricer, provider: str, model: str) -> tuple[Decimal, Decimal] | None:
     """(input, output) USD per million tokens, or None when unpriced."""
     inp = pricer.price(provider, model, Usage(input_tokens=PROBE))
@@ -285,7 +322,11 @@ def cheaper_model(provider: str, model: str, pricer: Pricer | None = None) -> st
     Cheaper on both input and output rates; not deprecated; not of an older generation; chat models only.
     Among those, the most capable by price (the smallest step down). None when there is none or the model is not priced.
     """
-    pricer = pricer or Pricer()
+    return _cheaper(pricer or Pricer(), provider, model)
+
+
+@_per_pricer
+def _cheaper(pricer: Pricer, provider: str, model: str) -> str | None:
     current = _rates(pricer, provider, model)
     if current is None:
         return None
@@ -309,26 +350,66 @@ def cheaper_model(provider: str, model: str, pricer: Pricer | None = None) -> st
     return best[2] if best else None
 
 
+def base_tier_cost(
+    pricer: Pricer,
+    provider: str,
+    model: str,
+    input_tokens: int,
+    output_tokens: int,
+    cache_read: int,
+    cache_write: int,
+) -> float | None:
+    """The cost of usage summed over many calls at the model's base-tier (short-context) per-token rates.
+
+    Pricing the sum as one request would apply the long-context tier (above 200k tokens or so) to every
+    token. None when the model is not priced.
+    """
+    rates = _linear_rates(pricer, provider, model)
+    if rates is None:
+        return None
+    uncached = max(0, input_tokens - cache_read - cache_write)
+    total = uncached * rates[0] + output_tokens * rates[1] + cache_read * rates[2] + cache_write * rates[3]
+    return float(total / MILLION)
+
+
+@_per_pricer
+def _linear_rates(pricer: Pricer, provider: str, model: str) -> tuple[Decimal, ...] | None:
+    """USD per million tokens at the base tier: uncached input, output, cache read, cache write; each the total
+    price of tokens of that kind alone (a kind the model does not price apart costs what the provider bills)."""
+    usages = (
+        Usage(input_tokens=PROBE),
+        Usage(output_tokens=PROBE),
+        Usage(input_tokens=PROBE, cache_read_tokens=PROBE),
+        Usage(input_tokens=PROBE, cache_write_tokens=PROBE),
+    )
+    rates = []
+    for usage in usages:
+        price = pricer.price(provider, model, usage)
+        if not price.priced or price.cost_usd is None:
+            return None
+        rates.append(price.cost_usd * PER_MILLION)
+    return tuple(rates)
+
+
 def right_sizing(store: Store, days: int, tz: tzinfo, pricer: Pricer) -> dict[str, Any]:
     """Per source and model: the share of simple calls and what a cheaper model would save on them."""
     groups: dict[tuple[str, str, str], dict[str, Any]] = {}
-    fields = ("provider", "source", "model", "complexity", "cost_usd", "input_tokens", "output_tokens")
-    for row in _rows(store, days, tz, *fields, "cache_read_tokens", "cache_write_tokens"):
-        if row["complexity"] is None or not row["model"]:
-            continue
+    group = ("provider", "source", "model", "complexity")
+    tokens = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+    for (provider, source, model, complexity), row in _sums(
+        store, days, tz, COMPLEXITY, group, ("calls", "cost_usd", *tokens)
+    ):
         g = groups.setdefault(
-            (row["provider"], row["source"], row["model"]),
+            (provider, source, model),
             {"calls": 0, "simple": 0, "cost": 0.0, "simple_cost": 0.0, "usage": [0, 0, 0, 0]},
         )
-        g["calls"] += 1
-        g["cost"] += row["cost_usd"] or 0.0
-        if is_simple(row["complexity"]):
-            g["simple"] += 1
-            g["simple_cost"] += row["cost_usd"] or 0.0
-            for i, name in enumerate(
-                ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
-            ):
-                g["usage"][i] += int(row[name] or 0)
+        g["calls"] += int(row["calls"])
+        g["cost"] += row["cost_usd"]
+        if is_simple(int(complexity)):
+            g["simple"] += int(row["calls"])
+            g["simple_cost"] += row["cost_usd"]
+            for i, name in enumerate(tokens):
+                g["usage"][i] += int(row[name])
     items = []
     candidates: dict[tuple[str, str], str | None] = {}
     for (provider, source, model), g in groups.items():
@@ -338,10 +419,8 @@ def right_sizing(store: Store, days: int, tz: tzinfo, pricer: Pricer) -> dict[st
         saving = 0.0
         what_if = None
         if candidate and g["simple"]:
-            inp, out, cr, cw = g["usage"]
-            price = pricer.price(provider, candidate, Usage(inp, out, cr, cw))
-            if price.priced and price.cost_usd is not None:
-                what_if = float(price.cost_usd)
+            what_if = base_tier_cost(pricer, provider, candidate, *g["usage"])
+            if what_if is not None:
                 saving = max(0.0, g["simple_cost"] - what_if)
         share = g["simple"] / g["calls"]
         items.append(
@@ -361,13 +440,14 @@ def right_sizing(store: Store, days: int, tz: tzinfo, pricer: Pricer) -> dict[st
                 "recommended": bool(candidate) and share >= SIMPLE_SHARE_TO_RECOMMEND and saving > 0,
             }
         )
-    items.sort(key=lambda i: -i["saving_per_week_usd"])
+    items.sort(key=lambda i: (-i["saving_per_week_usd"], i["source"], i["provider"], i["model"]))
     return {"days": days, "simple_max_complexity": 2, "items": items}
 
 
 # ---------------------------------------------------------------------------------------------- caching
 
 
+@_per_pricer
 def _cache_rates(pricer: Pricer, provider: str, model: str) -> tuple[Decimal, Decimal, Decimal] | None:
     """(input, cache read, cache write) USD per million tokens."""
     read = pricer.price(provider, model, Usage(input_tokens=PROBE, cache_read_tokens=PROBE))
@@ -389,18 +469,13 @@ def caching_opportunities(store: Store, days: int, tz: tzinfo, pricer: Pricer) -
     writing the prefix once.
     """
     groups: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for row in _heatmaps(store, days, tz, "provider"):
-        prefix = row["heatmap"].get("prefix")
-        if not isinstance(prefix, dict) or prefix.get("cache_used"):
-            continue
-        tokens = int(prefix.get("tokens") or 0)
-        if tokens < MIN_CACHEABLE_PREFIX:
-            continue
-        key = (row["provider"], row["model"] or "unknown", str(prefix.get("hash")))
-        g = groups.setdefault(key, {"calls": 0, "tokens": 0, "sources": set()})
-        g["calls"] += 1
-        g["tokens"] += tokens
-        g["sources"].add(row["source"])
+    for (provider, model, prefix_hash, source), row in _sums(
+        store, days, tz, PREFIXES, ("provider", "model", "prefix_hash", "source"), ("calls", "tokens")
+    ):
+        g = groups.setdefault((provider, model, prefix_hash), {"calls": 0, "tokens": 0, "sources": set()})
+        g["calls"] += int(row["calls"])
+        g["tokens"] += int(row["tokens"])
+        g["sources"].add(source)
     items = []
     for (provider, model, prefix_hash), g in groups.items():
         if g["calls"] < 2:
@@ -427,7 +502,7 @@ def caching_opportunities(store: Store, days: int, tz: tzinfo, pricer: Pricer) -
                 "saving_per_week_usd": None if saving is None else _round(saving * 7 / days),
             }
         )
-    items.sort(key=lambda i: -(i["saving_usd"] or 0.0))
+    items.sort(key=lambda i: (-(i["saving_usd"] or 0.0), i["provider"], i["model"], i["prefix_hash"]))
     return {
         "days": days,
         "min_prefix_tokens": MIN_CACHEABLE_PREFIX,
@@ -438,10 +513,10 @@ def caching_opportunities(store: Store, days: int, tz: tzinfo, pricer: Pricer) -
 
 def dedup_savings(store: Store, days: int, tz: tzinfo) -> dict[str, Any]:
     """Calls answered from the dedup cache and the money they saved."""
-    calls, saved = 0, 0.0
-    for row in _rows(store, days, tz, "saved_usd", outcome="cached"):
-        calls += 1
-        saved += row["saved_usd"] or 0.0
+    measures = ("dedup_calls", "dedup_saved_usd")
+    rows = _sums(store, days, tz, INSIGHT, (), measures)
+    calls = sum(int(row["dedup_calls"]) for _, row in rows)
+    saved = sum(row["dedup_saved_usd"] for _, row in rows)
     return {"days": days, "cached_calls": calls, "saved_usd": _round(saved)}
 
 

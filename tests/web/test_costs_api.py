@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from genai_prices import Usage as GpUsage
+from genai_prices import calc_price
 from prometheus_client.parser import text_string_to_metric_families
 
 from published_prices import PRICES, expected_cost
@@ -29,7 +31,6 @@ from tokenlens.web import create_app
 
 HISTORY_DAYS = 40
 SPIKE_BACK = 3  # the spike is 3 days before today
-NANO = {"input": 0.10, "cache_read": 0.025, "output": 0.40}  # gpt-4.1-nano, openai.com/api/pricing
 
 
 def _today() -> date:
@@ -289,20 +290,34 @@ def test_compare(client: FlaskClient, loaded: tuple[date, list[dict[str, Any]]])
     assert unknown.status_code == 400 and unknown.get_json()["field"] == "to_model"
 
 
+def snapshot_rate(model: str, **usage: int) -> float:
+    """USD per token of `model` for one kind of token, from genai-prices' own calculator (10k tokens)."""
+    return float(calc_price(GpUsage(**usage), model, provider_id="openai").total_price) / 10_000
+
+
 def test_recommendations(client: FlaskClient, loaded: tuple[date, list[dict[str, Any]]]) -> None:
     today, lines = loaded
     window = in_last(lines, today, 30)
     alpha = [x for x in window if x["source"] == "alpha"]
-    nano = sum(x["input_tokens"] * NANO["input"] + x["output_tokens"] * NANO["output"] for x in alpha) / 1e6
     actual = sum(cost_parts(x)["total"] for x in alpha)
     beta_waste = sum(x["waste_tokens"] for x in window if x["source"] == "beta")
     recs = client.get("/api/usage/recommendations").get_json()["recommendations"]
     kinds = [(r["kind"], r["source"]) for r in recs]
     assert kinds == [("right_sizing", "alpha"), ("waste", "beta"), ("output_overallocation", "alpha")]
     right = recs[0]
-    assert right["evidence"]["to_model"] == "gpt-4.1-nano"
-    assert right["saving_usd_month"] == pytest.approx(actual - nano, rel=1e-9)
-    assert right["link"].startswith("/api/usage/compare?from_model=gpt-4o-mini&to_model=gpt-4.1-nano")
+    # the model the right-sizing view suggests: an openai "gpt" model cheaper on input and output
+    sizing = client.get("/api/usage/right-sizing").get_json()["items"]
+    (suggested,) = [i["suggested_model"] for i in sizing if i["source"] == "alpha"]
+    to_model = right["evidence"]["to_model"]
+    assert to_model == suggested and to_model.startswith("gpt-") and to_model != "gpt-4o-mini"
+    rate_in = snapshot_rate(to_model, input_tokens=10_000)
+    rate_out = snapshot_rate(to_model, output_tokens=10_000)
+    mini = PRICES["gpt-4o-mini"]
+    assert rate_in < mini["input"] / 1e6 and rate_out < mini["output"] / 1e6
+    what_if = sum(x["input_tokens"] * rate_in + x["output_tokens"] * rate_out for x in alpha)
+    assert right["saving_usd_month"] == pytest.approx(actual - what_if, rel=1e-9)
+    assert right["evidence"]["simple_calls"] == right["evidence"]["rated_calls"] == len(alpha)
+    assert right["link"].startswith(f"/api/usage/compare?from_model=gpt-4o-mini&to_model={to_model}")
     assert recs[1]["saving_usd_month"] == pytest.approx(
         beta_waste * PRICES["claude-haiku-4-5"]["input"] / 1e6
     )

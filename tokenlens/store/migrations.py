@@ -277,6 +277,90 @@ def _v6_shared_state(db: pw.Database, migrator: SchemaMigrator) -> None:
     )
 
 
+_V7_OUTPUT_BINS = 77
+_V7_ROLLUPS: dict[str, tuple[tuple[tuple[str, str], ...], tuple[str, ...]]] = {
+    # name: ((dimension, SQL type), ...), (measure, ...)
+    "insight": (
+        (("source", "TEXT"), ("model", "TEXT"), ("provider", "TEXT")),
+        (
+            "waste_calls",
+            "waste_finding_calls",
+            "heat_calls",
+            "heat_input_tokens",
+            "heat_system",
+            "heat_tools",
+            "heat_context",
+            "heat_history",
+            "heat_query",
+            "maxtok_calls",
+            "maxtok_sum",
+            "maxtok_output_tokens",
+            "maxtok_utilisation",
+            "dedup_calls",
+            "dedup_saved_usd",
+            *(f"out_h{i:02d}" for i in range(_V7_OUTPUT_BINS)),
+        ),
+    ),
+    "insight_waste": (
+        (("source", "TEXT"), ("model", "TEXT"), ("provider", "TEXT"), ("waste_type", "TEXT")),
+        ("calls", "tokens", "cost_usd"),
+    ),
+    "insight_turn": ((("source", "TEXT"), ("turn", "BIGINT")), ("calls", "input_tokens", "history_tokens")),
+    "insight_complexity": (
+        (("source", "TEXT"), ("model", "TEXT"), ("provider", "TEXT"), ("complexity", "BIGINT")),
+        ("calls", "cost_usd", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"),
+    ),
+    "insight_prefix": (
+        (("source", "TEXT"), ("model", "TEXT"), ("provider", "TEXT"), ("prefix_hash", "TEXT")),
+        ("calls", "tokens"),
+    ),
+}
+_V7_REAL = frozenset(("cost_usd", "dedup_saved_usd", "maxtok_utilisation"))
+
+
+def _v7_insight_rollups(db: pw.Database, migrator: SchemaMigrator) -> None:
+    """Rollups of the per-call analysis the token-intelligence views read (waste by type, heatmap sections,
+    history by turn, output over max_tokens with a histogram, complexity, cacheable prefixes), per UTC hour
+    and per UTC day; built from the stored calls (one pass, their `details` decoded in Python).
+
+    The tables are declared here; the per-call increments are computed by `tokenlens.store.rollups` (the
+    writer's own code, so that the backfill and the writer agree), written to these columns only.
+    """
+    from tokenlens.store import rollups
+
+    pg = isinstance(db, pw.PostgresqlDatabase)
+    real = "DOUBLE PRECISION" if pg else "REAL"
+    frozen: list[rollups.Rollup] = []
+    for name, (dims, measures) in _V7_ROLLUPS.items():
+        for suffix, time_column in (("hourly", "bucket"), ("daily", "day")):
+            columns = [f'"{time_column}" BIGINT NOT NULL']
+            columns += [f'"{d}" {kind} NOT NULL' for d, kind in dims]
+            columns += [f'"{m}" {real if m in _V7_REAL else "BIGINT"} NOT NULL DEFAULT 0' for m in measures]
+            key = ", ".join(f'"{c}"' for c in (time_column, *(d for d, _ in dims)))
+            clustered = "" if pg else " WITHOUT ROWID"  # SQLite: rows stored in key order, the key once
+            db.execute_sql(
+                f'CREATE TABLE "{name}_{suffix}" ({", ".join(columns)}, PRIMARY KEY ({key})){clustered}'
+            )
+        frozen.append(rollups.Rollup(name, tuple(d for d, _ in dims), measures))
+    select = "SELECT " + ", ".join(f'"{c}"' for c in rollups.INSIGHT_COLUMNS) + ' FROM "call"'
+    # read in batches: PostgreSQL through a server-side cursor (a plain one would fetch every row at once)
+    cursor = db.cursor()
+    if pg:
+        cursor.execute(f"DECLARE tokenlens_v7 NO SCROLL CURSOR FOR {select}")
+    else:
+        cursor.execute(select)
+    while True:
+        if pg:
+            cursor.execute("FETCH 20000 FROM tokenlens_v7")
+        batch = cursor.fetchmany(20_000)
+        if not batch:
+            break
+        increments = rollups.insight_increments(rollups.facts_of_row(row) for row in batch)
+        rollups.write_insight_increments(db, increments, frozen)
+    if pg:
+        cursor.execute("CLOSE tokenlens_v7")
+
+
 MIGRATIONS: list[Migration] = [
     _v1_create_calls,
     _v2_session_indexes,
@@ -284,6 +368,7 @@ MIGRATIONS: list[Migration] = [
     _v4_usage_rollups,
     _v5_coarser_rollups,
     _v6_shared_state,
+    _v7_insight_rollups,
 ]
 
 

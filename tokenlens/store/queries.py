@@ -639,12 +639,10 @@ class Store:
             after = (rows[-1]["ts"], rows[-1]["id"])
 
     def spend_between(self, start_ts: float, end_ts: float) -> float:
-        """Sum of the priced costs of the calls with start_ts <= ts < end_ts (USD)."""
-        call = self.models.Call
-        query = call.select(pw.fn.SUM(call.cost_usd)).where((call.ts >= start_ts) & (call.ts < end_ts))
+        """Sum of the priced costs of the calls with start_ts <= ts < end_ts (USD), from the hourly rollups."""
         with self.connection():
-            value = query.scalar()
-        return _money(value)
+            row = sums(self.db, [start_ts, end_ts], measures=("cost_usd",))[0].get((), {})
+        return _money(row.get("cost_usd"))
 
     def kpi(self, days: int, tz: tzinfo) -> dict[str, Any]:
         """Totals over the last `days` calendar days in `tz`, today included (SPEC `/api/usage/kpi`).

@@ -11,14 +11,19 @@ raw calls instead (indexed on `ts`), so the answer stays exact there too.
 `Store.insert_calls` adds each batch's new calls (ids not yet stored) to both tables in the same transaction
 as the insert, so rollups and calls never disagree; migration 4 builds them for the calls already stored.
 Raw calls may later be removed by retention: rollups are kept.
+
+The insight rollups (last section, migration 7) keep what the token-intelligence views read from each call's
+`details` the same way, per UTC hour and per UTC day.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import peewee as pw
 
@@ -183,7 +188,8 @@ def _upsert(
     updates = ", ".join(f'"{m}" = "{table}"."{m}" + excluded."{m}"' for m in measures)
     conflict = ", ".join(f'"{c}"' for c in key)
     sql = f'INSERT INTO "{table}" ({names}) VALUES {one} ON CONFLICT ({conflict}) DO UPDATE SET {updates}'
-    values = [(*k, *v) for k, v in rows.items()]
+    # in key order: gateways sharing a PostgreSQL store then lock rows in the same order (no deadlock)
+    values = [(*k, *v) for k, v in sorted(rows.items())]
     cursor = db.cursor()
     if isinstance(db, pw.SqliteDatabase):
         cursor.executemany(sql, values)
@@ -195,6 +201,7 @@ def _upsert(
 
 def add_to_rollups(db: pw.Database, records: Iterable[CallRecord]) -> None:
     """Add newly inserted calls to the rollups (call inside the insert's transaction)."""
+    records = list(records)
     hourly, tagged = accumulate(records)
     per_source: dict[tuple[Any, ...], list[float]] = {}
     per_day: dict[tuple[Any, ...], list[float]] = {}
@@ -213,6 +220,7 @@ def add_to_rollups(db: pw.Database, records: Iterable[CallRecord]) -> None:
     _upsert(db, SOURCE_TABLE, SOURCE_KEY, MEASURES, per_source)
     _upsert(db, DAILY_TABLE, DAILY_KEY, MEASURES, per_day)
     _upsert(db, TAG_TABLE, TAG_KEY, TAG_MEASURES, tagged)
+    write_insight_increments(db, insight_increments(records))
 
 
 # ---------------------------------------------------------------------------------------------- reads
@@ -242,60 +250,68 @@ def sums(
     dims: Sequence[str] = (),
     *,
     where: dict[str, str] | None = None,
+    measures: Sequence[str] = MEASURES,
 ) -> list[dict[tuple[Any, ...], Row]]:
-    """Sums of every measure over each interval [edges[i], edges[i+1]), grouped by `dims`.
+    """Sums of `measures` (default: every measure) over each interval [edges[i], edges[i+1]), grouped by `dims`.
 
     `dims` are columns of `usage_hourly` (`source`, `model` — "" for none —, `provider`); `where` an
-    equality filter on them. Answers from the hourly rollups; hours cut by a non-hour-aligned edge come from
-    the raw calls. Returns one dict per interval: dims tuple -> {measure: value}.
+    equality filter on them. Answers from the hourly rollups (several intervals are summed in SQL, one row per
+    interval and group, the interval of an hour found by a CASE on the edges); hours cut by a non-hour-aligned
+    edge come from the raw calls. Returns one dict per interval: dims tuple -> {measure: value}.
     """
     intervals = len(edges) - 1
     out: list[dict[tuple[Any, ...], Row]] = [{} for _ in range(max(intervals, 0))]
     if intervals < 1 or edges[-1] <= edges[0]:
         return out
+    measures = tuple(measures)
     p = db.param
     cut, pieces = _pieces(edges)
     first, last = -(-int(edges[0]) // HOUR) * HOUR, floor_hour(edges[-1])
-    by_bucket = intervals > 1
+    by_interval = intervals > 1
     source_only = set(dims) <= {"source"} and set(where or {}) <= {"source"}
+    hourly = SOURCE_TABLE if source_only else HOURLY_TABLE
     # (table, time column, lo, hi): the rollup ranges read; a single range uses whole UTC days where it can
     ranges: list[tuple[str, str, int, int]] = []
-    hourly = SOURCE_TABLE if source_only else HOURLY_TABLE
-    if by_bucket:
-        ranges.append((hourly, "bucket", first, last))
+    day_lo, day_hi = -(-first // DAY) * DAY, last // DAY * DAY
+    if not by_interval and day_lo < day_hi:
+        ranges += [(hourly, "bucket", first, day_lo), (DAILY_TABLE, "day", day_lo, day_hi)]
+        ranges.append((hourly, "bucket", day_hi, last))
     else:
-        day_lo, day_hi = -(-first // DAY) * DAY, last // DAY * DAY
-        if day_lo < day_hi:
-            ranges += [(hourly, "bucket", first, day_lo), (DAILY_TABLE, "day", day_lo, day_hi)]
-            ranges.append((hourly, "bucket", day_hi, last))
-        else:
-            ranges.append((hourly, "bucket", first, last))
-    width = (1 if by_bucket else 0) + len(dims)
+        ranges.append((hourly, "bucket", first, last))
+    summed = ", ".join(f'SUM("t"."{m}")' for m in measures)
+    dim_columns = [f'"t"."{d}"' for d in dims]
     for table, column, lo, hi in ranges:
         if lo >= hi:
             continue
-        group = ([column] if by_bucket else []) + list(dims)
-        select = ", ".join([*(f'"{g}"' for g in group), *(f'SUM("{m}")' for m in MEASURES)])
-        conditions = [f'"{column}" >= {p}', f'"{column}" < {p}']
-        params: list[Any] = [lo, hi]
+        params: list[Any] = []
+        conditions = [f'"t"."{column}" >= {p}', f'"t"."{column}" < {p}']
+        if by_interval:  # the interval of each hour, in SQL: one row per interval and group
+            case, case_params = _interval_case(f'"t"."{column}"', edges, 0, intervals, p)
+            params += case_params
+            group = [case, *dim_columns]
+        else:
+            group = dim_columns
+        params += [lo, hi]
         for name, value in (where or {}).items():
-            conditions.append(f'"{name}" = {p}')
+            conditions.append(f'"t"."{name}" = {p}')
             params.append(value)
         if cut and column == "bucket":
-            conditions.append('"bucket" NOT IN (' + ", ".join([p] * len(cut)) + ")")
+            conditions.append('"t"."bucket" NOT IN (' + ", ".join([p] * len(cut)) + ")")
             params.extend(cut)
-        sql = f'SELECT {select} FROM "{table}" WHERE {" AND ".join(conditions)}'
+        select = ", ".join([*group, summed])
+        sql = f'SELECT {select} FROM "{table}" AS "t" WHERE {" AND ".join(conditions)}'
         if group:
-            sql += " GROUP BY " + ", ".join(f'"{g}"' for g in group)
+            sql += " GROUP BY " + ", ".join(str(i + 1) for i in range(len(group)))
+        width = len(group)
         for row in _fetch(db, sql, params):
             if row[width] is None:
                 continue  # SUM over no rows (no GROUP BY)
-            index = bisect_right(edges, row[0]) - 1 if by_bucket else 0
-            key = tuple(row[1 if by_bucket else 0 : width])
-            _merge(out[index], key, row[width:])
+            index = int(row[0]) if by_interval else 0
+            key = tuple(row[1 if by_interval else 0 : width])
+            _merge(out[index], key, row[width:], measures)
     if pieces:
         raw_dims = [("COALESCE(model, '')" if d == "model" else d) for d in dims]
-        raw_select = ", ".join([*raw_dims, *(f"{expr}" for expr in RAW_MEASURES.values())])
+        raw_select = ", ".join([*raw_dims, RAW_MEASURES["calls"], *(RAW_MEASURES[m] for m in measures)])
         raw_where = ["ts >= " + p, "ts < " + p]
         raw_params: list[Any] = []
         for column, value in (where or {}).items():
@@ -308,15 +324,34 @@ def sums(
             for row in _fetch(db, raw_sql, [a, b, *raw_params]):
                 if row[len(dims)] in (None, 0):
                     continue
-                _merge(out[index], tuple(row[: len(dims)]), row[len(dims) :])
+                _merge(out[index], tuple(row[: len(dims)]), row[len(dims) + 1 :], measures)
     return out
 
 
-def _merge(into: dict[tuple[Any, ...], Row], key: tuple[Any, ...], values: Sequence[Any]) -> None:
+def _interval_case(
+    column: str, edges: Sequence[float], lo: int, hi: int, param: str
+) -> tuple[str, list[float]]:
+    """A SQL expression of the index i (lo <= i < hi) of the interval [edges[i], edges[i+1]) holding `column`
+    (a value known to lie in [edges[lo], edges[hi])), as a binary search of nested CASEs, and its parameters."""
+    if hi - lo == 1:
+        return str(lo), []
+    mid = (lo + hi) // 2
+    below, below_params = _interval_case(column, edges, lo, mid, param)
+    above, above_params = _interval_case(column, edges, mid, hi, param)
+    sql = f"(CASE WHEN {column} < {param} THEN {below} ELSE {above} END)"
+    return sql, [edges[mid], *below_params, *above_params]
+
+
+def _merge(
+    into: dict[tuple[Any, ...], Row],
+    key: tuple[Any, ...],
+    values: Sequence[Any],
+    measures: Sequence[str] = MEASURES,
+) -> None:
     row = into.get(key)
     if row is None:
-        row = into[key] = empty_row()
-    for name, value in zip(MEASURES, values, strict=True):
+        row = into[key] = empty_row(measures)
+    for name, value in zip(measures, values, strict=True):
         row[name] += float(value or 0)
 
 
@@ -366,3 +401,319 @@ def first_bucket(db: pw.Database, source: str | None = None) -> int | None:
         params.append(source)
     rows = _fetch(db, sql, params)
     return None if not rows or rows[0][0] is None else int(rows[0][0])
+
+
+# ---------------------------------------------------------------------------------------------- insight rollups
+#
+# The token-intelligence views (tokenlens.insights) read the per-call analysis in `details` (`waste`,
+# `heatmap`) and `complexity`. These rollups keep what they need, per UTC hour (`<name>_hourly`, `bucket`) and
+# per UTC day (`<name>_daily`, `day`), filled from the same calls in the same transaction as `usage_hourly`
+# (migration 7 builds them for the calls already stored). Every measure counts successful calls
+# (outcome "ok") only, except `dedup_*` (outcome "cached").
+
+MIN_CACHEABLE_PREFIX = 1024  # prefix tokens below which a resent prefix is not a caching opportunity
+HEAT_SECTIONS = ("system", "tools", "context", "history", "query")
+# Histogram of the output tokens of calls that set a maximum: bin i holds OUTPUT_BIN_LOWS[i] up to the next
+# bound (excluded); four bins per doubling above 8 tokens (a p95 read from it is within 19% of the exact one).
+OUTPUT_BIN_LOWS: tuple[int, ...] = tuple(sorted({0} | {math.ceil(2 ** (k / 4)) for k in range(81)}))
+OUTPUT_BINS: tuple[str, ...] = tuple(f"out_h{i:02d}" for i in range(len(OUTPUT_BIN_LOWS)))
+
+
+@dataclass(frozen=True)
+class Rollup:
+    """A rollup table pair: sums of `measures` per UTC hour (or day) and `dims`."""
+
+    name: str
+    dims: tuple[str, ...]
+    measures: tuple[str, ...]
+
+    @property
+    def hourly(self) -> str:
+        return f"{self.name}_hourly"
+
+    @property
+    def daily(self) -> str:
+        return f"{self.name}_daily"
+
+
+INSIGHT = Rollup(
+    "insight",
+    ("source", "model", "provider"),
+    (
+        "waste_calls",  # calls with a waste report and waste_tokens > 0
+        "waste_finding_calls",  # ... of which with at least one finding
+        "heat_calls",  # calls with a scaled heatmap and input tokens
+        "heat_input_tokens",
+        *(f"heat_{s}" for s in HEAT_SECTIONS),
+        "maxtok_calls",  # calls with max_tokens > 0
+        "maxtok_sum",
+        "maxtok_output_tokens",
+        "maxtok_utilisation",  # sum over those calls of min(1, output_tokens / max_tokens)
+        "dedup_calls",  # outcome "cached"
+        "dedup_saved_usd",
+        *OUTPUT_BINS,
+    ),
+)
+WASTE = Rollup(
+    "insight_waste", ("source", "model", "provider", "waste_type"), ("calls", "tokens", "cost_usd")
+)
+TURNS = Rollup("insight_turn", ("source", "turn"), ("calls", "input_tokens", "history_tokens"))
+COMPLEXITY = Rollup(
+    "insight_complexity",
+    ("source", "model", "provider", "complexity"),
+    ("calls", "cost_usd", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"),
+)
+PREFIXES = Rollup("insight_prefix", ("source", "model", "provider", "prefix_hash"), ("calls", "tokens"))
+INSIGHT_ROLLUPS: tuple[Rollup, ...] = (INSIGHT, WASTE, TURNS, COMPLEXITY, PREFIXES)
+
+# rollup name -> key (bucket, *dims) -> {measure: sum}; sparse: a measure a call does not touch is absent
+Increments = dict[str, dict[tuple[Any, ...], dict[str, float]]]
+# the `call` columns the increments are computed from (the raw pieces of a read; migration 7 reads them too,
+# so only columns that exist from schema version 3 on)
+INSIGHT_COLUMNS = (
+    "ts",
+    "source",
+    "model",
+    "provider",
+    "outcome",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cost_usd",
+    "saved_usd",
+    "max_tokens",
+    "complexity",
+    "waste_tokens",
+    "details",
+)
+
+
+class CallFacts(NamedTuple):
+    """The fields of a call the insight rollups read (a `call` row with `details` decoded)."""
+
+    ts: float
+    source: str
+    model: str | None
+    provider: str
+    outcome: str
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    cost_usd: float | None
+    saved_usd: float | None
+    max_tokens: int | None
+    complexity: int | None
+    waste_tokens: int | None
+    details: Any
+
+
+def facts_of_row(row: Sequence[Any]) -> CallFacts:
+    """`CallFacts` of a row selected with `INSIGHT_COLUMNS` (details as JSON text)."""
+    try:
+        details = json.loads(row[-1] or "{}")
+    except (ValueError, TypeError):
+        details = {}
+    return CallFacts._make([*row[:-1], details])
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (ValueError, TypeError, OverflowError):
+        return 0
+
+
+def _num(value: Any) -> float:
+    try:
+        return float(value or 0.0)
+    except (ValueError, TypeError):
+        return 0.0
+
+
+def output_bin(tokens: int) -> int:
+    return max(0, bisect_right(OUTPUT_BIN_LOWS, tokens) - 1)
+
+
+def _bump(table: dict[tuple[Any, ...], dict[str, float]], key: tuple[Any, ...], **values: float) -> None:
+    row = table.get(key)
+    if row is None:
+        table[key] = dict(values)
+        return
+    for name, value in values.items():
+        row[name] = row.get(name, 0) + value
+
+
+def insight_increments(calls: Iterable[CallRecord | CallFacts]) -> Increments:
+    """What some calls add to the insight rollups, per UTC hour. Never raises on odd `details`."""
+    out: Increments = {r.name: {} for r in INSIGHT_ROLLUPS}
+    insight, waste_rows, turn_rows = out[INSIGHT.name], out[WASTE.name], out[TURNS.name]
+    complexity_rows, prefix_rows = out[COMPLEXITY.name], out[PREFIXES.name]
+    for c in calls:
+        key = (floor_hour(c.ts), c.source, c.model or "", c.provider)
+        if c.outcome == "cached":
+            _bump(insight, key, dedup_calls=1, dedup_saved_usd=c.saved_usd or 0.0)
+            continue
+        if c.outcome != "ok":
+            continue
+        details = c.details if isinstance(c.details, dict) else {}
+        waste = details.get("waste")
+        if isinstance(waste, dict) and c.waste_tokens:
+            found: set[str] = set()
+            findings = waste.get("findings")
+            for finding in findings if isinstance(findings, list) else ():
+                if not isinstance(finding, dict):
+                    continue
+                waste_type = str(finding.get("type"))
+                first = waste_type not in found
+                found.add(waste_type)
+                _bump(
+                    waste_rows,
+                    (*key, waste_type),
+                    calls=1 if first else 0,
+                    tokens=_int(finding.get("tokens")),
+                    cost_usd=_num(finding.get("cost_usd")),
+                )
+            _bump(insight, key, waste_calls=1, waste_finding_calls=1 if found else 0)
+        heat = details.get("heatmap")
+        if isinstance(heat, dict) and heat.get("scaled") and c.input_tokens:
+            sections = {f"heat_{s}": _int(heat.get(s)) for s in HEAT_SECTIONS}
+            _bump(insight, key, heat_calls=1, heat_input_tokens=c.input_tokens, **sections)
+            turn = max(1, _int(heat.get("turns")) or 1)
+            _bump(
+                turn_rows,
+                (key[0], c.source, turn),
+                calls=1,
+                input_tokens=c.input_tokens,
+                history_tokens=sections["heat_history"],
+            )
+            prefix = heat.get("prefix")
+            if isinstance(prefix, dict) and not prefix.get("cache_used"):
+                tokens = _int(prefix.get("tokens"))
+                if tokens >= MIN_CACHEABLE_PREFIX:
+                    _bump(prefix_rows, (*key, str(prefix.get("hash"))), calls=1, tokens=tokens)
+        if c.max_tokens and c.max_tokens > 0:
+            _bump(
+                insight,
+                key,
+                maxtok_calls=1,
+                maxtok_sum=c.max_tokens,
+                maxtok_output_tokens=c.output_tokens,
+                maxtok_utilisation=min(1.0, c.output_tokens / c.max_tokens),
+                **{OUTPUT_BINS[output_bin(c.output_tokens)]: 1},
+            )
+        if c.complexity is not None and c.model:
+            _bump(
+                complexity_rows,
+                (*key, c.complexity),
+                calls=1,
+                cost_usd=c.cost_usd or 0.0,
+                input_tokens=c.input_tokens or 0,
+                output_tokens=c.output_tokens or 0,
+                cache_read_tokens=c.cache_read_tokens or 0,
+                cache_write_tokens=c.cache_write_tokens or 0,
+            )
+    return out
+
+
+def write_insight_increments(
+    db: pw.Database, increments: Increments, rollups: Sequence[Rollup] = INSIGHT_ROLLUPS
+) -> None:
+    """Add per-hour increments to the hourly and daily tables of `rollups`.
+
+    Only the measures of `rollups` that these increments touch are written (the others keep their value).
+    """
+    for rollup in rollups:
+        rows = increments.get(rollup.name) or {}
+        known = set(rollup.measures)
+        touched = {name for values in rows.values() for name in values if name in known}
+        measures = tuple(m for m in rollup.measures if m in touched)
+        if not measures:
+            continue
+        position = {name: i for i, name in enumerate(measures)}
+        hourly: dict[tuple[Any, ...], list[float]] = {}
+        daily: dict[tuple[Any, ...], list[float]] = {}
+        for key, values in rows.items():
+            vector = [0.0] * len(measures)
+            for name, value in values.items():
+                if name in position:
+                    vector[position[name]] = value
+            hourly[key] = vector
+            day_key = (key[0] // DAY * DAY, *key[1:])
+            found = daily.get(day_key)
+            if found is None:
+                daily[day_key] = list(vector)
+            else:
+                for i, value in enumerate(vector):
+                    found[i] += value
+        _upsert(db, rollup.hourly, ("bucket", *rollup.dims), measures, hourly)
+        _upsert(db, rollup.daily, ("day", *rollup.dims), measures, daily)
+
+
+def raw_facts(db: pw.Database, start: float, end: float) -> list[CallFacts]:
+    """The calls with start <= ts < end, as `CallFacts` (for the pieces of hours a read cuts)."""
+    p = db.param
+    columns = ", ".join(f'"{c}"' for c in INSIGHT_COLUMNS)
+    sql = f'SELECT {columns} FROM "call" WHERE "ts" >= {p} AND "ts" < {p}'
+    return [facts_of_row(row) for row in _fetch(db, sql, [start, end])]
+
+
+def rollup_sums(
+    db: pw.Database,
+    rollup: Rollup,
+    start: float,
+    end: float,
+    group: Sequence[str],
+    measures: Sequence[str] | None = None,
+) -> dict[tuple[Any, ...], list[float]]:
+    """Sums of `measures` (default all) of `rollup` over the calls with start <= ts < end, by `group` (dims).
+
+    Whole UTC days come from the daily table, the other whole hours from the hourly one, and the pieces of
+    hours cut by `start` or `end` (time zones with a :30 or :45 offset) from the raw calls.
+    """
+    measures = tuple(rollup.measures if measures is None else measures)
+    out: dict[tuple[Any, ...], list[float]] = {}
+    if end <= start:
+        return out
+
+    def add(key: tuple[Any, ...], values: Sequence[Any]) -> None:
+        row = out.get(key)
+        if row is None:
+            out[key] = [float(v or 0) for v in values]
+        else:
+            for i, value in enumerate(values):
+                row[i] += float(value or 0)
+
+    p = db.param
+    first, last = -(-int(start) // HOUR) * HOUR, floor_hour(end)
+    raw: list[tuple[float, float]] = []
+    ranges: list[tuple[str, str, int, int]] = []
+    if first >= last:
+        raw.append((start, end))
+    else:
+        raw += [(start, first), (last, end)]
+        day_lo, day_hi = -(-first // DAY) * DAY, last // DAY * DAY
+        if day_lo < day_hi:
+            ranges += [(rollup.hourly, "bucket", first, day_lo), (rollup.daily, "day", day_lo, day_hi)]
+            ranges.append((rollup.hourly, "bucket", day_hi, last))
+        else:
+            ranges.append((rollup.hourly, "bucket", first, last))
+    names = ", ".join([*(f'"{g}"' for g in group), *(f'SUM("{m}")' for m in measures)])
+    for table, column, lo, hi in ranges:
+        if lo >= hi:
+            continue
+        sql = f'SELECT {names} FROM "{table}" WHERE "{column}" >= {p} AND "{column}" < {p}'
+        if group:
+            sql += " GROUP BY " + ", ".join(f'"{g}"' for g in group)
+        for row in _fetch(db, sql, [lo, hi]):
+            if row[len(group)] is not None:
+                add(tuple(row[: len(group)]), row[len(group) :])
+    positions = [1 + rollup.dims.index(g) for g in group]
+    for a, b in raw:
+        if a >= b:
+            continue
+        rows = insight_increments(raw_facts(db, a, b))[rollup.name]
+        for key, values in rows.items():
+            add(tuple(key[i] for i in positions), [values.get(m, 0) for m in measures])
+    return out

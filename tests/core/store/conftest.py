@@ -12,6 +12,7 @@ import pytest
 from harness.pg import UNREACHABLE, pg_schema
 from tokenlens.records import CallRecord, new_call_id
 from tokenlens.store import Store, open_store
+from tokenlens.store.rollups import INSIGHT_ROLLUPS
 
 
 @pytest.fixture(scope="session")
@@ -35,9 +36,16 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         url = require_pg(request.getfixturevalue("pg_url"))
         opened = open_store(url, tmp_path)
         with opened.connection():
-            opened.db.execute_sql(
-                'TRUNCATE "call", "call_body", "usage_hourly", "usage_tag_hourly", "usage_hourly_source", "usage_daily"'
-            )
+            tables = [
+                "call",
+                "call_body",
+                "usage_hourly",
+                "usage_tag_hourly",
+                "usage_hourly_source",
+                "usage_daily",
+            ]
+            tables += [t for r in INSIGHT_ROLLUPS for t in (r.hourly, r.daily)]
+            opened.db.execute_sql("TRUNCATE " + ", ".join(f'"{t}"' for t in tables))
     yield opened
     opened.close()
 
