@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from tokenlens.pricing import Pricer
 from tokenlens.usage import Usage
+from tokenlens.waste import WasteFinding, WasteReport, input_rate
 
 DAY = 86400.0
 SPIKE_SOURCE = "batch-summarizer"
@@ -255,20 +256,10 @@ def _call(
     if rng.random() < 0.35:
         whitespace = rng.randint(5, 80)
         filler = rng.randint(3, 25)
-        details["waste"] = {
-            "tokens": whitespace + filler,
-            "by_type": {"whitespace": whitespace, "filler": filler, "repeated": 0, "empty": 0},
-            "findings": [
-                {"type": "whitespace", "where": "messages[0]", "tokens": whitespace, "count": 2},
-                {
-                    "type": "filler",
-                    "where": "system",
-                    "tokens": filler,
-                    "count": 1,
-                    "example": "please kindly",
-                },
-            ],
-        }
+        record["_waste"] = [  # priced by `lines`, at the model's input rate, as the pipeline does
+            WasteFinding("whitespace", "messages[0]", whitespace, count=2),
+            WasteFinding("filler", "system", filler, example="please kindly"),
+        ]
         record["waste_tokens"] = whitespace + filler
     roll = rng.random()
     if roll < 0.025:  # a failed call: the provider was overloaded
@@ -361,6 +352,11 @@ def lines(records: Iterable[dict[str, Any]], pricer: Pricer | None = None) -> It
     """JSONL lines for `Store.import_lines`; a cached call's `saved_usd` priced with `pricer`."""
     for record in records:
         out = dict(record)
+        findings = out.pop("_waste", None)
+        if findings is not None:
+            report = WasteReport([replace(f) for f in findings])
+            report.price(input_rate(pricer, out["provider"], out["model"]) if pricer is not None else None)
+            out["details"] = {**out["details"], "waste": report.to_dict()}
         repeats = out.pop("_repeats", None)
         if repeats is not None and pricer is not None:
             price = pricer.price(out["provider"], out["model"], Usage(**repeats))

@@ -116,6 +116,14 @@ class WasteReport:
             return None
         return sum(((f.cost_usd or 0.0) for f in self.findings), 0.0)
 
+    def price(self, rate: Decimal | None) -> None:
+        """Cost each finding at the model's input rate (USD per million tokens; None: the model is unpriced)."""
+        if rate is None:
+            return
+        self.input_rate_usd_per_mtok = float(rate)
+        for f in self.findings:
+            f.cost_usd = float(rate * f.tokens / 1_000_000)
+
     def by_type(self) -> dict[str, int]:
         out = dict.fromkeys(WASTE_TYPES, 0)
         for f in self.findings:
@@ -430,10 +438,6 @@ def analyze_waste(
     """Waste findings of a request body. `model` defaults to the body's; `provider` to the API format."""
     if model is None and isinstance(body.get("model"), str):
         model = str(body["model"])
-    rate = input_rate(pricer or _pricer(), provider or api, model)
     report = WasteReport(find_waste(request_parts(api, body)))
-    if rate is not None:
-        report.input_rate_usd_per_mtok = float(rate)
-        for f in report.findings:
-            f.cost_usd = float(rate * f.tokens / 1_000_000)
+    report.price(input_rate(pricer or _pricer(), provider or api, model))
     return report

@@ -11,6 +11,7 @@ from tokenlens import demo
 from tokenlens.pricing import Pricer
 from tokenlens.records import parse_iso
 from tokenlens.store import open_store
+from tokenlens.waste import WASTE_TYPES
 
 NOW = datetime(2026, 3, 18, 15, 30, tzinfo=UTC).timestamp()
 
@@ -60,6 +61,7 @@ def test_lines_import_priced_with_rollups(tmp_path: Path) -> None:
     lines = list(demo.lines(records, pricer))
     cached = [json.loads(line) for line in lines if json.loads(line)["outcome"] == "cached"]
     assert cached and all(c["saved_usd"] and c["input_tokens"] == 0 and "_repeats" not in c for c in cached)
+    assert not any("_waste" in line for line in lines)
     store = open_store(None, tmp_path)
     try:
         result = store.import_lines(lines, pricer)
@@ -70,6 +72,14 @@ def test_lines_import_priced_with_rollups(tmp_path: Path) -> None:
         call = ok[0]  # gpt-4o-mini: $0.15 per million input tokens, $0.60 per million output tokens
         expected = call.input_tokens * 0.15 / 1e6 + call.output_tokens * 0.60 / 1e6
         assert call.cost_usd is not None and abs(call.cost_usd - expected) < 1e-9
+        wasteful = [c for c in calls if c.model == "gpt-4o-mini" and "waste" in c.details]
+        assert wasteful
+        for (
+            c
+        ) in wasteful:  # the pipeline's shape: every waste type, findings priced at $0.15 per million input
+            waste = c.details["waste"]
+            assert set(waste["by_type"]) == set(WASTE_TYPES) and waste["tokens"] == c.waste_tokens
+            assert all(abs(f["cost_usd"] - f["tokens"] * 0.15 / 1e6) < 1e-12 for f in waste["findings"])
         again = store.import_lines(demo.lines(records, pricer), pricer)
         assert (again.imported, again.skipped) == (0, len(records))
     finally:
