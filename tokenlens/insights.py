@@ -132,6 +132,19 @@ def waste_summary(store: Store, days: int, tz: tzinfo) -> dict[str, Any]:
     }
 
 
+def _per_source_model(
+    store: Store, days: int, tz: tzinfo, measures: Sequence[str], counted: str
+) -> dict[tuple[str, str], dict[str, float]]:
+    """The insight rollup's `measures` summed per (source, model) over the window, where `counted` > 0."""
+    groups: dict[tuple[str, str], dict[str, float]] = {}
+    for key, row in _sums(store, days, tz, INSIGHT, ("source", "model"), measures):
+        if row[counted]:
+            group = groups.setdefault(key, dict.fromkeys(measures, 0.0))
+            for name in measures:
+                group[name] += row[name]
+    return groups
+
+
 # ---------------------------------------------------------------------------------------------- heatmap
 
 _HEAT = ("heat_calls", "heat_input_tokens", *(f"heat_{s}" for s in HEAT_SECTIONS))
@@ -139,12 +152,7 @@ _HEAT = ("heat_calls", "heat_input_tokens", *(f"heat_{s}" for s in HEAT_SECTIONS
 
 def token_heatmap(store: Store, days: int, tz: tzinfo) -> dict[str, Any]:
     """Average tokens per call and section, per source and model."""
-    groups: dict[tuple[str, str], dict[str, float]] = {}
-    for key, row in _sums(store, days, tz, INSIGHT, ("source", "model"), _HEAT):
-        if row["heat_calls"]:
-            group = groups.setdefault(key, dict.fromkeys(_HEAT, 0.0))
-            for name in _HEAT:
-                group[name] += row[name]
+    groups = _per_source_model(store, days, tz, _HEAT, "heat_calls")
     items = []
     for (source, model), g in sorted(groups.items(), key=lambda kv: (-kv[1]["heat_input_tokens"], kv[0])):
         n = g["heat_calls"]
@@ -181,12 +189,7 @@ def output_efficiency(store: Store, days: int, tz: tzinfo) -> dict[str, Any]:
     `p95_output_tokens` comes from a histogram (four bins per doubling): the upper bound of the bin holding
     the 95th percentile, within 19% above the exact value.
     """
-    groups: dict[tuple[str, str], dict[str, float]] = {}
-    for key, row in _sums(store, days, tz, INSIGHT, ("source", "model"), _OUTPUT):
-        if row["maxtok_calls"]:
-            group = groups.setdefault(key, dict.fromkeys(_OUTPUT, 0.0))
-            for name in _OUTPUT:
-                group[name] += row[name]
+    groups = _per_source_model(store, days, tz, _OUTPUT, "maxtok_calls")
     items: list[dict[str, Any]] = []
     for (source, model), g in groups.items():
         n = g["maxtok_calls"]
