@@ -302,12 +302,21 @@ def start_simulator(procs: Processes, cpus: set[int] | None = None) -> tuple[Pro
 
 
 def start_tokenlens(
-    procs: Processes, workdir: Path, sim_port: int, cpus: set[int] | None = None
+    procs: Processes,
+    workdir: Path,
+    sim_port: int | None,
+    cpus: set[int] | None = None,
+    *,
+    data_dir: Path | None = None,
+    config_text: str = "",
+    ready_s: float = 60,
 ) -> tuple[Proc, int]:
-    """`tokenlens daemon` with the full default pipeline and a fresh SQLite store, OpenAI -> simulator."""
+    """`tokenlens daemon` with the full default pipeline: a fresh SQLite store (or `data_dir`'s), OpenAI ->
+    the simulator when `sim_port` is given, and `config_text` added to the configuration."""
     port = free_port()
     config = workdir / "tokenlens.yaml"
-    config.write_text(f"providers:\n  openai:\n    upstream: http://127.0.0.1:{sim_port}\n")
+    upstream = f"providers:\n  openai:\n    upstream: http://127.0.0.1:{sim_port}\n" if sim_port else ""
+    config.write_text(upstream + config_text)
     proc = procs.start(
         "tokenlens",
         [
@@ -316,13 +325,13 @@ def start_tokenlens(
             "--port",
             str(port),
             "--data-dir",
-            str(workdir / "tokenlens-data"),
+            str(data_dir or workdir / "tokenlens-data"),
             "--config",
             str(config),
         ],
         cpus=cpus,
     )
-    wait_http(f"http://127.0.0.1:{port}/healthz", proc, timeout=60)
+    wait_http(f"http://127.0.0.1:{port}/healthz", proc, timeout=ready_s)
     wait_idle(proc.pid)  # the tokenizer vocabularies load in the background after /healthz answers
     return proc, port
 

@@ -24,7 +24,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import VENV_BIN, Processes, free_port, wait_http, wait_idle, workdir  # noqa: E402
+from benchlib import Processes, start_tokenlens, workdir  # noqa: E402
 
 PAGES = {
     "Overview": "/",
@@ -64,24 +64,14 @@ def main() -> None:
 
     home = Path(args.store)
     with workdir(False) as scratch, Processes(scratch) as procs:
-        port = free_port()
-        config = scratch / "config.yaml"
-        config.write_text("timezone: UTC\nbudgets: {monthly_usd: 50000}\n")
-        proc = procs.start(
-            "tokenlens",
-            [
-                str(VENV_BIN / "tokenlens"),
-                "daemon",
-                "--port",
-                str(port),
-                "--config",
-                str(config),
-                "--data-dir",
-                str(home),
-            ],
+        _, port = start_tokenlens(
+            procs,
+            scratch,
+            None,
+            data_dir=home,
+            config_text="timezone: UTC\nbudgets: {monthly_usd: 50000}\n",
+            ready_s=300,  # a store from an older schema migrates first
         )
-        wait_http(f"http://127.0.0.1:{port}/healthz", proc, timeout=300)
-        wait_idle(proc.pid)
         base = f"http://127.0.0.1:{port}"
         calls = httpx.get(f"{base}/api/calls?limit=1", timeout=60).json()["calls"]
         pages = dict(PAGES)
