@@ -50,6 +50,9 @@ EDGE_CASES = [
     "Größe: 4111 1111 1111 1111 und +44 20 7946 0958, Adresse fe80::1ff:fe23:4567:890a",
     "İstanbul office password: hunter2!xyz and card 4111-1111-1111-1111",  # lower() changes the length
     "server 2001:db8:85a3::8a2e:370:7334 at 12:34:56 and 10:00:00:00",
+    "hosts a:b:c:d:e:f:1:2, fe80::1:2:3, 2001:db8::8:800:200c:417a and 1::2:3:4:5:6:7",
+    "link fe80::1ff:fe23:4567 is down",
+    "password\u00a0: Xk9#mQ2$vLp7 (a no-break space before the colon)",
     "dates +2023-09-30, (2023-09-30), 2023-09-30 555-123-4567 and 12/31/2024",
     "IBAN DE89 3704 0044 0532 0130 00, GB82WEST12345698765432 and ref DE00",
     "call (415) 555-2671 or 020 7946 0958; SSN 078-05-1120; ip 192.168.1.20",

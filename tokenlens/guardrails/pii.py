@@ -294,22 +294,25 @@ _HEX_TABLE = bytes(
 )
 
 
+_COLON_RUN = re.compile(
+    rb":h{1,4}:h{1,4}:"
+)  # in the hex shape; starts with a literal, so `re` jumps to colons
+
+
 def _ipv6_hints(text: str) -> Iterator[re.Match[str]]:
-    """`_IPV6_HINT.finditer(text)`, tried only where the text has a hex digit, `:` and a hex digit (found at C
-    speed on a translated copy; offsets agree because the text is ASCII)."""
+    """`_IPV6_HINT.finditer(text)`, tried only where the text has three colons with hex digits between them
+    (every hint holds `:h:h:` one or two characters after its start), found in a translated copy; offsets agree
+    because the text is ASCII."""
     if not text.isascii():
         yield from _IPV6_HINT.finditer(text)
         return
-    shape = text.encode("ascii").translate(_HEX_TABLE)
-    at, resume = shape.find(b"h:"), 0
-    while at >= 0:
-        # a hint holds three colons within 13 characters (`h:hhhh:hhhh:`): most clock times have two
-        if at >= resume and shape.startswith((b"h:h", b"h::h"), at) and shape.count(b":", at, at + 13) >= 3:
-            hint = _IPV6_HINT.match(text, at)
-            if hint is not None:
+    resume = 0
+    for run in _COLON_RUN.finditer(text.encode("ascii").translate(_HEX_TABLE)):
+        for start in (run.start() - 1, run.start() - 2):
+            if start >= resume and (hint := _IPV6_HINT.match(text, start)) is not None:
                 resume = hint.end()
                 yield hint
-        at = shape.find(b"h:", at + 1)
+                break
 
 
 def _ips(text: str) -> Iterator[Match]:
@@ -448,6 +451,7 @@ _KEYWORD_SECRETS: tuple[_KeywordSecret, ...] = (
 _END_WORDS = tuple(sorted({w for s in _KEYWORD_SECRETS for w in s.ends}))
 _END_WORD = re.compile("|".join(_END_WORDS), re.IGNORECASE)
 _ASSIGNS = re.compile(_ASSIGN)
+_ASSIGN_FIRST = frozenset("\"':=")  # with whitespace, what an assignment can start with
 _KEYWORD_BACK = 24  # the longest keyword (`aws_secret_access_key`) starts 18 characters before its end word
 _PEM_BEGIN = re.compile(r"-----BEGIN (?:[A-Z0-9]+ ){0,3}PRIVATE KEY( BLOCK)?-----")
 
@@ -459,7 +463,8 @@ def _assignments(lowered: str) -> list[tuple[int, str]]:
         at = lowered.find(word)
         while at >= 0:
             end = at + len(word)
-            if _ASSIGNS.match(lowered, end):
+            first = lowered[end : end + 1]
+            if (first in _ASSIGN_FIRST or first.isspace()) and _ASSIGNS.match(lowered, end):
                 found.append((end, word))
             at = lowered.find(word, end)
     found.sort()
