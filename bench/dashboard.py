@@ -70,6 +70,7 @@ PAGES: dict[str, list[str]] = {
         "/api/calls?limit=50&source=agent-3",
         "/api/calls?limit=50&outcome=blocked",
         "/api/calls?limit=50&source=agent-3&model=gpt-4o",
+        "/api/calls?limit=50&source=agent-3&model=claude-opus-4-6",  # a model the source never used
         "/api/usage/sources?days=30",
         "/api/usage/models?days=30",
     ],
@@ -245,12 +246,14 @@ def explain(store: Store) -> None:
         "ORDER BY ts DESC, id DESC LIMIT 51",
         "by source": "SELECT * FROM \"call\" WHERE source = 'agent-3' ORDER BY ts DESC, id DESC LIMIT 51",
         "by outcome": "SELECT * FROM \"call\" WHERE outcome = 'blocked' ORDER BY ts DESC, id DESC LIMIT 51",
+        "by source and model": "SELECT * FROM \"call\" WHERE source = 'agent-3' AND model = 'claude-opus-4-6' "
+        "ORDER BY ts DESC, id DESC LIMIT 51",
         "one call": "SELECT * FROM \"call\" WHERE id = 'dash-00000001'",
     }
     with store.connection():
         for name, sql in queries.items():
             plan = store.db.execute_sql("EXPLAIN QUERY PLAN " + sql).fetchall()
-            print(f"  {name:12} " + "; ".join(str(row[-1]) for row in plan))
+            print(f"  {name:19} " + "; ".join(str(row[-1]) for row in plan))
 
 
 def main() -> None:

@@ -6,27 +6,26 @@ from flask import Blueprint, Response, jsonify
 
 from tokenlens.app import AppDeps
 from tokenlens.config import Settings
-from tokenlens.latency import latency_items, tracker_of
+from tokenlens.latency import latency_report, tracker_of
 from tokenlens.pricing import Pricer
 from tokenlens.pricing import from_settings as overrides_from_settings
 from tokenlens.routing import check_routing
-from tokenlens.store import day_bounds
 from tokenlens.usage import Usage
 from tokenlens.web import config_api
-from tokenlens.web.api import days_arg, deps, timezone_of
+from tokenlens.web.api import days_arg, deps, serve_store_requests, timezone_of
 
 bp = Blueprint("routing_api", __name__)
+serve_store_requests(bp)  # a store connection per request; a bad `days` answered 400
 
 
 @bp.get("/api/usage/latency")
 def latency() -> Response:
     """p50/p95/p99 latency, time to first token and error rate by provider and model over `days` calendar
-    days, plus the live moving averages latency groups route by (`live`)."""
+    days (from the latency rollups: percentiles within 2.2%), plus the live moving averages latency groups
+    route by (`live`)."""
     d = deps()
     days = days_arg()
-    start, _ = day_bounds(timezone_of(d.settings.get()))
-    since = start - (days - 1) * 86400
-    items = latency_items(d.store.iter_calls(since))
+    items = latency_report(d.store, days, timezone_of(d.settings.get()))
     live = tracker_of(d.record_listeners).snapshot()
     return jsonify({"days": days, "items": items, "live": live})
 

@@ -1,4 +1,5 @@
-"""tokenlens.latency: moving averages from records, the choice among a group's members, the store figures."""
+"""tokenlens.latency: moving averages from records, the choice among a group's members, the store figures
+(percentiles from histograms of 16 bins per doubling)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from collections import Counter
 
 import pytest
 
-from tokenlens.latency import LatencyTracker, latency_items, percentile, tracker_of
+from tokenlens.latency import LatencyTracker, histogram_percentile, latency_items, percentile, tracker_of
 from tokenlens.records import CallRecord
+from tokenlens.store.rollups import bin_value, latency_bin
 
 
 class Clock:
@@ -90,4 +92,46 @@ def test_store_figures() -> None:
     records = [record("m", float(ms)) for ms in range(1, 101)] + [record("m", 5, status=500)]
     (item,) = latency_items(records)
     assert item["calls"] == 101 and item["error_rate"] == pytest.approx(1 / 101, abs=1e-4)
-    assert item["p50_ms"] == pytest.approx(50.0) and item["p99_ms"] == pytest.approx(99.0, abs=0.1)
+    # percentiles come from histograms of 16 bins per doubling: within 2^(1/32) - 1 (2.2%) of the exact ones
+    bound = 2 ** (1 / 32) - 1
+    assert item["p50_ms"] == pytest.approx(50.0, rel=bound) and item["p99_ms"] == pytest.approx(
+        99.0, rel=bound
+    )
+
+
+def test_histogram_percentiles_stay_within_the_bound() -> None:
+    """Against the exact interpolated percentile (written here), on spread, clustered and gapped samples."""
+    bound = 2 ** (1 / 32) - 1
+    rng = random.Random(3)
+    samples = [
+        [rng.lognormvariate(6, 1.5) for _ in range(500)],
+        [rng.uniform(200, 4000) for _ in range(97)],
+        [3.0, 50_000.0],  # the median halfway across a wide gap
+        [0.0, 0.0, 10.0, 1e7],
+        [rng.choice([1.0, 2.0, 4.0, 1024.0]) for _ in range(64)],  # bin boundaries
+        [7.5],
+    ]
+    for values in samples:
+        ordered = sorted(values)
+        counts: Counter[int] = Counter(latency_bin(v) for v in values)
+        for q in (0, 1, 50, 95, 99, 100):
+            rank = (len(ordered) - 1) * q / 100
+            lo = int(rank)
+            hi = min(lo + 1, len(ordered) - 1)
+            want = ordered[lo] + (ordered[hi] - ordered[lo]) * (rank - lo)
+            got = histogram_percentile(counts, q)
+            assert got is not None and abs(got - want) <= bound * want * (1 + 1e-9), (
+                values[:5],
+                q,
+                got,
+                want,
+            )
+    assert histogram_percentile({}, 50) is None
+
+
+def test_latency_bins_take_any_duration() -> None:
+    assert latency_bin(1.0) == 0 and latency_bin(2.0) == 16 and latency_bin(0.5) == -16
+    assert bin_value(0) == pytest.approx(2 ** (1 / 32)) and bin_value(latency_bin(0.0)) == 0.0
+    for odd in (0.0, -5.0, float("nan"), 1e-12):
+        assert bin_value(latency_bin(odd)) == 0.0
+    assert bin_value(latency_bin(float("inf"))) == bin_value(latency_bin(1e15)) > 1e12

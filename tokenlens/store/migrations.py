@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import peewee as pw
 from playhouse.migrate import PostgresqlMigrator, SchemaMigrator, SqliteMigrator, migrate
 
 from tokenlens.store.models import SchemaVersion, bind_model
+
+if TYPE_CHECKING:
+    from tokenlens.store.rollups import Rollup
 
 Migration = Callable[[pw.Database, SchemaMigrator], None]
 
@@ -318,6 +322,52 @@ _V7_ROLLUPS: dict[str, tuple[tuple[tuple[str, str], ...], tuple[str, ...]]] = {
 _V7_REAL = frozenset(("cost_usd", "dedup_saved_usd", "maxtok_utilisation"))
 
 
+def _create_rollups(
+    db: pw.Database,
+    spec: dict[str, tuple[tuple[tuple[str, str], ...], tuple[str, ...]]],
+    real: frozenset[str],
+) -> list[Rollup]:
+    """The hourly and daily tables of each rollup of `spec` (name: (dimensions with their SQL type,
+    measures)), keyed by time and dimensions; measures in `real` are floats, the others integers."""
+    from tokenlens.store.rollups import Rollup
+
+    pg = isinstance(db, pw.PostgresqlDatabase)
+    float_type = "DOUBLE PRECISION" if pg else "REAL"
+    created: list[Rollup] = []
+    for name, (dims, measures) in spec.items():
+        for suffix, time_column in (("hourly", "bucket"), ("daily", "day")):
+            columns = [f'"{time_column}" BIGINT NOT NULL']
+            columns += [f'"{d}" {kind} NOT NULL' for d, kind in dims]
+            columns += [f'"{m}" {float_type if m in real else "BIGINT"} NOT NULL DEFAULT 0' for m in measures]
+            key = ", ".join(f'"{c}"' for c in (time_column, *(d for d, _ in dims)))
+            clustered = "" if pg else " WITHOUT ROWID"  # SQLite: rows stored in key order, the key once
+            db.execute_sql(
+                f'CREATE TABLE "{name}_{suffix}" ({", ".join(columns)}, PRIMARY KEY ({key})){clustered}'
+            )
+        created.append(Rollup(name, tuple(d for d, _ in dims), measures))
+    return created
+
+
+def _batches(db: pw.Database, select: str, cursor_name: str) -> Iterator[list[tuple[Any, ...]]]:
+    """The rows of `select` in batches of 20,000: on PostgreSQL through a server-side cursor (a plain one
+    would fetch every row at once)."""
+    pg = isinstance(db, pw.PostgresqlDatabase)
+    cursor = db.cursor()
+    if pg:
+        cursor.execute(f"DECLARE {cursor_name} NO SCROLL CURSOR FOR {select}")
+    else:
+        cursor.execute(select)
+    while True:
+        if pg:
+            cursor.execute(f"FETCH 20000 FROM {cursor_name}")
+        batch = cursor.fetchmany(20_000)
+        if not batch:
+            break
+        yield batch
+    if pg:
+        cursor.execute(f"CLOSE {cursor_name}")
+
+
 def _v7_insight_rollups(db: pw.Database, migrator: SchemaMigrator) -> None:
     """Rollups of the per-call analysis the token-intelligence views read (waste by type, heatmap sections,
     history by turn, output over max_tokens with a histogram, complexity, cacheable prefixes), per UTC hour
@@ -328,37 +378,39 @@ def _v7_insight_rollups(db: pw.Database, migrator: SchemaMigrator) -> None:
     """
     from tokenlens.store import rollups
 
-    pg = isinstance(db, pw.PostgresqlDatabase)
-    real = "DOUBLE PRECISION" if pg else "REAL"
-    frozen: list[rollups.Rollup] = []
-    for name, (dims, measures) in _V7_ROLLUPS.items():
-        for suffix, time_column in (("hourly", "bucket"), ("daily", "day")):
-            columns = [f'"{time_column}" BIGINT NOT NULL']
-            columns += [f'"{d}" {kind} NOT NULL' for d, kind in dims]
-            columns += [f'"{m}" {real if m in _V7_REAL else "BIGINT"} NOT NULL DEFAULT 0' for m in measures]
-            key = ", ".join(f'"{c}"' for c in (time_column, *(d for d, _ in dims)))
-            clustered = "" if pg else " WITHOUT ROWID"  # SQLite: rows stored in key order, the key once
-            db.execute_sql(
-                f'CREATE TABLE "{name}_{suffix}" ({", ".join(columns)}, PRIMARY KEY ({key})){clustered}'
-            )
-        frozen.append(rollups.Rollup(name, tuple(d for d, _ in dims), measures))
-    select = "SELECT " + ", ".join(f'"{c}"' for c in rollups.INSIGHT_COLUMNS) + ' FROM "call"'
-    # read in batches: PostgreSQL through a server-side cursor (a plain one would fetch every row at once)
-    cursor = db.cursor()
-    if pg:
-        cursor.execute(f"DECLARE tokenlens_v7 NO SCROLL CURSOR FOR {select}")
-    else:
-        cursor.execute(select)
-    while True:
-        if pg:
-            cursor.execute("FETCH 20000 FROM tokenlens_v7")
-        batch = cursor.fetchmany(20_000)
-        if not batch:
-            break
+    frozen = _create_rollups(db, _V7_ROLLUPS, _V7_REAL)
+    select = "SELECT " + ", ".join(f'"{c}"' for c in rollups.FACT_COLUMNS) + ' FROM "call"'
+    for batch in _batches(db, select, "tokenlens_v7"):
         increments = rollups.insight_increments(rollups.facts_of_row(row) for row in batch)
-        rollups.write_insight_increments(db, increments, frozen)
-    if pg:
-        cursor.execute("CLOSE tokenlens_v7")
+        rollups.write_increments(db, increments, frozen)
+
+
+_V8_ROLLUPS: dict[str, tuple[tuple[tuple[str, str], ...], tuple[str, ...]]] = {
+    "latency": ((("provider", "TEXT"), ("model", "TEXT")), ("calls", "error_calls", "fallback_calls")),
+    "latency_bin": (
+        (("provider", "TEXT"), ("model", "TEXT"), ("bin", "BIGINT")),
+        ("latency_calls", "ttft_calls"),
+    ),
+}
+
+
+def _v8_latency_rollups(db: pw.Database, migrator: SchemaMigrator) -> None:
+    """Rollups of what `GET /api/usage/latency` reads, per UTC hour and per UTC day and provider and model:
+    the calls it counts (not blocked, not cached), their errors and fallbacks, and one row per non-empty bin
+    of the histograms of `latency_ms` and of `ttft_ms` (streamed calls); built from the stored calls. And an
+    index of the calls on (source, model, ts), for the calls list filtered by both.
+
+    As in migration 7, the increments are computed by `tokenlens.store.rollups` (the writer's own code).
+    """
+    from tokenlens.store import rollups
+
+    frozen = _create_rollups(db, _V8_ROLLUPS, frozenset())
+    migrate(migrator.add_index("call", ("source", "model", "ts"), False))
+    columns = ", ".join(f'"{c}"' for c in rollups.LatencyFacts._fields)
+    select = f"SELECT {columns} FROM \"call\" WHERE \"outcome\" NOT IN ('blocked', 'cached')"
+    for batch in _batches(db, select, "tokenlens_v8"):
+        increments = rollups.latency_increments(rollups.LatencyFacts._make(row) for row in batch)
+        rollups.write_increments(db, increments, frozen)
 
 
 MIGRATIONS: list[Migration] = [
@@ -369,6 +421,7 @@ MIGRATIONS: list[Migration] = [
     _v5_coarser_rollups,
     _v6_shared_state,
     _v7_insight_rollups,
+    _v8_latency_rollups,
 ]
 
 

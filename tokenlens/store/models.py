@@ -79,6 +79,7 @@ class Call(BaseModel):
         table_name = "call"
         indexes = (
             (("source", "ts"), False),
+            (("source", "model", "ts"), False),  # the calls list filtered by source and model (migration 8)
             (("model", "ts"), False),
             (("provider", "ts"), False),
             (("outcome", "ts"), False),

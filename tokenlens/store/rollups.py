@@ -12,8 +12,9 @@ raw calls instead (indexed on `ts`), so the answer stays exact there too.
 as the insert, so rollups and calls never disagree; migration 4 builds them for the calls already stored.
 Raw calls may later be removed by retention: rollups are kept.
 
-The insight rollups (last section, migration 7) keep what the token-intelligence views read from each call's
-`details` the same way, per UTC hour and per UTC day.
+The insight rollups (migration 7) keep what the token-intelligence views read from each call's `details` the
+same way, per UTC hour and per UTC day; the latency rollups (last section, migration 8) the call counts and
+latency histograms of `GET /api/usage/latency`. Both are read by `rollup_sums`.
 """
 
 from __future__ import annotations
@@ -220,7 +221,7 @@ def add_to_rollups(db: pw.Database, records: Iterable[CallRecord]) -> None:
     _upsert(db, SOURCE_TABLE, SOURCE_KEY, MEASURES, per_source)
     _upsert(db, DAILY_TABLE, DAILY_KEY, MEASURES, per_day)
     _upsert(db, TAG_TABLE, TAG_KEY, TAG_MEASURES, tagged)
-    write_insight_increments(db, insight_increments(records))
+    write_increments(db, call_increments(records))
 
 
 # ---------------------------------------------------------------------------------------------- reads
@@ -468,29 +469,10 @@ INSIGHT_ROLLUPS: tuple[Rollup, ...] = (INSIGHT, WASTE, TURNS, COMPLEXITY, PREFIX
 
 # rollup name -> key (bucket, *dims) -> {measure: sum}; sparse: a measure a call does not touch is absent
 Increments = dict[str, dict[tuple[Any, ...], dict[str, float]]]
-# the `call` columns the increments are computed from (the raw pieces of a read; migration 7 reads them too,
-# so only columns that exist from schema version 3 on)
-INSIGHT_COLUMNS = (
-    "ts",
-    "source",
-    "model",
-    "provider",
-    "outcome",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "cost_usd",
-    "saved_usd",
-    "max_tokens",
-    "complexity",
-    "waste_tokens",
-    "details",
-)
 
 
 class CallFacts(NamedTuple):
-    """The fields of a call the insight rollups read (a `call` row with `details` decoded)."""
+    """The fields of a call the insight and latency rollups read (a `call` row with `details` decoded)."""
 
     ts: float
     source: str
@@ -506,11 +488,20 @@ class CallFacts(NamedTuple):
     max_tokens: int | None
     complexity: int | None
     waste_tokens: int | None
+    stream: bool
+    latency_ms: float | None
+    ttft_ms: float | None
+    fallback_from: str | None
     details: Any
 
 
+# the `call` columns the increments are computed from (the raw pieces of a read; migration 7 reads them too,
+# so only columns that exist from schema version 3 on), `details` last
+FACT_COLUMNS: tuple[str, ...] = CallFacts._fields
+
+
 def facts_of_row(row: Sequence[Any]) -> CallFacts:
-    """`CallFacts` of a row selected with `INSIGHT_COLUMNS` (details as JSON text)."""
+    """`CallFacts` of a row selected with `FACT_COLUMNS` (details as JSON text)."""
     try:
         details = json.loads(row[-1] or "{}")
     except (ValueError, TypeError):
@@ -617,9 +608,79 @@ def insight_increments(calls: Iterable[CallRecord | CallFacts]) -> Increments:
     return out
 
 
-def write_insight_increments(
-    db: pw.Database, increments: Increments, rollups: Sequence[Rollup] = INSIGHT_ROLLUPS
-) -> None:
+# ---------------------------------------------------------------------------------------------- latency rollups
+#
+# `GET /api/usage/latency` (tokenlens.latency) reads, per UTC hour (`latency_hourly`) and UTC day
+# (`latency_daily`) and (`provider`, `model`), the calls it counts (every outcome but "blocked" and "cached"),
+# their errors and fallbacks; and, in `latency_bin_hourly` / `latency_bin_daily`, one row per non-empty bin of
+# two histograms: `latency_ms` (`latency_calls`) and `ttft_ms` of streamed calls (`ttft_calls`). Bin b holds
+# the durations in [2^(b/16), 2^((b+1)/16)) ms (16 bins per doubling, each 4.4% wide), for any duration from
+# about a nanosecond (2^-20 ms; shorter ones, zero and negative ones go to `ZERO_BIN`, read as 0) to about 35
+# years (2^40 ms; longer ones go to the last bin). Rows rather than columns: only the bins a call falls in
+# are stored. Filled with the other rollups; migration 8 builds them for the calls already stored.
+
+BINS_PER_DOUBLING = 16
+FIRST_BIN = -20 * BINS_PER_DOUBLING  # 2^-20 ms
+LAST_BIN = 40 * BINS_PER_DOUBLING  # from 2^40 ms on
+ZERO_BIN = FIRST_BIN - 1
+LATENCY = Rollup("latency", ("provider", "model"), ("calls", "error_calls", "fallback_calls"))
+LATENCY_BINS = Rollup("latency_bin", ("provider", "model", "bin"), ("latency_calls", "ttft_calls"))
+LATENCY_ROLLUPS: tuple[Rollup, ...] = (LATENCY, LATENCY_BINS)
+ROLLUPS: tuple[Rollup, ...] = (*INSIGHT_ROLLUPS, *LATENCY_ROLLUPS)  # every rollup `write_increments` fills
+
+
+class LatencyFacts(NamedTuple):
+    """The fields of a call the latency rollups read (migration 8 selects these columns only)."""
+
+    ts: float
+    provider: str
+    model: str | None
+    outcome: str
+    stream: bool
+    latency_ms: float | None
+    ttft_ms: float | None
+    fallback_from: str | None
+
+
+def latency_bin(ms: float) -> int:
+    """The histogram bin of a duration in milliseconds (see above)."""
+    if not ms >= 2.0 ** (FIRST_BIN / BINS_PER_DOUBLING):  # NaN too
+        return ZERO_BIN
+    if ms >= 2.0 ** (LAST_BIN / BINS_PER_DOUBLING):
+        return LAST_BIN
+    return math.floor(BINS_PER_DOUBLING * math.log2(ms))
+
+
+def bin_value(index: int) -> float:
+    """The value a bin stands for: its geometric middle 2^((b + 0.5)/16) ms, within 2^(1/32) - 1 (2.2%) of
+    every duration in the bin; 0 for `ZERO_BIN`."""
+    return 0.0 if index <= ZERO_BIN else 2.0 ** ((index + 0.5) / BINS_PER_DOUBLING)
+
+
+def latency_increments(calls: Iterable[CallRecord | CallFacts | LatencyFacts]) -> Increments:
+    """What some calls add to the latency rollups, per UTC hour."""
+    counts: dict[tuple[Any, ...], dict[str, float]] = {}
+    bins: dict[tuple[Any, ...], dict[str, float]] = {}
+    for c in calls:
+        if c.outcome in ("blocked", "cached"):
+            continue
+        key = (floor_hour(c.ts), c.provider, c.model or "")
+        error, fallback = int(c.outcome == "error"), int(bool(c.fallback_from))
+        _bump(counts, key, calls=1, error_calls=error, fallback_calls=fallback)
+        if c.latency_ms is not None:
+            _bump(bins, (*key, latency_bin(c.latency_ms)), latency_calls=1)
+        if c.stream and c.ttft_ms is not None:
+            _bump(bins, (*key, latency_bin(c.ttft_ms)), ttft_calls=1)
+    return {LATENCY.name: counts, LATENCY_BINS.name: bins}
+
+
+def call_increments(calls: Iterable[CallRecord | CallFacts]) -> Increments:
+    """What some calls add to every rollup of `ROLLUPS`, per UTC hour."""
+    calls = list(calls)
+    return {**insight_increments(calls), **latency_increments(calls)}
+
+
+def write_increments(db: pw.Database, increments: Increments, rollups: Sequence[Rollup] = ROLLUPS) -> None:
     """Add per-hour increments to the hourly and daily tables of `rollups`.
 
     Only the measures of `rollups` that these increments touch are written (the others keep their value).
@@ -654,7 +715,7 @@ def write_insight_increments(
 def raw_facts(db: pw.Database, start: float, end: float) -> list[CallFacts]:
     """The calls with start <= ts < end, as `CallFacts` (for the pieces of hours a read cuts)."""
     p = db.param
-    columns = ", ".join(f'"{c}"' for c in INSIGHT_COLUMNS)
+    columns = ", ".join(f'"{c}"' for c in FACT_COLUMNS)
     sql = f'SELECT {columns} FROM "call" WHERE "ts" >= {p} AND "ts" < {p}'
     return [facts_of_row(row) for row in _fetch(db, sql, [start, end])]
 
@@ -713,7 +774,7 @@ def rollup_sums(
     for a, b in raw:
         if a >= b:
             continue
-        rows = insight_increments(raw_facts(db, a, b))[rollup.name]
+        rows = call_increments(raw_facts(db, a, b))[rollup.name]
         for key, values in rows.items():
             add(tuple(key[i] for i in positions), [values.get(m, 0) for m in measures])
     return out

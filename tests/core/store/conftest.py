@@ -10,9 +10,12 @@ from typing import Any
 import pytest
 
 from harness.pg import UNREACHABLE, pg_schema
-from tokenlens.records import CallRecord, new_call_id
+from tokenlens.records import CALL_FIELDS, CallRecord, new_call_id
 from tokenlens.store import Store, open_store
-from tokenlens.store.rollups import INSIGHT_ROLLUPS
+from tokenlens.store.db import make_database
+from tokenlens.store.migrations import MIGRATIONS, apply_migrations
+from tokenlens.store.models import record_to_values
+from tokenlens.store.rollups import ROLLUPS
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +47,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
                 "usage_hourly_source",
                 "usage_daily",
             ]
-            tables += [t for r in INSIGHT_ROLLUPS for t in (r.hourly, r.daily)]
+            tables += [t for r in ROLLUPS for t in (r.hourly, r.daily)]
             opened.db.execute_sql("TRUNCATE " + ", ".join(f'"{t}"' for t in tables))
     yield opened
     opened.close()
@@ -134,3 +137,28 @@ def fresh_pg_url() -> Iterator[str]:
     """A URL of its own, empty PostgreSQL schema (skips when PostgreSQL is unreachable)."""
     with pg_schema() as url:
         yield require_pg(url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def upgraded_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """`upgraded_store(version, calls)`: a store made at schema `version` holding `calls` (written straight
+    into the call table, as before the rollups of later versions existed), then opened (so migrated to the
+    latest version)."""
+    stack = contextlib.ExitStack()
+    opened: list[Store] = []
+
+    def make(version: int, calls: list[CallRecord]) -> Store:
+        url = None if request.param == "sqlite" else require_pg(stack.enter_context(pg_schema()))
+        db, location = make_database(url, tmp_path)
+        db.connect()
+        apply_migrations(db, MIGRATIONS[:version])
+        with db.atomic():
+            Store(db, location)._bulk_insert("call", CALL_FIELDS, [record_to_values(r) for r in calls])
+        db.close()
+        opened.append(open_store(url, tmp_path))
+        return opened[-1]
+
+    yield make
+    for store in opened:
+        store.close()
+    stack.close()

@@ -14,7 +14,6 @@ import time as _time
 import zoneinfo
 from collections.abc import Callable
 from datetime import date, datetime, time, timedelta, tzinfo
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,12 +23,8 @@ from genai_prices import calc_price
 from published_prices import PRICES
 from tokenlens import insights
 from tokenlens.pricing import Pricer
-from tokenlens.records import CALL_FIELDS, CallRecord
-from tokenlens.store import Store, open_store
-from tokenlens.store.db import make_database
-from tokenlens.store.migrations import MIGRATIONS, apply_migrations
-from tokenlens.store.models import record_to_values
-from tokenlens.store.queries import Store as StoreClass
+from tokenlens.records import CallRecord
+from tokenlens.store import Store
 from tokenlens.store.rollups import sums
 
 DAYS = 7
@@ -417,31 +412,11 @@ def test_views_equal_a_scan_of_the_calls(store: Store, zone: str) -> None:
     check_views(store, calls, tz)
 
 
-def _store_at_v6(url: str | None, home: Path, calls: list[CallRecord]) -> None:
-    """A store upgraded to version 6 whose calls were written before the insight rollups existed."""
-    db, location = make_database(url, home)
-    db.connect()
-    apply_migrations(db, MIGRATIONS[:6])
-    old = StoreClass(db, location)
-    with db.atomic():
-        old._bulk_insert("call", CALL_FIELDS, [record_to_values(r) for r in calls])
-    db.close()
-
-
-@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
-def test_migration_builds_insight_rollups_of_stored_calls(
-    kind: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
-    url = None if kind == "sqlite" else request.getfixturevalue("fresh_pg_url")
-    tz = zoneinfo.ZoneInfo("Asia/Kolkata")
-    calls = crafted(tz, count=400, seed=5)
-    _store_at_v6(url, tmp_path, calls[:350])
-    store = open_store(url, tmp_path)
-    try:
-        store.insert_calls(calls[350:], store_bodies=False)  # and the writer adds to what the migration built
-        check_views(store, calls, tz)
-    finally:
-        store.close()
+def test_migration_builds_insight_rollups_of_stored_calls(upgraded_store: Any) -> None:
+    calls = crafted(zoneinfo.ZoneInfo("Asia/Kolkata"), count=400, seed=5)
+    store = upgraded_store(6, calls[:350])  # calls written before the insight rollups existed
+    store.insert_calls(calls[350:], store_bodies=False)  # and the writer adds to what the migration built
+    check_views(store, calls, zoneinfo.ZoneInfo("Asia/Kolkata"))
 
 
 def test_odd_details_never_fail_a_write(store: Store, make_call: Callable[..., CallRecord]) -> None:

@@ -124,3 +124,26 @@ def test_readonly_open(tmp_path: Path) -> None:
 def test_postgresql_url_password_is_hidden(tmp_path: Path) -> None:
     _, location = make_database("postgresql://me:s3cret@db.example:5433/tl", tmp_path)
     assert location.describe() == {"kind": "postgresql", "url": "postgresql://me@db.example:5433/tl"}
+
+
+def test_calls_list_by_source_and_model_uses_their_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite's plan of the calls list filtered by source and model: the (source, model, ts) index of
+    migration 8, newest first without a scan of the source's other calls."""
+    store = open_store(None, tmp_path)
+    seen: list[tuple[str, Any]] = []
+    with store.connection() as db:
+        execute = db.execute_sql
+
+        def recording(sql: str, params: Any = None, *args: Any, **kwargs: Any) -> Any:
+            seen.append((sql, params))
+            return execute(sql, params, *args, **kwargs)
+
+        monkeypatch.setattr(db, "execute_sql", recording)
+        store.list_calls(limit=50, source="a", model="b")
+        monkeypatch.undo()
+        ((sql, params),) = seen
+        plan = " ".join(str(row[-1]) for row in db.execute_sql("EXPLAIN QUERY PLAN " + sql, params))
+    store.close()
+    assert "USING INDEX call_source_model_ts (source=? AND model=?)" in plan, plan
