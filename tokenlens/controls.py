@@ -601,20 +601,6 @@ def ledger_for(deps: AppDeps, clock: Clock | None = None) -> Ledger:
         return deps.ledger
 
 
-class _CountingStore(Store):
-    """`store` itself (same database, models and connections) whose committed inserts are also handed to
-    `inserted`: how the records `Store.import_lines` stores (those whose id was not known) are seen."""
-
-    def __init__(self, store: Store, inserted: Callable[[Sequence[CallRecord]], None]) -> None:
-        vars(self).update(vars(store))
-        self._inserted = inserted
-
-    def insert_calls(self, records: Sequence[CallRecord], store_bodies: bool = True) -> None:
-        super().insert_calls(records, store_bodies=store_bodies)
-        if records:
-            self._inserted(records)
-
-
 def import_counted(
     store: Store,
     lines: Iterable[str | bytes],
@@ -652,4 +638,4 @@ def import_counted(
         except Exception:  # the records are stored all the same; only the running spend misses them
             log.exception("%d imported calls could not be counted toward budgets and quotas", len(current))
 
-    return _CountingStore(store, count).import_lines(lines, pricer, store_bodies=store_bodies)
+    return store.import_lines(lines, pricer, store_bodies=store_bodies, on_inserted=count)

@@ -10,7 +10,7 @@ import json
 import logging
 import math
 import time as _time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
@@ -514,8 +514,10 @@ class Store:
         *,
         store_bodies: bool = True,
         batch: int = 500,
+        on_inserted: Callable[[Sequence[CallRecord]], None] | None = None,
     ) -> ImportResult:
-        """Import JSONL records (SPEC section 9); see `ImportResult`. Blank lines are ignored."""
+        """Import JSONL records (SPEC section 9); see `ImportResult`. Blank lines are ignored. `on_inserted`
+        gets each committed batch of records that were stored (those whose id was not known yet)."""
         result = ImportResult()
         pending: dict[str, CallRecord] = {}
         seen: set[str] = set()
@@ -526,6 +528,8 @@ class Store:
             known = self.existing_ids(pending)
             fresh = [r for r in pending.values() if r.id not in known]
             self.insert_calls(fresh, store_bodies=store_bodies)
+            if fresh and on_inserted is not None:
+                on_inserted(fresh)
             result.imported += len(fresh)
             result.skipped += len(known)
             pending.clear()
