@@ -8,13 +8,15 @@ function renderChart(items) {
   last = items;
   const [c1, c2, c3] = palette();
   const ds = (label, key, color) => ({ label, data: items.map((i) => i[key]), backgroundColor: color, borderRadius: 2 });
-  chart($("#latency-chart"), {
+  const canvas = $("#latency-chart");
+  canvas.parentElement.style.height = `${Math.max(240, 30 * items.length + 90)}px`; // a labelled row per model
+  chart(canvas, {
     type: "bar",
     data: { labels: items.map((i) => i.model), datasets: [ds("p50", "p50_ms", c1), ds("p95", "p95_ms", c2), ds("p99", "p99_ms", c3)] },
     options: {
       indexAxis: "y",
       plugins: { legend: { position: "bottom" }, tooltip: { callbacks: { label: (ctx) => `${ctx.dataset.label}: ${ms(ctx.parsed.x)}` } } },
-      scales: { x: { ticks: { callback: (v) => ms(v) } }, y: { grid: { display: false } } },
+      scales: { x: { ticks: { callback: (v) => ms(v) } }, y: { grid: { display: false }, ticks: { autoSkip: false } } },
     },
   });
 }
