@@ -148,6 +148,11 @@ def test_every_page_loads_at_both_widths_and_is_screenshotted(session: Session) 
                 assert wide == 0, f"{name}: {wide} table(s) scroll sideways at phone width"
                 if name in ("live", "sources", "models"):
                     assert tables > 0, f"{name}: no table rows to check"
+                hidden = page.evaluate(  # every page's link is on screen, none behind a sideways scroll
+                    "[...document.querySelectorAll('.nav a')].filter((a) => {"
+                    " const r = a.getBoundingClientRect(); return r.right > window.innerWidth || r.left < 0; }).length"
+                )
+                assert hidden == 0, f"{name}: {hidden} navigation link(s) off screen at phone width"
     call_id = session.api("/api/calls", limit=1)["calls"][0]["id"]
     for size in SIZES:
         session.open(f"/calls/{call_id}", size).screenshot(
