@@ -1,7 +1,7 @@
 """Analytics endpoints over a store of 1,000,000 calls spread over 90 days (SPEC 12; target p50 < 200 ms).
 
-Fills a fresh SQLite store (or `--url postgresql://...`) through `Store.insert_calls` in large batches (the
-same path as the writer, so the hourly rollups are maintained as in production), then times `/api/usage/kpi`,
+Fills a fresh SQLite store (or `--url postgresql://...`) with `bench/dashboard.py`'s calls through
+`Store.insert_calls` in large batches (the writer's path, so every rollup is maintained as in production), then times `/api/usage/kpi`,
 `/daily`, `/sources`, `/forecast` (and the other cost views) through the Flask app, each `--runs` times.
 
 Reproduce: .venv/bin/python bench/analytics.py [--calls 1000000] [--days 90] [--runs 20] [--url URL]
@@ -10,11 +10,12 @@ Reproduce: .venv/bin/python bench/analytics.py [--calls 1000000] [--days 90] [--
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from dashboard import fill
 
 from tokenlens.app import AppDeps, SettingsHolder
 from tokenlens.bus import EventBus
@@ -23,17 +24,6 @@ from tokenlens.records import CallRecord
 from tokenlens.store import RecordWriter, open_store
 from tokenlens.web import create_app
 
-SOURCES = [f"agent-{i}" for i in range(12)]
-MODELS = [
-    ("openai", "gpt-4o-mini", 0.15, 0.60),
-    ("openai", "gpt-4o", 2.5, 10.0),
-    ("openai", "gpt-4.1", 2.0, 8.0),
-    ("anthropic", "claude-sonnet-4-6", 3.0, 15.0),
-    ("anthropic", "claude-haiku-4-5", 1.0, 5.0),
-    ("google", "gemini-2.5-flash", 0.3, 2.5),
-    ("google", "gemini-2.5-pro", 1.25, 10.0),
-    ("openai", "text-embedding-3-small", 0.02, 0.0),
-]
 ENDPOINTS = [
     "/api/usage/kpi",
     "/api/usage/daily",
@@ -46,50 +36,6 @@ ENDPOINTS = [
     "/api/usage/kpi?days=90",
     "/api/usage/daily?days=90",
 ]
-
-
-def fill(store: object, calls: int, days: int, batch: int = 20_000) -> float:
-    rng = random.Random(42)
-    now = time.time()
-    start = now - days * 86400
-    step = (now - start) / calls
-    begun = time.perf_counter()
-    records: list[CallRecord] = []
-    for i in range(calls):
-        provider, model, rate_in, rate_out = MODELS[rng.randrange(len(MODELS))]
-        input_tokens = rng.randint(200, 8000)
-        output_tokens = rng.randint(0, 1500)
-        input_cost = input_tokens * rate_in / 1e6
-        output_cost = output_tokens * rate_out / 1e6
-        records.append(
-            CallRecord(
-                id=f"bench-{i:08d}",
-                ts=start + i * step,
-                provider=provider,
-                endpoint="/v1/chat/completions",
-                source=SOURCES[rng.randrange(len(SOURCES))],
-                tags={"team": ("core", "ml", "infra")[i % 3]},
-                model=model,
-                outcome="ok" if i % 50 else "error",
-                input_tokens=input_tokens,
-                output_tokens=output_tokens,
-                cost_usd=input_cost + output_cost,
-                input_cost_usd=input_cost,
-                output_cost_usd=output_cost,
-                cache_read_cost_usd=0.0,
-                cache_write_cost_usd=0.0,
-                priced=True,
-                latency_ms=rng.uniform(200, 4000),
-                max_tokens=4096 if i % 4 == 0 else None,
-                complexity=rng.randint(0, 9),
-                waste_tokens=rng.randint(0, 40),
-            )
-        )
-        if len(records) >= batch:
-            store.insert_calls(records, store_bodies=False)  # type: ignore[attr-defined]
-            records = []
-    store.insert_calls(records, store_bodies=False)  # type: ignore[attr-defined]
-    return time.perf_counter() - begun
 
 
 def main() -> None:
