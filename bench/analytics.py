@@ -1,8 +1,9 @@
 """Analytics endpoints over a store of 1,000,000 calls spread over 90 days (SPEC 12; target p50 < 200 ms).
 
 Fills a fresh SQLite store (or `--url postgresql://...`) with `bench/dashboard.py`'s calls through
-`Store.insert_calls` in large batches (the writer's path, so every rollup is maintained as in production), then times `/api/usage/kpi`,
-`/daily`, `/sources`, `/forecast` (and the other cost views) through the Flask app, each `--runs` times.
+`Store.insert_calls` in large batches (the writer's path, so every rollup is maintained as in production),
+then times `/api/usage/kpi`, `/daily`, `/sources`, `/forecast` (and the other cost views) through the Flask
+app, each `--runs` times.
 
 Reproduce: .venv/bin/python bench/analytics.py [--calls 1000000] [--days 90] [--runs 20] [--url URL]
 """
