@@ -48,7 +48,10 @@ class _Chained:
         except Exception as exc:
             log.warning("response guardrail failed on a stream: %s", type(exc).__name__)
             self.guard.holding = False
-            earlier = b"".join(event for event, _ in self.guard.held[:held_before])  # fail open: lose nothing
+            try:  # fail open: lose nothing, and let out nothing already redacted
+                earlier = b"".join(self.guard.send_held(h) for h in self.guard.held[:held_before])
+            except Exception:
+                earlier = b"".join(h.event for h in self.guard.held[:held_before])
             self.guard.held.clear()
             self.guard.pending = b""
             sent = (
