@@ -28,5 +28,6 @@ class Broadcaster:
                 listener(records)
             except Exception:
                 log.exception("record listener %r failed", listener)
+        publish = self.bus.publish_lazy  # the record's dict is built only for a subscriber that wants it
         for record in records:
-            self.bus.publish("block" if record.outcome == "blocked" else "call", record.to_dict())
+            publish("block" if record.outcome == "blocked" else "call", record.to_dict)

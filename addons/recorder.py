@@ -15,6 +15,24 @@ from tokenlens.app import AppDeps
 from tokenlens.exchange import Exchange
 
 KEPT_RESPONSE_HEADERS = ("content-type", "content-encoding", "x-request-id", "request-id")
+_KEPT_BY_RAW_NAME = {name.encode(): name for name in KEPT_RESPONSE_HEADERS}
+
+
+def kept_headers(headers: http.Headers) -> dict[str, str]:
+    """`{name: headers[name]}` for the kept names present, in their order, from one pass over the raw
+    fields (mitmproxy's Headers scans every field per lookup); repeated headers joined with ", " as it does."""
+    found: dict[str, list[bytes]] = {}
+    for key, value in headers.fields:
+        name = _KEPT_BY_RAW_NAME.get(key.lower())
+        if name is not None:
+            found.setdefault(name, []).append(value)
+    if not found:
+        return {}
+    return {
+        name: ", ".join(v.decode("utf-8", "surrogateescape") for v in found[name])
+        for name in KEPT_RESPONSE_HEADERS
+        if name in found
+    }
 
 
 class Recorder:
@@ -29,9 +47,7 @@ class Recorder:
             return
         response = flow.response
         exchange.status = response.status_code
-        exchange.response_headers = {
-            k: response.headers[k] for k in KEPT_RESPONSE_HEADERS if k in response.headers
-        }
+        exchange.response_headers = kept_headers(response.headers)
         if not exchange.streamed:
             exchange.response_body = response.raw_content
         exchange.ended = response.timestamp_end or time.time()
@@ -44,8 +60,7 @@ class Recorder:
             return
         if flow.response is not None:
             exchange.status = flow.response.status_code
-            headers = flow.response.headers
-            exchange.response_headers = {k: headers[k] for k in KEPT_RESPONSE_HEADERS if k in headers}
+            exchange.response_headers = kept_headers(flow.response.headers)
         exchange.error = flow.error.msg if flow.error else "unknown error"
         exchange.ended = time.time()
         self.submit(exchange)

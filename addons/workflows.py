@@ -14,7 +14,14 @@ from mitmproxy import http
 
 from tokenlens.addons._flowstate import exchange_of, pending_call
 from tokenlens.app import AppDeps
-from tokenlens.ratelimits import book_of, credential_hash, credential_of, load_salt, rate_limit_headers
+from tokenlens.ratelimits import (
+    book_of,
+    credential_hash,
+    credential_header_fields,
+    credential_of,
+    load_salt,
+    rate_limit_header_fields,
+)
 from tokenlens.sessions import ConversationIndex
 
 
@@ -39,14 +46,10 @@ class AgentWorkflows:
         if exchange is None or exchange.recorded or response is None or exchange.outcome is not None:
             return
         # Raw fields: mitmproxy's Headers mapping scans per key, which costs on every answer.
-        headers = rate_limit_headers(
-            (k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers.fields
-        )
+        headers = rate_limit_header_fields(response.headers.fields)
         if not headers and response.status_code != 429:
             return
         request = flow.request
-        request_headers = {
-            k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.headers.fields
-        }
+        request_headers = credential_header_fields(request.headers.fields)
         credential = credential_hash(self.salt, credential_of(request_headers, request.path))
         exchange.deferred.append(functools.partial(self.book.record, credential, headers))

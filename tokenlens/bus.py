@@ -3,13 +3,16 @@
     with bus.subscribe() as sub:
         message = sub.get(timeout=1.0)     # {"type": "call", "data": {...}} or None
 
-A subscriber that does not keep up loses messages (counted in `dropped`), never slows the publisher.
+A subscriber that does not keep up loses messages (counted in `dropped`), never slows the publisher. A
+subscriber may say which event types it wants (`subscribe(wants=...)`); `publish_lazy` builds an event's data
+only when some subscriber wants it.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -19,9 +22,10 @@ Message = dict[str, Any]
 class Subscription:
     """One subscriber's bounded queue of `{"type", "data"}` messages."""
 
-    def __init__(self, bus: EventBus, max_queue: int) -> None:
+    def __init__(self, bus: EventBus, max_queue: int, wants: Callable[[str], bool] | None = None) -> None:
         self._bus = bus
         self._queue: queue.Queue[Message] = queue.Queue(maxsize=max_queue)
+        self.wants = wants  # which event types it is sent (None: all); asked at each publish
         self.dropped = 0
         self.closed = False
 
@@ -71,16 +75,36 @@ class EventBus:
         self.dropped = 0
 
     def publish(self, type: str, data: dict[str, Any]) -> None:
-        """Send `{"type": type, "data": data}` to every subscriber; a full subscriber loses this message."""
-        message: Message = {"type": type, "data": data}
+        """Send `{"type": type, "data": data}` to every subscriber that wants it; a full one loses it."""
         self.published += 1
-        for sub in self._subscribers:  # an immutable snapshot: no lock needed to read it
+        receivers = self._receivers(type)
+        if receivers:
+            self._send(receivers, {"type": type, "data": data})
+
+    def publish_lazy(self, type: str, make: Callable[[], dict[str, Any]]) -> None:
+        """`publish(type, make())`, calling `make` only when a subscriber wants the event."""
+        self.published += 1
+        receivers = self._receivers(type)
+        if receivers:
+            self._send(receivers, {"type": type, "data": make()})
+
+    def wanted(self, type: str) -> bool:
+        """Whether any subscriber wants events of this type now."""
+        return bool(self._receivers(type))
+
+    def _receivers(self, type: str) -> list[Subscription]:
+        # An immutable snapshot: no lock needed to read it.
+        return [sub for sub in self._subscribers if sub.wants is None or sub.wants(type)]
+
+    def _send(self, receivers: list[Subscription], message: Message) -> None:
+        for sub in receivers:
             if not sub._offer(message):
                 with self._lock:
                     self.dropped += 1
 
-    def subscribe(self) -> Subscription:
-        sub = Subscription(self, self.max_queue)
+    def subscribe(self, wants: Callable[[str], bool] | None = None) -> Subscription:
+        """A new subscription, to every event type or to those `wants` accepts (asked at each publish)."""
+        sub = Subscription(self, self.max_queue, wants)
         with self._lock:
             self._subscribers = (*self._subscribers, sub)
         return sub

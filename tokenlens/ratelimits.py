@@ -53,6 +53,30 @@ def rate_limit_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
     return {k.lower(): v for k, v in headers if is_rate_limit_header(k)}
 
 
+_RAW_PREFIXES = tuple(prefix.encode() for prefix in PREFIXES)
+_RAW_RETRY_AFTER = RETRY_AFTER.encode()
+_RAW_CREDENTIAL_HEADERS = frozenset(name.encode() for name in CREDENTIAL_HEADERS)
+
+
+def rate_limit_header_fields(fields: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """`rate_limit_headers` of raw header fields decoded as Latin-1, decoding only the rate-limit ones."""
+    out: dict[str, str] = {}
+    for key, value in fields:
+        lower = key.lower()
+        if lower == _RAW_RETRY_AFTER or lower.startswith(_RAW_PREFIXES):
+            out[key.decode("latin-1").lower()] = value.decode("latin-1")
+    return out
+
+
+def credential_header_fields(fields: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """The headers `credential_of` reads, from raw header fields decoded as Latin-1 (lower-case names)."""
+    return {
+        key.decode("latin-1").lower(): value.decode("latin-1")
+        for key, value in fields
+        if key.lower() in _RAW_CREDENTIAL_HEADERS
+    }
+
+
 def load_salt(home: Path) -> bytes:
     """The per-installation salt of credential hashes (created once, mode 0600); random when unwritable."""
     path = home / SALT_FILE
@@ -146,24 +170,39 @@ def _int(value: str | None) -> int | None:
 
 def parse_limits(headers: Mapping[str, str], now: float) -> dict[str, dict[str, Any]]:
     """Limits by name (`requests`, `tokens`, `input-tokens`...): limit, remaining, reset as given, resets_at."""
+    limits = _limits(headers, now)
+    for item in limits.values():
+        item["resets_at"] = _resets_at_text(item)
+    return limits
+
+
+def _resets_at_text(item: Mapping[str, Any]) -> str | None:
+    when = item["_resets_at"]
+    return iso_utc(when) if when is not None else None
+
+
+def _limits(headers: Mapping[str, str], now: float) -> dict[str, dict[str, Any]]:
+    """`parse_limits` with `resets_at` left None: the book keeps these per call and writes the time as text
+    (`_resets_at_text`) only when it is shown."""
     raw: dict[str, dict[str, str]] = {}
     for name, value in headers.items():
         lower = name.lower()
-        if m := _OPENAI.match(lower):
-            raw.setdefault(m.group(2), {})[m.group(1)] = value
-        elif m := _ANTHROPIC.match(lower):
+        if lower.startswith("x-ratelimit-"):
+            if m := _OPENAI.match(lower):
+                raw.setdefault(m.group(2), {})[m.group(1)] = value
+        elif lower.startswith("anthropic-ratelimit-") and (m := _ANTHROPIC.match(lower)):
             raw.setdefault(m.group(1), {})[m.group(2)] = value
     out: dict[str, dict[str, Any]] = {}
     for name, values in sorted(raw.items()):
         limit, remaining = _int(values.get("limit")), _int(values.get("remaining"))
-        when = reset_at(values["reset"], now) if values.get("reset") else None
+        reset = values.get("reset")
         out[name] = {
             "limit": limit,
             "remaining": remaining,
             "remaining_share": round(remaining / limit, 4) if limit and remaining is not None else None,
-            "reset": values.get("reset"),
-            "resets_at": iso_utc(when) if when is not None else None,
-            "_resets_at": when,
+            "reset": reset,
+            "resets_at": None,
+            "_resets_at": reset_at(reset, now) if reset else None,
         }
     return out
 
@@ -211,7 +250,7 @@ class RateLimitBook:
     ) -> list[dict[str, Any]]:
         """Take in one answer's headers; returns the alerts it raised (also queued for publishing)."""
         now = time.time() if now is None else now
-        limits = parse_limits(headers, now)
+        limits = _limits(headers, now)
         retry = retry_after_s(headers.get(RETRY_AFTER), now)
         alerts: list[dict[str, Any]] = []
         with self._lock:
@@ -240,7 +279,7 @@ class RateLimitBook:
                         "limit_value": item["limit"],
                         "remaining": item["remaining"],
                         "remaining_share": share,
-                        "resets_at": item["resets_at"],
+                        "resets_at": _resets_at_text(item),
                         "message": f"{provider} {name} rate limit: {item['remaining']} of {item['limit']} left "
                         f"(under {round(self.low * 100)}%) for credential {credential}",
                     }
@@ -282,7 +321,11 @@ class RateLimitBook:
                     "credential": s.credential,
                     "updated": iso_utc(s.updated) if s.updated else None,
                     "limits": {
-                        n: {k: v for k, v in i.items() if not k.startswith("_")} for n, i in s.limits.items()
+                        n: {
+                            **{k: v for k, v in i.items() if not k.startswith("_")},
+                            "resets_at": _resets_at_text(i),
+                        }
+                        for n, i in s.limits.items()
                     },
                     "low": sorted(
                         n

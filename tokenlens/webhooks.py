@@ -181,10 +181,14 @@ class WebhookDispatcher:
     # ------------------------------------------------------------------------------------------ life cycle
 
     def start(self) -> WebhookDispatcher:
-        self._sub = self.bus.subscribe()
+        self._sub = self.bus.subscribe(wants=self.wants)
         self._reader = threading.Thread(target=self._read, name="tokenlens-webhooks", daemon=True)
         self._reader.start()
         return self
+
+    def wants(self, event: str) -> bool:
+        """Whether a configured hook chose `event`: the bus sends (and builds) only those events."""
+        return any(event in hook.events for hook in self.hooks())
 
     def stop(self, timeout: float = 2.0) -> None:
         self._stopped.set()

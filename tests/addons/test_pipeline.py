@@ -1,10 +1,23 @@
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from typing import Any
+
+import pytest
+from mitmproxy import exceptions, hooks
+from mitmproxy.proxy.layers.http import HttpRequestHook, HttpResponseHook
+from mitmproxy.test import taddons, tflow
+
+import tokenlens.addons
 from tokenlens.addons import TokenLens
 from tokenlens.addons.broadcast import Broadcaster
 from tokenlens.app import AppDeps
 
 
 def test_stages_run_in_the_order_of_spec_section_6(deps: AppDeps) -> None:
-    names = [a.name for a in TokenLens(deps, Broadcaster(deps.bus)).addons]
+    names = [a.name for a in TokenLens(deps, Broadcaster(deps.bus)).stages]
     assert names == [
         "tokenlens.config",
         "tokenlens.ingress",
@@ -21,4 +34,116 @@ def test_stages_run_in_the_order_of_spec_section_6(deps: AppDeps) -> None:
         "tokenlens.recorder",
         "tokenlens.broadcast",
     ]
-    assert len(set(names)) == len(names)  # mitmproxy refuses duplicate addon names
+    assert len(set(names)) == len(names)
+
+
+def test_every_hook_of_every_stage_is_dispatched(deps: AppDeps) -> None:
+    parent = TokenLens(deps, Broadcaster(deps.bus))
+    assert not hasattr(parent, "addons"), "mitmproxy would walk the stages itself and call them twice"
+    for event in hooks.all_hooks:
+        expected = [getattr(s, event) for s in parent.stages if callable(getattr(s, event, None))]
+        assert list(parent.hooks.get(event, ())) == expected, event
+        assert hasattr(parent, event) == bool(expected), event
+
+
+class Stage:
+    """A stage that logs its calls; `awaits` makes its request hook return a coroutine (like the gates)."""
+
+    def __init__(self, name: str, log: list[str], *, awaits: bool = False, fails: bool = False) -> None:
+        self.name = name
+        self.log = log
+        self.awaits = awaits
+        self.fails = fails
+
+    def request(self, flow: Any) -> Awaitable[None] | None:
+        self.log.append(f"{self.name}.request")
+        if self.fails:
+            raise RuntimeError(f"{self.name} failed")
+        return self._later() if self.awaits else None
+
+    async def _later(self) -> None:
+        await asyncio.sleep(0)
+        self.log.append(f"{self.name}.request awaited")
+
+    def response(self, flow: Any) -> None:
+        self.log.append(f"{self.name}.response")
+        if self.fails:
+            raise exceptions.AddonHalt()
+
+    async def running(self) -> None:
+        await asyncio.sleep(0)
+        self.log.append(f"{self.name}.running")
+
+    def done(self) -> None:
+        self.log.append(f"{self.name}.done")
+
+
+class Nested:
+    """What mitmproxy was given before: a parent whose `.addons` it walks itself."""
+
+    name = "nested"
+
+    def __init__(self, stages: list[object]) -> None:
+        self.addons = stages
+
+
+def _stages(log: list[str]) -> list[object]:
+    return [
+        Stage("a", log),
+        Stage("b", log, awaits=True),
+        Stage("c", log),
+        Stage("d", log, fails=True),
+        Stage("e", log),
+    ]
+
+
+async def _run(parent: object) -> None:
+    """Events as the proxy fires them, through mitmproxy's own addon manager."""
+    with taddons.context(parent, loadcore=False) as tctx:
+        manager = tctx.master.addons
+        flow = tflow.tflow(resp=True)
+        await manager.trigger_event(hooks.RunningHook())
+        await manager.trigger_event(HttpRequestHook(flow))
+        await manager.trigger_event(HttpResponseHook(flow))
+        await manager.trigger_event(hooks.DoneHook())
+
+
+def test_dispatch_matches_mitmproxy_walking_the_stages(
+    deps: AppDeps, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    nested_log: list[str] = []
+    flat_log: list[str] = []
+    monkeypatch.setattr(tokenlens.addons, "pipeline", lambda deps, broadcaster: _stages(flat_log))
+    flat = TokenLens(deps, Broadcaster(deps.bus))
+    errors: dict[str, list[str]] = {}
+
+    async def both() -> None:
+        for name, parent in (("nested", Nested(_stages(nested_log))), ("flat", flat)):
+            caplog.clear()
+            await _run(parent)
+            errors[name] = [r.getMessage() for r in caplog.records]
+
+    with caplog.at_level(logging.ERROR):
+        asyncio.run(both())
+    # mitmproxy walking the stages itself ends an event at the first failing stage; the dispatcher logs the
+    # failure the same way and runs the later stages (e.request), so a failing stage cannot keep a call from
+    # being recorded. AddonHalt ends the event in both (silently). Awaited in order in both.
+    assert nested_log == [
+        *("a.running", "b.running", "c.running", "d.running", "e.running"),
+        *("a.request", "b.request", "b.request awaited", "c.request", "d.request"),
+        *("a.response", "b.response", "c.response", "d.response"),
+        *("a.done", "b.done", "c.done", "d.done", "e.done"),
+    ]
+    assert flat_log == [
+        *("a.running", "b.running", "c.running", "d.running", "e.running"),
+        *("a.request", "b.request", "b.request awaited", "c.request", "d.request", "e.request"),
+        *("a.response", "b.response", "c.response", "d.response"),
+        *("a.done", "b.done", "c.done", "d.done", "e.done"),
+    ]
+    assert errors["flat"] == errors["nested"] == ["Addon error: d failed"]
+
+
+def test_mitmproxy_sees_one_addon(deps: AppDeps) -> None:
+    with taddons.context(loadcore=False) as tctx:
+        tctx.master.addons.add(TokenLens(deps, Broadcaster(deps.bus)))
+        assert list(tctx.master.addons.lookup) == ["tokenlens"]

@@ -7,7 +7,7 @@ from mitmproxy.test import taddons
 from mitm_helpers import gateway_flow
 from tokenlens.addons._flowstate import exchange_of
 from tokenlens.addons.ingress import Ingress
-from tokenlens.addons.recorder import Recorder
+from tokenlens.addons.recorder import KEPT_RESPONSE_HEADERS, Recorder, kept_headers
 from tokenlens.app import AppDeps
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}
@@ -62,3 +62,23 @@ def test_flows_that_are_not_provider_calls_are_ignored(deps: AppDeps) -> None:
     assert exchange_of(flow) is None
     assert deps.writer.flush()
     assert deps.store.list_calls()[0] == []
+
+
+def test_kept_headers_are_what_the_headers_mapping_gives() -> None:
+    headers = http.Headers(
+        [
+            (b"X-Request-Id", b"req-1"),
+            (b"Content-Type", b"application/json"),
+            (b"x-other", b"o"),
+            (b"x-request-id", b"req-2"),
+            (b"content-encoding", b"caf\xc3\xa9 \xff"),
+        ]
+    )
+    expected = {k: headers[k] for k in KEPT_RESPONSE_HEADERS if k in headers}
+    assert kept_headers(headers) == expected
+    assert list(kept_headers(headers).items()) == [
+        ("content-type", "application/json"),
+        ("content-encoding", "café \udcff"),
+        ("x-request-id", "req-1, req-2"),
+    ]
+    assert kept_headers(http.Headers([(b"x-other", b"o")])) == {}

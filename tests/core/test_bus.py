@@ -88,3 +88,27 @@ def test_concurrent_publishers_and_subscription_churn() -> None:
     for n in range(4):  # each publisher's messages arrive in its order
         assert [i for p, i in received if p == n] == list(range(5000))
     assert bus.subscriber_count == 1
+
+
+def test_a_subscriber_gets_only_the_types_it_wants_and_lazy_data_is_built_only_for_one() -> None:
+    bus = EventBus()
+    built: list[str] = []
+
+    def make(name: str) -> dict[str, str]:
+        built.append(name)
+        return {"id": name}
+
+    with bus.subscribe(wants=lambda kind: kind == "alert") as alerts:
+        bus.publish_lazy("call", lambda: make("c1"))
+        bus.publish("call", {"id": "c2"})
+        assert built == [] and not bus.wanted("call") and bus.wanted("alert")
+        bus.publish_lazy("alert", lambda: make("a1"))
+        assert built == ["a1"]
+        assert alerts.get(timeout=0) == {"type": "alert", "data": {"id": "a1"}}
+        assert alerts.get(timeout=0) is None
+        with bus.subscribe() as everything:
+            bus.publish_lazy("call", lambda: make("c3"))
+            assert everything.get(timeout=0) == {"type": "call", "data": {"id": "c3"}}
+            assert alerts.get(timeout=0) is None
+    assert built == ["a1", "c3"]
+    assert bus.published == 4 and bus.dropped == 0

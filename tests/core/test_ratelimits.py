@@ -8,9 +8,11 @@ from typing import Any
 from tokenlens.ratelimits import (
     RateLimitBook,
     credential_hash,
+    credential_header_fields,
     credential_of,
     load_salt,
     parse_limits,
+    rate_limit_header_fields,
     rate_limit_headers,
     reset_at,
 )
@@ -41,6 +43,14 @@ def test_parses_openai_and_anthropic_headers() -> None:
     )
     assert anthropic["input-tokens"]["remaining"] == 10
     assert anthropic["input-tokens"]["resets_at"] == "2027-01-15T08:00:00.000Z"
+    assert list(anthropic["input-tokens"]) == [
+        "limit",
+        "remaining",
+        "remaining_share",
+        "reset",
+        "resets_at",
+        "_resets_at",
+    ]
     assert reset_at("6ms", NOW) == NOW + 0.006 and reset_at("2", NOW) == NOW + 2
 
 
@@ -49,6 +59,29 @@ def test_only_rate_limit_headers_are_kept() -> None:
         [("X-RateLimit-Limit-Tokens", "5"), ("Retry-After", "3"), ("Authorization", "k")]
     )
     assert kept == {"x-ratelimit-limit-tokens": "5", "retry-after": "3"}
+
+
+def test_raw_header_fields_give_what_the_decoded_headers_give() -> None:
+    fields = [
+        (b"X-RateLimit-Limit-Tokens", b"5"),
+        (b"content-type", b"application/json"),
+        (b"Retry-After", b"3"),
+        (b"anthropic-ratelimit-requests-remaining", b"7"),
+        (b"x-ratelimit-limit-tokens", b"6"),
+        (b"Authorization", b"Bearer k1"),
+        (b"X-Api-Key", b"k2"),
+        (b"x-\xe9ratelimit", b"\xe9"),
+    ]
+    decoded = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in fields]
+    assert rate_limit_header_fields(fields) == rate_limit_headers(decoded)
+    assert rate_limit_header_fields(fields) == {
+        "x-ratelimit-limit-tokens": "6",
+        "retry-after": "3",
+        "anthropic-ratelimit-requests-remaining": "7",
+    }
+    credentials = credential_header_fields(fields)
+    assert credentials == {"authorization": "Bearer k1", "x-api-key": "k2"}
+    assert credential_of(credentials) == credential_of({k.lower(): v for k, v in decoded}) == "k1"
 
 
 def test_credential_hash_never_contains_the_key(tmp_path: Path) -> None:

@@ -127,3 +127,17 @@ def test_hanging_receiver_slows_nothing(receivers: list[Receiver]) -> None:
     assert text.startswith("TokenLens alert: spend today $0.00 crossed the daily threshold $1.00")
     assert "x-tokenlens-signature" not in {k.lower() for k in healthy.requests[0]["headers"]}
     assert timed_out and timed_out[0]["outcome"] == "retrying" and "Timeout" in timed_out[0]["error"]
+
+
+def test_the_bus_sends_the_dispatcher_only_events_a_hook_chose() -> None:
+    bus = EventBus()
+    hooks: list[Webhook] = []
+    dispatcher = WebhookDispatcher(bus, lambda: hooks)
+    assert not dispatcher.wants("call") and not dispatcher.wants("alert")
+    hooks.append(Webhook(url="http://127.0.0.1:9/hook", events=("alert",)))
+    assert dispatcher.wants("alert") and not dispatcher.wants("call")
+    dispatcher.start()
+    try:
+        assert bus.wanted("alert") and not bus.wanted("call")
+    finally:
+        dispatcher.stop()
