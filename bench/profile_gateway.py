@@ -7,7 +7,8 @@ with the /proxy rewrite (bench/mitm_rewrite.py) and `tokenlens daemon` on 127.0.
 keep-alive non-streaming chat completions (wrk, else the asyncio generator) while
 `py-spy record --gil --threads` samples it, and prints milliseconds of GIL per request:
 - per thread (mitmproxy's event loop, the record writer, ...);
-- per addon hook on the event loop (the frame right under mitmproxy's `AddonManager.invoke_addon`);
+- per addon hook on the event loop (the frame right under mitmproxy's `AddonManager.invoke_addon`, or under
+  TokenLens' dispatcher for its stages);
 - per step of the record writer (the frames under `RecordWriter._process`);
 - the heaviest functions (inclusive) of TokenLens' own code.
 
@@ -80,6 +81,13 @@ def breakdown(stacks: list[tuple[list[str], int]], rate: float, requests: int) -
         for i, f in enumerate(frames):
             if f.startswith("AddonManager.invoke_addon"):
                 nxt = frames[i + 1] if i + 1 < len(frames) else "(self)"
+                below = i + 2
+                while nxt.startswith(
+                    ("sync_dispatcher.", "async_dispatcher.", "_await_then_rest (", "_call (", "_wait (")
+                ):
+                    # TokenLens' own dispatcher: the stage's hook is further down
+                    nxt = frames[below] if below < len(frames) else "TokenLens dispatch (self)"
+                    below += 1
                 if nxt.startswith("AddonManager._iter_hooks"):
                     nxt = "mitmproxy: finding the hooks (_iter_hooks)"
                 elif nxt.startswith("Hook.args"):
