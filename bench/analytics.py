@@ -16,14 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from dashboard import fill
+from dashboard import api_client, fill
 
-from tokenlens.app import AppDeps, SettingsHolder
-from tokenlens.bus import EventBus
-from tokenlens.config import parse_settings
 from tokenlens.records import CallRecord
 from tokenlens.store import RecordWriter, open_store
-from tokenlens.web import create_app
 
 ENDPOINTS = [
     "/api/usage/kpi",
@@ -57,15 +53,7 @@ def main() -> None:
             f"({args.calls / fill_s:,.0f} calls/s); {rollup_rows:,} hourly rollup rows; store {store.kind}"
         )
         writer: RecordWriter[CallRecord] = RecordWriter(store, lambda r: r)
-        deps = AppDeps(
-            settings=SettingsHolder(parse_settings({"timezone": "UTC", "budgets": {"monthly_usd": 50000}})),
-            store=store,
-            writer=writer,
-            bus=EventBus(),
-            home=home,
-            config_path=home / "config.yaml",
-        )
-        client = create_app(deps, {"TESTING": True}).test_client()
+        client = api_client(store, writer, home)
         print(f"{'endpoint':34} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
         for path in ENDPOINTS:
             times = []

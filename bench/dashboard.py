@@ -225,6 +225,19 @@ def fill(store: Store, calls: int, days: int, batch: int = 20_000) -> float:
     return time.perf_counter() - begun
 
 
+def api_client(store: Store, writer: RecordWriter[CallRecord], home: Path, timezone: str = "UTC") -> Any:
+    """A Flask test client of the dashboard's API over `store` (a $50,000 monthly budget, for the gauges)."""
+    deps = AppDeps(
+        settings=SettingsHolder(parse_settings({"timezone": timezone, "budgets": {"monthly_usd": 50000}})),
+        store=store,
+        writer=writer,
+        bus=EventBus(),
+        home=home,
+        config_path=home / "config.yaml",
+    )
+    return create_app(deps, {"TESTING": True}).test_client()
+
+
 @contextmanager
 def home_dir(keep: str | None) -> Iterator[Path]:
     if keep:
@@ -279,17 +292,7 @@ def main() -> None:
         if args.explain:
             explain(store)
         writer: RecordWriter[CallRecord] = RecordWriter(store, lambda r: r)
-        deps = AppDeps(
-            settings=SettingsHolder(
-                parse_settings({"timezone": args.timezone, "budgets": {"monthly_usd": 50000}})
-            ),
-            store=store,
-            writer=writer,
-            bus=EventBus(),
-            home=home,
-            config_path=home / "config.yaml",
-        )
-        client = create_app(deps, {"TESTING": True}).test_client()
+        client = api_client(store, writer, home, args.timezone)
         first = client.get("/api/calls?limit=50").get_json()
         values = {"cursor": first["next"], "call_id": first["calls"][7]["id"]}
         p50: dict[str, float] = {}
