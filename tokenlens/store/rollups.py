@@ -95,6 +95,16 @@ def add_row(into: Row, other: Row) -> None:
         into[name] = into.get(name, 0.0) + value
 
 
+def add_vector(table: dict[tuple[Any, ...], list[float]], key: tuple[Any, ...], vector: list[float]) -> None:
+    """Add `vector` to the row of `table` at `key` (a copy of it when the row is new)."""
+    row = table.get(key)
+    if row is None:
+        table[key] = list(vector)
+    else:
+        for i, value in enumerate(vector):
+            row[i] += value
+
+
 # ---------------------------------------------------------------------------------------------- writes
 
 
@@ -156,21 +166,10 @@ def accumulate(
         bucket = floor_hour(r.ts)
         inc = _increments(r)
         key = (bucket, r.source or "unknown", r.model or "", r.provider)
-        row = hourly.get(key)
-        if row is None:
-            hourly[key] = inc
-        else:
-            for i, value in enumerate(inc):
-                row[i] += value
+        add_vector(hourly, key, inc)
         tag_inc = [1, r.cost_usd or 0.0, r.input_tokens, r.output_tokens]
         for tag_key, tag_value in _tag_pairs(r.tags):
-            tkey = (bucket, tag_key, tag_value)
-            trow = tagged.get(tkey)
-            if trow is None:
-                tagged[tkey] = list(tag_inc)
-            else:
-                for i, value in enumerate(tag_inc):
-                    trow[i] += value
+            add_vector(tagged, (bucket, tag_key, tag_value), tag_inc)
     return hourly, tagged
 
 
@@ -211,12 +210,7 @@ def add_to_rollups(db: pw.Database, records: Iterable[CallRecord]) -> None:
             (per_source, (bucket, source)),
             (per_day, (bucket // DAY * DAY, source, model, provider)),
         ):
-            row = target.get(key)
-            if row is None:
-                target[key] = list(values)
-            else:
-                for i, value in enumerate(values):
-                    row[i] += value
+            add_vector(target, key, values)
     _upsert(db, HOURLY_TABLE, HOURLY_KEY, MEASURES, hourly)
     _upsert(db, SOURCE_TABLE, SOURCE_KEY, MEASURES, per_source)
     _upsert(db, DAILY_TABLE, DAILY_KEY, MEASURES, per_day)
@@ -701,13 +695,7 @@ def write_increments(db: pw.Database, increments: Increments, rollups: Sequence[
                 if name in position:
                     vector[position[name]] = value
             hourly[key] = vector
-            day_key = (key[0] // DAY * DAY, *key[1:])
-            found = daily.get(day_key)
-            if found is None:
-                daily[day_key] = list(vector)
-            else:
-                for i, value in enumerate(vector):
-                    found[i] += value
+            add_vector(daily, (key[0] // DAY * DAY, *key[1:]), vector)
         _upsert(db, rollup.hourly, ("bucket", *rollup.dims), measures, hourly)
         _upsert(db, rollup.daily, ("day", *rollup.dims), measures, daily)
 
