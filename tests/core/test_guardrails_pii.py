@@ -132,3 +132,9 @@ def test_keyword_secret_values_are_found_after_any_spelling_of_the_keyword() -> 
         [match] = find_pii(PROSE * 50 + text + " " + PROSE * 50)
         start = len(PROSE) * 50 + text.index(value)
         assert (match.rule, match.start, match.end) == ("pii.secret", start, start + len(value))
+
+
+def test_addresses_close_together_are_each_found() -> None:
+    text = "hosts 2001:db8::1:2:3, fe80::1:2:3 and 1::2:3:4:5:6:7 (IPv6), 10.0.0.7 / 10.0.0.8"
+    found = [text[m.start : m.end] for m in find_pii(text)]
+    assert found == ["2001:db8::1:2:3", "fe80::1:2:3", "1::2:3:4:5:6:7", "10.0.0.7", "10.0.0.8"]

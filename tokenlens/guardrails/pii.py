@@ -318,7 +318,13 @@ def _ipv6_hints(text: str) -> Iterator[re.Match[str]]:
 def _ips(text: str) -> Iterator[Match]:
     """IPv6 (IPv4 comes out of the digit runs in `_numbers`)."""
     for hint in _ipv6_hints(text):
-        m = _IPV6.search(text, max(0, hint.start() - 40), hint.end() + 40)
+        # the address around this hint (not the first one in reach: two addresses can sit within 40 characters)
+        around = (
+            m
+            for m in _IPV6.finditer(text, max(0, hint.start() - 40), hint.end() + 40)
+            if m.start(1) <= hint.start() < m.end(1)
+        )
+        m = next(around, None)
         if m is not None:
             candidate = m.group(1)
             if candidate.count(":") < 2:
