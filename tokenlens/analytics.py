@@ -456,28 +456,7 @@ def recommendations(
                     "link": "/api/calls?" + urlencode({"source": source, "model": model}),
                 }
             )
-        limited = row["maxtok_calls"]
-        if limited >= OVERALLOCATION_MIN_CALLS and row["maxtok_sum"] > 0:
-            utilisation = row["maxtok_output_tokens"] / row["maxtok_sum"]
-            if utilisation < OVERALLOCATION_UTILISATION:
-                found.append(
-                    {
-                        "kind": "output_overallocation",
-                        "source": source,
-                        "model": model,
-                        "title": f"Lower max_tokens for {source} on {model}",
-                        # billed on actual output: the gain is budget headroom (reservations), not spend
-                        "saving_usd_month": 0.0,
-                        "evidence": {
-                            "calls": _int(limited),
-                            "avg_max_tokens": round(row["maxtok_sum"] / limited, 1),
-                            "avg_output_tokens": round(row["maxtok_output_tokens"] / limited, 1),
-                            "utilisation": round(utilisation, 4),
-                            "days": days,
-                        },
-                        "link": "/api/calls?" + urlencode({"source": source, "model": model}),
-                    }
-                )
+    found.extend(_overallocation_advice(store, days, tz))
     found.extend(_token_intelligence_advice(store, days, tz, pricer, groups, scale))
     found.sort(key=lambda r: (-r["saving_usd_month"], r["kind"], r["source"] or "", r["model"] or ""))
     return {"days": days, "recommendations": found}
@@ -524,6 +503,35 @@ def _right_sizing_advice(
                 },
                 "link": "/api/usage/compare?"
                 + urlencode({"from_model": model, "to_model": to_model, "source": source, "days": days}),
+            }
+        )
+    return found
+
+
+def _overallocation_advice(store: Store, days: int, tz: tzinfo) -> list[dict[str, Any]]:
+    """Lower-max_tokens advice from the `/output-efficiency` view (the same calls and figures), for a source and
+    model with enough calls that use under OVERALLOCATION_UTILISATION of what they ask for."""
+    from tokenlens import insights
+
+    found: list[dict[str, Any]] = []
+    for item in insights.output_efficiency(store, days, tz)["items"]:
+        if item["calls"] < OVERALLOCATION_MIN_CALLS or item["utilisation"] >= OVERALLOCATION_UTILISATION:
+            continue
+        source, model = item["source"], item["model"]
+        found.append(
+            {
+                "kind": "output_overallocation",
+                "source": source,
+                "model": model,
+                "title": f"Lower max_tokens for {source} on {model}",
+                # billed on actual output: the gain is budget headroom (reservations), not spend
+                "saving_usd_month": 0.0,
+                "evidence": {
+                    **{k: item[k] for k in ("calls", "avg_max_tokens", "avg_output_tokens", "utilisation")},
+                    "suggested_max_tokens": item["suggested_max_tokens"],
+                    "days": days,
+                },
+                "link": "/api/calls?" + urlencode({"source": source, "model": model}),
             }
         )
     return found

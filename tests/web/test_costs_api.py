@@ -322,6 +322,14 @@ def test_recommendations(client: FlaskClient, loaded: tuple[date, list[dict[str,
         beta_waste * PRICES["claude-haiku-4-5"]["input"] / 1e6
     )
     assert recs[2]["evidence"]["utilisation"] == pytest.approx(200 / 4096, abs=1e-4)
+    # the same calls and figures as the output-efficiency view
+    (view,) = [
+        i
+        for i in client.get("/api/usage/output-efficiency").get_json()["items"]
+        if (i["source"], i["model"]) == ("alpha", recs[2]["model"])
+    ]
+    assert recs[2]["evidence"]["calls"] == view["calls"] == len(alpha)
+    assert recs[2]["evidence"]["suggested_max_tokens"] == view["suggested_max_tokens"]
 
 
 def test_digest(client: FlaskClient, loaded: tuple[date, list[dict[str, Any]]]) -> None:
