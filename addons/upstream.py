@@ -25,7 +25,7 @@ from tokenlens.encoding import StreamDecoder, stream_decoder
 from tokenlens.exchange import Exchange
 from tokenlens.providers import SECRET_HEADERS
 from tokenlens.routing import HOP_HEADERS, RequestParts
-from tokenlens.usage import is_usage_only_chunk
+from tokenlens.usage import is_usage_only_chunk, split_events
 
 USAGE_INJECTION_KINDS = frozenset({"chat", "completions"})
 # With include_usage, every chunk carries `"usage": null`. Quotes inside JSON strings are escaped, so an
@@ -76,27 +76,15 @@ class UsageChunkStripper(StreamTap):
             return [rest] if rest else []
         self.keep(data)
         self.exchange.chunks.append(data)
-        buffer = self.pending + data
-        out: list[bytes] = []
-        start = 0
-        while True:
-            end = _event_end(buffer, start)
-            if end < 0:
-                break
-            event = buffer[start:end]
-            if not _is_usage_event(event):
-                out.append(_USAGE_NULL.sub(b"", event) if b'"usage"' in event else event)
-            start = end
-        self.pending = buffer[start:]
+        events, self.pending = split_events(self.pending + data)
+        out = [
+            _USAGE_NULL.sub(b"", event) if b'"usage"' in event else event
+            for event in events
+            if not _is_usage_event(event)
+        ]
         if len(out) == 1:
             return out[0]
         return b"".join(out) if out else []
-
-
-def _event_end(buffer: bytes, start: int) -> int:
-    """Index just past the first complete SSE event at or after start, or -1."""
-    ends = [i + len(sep) for sep in (b"\n\n", b"\r\n\r\n") if (i := buffer.find(sep, start)) >= 0]
-    return min(ends) if ends else -1
 
 
 def _is_usage_event(event: bytes) -> bool:

@@ -382,6 +382,19 @@ _ANTHROPIC_DELTA_TEXT = {
 }
 
 
+def split_events(buffer: bytes) -> tuple[list[bytes], bytes]:
+    """The complete SSE events at the start of `buffer` (each with its blank line), and the incomplete rest."""
+    events: list[bytes] = []
+    start = 0
+    while True:
+        ends = [i + len(sep) for sep in (b"\n\n", b"\r\n\r\n") if (i := buffer.find(sep, start)) >= 0]
+        if not ends:
+            return events, buffer[start:]
+        end = min(ends)
+        events.append(buffer[start:end])
+        start = end
+
+
 class StreamParser:
     """Incremental parser of one streamed answer: ``feed`` raw decoded chunks as they arrive, then
     ``summary()`` (which may be called at any time, also on a cut stream).

@@ -673,3 +673,14 @@ def test_large_stream_is_linear() -> None:
     elapsed = time.perf_counter() - t0
     assert s.complete and s.output_text == "tok " * 10_000
     assert elapsed < 5.0
+
+
+def test_split_events_keeps_the_incomplete_rest() -> None:
+    from tokenlens.usage import split_events
+
+    buffer = b"data: 1\n\ndata: 2\r\n\r\nevent: x\ndata: 3\n\ndata: 4"
+    assert split_events(buffer) == (
+        [b"data: 1\n\n", b"data: 2\r\n\r\n", b"event: x\ndata: 3\n\n"],
+        b"data: 4",
+    )
+    assert split_events(b"") == ([], b"")

@@ -24,7 +24,7 @@ from typing import Any
 from tokenlens.config import Guardrails
 from tokenlens.guardrails.engine import Finding, Placeholders, compile_rules, text_matches
 from tokenlens.providers import error_body
-from tokenlens.usage import StreamParser
+from tokenlens.usage import StreamParser, split_events
 
 WINDOW = 512  # characters of earlier text kept so a match split across chunks is still seen
 HOLD_MAX = 256  # characters of text held back at most (a long word or number is released past this)
@@ -234,20 +234,13 @@ class StreamGuard:
             if blocking and self.holding:
                 return self._stop(blocking)
             return data
-        buffer = self.pending + data
-        out: list[bytes] = []
-        start = 0
-        while True:
-            end = _event_end(buffer, start)
-            if end < 0:
-                break
-            stop = self._hold(buffer[start:end])
+        events, self.pending = split_events(self.pending + data)
+        for event in events:
+            stop = self._hold(event)
             if stop is not None:
-                out.append(stop)
                 self.pending = b""
-                return b"".join(out)
-            start = end
-        self.pending = buffer[start:]
+                return stop
+        out: list[bytes] = []
         safe = self._text_seen() - hold_back(self.window)
         if self.growing_from is not None:
             safe = min(safe, self.growing_from)
@@ -333,8 +326,3 @@ def _replace_in_strings(event: bytes, value: str, placeholder: str) -> bytes:
     repeated at the end of a stream)."""
     rewritten = _rewrite_strings(event, lambda s: s.replace(value, placeholder) if value in s else None)
     return rewritten if rewritten is not None else event
-
-
-def _event_end(buffer: bytes, start: int) -> int:
-    ends = [i + len(sep) for sep in (b"\n\n", b"\r\n\r\n") if (i := buffer.find(sep, start)) >= 0]
-    return min(ends) if ends else -1
