@@ -20,13 +20,12 @@ from genai_prices import Usage as GpUsage
 from genai_prices import calc_price
 from prometheus_client.parser import text_string_to_metric_families
 
+from harness.deps import app_deps
 from published_prices import PRICES, expected_cost
 from tokenlens.alerts import CostWatcher
-from tokenlens.app import AppDeps, SettingsHolder
-from tokenlens.bus import EventBus
+from tokenlens.app import AppDeps
 from tokenlens.config import parse_settings
 from tokenlens.records import CallRecord
-from tokenlens.store import RecordWriter, open_store
 from tokenlens.web import create_app
 
 HISTORY_DAYS = 40
@@ -95,27 +94,9 @@ def day_of(line: dict[str, Any]) -> date:
 
 @pytest.fixture
 def deps(tmp_path: Path) -> Iterator[AppDeps]:
-    store = open_store(None, tmp_path)
-    writer: RecordWriter[CallRecord] = RecordWriter(store, lambda r: r)
-    made = AppDeps(
-        settings=SettingsHolder(
-            parse_settings(
-                {
-                    "timezone": "UTC",
-                    "budgets": {"monthly_usd": 1.0},
-                    "alerts": {"daily_cost_threshold": 0.05},
-                }
-            )
-        ),
-        store=store,
-        writer=writer,
-        bus=EventBus(),
-        home=tmp_path,
-        config_path=tmp_path / "config.yaml",
-    )
-    yield made
-    writer.stop()
-    store.close()
+    settings = {"timezone": "UTC", "budgets": {"monthly_usd": 1.0}, "alerts": {"daily_cost_threshold": 0.05}}
+    with app_deps(tmp_path, parse_settings(settings)) as made:
+        yield made
 
 
 @pytest.fixture

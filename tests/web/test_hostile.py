@@ -11,11 +11,9 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tokenlens.app import AppDeps, SettingsHolder
-from tokenlens.bus import EventBus
+from harness.deps import app_deps
+from tokenlens.app import AppDeps
 from tokenlens.config import parse_settings
-from tokenlens.records import CallRecord
-from tokenlens.store import RecordWriter, open_store
 from tokenlens.web import create_app
 
 STATE_CHANGING = ("POST", "PUT", "PATCH", "DELETE")
@@ -24,18 +22,8 @@ EVIL_ORIGINS = ["http://evil.example", "https://evil.example:8420", "null", "htt
 
 @pytest.fixture
 def deps(tmp_path: Path) -> Iterator[AppDeps]:
-    store = open_store(None, tmp_path)
-    writer: RecordWriter[CallRecord] = RecordWriter(store, lambda r: r)
-    yield AppDeps(
-        settings=SettingsHolder(parse_settings({})),
-        store=store,
-        writer=writer,
-        bus=EventBus(),
-        home=tmp_path,
-        config_path=tmp_path / "config.yaml",
-    )
-    writer.stop()
-    store.close()
+    with app_deps(tmp_path, parse_settings({})) as made:
+        yield made
 
 
 @pytest.fixture

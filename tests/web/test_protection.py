@@ -8,11 +8,9 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from tokenlens.app import AppDeps, SettingsHolder
-from tokenlens.bus import EventBus
+from harness.deps import app_deps
+from tokenlens.app import AppDeps
 from tokenlens.config import parse_settings
-from tokenlens.records import CallRecord
-from tokenlens.store import RecordWriter, open_store
 from tokenlens.web import create_app
 from tokenlens.web.protection import same_origin, split_host
 
@@ -23,19 +21,9 @@ IMPORT_LINE = (
 
 @pytest.fixture
 def deps(tmp_path: Path) -> Iterator[AppDeps]:
-    store = open_store(None, tmp_path)
-    writer: RecordWriter[CallRecord] = RecordWriter(store, lambda r: r)
     settings = parse_settings({"server": {"allowed_hosts": ["tokenlens.internal", ".corp.example"]}})
-    yield AppDeps(
-        settings=SettingsHolder(settings),
-        store=store,
-        writer=writer,
-        bus=EventBus(),
-        home=tmp_path,
-        config_path=tmp_path / "config.yaml",
-    )
-    writer.stop()
-    store.close()
+    with app_deps(tmp_path, settings) as made:
+        yield made
 
 
 @pytest.fixture
