@@ -2,11 +2,18 @@
 
 `Metrics.observe` is a `deps.record_listeners` callable (runs in the writer thread, only updates counters in
 memory). Each app gets its own `CollectorRegistry`, so several apps in one process never collide.
+
+Label sets are bounded (SPEC section 9, "Protection"): models and sources come from requests, so a client could
+otherwise create a series per value. Each label keeps its first `MAX_LABEL_VALUES` distinct values (cut to
+`MAX_LABEL_LENGTH` characters) and counts every later one as `other`; at most `MAX_CALL_LABEL_SETS`
+(provider, model, source) combinations are kept, later ones count as (provider, `other`, `other`). Counters
+cannot move between series, so the first values seen are the ones kept; totals over all labels stay exact.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -16,13 +23,52 @@ from tokenlens.records import CallRecord
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 TOKEN_KINDS = ("input", "output", "cache_read", "cache_write", "reasoning")
+OTHER = "other"
+MAX_LABEL_VALUES = 50  # distinct values kept per label name; later ones are `other`
+MAX_CALL_LABEL_SETS = 200  # distinct (provider, model, source) kept; later ones are (provider, other, other)
+MAX_LABEL_LENGTH = 100  # characters of a label value; longer values are cut and end with "…"
+
+
+@dataclass
+class LabelBounds:
+    """Maps label values onto a bounded set: first come, first kept; the rest is `OTHER`."""
+
+    max_values: int = MAX_LABEL_VALUES
+    max_sets: int = MAX_CALL_LABEL_SETS
+    max_length: int = MAX_LABEL_LENGTH
+    values: dict[str, set[str]] = field(default_factory=dict)
+    sets: set[tuple[str, str, str]] = field(default_factory=set)
+
+    def value(self, name: str, raw: str | None) -> str:
+        """The label value to use for `raw` under the label `name`."""
+        text = raw or ""
+        if len(text) > self.max_length:
+            text = text[: self.max_length - 1] + "…"
+        kept = self.values.setdefault(name, set())
+        if text in kept or text == OTHER:
+            return text
+        if len(kept) >= self.max_values:
+            return OTHER
+        kept.add(text)
+        return text
+
+    def call(self, provider: str, model: str | None, source: str) -> tuple[str, str, str]:
+        """The (provider, model, source) labels of a call."""
+        labels = (self.value("provider", provider), self.value("model", model), self.value("source", source))
+        if labels in self.sets:
+            return labels
+        if len(self.sets) >= self.max_sets:
+            return (labels[0], OTHER, OTHER)
+        self.sets.add(labels)
+        return labels
 
 
 class Metrics:
     """Counters and histograms of the calls recorded since start."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, bounds: LabelBounds | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
+        self.bounds = bounds or LabelBounds()
         labels = ("provider", "model", "source")
         self.calls = Counter(
             "tokenlens_calls", "Calls recorded", (*labels, "outcome"), registry=self.registry
@@ -55,13 +101,14 @@ class Metrics:
 
     def observe(self, records: Sequence[CallRecord]) -> None:
         """Count a committed batch (a record listener: never blocks, no I/O)."""
+        bound = self.bounds.value
         for r in records:
-            model = r.model or ""
-            labels = (r.provider, model, r.source)
-            self.calls.labels(*labels, r.outcome).inc()
+            labels = self.bounds.call(r.provider, r.model, r.source)
+            model = labels[1]
+            self.calls.labels(*labels, bound("outcome", r.outcome)).inc()
             for kind in TOKEN_KINDS:
                 value = getattr(r, f"{kind}_tokens") or 0
-                if value:
+                if value > 0:  # a negative count (a bad import) would make the counter raise
                     self.tokens.labels(*labels, kind).inc(value)
             if r.cost_usd is not None:
                 self.cost.labels(*labels).inc(max(0.0, r.cost_usd))
@@ -70,11 +117,11 @@ class Metrics:
             if r.saved_usd:
                 self.saved.labels(*labels).inc(max(0.0, r.saved_usd))
             if r.outcome == "blocked":
-                self.blocks.labels(r.blocked_by or "unknown", r.source).inc()
+                self.blocks.labels(bound("blocked_by", r.blocked_by or "unknown"), labels[2]).inc()
             if r.latency_ms is not None and r.outcome != "blocked":
-                self.latency.labels(r.provider, model).observe(r.latency_ms / 1000)
+                self.latency.labels(labels[0], model).observe(r.latency_ms / 1000)
             if r.ttft_ms is not None:
-                self.ttft.labels(r.provider, model).observe(r.ttft_ms / 1000)
+                self.ttft.labels(labels[0], model).observe(r.ttft_ms / 1000)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
