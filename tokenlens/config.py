@@ -39,6 +39,15 @@ from ruamel.yaml.representer import RoundTripRepresenter
 __all__ = [
     "BUILTIN_PROVIDERS",
     "EDITABLE_SECTIONS",
+    "MAX_CALLS",
+    "MAX_DEDUP_ENTRIES",
+    "MAX_DEDUP_TTL_S",
+    "MAX_LIST_ENTRIES",
+    "MAX_OUTPUT_TOKENS",
+    "MAX_PRICE_PER_MTOK",
+    "MAX_RETENTION_DAYS",
+    "MAX_USD",
+    "MAX_WEIGHT",
     "SECTIONS",
     "WEBHOOK_EVENTS",
     "Alerts",
@@ -83,6 +92,18 @@ WebhookFormat = Literal["json", "slack"]
 WebhookEvent = Literal["alert", "budget", "anomaly", "digest", "block"]
 
 WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = ("alert", "budget", "anomaly", "digest", "block")
+
+# Upper bounds of numeric values and lists: a value past one is a typo or an attack (`daily_usd: 1e308`,
+# `reserve_output_tokens: 1e300`, 200,000 kill switches), never a real setting, and is refused by name.
+MAX_USD = 1_000_000_000.0  # budgets, quotas and alert thresholds, in USD
+MAX_CALLS = 1_000_000_000  # a daily call cap
+MAX_OUTPUT_TOKENS = 10_000_000  # reserve_output_tokens; a request's output limit counts as at most this
+MAX_PRICE_PER_MTOK = 1_000_000.0  # a price override, USD per million tokens ($1 a token)
+MAX_WEIGHT = 1_000_000.0  # a routing weight
+MAX_RETENTION_DAYS = 36_500  # a hundred years
+MAX_DEDUP_TTL_S = 30 * 86_400
+MAX_DEDUP_ENTRIES = 1_000_000
+MAX_LIST_ENTRIES = 10_000  # entries in any list or mapping of the file (kill switches, limits, rules, ...)
 
 # Top-level keys in SPEC order; the config API may replace only the EDITABLE ones.
 SECTIONS: tuple[str, ...] = (
@@ -426,30 +447,34 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _number(*, nullable: bool = False, positive: bool = False) -> Check:
+def _number(maximum: float, *, nullable: bool = False, positive: bool = False) -> Check:
+    """A finite number from 0 (excluded when `positive`) to `maximum`."""
+
     def check(value: Any, path: str) -> float | None:
         if value is None and nullable:
             return None
         if not _is_number(value) or value < 0 or (positive and value == 0):
             raise ConfigError(f"must be a number {'> 0' if positive else '>= 0'}, got {_show(value)}", path)
+        if value > maximum:
+            raise ConfigError(f"must be at most {maximum:.0f}, got {_show(value)}", path)
         return cast(float, int(value) if isinstance(value, int) else float(value))
 
     return check
 
 
-def _int(minimum: int, maximum: int | None = None, *, nullable: bool = False) -> Check:
+def _int(minimum: int, maximum: int, *, nullable: bool = False, what: str | None = None) -> Check:
+    """An integer from `minimum` to `maximum` (a float such as 3.0 counts); `what` names it in the error."""
+    wanted = what or f"an integer >= {minimum}"
+
     def check(value: Any, path: str) -> int | None:
         if value is None and nullable:
             return None
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        if not ok or value < minimum or (maximum is not None and value > maximum):
-            wanted = (
-                f"an integer >= {minimum}" if maximum is None else f"an integer from {minimum} to {maximum}"
-            )
+        number = int(value) if isinstance(value, float) and value.is_integer() else value
+        if not isinstance(number, int) or isinstance(number, bool) or number < minimum:
             raise ConfigError(f"must be {wanted}, got {_show(value)}", path)
-        return int(value)
+        if number > maximum:
+            raise ConfigError(f"must be at most {maximum}, got {_show(value)}", path)
+        return number
 
     return check
 
@@ -483,6 +508,8 @@ def _list_of(item: Check, *, non_empty: bool = False) -> Check:
         items = _list(value, path)
         if non_empty and not items:
             raise ConfigError("must not be empty", path)
+        if len(items) > MAX_LIST_ENTRIES:
+            raise ConfigError(f"has {len(items)} entries; at most {MAX_LIST_ENTRIES} are allowed", path)
         return tuple(item(element, f"{path}[{i}]") for i, element in enumerate(items))
 
     return check
@@ -574,7 +601,7 @@ _server = _object(
     ServerSettings,
     {
         "host": _text(),
-        "port": _int(1, 65535),
+        "port": _int(1, 65535, what="an integer from 1 to 65535"),
         "api_token": _text(nullable=True, pattern=r"\S+", what="a string without spaces"),
         "allowed_hosts": _list_of(_host_name),
         "allowed_clients": _list_of(_client_network),
@@ -595,7 +622,7 @@ def _storage_url(value: Any, path: str) -> str | None:
 
 _storage = _object(
     StorageSettings,
-    {"url": _storage_url, "store_bodies": _bool, "retention_days": _int(1)},
+    {"url": _storage_url, "store_bodies": _bool, "retention_days": _int(1, MAX_RETENTION_DAYS)},
 )
 
 
@@ -635,9 +662,9 @@ def _providers(value: Any, path: str) -> FrozenMap[str, ProviderSettings]:
 _budgets = _object(
     Budgets,
     {
-        "daily_usd": _number(nullable=True),
-        "monthly_usd": _number(nullable=True),
-        "reserve_output_tokens": _int(0),
+        "daily_usd": _number(MAX_USD, nullable=True),
+        "monthly_usd": _number(MAX_USD, nullable=True),
+        "reserve_output_tokens": _int(0, MAX_OUTPUT_TOKENS),
         "fail_open": _bool,
     },
 )
@@ -659,13 +686,15 @@ _source_limit = _limit(
     SourceLimit,
     "source",
     {
-        "daily_usd": _number(nullable=True),
-        "monthly_usd": _number(nullable=True),
-        "daily_calls": _int(0, nullable=True),
+        "daily_usd": _number(MAX_USD, nullable=True),
+        "monthly_usd": _number(MAX_USD, nullable=True),
+        "daily_calls": _int(0, MAX_CALLS, nullable=True),
     },
 )
 _model_limit = _limit(
-    ModelLimit, "model", {"daily_calls": _int(0, nullable=True), "daily_usd": _number(nullable=True)}
+    ModelLimit,
+    "model",
+    {"daily_calls": _int(0, MAX_CALLS, nullable=True), "daily_usd": _number(MAX_USD, nullable=True)},
 )
 _quotas_object = _object(
     Quotas,
@@ -695,7 +724,9 @@ def _alias(value: Any, path: str) -> Alias:
     return alias
 
 
-_model_weight = _object(ModelWeight, {"model": _NAME, "weight": _number()}, required=("model", "weight"))
+_model_weight = _object(
+    ModelWeight, {"model": _NAME, "weight": _number(MAX_WEIGHT)}, required=("model", "weight")
+)
 _weight_rule_object = _object(
     WeightRule,
     {"source": _NAME, "rules": _list_of(_model_weight, non_empty=True)},
@@ -788,15 +819,18 @@ def _guardrails(value: Any, path: str) -> Guardrails:
     return guardrails
 
 
-_dedup = _object(Dedup, {"enabled": _bool, "ttl_s": _int(1), "max_entries": _int(1)})
+_dedup = _object(
+    Dedup,
+    {"enabled": _bool, "ttl_s": _int(1, MAX_DEDUP_TTL_S), "max_entries": _int(1, MAX_DEDUP_ENTRIES)},
+)
 
 _price = _object(
     PriceOverride,
     {
-        "input": _number(),
-        "output": _number(),
-        "cache_read": _number(nullable=True),
-        "cache_write": _number(nullable=True),
+        "input": _number(MAX_PRICE_PER_MTOK),
+        "output": _number(MAX_PRICE_PER_MTOK),
+        "cache_read": _number(MAX_PRICE_PER_MTOK, nullable=True),
+        "cache_write": _number(MAX_PRICE_PER_MTOK, nullable=True),
     },
     required=("input", "output"),
 )
@@ -804,10 +838,12 @@ _price = _object(
 
 def _pricing(value: Any, path: str) -> FrozenMap[str, PriceOverride]:
     data = _mapping(value, path)
+    if len(data) > MAX_LIST_ENTRIES:
+        raise ConfigError(f"has {len(data)} entries; at most {MAX_LIST_ENTRIES} are allowed", path)
     return FrozenMap({model: _price(spec, _join(path, model)) for model, spec in data.items()})
 
 
-_alerts = _object(Alerts, {"daily_cost_threshold": _number(nullable=True)})
+_alerts = _object(Alerts, {"daily_cost_threshold": _number(MAX_USD, nullable=True)})
 
 
 def _events(value: Any, path: str) -> tuple[str, ...]:
