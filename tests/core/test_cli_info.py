@@ -1,9 +1,10 @@
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
-from tokenlens.cli import app
+from tokenlens.cli import app, info
 
 runner = CliRunner()
 
@@ -39,3 +40,37 @@ def test_ui_and_status_when_the_daemon_is_down_say_how_to_start_it(tmp_path: Pat
         assert result.exit_code == 1
         assert "not running" in result.output and "tokenlens daemon" in result.output
         assert "Traceback" not in result.output
+
+
+HOSTILE_MODEL = "[/]\x1b]0;pwned\x07\x1b[2J"
+HOSTILE_SOURCE = "\u202eevil\x9b2J"
+
+
+def test_status_shows_hostile_call_data_escaped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    answers: dict[str, Any] = {
+        "/api/status": {"version": "1.0", "uptime_s": 5, "today_usd": 0.5, "month_usd": 1.5},
+        "/api/usage/budget-status": {
+            "caps": [{"scope": "source:\x1b[31mred", "period": "day", "limit_usd": 1}]
+        },
+        "/api/calls": {
+            "calls": [
+                {
+                    "ts": "2026-12-07T03:04:05.000Z",
+                    "source": HOSTILE_SOURCE,
+                    "model": HOSTILE_MODEL,
+                    "status": 200,
+                    "input_tokens": 3,
+                    "output_tokens": 4,
+                    "cost_usd": 0.25,
+                }
+            ]
+        },
+    }
+    monkeypatch.setattr(info, "daemon_get", lambda server, path, **params: answers[path])
+    result = runner.invoke(app, ["status"])
+    assert result.exit_code == 0, result.output
+    for raw in ("\x1b", "\x07", "\x9b", "\u202e"):
+        assert raw not in result.output
+    assert "[/]\\x1b]0;pwned\\x07\\x1b[2J" in result.output
+    assert "\\u202eevil\\x9b2J" in result.output
+    assert "source:\\x1b[31mred" in result.output

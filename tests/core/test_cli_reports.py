@@ -55,3 +55,47 @@ def test_report_and_digest(tmp_path: Path) -> None:
     assert digest.exit_code == 0, digest.output
     assert "Spend $3.5000 over 7 calls" in digest.output  # the 7 days before today
     assert runner.invoke(app, ["report", "--format", "xml", *args]).exit_code != 0
+
+
+def test_report_and_digest_show_hostile_names_escaped(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("timezone: UTC\n")
+    hostile_source = "a|b\x1b]0;pwned\x07"
+    hostile_model = "[/]\u202e\x9b2J"
+    store = open_store(None, tmp_path)
+    now = time.time()
+    store.insert_calls(
+        [
+            CallRecord(
+                id=f"h{i}",
+                ts=now - i * 86400,
+                provider="openai",
+                endpoint="/v1/chat/completions",
+                source=hostile_source,
+                model=hostile_model,
+                input_tokens=10,
+                output_tokens=1,
+                cost_usd=0.01,
+                priced=True,
+            )
+            for i in range(8)
+        ],
+        store_bodies=False,
+    )
+    store.close()
+    app = typer.Typer()
+    register(app)
+    runner = CliRunner()
+    args = ["--config", str(config), "--data-dir", str(tmp_path)]
+    for command in ("report", "digest"):
+        for fmt in ("text", "md"):
+            result = runner.invoke(app, [command, "--format", fmt, *args])
+            assert result.exit_code == 0, result.output
+            for raw in ("\x1b", "\x07", "\x9b", "\u202e"):
+                assert raw not in result.output
+            shown = "[/]\\u202e\\x9b2J" if fmt == "text" else "[/]\\\\u202e\\\\x9b2J"  # md doubles "\\"
+            assert shown in result.output, (command, fmt)
+    text = runner.invoke(app, ["report", *args]).output
+    assert "a|b\\x1b]0;pwned\\x07" in text
+    md = runner.invoke(app, ["report", "--format", "md", *args]).output
+    assert "| a\\|b\\\\x1b]0;pwned\\\\x07 |" in md  # a pipe in a name does not split the Markdown row

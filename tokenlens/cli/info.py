@@ -18,6 +18,7 @@ from tokenlens.cli.common import (
     load_cli_settings,
     not_running_message,
 )
+from tokenlens.cli.terminal import printable
 from tokenlens.config import ServerSettings
 
 PortOption = Annotated[
@@ -102,7 +103,7 @@ def status(
         typer.echo(not_running_message(server), err=True)
         raise typer.Exit(1) from None
     typer.echo(
-        f"TokenLens {state.get('version', '?')} is running on {daemon_url(server)} (up {_duration(state.get('uptime_s'))})"
+        f"TokenLens {printable(state.get('version', '?'))} is running on {daemon_url(server)} (up {_duration(state.get('uptime_s'))})"
     )
     typer.echo(f"Spend today {_money(state.get('today_usd'))}, this month {_money(state.get('month_usd'))}")
     try:
@@ -111,7 +112,7 @@ def status(
         caps = []
     for cap in caps:
         typer.echo(
-            f"  {cap.get('scope')} {cap.get('period')} cap {_money(cap.get('limit_usd'))}: "
+            f"  {printable(cap.get('scope'))} {printable(cap.get('period'))} cap {_money(cap.get('limit_usd'))}: "
             f"spent {_money(cap.get('spent_usd'))}, remaining {_money(cap.get('remaining_usd'))}"
         )
     if not caps:
@@ -120,9 +121,11 @@ def status(
     typer.echo("Last calls:" if calls else "No calls yet.")
     for call in calls:
         tokens = f"{call.get('input_tokens', 0)}→{call.get('output_tokens', 0)} tok"
+        when = printable(str(call.get("ts", ""))[:19].replace("T", " "))
+        source, model = printable(call.get("source", "?")), printable(call.get("model") or "-")
         typer.echo(
-            f"  {call.get('ts', '')[:19].replace('T', ' ')}  {call.get('source', '?'):<16} "
-            f"{(call.get('model') or '-'):<28} {call.get('status') or '-':>3} {tokens:>16} {_money(call.get('cost_usd'))}"
+            f"  {when}  {source:<16} {model:<28} {printable(call.get('status') or '-'):>3} {tokens:>16} "
+            f"{_money(call.get('cost_usd'))}"
         )
 
 

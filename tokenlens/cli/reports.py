@@ -10,6 +10,7 @@ import typer
 
 from tokenlens import analytics
 from tokenlens.alerts import pricer_of
+from tokenlens.cli.terminal import printable
 from tokenlens.config import (
     ConfigError,
     Settings,
@@ -53,6 +54,12 @@ def _usd(value: float) -> str:
     return f"${value:,.4f}"
 
 
+def _shown(value: object, md: bool) -> str:
+    """A name from call data as it may be printed: escaped for the terminal (and for a Markdown table)."""
+    text = printable(value)
+    return text.replace("\\", "\\\\").replace("|", "\\|") if md else text
+
+
 def _table(rows: list[list[str]], md: bool) -> list[str]:
     if md:
         out = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
@@ -64,7 +71,7 @@ def _table(rows: list[list[str]], md: bool) -> list[str]:
 def _items(title: str, items: list[dict[str, Any]], md: bool) -> list[str]:
     rows = [["name", "cost", "calls", "input", "output"]] + [
         [
-            str(i["name"]),
+            _shown(i["name"], md),
             _usd(i["cost_usd"]),
             str(i["calls"]),
             str(i["input_tokens"]),
@@ -138,12 +145,13 @@ def render_digest(d: dict[str, Any], fmt: str) -> str:
     lines += _items("Top models", d["top_models"], md)
     lines += ["", "## Anomalies" if md else "Anomalies"]
     lines += [
-        f"- {a['date']} {a['source'] or 'total'} {a['metric']}: {a['value']} (mean {a['mean']}, std {a['std']})"
+        f"- {a['date']} {printable(a['source'] or 'total')} {a['metric']}: {a['value']} (mean {a['mean']}, std {a['std']})"
         for a in d["anomalies"]
     ] or ["(none)"]
     lines += ["", "## Recommendations" if md else "Recommendations"]
     lines += [
-        f"- {r['title']}: about {_usd(r['saving_usd_month'])} a month" for r in d["recommendations"]
+        f"- {printable(r['title'], None)}: about {_usd(r['saving_usd_month'])} a month"
+        for r in d["recommendations"]
     ] or ["(none)"]
     return "\n".join(lines) + "\n"
 

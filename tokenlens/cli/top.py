@@ -36,6 +36,7 @@ from tokenlens.cli.common import (
     daemon_url,
     load_cli_settings,
 )
+from tokenlens.cli.terminal import printable
 from tokenlens.config import ServerSettings
 
 RATE_WINDOW_S = 300
@@ -87,6 +88,11 @@ def _money(value: Any) -> str:
     return "unpriced" if value is None else f"${float(value):.4f}"
 
 
+def _cell(value: object, style: str = "") -> Text:
+    """A table cell of call data: escaped for the terminal, and a `Text`, so Rich never reads it as markup."""
+    return Text(printable(value), style=style)
+
+
 def render(state: TopState, height: int) -> Group:
     connection = (
         Text("● live", style="green") if state.connected else Text("● " + state.status_line, style="red")
@@ -104,26 +110,25 @@ def render(state: TopState, height: int) -> Group:
         status = str(call.get("status") or "-")
         style = "red" if call.get("outcome") in ("error", "blocked") else ""
         calls.add_row(
-            str(call.get("ts", ""))[11:19],
-            str(call.get("source") or "-"),
-            str(call.get("model") or "-"),
-            Text(
-                status if call.get("outcome") != "blocked" else f"{status} {call.get('blocked_by')}",
-                style=style,
+            _cell(str(call.get("ts", ""))[11:19]),
+            _cell(call.get("source") or "-"),
+            _cell(call.get("model") or "-"),
+            _cell(
+                status if call.get("outcome") != "blocked" else f"{status} {call.get('blocked_by')}", style
             ),
-            f"{call.get('input_tokens', 0)}→{call.get('output_tokens', 0)}",
-            _money(call.get("cost_usd")),
-            f"{call.get('latency_ms') or 0:.0f}",
+            _cell(f"{call.get('input_tokens', 0)}→{call.get('output_tokens', 0)}"),
+            _cell(_money(call.get("cost_usd"))),
+            _cell(f"{call.get('latency_ms') or 0:.0f}"),
         )
     sources = Table(box=None, expand=True, header_style="bold")
     sources.add_column("source")
     sources.add_column("spend (this view)", justify="right")
     for name, cost in sorted(state.by_source.items(), key=lambda item: -item[1])[:5]:
-        sources.add_row(name, f"${cost:.4f}")
+        sources.add_row(_cell(name), f"${cost:.4f}")
     if state.typing_filter is not None:
-        keys = Text(f"filter: {state.typing_filter}▏ (Enter apply, Esc clear)")
+        keys = Text(f"filter: {printable(state.typing_filter)}▏ (Enter apply, Esc clear)")
     else:
-        shown = f"  filter '{state.filter_text}'" if state.filter_text else ""
+        shown = f"  filter '{printable(state.filter_text)}'" if state.filter_text else ""
         keys = Text(f"p pause  f filter  q quit{shown}", style="dim")
     return Group(header, Panel(calls, title="calls"), Panel(sources, title="sources"), keys)
 

@@ -1,0 +1,64 @@
+"""`tokenlens top`'s renderer: call data with Rich markup or terminal escapes is shown, never acted on."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from rich.console import Console
+
+from tokenlens.cli.top import TopState, render
+
+HOSTILE = {
+    "markup close": "[/]",
+    "markup style": "[bold red]loud[/bold red]",
+    "markup link": "[link=http://evil.example]click[/link]",
+    "osc title": "\x1b]0;pwned\x07",
+    "clear screen": "\x1b[2J",
+    "c1 csi": "\x9b2J",
+    "bidi override": "\u202egnp.exe",
+    "emoji code": ":skull:",
+}
+ESCAPED = {"\x1b": "\\x1b", "\x07": "\\x07", "\x9b": "\\x9b", "\u202e": "\\u202e"}  # written out by hand
+RAW_SEQUENCES = ("\x1b]0;pwned", "\x07", "\x1b[2J", "\x9b", "\u202e")
+
+
+def screen(state: TopState, color: bool) -> str:
+    out = io.StringIO()
+    console = Console(
+        file=out,
+        width=400,
+        force_terminal=color,
+        no_color=not color,
+        color_system="standard" if color else None,
+    )
+    console.print(render(state, 60))
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("color", [False, True])
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_hostile_source_model_and_gate_are_shown_escaped(name: str, color: bool) -> None:
+    value = HOSTILE[name]
+    state = TopState()
+    call = {
+        "ts": "2026-12-07T03:04:05.000Z",
+        "source": f"src{value}",
+        "model": f"mod{value}",
+        "status": 429,
+        "outcome": "blocked",
+        "blocked_by": f"gate{value}",
+        "input_tokens": 1,
+        "output_tokens": 2,
+        "cost_usd": 0.5,
+        "latency_ms": 3,
+    }
+    state.add({"type": "block", "data": call})
+    text = screen(state, color)
+    for raw in RAW_SEQUENCES:
+        assert raw not in text
+    if not color:
+        assert "\x1b" not in text  # nothing at all for the terminal to interpret
+    expected = "".join(ESCAPED.get(c, c) for c in value)
+    for shown in (f"src{expected}", f"mod{expected}", f"gate{expected}"):
+        assert shown in text, f"{shown!r} not in the view"
