@@ -19,7 +19,7 @@ from tokenlens.addons.routing import ModelRouter
 from tokenlens.app import AppDeps
 from tokenlens.config import Settings
 from tokenlens.controls import Cap, Denial, Ledger, WorstCase, WorstCasePricer, budget_caps, ledger_for
-from tokenlens.exchange import Exchange
+from tokenlens.exchange import METERED_KINDS, Exchange
 from tokenlens.providers import error_body
 
 log = logging.getLogger(__name__)
@@ -97,18 +97,24 @@ class Gate:
         ledger decides at once and nothing is returned.
         """
         model = self.router.decide(flow)
-        if model is None:
+        if model is None and exchange.kind not in METERED_KINDS:
             return None  # nothing to price or count (e.g. listing models): caps do not apply
         try:
             if self.ledger.broken is not None:
                 raise RuntimeError(self.ledger.broken)
-            route = self.router.route(flow)
-            # a cross-provider route is priced by the provider that will serve it
-            provider = route.targets[0].provider if route is not None and route.targets else exchange.provider
-            worst = self.worst_case(settings, exchange, model, provider)
+            cost: float | None = (
+                None  # a model call whose model cannot be read: admitted while caps have room
+            )
+            if model is not None:
+                route = self.router.route(flow)
+                # a cross-provider route is priced by the provider that will serve it
+                provider = (
+                    route.targets[0].provider if route is not None and route.targets else exchange.provider
+                )
+                cost = self.worst_case(settings, exchange, model, provider).cost_usd
             if self.ledger.admits_through_store:
-                return self._admit_off_loop(flow, exchange, settings, caps, worst.cost_usd)
-            denial = self.ledger.admit(exchange.id, caps, worst.cost_usd)
+                return self._admit_off_loop(flow, exchange, settings, caps, cost)
+            denial = self.ledger.admit(exchange.id, caps, cost)
         except Exception as problem:
             self.failed(flow, exchange, settings, problem)
             return None

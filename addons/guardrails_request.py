@@ -2,7 +2,8 @@
 
 The logic is `tokenlens.guardrails`; this stage scans the parsed request, flags the call, and either answers
 locally (block), rewrites the text fields of the body before it goes upstream (redact), or lets it through
-(warn). The stored request body is masked in the writer thread. An exception in a scan lets the call through
+(warn). A body that is not JSON is scanned as text (and refused where a rule would redact it). The stored
+request body is masked in the writer thread. An exception in a scan lets the call through
 when `guardrails.fail_open` is true (the default) and blocks it otherwise.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 from mitmproxy import http
 
@@ -21,6 +23,13 @@ from tokenlens.guardrails.record import mask_request
 from tokenlens.providers import error_body
 
 log = logging.getLogger(__name__)
+
+
+def text_as_body(api: str, text: str) -> dict[str, Any]:
+    """A body that is not JSON, as one user message in the provider's format, so every rule scans it."""
+    if api == "google":
+        return {"contents": [{"role": "user", "parts": [{"text": text}]}]}
+    return {"messages": [{"role": "user", "content": text}]}
 
 
 def answer_blocked(flow: http.HTTPFlow, exchange: Exchange, message: str) -> None:
@@ -45,13 +54,18 @@ class RequestGuardrails:
 
     def request(self, flow: http.HTTPFlow) -> None:
         exchange = pending_call(flow)
-        if exchange is None or exchange.request_json is None:
+        if exchange is None or (exchange.request_json is None and not exchange.request_text):
             return
         g = self.deps.settings.get().guardrails
         if not is_active(g, "request"):
             return
+        as_text = exchange.request_json is None
         try:
-            verdict = scan_body(g, exchange.api, exchange.request_json, "request")
+            body = (
+                text_as_body(exchange.api, exchange.request_text or "") if as_text else exchange.request_json
+            )
+            assert body is not None
+            verdict = scan_body(g, exchange.api, body, "request")
         except Exception as exc:  # the message could quote the text: log the type only
             log.warning("request guardrail failed on call %s: %s", exchange.id, type(exc).__name__)
             exchange.details["guardrails"] = {
@@ -72,6 +86,10 @@ class RequestGuardrails:
         exchange.deferred.append(mask_request(g))
         if verdict.blocking:
             answer_blocked(flow, exchange, block_message(verdict.blocking, "request"))
+        elif verdict.redacted is not None and as_text:
+            # A body that is not JSON cannot be rewritten field by field: refused rather than sent unredacted.
+            rules = sorted({f.rule for f in verdict.findings if f.action == "redact"})
+            answer_blocked(flow, exchange, block_message(rules, "request"))
         elif verdict.redacted is not None:
             flow.request.content = json.dumps(verdict.redacted, ensure_ascii=False).encode()
             exchange.request_json = verdict.redacted

@@ -1,27 +1,42 @@
-"""Ingress: decides what a request is and prepares provider calls (SPEC 2 and 5).
+"""Ingress: decides what a request is and prepares provider calls (SPEC 2, 5, 8 and 9).
 
-- `/proxy/<provider>/...` addressed to the gateway: a base-URL provider call, rewritten to the upstream.
-- Any other path addressed to the gateway: the dashboard and API, forwarded to the internal Flask port.
-- A request to a configured provider host (explicit-proxy mode): a provider call as it is.
-- Anything else: passed through untouched and unrecorded.
+- An origin-form request (sent to the gateway itself) whose `Host` names the gateway: `/proxy/<provider>/...`
+  is a base-URL provider call, rewritten to the upstream; any other path is the dashboard and API, forwarded to
+  the internal Flask port. One whose `Host` names another host is refused (403): it is never forwarded there.
+- A proxy request (absolute-form, or inside an intercepted CONNECT) for a configured provider host: a provider
+  call as it is. Anything else: passed through untouched and unrecorded.
+
+Fail closed: a request this stage cannot read is answered here (400 for a body the gates cannot check, 503
+for anything unexpected), never forwarded unchecked. A web page on another site cannot drive `/proxy/...`,
+and with a non-loopback `server.host` proxy traffic needs `server.api_token` (tokenlens.access).
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
+import socket
 import time
+import weakref
 
 from mitmproxy import connection, http
+from mitmproxy.proxy import server_hooks
 
-from tokenlens.addons._flowstate import attach
+from tokenlens.access import (
+    TOKEN_HEADER,
+    cross_site_browser_request,
+    internal_address,
+    token_presented,
+    token_required,
+)
+from tokenlens.addons._flowstate import attach, exchange_of
 from tokenlens.app import AppDeps
 from tokenlens.config import Settings
 from tokenlens.exchange import (
     Exchange,
     max_tokens_from_request,
     model_from_request,
-    parse_json_object,
     wants_stream,
 )
 from tokenlens.providers import (
@@ -38,11 +53,13 @@ from tokenlens.providers import (
     upstream_for_authority,
 )
 from tokenlens.records import new_call_id
+from tokenlens.request_body import BodyRefused, read_request_body
 from tokenlens.usage import endpoint_kind
 
 log = logging.getLogger(__name__)
 
 LOCAL_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+JSON = {"content-type": "application/json"}
 
 
 def client_allowed(peer_host: str, allowed: tuple[str, ...]) -> bool:
@@ -68,6 +85,17 @@ def upstreams_from(settings: Settings) -> dict[str, Upstream]:
     return {name: Upstream.parse(name, p.upstream, p.format) for name, p in settings.providers.items()}
 
 
+def _lower_headers(req: http.Request) -> dict[str, str]:
+    """One pass over the raw header fields (mitmproxy's Headers lookups are per-key scans)."""
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in req.headers.fields}
+
+
+def _refuse(flow: http.HTTPFlow, status: int, message: str, extra: dict[str, str] | None = None) -> None:
+    """Answer a request that is not (yet) a call: plain JSON, nothing recorded."""
+    body = error_body("openai", status, f"TokenLens: {message}", "request_refused")
+    flow.response = http.Response.make(status, body, {**JSON, "x-should-retry": "false", **(extra or {})})
+
+
 class Ingress:
     name = "tokenlens.ingress"
 
@@ -75,6 +103,7 @@ class Ingress:
         self.deps = deps
         self._settings: Settings | None = None
         self._upstreams: dict[str, Upstream] = {}
+        self._authorized: weakref.WeakSet[connection.Client] = weakref.WeakSet()  # CONNECTs with the token
 
     def upstreams(self) -> dict[str, Upstream]:
         settings = self.deps.settings.get()
@@ -86,25 +115,23 @@ class Ingress:
         server = self.deps.settings.get().server
         return {*LOCAL_NAMES, server.host.lower(), *(h.lower() for h in server.allowed_hosts)}
 
-    def is_for_gateway(self, flow: http.HTTPFlow) -> bool:
-        """Addressed to the gateway itself (base-URL clients, the dashboard), not proxied to another host."""
-        req = flow.request
-        if flow.client_conn.tls or not self.is_own_port(flow):
-            return False
-        host = req.host.lower()
+    def names_gateway(self, host: str) -> bool:
+        """Whether a host name (no port) is one the gateway answers to."""
+        host = host.lower().removesuffix(".")
         return host in self.gateway_names() or any(
             name.startswith(".") and host.endswith(name)
             for name in self.deps.settings.get().server.allowed_hosts
         )
 
-    @staticmethod
-    def is_own_port(flow: http.HTTPFlow) -> bool:
+    def is_for_gateway(self, flow: http.HTTPFlow) -> bool:
+        """Addressed to the gateway itself (base-URL clients, the dashboard), not proxied to another host."""
         req = flow.request
+        if flow.client_conn.tls or not self.names_gateway(req.host):
+            return False
+        if req.first_line_format == "relative":
+            return True  # origin-form: it was sent to this socket, whatever port the Host header names
         own_port = flow.client_conn.sockname[1] if flow.client_conn.sockname else None
-        if req.port == own_port:
-            return True
-        # Some clients (simple_websocket) send Host without the port, which mitmproxy reads as port 80.
-        return req.port == 80 and ":" not in (req.host_header or "").rpartition("]")[2]
+        return req.port == own_port
 
     def client_connected(self, client: connection.Client) -> None:
         """Disconnect a client that `server.allowed_clients` does not allow (loopback clients always are)."""
@@ -113,52 +140,119 @@ class Ingress:
             log.warning("client %s is not in server.allowed_clients; connection refused", peer)
             client.error = "Connection refused: client not in server.allowed_clients."
 
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        """A CONNECT (HTTPS_PROXY mode) needs the token when the gateway listens beyond loopback."""
+        server = self.deps.settings.get().server
+        if not token_required(server.host):
+            return
+        if token_presented(_lower_headers(flow.request), server.api_token):
+            self._authorized.add(flow.client_conn)
+            return
+        _refuse(flow, 407, "proxy authentication required", {"proxy-authenticate": 'Basic realm="tokenlens"'})
+
+    async def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
+        """A client on another machine is not forwarded to this host's loopback or link-local services
+        (an allowed LAN client must not reach what only this machine can), unless a provider upstream is
+        there. The name is resolved once here and the connection pinned to that address (no rebinding)."""
+        peer = data.client.peername[0] if data.client.peername else ""
+        if not data.server.address or client_allowed(str(peer), ()):
+            return  # loopback clients can reach this machine's services anyway
+        host, port = data.server.address
+        if (host, port) == ("127.0.0.1", self.deps.web_port) or any(
+            (u.host, u.port) == (host, port) for u in self.upstreams().values()
+        ):
+            return
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError:
+            return  # mitmproxy reports the failure as usual
+        addresses = [str(info[4][0]) for info in infos]
+        if any(internal_address(a) for a in addresses):
+            log.warning(
+                "refused to forward client %s to %s:%s (a local address of this host)", peer, host, port
+            )
+            data.server.error = "TokenLens does not forward other machines' clients to local addresses."
+        elif addresses:
+            data.server.address = (addresses[0], port)
+
     def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
             return
+        try:
+            self._route(flow)
+        except Exception as exc:  # fail closed: a request this stage cannot read is never forwarded
+            log.error("could not read request %s %s: %s", flow.request.method, flow.request.path[:200], exc)
+            exchange = exchange_of(flow)
+            message = f"TokenLens could not read this request ({type(exc).__name__}); it was not forwarded."
+            if exchange is None:
+                _refuse(flow, 503, message)
+            else:
+                self._answer_refused(flow, exchange, 503, message, "request_unreadable")
+
+    def _route(self, flow: http.HTTPFlow) -> None:
         req = flow.request
-        upstreams = self.upstreams()
+        server = self.deps.settings.get().server
+        if (
+            not flow.client_conn.tls
+            and req.first_line_format == "relative"
+            and not self.names_gateway(req.host)
+        ):
+            # Sent to this socket with a foreign Host: a DNS-rebinding or forwarding attempt, never forwarded.
+            _refuse(flow, 403, "Host not allowed")
+            return
         if self.is_for_gateway(flow):
             if not req.path.startswith(PROXY_PREFIX):
                 req.scheme, req.data.host, req.data.port = "http", "127.0.0.1", self.deps.web_port
                 return
-            try:
-                target = resolve_proxy_path(req.path, upstreams)
-            except UnknownProvider as unknown:
-                self._answer_unknown_provider(flow, unknown)
+            headers = _lower_headers(req)
+            if cross_site_browser_request(headers, req.host_header or ""):
+                log.warning("refused a cross-site browser request to %s", req.path[:200])
+                _refuse(flow, 403, "cross-site browser requests to /proxy/ are refused")
                 return
-            upstream = upstreams[target.provider]
-            # Set the parts directly: the `url` setter re-parses and re-derives Host for every call.
-            req.data.scheme, req.data.host, req.data.port = (
-                upstream.scheme.encode(),
-                upstream.host,
-                upstream.port,
-            )
-            req.data.path = target.path.encode()
-            req.headers["host"] = upstream.host_header
-            self._start_call(flow, upstream, target.tag, "base_url")
-        elif (upstream_or_none := upstream_for_authority(req.host, req.port, upstreams)) is not None:
-            self._start_call(flow, upstream_or_none, None, "proxy")
-        elif (
-            not flow.client_conn.tls
-            and flow.client_conn.sockname
-            and req.port == flow.client_conn.sockname[1]
+            if token_required(server.host) and not token_presented(headers, server.api_token):
+                _refuse(flow, 401, f"send server.api_token as Proxy-Authorization or {TOKEN_HEADER}")
+                return
+            self._base_url_call(flow)
+            return
+        if token_required(server.host) and not (
+            flow.client_conn in self._authorized or token_presented(_lower_headers(req), server.api_token)
         ):
-            # A foreign Host on the gateway's own port: a DNS-rebinding attempt, not a proxy request.
-            flow.response = http.Response.make(
-                403, b'{"error": "Host not allowed"}', {"content-type": "application/json"}
+            _refuse(
+                flow, 407, "proxy authentication required", {"proxy-authenticate": 'Basic realm="tokenlens"'}
             )
+            return
+        req.headers.pop("proxy-authorization", None)
+        upstream = upstream_for_authority(req.host, req.port, self.upstreams())
+        if upstream is not None:
+            self._start_call(flow, upstream, req.path, None, "proxy")
 
-    def _start_call(self, flow: http.HTTPFlow, upstream: Upstream, tag: str | None, mode: str) -> None:
+    def _base_url_call(self, flow: http.HTTPFlow) -> None:
+        req = flow.request
+        upstreams = self.upstreams()
+        try:
+            target = resolve_proxy_path(req.path, upstreams)
+        except UnknownProvider as unknown:
+            self._answer_unknown_provider(flow, unknown)
+            return
+        upstream = upstreams[target.provider]
+        self._start_call(flow, upstream, target.path, target.tag, "base_url")
+        if flow.response is not None:
+            return  # refused while reading: nothing goes upstream
+        # Set the parts directly: the `url` setter re-parses and re-derives Host for every call.
+        req.data.scheme, req.data.host, req.data.port = upstream.scheme.encode(), upstream.host, upstream.port
+        req.data.path = target.path.encode()
+        req.headers["host"] = upstream.host_header
+
+    def _start_call(
+        self, flow: http.HTTPFlow, upstream: Upstream, path: str, tag: str | None, mode: str
+    ) -> None:
+        """Attach the call's Exchange first (so a refusal is recorded), then read the body for the gates."""
         req = flow.request
         fields = req.headers.fields
-        # One pass over the raw header fields (mitmproxy's Headers lookups are per-key scans).
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in fields}
-        endpoint = redact_query(req.path).partition("?")[0]
+        endpoint = redact_query(path).partition("?")[0]
         kind = endpoint_kind(upstream.format, endpoint)
         body = req.raw_content or b""
-        parsed = parse_json_object(req.get_content(strict=False) or b"") if body else None
-        model = model_from_request(upstream.format, endpoint, parsed)
         exchange = Exchange(
             id=new_call_id(),
             started=req.timestamp_start or time.time(),
@@ -171,16 +265,35 @@ class Ingress:
             tags=tags_from_headers(headers.items()),
             session_id=headers.get(SESSION_HEADER) or None,
             request_body=body,
-            request_json=parsed,
-            requested_model=model,
-            model=model,
-            stream_requested=wants_stream(kind, parsed),
-            max_tokens=max_tokens_from_request(upstream.format, parsed),
         )
+        attach(flow, exchange)
         if any(name.startswith(HEADER_PREFIX) for name in headers):
             prefix = HEADER_PREFIX.encode()
             req.headers.fields = tuple((k, v) for k, v in fields if not k.lower().startswith(prefix))
-        attach(flow, exchange)
+        try:
+            read = read_request_body(req.get_content(strict=False) or b"") if body else None
+        except BodyRefused as refused:
+            self._answer_refused(flow, exchange, 400, f"TokenLens: {refused}.", refused.code)
+            return
+        parsed = read.json if read is not None else None
+        exchange.request_json = parsed
+        exchange.request_text = read.text if read is not None else None
+        exchange.requested_model = exchange.model = model_from_request(upstream.format, endpoint, parsed)
+        exchange.stream_requested = wants_stream(kind, parsed)
+        exchange.max_tokens = max_tokens_from_request(upstream.format, parsed)
+
+    @staticmethod
+    def _answer_refused(
+        flow: http.HTTPFlow, exchange: Exchange, status: int, message: str, code: str
+    ) -> None:
+        """A call refused before any gate could check it: answered in the provider's format, recorded."""
+        exchange.outcome, exchange.blocked_by = "blocked", "request"
+        exchange.error = message
+        flow.response = http.Response.make(
+            status,
+            error_body(exchange.api, status, message, code),
+            {**JSON, "x-should-retry": "false", "x-tokenlens-blocked-by": "request"},
+        )
 
     def _answer_unknown_provider(self, flow: http.HTTPFlow, unknown: UnknownProvider) -> None:
         """An unknown provider name gets a 404 in OpenAI's format (the most common client) and is recorded."""
@@ -200,6 +313,4 @@ class Ingress:
         )
         attach(flow, exchange)
         message = f"TokenLens: {unknown}. Use /proxy/<provider>/... with one of them."
-        flow.response = http.Response.make(
-            404, error_body("openai", 404, message, "unknown_provider"), {"content-type": "application/json"}
-        )
+        flow.response = http.Response.make(404, error_body("openai", 404, message, "unknown_provider"), JSON)

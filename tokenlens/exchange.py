@@ -7,7 +7,6 @@ usage and prices it. Nothing here does I/O.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -38,6 +37,7 @@ class Exchange:
     session_id: str | None = None
     request_body: bytes = b""
     request_json: dict[str, Any] | None = None
+    request_text: str | None = None  # a body that is not a JSON object, as text (the guardrails scan it)
     requested_model: str | None = None
     model: str | None = None
     stream_requested: bool = False
@@ -69,17 +69,6 @@ class Exchange:
     recorded: bool = False
 
 
-def parse_json_object(body: bytes) -> dict[str, Any] | None:
-    """The body as a JSON object, or None when it is empty, not JSON, or not an object."""
-    if not body or body.lstrip()[:1] != b"{":
-        return None
-    try:
-        value = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
 def model_from_request(api: ApiFormat, endpoint: str, body: dict[str, Any] | None) -> str | None:
     """The model asked for: the body's `model`, or Gemini's `models/<name>:<method>` path segment."""
     if api == "google":
@@ -95,26 +84,42 @@ def model_from_request(api: ApiFormat, endpoint: str, body: dict[str, Any] | Non
 
 
 def max_tokens_from_request(api: ApiFormat, body: dict[str, Any] | None) -> int | None:
+    """The largest output limit the request sets (SPEC 8: "with several output limits, the largest"), or None.
+
+    Every output-limit field of the format counts, whichever one the upstream honours: `max_tokens`,
+    `max_completion_tokens` and `max_output_tokens` for the OpenAI and Anthropic formats (and the
+    OpenAI-compatible servers behind them); Gemini's `generationConfig` / `generation_config` with
+    `maxOutputTokens` / `max_output_tokens`. A number written as a string ("4000") or a float (4000.0;
+    4000.5 counts as 4001) counts, since a lenient upstream may accept it. A value that is not a positive
+    number (0, negative, a boolean, NaN, any other type) is ignored, so it can never lower the result; one
+    above `MAX_OUTPUT_TOKENS` (infinity included) counts as `MAX_OUTPUT_TOKENS`.
+    """
+    from math import ceil, isnan
+
+    from tokenlens.config import MAX_OUTPUT_TOKENS
+
     if body is None:
         return None
-    candidates: list[Any]
+    candidates: list[Any] = []
     if api == "google":
-        config = body.get("generationConfig") or body.get("generation_config") or {}
-        candidates = (
-            [config.get("maxOutputTokens"), config.get("max_output_tokens")]
-            if isinstance(config, dict)
-            else []
-        )
+        for key in ("generationConfig", "generation_config"):
+            config = body.get(key)
+            if isinstance(config, dict):
+                candidates += [config.get("maxOutputTokens"), config.get("max_output_tokens")]
     else:
-        candidates = [
-            body.get("max_completion_tokens"),
-            body.get("max_output_tokens"),
-            body.get("max_tokens"),
-        ]
+        candidates = [body.get("max_tokens"), body.get("max_completion_tokens"), body.get("max_output_tokens")]
+    largest: int | None = None
     for value in candidates:
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            return value
-    return None
+        if isinstance(value, str):
+            try:
+                value = float(value.strip())
+            except ValueError:
+                continue
+        if not isinstance(value, int | float) or isinstance(value, bool) or isnan(value) or value <= 0:
+            continue
+        limit = MAX_OUTPUT_TOKENS if value >= MAX_OUTPUT_TOKENS else ceil(value)
+        largest = limit if largest is None else max(largest, limit)
+    return largest
 
 
 def wants_stream(kind: str, body: dict[str, Any] | None) -> bool:

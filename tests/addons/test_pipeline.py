@@ -11,9 +11,17 @@ from mitmproxy.proxy.layers.http import HttpRequestHook, HttpResponseHook
 from mitmproxy.test import taddons, tflow
 
 import tokenlens.addons
+from mitm_helpers import gateway_flow
 from tokenlens.addons import TokenLens
+from tokenlens.addons._flowstate import exchange_of
 from tokenlens.addons.broadcast import Broadcaster
+from tokenlens.addons.guardrails_request import RequestGuardrails
+from tokenlens.addons.ingress import Ingress
+from tokenlens.addons.quota import QuotaCheck
+from tokenlens.addons.routing import ModelRouter
+from tokenlens.addons.waste import WasteDetector
 from tokenlens.app import AppDeps
+from tokenlens.config import replace_section
 
 
 def test_stages_run_in_the_order_of_spec_section_6(deps: AppDeps) -> None:
@@ -147,3 +155,61 @@ def test_mitmproxy_sees_one_addon(deps: AppDeps) -> None:
     with taddons.context(loadcore=False) as tctx:
         tctx.master.addons.add(TokenLens(deps, Broadcaster(deps.bus)))
         assert list(tctx.master.addons.lookup) == ["tokenlens"]
+
+
+def run_request(deps: AppDeps, path: str = "/proxy/openai/v1/chat/completions") -> Any:
+    parent = TokenLens(deps, Broadcaster(deps.bus))
+    flow = gateway_flow(path, {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
+    with taddons.context(parent):
+        result = parent.request(flow)
+        if result is not None:
+            asyncio.run(result)
+    return flow
+
+
+def broken(self: object, flow: Any) -> None:
+    raise RuntimeError("state is broken")
+
+
+@pytest.mark.parametrize(
+    "stage, gate, fail_open_section",
+    [
+        (QuotaCheck, "quota", "quotas"),
+        (ModelRouter, "routing", None),
+        (RequestGuardrails, "guardrail", "guardrails"),
+    ],
+)
+def test_a_gate_that_raises_refuses_the_call(
+    deps: AppDeps, monkeypatch: pytest.MonkeyPatch, stage: type, gate: str, fail_open_section: str | None
+) -> None:
+    """Fail closed: an exception in a gate answers 503 naming it (never "forwarded unchecked")."""
+    monkeypatch.setattr(stage, "request", broken)
+    if fail_open_section:
+        deps.settings.replace(replace_section(deps.settings.get(), fail_open_section, {"fail_open": False}))
+    flow = run_request(deps)
+    assert flow.response is not None and flow.response.status_code == 503
+    assert flow.response.headers["x-tokenlens-blocked-by"] == gate
+    exchange = exchange_of(flow)
+    assert exchange is not None and (exchange.outcome, exchange.blocked_by) == ("blocked", gate)
+
+
+def test_a_gate_that_fails_open_lets_the_call_through(deps: AppDeps, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(RequestGuardrails, "request", broken)  # guardrails.fail_open defaults to true
+    flow = run_request(deps)
+    assert flow.response is None and flow.request.host == "api.openai.com"
+
+
+def test_an_analysis_that_raises_does_not_refuse_the_call(
+    deps: AppDeps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(WasteDetector, "request", broken)
+    flow = run_request(deps)
+    assert flow.response is None and flow.request.host == "api.openai.com"
+
+
+def test_an_ingress_crash_never_forwards(deps: AppDeps, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Ingress, "_route", broken)
+    monkeypatch.setattr(Ingress, "request", lambda self, flow: self._route(flow))  # no own safety net
+    flow = run_request(deps)
+    assert flow.response is not None and flow.response.status_code == 503
+    assert flow.request.host == "localhost"

@@ -26,9 +26,9 @@ from tokenlens.exchange import (
     Exchange,
     max_tokens_from_request,
     model_from_request,
-    parse_json_object,
     wants_stream,
 )
+from tokenlens.request_body import parse_json_object
 from tokenlens.guardrails.engine import scan_body
 from tokenlens.metering import build_record
 from tokenlens.pricing import Pricer

@@ -1,0 +1,118 @@
+"""Reading a request body for the gates: bounded, and at least as lenient as an upstream could be.
+
+The gates (budget, quota, guardrails) decide on the parsed body, so what they read must be what the provider
+would read. `read_request_body`:
+- refuses what cannot be checked safely (`BodyRefused`, answered 400): a body over `MAX_BODY_BYTES`, nesting
+  deeper than `MAX_DEPTH` (JSON nested ~1,500 levels makes the parser raise `RecursionError`; every walker
+  after it recurses too), a message list longer than `MAX_LIST_ITEMS`;
+- parses JSON with a byte-order mark (UTF-8, UTF-16 and UTF-32, as `json.loads` detects them);
+- reads JSON followed by trailing bytes (a NUL, garbage) as the object it starts with, as a lenient upstream
+  parser would, so such a body is gated on its content instead of passing as "not JSON";
+- returns anything else as text, which the guardrails still scan.
+The body that goes upstream is never changed here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+MAX_BODY_BYTES = 64 * 1024 * 1024
+MAX_DEPTH = 128
+MAX_LIST_ITEMS = 100_000
+LIST_FIELDS = ("messages", "contents", "input", "requests", "tools")
+_OPENING = (ord("["), ord("{"))
+
+
+class BodyRefused(ValueError):
+    """A body the gates cannot check safely; the message says why (no body text in it)."""
+
+    code = "invalid_request_body"
+
+
+@dataclass(frozen=True)
+class RequestBody:
+    json: dict[str, Any] | None  # the JSON object the gates read (None when the body is not one)
+    text: str | None = None  # the body as text when it is not a JSON object (guardrails scan it)
+    lenient: bool = False  # read past a byte-order mark or trailing bytes that strict JSON refuses
+
+
+def _depth_over(value: Any, limit: int) -> bool:
+    """Whether containers nest deeper than `limit` (breadth first: no recursion, whatever the depth)."""
+    level = [value]
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return True
+        deeper: list[Any] = []
+        for item in level:
+            children = item.values() if type(item) is dict else item
+            deeper.extend([c for c in children if type(c) is dict or type(c) is list])
+        level = deeper
+    return False
+
+
+def _check_shape(raw: bytes, value: Any) -> None:
+    if not isinstance(value, dict | list):
+        return
+    # Depth can only exceed the limit when the body has more opening brackets than the limit.
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _depth_over(value, MAX_DEPTH):
+        raise BodyRefused(f"request body is nested more than {MAX_DEPTH} levels deep")
+    if isinstance(value, dict):
+        for key in LIST_FIELDS:
+            items = value.get(key)
+            if isinstance(items, list) and len(items) > MAX_LIST_ITEMS:
+                raise BodyRefused(f"request body has more than {MAX_LIST_ITEMS} items in {key!r}")
+
+
+def _decode(raw: bytes) -> str:
+    encoding = json.detect_encoding(raw)
+    return raw.decode(encoding, errors="replace").lstrip("\ufeff")
+
+
+def _leading_value(text: str) -> Any:
+    """The JSON value a body starts with, ignoring what follows it; raises ValueError when there is none."""
+    start = len(text) - len(text.lstrip())
+    value, _ = json.JSONDecoder().raw_decode(text, start)
+    return value
+
+
+def read_request_body(raw: bytes) -> RequestBody:
+    """The body as the gates read it. Raises `BodyRefused` for a body that cannot be checked safely."""
+    if len(raw) > MAX_BODY_BYTES:
+        raise BodyRefused(f"request body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MiB")
+    if not raw.strip():
+        return RequestBody(None)
+    lenient = False
+    try:
+        value: Any = json.loads(raw)
+    except RecursionError:
+        raise BodyRefused(f"request body is nested more than {MAX_DEPTH} levels deep") from None
+    except (ValueError, UnicodeDecodeError):
+        text = _decode(raw)
+        try:
+            value = _leading_value(text)
+            lenient = True
+        except RecursionError:
+            raise BodyRefused(f"request body is nested more than {MAX_DEPTH} levels deep") from None
+        except ValueError:
+            return RequestBody(None, text)
+    _check_shape(raw, value)
+    if isinstance(value, dict):
+        return RequestBody(value, None, lenient)
+    return RequestBody(None, _decode(raw))
+
+
+def parse_json_object(body: bytes) -> dict[str, Any] | None:
+    """A body (a request or an answer) as a JSON object, or None when it is empty, not JSON, not an object,
+    or too large or deep to walk safely. Strict JSON only (a byte-order mark allowed)."""
+    if not body:
+        return None
+    try:
+        value = json.loads(body)
+        _check_shape(body, value)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
