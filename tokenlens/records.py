@@ -7,11 +7,83 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 import time
+import traceback
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
+
+# ---------------------------------------------------------------------------------------------- plausible bounds
+
+MAX_TOKENS = 10**9
+"""Any token count of one call: input, output, cache read/write (and the 5m/1h split), reasoning, waste,
+and the requested `max_tokens` (no model reads or writes a billion tokens in one call)."""
+MAX_COST_USD = 1_000_000.0
+"""Any amount of one call in USD: `cost_usd`, its four parts, `saved_usd` (a billion tokens at $1,000 per
+million is $1M)."""
+MAX_DURATION_MS = 10**9
+"""`latency_ms` and `ttft_ms` (about 11.6 days)."""
+MAX_STATUS = 999
+"""An HTTP status is 0..999."""
+MAX_COUNT = 10**6
+"""`attempts` and `turn`."""
+MAX_COMPLEXITY = 9
+"""`complexity` is 0..9 (SPEC 10)."""
+MIN_TS, MAX_TS = 0.0, 32_503_680_000.0
+"""`ts`: 1970-01-01 to 3000-01-01 UTC."""
+MAX_NAME_CHARS = 256
+"""`id`, `provider`, the model names, `source`, `session_id`, `conversation_id`, `blocked_by`,
+`service_tier`, `request_id`, a tag's key, a guardrail flag's values."""
+MAX_TEXT_CHARS = 8192
+"""`endpoint`, `error`, a tag's value."""
+MAX_TAGS = 128
+"""Tags of one call."""
+MAX_FLAGS = 256
+"""Guardrail flags of one call."""
+MAX_JSON_DEPTH = 32
+"""Nesting of `details` (and of an imported JSON line as a whole, one level more)."""
+
+INT_BOUNDS: dict[str, tuple[int, int]] = {
+    **{
+        name: (0, MAX_TOKENS)
+        for name in (
+            "input_tokens",
+            "output_tokens",
+            "cache_read_tokens",
+            "cache_write_tokens",
+            "cache_write_5m_tokens",
+            "cache_write_1h_tokens",
+            "reasoning_tokens",
+            "max_tokens",
+            "waste_tokens",
+        )
+    },
+    "status": (0, MAX_STATUS),
+    "attempts": (0, MAX_COUNT),
+    "turn": (0, MAX_COUNT),
+    "complexity": (0, MAX_COMPLEXITY),
+}
+"""(lowest, highest) of every integer field of a Call."""
+
+FLOAT_BOUNDS: dict[str, tuple[float, float]] = {
+    **{
+        name: (0.0, MAX_COST_USD)
+        for name in (
+            "cost_usd",
+            "input_cost_usd",
+            "output_cost_usd",
+            "cache_read_cost_usd",
+            "cache_write_cost_usd",
+            "saved_usd",
+        )
+    },
+    "latency_ms": (0.0, float(MAX_DURATION_MS)),
+    "ttft_ms": (0.0, float(MAX_DURATION_MS)),
+}
+"""(lowest, highest) of every float field of a Call except `ts` (`MIN_TS`, `MAX_TS`)."""
 
 Outcome = Literal["ok", "error", "blocked", "cached"]
 UsageSource = Literal["provider", "estimated"]
@@ -115,3 +187,105 @@ class CallRecord:
 CALL_FIELDS: tuple[str, ...] = tuple(
     f.name for f in dataclasses.fields(CallRecord) if f.name not in CallRecord.BODY_FIELDS
 )
+
+
+_REQUIRED_INT_DEFAULTS = {
+    "input_tokens": 0,
+    "output_tokens": 0,
+    "cache_read_tokens": 0,
+    "cache_write_tokens": 0,
+    "reasoning_tokens": 0,
+    "attempts": 1,
+}
+
+
+def _clamped_int(value: object, low: int, high: int) -> int | None:
+    """`value` as an int within [low, high] (clamped); None when it is NaN or not a number."""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        return low if value < low else high if value > high else int(value)
+    if not isinstance(value, int):
+        return None
+    return min(max(int(value), low), high)
+
+
+def _clamped_float(value: object, low: float, high: float) -> float | None:
+    """`value` as a float within [low, high] (clamped, infinities included); None when NaN or not a number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, int):
+        return float(min(max(value, math.floor(low)), math.ceil(high)))
+    return None if math.isnan(value) else min(max(value, low), high)
+
+
+TEXT_FIELDS = (
+    "id",
+    "provider",
+    "endpoint",
+    "source",
+    "requested_model",
+    "model",
+    "response_model",
+    "blocked_by",
+    "error",
+    "session_id",
+    "conversation_id",
+    "fallback_from",
+    "service_tier",
+    "request_id",
+)
+"""The free-text fields of a Call (stored in text columns)."""
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable_text(value: str) -> str:
+    """`value` as every store can hold it: NUL (refused by PostgreSQL) and lone surrogates (refused by both
+    drivers, which encode UTF-8) replaced by U+FFFD."""
+    if value.isascii() and "\x00" not in value:
+        return value
+    return _UNSTORABLE.sub("\ufffd", value)
+
+
+def bound_record(record: CallRecord) -> CallRecord:
+    """Make a record the gateway built storable as it is, in place (and return it): never a reason to lose it.
+
+    Numbers out of range are clamped: an integer to the nearest bound of `INT_BOUNDS` (a `max_tokens` of
+    10^29 is stored as `MAX_TOKENS`, a negative count as 0; a huge figure stays conspicuous and still counts
+    toward budgets as large), a float to `FLOAT_BOUNDS` (infinities included). NaN, or a value that is not a
+    number, becomes null (0 for the token counts, 1 for `attempts`). `ts` is kept within `MIN_TS`..`MAX_TS`.
+    Text fields and tags go through `storable_text`. Imports do not clamp: they refuse the line
+    (`tokenlens.store.queries`).
+    """
+    for name, (low, high) in INT_BOUNDS.items():
+        value = getattr(record, name)
+        if value is None:
+            continue
+        bounded = _clamped_int(value, low, high)
+        if bounded is None:
+            bounded = _REQUIRED_INT_DEFAULTS.get(name)
+        if bounded != value or type(value) is not int:
+            setattr(record, name, bounded)
+    for name, (low_f, high_f) in FLOAT_BOUNDS.items():
+        value = getattr(record, name)
+        if value is not None:
+            setattr(record, name, _clamped_float(value, low_f, high_f))
+    ts = _clamped_float(record.ts, MIN_TS, MAX_TS)
+    record.ts = MIN_TS if ts is None else ts
+    for name in TEXT_FIELDS:
+        text = getattr(record, name)
+        if isinstance(text, str):
+            setattr(record, name, storable_text(text))
+    if record.tags:
+        record.tags = {storable_text(str(k)): storable_text(str(v)) for k, v in record.tags.items()}
+    return record
+
+
+def describe_failure(exc: BaseException) -> str:
+    """What to log of a failure around a record: the exception's type and where it was raised, never its
+    message (a driver's message can quote the row: a body, a tag, a secret)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return type(exc).__name__
+    last = frames[-1]
+    return f"{type(exc).__name__} at {os.path.basename(last.filename)}:{last.lineno} in {last.name}"

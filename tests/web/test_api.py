@@ -286,7 +286,7 @@ def test_import_errors_and_cost(client: FlaskClient, deps: AppDeps) -> None:
     body = "\n".join(json.dumps(line) for line in lines) + "\n"
     result = client.post("/api/import", data=body, content_type="application/x-ndjson").get_json()
     assert result["imported"] == 2 and result["skipped"] == 0
-    assert result["errors"] == [{"line": 2, "error": "missing field 'model'"}]
+    assert result["errors"] == [{"line": 2, "field": "model", "error": "missing field 'model'"}]
     priced = client.get("/api/calls/p1").get_json()
     # gpt-4o-mini: $0.15 per million input tokens, $0.60 per million output tokens.
     assert priced["cost_usd"] == pytest.approx(2 * 0.15 + 0.5 * 0.60)

@@ -16,7 +16,7 @@ from typing import Any
 
 import peewee as pw
 
-from tokenlens.records import CALL_FIELDS, CallRecord
+from tokenlens.records import CALL_FIELDS, CallRecord, storable_text
 
 JSON_FIELDS = ("tags", "guardrail_flags", "details")
 
@@ -220,11 +220,19 @@ def bind_models(db: pw.Database) -> BoundModels:
     return BoundModels(bind_model(Call, db), bind_model(CallBody, db), bind_model(SchemaVersion, db))
 
 
+def json_text(value: Any) -> str:
+    """A JSON field's text: compact, keys sorted; lone surrogates (which no driver can encode) escaped."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    if not text.isascii() and storable_text(text) != text:
+        text = json.dumps(value, ensure_ascii=True, separators=(",", ":"), sort_keys=True)
+    return text
+
+
 def record_to_row(record: CallRecord) -> dict[str, Any]:
-    """The `call` row of a record: JSON text for tags and guardrail flags."""
+    """The `call` row of a record: JSON text for tags, guardrail flags and details."""
     row = {name: getattr(record, name) for name in CALL_FIELDS}
     for name in JSON_FIELDS:
-        row[name] = json.dumps(row[name], ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+        row[name] = json_text(row[name])
     return row
 
 

@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import math
+import re
 import time as _time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -18,7 +19,23 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import peewee as pw
 
-from tokenlens.records import CALL_FIELDS, CallRecord, new_call_id, parse_iso
+from tokenlens.records import (
+    CALL_FIELDS,
+    FLOAT_BOUNDS,
+    INT_BOUNDS,
+    MAX_FLAGS,
+    MAX_JSON_DEPTH,
+    MAX_NAME_CHARS,
+    MAX_TAGS,
+    MAX_TEXT_CHARS,
+    MAX_TS,
+    MIN_TS,
+    CallRecord,
+    iso_utc,
+    new_call_id,
+    parse_iso,
+    storable_text,
+)
 from tokenlens.store.db import StoreLocation
 from tokenlens.store.migrations import apply_migrations, current_version, latest_version
 from tokenlens.store.models import bind_model, bind_models, record_to_values, row_to_record
@@ -237,57 +254,145 @@ IMPORTED_FIELDS = frozenset(
 )
 
 
+class LineError(ValueError):
+    """A line that cannot be imported; `field` names the field at fault (None when it is the line itself)."""
+
+    def __init__(self, field: str | None, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+_JSON_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"(\s*:)?|[\[\]{}]')
+
+
+def check_json_depth(text: str, limit: int) -> None:
+    """Raise `LineError` when the JSON text nests containers deeper than `limit`, before it is parsed.
+
+    `json.loads` recurses once per level (about 1,000 levels raise `RecursionError`), so the depth is
+    measured on the text, in a loop: strings are skipped whole (their brackets do not count) and the other
+    brackets counted. On text that is not valid JSON the count is never lower than what the parser would
+    reach before it fails. The error names the top-level field under which the limit was passed (whose own
+    depth is one less: the line's object is the first level).
+    """
+    if text.count("[") + text.count("{") <= limit:  # cannot be deeper than the number of openings
+        return
+    depth = 0
+    key: str | None = None
+    for token in _JSON_TOKENS.finditer(text):
+        mark = token.group()
+        if mark in ("[", "{"):
+            depth += 1
+            if depth > limit:
+                if key is None:
+                    raise LineError(None, f"nested more than {limit} levels deep")
+                raise LineError(key, f"{key}: nested more than {limit - 1} levels deep")
+        elif mark in ("]", "}"):
+            depth -= 1
+            if depth < 0:
+                return  # not JSON: the parser fails at this bracket, at most as deep as counted so far
+        elif depth == 1 and token.group(1) is not None:
+            key = mark[1 : mark.rindex('"')][:MAX_NAME_CHARS]
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number out of range: {text[:40]}")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def load_line(text: str) -> Any:
+    """One JSON line, parsed with bounded nesting (`MAX_JSON_DEPTH` below the line's object) and finite
+    numbers only (no NaN, Infinity, or a literal like 1e400 that would become one)."""
+    check_json_depth(text, MAX_JSON_DEPTH + 1)
+    return json.loads(text, parse_float=_finite_float, parse_constant=_no_constant)
+
+
 def _as_int(name: str, value: Any) -> int:
+    low, high = INT_BOUNDS[name]
     if isinstance(value, bool):
-        raise ValueError(f"{name}: expected an integer, got {value!r}")
+        raise LineError(name, f"{name}: expected an integer, got {value!r}")
     if isinstance(value, int):
         result = value
     elif isinstance(value, float) and value.is_integer():
         result = int(value)
     else:
-        raise ValueError(f"{name}: expected an integer, got {value!r}")
-    if result < 0 and name != "status":
-        raise ValueError(f"{name}: must not be negative")
+        raise LineError(name, f"{name}: expected an integer, got {value!r}")
+    if result < 0 and low == 0:
+        raise LineError(name, f"{name}: must not be negative")
+    if not low <= result <= high:
+        raise LineError(name, f"{name}: must be between {low} and {high}")
     return result
 
 
 def _as_float(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"{name}: expected a number, got {value!r}")
+    low, high = FLOAT_BOUNDS.get(name, (MIN_TS, MAX_TS))
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise LineError(name, f"{name}: expected a number, got {value!r}")
+    if isinstance(value, int) and abs(value) > 2**53 or not math.isfinite(value):
+        raise LineError(name, f"{name}: must be between {low:g} and {high:g}")
+    if value < 0 and low == 0:
+        raise LineError(name, f"{name}: must not be negative")
+    if not low <= value <= high:
+        raise LineError(name, f"{name}: must be between {low:g} and {high:g}")
     return float(value)
 
 
+def _as_text(name: str, value: Any, limit: int, *, nullable: bool = True) -> str | None:
+    if value is None and nullable:
+        return None
+    if not isinstance(value, str):
+        kind = "a string or null" if nullable else "a string"
+        raise LineError(name, f"{name}: expected {kind}, got {value!r:.80}")
+    if len(value) > limit:
+        raise LineError(name, f"{name}: longer than {limit} characters")
+    if storable_text(value) != value:
+        raise LineError(name, f"{name}: holds a NUL character or a lone surrogate")
+    return value
+
+
+def _text_limit(name: str) -> int:
+    return MAX_TEXT_CHARS if name in ("endpoint", "error") else MAX_NAME_CHARS
+
+
 def _parse_import_line(data: dict[str, Any]) -> dict[str, Any]:
-    """Validated CallRecord keyword arguments (without costs when `cost_usd` is absent)."""
+    """Validated CallRecord keyword arguments (without costs when `cost_usd` is absent).
+
+    Every number must be finite and within the bounds of `tokenlens.records` (`INT_BOUNDS`, `FLOAT_BOUNDS`,
+    `MIN_TS`..`MAX_TS`), every text within `MAX_NAME_CHARS` (`MAX_TEXT_CHARS` for `endpoint` and `error`),
+    at most `MAX_TAGS` tags and `MAX_FLAGS` guardrail flags; a line that is not is refused (`LineError`).
+    """
     for name in REQUIRED_IMPORT_FIELDS:
         if name not in data:
-            raise ValueError(f"missing field {name!r}")
+            raise LineError(name, f"missing field {name!r}")
         # `model` may be null (a call recorded before any model was known, as exported); the others not
         if data[name] is None and name != "model":
-            raise ValueError(f"{name}: must not be null")
+            raise LineError(name, f"{name}: must not be null")
     values: dict[str, Any] = {}
     raw_ts = data["ts"]
     if isinstance(raw_ts, str):
         try:
             values["ts"] = parse_iso(raw_ts)
         except ValueError:
-            raise ValueError(f"ts: not an ISO 8601 time: {raw_ts!r}") from None
+            raise LineError("ts", f"ts: not an ISO 8601 time: {raw_ts[:64]!r}") from None
+        if not MIN_TS <= values["ts"] < MAX_TS:
+            raise LineError("ts", f"ts: must be between {iso_utc(MIN_TS)} and {iso_utc(MAX_TS)}")
     else:
         values["ts"] = _as_float("ts", raw_ts)
     if data.get("id") is not None:
         if not isinstance(data["id"], str) or not data["id"].strip():
-            raise ValueError("id: expected a non-empty string")
-        values["id"] = data["id"]
+            raise LineError("id", "id: expected a non-empty string")
+        values["id"] = _as_text("id", data["id"], MAX_NAME_CHARS)
     for name in _STR_FIELDS:
         if data.get(name) is not None:
-            if not isinstance(data[name], str):
-                raise ValueError(f"{name}: expected a string, got {data[name]!r}")
-            values[name] = data[name]
+            values[name] = _as_text(name, data[name], _text_limit(name), nullable=False)
     for name in _OPT_STR_FIELDS:
         if name in data:
-            if data[name] is not None and not isinstance(data[name], str):
-                raise ValueError(f"{name}: expected a string or null, got {data[name]!r}")
-            values[name] = data[name]
+            values[name] = _as_text(name, data[name], _text_limit(name))
     for name in _INT_FIELDS:
         if data.get(name) is not None:
             values[name] = _as_int(name, data[name])
@@ -300,32 +405,61 @@ def _parse_import_line(data: dict[str, Any]) -> dict[str, Any]:
     for name in _BOOL_FIELDS:
         if data.get(name) is not None:
             if not isinstance(data[name], bool):
-                raise ValueError(f"{name}: expected true or false, got {data[name]!r}")
+                raise LineError(name, f"{name}: expected true or false, got {data[name]!r:.80}")
             values[name] = data[name]
     for name, allowed in _ENUM_FIELDS.items():
         if name in data and (data[name] is not None or None in allowed):
             if data[name] not in allowed:
                 choices = ", ".join(str(a) for a in allowed if a is not None)
-                raise ValueError(f"{name}: expected one of {choices}, got {data[name]!r}")
+                raise LineError(name, f"{name}: expected one of {choices}, got {data[name]!r:.80}")
             values[name] = data[name]
     if data.get("tags") is not None:
-        tags = data["tags"]
-        if not isinstance(tags, dict) or not all(isinstance(k, str) for k in tags):
-            raise ValueError("tags: expected an object")
-        values["tags"] = {k: v if isinstance(v, str) else json.dumps(v) for k, v in tags.items()}
+        values["tags"] = _parse_tags(data["tags"])
     if data.get("guardrail_flags") is not None:
         flags = data["guardrail_flags"]
         if not isinstance(flags, list) or not all(isinstance(f, dict) for f in flags):
-            raise ValueError("guardrail_flags: expected a list of objects")
+            raise LineError("guardrail_flags", "guardrail_flags: expected a list of objects")
+        if len(flags) > MAX_FLAGS:
+            raise LineError("guardrail_flags", f"guardrail_flags: more than {MAX_FLAGS}")
         values["guardrail_flags"] = flags
     if data.get("details") is not None:
         if not isinstance(data["details"], dict):
-            raise ValueError("details: expected an object")
+            raise LineError("details", "details: expected an object")
         values["details"] = data["details"]
     for name in _BODY_IMPORT_FIELDS:
         if isinstance(data.get(name), str):
-            values[name] = data[name].encode("utf-8")
+            values[name] = data[name].encode("utf-8", "replace")
     return values
+
+
+def _parse_tags(tags: Any) -> dict[str, str]:
+    if not isinstance(tags, dict) or not all(isinstance(k, str) for k in tags):
+        raise LineError("tags", "tags: expected an object")
+    if len(tags) > MAX_TAGS:
+        raise LineError("tags", f"tags: more than {MAX_TAGS}")
+    out: dict[str, str] = {}
+    for key, value in tags.items():
+        text = value if isinstance(value, str) else json.dumps(value)
+        _as_text("tags", key, MAX_NAME_CHARS)
+        _as_text("tags", text, MAX_TEXT_CHARS)
+        out[key] = text
+    return out
+
+
+def _check_costs(values: dict[str, Any]) -> None:
+    """Computed costs obey the same bounds as given ones (absurd token counts at a high price)."""
+    for name in _COST_FIELDS:
+        if values.get(name) is not None:
+            _as_float(name, values[name])
+
+
+def _line_error(number: int, exc: Exception) -> dict[str, Any]:
+    """An `errors` entry: the line number, the field at fault when known, and what is wrong."""
+    entry: dict[str, Any] = {"line": number, "error": str(exc)[:300]}
+    field_name = getattr(exc, "field", None)
+    if field_name is not None:
+        entry["field"] = field_name
+    return entry
 
 
 def _decimal_to_float(value: Any) -> float | None:
@@ -544,9 +678,12 @@ class Store:
             if not text:
                 continue
             try:
-                data = json.loads(text)
-            except ValueError as exc:
-                result.errors.append({"line": number, "error": f"invalid JSON: {exc}"})
+                data = load_line(text)
+            except LineError as exc:
+                result.errors.append(_line_error(number, exc))
+                continue
+            except (ValueError, RecursionError) as exc:
+                result.errors.append({"line": number, "error": f"invalid JSON: {str(exc)[:200]}"})
                 continue
             if not isinstance(data, dict):
                 result.errors.append({"line": number, "error": "expected a JSON object"})
@@ -555,13 +692,14 @@ class Store:
                 values = _parse_import_line(data)
                 if "cost_usd" not in data:
                     _apply_price(values, pricer)
+                    _check_costs(values)
                 elif "priced" not in values:
                     values["priced"] = values.get("cost_usd") is not None
                 values.setdefault("id", new_call_id())
                 values.setdefault("endpoint", "")
                 record = CallRecord(**values)
             except (ValueError, TypeError) as exc:
-                result.errors.append({"line": number, "error": str(exc)})
+                result.errors.append(_line_error(number, exc))
                 continue
             if record.id in seen:
                 result.skipped += 1

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 
 import peewee as pw
 
-from tokenlens.records import CallRecord
+from tokenlens.records import MAX_COST_USD, MAX_TOKENS, CallRecord
 
 HOUR = 3600
 SIMPLE_COMPLEXITY = 3  # complexity 0..3 counts as "simple" (right-sizing evidence)
@@ -504,17 +504,20 @@ def facts_of_row(row: Sequence[Any]) -> CallFacts:
 
 
 def _int(value: Any) -> int:
+    """A count read from `details`, within 0..MAX_TOKENS (0 when it is not a number)."""
     try:
-        return int(value or 0)
+        return min(max(int(value or 0), 0), MAX_TOKENS)
     except (ValueError, TypeError, OverflowError):
         return 0
 
 
 def _num(value: Any) -> float:
+    """An amount read from `details`, within 0..MAX_COST_USD (0.0 when it is not a finite number)."""
     try:
-        return float(value or 0.0)
-    except (ValueError, TypeError):
+        number = float(value or 0.0)
+    except (ValueError, TypeError, OverflowError):
         return 0.0
+    return min(max(number, 0.0), MAX_COST_USD) if math.isfinite(number) else 0.0
 
 
 def output_bin(tokens: int) -> int:
