@@ -53,7 +53,7 @@ from tokenlens.providers import (
     upstream_for_authority,
 )
 from tokenlens.records import new_call_id
-from tokenlens.request_body import BodyRefused, read_request_body
+from tokenlens.request_body import BodyRefused, decode_content, read_request_body
 from tokenlens.usage import endpoint_kind
 
 log = logging.getLogger(__name__)
@@ -271,7 +271,8 @@ class Ingress:
             prefix = HEADER_PREFIX.encode()
             req.headers.fields = tuple((k, v) for k, v in fields if not k.lower().startswith(prefix))
         try:
-            read = read_request_body(req.get_content(strict=False) or b"") if body else None
+            content = decode_content(body, headers.get("content-encoding", ""))
+            read = read_request_body(content) if body else None
         except BodyRefused as refused:
             self._answer_refused(flow, exchange, 400, f"TokenLens: {refused}.", refused.code)
             return

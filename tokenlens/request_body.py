@@ -15,6 +15,7 @@ The body that goes upstream is never changed here.
 from __future__ import annotations
 
 import json
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,29 @@ class RequestBody:
     json: dict[str, Any] | None  # the JSON object the gates read (None when the body is not one)
     text: str | None = None  # the body as text when it is not a JSON object (guardrails scan it)
     lenient: bool = False  # read past a byte-order mark or trailing bytes that strict JSON refuses
+
+
+def decode_content(raw: bytes, content_encoding: str) -> bytes:
+    """The body under its `Content-Encoding`, decompressed to at most `MAX_BODY_BYTES` (no zip bomb).
+
+    gzip and deflate are read; a body that does not decompress is gated as the bytes it is; any other
+    encoding (br, zstd, several at once) cannot be checked here and is refused."""
+    encoding = content_encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return raw
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        raise BodyRefused(f"request bodies with Content-Encoding {encoding[:40]!r} are not accepted")
+    attempts = (zlib.MAX_WBITS | 32,) if encoding != "deflate" else (zlib.MAX_WBITS, -zlib.MAX_WBITS)
+    for wbits in attempts:
+        decompressor = zlib.decompressobj(wbits)
+        try:
+            content = decompressor.decompress(raw, MAX_BODY_BYTES + 1)
+        except zlib.error:
+            continue
+        if len(content) > MAX_BODY_BYTES or decompressor.unconsumed_tail:
+            raise BodyRefused(f"request body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MiB")
+        return content
+    return raw
 
 
 def _depth_over(value: Any, limit: int) -> bool:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import codecs
+import gzip
 import json
+import zlib
 
 import pytest
 
@@ -12,6 +14,7 @@ from tokenlens.request_body import (
     MAX_DEPTH,
     MAX_LIST_ITEMS,
     BodyRefused,
+    decode_content,
     parse_json_object,
     read_request_body,
 )
@@ -70,3 +73,15 @@ def test_size_and_list_bounds() -> None:
     many = json.dumps({"model": "m", "messages": [{}] * (MAX_LIST_ITEMS + 1)}).encode()
     with pytest.raises(BodyRefused, match="messages"):
         read_request_body(many)
+
+
+def test_compressed_bodies_are_read_and_bounded() -> None:
+    raw = json.dumps(CHAT).encode()
+    assert decode_content(gzip.compress(raw), "gzip") == raw
+    assert decode_content(zlib.compress(raw), "deflate") == raw
+    assert decode_content(b"not gzip", "gzip") == b"not gzip"  # gated as the bytes it is
+    bomb = gzip.compress(b"\x00" * (MAX_BODY_BYTES + 10))
+    with pytest.raises(BodyRefused, match="larger"):
+        decode_content(bomb, "gzip")
+    with pytest.raises(BodyRefused, match="br"):
+        decode_content(raw, "br")
