@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import struct
 from typing import Any
 
@@ -226,38 +227,45 @@ def completions(call: Call) -> Reply:
 # ---- responses ----------------------------------------------------------------------------------------
 
 
-def responses(call: Call) -> Reply:
-    p: Plan = call.plan
-    body = call.body
-    model = reported_model("openai", call.model, call.knobs)
-    rid = Ids.make("resp_sim")
-    msg_id = Ids.make("msg_sim")
-    created = now()
-    final_status = "incomplete" if p.truncated else "completed"
-    text_part = {"type": "output_text", "annotations": [], "logprobs": [], "text": p.text}
-    reasoning_item = {"id": Ids.make("rs_sim"), "type": "reasoning", "summary": []} if p.reasoning else None
-    message_item = {
-        "id": msg_id,
-        "type": "message",
-        "status": final_status,
-        "content": [text_part],
-        "role": "assistant",
-    }
-    output = ([reasoning_item] if reasoning_item else []) + [message_item]
+class ResponseBuilder:
+    """One Responses API answer: the response object and its stream events (SSE and WebSocket mode)."""
 
-    def response_obj(status: str, out: list[Any], usage: Any) -> dict[str, Any]:
+    def __init__(self, call: Call) -> None:
+        self.call = call
+        self.plan: Plan = call.plan
+        self.model = reported_model("openai", call.model, call.knobs)
+        self.rid = Ids.make("resp_sim")
+        self.msg_id = Ids.make("msg_sim")
+        self.created = now()
+        p = self.plan
+        self.final_status = "incomplete" if p.truncated else "completed"
+        self.text_part = {"type": "output_text", "annotations": [], "logprobs": [], "text": p.text}
+        self.reasoning_item = (
+            {"id": Ids.make("rs_sim"), "type": "reasoning", "summary": []} if p.reasoning else None
+        )
+        self.message_item = {
+            "id": self.msg_id,
+            "type": "message",
+            "status": self.final_status,
+            "content": [self.text_part],
+            "role": "assistant",
+        }
+        self.output = ([self.reasoning_item] if self.reasoning_item else []) + [self.message_item]
+
+    def obj(self, status: str, out: list[Any], usage: Any, error: Any = None) -> dict[str, Any]:
+        body = self.call.body
         return {
-            "id": rid,
+            "id": self.rid,
             "object": "response",
-            "created_at": created,
+            "created_at": self.created,
             "status": status,
             "background": False,
-            "error": None,
+            "error": error,
             "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
             "instructions": body.get("instructions"),
             "max_output_tokens": body.get("max_output_tokens"),
             "max_tool_calls": None,
-            "model": model,
+            "model": self.model,
             "output": out,
             "parallel_tool_calls": True,
             "previous_response_id": body.get("previous_response_id"),
@@ -276,35 +284,75 @@ def responses(call: Call) -> Reply:
             "metadata": body.get("metadata") or {},
         }
 
+    def final(self) -> dict[str, Any]:
+        """The finished response object (the non-streamed answer)."""
+        return self.obj(self.final_status, self.output, responses_usage(self.plan))
+
+    def events(self) -> list[dict[str, Any]]:
+        """The stream events, in order; the last one (response.completed or .incomplete) has the usage."""
+        events: list[dict[str, Any]] = []
+
+        def emit(event_type: str, payload: dict[str, Any]) -> None:
+            events.append({"type": event_type, "sequence_number": len(events), **payload})
+
+        emit("response.created", {"response": self.obj("in_progress", [], None)})
+        emit("response.in_progress", {"response": self.obj("in_progress", [], None)})
+        index = 0
+        if self.reasoning_item:
+            emit("response.output_item.added", {"output_index": 0, "item": self.reasoning_item})
+            emit("response.output_item.done", {"output_index": 0, "item": self.reasoning_item})
+            index = 1
+        where = {"item_id": self.msg_id, "output_index": index, "content_index": 0}
+        emit(
+            "response.output_item.added",
+            {"output_index": index, "item": {**self.message_item, "status": "in_progress", "content": []}},
+        )
+        emit("response.content_part.added", {**where, "part": {**self.text_part, "text": ""}})
+        for piece in chunk_words(self.plan.text, self.call.knobs.chunk_words):
+            emit("response.output_text.delta", {**where, "delta": piece, "logprobs": []})
+        emit("response.output_text.done", {**where, "text": self.plan.text, "logprobs": []})
+        emit("response.content_part.done", {**where, "part": self.text_part})
+        emit("response.output_item.done", {"output_index": index, "item": self.message_item})
+        emit(f"response.{self.final_status}", {"response": self.final()})
+        return events
+
+    def failed(self, sent: list[dict[str, Any]]) -> dict[str, Any]:
+        """A ``response.failed`` event after the events `sent`; its usage counts only the output sent."""
+        words = sum(len(str(e["delta"]).split()) for e in sent if e["type"] == "response.output_text.delta")
+        reasoned = any(
+            e["type"] == "response.output_item.added" and e["item"]["type"] == "reasoning" for e in sent
+        )
+        usage = responses_usage(
+            dataclasses.replace(
+                self.plan, reply_words=words, reasoning=self.plan.reasoning if reasoned else 0
+            )
+        )
+        error = {"code": "server_error", "message": openai_error(500)["error"]["message"]}
+        return {
+            "type": "response.failed",
+            "sequence_number": len(sent),
+            "response": self.obj("failed", [], usage, error),
+        }
+
+    def warmup(self) -> list[dict[str, Any]]:
+        """The answer to ``"generate": false``: response.created, then response.completed with no output."""
+        usage = responses_usage(dataclasses.replace(self.plan, reply_words=0, reasoning=0))
+        return [
+            {"type": "response.created", "sequence_number": 0, "response": self.obj("in_progress", [], None)},
+            {
+                "type": "response.completed",
+                "sequence_number": 1,
+                "response": self.obj("completed", [], usage),
+            },
+        ]
+
+
+def responses(call: Call) -> Reply:
+    builder = ResponseBuilder(call)
     if not call.stream:
-        return json_reply(200, response_obj(final_status, output, responses_usage(p)))
-
-    events: list[bytes] = []
-
-    def emit(event_type: str, payload: dict[str, Any]) -> None:
-        events.append(sse_event(event_type, {"type": event_type, "sequence_number": len(events), **payload}))
-
-    emit("response.created", {"response": response_obj("in_progress", [], None)})
-    emit("response.in_progress", {"response": response_obj("in_progress", [], None)})
-    index = 0
-    if reasoning_item:
-        emit("response.output_item.added", {"output_index": 0, "item": reasoning_item})
-        emit("response.output_item.done", {"output_index": 0, "item": reasoning_item})
-        index = 1
-    where = {"item_id": msg_id, "output_index": index, "content_index": 0}
-    emit(
-        "response.output_item.added",
-        {"output_index": index, "item": {**message_item, "status": "in_progress", "content": []}},
-    )
-    emit("response.content_part.added", {**where, "part": {**text_part, "text": ""}})
-    for piece in chunk_words(p.text, call.knobs.chunk_words):
-        emit("response.output_text.delta", {**where, "delta": piece, "logprobs": []})
-    emit("response.output_text.done", {**where, "text": p.text, "logprobs": []})
-    emit("response.content_part.done", {**where, "part": text_part})
-    emit("response.output_item.done", {"output_index": index, "item": message_item})
-    usage_index = len(events)
-    emit(f"response.{final_status}", {"response": response_obj(final_status, output, responses_usage(p))})
-    return Reply(200, content_type=SSE_TYPE, events=events, usage_index=usage_index)
+        return json_reply(200, builder.final())
+    events = [sse_event(e["type"], e) for e in builder.events()]
+    return Reply(200, content_type=SSE_TYPE, events=events, usage_index=len(events) - 1)
 
 
 # ---- embeddings ---------------------------------------------------------------------------------------

@@ -15,10 +15,10 @@ from email.utils import formatdate
 from types import TracebackType
 from typing import Any
 
-from . import certs
-from .router import Counters, dispatch, route
+from . import certs, websocket
+from .router import Counters, dispatch, error_reply, new_request_id, provider_headers, route
 from .usage import Knobs, Plan, plan
-from .wire import REASONS, ReceivedRequest, Reply
+from .wire import REASONS, ReceivedRequest, Reply, per_model
 
 GARBAGE = b"\x00\x01\x02\xff\xfeSIMULATED GARBAGE: this is not an HTTP response\r\n\r\n\x00"
 MAX_HEADER_BYTES = 64 * 1024
@@ -28,16 +28,9 @@ class _BadRequest(Exception):
     pass
 
 
-def _per_model(headers: Mapping[str, str], name: str, model: str) -> str | None:
-    """The value for `model` in a ``model=value,model2=value2`` knob header, if it names that model."""
-    for item in headers.get(name, "").split(","):
-        key, sep, value = item.partition("=")
-        if sep and key.strip() == model:
-            return value.strip()
-    return None
-
-
 def _requested_model(req: ReceivedRequest) -> str:
+    if websocket.wants_upgrade(req):
+        return websocket.upgrade_model(req)
     found = route(req).model
     if found:
         return found
@@ -318,7 +311,7 @@ class Simulator:
         req = ReceivedRequest(method.upper(), path, query, headers, body, tls=tls)
         self._record(req)
         try:
-            return await self._respond(req, writer, keep_alive, version == "HTTP/1.1")
+            return await self._respond(req, reader, writer, keep_alive, version == "HTTP/1.1")
         except (ConnectionError, asyncio.CancelledError):
             raise
         except Exception as e:  # noqa: BLE001 - a bad knob value or a simulator bug: say so, keep serving
@@ -339,16 +332,21 @@ class Simulator:
             return False
 
     async def _respond(
-        self, req: ReceivedRequest, writer: asyncio.StreamWriter, keep_alive: bool, http11: bool
+        self,
+        req: ReceivedRequest,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        keep_alive: bool,
+        http11: bool,
     ) -> bool:
         headers = {**self._defaults, **req.headers} if self._defaults else req.headers
         knobs = Knobs.from_headers(headers)
         if "x-sim-model-status" in headers or "x-sim-model-delay-ms" in headers:
             model = _requested_model(req)
-            status = _per_model(headers, "x-sim-model-status", model)
+            status = per_model(headers, "x-sim-model-status", model)
             if status == "close":
                 return False  # the connection is closed without an answer
-            delay = _per_model(headers, "x-sim-model-delay-ms", model)
+            delay = per_model(headers, "x-sim-model-delay-ms", model)
             if status is not None:
                 knobs = dataclasses.replace(knobs, status=int(status))
             if delay is not None:
@@ -359,12 +357,32 @@ class Simulator:
             writer.write(GARBAGE)
             await writer.drain()
             return False
+        if websocket.wants_upgrade(req) and not (knobs.status and knobs.status != 200):
+            return await self._upgrade(req, reader, writer, headers, knobs)
         reply = dispatch(req, knobs, self._counters)
         if reply.events is None:
             req.first_write_at = time.time()
             await self._write_body(reply, writer, keep_alive, knobs)
             return keep_alive
         return await self._write_stream(reply, writer, keep_alive and http11, http11, knobs, req)
+
+    async def _upgrade(
+        self,
+        req: ReceivedRequest,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        headers: Mapping[str, str],
+        knobs: Knobs,
+    ) -> bool:
+        """Serve a WebSocket endpoint (see `provider_sim.websocket`); the connection ends with the socket."""
+        request_id = new_request_id("openai")
+        if req.path == websocket.REALTIME_PATH and not websocket.upgrade_model(req):
+            reply = error_reply("openai", 400, request_id, "Missing required parameter: 'model'.")
+            await self._write_body(reply, writer, False, knobs)
+            return False
+        extra = [("date", self._dates.get()), *provider_headers("openai", request_id, self._counters, 0)]
+        await websocket.serve(req, reader, writer, headers, extra)
+        return False
 
     def _head(self, reply: Reply, extra: list[tuple[str, str]]) -> bytes:
         lines = [

@@ -99,6 +99,9 @@ class Knobs:
     x-sim-model-status: M=N[,M2=N2]   per requested model: answer status N (or `close`: drop the connection
                              without answering); other models are answered normally
     x-sim-model-delay-ms: M=N[,M2=N2] per requested model: wait N ms before the response headers
+
+    WebSocket endpoints read the same knobs from the upgrade request and, per response, from the
+    ``x-sim-*`` keys of the frame's metadata (see `provider_sim.websocket`).
     """
 
     status: int | None = None

@@ -10,6 +10,7 @@ import math
 import struct
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
@@ -30,6 +31,7 @@ REASONS = {
     409: "Conflict",
     413: "Payload Too Large",
     422: "Unprocessable Entity",
+    426: "Upgrade Required",
     429: "Too Many Requests",
     500: "Internal Server Error",
     502: "Bad Gateway",
@@ -55,6 +57,8 @@ class ReceivedRequest:
     received_at: float = field(default_factory=time.time)
     tls: bool = False
     first_write_at: float | None = None  # when the first bytes of the answer were written (set by the server)
+    ws_received: list[str | bytes] = field(default_factory=list)  # WebSocket: client messages, in order
+    ws_sent: list[str] = field(default_factory=list)  # WebSocket: the server's text messages, in order
 
     def json(self) -> Any:
         body = self.body
@@ -82,6 +86,15 @@ class Reply:
     @property
     def is_stream(self) -> bool:
         return self.events is not None
+
+
+def per_model(headers: Mapping[str, str], name: str, model: str) -> str | None:
+    """The value for `model` in a ``model=value,model2=value2`` knob header, if it names that model."""
+    for item in headers.get(name, "").split(","):
+        key, sep, value = item.partition("=")
+        if sep and key.strip() == model:
+            return value.strip()
+    return None
 
 
 def json_reply(status: int, obj: Any, headers: list[tuple[str, str]] | None = None) -> Reply:
@@ -137,6 +150,7 @@ _OPENAI_ERRORS: dict[int, tuple[str, str | None, str]] = {
     404: ("invalid_request_error", None, "The requested resource does not exist."),
     409: ("invalid_request_error", None, "Conflict."),
     422: ("invalid_request_error", None, "Unprocessable entity."),
+    426: ("invalid_request_error", None, "This endpoint expects a WebSocket upgrade."),
     429: ("requests", "rate_limit_exceeded", "Rate limit reached for requests. Please try again in 1s."),
     500: ("server_error", None, "The server had an error while processing your request. Sorry about that!"),
     503: ("server_error", None, "The engine is currently overloaded, please try again later."),
