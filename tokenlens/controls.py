@@ -37,7 +37,7 @@ from tokenlens.config import Settings, resolve_timezone
 from tokenlens.pricing import Pricer, undated
 from tokenlens.pricing import from_settings as overrides_from_settings
 from tokenlens.store.queries import ImportResult, PricerLike, Store, day_bounds, month_bounds
-from tokenlens.tokens import estimate_request_tokens
+from tokenlens.tokens import worst_case_request_tokens
 from tokenlens.usage import Usage
 
 if TYPE_CHECKING:
@@ -203,8 +203,44 @@ def scopes_of(source: str, model: str | None) -> list[str]:
 # ---------------------------------------------------------------------------------------------- pricing
 
 
+MAX_ANSWERS = 10_000  # a request's answer count (`n`, `best_of`, `candidateCount`) counts as at most this
+
+
+def answers_requested(api: str, body: Mapping[str, Any] | None) -> int:
+    """How many answers a request may be billed for, each up to its output limit: the largest of OpenAI's
+    `n` and `best_of` (legacy completions bill every `best_of` candidate) or Gemini's `candidateCount`.
+
+    Read like the output limits (`tokenlens.exchange.max_tokens_from_request`): a number written as a string
+    or a float counts (rounded up); what is not a positive number counts as 1; past MAX_ANSWERS, MAX_ANSWERS.
+    """
+    if not body:
+        return 1
+    values: list[Any] = []
+    if api == "google":
+        for name in ("generationConfig", "generation_config"):
+            config = body.get(name)
+            if isinstance(config, Mapping):
+                values += [config.get("candidateCount"), config.get("candidate_count")]
+    else:
+        values = [body.get("n"), body.get("best_of")]
+    largest = 1
+    for value in values:
+        if isinstance(value, str):
+            try:
+                value = float(value.strip())
+            except ValueError:
+                continue
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > 1:
+            largest = max(largest, MAX_ANSWERS if value >= MAX_ANSWERS else math.ceil(value))
+    return largest
+
+
 class WorstCasePricer:
-    """Prices a call's worst case with the current pricing overrides (rebuilt when they change)."""
+    """Prices a call's worst case with the current pricing overrides (rebuilt when they change).
+
+    The worst case is the input counted by `tokens.worst_case_request_tokens` (a margin for a model whose
+    tokenizer is not OpenAI's) plus the request's largest output limit (or `reserve_output_tokens`) for each
+    answer it asks for, at the prices of the model that will serve it."""
 
     def __init__(self) -> None:
         self._pricing: object = None
@@ -226,8 +262,9 @@ class WorstCasePricer:
         model: str,
         max_tokens: int | None,
     ) -> WorstCase:
-        input_tokens = estimate_request_tokens(api, body, endpoint=endpoint, model=model) if body else 0
-        output_tokens = max_tokens if max_tokens is not None else settings.budgets.reserve_output_tokens
+        input_tokens = worst_case_request_tokens(api, body, endpoint=endpoint, model=model) if body else 0
+        per_answer = max_tokens if max_tokens is not None else settings.budgets.reserve_output_tokens
+        output_tokens = per_answer * answers_requested(api, body)
         usage = Usage(input_tokens=input_tokens, output_tokens=output_tokens)
         price = self.pricer(settings).price(provider, model, usage)
         cost = float(price.cost_usd) if price.priced and price.cost_usd is not None else None

@@ -107,7 +107,11 @@ def max_tokens_from_request(api: ApiFormat, body: dict[str, Any] | None) -> int 
             if isinstance(config, dict):
                 candidates += [config.get("maxOutputTokens"), config.get("max_output_tokens")]
     else:
-        candidates = [body.get("max_tokens"), body.get("max_completion_tokens"), body.get("max_output_tokens")]
+        candidates = [
+            body.get("max_tokens"),
+            body.get("max_completion_tokens"),
+            body.get("max_output_tokens"),
+        ]
     largest: int | None = None
     for value in candidates:
         if isinstance(value, str):

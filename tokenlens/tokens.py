@@ -8,6 +8,9 @@ count falls back to UTF-8 bytes / 4.
 
 o200k is exact for current OpenAI models and is the default estimate for Claude and Gemini (no exact offline
 tokenizer exists for them); cl100k is used for gpt-4 / gpt-3.5 / text-embedding-3 / ada-002.
+
+Budget reservations need an upper bound, not an estimate: `worst_case_request_tokens` counts the input of a
+model whose tokenizer is not OpenAI's with the margin of `worst_case_text_tokens` (measured, see there).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import gzip
 import hashlib
 import json
 import logging
+import math
+import re
 import threading
 from collections.abc import Mapping
 from importlib import resources
@@ -200,6 +205,52 @@ def count_tokens(text: str, model: str | None = None) -> int:
     return _fallback(text) if n is None else n
 
 
+# Worst-case tokens of a text for a tokenizer we do not have (Claude's, Gemini's, an open model's).
+#
+# Provable: a byte-level BPE token is at least one byte, and a SentencePiece tokenizer with byte fallback
+# adds at most one piece (its dummy-prefix space), so no such tokenizer needs more than UTF-8 bytes + 1.
+# Measured (tests/core/test_token_margin.py recomputes it on 49 hostile texts: random bytes decoded, random
+# BMP and astral code points, CJK, emoji and ZWJ sequences, digits, base64, hex, whitespace and repeated
+# characters, code, JSON, punctuation, a dozen scripts, combining marks, controls, lone surrogates):
+#   cl100k / o200k: worst 4.00 (Tamil; Devanagari 3.49, Georgian/Armenian/Ethiopic 3.45, Hebrew 2.73);
+#   bytes / o200k: worst 125 (5,000 spaces are 40 o200k tokens). Runs of a short unit are where
+#   vocabularies differ most ("!" x5000 is 313 o200k tokens, 625 cl100k, 5,000 without such merges), so no
+#   factor on o200k bounds them.
+# The rule: each run of WORST_CASE_RUN or more repeats of a unit of up to WORST_CASE_UNIT characters counts
+# one token per byte, the rest of the text WORST_CASE_FACTOR times its o200k count (25% above the worst
+# ratio measured), and a text never counts more than its bytes + 1. For English prose (4.5 bytes an o200k
+# token) the byte bound is the smaller: the reservation is then the text's bytes.
+WORST_CASE_FACTOR = 5.0
+WORST_CASE_RUN = 4
+WORST_CASE_UNIT = 4
+_RUN = re.compile(rf"(.{{1,{WORST_CASE_UNIT}}}?)\1{{{WORST_CASE_RUN - 1},}}", re.DOTALL)
+# Model names whose tokenizer is one of ours (o200k or cl100k): OpenAI's own models.
+_OPENAI_MODELS = re.compile(
+    r"(ft:)?(gpt-|chatgpt-|o\d|text-embedding-|davinci-|babbage-|codex-|computer-use-|omni-moderation-)"
+)
+
+
+def _utf8_len(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def worst_case_text_tokens(text: str) -> int:
+    """At least as many tokens as any tokenizer should need for `text` (see WORST_CASE_FACTOR)."""
+    if not text:
+        return 0
+    ceiling = _utf8_len(text) + 1
+    runs = sum(_utf8_len(m.group()) for m in _RUN.finditer(text))
+    rest = _RUN.sub(" ", text) if runs else text
+    return min(ceiling, math.ceil(WORST_CASE_FACTOR * count_tokens(rest)) + runs)
+
+
+def tokenizer_is_known(model: str | None) -> bool:
+    """Whether `model` uses a tokenizer counted exactly here (OpenAI's models: o200k or cl100k)."""
+    if not model:
+        return False
+    return _OPENAI_MODELS.match(model.lower().rsplit("/", 1)[-1]) is not None
+
+
 def estimate_output_tokens(text: str, model: str | None = None) -> int:
     """Estimated output tokens of a (cut) streamed answer from its visible and reasoning text."""
     return count_tokens(text, model)
@@ -253,12 +304,13 @@ def _dumps(value: Any) -> str:
 class _Counter:
     """Walks request JSON, counting text with one encoder and media with a flat estimate."""
 
-    def __init__(self, api: str, model: str | None) -> None:
+    def __init__(self, api: str, model: str | None, *, worst_case: bool = False) -> None:
         self.model = model
         self.image_tokens = IMAGE_TOKENS.get(api, IMAGE_TOKENS["openai"])
+        self.worst_case = worst_case
 
     def text(self, s: str) -> int:
-        return count_tokens(s, self.model)
+        return worst_case_text_tokens(s) if self.worst_case else count_tokens(s, self.model)
 
     def value(self, v: Any) -> int:
         if isinstance(v, str):
@@ -329,6 +381,28 @@ def estimate_request_tokens(
         return _estimate(api, body_json, c, kind)
     except Exception:
         log.debug("request estimate failed", exc_info=True)
+        return 0
+
+
+def worst_case_request_tokens(api: str, body_json: Any, *, endpoint: str | None = None, model: str) -> int:
+    """Input tokens a budget reserves for a request to `model` (the model that will serve it): the estimate
+    of `estimate_request_tokens` when the model's tokenizer is known here, else the same walk with each text
+    counted by `worst_case_text_tokens`. Never raises; 0 for a body it cannot read."""
+    if tokenizer_is_known(model):
+        return estimate_request_tokens(api, body_json, endpoint=endpoint, model=model)
+    if not isinstance(body_json, Mapping):
+        return 0
+    c = _Counter(api, model, worst_case=True)
+    kind = None
+    if endpoint:
+        from tokenlens.usage import ENDPOINT_KINDS, endpoint_kind, wire_format
+
+        kind = endpoint if endpoint in ENDPOINT_KINDS else endpoint_kind(api, endpoint)
+        api = wire_format(api, kind)
+    try:
+        return _estimate(api, body_json, c, kind)
+    except Exception:
+        log.debug("worst-case request estimate failed", exc_info=True)
         return 0
 
 

@@ -11,9 +11,11 @@ from mitmproxy import flow as mflow
 from mitmproxy import http
 from mitmproxy.test import taddons
 
-from harness.gates import Clock, configure, flow_for
+from harness.gates import PATHS, Clock, configure, flow_for
+from mitm_helpers import gateway_flow
 from tokenlens.addons._flowstate import exchange_of
 from tokenlens.addons.budget import BudgetCheck
+from tokenlens.addons.ingress import Ingress
 from tokenlens.addons.recorder import Recorder
 from tokenlens.addons.routing import ModelRouter
 from tokenlens.app import AppDeps
@@ -152,3 +154,50 @@ def test_a_budget_event_is_published_when_a_cap_refuses_a_call(deps: AppDeps) ->
         BudgetCheck(deps, ModelRouter(deps)).request(flow_for(deps))
         messages = [sub.get(timeout=1), sub.get(timeout=1)]
     assert [(m["type"], m["data"]["threshold"]) for m in messages if m] == [("budget", 80), ("budget", 100)]
+
+
+@pytest.mark.parametrize(
+    ("provider", "limits"),
+    [
+        ("openai", {"max_completion_tokens": 1, "max_tokens": 4000}),
+        ("openai", {"max_completion_tokens": 1, "max_output_tokens": "4000"}),
+        ("anthropic", {"max_completion_tokens": 1, "max_tokens": 4000.0}),
+        ("google", {"generationConfig": {"maxOutputTokens": 1, "max_output_tokens": 4000}}),
+    ],
+)
+def test_the_largest_output_limit_is_reserved(deps: AppDeps, provider: str, limits: dict[str, Any]) -> None:
+    """Issue 17, finding 6: a small limit next to a large one must not shrink the reservation."""
+    ledger = configure(deps, Clock(), budgets={"daily_usd": 10.0})
+    gate = BudgetCheck(deps, ModelRouter(deps))
+    request: dict[str, Any]
+    if provider == "google":
+        request = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}], **limits}
+    else:
+        request = {"model": "my-model", "messages": [{"role": "user", "content": "hi"}], **limits}
+    flows = [gateway_flow(PATHS[provider], request, {"X-TokenLens-Source": "t"}) for _ in range(5)]
+    for flow in flows:
+        Ingress(deps).request(flow)
+        gate.request(flow)
+    # 4000 output tokens at $1000 per million = $4.00 each (plus a little input): two fit under $10
+    assert [f.response is None for f in flows] == [True, True, False, False, False]
+    (cap,) = ledger.status()["caps"]
+    assert 8.0 <= cap["reserved_usd"] <= 8.01
+    ex = exchange_of(flows[0])
+    assert ex is not None and ex.details["controls"]["worst_case"]["reserved_output_tokens"] == 4000
+
+
+def test_every_answer_asked_for_is_reserved(deps: AppDeps) -> None:
+    """`n` answers of up to max_tokens each may be billed: the reservation covers all of them."""
+    configure(deps, Clock(), budgets={"daily_usd": 10.0})
+    gate = BudgetCheck(deps, ModelRouter(deps))
+    request = {
+        "model": "my-model",
+        "n": 3,
+        "max_tokens": 1000,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    flow = gateway_flow(PATHS["openai"], request, {"X-TokenLens-Source": "t"})
+    Ingress(deps).request(flow)
+    gate.request(flow)
+    ex = exchange_of(flow)
+    assert ex is not None and ex.details["controls"]["worst_case"]["reserved_output_tokens"] == 3000

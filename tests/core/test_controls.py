@@ -18,12 +18,14 @@ from tokenlens.controls import (
     Cap,
     Ledger,
     WorstCasePricer,
+    answers_requested,
     budget_caps,
     model_caps,
     quota_caps,
 )
 from tokenlens.records import CallRecord
 from tokenlens.store import Store, open_store
+from tokenlens.tokens import get_encoding
 
 # 2026-03-10 12:00 UTC
 NOON = datetime(2026, 3, 10, 12, 0, tzinfo=UTC).timestamp()
@@ -267,6 +269,94 @@ def test_worst_case_is_estimated_input_plus_max_tokens_at_the_model_price() -> N
         max_tokens=10,
     )
     assert unknown.cost_usd is None
+
+
+TAMIL = "வணக்கம், இன்று வானிலை மிகவும் நன்றாக உள்ளது. செயற்கை நுண்ணறிவு உலகை மாற்றுகிறது. " * 30
+
+
+@pytest.mark.parametrize(
+    ("provider", "api", "endpoint", "model", "body", "rates"),
+    [
+        (
+            "anthropic",
+            "anthropic",
+            "/v1/messages",
+            "claude-haiku-4-5",
+            {"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": TAMIL}]},
+            (1.00, 5.00),  # published: $1 / $5 per million
+        ),
+        (
+            "google",
+            "google",
+            "/v1beta/models/gemini-2.5-flash:generateContent",
+            "gemini-2.5-flash",
+            {"contents": [{"role": "user", "parts": [{"text": TAMIL}]}]},
+            (0.30, 2.50),
+        ),
+    ],
+)
+def test_a_model_with_another_tokenizer_reserves_a_worst_case_input(
+    provider: str, api: str, endpoint: str, model: str, body: dict[str, Any], rates: tuple[float, float]
+) -> None:
+    """Issue 17, finding 6: o200k counts this text at a quarter of what cl100k does; the reservation for a
+    Claude or Gemini model must cover a tokenizer that counts like cl100k (measured in test_token_margin)."""
+    o200k, cl100k = get_encoding("o200k_base"), get_encoding("cl100k_base")
+    assert o200k is not None and cl100k is not None
+    assert len(cl100k.encode_ordinary(TAMIL)) > 3.9 * len(o200k.encode_ordinary(TAMIL))
+    worst = WorstCasePricer().worst_case(
+        parse_settings({}),
+        provider=provider,
+        api=api,
+        endpoint=endpoint,
+        body=body,
+        model=model,
+        max_tokens=10,
+    )
+    assert worst.input_tokens >= len(cl100k.encode_ordinary(TAMIL))
+    assert worst.input_tokens <= len(TAMIL.encode()) + 20  # never past the bytes (plus message overheads)
+    assert worst.cost_usd == pytest.approx((worst.input_tokens * rates[0] + 10 * rates[1]) / 1e6)
+
+
+@pytest.mark.parametrize(
+    ("api", "body", "expected"),
+    [
+        ("openai", {"n": 3}, 3),
+        ("openai", {"n": "3"}, 3),
+        ("openai", {"n": 2, "best_of": 5}, 5),
+        ("openai", {"n": 2.5}, 3),
+        ("openai", {"n": 0}, 1),
+        ("openai", {"n": -4}, 1),
+        ("openai", {"n": True}, 1),
+        ("openai", {"n": float("nan")}, 1),
+        ("openai", {"n": 10**30}, 10_000),
+        ("openai", {}, 1),
+        ("google", {"generationConfig": {"candidateCount": 4}}, 4),
+        (
+            "google",
+            {"generation_config": {"candidate_count": 2}, "generationConfig": {"candidateCount": 1}},
+            2,
+        ),
+        ("google", {"n": 5}, 1),
+        ("anthropic", {"max_tokens": 5}, 1),
+    ],
+)
+def test_answers_requested(api: str, body: dict[str, Any], expected: int) -> None:
+    assert answers_requested(api, body) == expected
+
+
+def test_the_reservation_covers_every_answer() -> None:
+    settings = parse_settings({"pricing": {"my-model": {"input": 0.0, "output": 10.0}}})
+    body = {"model": "my-model", "n": 4, "messages": [{"role": "user", "content": "hi"}]}
+    worst = WorstCasePricer().worst_case(
+        settings,
+        provider="openai",
+        api="openai",
+        endpoint="/v1/chat/completions",
+        body=body,
+        model="my-model",
+        max_tokens=None,
+    )
+    assert worst.output_tokens == 4 * 4096 and worst.cost_usd == pytest.approx(4 * 4096 * 10.0 / 1e6)
 
 
 @pytest.fixture
