@@ -7,6 +7,10 @@
    browsers do not restrict by CORS), whose `Origin` header is present and is not this same host gets 403.
 3. When `server.host` is not loopback, every path except `/healthz` needs `Authorization: Bearer <api_token>`
    (401 otherwise).
+4. Every response carries `SECURITY_HEADERS`: a Content-Security-Policy that forbids framing, plugins, inline
+   scripts and styles and anything not served by the gateway itself (the pages load only their own static
+   files), `X-Frame-Options: DENY` for older browsers, `nosniff`, no referrer, and a same-origin resource
+   policy (another site cannot embed an API answer as a script or image).
 
 Settings are read on every request, so a configuration change applies at once.
 """
@@ -22,6 +26,27 @@ from tokenlens.config import ServerSettings, is_loopback_host
 
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 OPEN_PATHS = frozenset({"/healthz"})
+CONTENT_SECURITY_POLICY = "; ".join(
+    (
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "font-src 'self'",
+        "connect-src 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+        "object-src 'none'",
+        "base-uri 'none'",
+    )
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
 
 
 def split_host(value: str) -> tuple[str, int | None]:
@@ -113,5 +138,13 @@ def check_request() -> Response | None:
     return None
 
 
+def add_security_headers(response: Response) -> Response:
+    """The `after_request` hook: `SECURITY_HEADERS` on every answer (pages, API, errors and refusals)."""
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
 def init_app(app: Flask) -> None:
     app.before_request(check_request)
+    app.after_request(add_security_headers)

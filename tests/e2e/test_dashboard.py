@@ -213,13 +213,13 @@ def test_tables_paginate(session: Session) -> None:
     api_page = session.api("/api/calls", limit=50)
     assert first_page == [c["id"] for c in api_page["calls"]]
     page.click("#older")
-    page.wait_for_function(f"document.querySelector('#calls tr').dataset.callId !== '{first_page[0]}'")
+    page.wait_for_function(f"() => document.querySelector('#calls tr').dataset.callId !== '{first_page[0]}'")
     second = page.locator("#calls tr").evaluate_all("rows => rows.map(r => r.dataset.callId)")
     assert second == [c["id"] for c in session.api("/api/calls", limit=50, before=api_page["next"])["calls"]]
     page.select_option("#filters select[name=outcome]", "blocked")
     page.click("#filters button[type=submit]")
     page.wait_for_function(
-        "[...document.querySelectorAll('#calls tr')].every(r => r.textContent.includes('blocked'))"
+        "() => [...document.querySelectorAll('#calls tr')].every(r => r.textContent.includes('blocked'))"
     )
     blocked = session.api("/api/calls", limit=50, outcome="blocked")["calls"]
     assert page.locator("#calls tr").count() == len(blocked) > 0
@@ -349,11 +349,11 @@ def test_a_call_appears_live(session: Session) -> None:
     assert row.get_attribute("data-call-id") == recorded[0]["id"]
     page.click("#pause")
     client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "Again"}])
-    page.wait_for_function("document.getElementById('paused-count').textContent === '1'", timeout=10000)
+    page.wait_for_function("() => document.getElementById('paused-count').textContent === '1'", timeout=10000)
     assert page.locator("#calls tr", has_text=source).count() == 1  # paused: not shown yet
     page.click("#pause")
     page.wait_for_function(
-        f"[...document.querySelectorAll('#calls tr')].filter(r => r.textContent.includes('{source}')).length === 2"
+        f"() => [...document.querySelectorAll('#calls tr')].filter(r => r.textContent.includes('{source}')).length === 2"
     )
 
 
@@ -363,3 +363,5 @@ def test_no_request_leaves_loopback(session: Session) -> None:
     assert outside == []
     assert any(url.endswith("/static/vendor/chart.umd.min.js") for url in session.requests)
     assert session.websockets and all(urlsplit(url).hostname in LOOPBACK for url in session.websockets)
+    # every page above ran under the gateway's Content-Security-Policy without a violation
+    assert [e for e in session.errors if "Content Security Policy" in e or "Refused to" in e] == []

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterator
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -139,3 +141,77 @@ def test_same_origin() -> None:
     assert not same_origin("https://localhost:8420", "localhost:8421", "http")
     assert not same_origin("http://evil.example:8420", "localhost:8420", "http")
     assert not same_origin("file://", "localhost:8420", "http")
+
+
+def csp_directives(header: str) -> dict[str, list[str]]:
+    directives: dict[str, list[str]] = {}
+    for part in header.split(";"):
+        name, *values = part.split()
+        directives[name.lower()] = values
+    return directives
+
+
+PAGES = ("/", "/live", "/sources", "/models", "/insights", "/latency", "/settings", "/calls/abc")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers"),
+    [
+        ("GET", "/", {}),
+        ("GET", "/settings", {}),
+        ("GET", "/api/calls", {}),
+        ("GET", "/api/settings/budget", {}),
+        ("GET", "/metrics", {}),
+        ("GET", "/healthz", {}),
+        ("GET", "/static/css/app.css", {}),
+        ("GET", "/api/no-such-thing", {}),
+        ("GET", "/", {"Host": "evil.example"}),
+        ("PUT", "/api/settings/budget", {"Origin": "http://evil.example"}),
+    ],
+)
+def test_every_answer_forbids_framing_and_foreign_content(
+    client: FlaskClient, method: str, path: str, headers: dict[str, str]
+) -> None:
+    response = client.open(path, method=method, headers={"Host": "localhost:8420", **headers})
+    csp = csp_directives(response.headers.get("Content-Security-Policy", "default-src *"))
+    assert csp.get("frame-ancestors") == ["'none'"]
+    assert csp.get("script-src") == ["'self'"]
+    assert csp.get("style-src") == ["'self'"]
+    assert csp.get("object-src") == ["'none'"]
+    assert csp.get("base-uri") == ["'none'"]
+    assert csp.get("default-src") == ["'none'"]
+    assert response.headers.get("X-Frame-Options") == "DENY"
+    assert response.headers.get("X-Content-Type-Options") == "nosniff"
+    assert response.headers.get("Referrer-Policy") == "no-referrer"
+
+
+class InlineFinder(HTMLParser):
+    """Collects what a CSP without 'unsafe-inline' would block: inline scripts, style blocks and attributes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        names = {name.lower(): value for name, value in attrs}
+        if tag == "script" and not names.get("src"):
+            self.found.append("inline <script>")
+        if tag == "style":
+            self.found.append("<style> block")
+        for name, value in names.items():
+            if name == "style" or name.startswith("on"):
+                self.found.append(f"<{tag} {name}=...>")
+            if value and value.strip().lower().startswith("javascript:"):
+                self.found.append(f"<{tag} {name}=javascript:...>")
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_pages_need_nothing_inline(client: FlaskClient, path: str) -> None:
+    response = client.get(path, headers={"Host": "localhost:8420"})
+    assert response.status_code == 200
+    finder = InlineFinder()
+    finder.feed(response.get_data(as_text=True))
+    assert finder.found == []
+    for source in re.findall(r'<script[^>]* src="([^"]+)"', response.get_data(as_text=True)):
+        assert source.startswith("/static/")
+        assert client.get(source, headers={"Host": "localhost:8420"}).status_code == 200
