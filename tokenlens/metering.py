@@ -13,7 +13,7 @@ from tokenlens.encoding import decode_body
 from tokenlens.exchange import METERED_KINDS, Exchange
 from tokenlens.pricing import Price, Pricer
 from tokenlens.pricing import from_settings as overrides_from_settings
-from tokenlens.records import CallRecord
+from tokenlens.records import CallRecord, bound_record, describe_failure
 from tokenlens.tokens import estimate_output_tokens, estimate_request_tokens
 from tokenlens.usage import Usage, summarize_stream, usage_from_body
 
@@ -76,6 +76,8 @@ def price_call(pricer: Pricer, ex: Exchange, metered: Metered) -> Price | None:
 
 
 def build_record(ex: Exchange, pricer: Pricer, *, store_bodies: bool = True) -> CallRecord:
+    """The call's record; every number in it within `tokenlens.records` bounds and its text storable
+    (`bound_record`), so that the store never refuses it."""
     metered = meter(ex)
     usage = metered.usage
     ended = ex.ended if ex.ended is not None else ex.started
@@ -141,9 +143,15 @@ def build_record(ex: Exchange, pricer: Pricer, *, store_bodies: bool = True) -> 
     for analyse in ex.deferred:
         try:
             analyse(ex, record)
-        except Exception:
-            log.exception("deferred analysis %r failed for call %s", analyse, ex.id)
-    return record
+        except Exception as exc:  # the message may quote the body: only its type and place are logged
+            log.error(
+                "deferred analysis %s failed for call %s: %s", _name_of(analyse), ex.id, describe_failure(exc)
+            )
+    return bound_record(record)
+
+
+def _name_of(function: object) -> str:
+    return str(getattr(function, "__qualname__", None) or type(function).__name__)
 
 
 def _response_body(ex: Exchange) -> bytes | None:

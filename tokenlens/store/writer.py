@@ -4,7 +4,8 @@ datasette-style: one thread owns all writes, fed by a `queue.SimpleQueue`, so th
 the database. `submit()` never blocks and never raises. A batch is written in one transaction; when the
 insert fails (database locked beyond busy_timeout, PostgreSQL down) the batch is kept and retried with
 backoff, never dropped. Only a record the database rejects on its own (found by writing the batch one
-record at a time) is logged in full at ERROR level and set aside.
+record at a time) is set aside, logged at ERROR level by its id and the error's type. No log line of the
+writer carries a record's content (bodies, tags, details) or a driver message that could quote it.
 
 Back-pressure without blocking: the queue is bounded (`max_queue`). When it is full, `submit()` hands the
 item to a spill thread (its own unbounded queue: a put, no preparation and no file I/O on the caller's thread,
@@ -29,7 +30,7 @@ from typing import Any
 import peewee as pw
 
 from tokenlens.config import tokenlens_home
-from tokenlens.records import CallRecord, new_call_id
+from tokenlens.records import CallRecord, describe_failure, new_call_id
 from tokenlens.store.journal import Journal, default_journal_path
 from tokenlens.store.queries import Store
 
@@ -258,7 +259,8 @@ class RecordWriter[T]:
             if not self._spill_failed_logged:
                 self._spill_failed_logged = True
                 log.error(
-                    "the writer queue is full and the journal cannot be written (%s); queueing anyway", exc
+                    "the writer queue is full and the journal cannot be written (%s); queueing anyway",
+                    store_error_text(exc),
                 )
             for group in prepared:
                 self._queue.put(_Prepared(group))
@@ -323,12 +325,16 @@ class RecordWriter[T]:
         try:
             return [self.prepare(item)]
         except Exception as exc:
-            log.exception("preparing a call record failed; writing a minimal error record")
+            log.error(
+                "preparing call record %s failed (%s); writing a minimal error record",
+                _id_of(item),
+                describe_failure(exc),
+            )
             error = exc
         try:
             fallback = self.fallback(item, error)
-        except Exception:
-            log.exception("could not build an error record for a failed preparation")
+        except Exception as exc:
+            log.error("could not build an error record for call %s (%s)", _id_of(item), describe_failure(exc))
             return []
         return [] if fallback is None else [fallback]
 
@@ -398,7 +404,7 @@ class RecordWriter[T]:
                 self.retries += 1
                 self._reset_connection()
                 if time.monotonic() + delay > deadline:
-                    log.warning("replaying the journal failed, will retry: %s", exc)
+                    log.warning("replaying the journal failed, will retry: %s", store_error_text(exc))
                     return None
                 time.sleep(delay)
                 delay = min(delay * 2, _BACKOFF_MAX)
@@ -422,7 +428,9 @@ class RecordWriter[T]:
             )
             return False
         log.warning(
-            "the store refuses writes (%s); %d call records spilled to the journal", exc, len(records)
+            "the store refuses writes (%s); %d call records spilled to the journal",
+            store_error_text(exc),
+            len(records),
         )
         self._next_replay = time.monotonic() + _REPLAY_EVERY
         with self._done_cond:
@@ -463,7 +471,7 @@ class RecordWriter[T]:
                     len(records),
                     attempts,
                     delay,
-                    exc,
+                    store_error_text(exc),
                 )
                 time.sleep(delay)
                 delay = min(delay * 2, _BACKOFF_MAX)
@@ -484,10 +492,9 @@ class RecordWriter[T]:
                     if not _is_transient(exc) and attempts >= _SPLIT_AFTER:
                         self.rejected += 1
                         log.error(
-                            "the database rejects call record %s (%s); record set aside: %r",
+                            "the database rejects call record %s (%s); record set aside",
                             record.id,
-                            exc,
-                            record.to_dict(),
+                            store_error_text(exc),
                         )
                         break
                     time.sleep(delay)
@@ -504,6 +511,22 @@ class RecordWriter[T]:
                 self.store.db.dispose()
             except Exception:
                 pass
+
+
+def store_error_text(exc: BaseException) -> str:
+    """What to log of a failed write: the error's type, plus the first line of the message for a connection,
+    lock or file error (`database is locked`, `could not connect to server`), whose messages name no row
+    data; for any other error (a value the database refuses) the type and the place it was raised only."""
+    if isinstance(exc, pw.OperationalError | pw.InterfaceError | OSError):
+        lines = str(exc).strip().splitlines()
+        return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
+    return describe_failure(exc)
+
+
+def _id_of(item: object) -> str:
+    """The call id of a submitted item (an Exchange or a record), for log lines."""
+    value = item.get("id") if isinstance(item, dict) else getattr(item, "id", None)
+    return str(value)[:64] if value is not None else "(unknown)"
 
 
 def _drain_queue(source: queue.SimpleQueue[object]) -> list[object]:
