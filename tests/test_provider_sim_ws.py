@@ -275,6 +275,28 @@ def test_responses_raw_client_deflate_stream_id_and_delays(sim: Simulator) -> No
     assert arrivals[-1] - arrivals[0] >= 0.03 * 10 * 0.9
 
 
+def test_responses_over_tls_and_model_delay() -> None:
+    with Simulator() as tls:
+        assert tls.https_url is not None
+        client = openai.OpenAI(
+            base_url=tls.base_url("openai", https=True),
+            api_key="sk-test",
+            max_retries=0,
+        )
+        headers = {"x-sim-model-delay-ms": "gpt-4o-mini=200", "x-sim-reply-words": "2"}
+        options: Any = {"ssl": tls.client_ssl_context()}  # passed on to websockets.connect
+        with client.responses.connect(extra_headers=headers, websocket_connection_options=options) as conn:
+            start = time.perf_counter()
+            conn.response.create(model="gpt-4o", input="x")
+            assert text_of(turn(conn)) == "The quick"
+            fast = time.perf_counter() - start
+            start = time.perf_counter()
+            conn.response.create(model="gpt-4o-mini", input="x")
+            assert turn(conn)[-1].type == "response.completed"
+            assert time.perf_counter() - start >= 0.2 > fast
+        assert tls.last_request.tls and tls.last_request.path == "/v1/responses"
+
+
 def test_other_upgrades_and_paths_are_refused(sim: Simulator) -> None:
     base = sim.url.replace("http://", "ws://")
     with pytest.raises(InvalidStatus) as chat:

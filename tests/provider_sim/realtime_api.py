@@ -59,6 +59,17 @@ from .wire import Ids, chunk_words, openai_error, per_model
 if TYPE_CHECKING:
     from .websocket import Socket
 
+
+def frame_headers(headers: Mapping[str, str], metadata: Any) -> dict[str, str]:
+    """The connection's knob headers overlaid with the ``x-sim-*`` keys of a frame's metadata."""
+    out = dict(headers)
+    if isinstance(metadata, dict):
+        for key, value in metadata.items():
+            if isinstance(key, str) and key.lower().startswith("x-sim-"):
+                out[key.lower()] = str(value)
+    return out
+
+
 AUDIO_BYTES_PER_TOKEN = 4800
 OUTPUT_AUDIO_BYTES_PER_WORD = 9600
 PCM = {"type": "audio/pcm", "rate": 24000}
@@ -156,6 +167,7 @@ class RealtimeSession:
         self.headers = headers
         self.beta = beta
         self.names = BETA_NAMES if beta else GA_NAMES
+        self.requested_model = model
         self.model = Knobs.from_headers(headers).model or model
         self.conversation_id = Ids.make("conv_sim")
         self.items: list[_Item] = []
@@ -299,14 +311,13 @@ class RealtimeSession:
     async def _commit(self) -> None:
         if not self.buffer:
             raise _ClientError("input_audio_buffer_commit_empty", "The input audio buffer is empty.")
-        content_type = "input_audio"
         item = {
             "id": Ids.make("item_sim"),
             "object": "realtime.item",
             "type": "message",
             "status": "completed",
             "role": "user",
-            "content": [{"type": content_type, "transcript": None}],
+            "content": [{"type": "input_audio", "transcript": None}],
         }
         previous = self._last_item_id
         self.items.append(_Item(item, MESSAGE_OVERHEAD, audio_tokens(len(self.buffer))))
@@ -321,19 +332,17 @@ class RealtimeSession:
         return options[name] if name in options else self.session.get(name)
 
     async def _respond(self, frame: dict[str, Any]) -> bool:
-        options = frame.get("response") if isinstance(frame.get("response"), dict) else {}
-        assert isinstance(options, dict)
-        frame_h = dict(self.headers)
-        metadata = options.get("metadata")
-        if isinstance(metadata, dict):
-            for key, value in metadata.items():
-                if isinstance(key, str) and key.lower().startswith("x-sim-"):
-                    frame_h[key.lower()] = str(value)
+        raw = frame.get("response")
+        options: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        frame_h = frame_headers(self.headers, options.get("metadata"))
         knobs = Knobs.from_headers(frame_h)
-        model_status = per_model(frame_h, "x-sim-model-status", self.model)
+        model_status = per_model(frame_h, "x-sim-model-status", self.requested_model)
         if model_status == "close":
             self.socket.cut()
             return False
+        model_delay = per_model(frame_h, "x-sim-model-delay-ms", self.requested_model)
+        if model_delay is not None:
+            knobs = dataclasses.replace(knobs, delay_ms=knobs.delay_ms + float(model_delay))
         status = int(model_status) if model_status is not None else knobs.status
         if status and status != 200:
             error = openai_error(status)["error"]
@@ -345,10 +354,10 @@ class RealtimeSession:
         limit = self._setting(options, "max_output_tokens", "max_response_output_tokens")
         reply_words = plan("openai", "responses", {}, knobs).reply_words
         per_word = 3 if audio else 1
-        truncated = isinstance(limit, int) and reply_words * per_word > limit
-        if truncated:
-            assert isinstance(limit, int)
+        truncated = False
+        if isinstance(limit, int) and reply_words * per_word > limit:
             reply_words = max(0, limit) // per_word
+            truncated = True
         text = plan("openai", "responses", {}, dataclasses.replace(knobs, reply_words=reply_words)).text
         in_text = sum(i.text for i in self.items)
         in_audio = sum(i.audio for i in self.items)

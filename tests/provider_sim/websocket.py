@@ -24,8 +24,8 @@ Knobs (``x-sim-*``, see `usage.Knobs`):
 
 * on the upgrade request (or the simulator's defaults): ``x-sim-status: N`` refuses the upgrade (HTTP N
   with the provider's error body), as does ``x-sim-model-status: M=N`` for ``/v1/realtime?model=M``;
-  ``x-sim-delay-ms`` waits before the 101; ``x-sim-garbage`` answers garbage. Every other knob applies to
-  every response on the socket.
+  ``x-sim-delay-ms`` waits before the 101; ``x-sim-garbage`` answers garbage. These and every other knob
+  also apply to every response on the socket.
 * per response: the upgrade's knobs overlaid with the ``x-sim-*`` keys of the frame's ``metadata``
   (Responses) or ``response.metadata`` (Realtime ``response.create``):
 
@@ -36,6 +36,7 @@ Knobs (``x-sim-*``, see `usage.Knobs`):
   - ``x-sim-stream-error: N``: after N events (at most all but the final one) end with ``response.failed``
     (Realtime: ``response.done`` with status ``failed``), whose usage counts the input and only the
     output already sent;
+  - ``x-sim-model-delay-ms: M=N``: wait N ms before the first event of responses for model M;
   - ``x-sim-delay-ms`` (before the first event), ``x-sim-chunk-delay-ms``, ``x-sim-reply-words``,
     ``x-sim-chunk-words``, ``x-sim-reasoning``, cache knobs, ``x-sim-model``: as for HTTP calls.
 
@@ -46,6 +47,7 @@ Knobs (``x-sim-*``, see `usage.Knobs`):
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -65,6 +67,7 @@ from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from . import realtime_api
 from .openai_api import ResponseBuilder
+from .realtime_api import frame_headers
 from .usage import Knobs, plan
 from .wire import Call, ReceivedRequest, dumps, openai_error, per_model
 
@@ -87,16 +90,6 @@ def wants_upgrade(req: ReceivedRequest) -> bool:
 def upgrade_model(req: ReceivedRequest) -> str:
     """The model an upgrade asks for (Realtime: ``?model=``)."""
     return req.params.get("model", "")
-
-
-def frame_headers(headers: Mapping[str, str], metadata: Any) -> dict[str, str]:
-    """The connection's knob headers overlaid with the ``x-sim-*`` keys of a frame's metadata."""
-    out = dict(headers)
-    if isinstance(metadata, dict):
-        for key, value in metadata.items():
-            if isinstance(key, str) and key.lower().startswith("x-sim-"):
-                out[key.lower()] = str(value)
-    return out
 
 
 class Socket:
@@ -282,6 +275,9 @@ async def _respond(socket: Socket, frame: dict[str, Any], headers: Mapping[str, 
     if model_status == "close":
         socket.cut()
         return False
+    model_delay = per_model(frame_h, "x-sim-model-delay-ms", model)
+    if model_delay is not None:
+        knobs = dataclasses.replace(knobs, delay_ms=knobs.delay_ms + float(model_delay))
     status = int(model_status) if model_status is not None else knobs.status
     if status and status != 200:
         await socket.send(responses_error(status))
