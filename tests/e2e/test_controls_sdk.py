@@ -429,3 +429,91 @@ def test_the_ledger_is_rebuilt_from_the_store_after_a_restart(
         assert status[("global", "month")]["spent_usd"] == pytest.approx(expected, rel=1e-9)
     finally:
         assert stop_gateway(second) == 0
+
+
+@pytest.mark.parametrize(
+    ("provider", "model", "kind"),
+    [("openai", "gpt-3.5-turbo-instruct", "completions"), ("anthropic", "claude-haiku-4-5", "messages")],
+)
+def test_a_small_output_limit_beside_a_large_one_cannot_overspend_a_cap(
+    gw: Gateway, source: str, provider: str, model: str, kind: str
+) -> None:
+    """Issue 17, finding 6: `max_completion_tokens: 1` beside `max_tokens: 4000` (which this upstream honours)
+    let 50 of 50 concurrent calls through a $0.05 cap. The largest limit is reserved now: spend stays within
+    the cap, and the calls admitted are the ones that fit."""
+    cap = 0.05
+    put(gw, "/api/settings/budget", {"daily_usd": 1000.0})
+    baseline = budget_status(gw)[("global", "day")]["spent_usd"]
+    assert baseline == pytest.approx(spent_today(gw), rel=1e-9, abs=1e-12)
+    put(gw, "/api/settings/budget", {"daily_usd": baseline + cap})
+    knobs = {"x-sim-reply-words": "4000", "x-sim-delay-ms": "400"}
+    headers = {"X-TokenLens-Source": source}
+    text = prompt(source)
+    if provider == "openai":
+        body: dict[str, Any] = {
+            "model": model,
+            "prompt": text,
+            "max_tokens": 4000,
+            "max_completion_tokens": 1,
+        }
+    else:
+        body = {
+            "model": model,
+            "max_tokens": 4000,
+            "max_completion_tokens": 1,
+            "messages": [{"role": "user", "content": text}],
+        }
+    usage = gw.sims[provider].expected_usage(provider, kind, body, knobs)
+    assert usage["output_tokens"] == 4000  # the simulator honours max_tokens
+    cost = expected_cost(model, usage)
+    barrier = threading.Barrier(50)
+    outcomes: list[str] = []
+    lock = threading.Lock()
+
+    def one() -> None:
+        barrier.wait()
+        try:
+            if provider == "openai":
+                client = openai.OpenAI(
+                    base_url=gw.base_url("openai"), api_key="sk-test", default_headers=headers
+                )
+                client.completions.create(
+                    model=model,
+                    prompt=text,
+                    max_tokens=4000,
+                    extra_body={"max_completion_tokens": 1},
+                    extra_headers=knobs,
+                )
+            else:
+                client_a = anthropic.Anthropic(
+                    base_url=gw.base_url("anthropic"), api_key="sk-ant-test", default_headers=headers
+                )
+                client_a.messages.create(
+                    model=model,
+                    max_tokens=4000,
+                    messages=[{"role": "user", "content": text}],
+                    extra_body={"max_completion_tokens": 1},
+                    extra_headers=knobs,
+                )
+            outcome = "ok"
+        except RATE_LIMITED[provider]:
+            outcome = "refused"
+        with lock:
+            outcomes.append(outcome)
+
+    threads = [threading.Thread(target=one) for _ in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    calls = gw.wait_calls(source, 50)
+    ok = [c for c in calls if c["outcome"] == "ok"]
+    assert len(calls) == 50 and len(ok) == outcomes.count("ok")
+    assert all(c["blocked_by"] == "budget" for c in calls if c["outcome"] != "ok")
+    assert reached_upstream(gw, provider, source) == len(ok)
+    assert all(c["cost_usd"] == pytest.approx(cost, rel=1e-9) for c in ok)
+    spent = sum(c["cost_usd"] for c in ok)
+    assert 1 <= len(ok) <= int(cap / cost)
+    assert spent <= cap + 1e-12
+    status = budget_status(gw)[("global", "day")]
+    assert status["reserved_usd"] == 0 and status["spent_usd"] == pytest.approx(baseline + spent, rel=1e-9)
