@@ -24,8 +24,8 @@ Knobs (``x-sim-*``, see `usage.Knobs`):
 
 * on the upgrade request (or the simulator's defaults): ``x-sim-status: N`` refuses the upgrade (HTTP N
   with the provider's error body), as does ``x-sim-model-status: M=N`` for ``/v1/realtime?model=M``;
-  ``x-sim-delay-ms`` waits before the 101; ``x-sim-garbage`` answers garbage. These and every other knob
-  also apply to every response on the socket.
+  ``x-sim-delay-ms`` waits before the 101 (and again before each response); ``x-sim-garbage`` answers
+  garbage. Every other knob applies to every response on the socket.
 * per response: the upgrade's knobs overlaid with the ``x-sim-*`` keys of the frame's ``metadata``
   (Responses) or ``response.metadata`` (Realtime ``response.create``):
 
