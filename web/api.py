@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import errno
+import itertools
 import logging
+import os
+import sqlite3
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import peewee as pw
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from tokenlens.app import AppDeps
@@ -14,6 +19,7 @@ from tokenlens.config import Settings, resolve_timezone
 from tokenlens.controls import import_counted
 from tokenlens.store import chunk_text, day_bounds, export_lines, month_bounds, parse_since
 from tokenlens.store.queries import MAX_LIMIT, PricerLike
+from tokenlens.store.writer import store_error_text
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +106,42 @@ def serve_store_requests(blueprint: Blueprint) -> None:
 serve_store_requests(bp)
 
 
+# ------------------------------------------------------------------------------------------ store or files unavailable
+
+# A file the app cannot write for reasons of the machine, not of the request: a read-only or full disk.
+_UNWRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT}
+
+
+@bp.app_errorhandler(pw.OperationalError)
+@bp.app_errorhandler(pw.InterfaceError)
+@bp.app_errorhandler(sqlite3.OperationalError)
+def store_unavailable(exc: Exception) -> tuple[Response, int]:
+    """Any route (this app's): the database cannot be opened, read or written (a read-only data directory,
+    a locked or unreachable database) answers 503 with the reason, not a 500."""
+    detail = store_error_text(exc)
+    log.warning("%s %s: the store is unavailable (%s)", request.method, request.path, detail)
+    text = str(exc).lower()
+    if "readonly" in text or "read-only" in text or "unable to open" in text:
+        reason = "the store is read-only or cannot be opened (is the data directory writable?)"
+    else:
+        reason = "the store is unavailable"
+    return error(f"{reason}: {detail}", 503)
+
+
+@bp.app_errorhandler(OSError)
+def file_unavailable(exc: OSError) -> tuple[Response, int]:
+    """A file that cannot be written because the disk is read-only, not writable for us, or full (the
+    configuration file on PUT /api/config/*) answers 503; any other OSError is an internal error (500)."""
+    if exc.errno not in _UNWRITABLE:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return error(f"internal error: {type(exc).__name__}", 500)
+    where = os.path.dirname(str(exc.filename)) if exc.filename else "the data directory"
+    log.warning("%s %s: cannot write to %s (%s)", request.method, request.path, where, exc.strerror)
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    reason = "the disk is full" if full else "it is read-only"
+    return error(f"cannot write to {where}: {reason} ({exc.strerror})", 503)
+
+
 # ------------------------------------------------------------------------------------------ routes
 
 
@@ -165,11 +207,12 @@ def export() -> Response | tuple[Response, int]:
             since_ts = parse_since(request.args["since"], timezone_of(d.settings.get()))
         except ValueError as exc:
             return error(str(exc), 400, "since")
-    store = d.store
+    chunks = chunk_text(export_lines(d.store, fmt, since_ts))
+    first = next(chunks, "")  # read before answering: a store that cannot be read answers 503, not a cut file
 
     def generate() -> Iterator[str]:
         try:
-            yield from chunk_text(export_lines(store, fmt, since_ts))
+            yield from itertools.chain([first], chunks)
         except Exception:
             log.exception("export failed while streaming")
             raise
