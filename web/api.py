@@ -17,6 +17,8 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from tokenlens.app import AppDeps
 from tokenlens.config import Settings, resolve_timezone
 from tokenlens.controls import import_counted
+from tokenlens.guardrails.record import mask_secrets
+from tokenlens.records import CallRecord
 from tokenlens.store import chunk_text, day_bounds, export_lines, month_bounds, parse_since
 from tokenlens.store.queries import MAX_LIMIT, PricerLike
 from tokenlens.store.writer import store_error_text
@@ -184,8 +186,11 @@ def list_calls() -> Response | tuple[Response, int]:
 def get_call(call_id: str) -> Response | tuple[Response, int]:
     record = deps().store.get_call(call_id, bodies=True)
     if record is None:
-        return error(f"no call with id {call_id!r}", 404)
-    return jsonify(record.to_dict(bodies=True))
+        return error(f"no call with id {call_id!r:.200}", 404)
+    data = record.to_dict(bodies=True)
+    for name in CallRecord.BODY_FIELDS:  # a key pasted into a prompt is never shown, whatever the guardrails
+        data[name] = mask_secrets(data[name])
+    return jsonify(data)
 
 
 @bp.get("/api/usage/kpi")

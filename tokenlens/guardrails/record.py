@@ -6,16 +6,22 @@
   match split across events) is not stored.
 - An answer blocked by a response guardrail was paid for: its tokens and cost are metered from the upstream's
   answer, although the client got the guardrail's error.
+- `mask_secrets` is what the API shows of a stored body: every secret (`pii.secret`) replaced by a numbered
+  `[SECRET_n]`, whatever the guardrails settings (bodies stored before a rule was on, or with it off, hold
+  keys pasted into prompts). The stored body itself is kept as it was stored.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from tokenlens.config import Guardrails, Settings
 from tokenlens.exchange import Exchange
-from tokenlens.guardrails.engine import mask_body, mask_text
+from tokenlens.guardrails.engine import Placeholders, apply_redaction, mask_body, mask_text
+from tokenlens.guardrails.pii import Match, find_pii
 from tokenlens.metering import meter, price_call
 from tokenlens.pricing import Pricer
 from tokenlens.pricing import from_settings as overrides_from_settings
@@ -77,3 +83,73 @@ def meter_blocked_answer(settings: Settings, original_body: bytes | None, status
             record.cost_usd = None if price.cost_usd is None else float(price.cost_usd)
 
     return run
+
+
+def _secrets_in(text: str) -> list[Match]:
+    return [m for m in find_pii(text) if m.rule == "pii.secret"]
+
+
+def _mask_string(text: str, context: str, placeholders: Placeholders) -> str:
+    """`text` (a JSON string) with its secrets masked; `context` ("key: ") lets `"api_key": "..."` be seen."""
+    found = _secrets_in(context + text)
+    shift = len(context)
+    matches = [Match(m.rule, m.kind, max(m.start - shift, 0), m.end - shift) for m in found if m.end > shift]
+    return apply_redaction(text, matches, placeholders) if matches else text
+
+
+def _entries(container: dict[str, Any] | list[Any]) -> Iterator[tuple[Any, Any, Any]]:
+    pairs = container.items() if isinstance(container, dict) else enumerate(container)
+    return iter([(container, key, item) for key, item in pairs])
+
+
+def _mask_json(value: dict[str, Any] | list[Any], placeholders: Placeholders) -> bool:
+    """Mask the secrets of every string value of a parsed JSON value, in place and in document order (a loop
+    over a stack, no recursion); whether any was found."""
+    changed = False
+    stack = [_entries(value)]
+    while stack:
+        entry = next(stack[-1], None)
+        if entry is None:
+            stack.pop()
+            continue
+        container, key, item = entry
+        if isinstance(item, str):
+            masked = _mask_string(item, f"{key}: " if isinstance(key, str) else "", placeholders)
+            if masked != item:
+                container[key], changed = masked, True
+        elif isinstance(item, dict | list):
+            stack.append(_entries(item))
+    return changed
+
+
+def _mask_plain(text: str, matches: list[Match], placeholders: Placeholders) -> str:
+    """Text that is not one JSON value (a stream) with the matches replaced where they are; a match never
+    ends inside a backslash escape, so a JSON string in an SSE event stays a JSON string."""
+    kept = []
+    for m in matches:
+        segment = text[m.start : m.end]
+        end = m.end - (len(segment) - len(segment.rstrip("\\"))) % 2
+        if end > m.start:
+            kept.append(Match(m.rule, m.kind, m.start, end))
+    return apply_redaction(text, kept, placeholders)
+
+
+def mask_secrets(text: str | None) -> str | None:
+    """A stored body (as text) with every secret replaced by `[SECRET_n]`, the same secret by the same number.
+
+    A JSON body is masked string by string (a key such as `api_key` counts as the keyword of its value) and
+    written back as JSON; any other text where the secrets are. Text without a secret is returned unchanged.
+    """
+    if not text:
+        return text
+    found = _secrets_in(text)
+    if not found:
+        return text
+    placeholders = Placeholders()
+    try:
+        body = json.loads(text)
+    except (ValueError, RecursionError):
+        return _mask_plain(text, found, placeholders)
+    if not isinstance(body, dict | list):
+        return _mask_plain(text, found, placeholders)
+    return json.dumps(body, ensure_ascii=False) if _mask_json(body, placeholders) else text
