@@ -29,7 +29,7 @@ class QuotaCheck(Gate):
             return None
         settings = self.deps.settings.get()
         quotas = settings.quotas
-        if exchange.source in quotas.kill_switches:
+        if exchange.source in quotas.killed:  # a set built once per configuration
             self.ledger.release(exchange.id)
             message = (
                 f"TokenLens: calls from source {exchange.source!r} are switched off (quotas.kill_switches)"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import io
 import ipaddress
 import json
@@ -24,7 +25,7 @@ import re
 import tempfile
 import threading
 import zoneinfo
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from pathlib import Path
@@ -264,10 +265,38 @@ class ModelLimit:
 
 @dataclass(frozen=True)
 class Quotas:
+    """The quotas section. The lookups the gates make on every call use indexes built once per Quotas
+    object (`killed`, `source_limit`, `model_limits_of`), so a call costs the same with 10 entries or 10,000."""
+
     kill_switches: tuple[str, ...] = ()  # source names whose calls are refused (403)
     source_limits: tuple[SourceLimit, ...] = ()
     model_limits: tuple[ModelLimit, ...] = ()
     fail_open: bool = False
+
+    @functools.cached_property
+    def killed(self) -> frozenset[str]:
+        """The kill-switched sources, as a set."""
+        return frozenset(self.kill_switches)
+
+    @functools.cached_property
+    def _by_source(self) -> Mapping[str, SourceLimit]:
+        return {limit.source: limit for limit in self.source_limits}
+
+    @functools.cached_property
+    def _by_model(self) -> Mapping[str, tuple[tuple[int, ModelLimit], ...]]:
+        index: dict[str, list[tuple[int, ModelLimit]]] = {}
+        for position, limit in enumerate(self.model_limits):
+            index.setdefault(limit.model.lower(), []).append((position, limit))
+        return {name: tuple(found) for name, found in index.items()}
+
+    def source_limit(self, source: str) -> SourceLimit | None:
+        """The limit of one source (sources are unique in the section), or None."""
+        return self._by_source.get(source)
+
+    def model_limits_of(self, names: Iterable[str]) -> list[ModelLimit]:
+        """The model limits whose lower-case model is one of `names`, in the order of the section."""
+        found = {pair for name in names for pair in self._by_model.get(name, ())}
+        return [limit for _, limit in sorted(found, key=lambda pair: pair[0])]
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import peewee as pw
 
-from tokenlens.config import Settings, resolve_timezone
+from tokenlens.config import Settings, SourceLimit, resolve_timezone
 from tokenlens.pricing import Pricer, undated
 from tokenlens.pricing import from_settings as overrides_from_settings
 from tokenlens.store.queries import ImportResult, PricerLike, Store, day_bounds, month_bounds
@@ -161,11 +161,14 @@ def budget_caps(settings: Settings) -> list[Cap]:
 
 
 def source_caps(settings: Settings, source: str | None = None) -> list[Cap]:
-    """Per-source caps (of one source, or of every source when `source` is None)."""
+    """Per-source caps (of one source, a lookup in the quotas' index, or of every source when None)."""
+    if source is None:
+        limits: Iterable[SourceLimit] = settings.quotas.source_limits
+    else:
+        one = settings.quotas.source_limit(source)
+        limits = () if one is None else (one,)
     caps = []
-    for limit in settings.quotas.source_limits:
-        if source is not None and limit.source != source:
-            continue
+    for limit in limits:
         scope = source_scope(limit.source)
         if limit.daily_usd is not None or limit.daily_calls is not None:
             caps.append(Cap(scope, "day", "quota", limit.daily_usd, limit.daily_calls))
@@ -175,12 +178,11 @@ def source_caps(settings: Settings, source: str | None = None) -> list[Cap]:
 
 
 def model_caps(settings: Settings, model: str | None = None) -> list[Cap]:
-    """Per-model caps (that apply to one model, or every one configured when `model` is None)."""
-    names = model_names(model) if model is not None else None
+    """Per-model caps (that apply to one model, a lookup in the quotas' index, or every one when None)."""
+    quotas = settings.quotas
+    limits = quotas.model_limits if model is None else quotas.model_limits_of(model_names(model))
     return [
-        Cap(model_scope(limit.model), "day", "quota", limit.daily_usd, limit.daily_calls)
-        for limit in settings.quotas.model_limits
-        if names is None or limit.model.lower() in names
+        Cap(model_scope(limit.model), "day", "quota", limit.daily_usd, limit.daily_calls) for limit in limits
     ]
 
 
@@ -190,6 +192,16 @@ def quota_caps(settings: Settings, source: str, model: str) -> list[Cap]:
 
 def all_caps(settings: Settings) -> list[Cap]:
     return budget_caps(settings) + source_caps(settings) + model_caps(settings)
+
+
+def caps_touched(settings: Settings, records: Iterable[CallRecord]) -> list[Cap]:
+    """The caps that the spend of `records` counts toward (without scanning every configured limit)."""
+    caps = dict.fromkeys(budget_caps(settings))
+    for source in {record.source for record in records}:
+        caps.update(dict.fromkeys(source_caps(settings, source)))
+    for model in {record.model for record in records if record.model}:
+        caps.update(dict.fromkeys(model_caps(settings, model)))
+    return list(caps)
 
 
 def scopes_of(source: str, model: str | None) -> list[str]:
@@ -492,7 +504,7 @@ class Ledger:
                         bucket = self._bucket(key)
                         bucket.spent_usd += cost
                         bucket.calls += counted
-            for cap in all_caps(settings):
+            for cap in caps_touched(settings, records):
                 key = (cap.scope, cap.period, current.key(cap.period))
                 found = self._buckets.get(key)
                 if found is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -13,6 +14,8 @@ from tokenlens.addons.budget import BudgetCheck
 from tokenlens.addons.quota import QuotaCheck
 from tokenlens.addons.routing import ModelRouter
 from tokenlens.app import AppDeps
+from tokenlens.config import ModelLimit, Quotas, SourceLimit
+from tokenlens.records import CallRecord
 
 
 def gates(deps: AppDeps) -> tuple[BudgetCheck, QuotaCheck]:
@@ -137,3 +140,53 @@ def test_config_changes_apply_to_the_next_request(deps: AppDeps) -> None:
     deps.settings.replace(dataclasses.replace(settings, quotas=Quotas(kill_switches=("agent",))))
     blocked = run(deps)
     assert blocked.response is not None and blocked.response.status_code == 403
+
+
+class Scanned(tuple):  # type: ignore[type-arg]
+    """A tuple that counts how often it is scanned (iterated or searched)."""
+
+    scans = 0
+
+    def __iter__(self) -> Any:
+        Scanned.scans += 1
+        return super().__iter__()
+
+    def __contains__(self, item: object) -> bool:
+        Scanned.scans += 1
+        return super().__contains__(item)
+
+
+def test_the_work_per_call_does_not_grow_with_the_kill_switches_and_limits(deps: AppDeps) -> None:
+    """Issue 17, finding 11c: 200,000 kill switches made every call scan them. The gates now look sources
+    and models up in indexes built once per configuration: after the first call, no call scans a list."""
+    ledger = configure(deps, Clock(), budgets={"daily_usd": 1000})
+    quotas = Quotas(
+        kill_switches=Scanned(f"killed-{i}" for i in range(200_000)),
+        source_limits=Scanned(SourceLimit(f"source-{i}", daily_calls=10**6) for i in range(10_000)),
+        model_limits=Scanned(ModelLimit(f"model-{i}", daily_calls=10**6) for i in range(10_000)),
+    )
+    deps.settings.replace(dataclasses.replace(deps.settings.get(), quotas=quotas))
+    Scanned.scans = 0
+    assert run(deps, source="source-7").response is None
+    assert run(deps, source="killed-199999").response is not None
+    built = Scanned.scans
+    assert built <= 3  # each list read once, to build its index
+    for i in range(50):
+        assert run(deps, source=f"source-{i}").response is None
+        assert run(deps, source=f"killed-{i}").response.status_code == 403  # type: ignore[union-attr]
+    records = [
+        CallRecord(
+            id=f"r{i}",
+            ts=Clock()(),
+            provider="openai",
+            endpoint="/v1/chat/completions",
+            model="my-model",
+            source=f"source-{i}",
+            outcome="ok",
+            cost_usd=0.01,
+        )
+        for i in range(50)
+    ]
+    ledger.settle(records)
+    assert Scanned.scans == built
+    assert ledger.status()["call_caps"]  # the status page still lists every cap (it reads the lists)
