@@ -30,7 +30,7 @@ from typing import Any
 import peewee as pw
 
 from tokenlens.config import tokenlens_home
-from tokenlens.records import CallRecord, describe_failure, new_call_id
+from tokenlens.records import CallRecord, bound_record, describe_failure, new_call_id
 from tokenlens.store.journal import Journal, default_journal_path
 from tokenlens.store.queries import Store
 
@@ -45,7 +45,8 @@ _UNSET: Any = object()
 
 
 def minimal_error_record(item: object, exc: BaseException) -> CallRecord:
-    """A record that keeps the fact of a call whose preparation failed (fields taken from `item` if any)."""
+    """A record that keeps the fact of a call whose preparation failed (fields taken from `item` if any,
+    made storable by `bound_record`)."""
 
     def pick(name: str, default: Any) -> Any:
         value = item.get(name) if isinstance(item, dict) else getattr(item, name, None)
@@ -53,7 +54,7 @@ def minimal_error_record(item: object, exc: BaseException) -> CallRecord:
 
     ts = pick("ts", None) or pick("started", None) or pick("started_at", None)
     tags = pick("tags", {})
-    return CallRecord(
+    record = CallRecord(
         id=str(pick("id", "") or new_call_id()),
         ts=float(ts) if isinstance(ts, int | float) else time.time(),
         provider=str(pick("provider", "unknown")),
@@ -68,6 +69,7 @@ def minimal_error_record(item: object, exc: BaseException) -> CallRecord:
         outcome="error",
         error=f"record preparation failed: {type(exc).__name__}",
     )
+    return bound_record(record)
 
 
 class _Prepared:

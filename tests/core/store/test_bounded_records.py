@@ -93,3 +93,16 @@ def test_a_refused_record_is_logged_without_its_content(
     assert len(errors) == 1 and "refused-1" in errors[0]
     assert any(name in errors[0] for name in ("OverflowError", "DataError"))
     assert SECRET not in caplog.text  # tracebacks included
+
+
+def test_the_error_record_of_a_failed_preparation_is_storable(store: Store) -> None:
+    def explode(ex: Exchange) -> CallRecord:
+        raise RuntimeError(f"cannot prepare {SECRET}")
+
+    exchange = hostile_exchange("fallback")
+    exchange.source = "agent\ud800\x00"
+    writer: RecordWriter[Exchange] = RecordWriter(store, explode, journal=None, interval=0.01)
+    writer.submit(exchange)
+    assert writer.flush(timeout=30) and writer.stop()
+    stored = store.get_call("fallback")
+    assert stored is not None and stored.outcome == "error" and stored.source == "agent\ufffd\ufffd"
