@@ -139,3 +139,25 @@ def test_a_store_that_refuses_writes_answers_503_to_an_import(readonly_store: Fl
     )
     assert_unavailable(response.status_code, response.get_json(), "store", "read-only")
     assert [c["id"] for c in readonly_store.get("/api/calls").get_json()["calls"]] == ["before"]
+
+
+def test_no_route_answers_500_when_the_data_directory_is_read_only(
+    immutable_home: tuple[AppDeps, FlaskClient],
+) -> None:
+    _, client = immutable_home
+    app = client.application
+    checked = []
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static" or "<" in rule.rule:
+            continue
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            if method == "GET":
+                response = client.get(rule.rule)
+            elif method == "PUT":
+                current = client.get(rule.rule)
+                response = client.put(rule.rule, json=current.get_json() if current.is_json else {})
+            else:
+                response = client.open(rule.rule, method=method, json={})
+            checked.append(rule.rule)
+            assert response.status_code != 500, (method, rule.rule, response.get_data(as_text=True)[:200])
+    assert {"/api/status", "/api/calls", "/api/import", "/api/config/quotas"} <= set(checked)
