@@ -140,7 +140,7 @@ def file_unavailable(exc: OSError) -> tuple[Response, int]:
     where = os.path.dirname(str(exc.filename)) if exc.filename else "the data directory"
     log.warning("%s %s: cannot write to %s (%s)", request.method, request.path, where, exc.strerror)
     full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-    reason = "the disk is full" if full else "it is read-only"
+    reason = "the disk is full" if full else "it is read-only or not accessible"
     return error(f"cannot write to {where}: {reason} ({exc.strerror})", 503)
 
 
