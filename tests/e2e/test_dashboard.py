@@ -7,8 +7,6 @@ reason, when Playwright or the browser is missing (`.ci/run` installs the browse
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from harness.browser import chromium
 from harness.gateway import Gateway, start_gateway, stop_gateway, write_config
 from provider_sim import Simulator
 from tokenlens.cli.demo import DEMO_CONFIG, fill_store
@@ -27,16 +26,6 @@ pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "build" / "screenshots"
-BROWSER_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PAGES = {
     "overview": "/",
     "live": "/live",
@@ -50,13 +39,6 @@ SIZES = {"desktop": (1280, 800), "phone": (390, 844)}
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
-def chromium_path() -> str | None:
-    for candidate in (os.environ.get("TOKENLENS_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium")):
-        if candidate and Path(candidate).exists():
-            return candidate
-    return None
-
-
 def usd2(value: float) -> str:
     """What the page shows for an amount with two decimals (written here, not taken from the page code)."""
     return f"${value:,.2f}"
@@ -64,17 +46,8 @@ def usd2(value: float) -> str:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("Playwright is not installed (pip install -e .[dev])")
-    executable = chromium_path()
-    if executable is None:
-        pytest.skip("no Chromium browser: install Debian's `chromium` (apt-get install chromium)")
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=executable, args=BROWSER_ARGS, headless=True)
+    with chromium() as instance:
         yield instance
-        instance.close()
 
 
 @pytest.fixture(scope="module")
