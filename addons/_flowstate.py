@@ -19,7 +19,9 @@ def attach(flow: http.HTTPFlow, exchange: Exchange) -> None:
 
 
 def pending_call(flow: http.HTTPFlow) -> Exchange | None:
-    """The Exchange of a provider call whose request still has to go upstream (no answer yet)."""
+    """The Exchange of a provider call whose request still has to go upstream (no answer yet); None for
+    traffic that is not a call (it goes upstream ungated and unrecorded, as any request outside the API)."""
     if flow.response or flow.error or not flow.live:
         return None
-    return exchange_of(flow)
+    exchange = exchange_of(flow)
+    return exchange if exchange is not None and exchange.is_call else None

@@ -19,10 +19,10 @@ from tokenlens.addons._flowstate import exchange_of, pending_call
 from tokenlens.addons.guardrails_request import answer_blocked
 from tokenlens.app import AppDeps
 from tokenlens.exchange import Exchange
-from tokenlens.request_body import parse_json_object
 from tokenlens.guardrails.engine import Verdict, block_message, is_active, scan_body
 from tokenlens.guardrails.record import mask_response, meter_blocked_answer
 from tokenlens.guardrails.stream import StreamGuard
+from tokenlens.request_body import parse_json_object
 
 log = logging.getLogger(__name__)
 GUARD_KEY = "tokenlens.response_guard"

@@ -40,6 +40,7 @@ from tokenlens.exchange import (
     wants_stream,
 )
 from tokenlens.providers import (
+    API_METHODS,
     HEADER_PREFIX,
     PROXY_PREFIX,
     SESSION_HEADER,
@@ -47,6 +48,7 @@ from tokenlens.providers import (
     Upstream,
     attribute_source,
     error_body,
+    is_api_request,
     redact_query,
     resolve_proxy_path,
     tags_from_headers,
@@ -267,9 +269,15 @@ class Ingress:
             request_body=body,
         )
         attach(flow, exchange)
+        upgrade = headers.get("upgrade", "").lower() == "websocket"
         if any(name.startswith(HEADER_PREFIX) for name in headers):
             prefix = HEADER_PREFIX.encode()
             req.headers.fields = tuple((k, v) for k, v in fields if not k.lower().startswith(prefix))
+        if not is_api_request(req.method, path, upgrade):
+            exchange.is_call = False  # forwarded as it is, counted apart by the recorder, never a call
+            method_ok = req.method.upper() in API_METHODS
+            exchange.details["passthrough"] = "websocket" if upgrade else "path" if method_ok else "method"
+            return
         try:
             content = decode_content(body, headers.get("content-encoding", ""))
             read = read_request_body(content) if body else None

@@ -1,4 +1,6 @@
-"""Record and cost (pipeline stage 10): every provider call, answered or not, is handed to the writer thread.
+"""Record and cost (pipeline stage 10): every provider call, answered or not, is handed to the writer thread;
+traffic on a provider route that is not a call (`Exchange.is_call` false, or a 404 for a path the provider
+does not serve) is only counted (`AppDeps.passthrough`).
 
 Only the raw exchange is queued here; parsing usage and pricing happen in the writer thread, so the proxy
 path never waits on bookkeeping.
@@ -45,6 +47,12 @@ class Recorder:
         exchange = exchange_of(flow)
         if exchange is None or exchange.recorded or flow.response is None:
             return
+        if exchange.kind == "other" and flow.response.status_code == 404 and exchange.outcome is None:
+            exchange.is_call = False  # a path the provider does not serve: not an API call
+            exchange.details.setdefault("passthrough", "not_found")
+        if not exchange.is_call:
+            self.count_passthrough(exchange)
+            return
         response = flow.response
         exchange.status = response.status_code
         exchange.response_headers = kept_headers(response.headers)
@@ -58,12 +66,19 @@ class Recorder:
         exchange = exchange_of(flow)
         if exchange is None or exchange.recorded:
             return
+        if not exchange.is_call:
+            self.count_passthrough(exchange)
+            return
         if flow.response is not None:
             exchange.status = flow.response.status_code
             exchange.response_headers = kept_headers(flow.response.headers)
         exchange.error = flow.error.msg if flow.error else "unknown error"
         exchange.ended = time.time()
         self.submit(exchange)
+
+    def count_passthrough(self, exchange: Exchange) -> None:
+        exchange.recorded = True  # counted once, whichever of response/error comes
+        self.deps.passthrough.add(str(exchange.details.get("passthrough", "path")))
 
     def submit(self, exchange: Exchange) -> None:
         exchange.recorded = True

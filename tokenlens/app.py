@@ -39,6 +39,22 @@ class SettingsHolder:
             self.version += 1
 
 
+class PassthroughCounts:
+    """Requests on provider routes that are not calls (SPEC 5): forwarded and answered as they are, counted
+    here by reason (`method`: HEAD/OPTIONS; `path`: outside the API; `websocket`: an upgrade; `not_found`: a
+    path the provider does not serve), shown by `/api/status` and `/metrics`, never recorded as calls."""
+
+    def __init__(self) -> None:
+        self.by_reason: dict[str, int] = {}
+
+    def add(self, reason: str) -> None:
+        self.by_reason[reason] = self.by_reason.get(reason, 0) + 1
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_reason.values())
+
+
 @dataclass
 class AppDeps:
     settings: SettingsHolder
@@ -61,3 +77,4 @@ class AppDeps:
     shared: bool = False
     # Configuration sections shared through the store (PostgreSQL stores); None for a local store.
     config_sync: ConfigSync | None = None
+    passthrough: PassthroughCounts = field(default_factory=PassthroughCounts)

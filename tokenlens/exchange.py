@@ -67,6 +67,9 @@ class Exchange:
     ended: float | None = None
     error: str | None = None
     recorded: bool = False
+    # False for traffic around the API (a preflight, a path outside the API, a WebSocket upgrade): forwarded,
+    # counted apart (`AppDeps.passthrough`), never gated as a call nor recorded (SPEC 5, "Only model calls count").
+    is_call: bool = True
 
 
 def model_from_request(api: ApiFormat, endpoint: str, body: dict[str, Any] | None) -> str | None:

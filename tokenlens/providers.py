@@ -63,6 +63,19 @@ class Target:
     tag: str | None
 
 
+API_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
+_API_PATH = re.compile(r"/v\d+(?:(?:alpha|beta)\d*)?(?:/|$)")
+
+
+def is_api_request(method: str, path: str, websocket: bool = False) -> bool:
+    """Whether a request on a provider route is an API call (a Call), as opposed to traffic around one:
+    `HEAD /` reachability checks, `OPTIONS` preflights, paths outside the API's version segment (`/v1`,
+    `/v1beta`, ...), and WebSocket upgrades (the frames on a WebSocket are the calls, never its upgrade)."""
+    if websocket or method.upper() not in API_METHODS:
+        return False
+    return _API_PATH.search(path.partition("?")[0]) is not None
+
+
 class UnknownProvider(LookupError):
     def __init__(self, name: str, known: Iterable[str]) -> None:
         self.name = name

@@ -9,6 +9,7 @@ from tokenlens.addons._flowstate import exchange_of
 from tokenlens.addons.ingress import Ingress
 from tokenlens.addons.recorder import KEPT_RESPONSE_HEADERS, Recorder, kept_headers
 from tokenlens.app import AppDeps
+from tokenlens.config import parse_settings
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}
 ANSWER = {
@@ -82,3 +83,48 @@ def test_kept_headers_are_what_the_headers_mapping_gives() -> None:
         ("x-request-id", "req-1, req-2"),
     ]
     assert kept_headers(http.Headers([(b"x-other", b"o")])) == {}
+
+
+def test_traffic_that_is_not_a_call_is_counted_apart(deps: AppDeps) -> None:
+    """Claude Code's `HEAD /` reachability check, preflights, non-API paths and a path the provider does not
+    serve were recorded as failed calls (issue 16): they are forwarded, counted by reason, never stored."""
+    ingress, recorder = Ingress(deps), Recorder(deps)
+    cases = [
+        ("HEAD", "/proxy/anthropic/", 200, "method"),
+        ("OPTIONS", "/proxy/openai/v1/chat/completions", 204, "method"),
+        ("GET", "/proxy/anthropic/", 404, "path"),
+        ("GET", "/proxy/openai/v1/no-such-api", 404, "not_found"),
+    ]
+    deps.settings.replace(
+        parse_settings({"providers": {"openai": {"upstream": "https://api.openai.com"}, "anthropic": {}}})
+    )
+    for method, path, status, _ in cases:
+        flow = gateway_flow(path, method=method, headers={"X-TokenLens-Source": "passthrough-test"})
+        with taddons.context(ingress):
+            ingress.request(flow)
+        assert flow.response is None and flow.request.host != "localhost", path  # forwarded upstream
+        flow.response = http.Response.make(status, b"", {})
+        recorder.response(flow)
+    assert deps.writer.flush()
+    calls, _ = deps.store.list_calls(source="passthrough-test")
+    assert calls == []
+    assert deps.passthrough.by_reason == {"method": 2, "path": 1, "not_found": 1}
+    assert deps.passthrough.total == len(cases)
+
+
+def test_model_listing_and_a_failed_model_call_stay_calls(deps: AppDeps) -> None:
+    ingress, recorder = Ingress(deps), Recorder(deps)
+    for method, path, status in (
+        ("GET", "/proxy/openai/v1/models", 200),
+        ("POST", "/proxy/openai/v1/chat/completions", 404),  # e.g. an unknown model: a failed call
+    ):
+        flow = gateway_flow(
+            path, CHAT if method == "POST" else None, {"X-TokenLens-Source": "calls-test"}, method
+        )
+        with taddons.context(ingress):
+            ingress.request(flow)
+        flow.response = http.Response.make(status, b"{}", {"content-type": "application/json"})
+        recorder.response(flow)
+    assert deps.writer.flush()
+    calls, _ = deps.store.list_calls(source="calls-test")
+    assert len(calls) == 2 and deps.passthrough.total == 0
