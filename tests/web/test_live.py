@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -96,3 +97,37 @@ def test_cross_site_websocket_is_refused(server: tuple[AppDeps, int]) -> None:
         simple_websocket.Client.connect(
             f"ws://127.0.0.1:{port}/api/live", headers={"Origin": "http://evil.example"}
         )
+
+
+def handshake_status(port: int, origin: str) -> int:
+    """The status a browser-like WebSocket handshake (Host with its port, an Origin) gets from /api/live."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(
+            (
+                "GET /api/live HTTP/1.1\r\n"
+                f"Host: 127.0.0.1:{port}\r\n"
+                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                f"Origin: {origin}\r\n\r\n"
+            ).encode()
+        )
+        status_line = conn.recv(4096).split(b"\r\n", 1)[0]
+    return int(status_line.split()[1])
+
+
+@pytest.mark.parametrize(
+    ("origin", "status"),
+    [
+        ("http://127.0.0.1:{port}", 101),  # the dashboard itself
+        ("http://localhost:{port}", 101),  # the same gateway under its other loopback name
+        ("http://127.0.0.1:{other}", 403),  # a page on another loopback port (same site, another origin)
+        ("http://localhost:{other}", 403),
+        ("http://evil.example", 403),
+        ("null", 403),
+    ],
+)
+def test_only_the_dashboards_own_origin_opens_the_feed(
+    server: tuple[AppDeps, int], origin: str, status: int
+) -> None:
+    _, port = server
+    assert handshake_status(port, origin.format(port=port, other=port + 1)) == status
