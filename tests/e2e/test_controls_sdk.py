@@ -286,9 +286,13 @@ def test_global_budget_caps(gw: Gateway, source: str, provider: str, period: str
     assert status[("global", "day")]["spent_usd"] == pytest.approx(spent_today(gw), rel=1e-9, abs=1e-12)
     baseline = status[("global", "day" if period == "daily_usd" else "month")]["spent_usd"]
     cost = real_cost(gw, provider, source)
-    put(gw, "/api/settings/budget", {period: baseline + 1.5 * cost})
     sdk_call(gw, provider, source)
-    gw.wait_calls(source, 1)
+    (done,) = gw.wait_calls(source, 1)
+    reserved = gw.call(done["id"])["details"]["controls"]["worst_case"]["worst_case_usd"]
+    assert reserved >= cost  # the reservation covered what the call cost (input with its margin)
+    put(
+        gw, "/api/settings/budget", {period: baseline + 1.5 * cost}
+    )  # room for half a call: less than any worst case
     expect_blocked(gw, provider, source, 429, RATE_LIMITED)
     first, second = gw.wait_calls(source, 2)
     assert first["outcome"] == "ok" and first["cost_usd"] == pytest.approx(cost, rel=1e-9)
