@@ -48,11 +48,11 @@ from tokenlens.providers import (
     Upstream,
     attribute_source,
     error_body,
+    intercept_for,
     is_api_request,
     redact_query,
     resolve_proxy_path,
     tags_from_headers,
-    upstream_for_authority,
 )
 from tokenlens.records import new_call_id
 from tokenlens.request_body import BodyRefused, decode_content, read_request_body
@@ -224,9 +224,23 @@ class Ingress:
             )
             return
         req.headers.pop("proxy-authorization", None)
-        upstream = upstream_for_authority(req.host, req.port, self.upstreams())
-        if upstream is not None:
-            self._start_call(flow, upstream, req.path, None, "proxy")
+        intercept = intercept_for(req.host, req.port, req.path, self.upstreams())
+        if intercept is None:
+            return  # someone else's traffic: passed through, not recorded
+        upstream = intercept.upstream
+        path = req.path
+        if (intercept.host, intercept.port) != (upstream.host.lower(), upstream.port):
+            path = upstream.base_path + path[len(intercept.base_path) :]  # a real host, sent to its upstream
+        self._start_call(flow, upstream, path, None, "proxy")
+        moved = path != req.path or (req.host.lower(), req.port) != (upstream.host.lower(), upstream.port)
+        if flow.response is None and moved:
+            req.data.scheme, req.data.host, req.data.port = (
+                upstream.scheme.encode(),
+                upstream.host,
+                upstream.port,
+            )
+            req.data.path = path.encode()
+            req.headers["host"] = upstream.host_header
 
     def _base_url_call(self, flow: http.HTTPFlow) -> None:
         req = flow.request

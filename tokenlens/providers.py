@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
 
+from tokenlens.config import BUILTIN_PROVIDERS
+
 ApiFormat = Literal["openai", "anthropic", "google"]
 
 PROXY_PREFIX = "/proxy/"
@@ -115,18 +117,59 @@ def resolve_proxy_path(path: str, upstreams: Mapping[str, Upstream]) -> Target:
     return Target(name, upstream_path + (sep + query if sep else ""), tag)
 
 
-def upstream_for_authority(host: str, port: int, upstreams: Mapping[str, Upstream]) -> Upstream | None:
-    """The provider served at host:port (explicit-proxy traffic), if any."""
+@dataclass(frozen=True)
+class Intercept:
+    """One host HTTPS_PROXY mode intercepts for a provider: its real host (`api.openai.com` for the built-in
+    `openai`, whatever upstream the calls are sent to) or the host of its configured upstream."""
+
+    host: str
+    port: int
+    base_path: str  # the path prefix of requests to this host that belong to the provider
+    upstream: Upstream
+
+
+def intercepts(upstreams: Mapping[str, Upstream]) -> list[Intercept]:
+    """Every host HTTPS_PROXY mode intercepts, longest base path first (it wins for a shared host)."""
+    found: list[Intercept] = []
+    for name, upstream in upstreams.items():
+        found.append(Intercept(upstream.host.lower(), upstream.port, upstream.base_path, upstream))
+        builtin = BUILTIN_PROVIDERS.get(name)
+        if builtin is not None:
+            real = Upstream.parse(name, builtin.upstream, upstream.format)
+            if (real.host, real.port, real.base_path) != (
+                upstream.host.lower(),
+                upstream.port,
+                upstream.base_path,
+            ):
+                found.append(Intercept(real.host, real.port, real.base_path, upstream))
+    return sorted(found, key=lambda i: -len(i.base_path))
+
+
+def intercept_for(
+    host: str, port: int, path: str | None, upstreams: Mapping[str, Upstream]
+) -> Intercept | None:
+    """The provider an intercepted request (explicit-proxy traffic) belongs to, if any (`path` None: any)."""
     host = host.lower()
-    for upstream in upstreams.values():
-        if upstream.host.lower() == host and upstream.port == port:
-            return upstream
+    for intercept in intercepts(upstreams):
+        if intercept.host != host or intercept.port != port:
+            continue
+        prefix = intercept.base_path
+        if path is None or not prefix or path == prefix or path.startswith((prefix + "/", prefix + "?")):
+            return intercept
     return None
 
 
+def upstream_for_authority(host: str, port: int, upstreams: Mapping[str, Upstream]) -> Upstream | None:
+    """The provider served at host:port (explicit-proxy traffic), if any."""
+    intercept = intercept_for(host, port, None, upstreams)
+    return intercept.upstream if intercept is not None else None
+
+
 def intercept_host_patterns(upstreams: Iterable[Upstream]) -> list[str]:
-    """mitmproxy `allow_hosts` patterns: TLS is intercepted for the provider hosts only."""
-    return sorted({f"^{re.escape(u.host)}:{u.port}$" for u in upstreams})
+    """mitmproxy `allow_hosts` patterns: TLS is intercepted for the provider hosts only (each provider's real
+    host and its configured upstream's)."""
+    named = {u.name: u for u in upstreams}
+    return sorted({f"^{re.escape(i.host)}:{i.port}$" for i in intercepts(named)})
 
 
 # User-Agent families, first match wins. Patterns are matched case-insensitively at the start or after a space.
