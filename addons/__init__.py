@@ -26,6 +26,7 @@ from tokenlens.addons.recorder import Recorder
 from tokenlens.addons.routing import ModelRouter
 from tokenlens.addons.upstream import Upstream
 from tokenlens.addons.waste import WasteDetector
+from tokenlens.addons.websocket import WebSocketCalls
 from tokenlens.addons.workflows import AgentWorkflows
 from tokenlens.app import AppDeps
 from tokenlens.config import Settings
@@ -35,9 +36,8 @@ from tokenlens.providers import error_body
 def pipeline(deps: AppDeps, broadcaster: Broadcaster) -> list[object]:
     """The stages in order. `TokenLens` runs every hook through this list top to bottom."""
     router = ModelRouter(deps)  # decides once; the gates ask it which model a call will use
-    return [
-        ConfigWatcher(deps),  # keeps deps.settings current
-        Ingress(deps),  # what is this request: provider call, dashboard, or someone else's traffic
+    # The request stages, which also gate and analyse each call on a WebSocket (one per response.create frame).
+    call_stages = [
         AgentWorkflows(deps),  # conversations, session turns, rate-limit headers (deferred analyses)
         BudgetCheck(deps, router),  # 1
         QuotaCheck(deps, router),  # 2
@@ -45,6 +45,12 @@ def pipeline(deps: AppDeps, broadcaster: Broadcaster) -> list[object]:
         RequestGuardrails(deps),  # 4
         WasteDetector(deps),  # 5
         TokenHeatmap(deps),  # 6
+    ]
+    return [
+        ConfigWatcher(deps),  # keeps deps.settings current
+        Ingress(deps),  # what is this request: provider call, dashboard, or someone else's traffic
+        WebSocketCalls(deps, call_stages),  # the calls on Responses and Realtime WebSockets
+        *call_stages,
         DedupCache(deps),  # 7
         Upstream(),  # 8
         ResponseGuardrails(deps),  # 9

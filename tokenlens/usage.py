@@ -214,15 +214,25 @@ def openai_chat_usage(u: Mapping[str, Any], service_tier: str | None = None) -> 
 def openai_responses_usage(
     u: Mapping[str, Any], service_tier: str | None = None, tool_usage: Any = None
 ) -> Usage:
-    """OpenAI Responses ``usage`` (input_tokens, input_tokens_details...) and ``tool_usage``."""
+    """OpenAI Responses ``usage`` (input_tokens, input_tokens_details...) and ``tool_usage``.
+
+    Also the Realtime API's ``response.done`` usage (``input_token_details`` / ``output_token_details`` with
+    ``text_tokens`` and ``audio_tokens``): ``input_audio_tokens`` is the uncached audio (audio minus
+    ``cached_tokens_details.audio_tokens``), as `pricing` reads it; cached audio is part of the cache read.
+    """
     itd = u.get("input_tokens_details")
     otd = u.get("output_tokens_details")
+    if itd is None and otd is None:  # the Realtime API's names
+        itd, otd = u.get("input_token_details"), u.get("output_token_details")
+    audio_in = _int(_get(itd, "audio_tokens")) - _int(_get(itd, "cached_tokens_details", "audio_tokens"))
     return Usage(
         input_tokens=_int(u.get("input_tokens")),
         output_tokens=_int(u.get("output_tokens")),
         cache_read_tokens=_int(_get(itd, "cached_tokens")),
         cache_write_tokens=_int(_get(itd, "cache_write_tokens")),
         reasoning_tokens=_int(_get(otd, "reasoning_tokens")),
+        input_audio_tokens=max(audio_in, 0),
+        output_audio_tokens=_int(_get(otd, "audio_tokens")),
         web_search_requests=_int(_get(tool_usage, "web_search", "num_requests")),
         service_tier=service_tier,
     )
@@ -372,9 +382,16 @@ _RESPONSES_TEXT_EVENTS = frozenset(
         "response.function_call_arguments.delta",
         "response.custom_tool_call_input.delta",
         "response.audio.transcript.delta",
+        # the Realtime API (GA, then beta names)
+        "response.output_audio_transcript.delta",
+        "response.text.delta",
+        "response.audio_transcript.delta",
     }
 )
-_RESPONSES_TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+# `response.done` ends a Realtime API response (tokenlens.websocket keeps Realtime events as such a stream).
+_RESPONSES_TERMINAL = frozenset(
+    {"response.completed", "response.incomplete", "response.failed", "response.done"}
+)
 _ANTHROPIC_DELTA_TEXT = {
     "text_delta": "text",
     "thinking_delta": "thinking",

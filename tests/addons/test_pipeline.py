@@ -29,6 +29,7 @@ def test_stages_run_in_the_order_of_spec_section_6(deps: AppDeps) -> None:
     assert names == [
         "tokenlens.config",
         "tokenlens.ingress",
+        "tokenlens.websocket",
         "tokenlens.workflows",
         "tokenlens.budget",
         "tokenlens.quota",

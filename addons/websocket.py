@@ -1,0 +1,230 @@
+"""WebSocket model calls (SPEC 5): each `response.create` frame on a Responses or Realtime socket is a call.
+
+- The upgrade itself is not a call (the ingress forwards it ungated and unrecorded); its Exchange is the
+  template of the connection's calls (`tokenlens.websocket.Connection`, in `flow.metadata`). Other upgrades
+  on provider routes are relayed untouched.
+- Each client `response.create` frame gets its own Exchange and a *gate flow*: an `http.HTTPFlow` that
+  exists only to run the pipeline's request stages on it, as for `POST /v1/responses` with the frame as its
+  body (budget, quota and kill switches, routing, request guardrails, and the analyses that queue deferred
+  work). A stage that answers the gate flow refuses the frame: the frame is dropped and an `error` event in
+  the API's WebSocket format is injected towards the client; the socket stays open. A frame the stages
+  rewrote (a routed model, a redaction) goes upstream rewritten; any other frame goes as it came.
+- Server events are relayed as they come and copied to the call in flight; its end (or the connection's)
+  hands the Exchange to the writer thread, where `metering.build_record` builds the record.
+
+Only the newest message is kept in `flow.websocket.messages` (mitmproxy would keep every one for the life of
+the socket).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from mitmproxy import ctx, http
+
+from tokenlens.addons._flowstate import attach, exchange_of
+from tokenlens.addons.routing import ROUTE_KEY, ModelRouter
+from tokenlens.app import AppDeps
+from tokenlens.controls import ledger_for
+from tokenlens.exchange import Exchange
+from tokenlens.request_body import BodyRefused, RequestBody
+from tokenlens.routing import Route, Target
+from tokenlens.websocket import (
+    Connection,
+    WsCall,
+    error_event,
+    is_upgrade,
+    read_frame,
+    realtime_model,
+    ws_kind,
+)
+
+log = logging.getLogger(__name__)
+
+STATE_KEY = "tokenlens.websocket"
+_NOT_FORWARDED = frozenset({b"upgrade", b"connection", b"content-length", b"transfer-encoding"})
+
+
+def connection_of(flow: http.HTTPFlow) -> Connection | None:
+    found = flow.metadata.get(STATE_KEY)
+    return found if isinstance(found, Connection) else None
+
+
+class WebSocketCalls:
+    name = "tokenlens.websocket"
+
+    def __init__(self, deps: AppDeps, stages: Sequence[object]) -> None:
+        """`stages`: the request stages a frame goes through, in pipeline order (gates and analyses)."""
+        from tokenlens.addons import GATES, FailClosed, sync_dispatcher
+
+        self.deps = deps
+        self.router = next((s for s in stages if isinstance(s, ModelRouter)), None)
+        gates = [s for s in stages if type(s) in GATES]
+        self.run_responses = sync_dispatcher([s.request for s in stages], FailClosed(deps, stages))  # type: ignore[attr-defined]
+        self.run_realtime = sync_dispatcher([s.request for s in gates], FailClosed(deps, gates))  # type: ignore[attr-defined]
+
+    # ---- the upgrade --------------------------------------------------------------------------------------
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        exchange = exchange_of(flow)
+        if exchange is None or flow.response is not None or not is_upgrade(_lower(flow.request.headers)):
+            return
+        # The ingress marks the upgrade as no call (no gate, no record); its Exchange is the calls' template.
+        kind = ws_kind(exchange.api, exchange.endpoint)
+        if kind is not None:
+            model = realtime_model(flow.request.path) if kind == "realtime" else None
+            flow.metadata[STATE_KEY] = Connection(kind, exchange, model)
+
+    # ---- frames -------------------------------------------------------------------------------------------
+
+    async def websocket_message(self, flow: http.HTTPFlow) -> None:
+        assert flow.websocket is not None
+        messages = flow.websocket.messages
+        message = messages[-1]
+        del messages[:-1]
+        conn = connection_of(flow)
+        if conn is None or message.injected or not message.is_text:
+            return
+        if not message.from_client:
+            self.finished(conn.on_server_text(message.text, message.timestamp))
+            return
+        content = message.content
+        try:
+            read = read_frame(content)
+        except BodyRefused as refused:
+            call = conn.new_call(content, RequestBody(None), message.timestamp)
+            call.exchange.outcome, call.exchange.blocked_by = "blocked", "request"
+            call.exchange.error = f"TokenLens: {refused}."
+            self.refuse(flow, conn, message, call, 400, {"code": refused.code, "message": str(refused)})
+            return
+        if read is None:
+            conn.forwarded(content)
+            return
+        call = conn.new_call(content, read, message.timestamp)
+        gate = self.gate_flow(flow, conn, call.exchange, content)
+        call.handle = gate
+        pending = (self.run_realtime if conn.kind == "realtime" else self.run_responses)(gate)
+        if pending is not None and inspect.isawaitable(pending):
+            await pending
+        if gate.response is not None:
+            self.refuse_answered(flow, conn, message, call, gate.response)
+            return
+        changed = gate.request.raw_content or b""
+        if changed != content:
+            message.content = self.rewritten(conn, read.json or {}, changed)
+        conn.sent(call)
+
+    def gate_flow(
+        self, flow: http.HTTPFlow, conn: Connection, exchange: Exchange, content: bytes
+    ) -> http.HTTPFlow:
+        """The flow the request stages see for one frame: `POST` to the socket's URL with the frame as body."""
+        headers = [(k, v) for k, v in flow.request.headers.fields if k.lower() not in _NOT_FORWARDED]
+        headers = [(k, v) for k, v in headers if not k.lower().startswith(b"sec-websocket")]
+        gate = http.HTTPFlow(flow.client_conn, flow.server_conn, live=True)
+        gate.request = http.Request.make("POST", flow.request.url, content, headers)
+        attach(gate, exchange)
+        if conn.kind == "realtime" or self.router is None:
+            # The session's model is fixed at the upgrade: nothing to route, priced as it is.
+            model = exchange.model
+            gate.metadata[ROUTE_KEY] = Route(model, (Target(model, exchange.provider),) if model else ())
+        else:
+            gate.metadata[ROUTE_KEY] = same_provider(self.router.route(gate), exchange)
+        return gate
+
+    @staticmethod
+    def rewritten(conn: Connection, frame: dict[str, Any], body: bytes) -> bytes:
+        """The frame to send for a body the stages rewrote (Realtime: into the frame's `response` options)."""
+        if conn.kind == "responses":
+            return body
+        options = {k: v for k, v in json.loads(body).items() if k != "model"}
+        return json.dumps({**frame, "response": options}, ensure_ascii=False).encode()
+
+    # ---- refusals -----------------------------------------------------------------------------------------
+
+    def refuse_answered(
+        self, flow: http.HTTPFlow, conn: Connection, message: Any, call: WsCall, answer: http.Response
+    ) -> None:
+        try:
+            error = json.loads(answer.content or b"{}").get("error") or {}
+        except (ValueError, AttributeError):
+            error = {}
+        call.exchange.response_body = answer.content
+        self.refuse(flow, conn, message, call, answer.status_code, error)
+
+    def refuse(
+        self,
+        flow: http.HTTPFlow,
+        conn: Connection,
+        message: Any,
+        call: WsCall,
+        status: int,
+        error: dict[str, Any],
+    ) -> None:
+        """The frame is not forwarded; the client gets an `error` event; the call is recorded as refused."""
+        message.drop()
+        event = error_event(conn.kind, status, error, call.client_event_id)
+        self.inject(flow, event)
+        ex = call.exchange
+        ex.status, ex.ended, ex.streamed = status, time.time(), False
+        if ex.response_body is None:
+            ex.response_body = event
+        ex.response_headers = {"content-type": "application/json"}
+        self.finished([call])
+
+    def inject(self, flow: http.HTTPFlow, data: bytes) -> None:
+        ctx.master.commands.call("inject.websocket", flow, True, data)
+
+    # ---- the end ------------------------------------------------------------------------------------------
+
+    def websocket_end(self, flow: http.HTTPFlow) -> None:
+        conn = connection_of(flow)
+        if conn is None or conn.closed:
+            return
+        ws = flow.websocket
+        code = ws.close_code if ws is not None else None
+        by = "client" if ws is not None and ws.closed_by_client else "upstream"
+        self.finished(
+            conn.close(f"WebSocket closed by the {by} (code {code}) before the response ended", time.time())
+        )
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        conn = connection_of(flow)
+        if conn is not None and not conn.closed:
+            reason = flow.error.msg if flow.error else "connection error"
+            self.finished(conn.close(f"WebSocket connection failed: {reason}", time.time()))
+
+    def finished(self, calls: list[WsCall]) -> None:
+        """Hand ended calls to the writer thread; their budget reservations settle when the records commit."""
+        for call in calls:
+            ex = call.exchange
+            if ex.recorded:
+                continue
+            ex.recorded = True
+            if ex.response_headers == {}:
+                ex.response_headers = {"content-type": "text/event-stream"}
+            self.deps.writer.submit(ex)
+            ledger_for(self.deps).end(ex.id)
+
+
+def _lower(headers: http.Headers) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in headers.fields}
+
+
+def same_provider(route: Route | None, exchange: Exchange) -> Route:
+    """A socket cannot change provider nor retry: the route's first target on the socket's provider only."""
+    if route is None or not route.targets:
+        model = exchange.requested_model
+        return Route(model, (Target(model, exchange.provider),) if model else ())
+    usable = [t for t in route.targets if not t.cross and t.provider == exchange.provider]
+    notes = route.notes
+    if len(usable) != len(route.targets) or len(usable) > 1:
+        notes = (*notes, "websocket: fallback chains and cross-provider targets do not apply to a socket")
+    if not usable:
+        model = exchange.requested_model
+        return Route(model, (Target(model, exchange.provider),) if model else (), None, notes)
+    return Route(route.requested, (usable[0],), route.rule, notes)

@@ -1,0 +1,340 @@
+"""WebSocket model calls (SPEC 5): the OpenAI Responses API in WebSocket mode and the Realtime API.
+
+Pure bookkeeping of one upgraded connection, no I/O; the mitmproxy layer is `tokenlens.addons.websocket`.
+
+- Responses WebSocket mode (`GET /v1/responses` upgraded): every client `response.create` text frame is one
+  call, the `Exchange` of a `POST /v1/responses` whose body is the frame; the server's events are kept as
+  the SSE stream of that call (`data: <event>` lines), so `metering` reads usage, model and text exactly as
+  for a streamed HTTP call. The call ends with `response.completed`, `response.failed`,
+  `response.incomplete` or an `error` event.
+- Realtime API (`GET /v1/realtime?model=M`): every client `response.create` is one call, ending with
+  `response.done` (usage with text and audio tokens; `usage.openai_responses_usage` reads both shapes). The
+  model is the session's (the upgrade's `?model=`, as the server confirms it in `session.created`).
+
+The server answers one response at a time, in the order of the frames; a client frame that is not a call
+may be answered by an `error` event, so it holds a place in the queue until an answer for a later frame
+arrives.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import parse_qs
+
+from tokenlens.exchange import Exchange, max_tokens_from_request
+from tokenlens.records import CallRecord, new_call_id
+from tokenlens.request_body import RequestBody, read_request_body
+
+WsKind = Literal["responses", "realtime"]
+
+RESPONSES_TERMINAL = frozenset({"response.completed", "response.failed", "response.incomplete"})
+REALTIME_TERMINAL = frozenset({"response.done"})
+# Large Realtime audio payloads are not kept in the call's stream copy (nothing is metered from them).
+AUDIO_DELTAS = frozenset({"response.output_audio.delta", "response.audio.delta"})
+CALL_FRAME = "response.create"
+
+
+def ws_kind(api: str, endpoint: str) -> WsKind | None:
+    """Which WebSocket API an upgrade on a provider route speaks (None: relayed untouched, not metered)."""
+    if api != "openai":
+        return None
+    path = endpoint.rstrip("/").lower()
+    if path.endswith("/responses"):
+        return "responses"
+    if path.endswith("/realtime"):
+        return "realtime"
+    return None
+
+
+def is_upgrade(headers: dict[str, str]) -> bool:
+    """A WebSocket upgrade request (lower-case header names)."""
+    return "websocket" in headers.get("upgrade", "").lower()
+
+
+def realtime_model(path: str) -> str | None:
+    """The `?model=` of a Realtime upgrade path."""
+    _, _, query = path.partition("?")
+    values = parse_qs(query).get("model")
+    return values[0] if values and values[0] else None
+
+
+def read_frame(content: bytes) -> RequestBody | None:
+    """A client text frame as the gates read it (lenient as an upstream could be), or None when it cannot be
+    a `response.create` at all. Raises `request_body.BodyRefused` for a frame that cannot be checked safely.
+
+    Fast path: a frame without the type's name and without JSON escapes (e.g. Realtime audio) is not parsed.
+    """
+    if CALL_FRAME.encode() not in content and b"\\" not in content:
+        return None
+    read = read_request_body(content)
+    if read.json is None or read.json.get("type") != CALL_FRAME:
+        return None
+    return read
+
+
+def error_event(kind: WsKind, status: int, error: dict[str, Any], client_event_id: Any = None) -> bytes:
+    """An `error` event in the API's WebSocket format, from an OpenAI error object (message, type, code)."""
+    body = {
+        "type": error.get("type") or "invalid_request_error",
+        "code": error.get("code"),
+        "message": error.get("message") or "",
+        "param": error.get("param"),
+    }
+    event: dict[str, Any]
+    if kind == "responses":
+        event = {"type": "error", "status": status, "error": body}
+    else:
+        body["event_id"] = client_event_id if isinstance(client_event_id, str) else None
+        event = {"type": "error", "event_id": "event_tokenlens_" + new_call_id(), "error": body}
+    return json.dumps(event, ensure_ascii=False).encode()
+
+
+def modality_tokens(usage: Any) -> dict[str, dict[str, int]] | None:
+    """Per-modality counts of a Realtime `usage` (input and cache_read include cached/all, as reported)."""
+    if not isinstance(usage, dict):
+        return None
+    itd, otd = usage.get("input_token_details"), usage.get("output_token_details")
+    if not isinstance(itd, dict) and not isinstance(otd, dict):
+        return None
+    out: dict[str, dict[str, int]] = {}
+    for group, details in (
+        ("input", itd),
+        ("cache_read", itd.get("cached_tokens_details") if isinstance(itd, dict) else None),
+        ("output", otd),
+    ):
+        if isinstance(details, dict):
+            counts = {
+                name.removesuffix("_tokens"): value
+                for name, value in details.items()
+                if name in ("text_tokens", "audio_tokens", "image_tokens")
+                and isinstance(value, int)
+                and not isinstance(value, bool)
+                and value > 0
+            }
+            if counts:
+                out[group] = counts
+    return out
+
+
+def mark_websocket(exchange: Exchange, record: CallRecord) -> None:
+    """Deferred (writer thread): the record's transport."""
+    record.details["transport"] = "websocket"
+
+
+@dataclass(eq=False)
+class WsCall:
+    """One call on the socket: its Exchange and what the proxy layer keeps with it (its gate flow)."""
+
+    exchange: Exchange
+    handle: Any = None
+    client_event_id: str | None = None  # Realtime: the `event_id` of the response.create frame
+    response_id: str | None = None  # Realtime: the response the server created for it
+
+
+@dataclass
+class Connection:
+    """One upgraded connection: what every call on it inherits, and the client frames awaiting answers.
+
+    `queue` holds the calls in flight in frame order; in Responses mode also None for each client frame that
+    is not a call but may be answered by an `error` event (the server answers frames one at a time, in
+    order). Realtime errors name the client event they answer (`error.event_id`), and its responses their
+    `response_id`, so there the queue holds calls only.
+    """
+
+    kind: WsKind
+    template: Exchange  # the upgrade's Exchange: provider, source, tags, session, mode, endpoint
+    model: str | None = None  # Realtime: the session's model
+    queue: collections.deque[WsCall | None] = field(default_factory=collections.deque)
+    closed: bool = False
+    calls: int = 0
+
+    def new_call(self, content: bytes, read: RequestBody, started: float) -> WsCall:
+        """The call of a `response.create` frame: an Exchange as if it were `POST /v1/responses` with the
+        frame as its body (Realtime: the frame's `response` options and the session's model)."""
+        t = self.template
+        frame = read.json or {}
+        event_id = frame.get("event_id")
+        if self.kind == "realtime":
+            raw = frame.get("response")
+            options: dict[str, Any] = raw if isinstance(raw, dict) else {}
+            body: dict[str, Any] = {**options, "model": self.model} if self.model else dict(options)
+            limit = options.get("max_output_tokens")  # may be "inf"
+            max_tokens = max_tokens_from_request("openai", body) if isinstance(limit, int) else None
+            model = self.model
+        else:
+            body = frame
+            named = frame.get("model")
+            model = named if isinstance(named, str) and named else None
+            max_tokens = max_tokens_from_request("openai", frame)
+        self.calls += 1
+        exchange = Exchange(
+            id=new_call_id(),
+            started=started,
+            provider=t.provider,
+            api=t.api,
+            endpoint=t.endpoint,
+            kind="responses",
+            mode=t.mode,
+            source=t.source,
+            tags=dict(t.tags),
+            session_id=t.session_id,
+            request_body=content,
+            request_json=body,
+            requested_model=model,
+            model=model,
+            stream_requested=True,
+            max_tokens=max_tokens,
+            streamed=True,
+        )
+        exchange.details["websocket"] = {"api": self.kind, "turn": self.calls}
+        exchange.deferred.append(mark_websocket)
+        return WsCall(exchange, client_event_id=event_id if isinstance(event_id, str) else None)
+
+    def sent(self, call: WsCall) -> None:
+        """A call's frame went upstream: the next answers are its own."""
+        self.queue.append(call)
+
+    def forwarded(self, content: bytes) -> None:
+        """A client frame that is not a call went upstream. In Responses mode the server answers a frame it
+        cannot read (not JSON, no known type) with an `error` event, so that frame holds a place in the
+        queue; Realtime errors name the event they answer."""
+        if self.kind == "responses" and not _event_like(content):
+            self.queue.append(None)
+
+    def on_server_text(self, text: str, ts: float) -> list[WsCall]:
+        """A server event; returns the calls it ends."""
+        if not self.queue and self.kind == "responses":
+            return []
+        try:
+            event = json.loads(text)
+        except ValueError:
+            return []
+        etype = event.get("type") if isinstance(event, dict) else None
+        if not isinstance(etype, str):
+            return []
+        if etype.startswith("session."):
+            self._session_model(event)
+            return []
+        if etype == "error":
+            call = self._answered_by_error(event)
+            if call is None:
+                return []
+            self._keep(call, text, ts)
+            ex = call.exchange
+            status = event.get("status")
+            ex.status = status if isinstance(status, int) and not isinstance(status, bool) else None
+            ex.error = _error_text(event.get("error")) or "error event"
+            ex.ended = ts
+            return [call]
+        if not etype.startswith("response."):
+            return []  # Realtime conversation and input-buffer events belong to no single call
+        call = self._call_of(etype, event)
+        if call is None:
+            return []
+        if etype in AUDIO_DELTAS:
+            if call.exchange.first_chunk_at is None:
+                call.exchange.first_chunk_at = ts
+        else:
+            self._keep(call, text, ts)
+        if etype not in (REALTIME_TERMINAL if self.kind == "realtime" else RESPONSES_TERMINAL):
+            return []
+        self.queue.remove(call)
+        self._finish(call.exchange, etype, event, ts)
+        return [call]
+
+    def close(self, reason: str, ts: float) -> list[WsCall]:
+        """The connection ended: the calls still waiting for their end are cut."""
+        self.closed = True
+        cut = [call for call in self.queue if call is not None]
+        self.queue.clear()
+        for call in cut:
+            ex = call.exchange
+            ex.status = 200 if ex.first_chunk_at is not None else None
+            ex.error = reason
+            ex.ended = ts
+        return cut
+
+    def _answered_by_error(self, event: dict[str, Any]) -> WsCall | None:
+        """The call an `error` event refuses, or None (it answers a frame that is not a call)."""
+        if self.kind == "responses":
+            return self.queue.popleft() if self.queue else None
+        error = event.get("error")
+        about = error.get("event_id") if isinstance(error, dict) else None
+        for call in self.queue:
+            if call is not None and (
+                call.client_event_id == about if about else call.exchange.first_chunk_at is None
+            ):
+                self.queue.remove(call)
+                return call
+        return None
+
+    def _call_of(self, etype: str, event: dict[str, Any]) -> WsCall | None:
+        if self.kind == "responses":
+            while self.queue and self.queue[0] is None:
+                self.queue.popleft()  # frames that were answered by nothing
+            return self.queue[0] if self.queue else None
+        response = event.get("response")
+        rid = event.get("response_id") or (response.get("id") if isinstance(response, dict) else None)
+        calls = [c for c in self.queue if c is not None]
+        for call in calls:
+            if rid and call.response_id == rid:
+                return call
+        for call in calls:
+            if call.response_id is None:
+                call.response_id = rid if isinstance(rid, str) else None
+                return call
+        return calls[0] if calls else None
+
+    def _keep(self, call: WsCall, text: str, ts: float) -> None:
+        ex = call.exchange
+        if ex.first_chunk_at is None:
+            ex.first_chunk_at = ts
+        ex.chunks.append(b"data: " + text.encode() + b"\n\n")
+
+    def _finish(self, ex: Exchange, etype: str, event: dict[str, Any], ts: float) -> None:
+        raw = event.get("response")
+        response: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        ex.status, ex.ended = 200, ts
+        status = response.get("status")
+        if etype == "response.failed" or status == "failed":
+            details = response.get("status_details")
+            reason = _error_text(response.get("error")) or _error_text(
+                details.get("error") if isinstance(details, dict) else None
+            )
+            ex.error = f"{etype} ({status}): {reason or 'failed'}"
+        if self.kind == "realtime":
+            found = modality_tokens(response.get("usage"))
+            if found:
+                ex.details["modality_tokens"] = found
+            if isinstance(status, str):
+                ex.details["websocket"]["status"] = status
+
+    def _session_model(self, event: dict[str, Any]) -> None:
+        """Realtime: the model the server confirms for the session (`session.created` / `.updated`)."""
+        session = event.get("session")
+        model = session.get("model") if isinstance(session, dict) else None
+        if isinstance(model, str) and model:
+            self.model = model
+
+
+def _event_like(content: bytes) -> bool:
+    """A JSON object whose `type` names a Responses event (the server may answer it with nothing)."""
+    try:
+        value = json.loads(content)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return False
+    return (
+        isinstance(value, dict)
+        and isinstance(value.get("type"), str)
+        and value["type"].startswith("response.")
+    )
+
+
+def _error_text(error: Any) -> str | None:
+    if not isinstance(error, dict):
+        return None
+    parts = [str(error[k]) for k in ("code", "message") if error.get(k)]
+    return ": ".join(parts)[:500] or None
