@@ -17,13 +17,14 @@ import hashlib
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import tzinfo
 from typing import TYPE_CHECKING, Any
 
 from tokenlens.exchange import GENERATION_KINDS
 from tokenlens.records import iso_utc
+from tokenlens.store.rollups import SessionFacts
 
 if TYPE_CHECKING:
     from tokenlens.exchange import Exchange
@@ -203,91 +204,220 @@ class ConversationIndex:
             ok=record.outcome in ("ok", "cached"),
         )
         record.conversation_id, record.turn = found.conversation_id, found.turn
+        body = exchange.request_json if exchange.kind in GENERATION_KINDS else None
+        split = split_conversation(exchange.api, body) if body is not None else None
+        called = called_tools(exchange.api, split[1]) if split is not None else []
+        if called:
+            record.details["tools"] = {"called": called}
+
+
+# ---------------------------------------------------------------------------------------------- tool calls
+
+_CALL_ITEM_SUFFIX = "_call"  # Responses input items: function_call, custom_tool_call, local_shell_call, ...
+MAX_TOOL_NAMES = 64
+
+
+def _name(value: Any) -> str:
+    return str(value)[:64] if value is not None else "tool"
+
+
+def called_tools(api: str, messages: Sequence[Any]) -> list[str]:
+    """The tools the model asked for in the answer this request continues: the tool calls of the last
+    assistant message of its history (Anthropic `tool_use`, OpenAI `tool_calls` / `function_call`, Responses
+    `*_call` input items, Gemini `functionCall`); empty when that answer called none."""
+    names: list[str] = []
+    if api == "openai" and any(isinstance(m, Mapping) and "role" not in m and "type" in m for m in messages):
+        collecting = False
+        for item in reversed(messages):
+            if not isinstance(item, Mapping):
+                break
+            kind = str(item.get("type") or "")
+            if kind.endswith("_output"):
+                if collecting:
+                    break
+                continue
+            if kind.endswith(_CALL_ITEM_SUFFIX):
+                collecting = True
+                names.append(_name(item.get("name") or kind.removesuffix(_CALL_ITEM_SUFFIX)))
+                continue
+            if item.get("role") == "assistant" and not collecting:
+                break
+            if collecting and item.get("role") != "assistant":
+                break
+        names.reverse()
+        return names[:MAX_TOOL_NAMES]
+    assistant = "model" if api == "google" else "assistant"
+    last = next(
+        (m for m in reversed(messages) if isinstance(m, Mapping) and m.get("role") == assistant), None
+    )
+    if last is None:
+        return []
+    if api == "google":
+        parts = last.get("parts")
+        for part in parts if isinstance(parts, list) else ():
+            call = part.get("functionCall") if isinstance(part, Mapping) else None
+            if isinstance(call, Mapping):
+                names.append(_name(call.get("name")))
+    elif api == "anthropic":
+        content = last.get("content")
+        for block in content if isinstance(content, list) else ():
+            if isinstance(block, Mapping) and block.get("type") in ("tool_use", "server_tool_use"):
+                names.append(_name(block.get("name")))
+    else:
+        calls = last.get("tool_calls")
+        for call in calls if isinstance(calls, list) else ():
+            function = call.get("function") if isinstance(call, Mapping) else None
+            names.append(_name(function.get("name") if isinstance(function, Mapping) else None))
+        legacy = last.get("function_call")
+        if isinstance(legacy, Mapping):
+            names.append(_name(legacy.get("name")))
+    return names[:MAX_TOOL_NAMES]
 
 
 # ---------------------------------------------------------------------------------------------- read side
+#
+# The list reads the session rollups (`tokenlens.store.rollups`, one row per run); one run's timeline reads
+# its calls (indexed on session_id and conversation_id) and computes the same totals with the same code.
 
-_FIELDS = (
-    "id",
-    "ts",
-    "provider",
-    "source",
-    "model",
-    "outcome",
-    "session_id",
-    "conversation_id",
-    "turn",
-    "input_tokens",
-    "output_tokens",
-    "cost_usd",
-    "input_cost_usd",
-    "cache_read_cost_usd",
-    "cache_write_cost_usd",
-    "priced",
-    "latency_ms",
-    "waste_tokens",
-    "complexity",
+# sources that name a coding agent (the User-Agent families of tokenlens.providers that are agents, not SDKs)
+AGENTS = frozenset(
+    {
+        "claude-code",
+        "codex",
+        "gemini-cli",
+        "aider",
+        "cline",
+        "roo-code",
+        "kilo-code",
+        "continue",
+        "cursor",
+        "opencode",
+        "goose",
+        "openhands",
+    }
 )
-
-
-def _history(rows: Sequence[Mapping[str, Any]]) -> list[tuple[int, float]]:
-    """(history tokens, history cost) per row, rows in time order: the part of each call's input that
-    re-sends the previous call of the same conversation (its input plus its answer)."""
-    last: dict[str, tuple[int, int]] = {}
-    out = []
-    for row in rows:
-        conversation = row["conversation_id"]
-        inp = int(row["input_tokens"] or 0)
-        tokens = 0
-        if conversation is not None and conversation in last and inp:
-            prev_in, prev_out = last[conversation]
-            tokens = min(inp, prev_in + prev_out)
-        cost = 0.0
-        if tokens and inp:
-            side = sum(
-                float(row[k] or 0.0)
-                for k in ("input_cost_usd", "cache_read_cost_usd", "cache_write_cost_usd")
-            )
-            cost = side * tokens / inp
-        if conversation is not None and inp:
-            last[conversation] = (inp, int(row["output_tokens"] or 0))
-        out.append((tokens, cost))
-    return out
 
 
 def _r(value: float, digits: int = 9) -> float:
     return round(float(value), digits)
 
 
-def _summary(group_id: str, kind: str, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    history = _history(rows)
-    cost = sum(float(r["cost_usd"] or 0.0) for r in rows)
-    history_cost = sum(c for _, c in history)
-    growth = [int(r["input_tokens"] or 0) for r in rows if r["input_tokens"]]
-    steps = [b - a for a, b in zip(growth, growth[1:], strict=False)]
-    start, end = rows[0]["ts"], rows[-1]["ts"] + float(rows[-1]["latency_ms"] or 0.0) / 1000
-    conversations = {r["conversation_id"] for r in rows if r["conversation_id"]}
+def _item(row: Mapping[str, Any], parts: Sequence[Mapping[str, Any]], conversations: int) -> dict[str, Any]:
+    """A list item from a `session_run` row and its `session_model` rows (most expensive first)."""
+    cost = float(row["cost_usd"] or 0.0)
+    history_cost = float(row["history_cost_usd"] or 0.0)
+    inp = int(row["input_tokens"] or 0)
+    input_calls = int(row["input_calls"] or 0)
+    first, last = row["first_input"], row["last_input"]
+    growth = (int(last) - int(first)) / (input_calls - 1) if input_calls > 1 and first is not None else 0.0
+    sources: list[str] = []
+    for part in parts:
+        if part["source"] not in sources:
+            sources.append(part["source"])
+    by_model: dict[tuple[str, str], dict[str, Any]] = {}
+    for part in parts:
+        if not part["model"]:
+            continue
+        entry = by_model.setdefault(
+            (part["provider"], part["model"]),
+            {"provider": part["provider"], "model": part["model"], "calls": 0, "cost_usd": 0.0},
+        )
+        entry["calls"] += int(part["calls"] or 0)
+        entry["cost_usd"] += float(part["cost_usd"] or 0.0)
+    models = sorted(by_model.values(), key=lambda m: (-m["cost_usd"], -m["calls"], m["model"]))
     return {
-        "id": group_id,
-        "kind": kind,
-        "sources": sorted({r["source"] for r in rows}),
-        "calls": len(rows),
-        "turns": max((int(r["turn"] or 0) for r in rows), default=0),
-        "conversations": len(conversations),
+        "id": row["group_id"],
+        "kind": row["kind"],
+        "agent": next((s for s in sources if s in AGENTS), None),
+        "sources": sorted(sources),
+        "models": sorted({m["model"] for m in models}),
+        "by_model": [{**m, "cost_usd": _r(m["cost_usd"])} for m in models],
+        "calls": int(row["calls"]),
+        "turns": int(row["turns"] or 0),
+        "conversations": conversations,
+        "tool_calls": int(row["tool_calls"] or 0),
         "cost_usd": _r(cost),
-        "unpriced_calls": sum(1 for r in rows if not r["priced"]),
-        "input_tokens": sum(int(r["input_tokens"] or 0) for r in rows),
-        "output_tokens": sum(int(r["output_tokens"] or 0) for r in rows),
-        "started": iso_utc(start),
-        "ended": iso_utc(end),
-        "duration_s": round(end - start, 3),
-        "models": sorted({r["model"] for r in rows if r["model"]}),
-        "context_growth": growth,
-        "avg_growth_per_turn": round(sum(steps) / len(steps), 1) if steps else 0.0,
-        "history_tokens": sum(t for t, _ in history),
+        **{k: _r(row[k] or 0.0) for k in ("input_cost_usd", "output_cost_usd", "cache_read_cost_usd")},
+        "cache_write_cost_usd": _r(row["cache_write_cost_usd"] or 0.0),
+        "unpriced_calls": int(row["unpriced_calls"] or 0),
+        "error_calls": int(row["error_calls"] or 0),
+        "blocked_calls": int(row["blocked_calls"] or 0),
+        "cached_calls": int(row["cached_calls"] or 0),
+        "input_tokens": inp,
+        "output_tokens": int(row["output_tokens"] or 0),
+        "cache_read_tokens": int(row["cache_read_tokens"] or 0),
+        "cache_write_tokens": int(row["cache_write_tokens"] or 0),
+        "reasoning_tokens": int(row["reasoning_tokens"] or 0),
+        "cache_hit_rate": round(min(1.0, int(row["cache_read_tokens"] or 0) / inp), 4) if inp else 0.0,
+        "started": iso_utc(row["first_ts"]),
+        "last_call": iso_utc(row["last_ts"]),
+        "ended": iso_utc(row["ended"]),
+        "duration_s": round(float(row["ended"]) - float(row["first_ts"]), 3),
+        "context_start_tokens": first,
+        "context_end_tokens": last,
+        "avg_growth_per_turn": round(growth, 1),
+        "history_tokens": int(row["history_tokens"] or 0),
         "history_cost_usd": _r(history_cost),
         "history_share": round(history_cost / cost, 4) if cost else 0.0,
     }
+
+
+def _parts(models: Mapping[tuple[Any, ...], Sequence[float]]) -> list[dict[str, Any]]:
+    """`session_model`-shaped rows from `accumulate_runs` model totals, most expensive first."""
+    names = ("calls", "cost_usd", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+    parts = [
+        {"source": k[2], "model": k[3], "provider": k[4], **dict(zip(names, v, strict=True))}
+        for k, v in models.items()
+    ]
+    parts.sort(key=lambda i: (-float(i["cost_usd"]), -int(i["calls"]), i["model"]))
+    return parts
+
+
+def encode_run_cursor(first_ts: float, group_id: str) -> str:
+    from tokenlens.store import encode_cursor
+
+    return encode_cursor(first_ts, group_id)
+
+
+def sessions_summary(
+    store: Store,
+    days: int,
+    tz: tzinfo,
+    limit: int = 200,
+    *,
+    kind: str | None = None,
+    before: tuple[float, str] | None = None,
+) -> dict[str, Any]:
+    """Sessions (by header) and conversations (inferred, calls without a session) with a call in the last
+    `days` days, newest first (by their first call), at most `limit` of each, from the session rollups.
+
+    `kind` ("session" or "conversation") lists one kind only; `before` is the cursor of the last item of the
+    previous page (`next[kind]`). Each run's figures cover all its calls, also those before the period."""
+    from tokenlens.insights import window
+    from tokenlens.store.rollups import list_runs, run_parts
+
+    start, end = window(days, tz)
+    out: dict[str, Any] = {"days": days, "next": {}}
+    with store.connection():
+        for k in (kind,) if kind else ("session", "conversation"):
+            rows = list_runs(store.db, k, start, end, limit, before)
+            parts, conversations = run_parts(store.db, k, [r["group_id"] for r in rows])
+            out[f"{k}s"] = [
+                _item(r, parts.get(r["group_id"], []), conversations.get(r["group_id"], 0)) for r in rows
+            ]
+            last = rows[-1] if len(rows) == limit else None
+            out["next"][k] = None if last is None else encode_run_cursor(last["first_ts"], last["group_id"])
+    return out
+
+
+_FIELDS = (
+    *SessionFacts._fields[:-1],
+    "details",
+    "priced",
+    "waste_tokens",
+    "complexity",
+    "stream",
+)
 
 
 def _select(store: Store, condition: Callable[[Any], Any]) -> list[dict[str, Any]]:
@@ -297,36 +427,26 @@ def _select(store: Store, condition: Callable[[Any], Any]) -> list[dict[str, Any
         return list(query.order_by(call.ts.asc(), call.id.asc()).dicts().execute())
 
 
-def _grouped(rows: Iterable[dict[str, Any]], key: str) -> dict[str, list[dict[str, Any]]]:
-    out: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        if row[key] is not None:
-            out.setdefault(row[key], []).append(row)
-    return out
-
-
-def sessions_summary(store: Store, days: int, tz: tzinfo, limit: int = 200) -> dict[str, Any]:
-    """Sessions (by header) and conversations (inferred, calls without a session) of the last `days` days,
-    newest first: cost, calls, turns, duration, models, context growth and history share."""
-    from tokenlens.insights import window
-
-    start, end = window(days, tz)
-    rows = _select(
-        store,
-        lambda c: (
-            (c.ts >= start) & (c.ts < end) & (c.session_id.is_null(False) | c.conversation_id.is_null(False))
-        ),
-    )
-    sessions = [_summary(k, "session", v) for k, v in _grouped(rows, "session_id").items()]
-    loose = [r for r in rows if r["session_id"] is None]
-    conversations = [_summary(k, "conversation", v) for k, v in _grouped(loose, "conversation_id").items()]
-    for items in (sessions, conversations):
-        items.sort(key=lambda i: i["started"], reverse=True)
-    return {"days": days, "sessions": sessions[:limit], "conversations": conversations[:limit]}
+def _tools(details: Any) -> list[str]:
+    if isinstance(details, str):
+        if '"called"' not in details:
+            return []
+        try:
+            details = json.loads(details)
+        except ValueError:
+            return []
+    tools = details.get("tools") if isinstance(details, dict) else None
+    called = tools.get("called") if isinstance(tools, dict) else None
+    return [str(n) for n in called] if isinstance(called, list) else []
 
 
 def session_timeline(store: Store, group_id: str) -> dict[str, Any] | None:
-    """One session (or, when no session has that id, one conversation) turn by turn; None when unknown."""
+    """One session (or, when no session has that id, one conversation) turn by turn; None when unknown.
+
+    The summary is computed from the run's calls with the code that fills the session rollups, so it equals
+    the list's item while the calls are kept (retention removes calls, not rollups)."""
+    from tokenlens.store.rollups import accumulate_runs, run_row, session_facts
+
     kind = "session"
     rows = _select(store, lambda c: c.session_id == group_id)
     if not rows:
@@ -334,32 +454,63 @@ def session_timeline(store: Store, group_id: str) -> dict[str, Any] | None:
         rows = _select(store, lambda c: c.conversation_id == group_id)
     if not rows:
         return None
-    out = _summary(group_id, kind, rows)
+    facts = [session_facts([row[f] for f in SessionFacts._fields[:-1]] + [row["details"]]) for row in rows]
+    totals = accumulate_runs(facts, {}, lambda c: (kind, group_id))
+    conversations = len({key[2] for key in totals.conversations})
+    out = _item(run_row(kind, group_id, totals.runs[(kind, group_id)]), _parts(totals.models), conversations)
+    out["context_growth"] = [f.input_tokens for f in facts if f.input_tokens]
+    # the tools an answer called are named by the next answered request of its conversation (its history);
+    # unknown (None) for the last answer of a conversation
+    answered: dict[int, list[str]] = {}
+    last_ok: dict[str, int] = {}
+    for index, (fact, row) in enumerate(zip(facts, rows, strict=True)):
+        if fact.outcome != "ok" or fact.conversation_id is None:
+            continue
+        if fact.conversation_id in last_ok:
+            answered[last_ok[fact.conversation_id]] = _tools(row["details"])
+        last_ok[fact.conversation_id] = index
     previous: dict[str | None, int] = {}
     timeline = []
-    for row, (history_tokens, history_cost) in zip(rows, _history(rows), strict=True):
-        inp = int(row["input_tokens"] or 0)
-        conversation = row["conversation_id"]
+    for index, (fact, row, (history_tokens, history_cost)) in enumerate(
+        zip(facts, rows, totals.history, strict=True)
+    ):
+        inp = fact.input_tokens or 0
+        conversation = fact.conversation_id
         growth = inp - previous[conversation] if conversation in previous and inp else None
         if inp:
             previous[conversation] = inp
+        input_side = sum(
+            float(v or 0.0)
+            for v in (fact.input_cost_usd, fact.cache_read_cost_usd, fact.cache_write_cost_usd)
+        )
         timeline.append(
             {
-                "turn": row["turn"],
-                "call_id": row["id"],
-                "ts": iso_utc(row["ts"]),
+                "turn": fact.turn,
+                "call_id": fact.id,
+                "ts": iso_utc(fact.ts),
                 "conversation_id": conversation,
-                "source": row["source"],
-                "provider": row["provider"],
-                "model": row["model"],
-                "outcome": row["outcome"],
+                "source": fact.source,
+                "provider": fact.provider,
+                "model": fact.model,
+                "outcome": fact.outcome,
+                "priced": bool(row["priced"]),
+                "stream": bool(row["stream"]),
                 "input_tokens": inp,
-                "output_tokens": int(row["output_tokens"] or 0),
+                "output_tokens": int(fact.output_tokens or 0),
+                "cache_read_tokens": int(fact.cache_read_tokens or 0),
+                "cache_write_tokens": int(fact.cache_write_tokens or 0),
+                "reasoning_tokens": int(fact.reasoning_tokens or 0),
                 "context_growth_tokens": growth,
                 "history_tokens": history_tokens,
                 "history_cost_usd": _r(history_cost),
-                "cost_usd": row["cost_usd"],
-                "latency_ms": row["latency_ms"],
+                "new_input_cost_usd": _r(max(0.0, input_side - history_cost)),
+                "cost_usd": fact.cost_usd,
+                "input_cost_usd": fact.input_cost_usd,
+                "output_cost_usd": fact.output_cost_usd,
+                "cache_read_cost_usd": fact.cache_read_cost_usd,
+                "cache_write_cost_usd": fact.cache_write_cost_usd,
+                "latency_ms": fact.latency_ms,
+                "tool_calls": answered.get(index),
                 "waste_tokens": row["waste_tokens"],
                 "complexity": row["complexity"],
             }

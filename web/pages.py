@@ -15,11 +15,12 @@ NAV: tuple[tuple[str, str, str], ...] = (  # (endpoint, path, label)
     ("live", "/live", "Live"),
     ("sources", "/sources", "Sources"),
     ("models", "/models", "Models"),
+    ("sessions", "/sessions", "Sessions"),
     ("insights", "/insights", "Insights"),
     ("latency", "/latency", "Latency"),
     ("settings", "/settings", "Settings"),
 )
-TITLES = {name: label for name, _, label in NAV} | {"call": "Call"}
+TITLES = {name: label for name, _, label in NAV} | {"call": "Call", "session": "Session"}
 
 
 def _page(name: str, **context: object) -> str:
@@ -52,6 +53,16 @@ def sources() -> str:
 @bp.get("/models")
 def models() -> str:
     return _page("models")
+
+
+@bp.get("/sessions")
+def sessions() -> str:
+    return _page("sessions")
+
+
+@bp.get("/sessions/<path:group_id>")
+def session(group_id: str) -> str:
+    return _page("session", group_id=group_id)
 
 
 @bp.get("/insights")

@@ -11,6 +11,7 @@ from tokenlens.analyze import AnalyzeError, analyze_request
 from tokenlens.app import AppDeps
 from tokenlens.pricing import Pricer
 from tokenlens.ratelimits import book_of, rate_limited_calls
+from tokenlens.store import decode_cursor
 from tokenlens.web.api import (
     days_arg,
     deps,
@@ -38,10 +39,27 @@ serve_store_requests(bp)
 
 
 @bp.get("/api/usage/sessions")
-def list_sessions() -> Response:
+def list_sessions() -> Response | tuple[Response, int]:
+    """Runs with a call in the last `days` days, newest first, from the session rollups: both kinds, or
+    `kind=session|conversation` only; `before` is a `next` cursor of the previous page (with `kind`)."""
     d = deps()
     limit = int_arg("limit", 200, 1, 1000, clamp=True)
-    return jsonify(sessions.sessions_summary(d.store, days_arg(), timezone_of(d.settings.get()), limit))
+    kind = text_arg("kind")
+    if kind not in (None, "session", "conversation"):
+        return error("kind: expected session or conversation", 400, "kind")
+    before = None
+    cursor = text_arg("before")
+    if cursor is not None:
+        if kind is None:
+            return error("before: needs kind (session or conversation)", 400, "before")
+        try:
+            before = decode_cursor(cursor)
+        except ValueError:
+            return error("before: not a cursor from this API", 400, "before")
+    summary = sessions.sessions_summary(
+        d.store, days_arg(), timezone_of(d.settings.get()), limit, kind=kind, before=before
+    )
+    return jsonify(summary)
 
 
 @bp.get("/api/usage/sessions/<path:group_id>")

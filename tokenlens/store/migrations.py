@@ -413,6 +413,83 @@ def _v8_latency_rollups(db: pw.Database, migrator: SchemaMigrator) -> None:
         rollups.write_increments(db, increments, frozen)
 
 
+def _v9_session_rollups(db: pw.Database, migrator: SchemaMigrator) -> None:
+    """One row per run (a session, or a conversation of calls without a session) for the sessions list:
+    `session_run` (sums, first and last call, end, turns, the context's first and last size), `session_model`
+    (per source, model and provider of a run) and `session_conversation` (per conversation of a run: calls and
+    its latest call's input and output, for the history the next call re-sends); built from the stored calls
+    in time order. As in migration 7, the rows are computed by `tokenlens.store.rollups` (the writer's code).
+    """
+    from tokenlens.store import rollups
+
+    pg = isinstance(db, pw.PostgresqlDatabase)
+    real = "DOUBLE PRECISION" if pg else "REAL"
+    clustered = "" if pg else " WITHOUT ROWID"
+    sums = ", ".join(
+        f'"{m}" {real if m.endswith("_usd") else "BIGINT"} NOT NULL DEFAULT 0'
+        for m in (
+            "calls",
+            "input_tokens",
+            "output_tokens",
+            "cache_read_tokens",
+            "cache_write_tokens",
+            "reasoning_tokens",
+            "cost_usd",
+            "input_cost_usd",
+            "output_cost_usd",
+            "cache_read_cost_usd",
+            "cache_write_cost_usd",
+            "unpriced_calls",
+            "error_calls",
+            "blocked_calls",
+            "cached_calls",
+            "input_calls",
+            "tool_calls",
+            "history_tokens",
+            "history_cost_usd",
+        )
+    )
+    db.execute_sql(
+        f'CREATE TABLE "session_run" ("kind" TEXT NOT NULL, "group_id" TEXT NOT NULL, {sums}, '
+        f'"first_ts" {real} NOT NULL, "last_ts" {real} NOT NULL, "ended" {real} NOT NULL, '
+        f'"turns" BIGINT NOT NULL DEFAULT 0, "first_input_ts" {real}, "first_input" BIGINT, '
+        f'"last_input_ts" {real}, "last_input" BIGINT, PRIMARY KEY ("kind", "group_id")){clustered}'
+    )
+    db.execute_sql(
+        'CREATE INDEX "session_run_kind_first_ts" ON "session_run" ("kind", "first_ts", "group_id")'
+    )
+    db.execute_sql('CREATE INDEX "session_run_kind_last_ts" ON "session_run" ("kind", "last_ts")')
+    model_sums = ", ".join(
+        f'"{m}" {real if m.endswith("_usd") else "BIGINT"} NOT NULL DEFAULT 0'
+        for m in (
+            "calls",
+            "cost_usd",
+            "input_tokens",
+            "output_tokens",
+            "cache_read_tokens",
+            "cache_write_tokens",
+        )
+    )
+    db.execute_sql(
+        'CREATE TABLE "session_model" ("kind" TEXT NOT NULL, "group_id" TEXT NOT NULL, "source" TEXT NOT NULL, '
+        f'"model" TEXT NOT NULL, "provider" TEXT NOT NULL, {model_sums}, '
+        f'PRIMARY KEY ("kind", "group_id", "source", "model", "provider")){clustered}'
+    )
+    db.execute_sql(
+        'CREATE TABLE "session_conversation" ("kind" TEXT NOT NULL, "group_id" TEXT NOT NULL, '
+        '"conversation_id" TEXT NOT NULL, "calls" BIGINT NOT NULL DEFAULT 0, '
+        f'"last_ts" {real}, "last_input" BIGINT, "last_output" BIGINT, '
+        f'PRIMARY KEY ("kind", "group_id", "conversation_id")){clustered}'
+    )
+    columns = ", ".join(f'"{c}"' for c in rollups.SESSION_FACT_COLUMNS)
+    select = (
+        f'SELECT {columns} FROM "call" WHERE "session_id" IS NOT NULL OR "conversation_id" IS NOT NULL '
+        'ORDER BY "ts", "id"'
+    )
+    for batch in _batches(db, select, "tokenlens_v9"):
+        rollups.add_to_session_rollups(db, [rollups.session_facts(row) for row in batch])
+
+
 MIGRATIONS: list[Migration] = [
     _v1_create_calls,
     _v2_session_indexes,
@@ -422,6 +499,7 @@ MIGRATIONS: list[Migration] = [
     _v6_shared_state,
     _v7_insight_rollups,
     _v8_latency_rollups,
+    _v9_session_rollups,
 ]
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 from bisect import bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -216,6 +216,7 @@ def add_to_rollups(db: pw.Database, records: Iterable[CallRecord]) -> None:
     _upsert(db, DAILY_TABLE, DAILY_KEY, MEASURES, per_day)
     _upsert(db, TAG_TABLE, TAG_KEY, TAG_MEASURES, tagged)
     write_increments(db, call_increments(records))
+    add_to_session_rollups(db, (session_facts(r) for r in records))
 
 
 # ---------------------------------------------------------------------------------------------- reads
@@ -769,3 +770,443 @@ def rollup_sums(
         for key, values in rows.items():
             add(tuple(key[i] for i in positions), [values.get(m, 0) for m in measures])
     return out
+
+
+# ---------------------------------------------------------------------------------------------- session rollups
+#
+# The sessions list (`GET /api/usage/sessions`, tokenlens.sessions) reads one row per run rather than the
+# calls: a **run** is a session (calls with `session_id`, kind "session") or an inferred conversation of calls
+# without a session (kind "conversation"). Three tables (migration 9), kept by the writer with the other
+# rollups, in the same transaction:
+# - `session_run` (kind, group_id): sums of the run's calls (tokens, cost and its split, outcomes, tool calls,
+#   re-sent history), its first and last call time, end (last call time plus latency), highest turn, and the
+#   input tokens of its first and last call with input (the context's growth);
+# - `session_model` (kind, group_id, source, model, provider): calls, cost and tokens (sources, models and
+#   where the money went, per run);
+# - `session_conversation` (kind, group_id, conversation_id): the calls of each conversation of a run and the
+#   input and output tokens of its latest call with input, from which the history re-sent by the next call
+#   of that conversation is computed (`min(input, previous input + previous output)`, as in
+#   `tokenlens.sessions`).
+# Each row is keyed by run, not by hour: a run's figures are those of all its calls, and the list reads at most
+# `limit` rows of `session_run` through its indexes on (kind, first_ts) and (kind, last_ts), however many
+# calls and runs the store holds.
+
+SESSION_RUN = "session_run"
+SESSION_MODEL = "session_model"
+SESSION_CONVERSATION = "session_conversation"
+SESSION_TABLES: tuple[str, ...] = (SESSION_RUN, SESSION_MODEL, SESSION_CONVERSATION)
+# summed measures of `session_run` (floats: the `_usd` ones)
+RUN_SUMS: tuple[str, ...] = (
+    "calls",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "cost_usd",
+    "input_cost_usd",
+    "output_cost_usd",
+    "cache_read_cost_usd",
+    "cache_write_cost_usd",
+    "unpriced_calls",
+    "error_calls",
+    "blocked_calls",
+    "cached_calls",
+    "input_calls",  # calls with input tokens (the context's growth is measured over them)
+    "tool_calls",
+    "history_tokens",
+    "history_cost_usd",
+)
+MODEL_SUMS: tuple[str, ...] = (
+    "calls",
+    "cost_usd",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+)
+
+
+class SessionFacts(NamedTuple):
+    """The fields of a call the session rollups read (`tool_calls` from `details`, see `tool_calls_of`)."""
+
+    id: str
+    ts: float
+    source: str
+    model: str | None
+    provider: str
+    outcome: str
+    session_id: str | None
+    conversation_id: str | None
+    turn: int | None
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    reasoning_tokens: int
+    cost_usd: float | None
+    input_cost_usd: float | None
+    output_cost_usd: float | None
+    cache_read_cost_usd: float | None
+    cache_write_cost_usd: float | None
+    latency_ms: float | None
+    tool_calls: int
+
+
+# the `call` columns a `SessionFacts` is read from (migration 9), `details` last
+SESSION_FACT_COLUMNS: tuple[str, ...] = (*SessionFacts._fields[:-1], "details")
+
+
+def tool_calls_of(details: Any) -> int:
+    """The tool calls a call's request answers (`details["tools"]["called"]`, set by tokenlens.sessions)."""
+    if isinstance(details, str):
+        if '"called"' not in details:
+            return 0
+        try:
+            details = json.loads(details)
+        except ValueError:
+            return 0
+    tools = details.get("tools") if isinstance(details, dict) else None
+    called = tools.get("called") if isinstance(tools, dict) else None
+    return min(len(called), MAX_TOKENS) if isinstance(called, list) else 0
+
+
+def session_facts(call: CallRecord | Sequence[Any]) -> SessionFacts:
+    """`SessionFacts` of a record, or of a row selected with `SESSION_FACT_COLUMNS`."""
+    if isinstance(call, CallRecord):
+        values = [getattr(call, name) for name in SessionFacts._fields[:-1]]
+        return SessionFacts._make([*values, tool_calls_of(call.details)])
+    return SessionFacts._make([*call[:-1], tool_calls_of(call[-1])])
+
+
+def run_of(c: SessionFacts | CallRecord) -> tuple[str, str] | None:
+    """The run a call belongs to: ("session", id), ("conversation", id) for a call without a session, or None."""
+    if c.session_id is not None:
+        return "session", c.session_id
+    if c.conversation_id is not None:
+        return "conversation", c.conversation_id
+    return None
+
+
+def history_of(c: SessionFacts, previous: tuple[int, int] | None) -> tuple[int, float]:
+    """(tokens, cost) of the history a call re-sends: the part of its input that repeats the previous call of
+    its conversation (its input plus its answer, `previous`), priced at the call's own input-side rate."""
+    inp = int(c.input_tokens or 0)
+    if previous is None or not inp:
+        return 0, 0.0
+    tokens = min(inp, previous[0] + previous[1])
+    side = (c.input_cost_usd or 0.0) + (c.cache_read_cost_usd or 0.0) + (c.cache_write_cost_usd or 0.0)
+    return tokens, side * tokens / inp
+
+
+def unpriced(c: SessionFacts) -> bool:
+    """An unpriced call, as the usage rollups count them (a call that used tokens, or succeeded, with no cost)."""
+    return c.cost_usd is None and (c.outcome == "ok" or c.input_tokens > 0 or c.output_tokens > 0)
+
+
+@dataclass
+class _RunRow:
+    sums: dict[str, float]
+    first_ts: float
+    last_ts: float
+    ended: float
+    turns: int
+    first_input: tuple[float, int] | None = None  # (ts, input tokens) of the first call with input
+    last_input: tuple[float, int] | None = None
+
+
+def _conversation_state(
+    db: pw.Database, keys: Sequence[tuple[str, str, str]]
+) -> dict[tuple[str, str, str], tuple[float, int, int]]:
+    """The stored (last_ts, last input, last output) of some conversations of runs."""
+    out: dict[tuple[str, str, str], tuple[float, int, int]] = {}
+    p = db.param
+    for chunk in pw.chunked(sorted(keys), 300):
+        rows = ", ".join([f"({p}, {p}, {p})"] * len(chunk))
+        sql = (
+            f'SELECT "kind", "group_id", "conversation_id", "last_ts", "last_input", "last_output" '
+            f'FROM "{SESSION_CONVERSATION}" WHERE ("kind", "group_id", "conversation_id") IN (VALUES {rows}) '
+            'AND "last_ts" IS NOT NULL'
+        )
+        for kind, group, conversation, ts, inp, out_tokens in _fetch(db, sql, [v for k in chunk for v in k]):
+            out[(kind, group, conversation)] = (float(ts), int(inp or 0), int(out_tokens or 0))
+    return out
+
+
+@dataclass
+class RunTotals:
+    """What some calls add to the session rollups: per run, per (run, source, model, provider), per (run,
+    conversation) [calls, last_ts, last input, last output], and the (tokens, cost) of history each call
+    re-sends, in the order of the calls."""
+
+    runs: dict[tuple[str, str], _RunRow]
+    models: dict[tuple[Any, ...], list[float]]
+    conversations: dict[tuple[str, str, str], list[Any]]
+    history: list[tuple[int, float]]
+
+
+def accumulate_runs(
+    facts: Sequence[SessionFacts],
+    state: dict[tuple[str, str, str], tuple[float, int, int]],
+    run: Callable[[SessionFacts], tuple[str, str] | None] = run_of,
+) -> RunTotals:
+    """The session-rollup increments of calls in time order (`state`: the conversations' latest call
+    (last_ts, input, output) before them, updated in place). `run` names each call's run."""
+    totals = RunTotals({}, {}, {}, [])
+    for c in facts:
+        key = run(c)
+        if key is None:
+            totals.history.append((0, 0.0))
+            continue
+        inp = int(c.input_tokens or 0)
+        history = (0, 0.0)
+        if c.conversation_id is not None:
+            conversation = (*key, c.conversation_id)
+            previous = state.get(conversation)
+            history = history_of(c, None if previous is None else (previous[1], previous[2]))
+            row = totals.conversations.setdefault(conversation, [0, None, None, None])
+            row[0] += 1
+            if inp:
+                state[conversation] = (c.ts, inp, int(c.output_tokens or 0))
+                row[1:] = [c.ts, inp, int(c.output_tokens or 0)]
+        totals.history.append(history)
+        increments = {
+            "calls": 1,
+            "input_tokens": inp,
+            "output_tokens": c.output_tokens or 0,
+            "cache_read_tokens": c.cache_read_tokens or 0,
+            "cache_write_tokens": c.cache_write_tokens or 0,
+            "reasoning_tokens": c.reasoning_tokens or 0,
+            "cost_usd": c.cost_usd or 0.0,
+            "input_cost_usd": c.input_cost_usd or 0.0,
+            "output_cost_usd": c.output_cost_usd or 0.0,
+            "cache_read_cost_usd": c.cache_read_cost_usd or 0.0,
+            "cache_write_cost_usd": c.cache_write_cost_usd or 0.0,
+            "unpriced_calls": int(unpriced(c)),
+            "error_calls": int(c.outcome == "error"),
+            "blocked_calls": int(c.outcome == "blocked"),
+            "cached_calls": int(c.outcome == "cached"),
+            "input_calls": int(inp > 0),
+            "tool_calls": c.tool_calls if c.outcome == "ok" else 0,
+            "history_tokens": history[0],
+            "history_cost_usd": history[1],
+        }
+        ended = c.ts + max(0.0, float(c.latency_ms or 0.0)) / 1000
+        found = totals.runs.get(key)
+        if found is None:
+            found = totals.runs[key] = _RunRow(dict.fromkeys(RUN_SUMS, 0.0), c.ts, c.ts, ended, 0)
+        for name, value in increments.items():
+            found.sums[name] += value
+        found.first_ts, found.last_ts = min(found.first_ts, c.ts), max(found.last_ts, c.ts)
+        found.ended, found.turns = max(found.ended, ended), max(found.turns, int(c.turn or 0))
+        if inp:
+            if found.first_input is None:
+                found.first_input = (c.ts, inp)
+            found.last_input = (c.ts, inp)
+        add_vector(
+            totals.models,
+            (*key, c.source or "unknown", c.model or "", c.provider),
+            [
+                1,
+                c.cost_usd or 0.0,
+                inp,
+                c.output_tokens or 0,
+                c.cache_read_tokens or 0,
+                c.cache_write_tokens or 0,
+            ],
+        )
+    return totals
+
+
+def run_row(kind: str, group_id: str, row: _RunRow) -> dict[str, Any]:
+    """A run's totals as a `list_runs` row."""
+    return {
+        "kind": kind,
+        "group_id": group_id,
+        **{m: row.sums[m] if m in FLOAT_RUN_SUMS else int(row.sums[m]) for m in RUN_SUMS},
+        "first_ts": row.first_ts,
+        "last_ts": row.last_ts,
+        "ended": row.ended,
+        "turns": row.turns,
+        "first_input": row.first_input[1] if row.first_input else None,
+        "last_input": row.last_input[1] if row.last_input else None,
+    }
+
+
+def add_to_session_rollups(db: pw.Database, calls: Iterable[SessionFacts]) -> None:
+    """Add newly stored calls to the session rollups (inside the insert's transaction; in time order when
+    they come from several batches, as the writer and migration 9 give them)."""
+    facts = sorted((c for c in calls if run_of(c) is not None), key=lambda c: (c.ts, c.id))
+    if not facts:
+        return
+    keys = {(*run, c.conversation_id) for c in facts if c.conversation_id is not None and (run := run_of(c))}
+    totals = accumulate_runs(facts, _conversation_state(db, list(keys)))
+    _write_runs(db, totals.runs)
+    _upsert(db, SESSION_MODEL, ("kind", "group_id", "source", "model", "provider"), MODEL_SUMS, totals.models)
+    _write_conversations(db, totals.conversations)
+
+
+def _least(db: pw.Database, a: str, b: str, largest: bool = False) -> str:
+    if isinstance(db, pw.PostgresqlDatabase):
+        return f"{'GREATEST' if largest else 'LEAST'}({a}, {b})"
+    return f"{'MAX' if largest else 'MIN'}({a}, {b})"
+
+
+def _upsert_rows(
+    db: pw.Database,
+    table: str,
+    key: Sequence[str],
+    columns: Sequence[str],
+    updates: Sequence[str],
+    values: Sequence[tuple[Any, ...]],
+) -> None:
+    """INSERT ... ON CONFLICT (key) DO UPDATE SET updates, of rows of (key..., columns...) in key order."""
+    if not values:
+        return
+    names = ", ".join(f'"{c}"' for c in (*key, *columns))
+    one = "(" + ", ".join([db.param] * (len(key) + len(columns))) + ")"
+    conflict = ", ".join(f'"{c}"' for c in key)
+    sql = f'INSERT INTO "{table}" ({names}) VALUES {one} ON CONFLICT ({conflict}) DO UPDATE SET {", ".join(updates)}'
+    ordered = sorted(values, key=lambda row: tuple(row[: len(key)]))
+    cursor = db.cursor()
+    if isinstance(db, pw.SqliteDatabase):
+        cursor.executemany(sql, ordered)
+        return
+    for chunk in pw.chunked(ordered, 200):
+        many = sql.replace(f"VALUES {one}", "VALUES " + ", ".join([one] * len(chunk)))
+        cursor.execute(many, [v for row in chunk for v in row])
+
+
+def _pick(table: str, value: str, when: str, later: bool) -> str:
+    """SET value = the incoming one when its time column `when` is set and earlier (later) than the stored."""
+    cmp = ">=" if later else "<"
+    return (
+        f'"{value}" = CASE WHEN excluded."{when}" IS NOT NULL AND ("{table}"."{when}" IS NULL OR '
+        f'excluded."{when}" {cmp} "{table}"."{when}") THEN excluded."{value}" ELSE "{table}"."{value}" END'
+    )
+
+
+def _write_runs(db: pw.Database, runs: dict[tuple[str, str], _RunRow]) -> None:
+    t = SESSION_RUN
+    columns = (
+        *RUN_SUMS,
+        "first_ts",
+        "last_ts",
+        "ended",
+        "turns",
+        "first_input_ts",
+        "first_input",
+        "last_input_ts",
+        "last_input",
+    )
+    updates = [f'"{m}" = "{t}"."{m}" + excluded."{m}"' for m in RUN_SUMS]
+    updates += [
+        f'"first_ts" = {_least(db, f'"{t}"."first_ts"', 'excluded."first_ts"')}',
+        f'"last_ts" = {_least(db, f'"{t}"."last_ts"', 'excluded."last_ts"', largest=True)}',
+        f'"ended" = {_least(db, f'"{t}"."ended"', 'excluded."ended"', largest=True)}',
+        f'"turns" = {_least(db, f'"{t}"."turns"', 'excluded."turns"', largest=True)}',
+        _pick(t, "first_input", "first_input_ts", later=False),
+        _pick(t, "first_input_ts", "first_input_ts", later=False),
+        _pick(t, "last_input", "last_input_ts", later=True),
+        _pick(t, "last_input_ts", "last_input_ts", later=True),
+    ]
+    values = []
+    for (kind, group), row in runs.items():
+        first, last = row.first_input or (None, None), row.last_input or (None, None)
+        sums = [row.sums[m] if m in FLOAT_RUN_SUMS else int(row.sums[m]) for m in RUN_SUMS]
+        values.append((kind, group, *sums, row.first_ts, row.last_ts, row.ended, row.turns, *first, *last))
+    _upsert_rows(db, t, ("kind", "group_id"), columns, updates, values)
+
+
+FLOAT_RUN_SUMS = frozenset(m for m in RUN_SUMS if m.endswith("_usd"))
+
+
+def _write_conversations(db: pw.Database, rows: dict[tuple[str, str, str], list[Any]]) -> None:
+    t = SESSION_CONVERSATION
+    updates = [
+        f'"calls" = "{t}"."calls" + excluded."calls"',
+        _pick(t, "last_input", "last_ts", later=True),
+        _pick(t, "last_output", "last_ts", later=True),
+        _pick(t, "last_ts", "last_ts", later=True),
+    ]
+    values = [(*key, *row) for key, row in rows.items()]
+    columns = ("calls", "last_ts", "last_input", "last_output")
+    _upsert_rows(db, t, ("kind", "group_id", "conversation_id"), columns, updates, values)
+
+
+RUN_COLUMNS: tuple[str, ...] = (
+    "kind",
+    "group_id",
+    *RUN_SUMS,
+    "first_ts",
+    "last_ts",
+    "ended",
+    "turns",
+    "first_input",
+    "last_input",
+)
+
+
+def list_runs(
+    db: pw.Database,
+    kind: str,
+    start: float,
+    end: float,
+    limit: int,
+    before: tuple[float, str] | None = None,
+) -> list[dict[str, Any]]:
+    """The runs of `kind` with a call in [start, end) (first call before `end`, last call from `start` on),
+    newest first (by first call, then id), at most `limit`, after the cursor `before` (first_ts, group_id).
+
+    Two index range reads: the runs that started in the period (`first_ts` index), then, when they are fewer
+    than `limit`, the runs that started earlier and went on into it (`last_ts` index; the `+` keeps SQLite
+    from reading the `first_ts` index instead)."""
+    p = db.param
+    select = ", ".join(f'"{c}"' for c in RUN_COLUMNS)
+    after, after_params = "", []
+    if before is not None:
+        after = f' AND ("first_ts" < {p} OR ("first_ts" = {p} AND "group_id" < {p}))'
+        after_params = [before[0], before[0], before[1]]
+    order = f' ORDER BY "first_ts" DESC, "group_id" DESC LIMIT {p}'
+    sql = (
+        f'SELECT {select} FROM "{SESSION_RUN}" WHERE "kind" = {p} AND "first_ts" >= {p} AND "first_ts" < {p}'
+        + after
+        + order
+    )
+    rows = _fetch(db, sql, [kind, start, end, *after_params, limit])
+    if len(rows) < limit:
+        sql = (
+            f'SELECT {select} FROM "{SESSION_RUN}" WHERE "kind" = {p} AND "last_ts" >= {p} '
+            f'AND +"first_ts" < {p}' + after + order
+        )
+        rows += _fetch(db, sql, [kind, start, start, *after_params, limit - len(rows)])
+    return [dict(zip(RUN_COLUMNS, row, strict=True)) for row in rows]
+
+
+def run_parts(
+    db: pw.Database, kind: str, groups: Sequence[str]
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, int]]:
+    """For some runs of `kind`: their (source, model, provider) rows of `session_model`, most expensive first,
+    and their number of conversations."""
+    models: dict[str, list[dict[str, Any]]] = {}
+    conversations: dict[str, int] = {}
+    p = db.param
+    names = ("group_id", "source", "model", "provider", *MODEL_SUMS)
+    for chunk in pw.chunked(list(groups), 300):
+        marks = ", ".join([p] * len(chunk))
+        sql = (
+            f'SELECT {", ".join(f'"{n}"' for n in names)} FROM "{SESSION_MODEL}" '
+            f'WHERE "kind" = {p} AND "group_id" IN ({marks})'
+        )
+        for row in _fetch(db, sql, [kind, *chunk]):
+            item = dict(zip(names, row, strict=True))
+            models.setdefault(str(item.pop("group_id")), []).append(item)
+        sql = (
+            f'SELECT "group_id", COUNT(*) FROM "{SESSION_CONVERSATION}" '
+            f'WHERE "kind" = {p} AND "group_id" IN ({marks}) GROUP BY "group_id"'
+        )
+        for group, count in _fetch(db, sql, [kind, *chunk]):
+            conversations[str(group)] = int(count)
+    for items in models.values():
+        items.sort(key=lambda i: (-float(i["cost_usd"] or 0), -int(i["calls"] or 0), i["model"]))
+    return models, conversations

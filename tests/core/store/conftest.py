@@ -15,7 +15,7 @@ from tokenlens.store import Store, open_store
 from tokenlens.store.db import make_database
 from tokenlens.store.migrations import MIGRATIONS, apply_migrations
 from tokenlens.store.models import record_to_values
-from tokenlens.store.rollups import ROLLUPS
+from tokenlens.store.rollups import ROLLUPS, SESSION_TABLES
 
 
 @pytest.fixture(scope="session")
@@ -48,6 +48,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
                 "usage_daily",
             ]
             tables += [t for r in ROLLUPS for t in (r.hourly, r.daily)]
+            tables += SESSION_TABLES
             opened.db.execute_sql("TRUNCATE " + ", ".join(f'"{t}"' for t in tables))
     yield opened
     opened.close()
