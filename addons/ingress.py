@@ -49,6 +49,7 @@ from tokenlens.providers import (
     attribute_source,
     error_body,
     intercept_for,
+    intercepts,
     is_api_request,
     redact_query,
     resolve_proxy_path,
@@ -156,6 +157,8 @@ class Ingress:
         """A client on another machine is not forwarded to this host's loopback or link-local services
         (an allowed LAN client must not reach what only this machine can), unless a provider upstream is
         there. The name is resolved once here and the connection pinned to that address (no rebinding)."""
+        if data.server.address:
+            self._redirect_real_host(data.server)
         peer = data.client.peername[0] if data.client.peername else ""
         if not data.server.address or client_allowed(str(peer), ()):
             return  # loopback clients can reach this machine's services anyway
@@ -176,6 +179,21 @@ class Ingress:
             data.server.error = "TokenLens does not forward other machines' clients to local addresses."
         elif addresses:
             data.server.address = (addresses[0], port)
+
+    def _redirect_real_host(self, server: connection.Server) -> None:
+        """HTTPS_PROXY mode opens the upstream connection on CONNECT (before any request): for a provider's
+        real host whose calls go to another upstream, connect to that upstream instead (TLS name included)."""
+        if server.address is None:
+            return
+        host, port = server.address
+        for intercept in intercepts(self.upstreams()):
+            upstream = intercept.upstream
+            if (intercept.host, intercept.port) != (host.lower(), port):
+                continue
+            if (upstream.host.lower(), upstream.port) != (host.lower(), port):
+                server.address = (upstream.host, upstream.port)
+                server.sni = upstream.host
+            return
 
     def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:

@@ -685,7 +685,37 @@ def _providers(value: Any, path: str) -> FrozenMap[str, ProviderSettings]:
             fields.get("api_key_env"), f"{where}.api_key_env"
         )
         result[name] = ProviderSettings(upstream, fmt, key_env)
+    _check_hosts_distinct(result, path)
     return FrozenMap(result)
+
+
+def _intercepted_at(name: str, provider: ProviderSettings) -> set[tuple[str, int, str]]:
+    """Where HTTPS_PROXY mode meets a provider's calls: its upstream's host, port and path, and for a built-in
+    provider its real host too (tokenlens.providers.intercepts)."""
+    urls = {provider.upstream}
+    if name in BUILTIN_PROVIDERS:
+        urls.add(BUILTIN_PROVIDERS[name].upstream)
+    found = set()
+    for url in urls:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        found.add(((parts.hostname or "").lower(), port, parts.path.rstrip("/")))
+    return found
+
+
+def _check_hosts_distinct(providers: Mapping[str, ProviderSettings], path: str) -> None:
+    """Two providers at the same host, port and path could not be told apart in HTTPS_PROXY mode."""
+    owner: dict[tuple[str, int, str], str] = {}
+    for name, provider in providers.items():
+        for place in sorted(_intercepted_at(name, provider)):
+            other = owner.setdefault(place, name)
+            if other != name:
+                host, port, prefix = place
+                raise ConfigError(
+                    f"{host}:{port}{prefix} is also where providers.{other} is reached, so HTTPS_PROXY mode "
+                    "could not tell their calls apart; give one of them another upstream (or a path prefix)",
+                    _join(_join(path, name), "upstream"),
+                )
 
 
 _budgets = _object(
