@@ -49,20 +49,35 @@ class ConfigWatcher:
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
-            self.check()
+            fresh = await asyncio.to_thread(
+                self.read
+            )  # stat and parse off the event loop (a big file takes s)
+            if fresh is not None:
+                self.apply(fresh)
 
     def check(self) -> bool:
         """Reload when the file changed; True when a new configuration was applied."""
+        fresh = self.read()
+        if fresh is None:
+            return False
+        self.apply(fresh)
+        return True
+
+    def read(self) -> Settings | None:
+        """The file's configuration when it changed since the last read and is valid, else None (blocking)."""
         stamp = self._file_stamp()
         if stamp == self._stamp:
-            return False
+            return None
         self._stamp = stamp
-        current = self.deps.settings.get()
         try:
-            fresh = load_settings(self.deps.config_path)
+            return load_settings(self.deps.config_path)
         except ConfigError as problem:
             log.error("configuration not reloaded, keeping the running one: %s", problem)
-            return False
+            return None
+
+    def apply(self, fresh: Settings) -> None:
+        """Make `fresh` the running configuration (on the event loop: it updates mitmproxy's options)."""
+        current = self.deps.settings.get()
         # server and storage are read at start only
         fresh = dataclasses.replace(fresh, server=current.server, storage=current.storage)
         if self.deps.config_sync is not None:  # sections changed through a gateway's API win over the file
@@ -70,4 +85,3 @@ class ConfigWatcher:
         self.deps.settings.replace(fresh)
         ctx.options.update(allow_hosts=allow_hosts_for(fresh))
         log.info("configuration reloaded from %s", self.deps.config_path)
-        return True

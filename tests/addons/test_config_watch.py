@@ -1,5 +1,9 @@
+import asyncio
+import threading
 from pathlib import Path
+from typing import Any
 
+import pytest
 from mitmproxy.test import taddons
 
 from tokenlens.addons.config_watch import ConfigWatcher, allow_hosts_for
@@ -39,3 +43,33 @@ def test_server_and_storage_are_read_at_start_only(deps: AppDeps) -> None:
         assert watcher.check()
     after = deps.settings.get()
     assert after.server == before.server and after.alerts.daily_cost_threshold == 3
+
+
+def test_the_file_is_read_off_the_event_loop(deps: AppDeps, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file with thousands of kill switches takes seconds to parse: the proxy's loop must not wait on it."""
+    import tokenlens.addons.config_watch as module
+
+    threads: list[int] = []
+    real_load = module.load_settings
+
+    def load(path: Path) -> Any:
+        threads.append(threading.get_ident())
+        return real_load(path)
+
+    monkeypatch.setattr(module, "load_settings", load)
+    watcher = ConfigWatcher(deps, interval=0.01)
+
+    async def run() -> int:
+        task = asyncio.get_running_loop().create_task(watcher._watch())
+        deps.config_path.write_text("budgets: {daily_usd: 7}\n")
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if deps.settings.get().budgets.daily_usd == 7:
+                break
+        task.cancel()
+        return threading.get_ident()
+
+    with taddons.context(watcher):
+        loop_thread = asyncio.run(run())
+    assert deps.settings.get().budgets.daily_usd == 7
+    assert threads and loop_thread not in threads
