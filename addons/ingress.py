@@ -26,6 +26,7 @@ from mitmproxy.proxy import server_hooks
 from tokenlens.access import (
     TOKEN_HEADER,
     cross_site_browser_request,
+    host_allowed,
     internal_address,
     token_presented,
     token_required,
@@ -61,7 +62,6 @@ from tokenlens.usage import endpoint_kind
 
 log = logging.getLogger(__name__)
 
-LOCAL_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 JSON = {"content-type": "application/json"}
 
 
@@ -114,17 +114,9 @@ class Ingress:
             self._upstreams, self._settings = upstreams_from(settings), settings
         return self._upstreams
 
-    def gateway_names(self) -> set[str]:
-        server = self.deps.settings.get().server
-        return {*LOCAL_NAMES, server.host.lower(), *(h.lower() for h in server.allowed_hosts)}
-
     def names_gateway(self, host: str) -> bool:
-        """Whether a host name (no port) is one the gateway answers to."""
-        host = host.lower().removesuffix(".")
-        return host in self.gateway_names() or any(
-            name.startswith(".") and host.endswith(name)
-            for name in self.deps.settings.get().server.allowed_hosts
-        )
+        """Whether a host name is one the gateway answers to (loopback, server.host, server.allowed_hosts)."""
+        return host_allowed(host, self.deps.settings.get().server)
 
     def is_for_gateway(self, flow: http.HTTPFlow) -> bool:
         """Addressed to the gateway itself (base-URL clients, the dashboard), not proxied to another host."""

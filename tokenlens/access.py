@@ -20,7 +20,7 @@ import ipaddress
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from tokenlens.config import is_loopback_host
+from tokenlens.config import ServerSettings, is_loopback_host
 
 TOKEN_HEADER = "x-tokenlens-token"
 CROSS_SITE_FETCH = frozenset({"cross-site", "same-site"})  # another port on localhost is "same-site"
@@ -43,6 +43,23 @@ def split_host(value: str) -> tuple[str, int | None]:
     else:
         name = text  # a bare name, or a bare IPv6 address
     return name.removesuffix("."), port
+
+
+def host_allowed(host_header: str, server: ServerSettings) -> bool:
+    """Whether a `Host` header names the gateway: a loopback name, `server.host`, or one of
+    `server.allowed_hosts` (an entry starting with "." also matches every subdomain); the port is ignored."""
+    name, _ = split_host(host_header)
+    if not name:
+        return False
+    if is_loopback_host(name):
+        return True
+    if name == split_host(server.host)[0]:
+        return True
+    for entry in server.allowed_hosts:
+        allowed = split_host(entry)[0]
+        if name == allowed or (allowed.startswith(".") and (name.endswith(allowed) or name == allowed[1:])):
+            return True
+    return False
 
 
 def _origin_key(name: str, port: int | None, scheme: str) -> tuple[str, int]:

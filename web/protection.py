@@ -18,11 +18,11 @@ Settings are read on every request, so a configuration change applies at once.
 from __future__ import annotations
 
 import hmac
-from urllib.parse import urlsplit
 
 from flask import Flask, Response, current_app, jsonify, request
 
-from tokenlens.config import ServerSettings, is_loopback_host
+from tokenlens.access import host_allowed, same_origin
+from tokenlens.config import is_loopback_host
 
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 OPEN_PATHS = frozenset({"/healthz"})
@@ -47,60 +47,6 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cross-Origin-Resource-Policy": "same-origin",
 }
-
-
-def split_host(value: str) -> tuple[str, int | None]:
-    """("name", port) of a Host header value: lower-case, brackets and a trailing dot removed."""
-    text = value.strip().lower()
-    port: int | None = None
-    if text.startswith("["):
-        end = text.find("]")
-        name = text[1:end] if end != -1 else text[1:]
-        rest = text[end + 1 :] if end != -1 else ""
-        if rest.startswith(":") and rest[1:].isdigit():
-            port = int(rest[1:])
-    elif text.count(":") == 1:
-        name, _, raw_port = text.partition(":")
-        if raw_port.isdigit():
-            port = int(raw_port)
-    else:
-        name = text  # a bare name, or a bare IPv6 address
-    return name.removesuffix("."), port
-
-
-def host_allowed(host_header: str, server: ServerSettings) -> bool:
-    name, _ = split_host(host_header)
-    if not name:
-        return False
-    if is_loopback_host(name):
-        return True
-    if name == split_host(server.host)[0]:
-        return True
-    for entry in server.allowed_hosts:
-        allowed = split_host(entry)[0]
-        if name == allowed or (allowed.startswith(".") and (name.endswith(allowed) or name == allowed[1:])):
-            return True
-    return False
-
-
-def _origin_key(name: str, port: int | None, scheme: str) -> tuple[str, int]:
-    default = 443 if scheme in ("https", "wss") else 80
-    loopback = is_loopback_host(name)
-    return ("<loopback>" if loopback else name, port or default)
-
-
-def same_origin(origin: str, host_header: str, scheme: str) -> bool:
-    """Whether an `Origin` header names the host the request was sent to (loopback names are equivalent)."""
-    parts = urlsplit(origin.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return False  # "null" (sandboxed frames, file://) and anything odd
-    try:
-        origin_port = parts.port
-    except ValueError:
-        return False
-    origin_key = _origin_key(parts.hostname.lower().removesuffix("."), origin_port, parts.scheme)
-    name, port = split_host(host_header)
-    return origin_key == _origin_key(name, port, scheme)
 
 
 def _refuse(status: int, message: str) -> Response:

@@ -11,10 +11,10 @@ import pytest
 from flask.testing import FlaskClient
 
 from harness.deps import app_deps
+from tokenlens.access import same_origin, split_host
 from tokenlens.app import AppDeps
 from tokenlens.config import parse_settings
 from tokenlens.web import create_app
-from tokenlens.web.protection import same_origin, split_host
 
 IMPORT_LINE = (
     b'{"ts": 1790000000, "provider": "openai", "model": "m", "input_tokens": 1, "output_tokens": 1}\n'
