@@ -32,6 +32,31 @@ from tokenlens.web import (
 log = logging.getLogger(__name__)
 
 
+def base_urls(deps: AppDeps, origin: str) -> dict[str, str]:
+    """The base URL an SDK of each configured provider takes on this gateway."""
+    return {
+        name: f"{origin}/proxy/{name}" + ("/v1" if provider.format == "openai" else "")
+        for name, provider in deps.settings.get().providers.items()
+    }
+
+
+def unknown_route(deps: AppDeps) -> Response:
+    """A request outside /proxy/, /api/ and the dashboard: most often an SDK whose base URL lacks
+    /proxy/<provider>. The SDKs print the message, so it names the base URL of each provider (OpenAI's error
+    format, which the other SDKs show whole)."""
+    urls = base_urls(deps, request.host_url.rstrip("/"))
+    listed = ", ".join(f"{name}: {url}" for name, url in urls.items())
+    message = (
+        f"TokenLens has no route {request.path[:200]!r}. Provider calls go under /proxy/<provider>; "
+        f"set your SDK's base URL to {listed}"
+    )
+    response = jsonify(
+        {"error": {"message": message, "type": "not_found", "code": "unknown_route", "param": None}}
+    )
+    response.status_code = 404
+    return response
+
+
 def create_app(deps: AppDeps, test_config: Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -61,6 +86,8 @@ def create_app(deps: AppDeps, test_config: Mapping[str, Any] | None = None) -> F
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Any:
+        if exc.code == 404 and not request.path.startswith(("/api/", "/static/")):
+            return unknown_route(deps)
         if request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json":
             response = jsonify({"error": exc.description or exc.name})
             response.status_code = exc.code or 500
