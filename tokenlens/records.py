@@ -160,6 +160,7 @@ class CallRecord:
     waste_tokens: int | None = None
     complexity: int | None = None
     mode: Literal["base_url", "proxy"] = "base_url"
+    transport: Literal["http", "websocket"] = "http"  # websocket: one response on a Responses/Realtime socket
     service_tier: str | None = None
     request_id: str | None = None  # the provider's request id header, when it sends one
     # Per-call analysis the stages add, keyed by stage (e.g. "heatmap", "waste", "attempts", "guardrails").

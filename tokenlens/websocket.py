@@ -121,7 +121,7 @@ def modality_tokens(usage: Any) -> dict[str, dict[str, int]] | None:
 
 def mark_websocket(exchange: Exchange, record: CallRecord) -> None:
     """Deferred (writer thread): the record's transport."""
-    record.details["transport"] = "websocket"
+    record.transport = "websocket"
 
 
 @dataclass(eq=False)

@@ -159,7 +159,7 @@ async def test_a_frame_is_a_call_metered_from_its_events(
     )
     assert (record.ttft_ms, record.latency_ms) == (250.0, 1000.0)
     assert record.cost_usd == pytest.approx((20 * IN + 10 * CACHED + 12 * OUT) / 1e6, rel=1e-9)
-    assert record.details["transport"] == "websocket"
+    assert record.transport == "websocket"
 
 
 async def test_a_kill_switch_refuses_the_frame_and_the_next_one_goes(

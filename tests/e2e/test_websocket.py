@@ -148,7 +148,7 @@ def test_turns_on_one_socket_are_calls(gw: Gateway, sim: Simulator, source: str)
         assert call["endpoint"] == "/v1/responses" and call["stream"] is True
         assert (call["requested_model"], call["model"]) == (frame["model"], frame["model"])
         assert call["session_id"] == f"s-{source}" and call["tags"] == {"team": "core"}
-        assert call["details"]["transport"] == "websocket"
+        assert call["transport"] == "websocket"
         assert 0 < call["ttft_ms"] <= call["latency_ms"]
     # unbuffered: the 3 deltas of the first answer, 20 ms apart upstream, arrive spread out
     assert arrivals[0][-1] - arrivals[0][0] >= 0.9 * 0.020 * (len(arrivals[0]) - 1)
@@ -313,7 +313,7 @@ def test_realtime_responses_are_calls_with_text_and_audio(gw: Gateway, sim: Simu
     for call in (first, second, third):
         assert (call["endpoint"], call["model"], call["stream"]) == ("/v1/realtime", "gpt-realtime", True)
         assert (call["outcome"], call["usage_source"], call["status"]) == ("ok", "provider", 200)
-        assert call["details"]["transport"] == "websocket"
+        assert call["transport"] == "websocket"
     # instructions 4+2, text item 4+2, audio item 4 text + ceil(10000/4800) = 3 audio; 3 words out
     assert (first["input_tokens"], first["cache_read_tokens"], first["output_tokens"]) == (19, 0, 3)
     assert first["details"]["modality_tokens"] == {"input": {"text": 16, "audio": 3}, "output": {"text": 3}}

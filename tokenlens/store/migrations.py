@@ -490,6 +490,11 @@ def _v9_session_rollups(db: pw.Database, migrator: SchemaMigrator) -> None:
         rollups.add_to_session_rollups(db, [rollups.session_facts(row) for row in batch])
 
 
+def _v10_call_transport(db: pw.Database, migrator: SchemaMigrator) -> None:
+    """How a call reached the provider: `http`, or `websocket` (a response on a Responses or Realtime socket)."""
+    migrate(migrator.add_column("call", "transport", pw.TextField(default="http")))
+
+
 MIGRATIONS: list[Migration] = [
     _v1_create_calls,
     _v2_session_indexes,
@@ -500,6 +505,7 @@ MIGRATIONS: list[Migration] = [
     _v7_insight_rollups,
     _v8_latency_rollups,
     _v9_session_rollups,
+    _v10_call_transport,
 ]
 
 

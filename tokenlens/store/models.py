@@ -72,6 +72,7 @@ class Call(BaseModel):
     waste_tokens = pw.BigIntegerField(null=True)
     complexity = pw.IntegerField(null=True)
     mode = pw.TextField(default="base_url")
+    transport = pw.TextField(default="http")  # migration 10
     service_tier = pw.TextField(null=True)
     request_id = pw.TextField(null=True)
 

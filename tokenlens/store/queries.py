@@ -240,6 +240,7 @@ _ENUM_FIELDS: dict[str, tuple[str | None, ...]] = {
     "outcome": ("ok", "error", "blocked", "cached"),
     "usage_source": ("provider", "estimated", None),
     "mode": ("base_url", "proxy"),
+    "transport": ("http", "websocket"),
 }
 _BODY_IMPORT_FIELDS = ("request_body", "response_body")
 IMPORTED_FIELDS = frozenset(

@@ -169,7 +169,7 @@ def test_migration_builds_latency_rollups_of_stored_calls(upgraded_store: Any) -
     tz = zoneinfo.ZoneInfo("Asia/Kolkata")
     calls = crafted(tz, count=500, seed=9)
     store = upgraded_store(7, calls[:450])  # calls written before the latency rollups existed
-    assert store.schema_version() == 8
+    assert store.schema_version() >= 8  # migrated past the latency rollups
     store.insert_calls(calls[450:], store_bodies=False)  # and the writer adds to what the migration built
     assert_figures(latency_report(store, DAYS, tz), exact(calls, tz))
 
