@@ -12,11 +12,13 @@ cannot move between series, so the first values seen are the ones kept; totals o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 from tokenlens.records import CallRecord
 
@@ -123,5 +125,25 @@ class Metrics:
             if r.ttft_ms is not None:
                 self.ttft.labels(labels[0], model).observe(r.ttft_ms / 1000)
 
+    def count_passthrough(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        """Export requests on provider routes that are not calls (preflights, non-API paths, WebSocket
+        upgrades), by reason, read from `counts` at each scrape; the reasons are a fixed small set."""
+        self.registry.register(_PassthroughCollector(counts))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _PassthroughCollector(Collector):
+    def __init__(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "tokenlens_passthrough_requests",
+            "Requests on provider routes that are not calls, forwarded and not recorded",
+            labels=("reason",),
+        )
+        for reason, count in sorted(self.counts().items()):
+            family.add_metric((reason,), count)
+        yield family

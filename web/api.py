@@ -161,6 +161,8 @@ def status() -> Response:
             "month_usd": d.store.spend_between(*month_bounds(tz)),
             "pending_records": d.writer.pending,
             "timezone": settings.timezone,
+            "passthrough_requests": d.passthrough.total,  # on provider routes, not calls (SPEC 5)
+            "passthrough_by_reason": dict(d.passthrough.by_reason),
         }
     )
 

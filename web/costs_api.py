@@ -35,6 +35,7 @@ def _setup(state: BlueprintSetupState) -> None:
     if app_deps.metrics is None:
         app_deps.metrics = Metrics()
         app_deps.record_listeners.append(app_deps.metrics.observe)
+        app_deps.metrics.count_passthrough(lambda: dict(app_deps.passthrough.by_reason))
 
 
 serve_store_requests(bp)
