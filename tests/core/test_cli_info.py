@@ -18,12 +18,16 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_env_prints_the_base_urls_for_each_shell() -> None:
     bash = runner.invoke(app, ["env"])
     assert bash.exit_code == 0
-    assert bash.output.splitlines() == [
+    lines = bash.output.splitlines()
+    assert lines[:4] == [
         "export ANTHROPIC_BASE_URL=http://localhost:8420/proxy/anthropic",
         "export OPENAI_BASE_URL=http://localhost:8420/proxy/openai/v1",
         "export GOOGLE_GEMINI_BASE_URL=http://localhost:8420/proxy/google",
         "export GOOGLE_AI_BASE_URL=http://localhost:8420/proxy/google",
     ]
+    # the rest are comments (harmless to eval) saying how Codex, which reads no variable, is set up
+    assert all(line.startswith("# ") for line in lines[4:]) and len(lines) > 4
+    assert 'openai_base_url = "http://localhost:8420/proxy/openai/v1"' in bash.output
     fish = runner.invoke(app, ["env", "--shell", "fish", "--port", "9000"])
     assert fish.output.splitlines()[1] == "set -gx OPENAI_BASE_URL http://localhost:9000/proxy/openai/v1"
 

@@ -122,3 +122,56 @@ def test_purge_asks_first(home: Path, tmp_path: Path, monkeypatch: pytest.Monkey
     assert kept.exit_code == 0 and (data / "tokenlens.db").exists()
     gone = runner.invoke(app, ["uninstall", "--purge"], input="y\n")
     assert gone.exit_code == 0 and not data.exists()
+
+
+CODEX_TOML = 'model = "gpt-6.2-sol"\n\n[model_providers.local]\nname = "local"\nbase_url = "http://x"\n'
+
+
+def test_codex_gets_its_base_url_first_in_config_toml_and_uninstall_restores_it(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Codex reads no environment variable for its base URL (issue 16): install writes `openai_base_url` as
+    a top-level key (before every table, where TOML needs it); uninstall leaves the file byte-identical."""
+    import tomllib
+
+    fake_systemctl(tmp_path, monkeypatch)
+    codex = home / ".codex" / "config.toml"
+    codex.parent.mkdir()
+    codex.write_text(CODEX_TOML)
+    before = snapshot(home)
+    for _ in range(2):  # twice: nothing more the second time
+        result = runner.invoke(app, ["install", "--port", "8555"])
+        assert result.exit_code == 0, result.output
+    parsed = tomllib.loads(codex.read_text())
+    assert parsed["openai_base_url"] == "http://localhost:8555/proxy/openai/v1"
+    assert parsed["model"] == "gpt-6.2-sol" and parsed["model_providers"]["local"]["base_url"] == "http://x"
+    assert codex.read_text().count("openai_base_url") == 1
+    result = runner.invoke(app, ["uninstall"])
+    assert result.exit_code == 0, result.output
+    assert snapshot(home) == before
+
+
+def test_a_codex_base_url_the_user_set_is_left_alone(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_systemctl(tmp_path, monkeypatch)
+    codex = home / ".codex" / "config.toml"
+    codex.parent.mkdir()
+    codex.write_text('openai_base_url = "https://gw.example/v1"\n')
+    result = runner.invoke(app, ["install"])
+    assert result.exit_code == 0 and "sets openai_base_url already" in result.output
+    assert codex.read_text() == 'openai_base_url = "https://gw.example/v1"\n'
+
+
+def test_codex_home_is_honoured(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tomllib
+
+    fake_systemctl(tmp_path, monkeypatch)
+    codex_home = tmp_path / "codex-home"
+    monkeypatch.setenv("CODEX_HOME", str(codex_home))
+    assert runner.invoke(app, ["install"]).exit_code == 0
+    assert tomllib.loads((codex_home / "config.toml").read_text())["openai_base_url"].endswith(
+        "/proxy/openai/v1"
+    )
+    assert runner.invoke(app, ["uninstall"]).exit_code == 0
+    assert not (codex_home / "config.toml").exists() and not codex_home.exists()

@@ -63,8 +63,15 @@ def env(
 ) -> None:
     """Print the exports for base-URL mode: eval "$(tokenlens env)"."""
     server = _server(config, data_dir, port)
-    for line in export_lines(base_url_variables(server.port), shell):
+    variables = base_url_variables(server.port)
+    for line in export_lines(variables, shell):
         typer.echo(line)
+    typer.echo(
+        "# Codex reads no variable for its base URL: `tokenlens install` writes it to ~/.codex/config.toml,"
+    )
+    typer.echo(
+        f'# or put this first in that file yourself: openai_base_url = "{variables["OPENAI_BASE_URL"]}"'
+    )
 
 
 def ui(

@@ -37,6 +37,7 @@ class ShellEdit:
     created: bool  # the file did not exist before install
     separator: str  # what install put between the file's last line and the block ("" or "\n")
     backup: str | None = None
+    at_start: bool = False  # the block opens the file (TOML: top-level keys must precede every table)
 
 
 @dataclass
@@ -65,6 +66,32 @@ def shell_block(port: int, shell: Shell) -> str:
     return "\n".join([*lines, END]) + "\n"
 
 
+def codex_config(home: Path) -> Path | None:
+    """Codex's config.toml when Codex is set up on this machine ($CODEX_HOME or ~/.codex, or `codex` on
+    PATH): Codex reads its base URL from there, not from OPENAI_BASE_URL."""
+    codex_home = Path(os.environ["CODEX_HOME"]) if os.environ.get("CODEX_HOME") else home / ".codex"
+    if codex_home.is_dir() or os.environ.get("CODEX_HOME") or shutil.which("codex"):
+        return codex_home / "config.toml"
+    return None
+
+
+def codex_block(port: int) -> str:
+    lines = [BEGIN, "# Added by `tokenlens install`; `tokenlens uninstall` removes it."]
+    lines.append(f'openai_base_url = "{base_url_variables(port)["OPENAI_BASE_URL"]}"')
+    return "\n".join([*lines, END]) + "\n"
+
+
+def sets_key_outside_block(text: str, key: str) -> bool:
+    """Whether a TOML text sets `key` itself (outside TokenLens' block), so a second one would be an error."""
+    inside = False
+    for line in text.splitlines():
+        stripped = line.strip()
+        inside = (inside or stripped == BEGIN) and stripped != END
+        if not inside and stripped.split("=", 1)[0].strip() == key and "=" in stripped:
+            return True
+    return False
+
+
 def shell_targets(home: Path) -> list[tuple[Path, Shell]]:
     """The start-up files present (bash, zsh, fish); the login shell's own file when none is."""
     candidates = [
@@ -79,14 +106,16 @@ def shell_targets(home: Path) -> list[tuple[Path, Shell]]:
     return [next((c for c in candidates if c[1].value == login), candidates[0])]
 
 
-def with_block(text: str, block: str) -> tuple[str, str]:
-    """(new text, separator added): the block replaces an existing one, or is appended."""
+def with_block(text: str, block: str, at_start: bool = False) -> tuple[str, str]:
+    """(new text, separator added): the block replaces an existing one, or is appended (or put first)."""
     start = text.find(BEGIN)
     if start >= 0:
         end = text.find(END, start)
         if end >= 0:
             stop = end + len(END) + (1 if text[end + len(END) : end + len(END) + 1] == "\n" else 0)
             return text[:start] + block + text[stop:], ""
+    if at_start:
+        return block + text, ""
     separator = "" if text == "" or text.endswith("\n") else "\n"
     return text + separator + block, separator
 
@@ -208,11 +237,21 @@ def install(
     unit_path, kind = service_path(home)
     config_file = Path(os.environ["TOKENLENS_CONFIG"]) if os.environ.get("TOKENLENS_CONFIG") else None
     unit = (launchd_plist if kind == "launchd" else systemd_unit)(port, data_home, config_file)
-    targets = shell_targets(home)
+    targets = [(path, shell_block(port, shell), False) for path, shell in shell_targets(home)]
+    codex = codex_config(home)
+    if codex is not None:
+        if codex.exists() and sets_key_outside_block(codex.read_text(), "openai_base_url"):
+            typer.echo(f"{codex} sets openai_base_url already; left as it is (Codex calls go where it says).")
+        else:
+            targets.append((codex, codex_block(port), True))
+    else:
+        typer.echo(
+            "Codex is not set up here (no ~/.codex); after installing it, run `tokenlens install` again."
+        )
     if dry_run:
         typer.echo(f"Would write {unit_path}:\n{unit}")
-        for path, shell in targets:
-            typer.echo(f"Would add to {path}:\n{shell_block(port, shell)}")
+        for path, block, _ in targets:
+            typer.echo(f"Would add to {path}:\n{block}")
         return
     manifest_path = data_home / MANIFEST
     manifest = Manifest.load(manifest_path) or Manifest()
@@ -221,7 +260,7 @@ def install(
     unit_path.write_text(unit)
     manifest.service_file, manifest.service_kind = str(unit_path), kind
     known = {edit.path: edit for edit in manifest.shell_edits}
-    for path, shell in targets:
+    for path, block, at_start in targets:
         edit = known.get(str(path))
         if edit is None:
             existed = path.exists()
@@ -233,15 +272,18 @@ def install(
                 backup_path = path.with_name(path.name + BACKUP_SUFFIX)
                 shutil.copy2(path, backup_path)
                 backup = str(backup_path)
-            edit = ShellEdit(str(path), created=not existed, separator="", backup=backup)
+            edit = ShellEdit(str(path), created=not existed, separator="", backup=backup, at_start=at_start)
             manifest.shell_edits.append(edit)
         else:
             before = path.read_text() if path.exists() else ""
-        text, separator = with_block(before, shell_block(port, shell))
+        text, separator = with_block(before, block, at_start)
         edit.separator = edit.separator or separator
         if text != before:
             path.write_text(text)
-        typer.echo(f'Base-URL exports in {path} (open a new shell, or: eval "$(tokenlens env)")')
+        if at_start:
+            typer.echo(f"Codex's base URL in {path}")
+        else:
+            typer.echo(f'Base-URL exports in {path} (open a new shell, or: eval "$(tokenlens env)")')
     manifest.save(manifest_path)
     started, said = _start_service(kind, unit_path)
     if started:
@@ -276,9 +318,13 @@ def uninstall(
         if kind == "systemd":
             run_manager(["systemctl", "--user", "daemon-reload"])
         typer.echo(f"Removed {unit_path}")
-    edits = (
-        manifest.shell_edits if manifest else [ShellEdit(str(p), False, "") for p, _ in shell_targets(home)]
-    )
+    if manifest is not None:
+        edits = manifest.shell_edits
+    else:
+        edits = [ShellEdit(str(p), False, "") for p, _ in shell_targets(home)]
+        codex = codex_config(home)
+        if codex is not None:
+            edits.append(ShellEdit(str(codex), False, "", at_start=True))
     for edit in edits:
         path = Path(edit.path)
         if not path.exists():
