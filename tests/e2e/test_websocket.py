@@ -252,6 +252,29 @@ def test_refused_upgrade_is_not_a_call(gw: Gateway, source: str) -> None:
     assert gw.calls(source=source) == []
 
 
+def test_socket_in_explicit_proxy_mode(
+    gw: Gateway, sim: Simulator, source: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTPS_PROXY and the gateway's CA bundle: the SDK's wss:// socket to the provider's host is intercepted."""
+    monkeypatch.setenv("HTTPS_PROXY", gw.url)
+    monkeypatch.setenv("SSL_CERT_FILE", str(gw.ca_bundle()))
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    oai = openai.OpenAI(
+        base_url=sim.base_url("openai", https=True),
+        api_key="sk-test",
+        max_retries=0,
+        default_headers={"X-TokenLens-Source": source},
+    )
+    frame = {"model": "gpt-4o-mini", "input": f"through the proxy {source}"}
+    with oai.responses.connect(extra_headers={"x-sim-reply-words": "3"}) as conn:
+        conn.response.create(**frame)  # type: ignore[arg-type]
+        assert turn(conn)[-1].type == "response.completed"
+    (call,) = gw.wait_calls(source)
+    assert (call["mode"], call["transport"]) == ("proxy", "websocket")
+    assert_metered(call, sim, "openai", "responses", frame, "gpt-4o-mini", {"x-sim-reply-words": "3"})
+
+
 # ---- Realtime API ---------------------------------------------------------------------------------------
 
 
@@ -332,3 +355,27 @@ def test_realtime_responses_are_calls_with_text_and_audio(gw: Gateway, sim: Simu
     assert third["cost_usd"] == pytest.approx(realtime_cost(27 - 23, 9 - 3, 26, 2, 0), rel=1e-9)
     upgrade = next(r for r in reversed(sim.requests) if r.path == "/v1/realtime")
     assert sum(1 for m in upgrade.ws_received if '"response.create"' in str(m)) == 3
+
+
+def test_realtime_beta_dialect(gw: Gateway, source: str) -> None:
+    """`client.beta.realtime.connect()` (OpenAI-Beta: realtime=v1): text and audio out in one response.
+
+    The beta client always dials wss:// from the base URL: a plain-HTTP gateway needs `websocket_base_url`."""
+    oai = client(gw, source).with_options(
+        websocket_base_url=gw.base_url("openai").replace("http://", "ws://", 1)
+    )
+    with oai.beta.realtime.connect(
+        model="gpt-4o-realtime-preview", extra_headers={"x-sim-reply-words": "2"}
+    ) as conn:
+        assert conn.recv().type == "session.created"
+        conn.conversation.item.create(
+            item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "a b c"}]}
+        )
+        conn.response.create(response={"modalities": ["text", "audio"]})
+        assert realtime_turn(conn)[-1].response.status == "completed"
+    (call,) = gw.wait_calls(source)
+    # input: the item, 4 + 3 text tokens; output: 2 words of transcript and 2 * 2 audio tokens
+    assert (call["input_tokens"], call["output_tokens"], call["transport"]) == (7, 6, "websocket")
+    assert call["details"]["modality_tokens"] == {"input": {"text": 7}, "output": {"text": 2, "audio": 4}}
+    # gpt-4o-realtime-preview (openai.com/api/pricing): $5 text in, $20 text out, $80 audio out per million
+    assert call["cost_usd"] == pytest.approx((7 * 5.00 + 2 * 20.00 + 4 * 80.00) / 1e6, rel=1e-9)
