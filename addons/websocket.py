@@ -47,6 +47,7 @@ from tokenlens.websocket import (
 log = logging.getLogger(__name__)
 
 STATE_KEY = "tokenlens.websocket"
+UNCHECKED = "TokenLens could not check this message; it was not forwarded."
 _NOT_FORWARDED = frozenset({b"upgrade", b"connection", b"content-length", b"transfer-encoding"})
 
 
@@ -88,11 +89,26 @@ class WebSocketCalls:
         message = messages[-1]
         del messages[:-1]
         conn = connection_of(flow)
-        if conn is None or message.injected or not message.is_text:
+        if conn is None or message.injected:
             return
         if not message.from_client:
-            self.finished(conn.on_server_text(message.text, message.timestamp))
+            if message.is_text:
+                try:
+                    self.finished(conn.on_server_text(message.text, message.timestamp))
+                except Exception as exc:  # metering must never break the relay
+                    log.error("WebSocket event not metered: %s", type(exc).__name__, exc_info=exc)
             return
+        try:
+            await self.client_frame(flow, conn, message)
+        except Exception as exc:  # fail closed: a frame that could not be checked does not go upstream
+            log.error("WebSocket frame not checked: %s", type(exc).__name__, exc_info=exc)
+            if not message.dropped:
+                message.drop()
+                error = {"type": "server_error", "code": "request_unreadable", "message": UNCHECKED}
+                self.inject(flow, error_event(conn.kind, 503, error))
+
+    async def client_frame(self, flow: http.HTTPFlow, conn: Connection, message: Any) -> None:
+        """A client frame (text or binary: an upstream may read either): a call goes through the stages."""
         content = message.content
         try:
             read = read_frame(content)

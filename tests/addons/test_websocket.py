@@ -24,6 +24,7 @@ from tokenlens.exchange import Exchange
 from tokenlens.metering import build_record
 from tokenlens.pricing import Pricer
 from tokenlens.records import CallRecord
+from tokenlens.websocket import Connection
 
 UPGRADE = {
     "upgrade": "websocket",
@@ -59,7 +60,8 @@ class Socket:
         self, data: str | bytes, from_client: bool = True, ts: float = 100.0
     ) -> websocket.WebSocketMessage:
         content = data.encode() if isinstance(data, str) else data
-        message = websocket.WebSocketMessage(Opcode.TEXT, from_client, content, timestamp=ts)
+        opcode = Opcode.TEXT if isinstance(data, str) else Opcode.BINARY
+        message = websocket.WebSocketMessage(opcode, from_client, content, timestamp=ts)
         assert self.flow.websocket is not None
         self.flow.websocket.messages.append(message)
         result = self.parent.websocket_message(self.flow)
@@ -188,6 +190,28 @@ async def test_a_kill_switch_refuses_the_frame_and_the_next_one_goes(
     assert not passed.dropped and len(socket.injected) == 1
     await socket.server(completed("gpt-4o-mini", USAGE))
     assert [r.outcome for r in socket.records()] == ["blocked", "ok"]
+
+
+async def test_a_binary_frame_is_gated_too(deps: AppDeps, monkeypatch: pytest.MonkeyPatch) -> None:
+    configure(deps, quotas={"kill_switches": ["agent"]})
+    socket = Socket(deps, "/proxy/openai/v1/responses", monkeypatch)
+    message = await socket.send(frame(model="gpt-4o-mini", input="hello").encode())
+    assert not message.is_text and message.dropped and socket.injected[0]["status"] == 403
+
+
+async def test_a_frame_that_cannot_be_checked_is_not_forwarded(
+    deps: AppDeps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    socket = Socket(deps, "/proxy/openai/v1/responses", monkeypatch)
+
+    def broken(*args: Any) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(Connection, "new_call", broken)
+    message = await socket.send(frame(model="gpt-4o-mini", input="hello"))
+    assert message.dropped
+    (event,) = socket.injected
+    assert (event["status"], event["error"]["code"]) == (503, "request_unreadable")
 
 
 async def test_an_alias_rewrites_the_frames_model(deps: AppDeps, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -241,6 +241,25 @@ def test_failed_and_refused_responses(gw: Gateway, sim: Simulator, source: str) 
     assert (incomplete["outcome"], incomplete["input_tokens"], incomplete["output_tokens"]) == ("ok", 7, 3)
 
 
+def test_codex_warmup_frame_is_a_call_without_output(gw: Gateway, source: str) -> None:
+    """Codex's first frame can be `"generate": false`: the input is read (and billed), nothing is generated."""
+    with client(gw, source).responses.connect() as conn:
+        conn.send_raw(
+            json.dumps(
+                {
+                    "type": "response.create",
+                    "model": "gpt-4o-mini",
+                    "input": "warm this up",
+                    "generate": False,
+                }
+            )
+        )
+        assert [e.type for e in turn(conn)] == ["response.created", "response.completed"]
+    (call,) = gw.wait_calls(source)
+    assert (call["input_tokens"], call["output_tokens"], call["outcome"]) == (4 + 3, 0, "ok")
+    assert call["cost_usd"] == pytest.approx(7 * 0.15 / 1e6, rel=1e-9)
+
+
 def test_refused_upgrade_is_not_a_call(gw: Gateway, source: str) -> None:
     with pytest.raises(InvalidStatus) as refused:
         with client(gw, source).responses.connect(extra_headers={"x-sim-status": "401"}):
