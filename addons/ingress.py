@@ -31,7 +31,9 @@ from tokenlens.access import (
     token_presented,
     token_required,
 )
+from tokenlens.addons import _request_form
 from tokenlens.addons._flowstate import attach, exchange_of
+from tokenlens.addons._request_form import is_absolute_form
 from tokenlens.app import AppDeps
 from tokenlens.config import Settings
 from tokenlens.exchange import (
@@ -123,10 +125,13 @@ class Ingress:
         req = flow.request
         if flow.client_conn.tls or not self.names_gateway(req.host):
             return False
-        if req.first_line_format == "relative":
+        if not is_absolute_form(req):
             return True  # origin-form: it was sent to this socket, whatever port the Host header names
         own_port = flow.client_conn.sockname[1] if flow.client_conn.sockname else None
         return req.port == own_port
+
+    def load(self, loader: object) -> None:
+        _request_form.install()
 
     def client_connected(self, client: connection.Client) -> None:
         """Disconnect a client that `server.allowed_clients` does not allow (loopback clients always are)."""
@@ -204,11 +209,7 @@ class Ingress:
     def _route(self, flow: http.HTTPFlow) -> None:
         req = flow.request
         server = self.deps.settings.get().server
-        if (
-            not flow.client_conn.tls
-            and req.first_line_format == "relative"
-            and not self.names_gateway(req.host)
-        ):
+        if not flow.client_conn.tls and not is_absolute_form(req) and not self.names_gateway(req.host):
             # Sent to this socket with a foreign Host: a DNS-rebinding or forwarding attempt, never forwarded.
             _refuse(flow, 403, "Host not allowed")
             return

@@ -248,3 +248,17 @@ def test_hostile_bodies_pass_every_gate_or_are_refused(
             assert calls[0]["outcome"] in ("ok", "error")
         else:
             assert calls[0]["outcome"] == "blocked"
+
+
+def test_absolute_form_is_still_proxy_traffic(gw: Gateway, sims: dict[str, Simulator]) -> None:
+    """The same request line in absolute form is a plain-HTTP proxy request from this machine: forwarded.
+    (mitmproxy clears the authority of HTTP/1 requests before any hook; addons/_request_form.py keeps it.)"""
+    sim = sims["openai"]
+    before = len(sim.requests)
+    answer = raw_request(
+        gw.port,
+        f"GET http://127.0.0.1:{sim.port}/v1/models HTTP/1.1\r\nHost: 127.0.0.1:{sim.port}\r\n"
+        "Connection: close\r\n\r\n".encode(),
+    )
+    assert int(answer.split(b" ", 2)[1]) == 200, answer[:300]
+    assert len(sim.requests) == before + 1
