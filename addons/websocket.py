@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 STATE_KEY = "tokenlens.websocket"
 UNCHECKED = "TokenLens could not check this message; it was not forwarded."
-_NOT_FORWARDED = frozenset({b"upgrade", b"connection", b"content-length", b"transfer-encoding"})
+_UPGRADE_HEADERS = frozenset({b"upgrade", b"connection", b"content-length", b"transfer-encoding"})
 
 
 def connection_of(flow: http.HTTPFlow) -> Connection | None:
@@ -139,7 +139,7 @@ class WebSocketCalls:
         self, flow: http.HTTPFlow, conn: Connection, exchange: Exchange, content: bytes
     ) -> http.HTTPFlow:
         """The flow the request stages see for one frame: `POST` to the socket's URL with the frame as body."""
-        headers = [(k, v) for k, v in flow.request.headers.fields if k.lower() not in _NOT_FORWARDED]
+        headers = [(k, v) for k, v in flow.request.headers.fields if k.lower() not in _UPGRADE_HEADERS]
         headers = [(k, v) for k, v in headers if not k.lower().startswith(b"sec-websocket")]
         gate = http.HTTPFlow(flow.client_conn, flow.server_conn, live=True)
         gate.request = http.Request.make("POST", flow.request.url, content, headers)
