@@ -28,11 +28,11 @@ from tokenlens.exchange import (
     model_from_request,
     wants_stream,
 )
-from tokenlens.request_body import parse_json_object
 from tokenlens.guardrails.engine import scan_body
 from tokenlens.metering import build_record
 from tokenlens.pricing import Pricer
 from tokenlens.records import CallRecord
+from tokenlens.request_body import parse_json_object
 from tokenlens.store import open_store
 from tokenlens.tokens import estimate_request_tokens
 from tokenlens.usage import StreamParser, endpoint_kind, summarize_stream, usage_from_body
