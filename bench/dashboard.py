@@ -91,6 +91,12 @@ PAGES: dict[str, list[str]] = {
         "/api/usage/token-heatmap",
     ],
     "Latency": ["/api/usage/latency?days=30"],
+    "Sessions": [
+        "/api/usage/sessions?days=7&kind=session&limit=50",  # the page's request
+        "/api/usage/sessions?days=30",
+        "/api/usage/sessions?days=90",
+    ],
+    "Session detail": ["/api/usage/sessions/{session_id}"],
     "Settings": ["/api/settings/budget", "/api/config/quotas", "/api/config/routing"],
 }
 
@@ -294,7 +300,11 @@ def main() -> None:
         writer: RecordWriter[CallRecord] = RecordWriter(store, lambda r: r)
         client = api_client(store, writer, home, args.timezone)
         first = client.get("/api/calls?limit=50").get_json()
-        values = {"cursor": first["next"], "call_id": first["calls"][7]["id"]}
+        values = {
+            "cursor": first["next"],
+            "call_id": first["calls"][7]["id"],
+            "session_id": first["calls"][7]["session_id"],
+        }
         p50: dict[str, float] = {}
         print(f"{'endpoint':72} {'p50 ms':>9} {'max ms':>9}")
         for page in PAGES.values():

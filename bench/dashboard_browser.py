@@ -33,6 +33,7 @@ PAGES = {
     "Models": "/models",
     "Insights": "/insights",
     "Latency": "/latency",
+    "Sessions": "/sessions",
     "Settings": "/settings",
 }
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
@@ -77,6 +78,8 @@ def main() -> None:
         pages = dict(PAGES)
         if calls:
             pages["Call detail"] = f"/calls/{calls[0]['id']}"
+            if calls[0]["session_id"]:
+                pages["Session"] = f"/sessions/{calls[0]['session_id']}"
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=chromium(), args=BROWSER_ARGS, headless=True)
             page = browser.new_context(viewport={"width": args.width, "height": 900}).new_page()

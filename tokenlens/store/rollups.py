@@ -216,7 +216,9 @@ def add_to_rollups(db: pw.Database, records: Iterable[CallRecord]) -> None:
     _upsert(db, DAILY_TABLE, DAILY_KEY, MEASURES, per_day)
     _upsert(db, TAG_TABLE, TAG_KEY, TAG_MEASURES, tagged)
     write_increments(db, call_increments(records))
-    add_to_session_rollups(db, (session_facts(r) for r in records))
+    add_to_session_rollups(
+        db, [session_facts(r) for r in records if r.session_id is not None or r.conversation_id is not None]
+    )
 
 
 # ---------------------------------------------------------------------------------------------- reads
@@ -874,8 +876,30 @@ def tool_calls_of(details: Any) -> int:
 def session_facts(call: CallRecord | Sequence[Any]) -> SessionFacts:
     """`SessionFacts` of a record, or of a row selected with `SESSION_FACT_COLUMNS`."""
     if isinstance(call, CallRecord):
-        values = [getattr(call, name) for name in SessionFacts._fields[:-1]]
-        return SessionFacts._make([*values, tool_calls_of(call.details)])
+        c = call
+        return SessionFacts(
+            c.id,
+            c.ts,
+            c.source,
+            c.model,
+            c.provider,
+            c.outcome,
+            c.session_id,
+            c.conversation_id,
+            c.turn,
+            c.input_tokens,
+            c.output_tokens,
+            c.cache_read_tokens,
+            c.cache_write_tokens,
+            c.reasoning_tokens,
+            c.cost_usd,
+            c.input_cost_usd,
+            c.output_cost_usd,
+            c.cache_read_cost_usd,
+            c.cache_write_cost_usd,
+            c.latency_ms,
+            tool_calls_of(c.details) if c.details else 0,
+        )
     return SessionFacts._make([*call[:-1], tool_calls_of(call[-1])])
 
 
@@ -906,7 +930,7 @@ def unpriced(c: SessionFacts) -> bool:
 
 @dataclass
 class _RunRow:
-    sums: dict[str, float]
+    sums: list[float]  # in RUN_SUMS order
     first_ts: float
     last_ts: float
     ended: float
@@ -918,18 +942,23 @@ class _RunRow:
 def _conversation_state(
     db: pw.Database, keys: Sequence[tuple[str, str, str]]
 ) -> dict[tuple[str, str, str], tuple[float, int, int]]:
-    """The stored (last_ts, last input, last output) of some conversations of runs."""
+    """The stored (last_ts, last input, last output) of some conversations of runs (read through the primary
+    key: the runs' rows by kind and group id, the conversations wanted picked here)."""
     out: dict[tuple[str, str, str], tuple[float, int, int]] = {}
+    wanted = set(keys)
     p = db.param
-    for chunk in pw.chunked(sorted(keys), 300):
-        rows = ", ".join([f"({p}, {p}, {p})"] * len(chunk))
-        sql = (
-            f'SELECT "kind", "group_id", "conversation_id", "last_ts", "last_input", "last_output" '
-            f'FROM "{SESSION_CONVERSATION}" WHERE ("kind", "group_id", "conversation_id") IN (VALUES {rows}) '
-            'AND "last_ts" IS NOT NULL'
-        )
-        for kind, group, conversation, ts, inp, out_tokens in _fetch(db, sql, [v for k in chunk for v in k]):
-            out[(kind, group, conversation)] = (float(ts), int(inp or 0), int(out_tokens or 0))
+    for kind in sorted({k[0] for k in wanted}):
+        groups = sorted({k[1] for k in wanted if k[0] == kind})
+        for chunk in pw.chunked(groups, 300):
+            sql = (
+                f'SELECT "group_id", "conversation_id", "last_ts", "last_input", "last_output" '
+                f'FROM "{SESSION_CONVERSATION}" WHERE "kind" = {p} AND "group_id" IN ({", ".join([p] * len(chunk))}) '
+                'AND "last_ts" IS NOT NULL'
+            )
+            for group, conversation, ts, inp, out_tokens in _fetch(db, sql, [kind, *chunk]):
+                key = (kind, group, conversation)
+                if key in wanted:
+                    out[key] = (float(ts), int(inp or 0), int(out_tokens or 0))
     return out
 
 
@@ -970,33 +999,34 @@ def accumulate_runs(
                 state[conversation] = (c.ts, inp, int(c.output_tokens or 0))
                 row[1:] = [c.ts, inp, int(c.output_tokens or 0)]
         totals.history.append(history)
-        increments = {
-            "calls": 1,
-            "input_tokens": inp,
-            "output_tokens": c.output_tokens or 0,
-            "cache_read_tokens": c.cache_read_tokens or 0,
-            "cache_write_tokens": c.cache_write_tokens or 0,
-            "reasoning_tokens": c.reasoning_tokens or 0,
-            "cost_usd": c.cost_usd or 0.0,
-            "input_cost_usd": c.input_cost_usd or 0.0,
-            "output_cost_usd": c.output_cost_usd or 0.0,
-            "cache_read_cost_usd": c.cache_read_cost_usd or 0.0,
-            "cache_write_cost_usd": c.cache_write_cost_usd or 0.0,
-            "unpriced_calls": int(unpriced(c)),
-            "error_calls": int(c.outcome == "error"),
-            "blocked_calls": int(c.outcome == "blocked"),
-            "cached_calls": int(c.outcome == "cached"),
-            "input_calls": int(inp > 0),
-            "tool_calls": c.tool_calls if c.outcome == "ok" else 0,
-            "history_tokens": history[0],
-            "history_cost_usd": history[1],
-        }
+        increments = (  # in RUN_SUMS order
+            1,
+            inp,
+            c.output_tokens or 0,
+            c.cache_read_tokens or 0,
+            c.cache_write_tokens or 0,
+            c.reasoning_tokens or 0,
+            c.cost_usd or 0.0,
+            c.input_cost_usd or 0.0,
+            c.output_cost_usd or 0.0,
+            c.cache_read_cost_usd or 0.0,
+            c.cache_write_cost_usd or 0.0,
+            int(unpriced(c)),
+            int(c.outcome == "error"),
+            int(c.outcome == "blocked"),
+            int(c.outcome == "cached"),
+            int(inp > 0),
+            c.tool_calls if c.outcome == "ok" else 0,
+            history[0],
+            history[1],
+        )
         ended = c.ts + max(0.0, float(c.latency_ms or 0.0)) / 1000
         found = totals.runs.get(key)
         if found is None:
-            found = totals.runs[key] = _RunRow(dict.fromkeys(RUN_SUMS, 0.0), c.ts, c.ts, ended, 0)
-        for name, value in increments.items():
-            found.sums[name] += value
+            found = totals.runs[key] = _RunRow([0.0] * len(RUN_SUMS), c.ts, c.ts, ended, 0)
+        sums = found.sums
+        for i, value in enumerate(increments):
+            sums[i] += value
         found.first_ts, found.last_ts = min(found.first_ts, c.ts), max(found.last_ts, c.ts)
         found.ended, found.turns = max(found.ended, ended), max(found.turns, int(c.turn or 0))
         if inp:
@@ -1023,7 +1053,7 @@ def run_row(kind: str, group_id: str, row: _RunRow) -> dict[str, Any]:
     return {
         "kind": kind,
         "group_id": group_id,
-        **{m: row.sums[m] if m in FLOAT_RUN_SUMS else int(row.sums[m]) for m in RUN_SUMS},
+        **{m: v if m in FLOAT_RUN_SUMS else int(v) for m, v in zip(RUN_SUMS, row.sums, strict=True)},
         "first_ts": row.first_ts,
         "last_ts": row.last_ts,
         "ended": row.ended,
@@ -1113,7 +1143,7 @@ def _write_runs(db: pw.Database, runs: dict[tuple[str, str], _RunRow]) -> None:
     values = []
     for (kind, group), row in runs.items():
         first, last = row.first_input or (None, None), row.last_input or (None, None)
-        sums = [row.sums[m] if m in FLOAT_RUN_SUMS else int(row.sums[m]) for m in RUN_SUMS]
+        sums = [v if m in FLOAT_RUN_SUMS else int(v) for m, v in zip(RUN_SUMS, row.sums, strict=True)]
         values.append((kind, group, *sums, row.first_ts, row.last_ts, row.ended, row.turns, *first, *last))
     _upsert_rows(db, t, ("kind", "group_id"), columns, updates, values)
 
