@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from tokenlens.app import SettingsHolder
 from tokenlens.encoding import decode_body
 from tokenlens.exchange import METERED_KINDS, Exchange
+from tokenlens.price_data import data_info, note_unknown, refresh
 from tokenlens.pricing import Price, Pricer
 from tokenlens.pricing import from_settings as overrides_from_settings
 from tokenlens.records import CallRecord, bound_record, describe_failure
 from tokenlens.tokens import estimate_output_tokens, estimate_request_tokens
-from tokenlens.usage import Usage, summarize_stream, usage_from_body
+from tokenlens.usage import Usage, summarize_stream, usage_from_body, with_request_tier
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,9 @@ def meter(ex: Exchange) -> Metered:
     else:
         reported, model = usage_from_body(ex.api, ex.endpoint, _response_body(ex) or b"")
         final, complete, output_text = reported is not None, ex.error is None, ""
+    if reported is not None:
+        # the tier and speed the request asked for, where the answer does not say (Gemini's serviceTier)
+        reported = with_request_tier(reported, ex.api, ex.request_json)
     if reported is not None and final:
         return Metered(reported, "provider", model, complete)
     if not succeeded or ex.kind == "count_tokens" or (ex.stream_undecodable and reported is None):
@@ -129,8 +134,14 @@ def build_record(ex: Exchange, pricer: Pricer, *, store_bodies: bool = True) -> 
         record.cache_write_1h_tokens = usage.cache_write_1h_tokens
         record.reasoning_tokens = usage.reasoning_tokens
         record.service_tier = usage.service_tier
+        record.modality_tokens = usage.modality_dict()
     price = price_call(pricer, ex, metered)
     if price is not None:
+        record.price_source = price.price_source
+        if price.unknown_model and usage is not None and (usage.input_tokens or usage.output_tokens):
+            model = record.response_model or ex.model
+            record.details["pricing"] = {"warning": unknown_model_warning(model)}
+            note_unknown(ex.provider, model)
         record.priced = price.priced
         record.cost_usd = _as_float(price.cost_usd)
         record.input_cost_usd = _as_float(price.input_cost_usd)
@@ -150,6 +161,15 @@ def build_record(ex: Exchange, pricer: Pricer, *, store_bodies: bool = True) -> 
     return bound_record(record)
 
 
+def unknown_model_warning(model: str | None) -> str:
+    """What a record says when the price data does not know its model (it may be newer than the data)."""
+    info = data_info()
+    return (
+        f"{model} is not in the price data in use ({info['source']}, {info['date'] or 'date unknown'}); "
+        "it may be newer than the data: run `tokenlens prices update` or add a pricing override"
+    )
+
+
 def _name_of(function: object) -> str:
     return str(getattr(function, "__qualname__", None) or type(function).__name__)
 
@@ -166,12 +186,14 @@ def _response_body(ex: Exchange) -> bytes | None:
 class RecordBuilder:
     """`build_record` with the pricer of the current settings, rebuilt when the pricing overrides change."""
 
-    def __init__(self, settings: SettingsHolder) -> None:
+    def __init__(self, settings: SettingsHolder, home: Path | None = None) -> None:
         self.settings = settings
+        self.home = home  # where `tokenlens prices update` keeps newer price data (checked once a second)
         self._pricing: object = None
         self._pricer = Pricer()
 
     def pricer(self) -> Pricer:
+        refresh(self.home)
         pricing = self.settings.get().pricing
         if pricing is not self._pricing:
             self._pricer, self._pricing = Pricer(overrides_from_settings(pricing)), pricing

@@ -1,39 +1,53 @@
 """Cost of a call from its normalised usage (SPEC section 7).
 
-Prices come from the genai-prices snapshot bundled with the installed package (never fetched: nothing here
-starts `genai_prices.UpdatePrices`), with the user's `pricing:` overrides on top.
+Prices come from genai-prices' data: the snapshot bundled with the installed package, or a newer file the
+user fetched with ``tokenlens prices update`` (`tokenlens.price_data` swaps it in with `set_snapshot`; never
+fetched here, nothing starts `genai_prices.UpdatePrices`), with the user's `pricing:` overrides on top.
 
 Order of lookup in `Pricer.price(provider, model, usage)`:
-1. An override whose name equals the model (case-insensitive, a leading ``models/`` ignored), else an
-   override whose name equals the model's *undated base*: the name with one trailing date or version
-   suffix removed: ``-YYYY-MM-DD``, ``-YYYYMMDD``, ``@YYYYMMDD``, ``-MM-DD``, ``-MMDD``, ``-NNN`` or
-   ``-latest`` (so an override for ``gpt-4o`` also prices ``gpt-4o-2024-08-06``).
-2. genai-prices, for our provider name: ``openai``, ``anthropic`` and ``google`` (and any other name that is a
-   genai-prices provider id, e.g. ``groq``, ``deepseek``, ``mistral``) are looked up within that provider;
-   any other user-added provider (e.g. ``ollama``) without a provider id, i.e. by genai-prices' own model-name
-   matching. The model is tried as given (path prefixes such as ``models/`` removed), then its undated base.
+1. An override whose name equals the model (case-insensitive, a leading ``models/`` ignored). An override with
+   ``family: true`` also prices the model's dated and versioned names: the name with one trailing date or
+   version suffix removed (``-YYYY-MM-DD``, ``-YYYYMMDD``, ``@YYYYMMDD``, ``-MM-DD``, ``-MMDD``, ``-NNN``,
+   ``-latest``) equals the override's name. Without it, an override for ``gpt-4o`` leaves
+   ``gpt-4o-2024-05-13`` (which has its own price) alone.
+2. genai-prices, within our provider: ``openai``, ``anthropic``, ``google`` and any other name that is a
+   genai-prices provider id (``groq``, ``deepseek``, ``mistral``...). The model is tried as given (path
+   prefixes such as ``models/`` removed), then its undated base. A user-added provider that is not a
+   genai-prices provider (``ollama``) is priced only by an override: ``deepseek-r1:8b`` there is not
+   DeepSeek's cloud model.
 3. Otherwise the call is unpriced: ``cost_usd`` None, never $0.
 
+Every price names what it used in `Price.price_source`: the genai-prices model id when the name is one the
+entry lists, ``inferred:<model id>`` when the name was matched by stripping a suffix or by a pattern (a
+guess, shown as such), ``override`` for the user's prices.
+
 The four parts of a price sum to ``cost_usd``: ``input_cost_usd`` is the uncached input (input tokens minus
-cache reads and writes, audio included) plus per-request charges that are neither input nor output tokens
-(web searches); ``cache_write_cost_usd`` covers both Anthropic TTLs (5 minutes and 1 hour, each at its rate).
-Service tiers select genai-prices price variants: OpenAI ``service_tier`` (priority, flex, fast...),
-Anthropic ``batch`` (as ``processing: batch``) and ``fast`` (as ``speed: fast``).
+cache reads and writes, every modality) plus per-request charges that are neither input nor output tokens
+(web searches); ``cache_read_cost_usd`` every cached modality; ``cache_write_cost_usd`` both Anthropic TTLs.
+Each modality the usage reports (``Usage.modality_tokens``: text, image, audio, video; Gemini documents as
+images, as genai-prices does) is priced at its own rate where the price has one, else at the plain rate.
+
+Service tiers select genai-prices price variants (`price_context`): OpenAI ``service_tier`` (``default``,
+``flex``, ``priority``, ``fast``...), Gemini ``serviceTier`` (``flex``, ``priority``; requested or reported),
+``batch`` (``processing: batch``) and Anthropic ``speed: fast``. An Anthropic batch answer that also says
+``speed: fast`` is billed at batch rates: fast mode is not offered on the Message Batches API and does not
+stack with the batch discount (genai-prices' Anthropic notes, pydantic/genai-prices#429).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import re
+import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
 
-import genai_prices
 from genai_prices import data_snapshot
 from genai_prices import types as gp
 
@@ -45,15 +59,60 @@ MILLION = Decimal(1_000_000)
 _ZERO = Decimal(0)
 _KNOWN_PROVIDERS = ("openai", "anthropic", "google")
 
+# ---- overrides -----------------------------------------------------------------------------------------------
+
+BASE_RATES: tuple[str, ...] = ("input", "output", "cache_read", "cache_write", "cache_write_1h")
+"""The plain rates of an override (USD per million tokens)."""
+MODALITY_RATES: tuple[str, ...] = tuple(
+    f"{part}_{modality}"
+    for part in ("input", "output", "cache_read")
+    for modality in ("text", "image", "audio", "video")
+)
+"""Per-modality rates of an override: ``input_audio``, ``output_image``, ``cache_read_audio``..."""
+RATE_KEYS: tuple[str, ...] = BASE_RATES + MODALITY_RATES
+
+# our rate name -> genai-prices price key
+_PRICE_KEYS: dict[str, str] = {
+    "input": "input_mtok",
+    "output": "output_mtok",
+    "cache_read": "cache_read_mtok",
+    "cache_write": "cache_write_mtok",
+    "cache_write_1h": "cache_write_1h_mtok",
+    **{f"input_{m}": f"input_{m}_mtok" for m in ("text", "image", "audio", "video")},
+    **{f"output_{m}": f"output_{m}_mtok" for m in ("text", "image", "audio", "video")},
+    **{f"cache_read_{m}": f"cache_{m}_read_mtok" for m in ("text", "image", "audio", "video")},
+}
+
+
+@dataclass(frozen=True)
+class PriceTier:
+    """Rates that replace the override's own when a call's input (all of it, cached included) is above
+    `above` tokens: the whole call is priced at them, as the providers bill context tiers."""
+
+    above: int
+    rates: Mapping[str, float]
+
 
 @dataclass(frozen=True)
 class PriceOverride:
-    """User prices in USD per MILLION tokens; cache_read and cache_write default to the input price."""
+    """User prices in USD per MILLION tokens.
+
+    ``cache_read`` and ``cache_write`` default to the input rate, ``cache_write_1h`` to ``cache_write``;
+    `modalities` holds per-modality rates (`MODALITY_RATES` names; a modality without one is priced at the
+    plain rate of its part); `tiers` context-size tiers; `service_tiers` the rates that change under a
+    service tier (``batch``, ``flex``, ``priority``, ``fast``...); `family` also prices the model's dated
+    and versioned names.
+    """
 
     input: float
     output: float
     cache_read: float | None = None
     cache_write: float | None = None
+    cache_write_1h: float | None = None
+    modalities: Mapping[str, float] = field(default_factory=dict)
+    tiers: tuple[PriceTier, ...] = ()
+    service_tiers: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    family: bool = False
 
 
 @dataclass(frozen=True)
@@ -66,9 +125,37 @@ class Price:
     priced: bool = False
     source: str = "unpriced"  # "override" | "genai-prices" | "unpriced"
     model_ref: str | None = None  # the override name or the genai-prices model id that matched
+    # The record's `price_source`: the genai-prices model id, ``inferred:<model id>`` or ``override``.
+    price_source: str | None = None
+    # The model is unknown to the price data in use (a warning for the record: the data may predate it).
+    unknown_model: bool = False
 
 
 UNPRICED = Price(cost_usd=None)
+
+# ---- price data ----------------------------------------------------------------------------------------------
+
+_lock = threading.Lock()
+_snapshot: Any = None  # None: the bundled one
+_generation = 0
+
+
+def current_snapshot() -> Any:
+    """The genai-prices `DataSnapshot` prices come from (a fetched file once `set_snapshot` was called)."""
+    return _snapshot if _snapshot is not None else data_snapshot._bundled_snapshot()
+
+
+def set_snapshot(snapshot: Any) -> None:
+    """Use another genai-prices `DataSnapshot` (None: the bundled one) from the next price on: one atomic
+    swap; caches are keyed by the data's generation, so no price mixes two data sets."""
+    global _snapshot, _generation
+    with _lock:
+        _snapshot, _generation = snapshot, _generation + 1
+
+
+def data_generation() -> int:
+    return _generation
+
 
 # ---- model names -------------------------------------------------------------------------------------------
 
@@ -90,6 +177,17 @@ def _clean(model: str) -> str:
     return m
 
 
+def _lists_name(logic: Any, name: str) -> bool:
+    """Whether a genai-prices match logic names `name` exactly (an ``equals`` clause), not by a pattern."""
+    if isinstance(logic, gp.ClauseEquals):
+        return logic.equals.lower() == name
+    for attr in ("or_", "and_"):
+        clauses = getattr(logic, attr, None)
+        if isinstance(clauses, list):
+            return any(_lists_name(c, name) for c in clauses)
+    return False
+
+
 # ---- genai-prices resolution and compiled prices -----------------------------------------------------------
 
 
@@ -100,20 +198,21 @@ class _Resolved:
     provider: gp.Provider
     model: gp.ModelInfo
     date_only: bool  # every price constraint is a start date, so compiled prices can be cached per day
+    exact: bool  # the name is one the entry lists (else the price is inferred)
 
 
-def _genai_provider_id(provider: str) -> str | None:
+def _genai_provider_id(snapshot: Any, provider: str) -> str | None:
     p = provider.lower()
     if p in _KNOWN_PROVIDERS:
         return p
-    if any(gp_provider.id == p for gp_provider in data_snapshot.get_snapshot().providers):
+    if any(gp_provider.id == p for gp_provider in snapshot.providers):
         return p
     return None
 
 
-def _find(name: str, provider_id: str | None) -> tuple[gp.Provider, gp.ModelInfo] | None:
+def _find(snapshot: Any, name: str, provider_id: str) -> tuple[gp.Provider, gp.ModelInfo] | None:
     try:
-        return data_snapshot.get_snapshot().find_provider_model(name, None, provider_id, None)
+        return snapshot.find_provider_model(name, None, provider_id, None)
     except LookupError:
         return None
 
@@ -127,20 +226,38 @@ def _has_only_date_constraints(model: gp.ModelInfo) -> bool:
 
 
 @functools.lru_cache(maxsize=4096)
-def _resolve(provider: str, model: str) -> _Resolved | None:
-    """genai-prices model for our provider name and a model name, trying the name then its undated base."""
-    provider_id = _genai_provider_id(provider)
+def _resolve_in(generation: int, provider: str, model: str) -> _Resolved | None:
+    snapshot = current_snapshot()
+    provider_id = _genai_provider_id(snapshot, provider)
+    if provider_id is None:  # a user-added provider: only its overrides price it
+        return None
     name = _clean(model)
     candidates = [name]
     base = undated(name)
     if base != name and base:
         candidates.append(base)
     for cand in candidates:
-        found = _find(cand, provider_id)
+        found = _find(snapshot, cand, provider_id)
         if found is not None:
             prov, info = found
-            return _Resolved(prov, info, _has_only_date_constraints(info))
+            exact = cand == name and (name == info.id.lower() or _lists_name(info.match, name))
+            return _Resolved(prov, info, _has_only_date_constraints(info), exact)
     return None
+
+
+def _resolve(provider: str, model: str) -> _Resolved | None:
+    """genai-prices model for our provider name and a model name, trying the name then its undated base."""
+    return _resolve_in(_generation, provider, model)
+
+
+_resolve.cache_clear = _resolve_in.cache_clear  # type: ignore[attr-defined]
+_resolve.cache_info = _resolve_in.cache_info  # type: ignore[attr-defined]
+
+
+def resolve(provider: str, model: str) -> tuple[gp.Provider, gp.ModelInfo, bool] | None:
+    """(genai-prices provider, model entry, exact) for our provider and a model name, or None."""
+    found = _resolve(provider.lower(), model)
+    return None if found is None else (found.provider, found.model, found.exact)
 
 
 @functools.cache
@@ -169,7 +286,7 @@ class _Compiled:
     has_requests: bool
 
 
-def _compile(model_price: gp.ModelPrice) -> _Compiled:
+def _compile(model_price: Any) -> _Compiled:
     """Price keys of a resolved ModelPrice, validated once (as genai-prices' own calc does)."""
     from genai_prices.validation import validate_priced_units
 
@@ -193,7 +310,7 @@ def _compiled_for(resolved: _Resolved, context: tuple[tuple[str, str], ...], day
     return _compile(_model_price(resolved, context, datetime(day.year, day.month, day.day, 12, tzinfo=UTC)))
 
 
-def _model_price(resolved: _Resolved, context: tuple[tuple[str, str], ...], when: datetime) -> gp.ModelPrice:
+def _model_price(resolved: _Resolved, context: tuple[tuple[str, str], ...], when: datetime) -> Any:
     ctx = dict(context) if context else None
     model = resolved.model
     # as ModelInfo.calc_price: a model borrowed from a fallback provider ignores the request context
@@ -202,18 +319,22 @@ def _model_price(resolved: _Resolved, context: tuple[tuple[str, str], ...], when
     return model.get_prices(when, ctx)
 
 
-def _price_context(provider: str, usage: Usage) -> tuple[tuple[str, str], ...]:
-    """genai-prices price_context for the reported service tier (see the module docstring)."""
+def price_context(provider: str, usage: Usage) -> tuple[tuple[str, str], ...]:
+    """genai-prices `price_context` for the call's service tier and speed (see the module docstring)."""
     tier = (usage.service_tier or "").lower()
-    if not tier:
-        return ()
+    speed = (usage.speed or "").lower()
     if tier == "batch":
         return (("processing", "batch"),)
     if provider == "anthropic":
-        return (("speed", "fast"),) if tier == "fast" else ()
-    if provider == "google" or tier in ("auto", "standard", "default"):
+        return (("speed", "fast"),) if "fast" in (tier, speed) else ()
+    if not tier or tier in ("auto", "standard", "unspecified", "on_demand"):
         return ()
+    if provider == "google":
+        return (("service_tier", tier),) if tier in ("flex", "priority") else ()
     return (("service_tier", tier),)
+
+
+_price_context = price_context
 
 
 def _genai_usage(usage: Usage, *, with_details: bool = True) -> SimpleNamespace:
@@ -237,9 +358,18 @@ def _genai_usage(usage: Usage, *, with_details: bool = True) -> SimpleNamespace:
     elif w5 is not None and w5 <= cw and w1 is None:
         vals["cache_write_5m_tokens"] = w5
     if with_details:
-        vals["input_audio_tokens"] = min(usage.input_audio_tokens, inp - cr - cw)
-        vals["output_audio_tokens"] = min(usage.output_audio_tokens, out)
-        vals["output_reasoning_tokens"] = min(usage.reasoning_tokens, out - vals["output_audio_tokens"])
+        m = usage.modality
+        vals["input_audio_tokens"] = max(usage.input_audio_tokens, m("input", "audio"))
+        vals["output_audio_tokens"] = max(usage.output_audio_tokens, m("output", "audio"))
+        vals["output_reasoning_tokens"] = min(usage.reasoning_tokens, out)
+        for part, prefix in (("input", "input_{}_tokens"), ("output", "output_{}_tokens")):
+            vals[prefix.format("text")] = m(part, "text")
+            vals[prefix.format("image")] = m(part, "image") + m(part, "document")
+            vals[prefix.format("video")] = m(part, "video")
+        vals["cache_text_read_tokens"] = m("cache_read", "text")
+        vals["cache_audio_read_tokens"] = m("cache_read", "audio")
+        vals["cache_image_read_tokens"] = m("cache_read", "image") + m("cache_read", "document")
+        vals["cache_video_read_tokens"] = m("cache_read", "video")
     return SimpleNamespace(**vals)
 
 
@@ -256,11 +386,88 @@ def _calc(compiled: _Compiled, usage: SimpleNamespace) -> dict[str, Decimal]:
     return parts
 
 
+def _calc_parts(compiled: _Compiled, usage: Usage) -> dict[str, Decimal]:
+    try:
+        return _calc(compiled, _genai_usage(usage))
+    except ValueError:  # inconsistent details: price without the modality split
+        return _calc(compiled, _genai_usage(usage, with_details=False))
+
+
+def _price_of(parts: dict[str, Decimal], source: str, ref: str, price_source: str) -> Price:
+    return Price(
+        cost_usd=sum(parts.values(), _ZERO),
+        input_cost_usd=parts["input"],
+        output_cost_usd=parts["output"],
+        cache_read_cost_usd=parts["cache_read"],
+        cache_write_cost_usd=parts["cache_write"],
+        priced=True,
+        source=source,
+        model_ref=ref,
+        price_source=price_source,
+    )
+
+
+# ---- overrides as genai-prices prices ----------------------------------------------------------------------
+
+
+def _tier_name(context: tuple[tuple[str, str], ...]) -> str | None:
+    """The service tier an override's `service_tiers` is keyed by: batch, fast, flex, priority..."""
+    ctx = dict(context)
+    if ctx.get("processing") == "batch":
+        return "batch"
+    if ctx.get("speed") == "fast":
+        return "fast"
+    return ctx.get("service_tier")
+
+
+def _explicit_rates(ov: PriceOverride) -> dict[str, float]:
+    rates: dict[str, float] = {"input": ov.input, "output": ov.output}
+    for key in ("cache_read", "cache_write", "cache_write_1h"):
+        value = getattr(ov, key)
+        if value is not None:
+            rates[key] = value
+    rates.update(ov.modalities)
+    return rates
+
+
+def _with_defaults(explicit: Mapping[str, float]) -> dict[str, float]:
+    """Rates with the defaults filled in: cache rates from the input rate, ``cache_write_1h`` from
+    ``cache_write``, and the cached part of a modality with its own input rate at the cache-read rate."""
+    rates = dict(explicit)
+    rates.setdefault("cache_read", rates["input"])
+    rates.setdefault("cache_write", rates["input"])
+    rates.setdefault("cache_write_1h", rates["cache_write"])
+    for modality in ("text", "image", "audio", "video"):
+        if f"input_{modality}" in rates:
+            rates.setdefault(f"cache_read_{modality}", rates["cache_read"])
+    return rates
+
+
+def _override_compiled(ov: PriceOverride, tier: str | None) -> _Compiled:
+    """An override as a genai-prices ModelPrice (context tiers as TieredPrices), compiled like a data entry.
+
+    Rates: the override's, then a context tier's on top (the whole call at the tier's rates when its input is
+    above the tier's size), then the service tier's on top (at every context size); unspecified ones default
+    as `_with_defaults` says.
+    """
+    explicit = _explicit_rates(ov)
+    service = dict(ov.service_tiers.get(tier, {})) if tier is not None else {}
+    base = _with_defaults({**explicit, **service})
+    tiers = [(t.above, _with_defaults({**explicit, **t.rates, **service})) for t in ov.tiers]
+    names = set(base).union(*(set(r) for _, r in tiers))
+    prices: dict[str, Any] = {}
+    for name in names:
+        part = (
+            "output" if name.startswith("output") else "cache_read" if name.startswith("cache") else "input"
+        )
+        base_value = base.get(name, base[part])
+        steps = [gp.Tier(start=above, price=Decimal(str(r.get(name, base_value)))) for above, r in tiers]
+        value = Decimal(str(base_value))
+        prices[_PRICE_KEYS[name]] = gp.TieredPrices(base=value, tiers=steps) if steps else value
+    return _compile(gp.ModelPrice(**prices))
+
+
 # ---- the pricer --------------------------------------------------------------------------------------------
-
-
-def _dec(v: float | None) -> Decimal | None:
-    return None if v is None else Decimal(str(v))
 
 
 class Pricer:
@@ -268,16 +475,21 @@ class Pricer:
 
     def __init__(self, overrides: Mapping[str, PriceOverride] | None = None) -> None:
         self._overrides: dict[str, PriceOverride] = {_clean(k): v for k, v in (overrides or {}).items()}
+        self._compiled: dict[tuple[str, str | None], _Compiled] = {}
 
     def override_for(self, model: str) -> tuple[str, PriceOverride] | None:
-        """(override name, override) that applies to `model`: exact name first, then its undated base."""
+        """(override name, override) that applies to `model`: its exact name, else a ``family: true``
+        override named by its undated base."""
         if not self._overrides:
             return None
         name = _clean(model)
-        for cand in (name, undated(name)):
-            found = self._overrides.get(cand)
-            if found is not None:
-                return cand, found
+        found = self._overrides.get(name)
+        if found is not None:
+            return name, found
+        base = undated(name)
+        found = self._overrides.get(base)
+        if found is not None and found.family:
+            return base, found
         return None
 
     def price(self, provider: str, model: str | None, usage: Usage, *, when: datetime | None = None) -> Price:
@@ -287,38 +499,35 @@ class Pricer:
         try:
             ov = self.override_for(model)
             if ov is not None:
-                return _override_price(ov[0], ov[1], usage)
+                return self._override_price(provider.lower(), ov[0], ov[1], usage)
             return self._genai_price(provider.lower(), model, usage, when)
         except Exception:
             log.warning("pricing failed for %s/%s", provider, model, exc_info=True)
             return UNPRICED
 
+    def _override_price(self, provider: str, name: str, ov: PriceOverride, usage: Usage) -> Price:
+        tier = _tier_name(price_context(provider, usage))
+        key = (name, tier if tier in ov.service_tiers else None)
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            compiled = self._compiled[key] = _override_compiled(ov, key[1])
+        return _price_of(_calc_parts(compiled, usage), "override", name, "override")
+
     def _genai_price(self, provider: str, model: str, usage: Usage, when: datetime | None) -> Price:
         resolved = _resolve(provider, model)
         if resolved is None:
-            return UNPRICED
+            return dataclasses.replace(UNPRICED, unknown_model=True)
         when = when or datetime.now(UTC)
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
-        context = _price_context(provider, usage)
+        context = price_context(provider, usage)
         if resolved.date_only:
             compiled = _compiled_for(resolved, context, when.astimezone(UTC).date())
         else:
             compiled = _compile(_model_price(resolved, context, when))
-        try:
-            parts = _calc(compiled, _genai_usage(usage))
-        except ValueError:  # inconsistent details (e.g. cached audio): price without the modality split
-            parts = _calc(compiled, _genai_usage(usage, with_details=False))
-        return Price(
-            cost_usd=sum(parts.values(), _ZERO),
-            input_cost_usd=parts["input"],
-            output_cost_usd=parts["output"],
-            cache_read_cost_usd=parts["cache_read"],
-            cache_write_cost_usd=parts["cache_write"],
-            priced=True,
-            source="genai-prices",
-            model_ref=resolved.model.id,
-        )
+        model_id = resolved.model.id
+        source = model_id if resolved.exact else f"inferred:{model_id}"
+        return _price_of(_calc_parts(compiled, usage), "genai-prices", model_id, source)
 
     def genai_total(
         self, provider: str, model: str, usage: Usage, *, when: datetime | None = None
@@ -327,42 +536,11 @@ class Pricer:
         resolved = _resolve(provider.lower(), model)
         if resolved is None:
             raise LookupError(model)
-        ctx = dict(_price_context(provider.lower(), usage)) or None
-        calc = genai_prices.calc_price(
-            _genai_usage(usage),
-            resolved.model.id,
-            provider_id=resolved.provider.id,
-            genai_request_timestamp=when,
-            price_context=ctx,
+        ctx = dict(price_context(provider.lower(), usage)) or None
+        calc = current_snapshot().calc(
+            _genai_usage(usage), resolved.model.id, resolved.provider.id, None, when, ctx
         )
         return calc.total_price
-
-
-def _override_price(name: str, ov: PriceOverride, usage: Usage) -> Price:
-    inp = _dec(ov.input) or _ZERO
-    out = _dec(ov.output) or _ZERO
-    cr_rate = _dec(ov.cache_read) if ov.cache_read is not None else inp
-    cw_rate = _dec(ov.cache_write) if ov.cache_write is not None else inp
-    assert cr_rate is not None and cw_rate is not None
-    cr = min(usage.cache_read_tokens, usage.input_tokens)
-    cw = min(usage.cache_write_tokens, usage.input_tokens - cr)
-    uncached = usage.input_tokens - cr - cw
-    parts = (
-        inp * uncached / MILLION,
-        out * usage.output_tokens / MILLION,
-        cr_rate * cr / MILLION,
-        cw_rate * cw / MILLION,
-    )
-    return Price(
-        cost_usd=sum(parts, _ZERO),
-        input_cost_usd=parts[0],
-        output_cost_usd=parts[1],
-        cache_read_cost_usd=parts[2],
-        cache_write_cost_usd=parts[3],
-        priced=True,
-        source="override",
-        model_ref=name,
-    )
 
 
 def _rate(entry: Any, key: str, model: str, required: bool) -> float | None:
@@ -382,28 +560,84 @@ def _rate(entry: Any, key: str, model: str, required: bool) -> float | None:
     return f
 
 
-def from_settings(pricing_section: Mapping[str, Any]) -> dict[str, PriceOverride]:
-    """Overrides from the config's ``pricing:`` section ``{model: {input, output, cache_read, cache_write}}``
-    (USD per million tokens; entries may also be objects with those attributes). Raises ValueError naming
-    the key on a bad entry."""
-    out: dict[str, PriceOverride] = {}
-    for model, entry in (pricing_section or {}).items():
-        if isinstance(entry, PriceOverride):
-            out[str(model)] = entry
-            continue
-        if isinstance(entry, Mapping):
-            unknown = set(entry) - {"input", "output", "cache_read", "cache_write"}
-            if unknown:
-                raise ValueError(f"pricing.{model}: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
-        elif entry is None:
-            raise ValueError(f"pricing.{model}: expected {{input, output, cache_read, cache_write}}")
-        input_rate = _rate(entry, "input", model, True)
-        output_rate = _rate(entry, "output", model, True)
-        assert input_rate is not None and output_rate is not None
-        out[str(model)] = PriceOverride(
-            input=input_rate,
-            output=output_rate,
-            cache_read=_rate(entry, "cache_read", model, False),
-            cache_write=_rate(entry, "cache_write", model, False),
-        )
+OVERRIDE_KEYS: frozenset[str] = frozenset(RATE_KEYS) | {"tiers", "service_tiers", "family"}
+
+
+def _rates(entry: Any, where: str, allowed: tuple[str, ...]) -> dict[str, float]:
+    if not isinstance(entry, Mapping):
+        raise ValueError(f"pricing.{where}: expected an object of rates")
+    unknown = set(entry) - set(allowed)
+    if unknown:
+        raise ValueError(f"pricing.{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
+    out = {}
+    for key in entry:
+        value = _rate(entry, key, where, False)
+        if value is not None:
+            out[str(key)] = value
     return out
+
+
+def _get(entry: Any, key: str) -> Any:
+    return entry.get(key) if isinstance(entry, Mapping) else getattr(entry, key, None)
+
+
+def override_from(model: str, entry: Any) -> PriceOverride:
+    """One override from its config entry (a mapping, or an object with the same attributes)."""
+    if isinstance(entry, PriceOverride):
+        return entry
+    if isinstance(entry, Mapping):
+        unknown = set(entry) - OVERRIDE_KEYS
+        if unknown:
+            raise ValueError(f"pricing.{model}: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
+    elif entry is None:
+        raise ValueError(f"pricing.{model}: expected {{input, output, ...}} (USD per million tokens)")
+    input_rate = _rate(entry, "input", model, True)
+    output_rate = _rate(entry, "output", model, True)
+    assert input_rate is not None and output_rate is not None
+    modalities = {}
+    raw_modalities = _get(entry, "modalities")
+    if isinstance(raw_modalities, Mapping):  # the config's dataclass keeps them apart
+        modalities.update(_rates(raw_modalities, model, MODALITY_RATES))
+    for key in MODALITY_RATES:
+        value = _rate(entry, key, model, False) if isinstance(entry, Mapping) else None
+        if value is not None:
+            modalities[key] = value
+    tiers = []
+    for i, tier in enumerate(_get(entry, "tiers") or ()):
+        above = _get(tier, "above")
+        if isinstance(above, bool) or not isinstance(above, int) or above < 1:
+            raise ValueError(f"pricing.{model}.tiers[{i}].above: must be a whole number of tokens >= 1")
+        raw = _get(tier, "rates")
+        if raw is None and isinstance(tier, Mapping):
+            raw = {k: v for k, v in tier.items() if k != "above"}
+        tiers.append(PriceTier(above, _rates(raw or {}, f"{model}.tiers[{i}]", RATE_KEYS)))
+    if len({t.above for t in tiers}) != len(tiers):
+        raise ValueError(f"pricing.{model}.tiers: two tiers start above the same size")
+    service_tiers = {}
+    raw_tiers = _get(entry, "service_tiers") or {}
+    if not isinstance(raw_tiers, Mapping):
+        raise ValueError(f"pricing.{model}.service_tiers: expected {{tier: {{rates}}}}")
+    for tier_name, rates in raw_tiers.items():
+        service_tiers[str(tier_name).lower()] = _rates(rates, f"{model}.service_tiers.{tier_name}", RATE_KEYS)
+    family = _get(entry, "family")
+    if family is not None and not isinstance(family, bool):
+        raise ValueError(f"pricing.{model}.family: must be true or false")
+    return PriceOverride(
+        input=input_rate,
+        output=output_rate,
+        cache_read=_rate(entry, "cache_read", model, False),
+        cache_write=_rate(entry, "cache_write", model, False),
+        cache_write_1h=_rate(entry, "cache_write_1h", model, False),
+        modalities=modalities,
+        tiers=tuple(sorted(tiers, key=lambda t: t.above)),
+        service_tiers=service_tiers,
+        family=bool(family),
+    )
+
+
+def from_settings(pricing_section: Mapping[str, Any]) -> dict[str, PriceOverride]:
+    """Overrides from the config's ``pricing:`` section (USD per million tokens; entries may also be objects
+    with those attributes, such as the config's own dataclass). Raises ValueError naming the key on a bad
+    entry. Shape: ``{model: {input, output, cache_read, cache_write, cache_write_1h, <modality rates>,
+    tiers: [{above, <rates>}], service_tiers: {tier: {<rates>}}, family}}``."""
+    return {str(model): override_from(str(model), entry) for model, entry in (pricing_section or {}).items()}

@@ -163,6 +163,10 @@ class CallRecord:
     transport: Literal["http", "websocket"] = "http"  # websocket: one response on a Responses/Realtime socket
     service_tier: str | None = None
     request_id: str | None = None  # the provider's request id header, when it sends one
+    # Which price was used (issue 18): the genai-prices model id, ``inferred:<model id>`` or ``override``.
+    price_source: str | None = None
+    # Per-modality counts, e.g. {"input": {"text": 120, "image": 1290}, "cache_read": {"audio": 6000}}.
+    modality_tokens: dict[str, dict[str, int]] | None = None
     # Per-call analysis the stages add, keyed by stage (e.g. "heatmap", "waste", "attempts", "guardrails").
     details: dict[str, Any] = field(default_factory=dict)
     request_body: bytes | None = None
@@ -235,6 +239,7 @@ TEXT_FIELDS = (
     "fallback_from",
     "service_tier",
     "request_id",
+    "price_source",
 )
 """The free-text fields of a Call (stored in text columns)."""
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
@@ -279,7 +284,33 @@ def bound_record(record: CallRecord) -> CallRecord:
             setattr(record, name, storable_text(text))
     if record.tags:
         record.tags = {storable_text(str(k)): storable_text(str(v)) for k, v in record.tags.items()}
+    record.modality_tokens = bound_modality_tokens(record.modality_tokens)
     return record
+
+
+MODALITY_GROUPS = ("input", "output", "cache_read", "cache_write")
+"""The parts of `modality_tokens`."""
+MODALITY_NAMES = ("text", "image", "audio", "video", "document")
+"""The modalities of `modality_tokens`."""
+
+
+def bound_modality_tokens(value: object) -> dict[str, dict[str, int]] | None:
+    """`modality_tokens` as the store keeps it: known parts and modalities, counts within `MAX_TOKENS` (a
+    count that is not a number is dropped); None when nothing is left."""
+    if not isinstance(value, dict):
+        return None
+    out: dict[str, dict[str, int]] = {}
+    for group, counts in value.items():
+        if group not in MODALITY_GROUPS or not isinstance(counts, dict):
+            continue
+        kept = {}
+        for modality, count in counts.items():
+            bounded = _clamped_int(count, 0, MAX_TOKENS) if not isinstance(count, bool) else None
+            if modality in MODALITY_NAMES and bounded:
+                kept[modality] = bounded
+        if kept:
+            out[group] = kept
+    return out or None
 
 
 def describe_failure(exc: BaseException) -> str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 ApiFormat = Literal["openai", "anthropic", "google"]
@@ -70,6 +70,96 @@ class Usage:
     output_audio_tokens: int = 0
     web_search_requests: int = 0
     service_tier: str | None = None
+    # Added with defaults (issue 18). `speed`: Anthropic's `usage.speed` (standard | fast), apart from the tier
+    # because a batch answer may carry both. `modality_tokens`: per-modality counts as the provider reported
+    # them, ``(part, modality, tokens)`` with part ``input`` (ALL input of that modality, cached included),
+    # ``output`` or ``cache_read`` (the cached subset) and modality ``text``, ``image``, ``audio``, ``video`` or
+    # ``document``. `input_audio_tokens` is all audio input, cached audio included (the cached audio is the
+    # ``("cache_read", "audio", n)`` entry).
+    speed: str | None = None
+    modality_tokens: tuple[tuple[str, str, int], ...] = ()
+
+    def modality(self, part: str, modality: str) -> int:
+        """Tokens of one modality in one part (``input``, ``output``, ``cache_read``); 0 when not reported."""
+        return sum(n for p, m, n in self.modality_tokens if p == part and m == modality)
+
+    def modality_dict(self) -> dict[str, dict[str, int]] | None:
+        """The SPEC 9 `modality_tokens` shape, e.g. ``{"input": {"text": 120, "image": 1290}}``; None if empty."""
+        out: dict[str, dict[str, int]] = {}
+        for part, modality, tokens in self.modality_tokens:
+            if tokens > 0:
+                group = out.setdefault(part, {})
+                group[modality] = group.get(modality, 0) + tokens
+        return out or None
+
+
+MODALITY_PARTS: tuple[str, ...] = ("input", "output", "cache_read")
+MODALITIES: tuple[str, ...] = ("text", "image", "audio", "video", "document")
+
+
+def _modality_entries(part: str, details: Any) -> list[tuple[str, str, int]]:
+    """(part, modality, tokens) of an OpenAI ``*_details`` object (``text_tokens``, ``audio_tokens``...)."""
+    if not isinstance(details, dict):
+        return []
+    out = []
+    for modality in ("text", "image", "audio", "video"):
+        n = _int(details.get(f"{modality}_tokens"))
+        if n:
+            out.append((part, modality, n))
+    return out
+
+
+def _gemini_entries(part: str, details: Any) -> list[tuple[str, str, int]]:
+    """(part, modality, tokens) of a Gemini ``*TokensDetails`` list (``[{modality: IMAGE, tokenCount}]``)."""
+    if not isinstance(details, list):
+        return []
+    out = []
+    for d in details:
+        if not isinstance(d, dict) or not isinstance(d.get("modality"), str):
+            continue
+        modality = d["modality"].lower()
+        n = _int(d.get("tokenCount"))
+        if modality in MODALITIES and n:
+            out.append((part, modality, n))
+    return out
+
+
+def normal_tier(value: Any) -> str | None:
+    """A service tier as reported or requested, lower-case, without an enum prefix (``SERVICE_TIER_FLEX``)."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    tier = value.strip().lower()
+    return tier.removeprefix("service_tier_") or None
+
+
+def requested_tier(api: str, request_json: Any) -> tuple[str | None, str | None]:
+    """(service tier, speed) a request asked for: Gemini ``serviceTier`` (top level, as the google-genai SDK
+    sends it, or in ``generationConfig``), OpenAI ``service_tier``, Anthropic ``speed``."""
+    if not isinstance(request_json, dict):
+        return None, None
+    if api == "google":
+        tier = request_json.get("serviceTier") or request_json.get("service_tier")
+        if tier is None:
+            tier = _get(request_json, "generationConfig", "serviceTier")
+        return normal_tier(tier), None
+    if api == "anthropic":
+        speed = request_json.get("speed")
+        return None, speed.lower() if isinstance(speed, str) and speed else None
+    return normal_tier(request_json.get("service_tier")), None
+
+
+def with_request_tier(usage: Usage, api: str, request_json: Any) -> Usage:
+    """`usage` with the tier and speed the request asked for where the answer reported none (the answer's
+    own report wins: a priority request the provider served as standard is billed as standard)."""
+    tier, speed = requested_tier(api, request_json)
+    changes: dict[str, Any] = {}
+    if tier and tier != "auto" and not usage.service_tier:
+        changes["service_tier"] = tier
+    if speed and not usage.speed:
+        changes["speed"] = speed
+        if speed == "fast" and not usage.service_tier and not tier:
+            changes["service_tier"] = "fast"
+    return replace(usage, **changes) if changes else usage
 
 
 @dataclass
@@ -208,6 +298,7 @@ def openai_chat_usage(u: Mapping[str, Any], service_tier: str | None = None) -> 
         input_audio_tokens=_int(_get(ptd, "audio_tokens")),
         output_audio_tokens=_int(_get(ctd, "audio_tokens")),
         service_tier=service_tier,
+        modality_tokens=tuple(_modality_entries("input", ptd) + _modality_entries("output", ctd)),
     )
 
 
@@ -217,14 +308,20 @@ def openai_responses_usage(
     """OpenAI Responses ``usage`` (input_tokens, input_tokens_details...) and ``tool_usage``.
 
     Also the Realtime API's ``response.done`` usage (``input_token_details`` / ``output_token_details`` with
-    ``text_tokens`` and ``audio_tokens``): ``input_audio_tokens`` is the uncached audio (audio minus
-    ``cached_tokens_details.audio_tokens``), as `pricing` reads it; cached audio is part of the cache read.
+    ``text_tokens``, ``audio_tokens`` and ``image_tokens``, ``cached_tokens_details`` by modality): every
+    modality is kept in ``modality_tokens`` (``input`` all of it, ``cache_read`` the cached part), each
+    priced at its own rate (cached audio at the cached-audio rate).
     """
     itd = u.get("input_tokens_details")
     otd = u.get("output_tokens_details")
     if itd is None and otd is None:  # the Realtime API's names
         itd, otd = u.get("input_token_details"), u.get("output_token_details")
-    audio_in = _int(_get(itd, "audio_tokens")) - _int(_get(itd, "cached_tokens_details", "audio_tokens"))
+    modalities = (
+        _modality_entries("input", itd)
+        + _modality_entries("cache_read", _get(itd, "cached_tokens_details"))
+        + _modality_entries("output", otd)
+    )
+    audio_in = _int(_get(itd, "audio_tokens"))
     return Usage(
         input_tokens=_int(u.get("input_tokens")),
         output_tokens=_int(u.get("output_tokens")),
@@ -235,6 +332,7 @@ def openai_responses_usage(
         output_audio_tokens=_int(_get(otd, "audio_tokens")),
         web_search_requests=_int(_get(tool_usage, "web_search", "num_requests")),
         service_tier=service_tier,
+        modality_tokens=tuple(modalities),
     )
 
 
@@ -249,7 +347,7 @@ def anthropic_usage(u: Mapping[str, Any]) -> Usage:
     """Anthropic ``usage``: input = input_tokens + cache_creation_input_tokens + cache_read_input_tokens.
 
     ``service_tier`` is Anthropic's (standard / priority / batch), or ``fast`` when ``speed`` is ``fast``
-    (fast mode has its own price variant).
+    and the answer is not a batch one (fast mode has its own price variant); ``speed`` is kept apart.
     """
     uncached = _int(u.get("input_tokens"))
     cache_write = _int(u.get("cache_creation_input_tokens"))
@@ -260,7 +358,8 @@ def anthropic_usage(u: Mapping[str, Any]) -> Usage:
     if isinstance(cc, dict) and (w5 is not None or w1 is not None):
         w5, w1 = w5 or 0, w1 or 0
     tier = _str(u.get("service_tier"))
-    if u.get("speed") == "fast":
+    speed = _str(u.get("speed"))
+    if speed == "fast" and tier != "batch":
         tier = "fast"
     return Usage(
         input_tokens=uncached + cache_write + cache_read,
@@ -272,13 +371,24 @@ def anthropic_usage(u: Mapping[str, Any]) -> Usage:
         reasoning_tokens=_int(_get(u, "output_tokens_details", "thinking_tokens")),
         web_search_requests=_int(_get(u, "server_tool_use", "web_search_requests")),
         service_tier=tier,
+        speed=speed,
     )
 
 
-def gemini_usage(um: Mapping[str, Any]) -> Usage:
+def gemini_usage(um: Mapping[str, Any], service_tier: Any = None) -> Usage:
     """Gemini ``usageMetadata``: input = promptTokenCount + toolUsePromptTokenCount, output =
-    candidatesTokenCount + thoughtsTokenCount; cachedContentTokenCount is the cache read."""
+    candidatesTokenCount + thoughtsTokenCount; cachedContentTokenCount is the cache read. Per-modality
+    counts from ``promptTokensDetails`` and ``toolUsePromptTokensDetails`` (input), ``candidatesTokensDetails``
+    (output) and ``cacheTokensDetails`` (cache read). The tier is the reported ``serviceTier`` (in
+    ``usageMetadata`` or, as `service_tier`, the response's top level), else Vertex's ``trafficType``."""
     thoughts = _int(um.get("thoughtsTokenCount"))
+    modalities = (
+        _gemini_entries("input", um.get("promptTokensDetails"))
+        + _gemini_entries("input", um.get("toolUsePromptTokensDetails"))
+        + _gemini_entries("output", um.get("candidatesTokensDetails"))
+        + _gemini_entries("cache_read", um.get("cacheTokensDetails"))
+    )
+    tier = normal_tier(um.get("serviceTier")) or normal_tier(service_tier)
     return Usage(
         input_tokens=_int(um.get("promptTokenCount")) + _int(um.get("toolUsePromptTokenCount")),
         output_tokens=_int(um.get("candidatesTokenCount")) + thoughts,
@@ -287,7 +397,8 @@ def gemini_usage(um: Mapping[str, Any]) -> Usage:
         input_audio_tokens=_modality_count(um.get("promptTokensDetails"), "AUDIO")
         + _modality_count(um.get("toolUsePromptTokensDetails"), "AUDIO"),
         output_audio_tokens=_modality_count(um.get("candidatesTokensDetails"), "AUDIO"),
-        service_tier=_str(um.get("trafficType")),
+        service_tier=tier or _str(um.get("trafficType")),
+        modality_tokens=tuple(modalities),
     )
 
 
@@ -324,7 +435,9 @@ def _usage_from_body(api: str, kind: str, body: bytes) -> tuple[Usage | None, st
         um = obj.get("usageMetadata")
         if not isinstance(um, dict) or not merged_has_counts(um):
             return None, None
-        return gemini_usage(um), _str(obj.get("modelVersion")) or _str(obj.get("model"))
+        return gemini_usage(um, obj.get("serviceTier")), _str(obj.get("modelVersion")) or _str(
+            obj.get("model")
+        )
     if api == "anthropic":
         u = obj.get("usage")
         if obj.get("type") == "error" or not isinstance(u, dict):
@@ -723,6 +836,9 @@ class StreamParser:
         model = _str(obj.get("modelVersion"))
         if model:
             self.model = model
+        tier = _str(obj.get("serviceTier"))
+        if tier:
+            self._service_tier = tier
         um = obj.get("usageMetadata")
         finished = False
         cands = obj.get("candidates")
@@ -786,7 +902,7 @@ class StreamParser:
         usage: Usage | None = None
         if self.api == "google":
             if merged_has_counts(self._gemini_um):
-                usage = gemini_usage(self._gemini_um)
+                usage = gemini_usage(self._gemini_um, self._service_tier)
             complete = self._gemini_finished or self._closed
         else:
             complete = self.complete

@@ -92,33 +92,6 @@ def error_event(kind: WsKind, status: int, error: dict[str, Any], client_event_i
     return json.dumps(event, ensure_ascii=False).encode()
 
 
-def modality_tokens(usage: Any) -> dict[str, dict[str, int]] | None:
-    """Per-modality counts of a Realtime `usage` (input and cache_read include cached/all, as reported)."""
-    if not isinstance(usage, dict):
-        return None
-    itd, otd = usage.get("input_token_details"), usage.get("output_token_details")
-    if not isinstance(itd, dict) and not isinstance(otd, dict):
-        return None
-    out: dict[str, dict[str, int]] = {}
-    for group, details in (
-        ("input", itd),
-        ("cache_read", itd.get("cached_tokens_details") if isinstance(itd, dict) else None),
-        ("output", otd),
-    ):
-        if isinstance(details, dict):
-            counts = {
-                name.removesuffix("_tokens"): value
-                for name, value in details.items()
-                if name in ("text_tokens", "audio_tokens", "image_tokens")
-                and isinstance(value, int)
-                and not isinstance(value, bool)
-                and value > 0
-            }
-            if counts:
-                out[group] = counts
-    return out
-
-
 def mark_websocket(exchange: Exchange, record: CallRecord) -> None:
     """Deferred (writer thread): the record's transport."""
     record.transport = "websocket"
@@ -306,9 +279,7 @@ class Connection:
             )
             ex.error = f"{etype} ({status}): {reason or 'failed'}"
         if self.kind == "realtime":
-            found = modality_tokens(response.get("usage"))
-            if found:
-                ex.details["modality_tokens"] = found
+            # per-modality counts are read with the usage (`Usage.modality_tokens`, the record's field)
             if isinstance(status, str):
                 ex.details["websocket"]["status"] = status
 

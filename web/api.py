@@ -14,6 +14,7 @@ from typing import Any
 import peewee as pw
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
+from tokenlens import price_data
 from tokenlens.app import AppDeps
 from tokenlens.config import Settings, resolve_timezone
 from tokenlens.controls import import_counted
@@ -163,6 +164,7 @@ def status() -> Response:
             "timezone": settings.timezone,
             "passthrough_requests": d.passthrough.total,  # on provider routes, not calls (SPEC 5)
             "passthrough_by_reason": dict(d.passthrough.by_reason),
+            "prices": price_data.data_info(),  # the price data in use, its date and age (issue 18)
         }
     )
 

@@ -38,6 +38,15 @@ UPGRADE = {
 IN, CACHED, OUT = 0.15, 0.075, 0.60
 # gpt-realtime: text in, cached, text out, audio in, audio out
 RT = {"text_in": 4.00, "cached": 0.40, "text_out": 16.00, "audio_in": 32.00, "audio_out": 64.00}
+# gpt-realtime-mini: cached audio has its own rate (0.30), 5x the cached text one (0.06)
+RT_MINI = {
+    "text_in": 0.60,
+    "cached_text": 0.06,
+    "cached_audio": 0.30,
+    "text_out": 2.40,
+    "audio_in": 10.00,
+    "audio_out": 20.00,
+}
 
 
 class Socket:
@@ -340,7 +349,7 @@ async def test_a_realtime_response_is_a_call_with_text_and_audio(
         "ok",
     )
     assert (record.input_tokens, record.cache_read_tokens, record.output_tokens) == (26, 19, 9)
-    assert record.details["modality_tokens"] == {
+    assert record.modality_tokens == {
         "input": {"text": 23, "audio": 3},
         "cache_read": {"text": 16, "audio": 3},
         "output": {"text": 3, "audio": 6},
@@ -350,6 +359,45 @@ async def test_a_realtime_response_is_a_call_with_text_and_audio(
     assert record.cost_usd == pytest.approx(expected, rel=1e-9)
     assert (record.ttft_ms, record.latency_ms) == (500.0, 2000.0)
     assert b"AAAA" not in (record.response_body or b"")  # audio is relayed, not kept
+    assert record.price_source == "gpt-realtime"
+
+
+async def test_realtime_mini_cached_audio_is_priced_at_the_cached_audio_rate(
+    deps: AppDeps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    socket = Socket(deps, "/proxy/openai/v1/realtime?model=gpt-realtime-mini", monkeypatch)
+    await socket.server({"type": "session.created", "session": {"model": "gpt-realtime-mini"}})
+    await socket.send(json.dumps({"type": "response.create"}), ts=10.0)
+    usage = {
+        "input_tokens": 8000,
+        "output_tokens": 900,
+        "input_token_details": {
+            "text_tokens": 2000,
+            "audio_tokens": 6000,
+            "cached_tokens": 5500,
+            "cached_tokens_details": {"text_tokens": 1500, "audio_tokens": 4000},
+        },
+        "output_token_details": {"text_tokens": 100, "audio_tokens": 800},
+    }
+    done = {"type": "response.done", "response": {"id": "r1", "status": "completed", "usage": usage}}
+    await socket.server(done, ts=11.0)
+    (record,) = socket.records()
+    assert record.modality_tokens == {
+        "input": {"text": 2000, "audio": 6000},
+        "cache_read": {"text": 1500, "audio": 4000},
+        "output": {"text": 100, "audio": 800},
+    }
+    p = RT_MINI
+    expected = (
+        (2000 - 1500) * p["text_in"]
+        + (6000 - 4000) * p["audio_in"]
+        + 1500 * p["cached_text"]
+        + 4000 * p["cached_audio"]
+        + 100 * p["text_out"]
+        + 800 * p["audio_out"]
+    ) / 1e6
+    assert record.cost_usd == pytest.approx(expected, rel=1e-9)
+    assert record.cache_read_cost_usd == pytest.approx((1500 * 0.06 + 4000 * 0.30) / 1e6, rel=1e-9)
 
 
 async def test_a_realtime_refusal_names_the_clients_event(

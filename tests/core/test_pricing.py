@@ -279,15 +279,28 @@ def test_unknown_model_is_unpriced_never_zero(pricer: Pricer) -> None:
         assert p.input_cost_usd is None and p.model_ref is None
 
 
-def test_user_added_provider_uses_genai_without_provider_id(pricer: Pricer) -> None:
-    p = pricer.price("my-gateway", "gpt-4o", Usage(input_tokens=1000), when=WHEN)
-    assert p.priced and p.cost_usd == 1000 * r(GPT_4O, "input") / M
+def test_user_added_provider_is_priced_only_by_its_own_entries_or_an_override(pricer: Pricer) -> None:
+    usage = Usage(input_tokens=1000, output_tokens=10)
+    # a local model is not DeepSeek's cloud model, nor is a model on a user's own gateway OpenAI's
+    for provider, model in [
+        ("ollama", "deepseek-r1:8b"),
+        ("ollama", "deepseek-r1"),
+        ("my-gateway", "gpt-4o"),
+    ]:
+        p = pricer.price(provider, model, usage, when=WHEN)
+        assert not p.priced and p.cost_usd is None and p.price_source is None, (provider, model)
+    # a provider that is a genai-prices provider id is priced from that provider's own entries
+    assert pricer.price("deepseek", "deepseek-chat", usage, when=WHEN).price_source == "deepseek-chat"
+    local = Pricer({"deepseek-r1:8b": PriceOverride(input=0.0, output=0.0)}).price(
+        "ollama", "deepseek-r1:8b", usage, when=WHEN
+    )
+    assert local.priced and local.cost_usd == 0 and local.price_source == "override"
 
 
-def test_overrides_exact_and_dated() -> None:
+def test_overrides_exact_and_family() -> None:
     p = Pricer(
         {
-            "gpt-4o": PriceOverride(input=1.0, output=2.0),
+            "gpt-4o": PriceOverride(input=1.0, output=2.0, family=True),
             "claude-sonnet-4-5-20250929": PriceOverride(
                 input=3.5, output=7.0, cache_read=0.5, cache_write=4.0
             ),
@@ -298,9 +311,15 @@ def test_overrides_exact_and_dated() -> None:
     exact = p.price("openai", "gpt-4o", usage, when=WHEN)
     # cache_read and cache_write default to the input price
     assert exact.cost_usd == (500 * Decimal(1) + 400 * Decimal(1) + 100 * Decimal(1) + 100 * Decimal(2)) / M
-    assert exact.source == "override" and exact.model_ref == "gpt-4o"
-    dated = p.price("openai", "gpt-4o-2024-08-06", usage, when=WHEN)
+    assert exact.source == "override" and exact.model_ref == "gpt-4o" and exact.price_source == "override"
+    dated = p.price("openai", "gpt-4o-2024-08-06", usage, when=WHEN)  # family: true
     assert dated.cost_usd == exact.cost_usd and dated.model_ref == "gpt-4o"
+    # without family, an override prices its exact name only: gpt-4o-2024-05-13 keeps its own price
+    only = Pricer({"gpt-4o": PriceOverride(input=1.0, output=2.0)})
+    own = only.price("openai", "gpt-4o-2024-05-13", usage, when=WHEN)
+    assert own.source == "genai-prices" and own.price_source == "gpt-4o-2024-05-13"
+    expected_own = (1000 * r(GPT_4O_2024_05_13, "input") + 100 * r(GPT_4O_2024_05_13, "output")) / M
+    assert own.cost_usd == expected_own
     assert p.price("openai", "gpt-4o-mini", usage, when=WHEN).source == "genai-prices"  # not a dated gpt-4o
     full = p.price("anthropic", "claude-sonnet-4-5-20250929", usage, when=WHEN)
     expected = (500 * Decimal("3.5") + 400 * Decimal("0.5") + 100 * Decimal("4.0") + 100 * Decimal("7.0")) / M
@@ -314,7 +333,7 @@ def test_overrides_exact_and_dated() -> None:
 
 
 def test_exact_override_beats_dated_base() -> None:
-    p = Pricer({"gpt-4o": PriceOverride(1, 1), "gpt-4o-2024-08-06": PriceOverride(2, 2)})
+    p = Pricer({"gpt-4o": PriceOverride(1, 1, family=True), "gpt-4o-2024-08-06": PriceOverride(2, 2)})
     u = Usage(input_tokens=1_000_000)
     assert p.price("openai", "gpt-4o-2024-08-06", u).cost_usd == 2
     assert p.price("openai", "gpt-4o-2024-11-20", u).cost_usd == 1

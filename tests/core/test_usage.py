@@ -114,6 +114,7 @@ def test_openai_chat_body_with_cache_reasoning_audio() -> None:
         input_audio_tokens=6,
         output_audio_tokens=20,
         service_tier="default",
+        modality_tokens=(("input", "audio", 6), ("output", "audio", 20)),
     )
 
 
@@ -203,7 +204,7 @@ def test_anthropic_body_totals_cache_split_and_web_search() -> None:
 def test_anthropic_plain_body_has_no_split_and_fast_mode_is_a_tier() -> None:
     body = {"model": "claude-haiku-4-5", "usage": {"input_tokens": 10, "output_tokens": 3, "speed": "fast"}}
     usage, _ = usage_from_body("anthropic", "messages", json.dumps(body).encode())
-    assert usage == Usage(input_tokens=10, output_tokens=3, service_tier="fast")
+    assert usage == Usage(input_tokens=10, output_tokens=3, service_tier="fast", speed="fast")
     assert usage.cache_write_5m_tokens is None and usage.cache_write_1h_tokens is None
 
 
@@ -256,6 +257,7 @@ def test_gemini_generate_body() -> None:
         cache_read_tokens=600,
         reasoning_tokens=120,
         input_audio_tokens=100,
+        modality_tokens=(("input", "text", 900), ("input", "audio", 100), ("output", "text", 80)),
     )
 
 
@@ -586,6 +588,7 @@ GEMINI_USAGE = Usage(
     cache_read_tokens=100000,  # only on the second chunk: a later chunk without it must not erase it
     reasoning_tokens=3000,
     service_tier="ON_DEMAND",
+    modality_tokens=(("input", "text", 250000),),
 )
 GEMINI_TEXT = 'Thinking {about} [it]Hello "quoted" \\ back world ]}'
 

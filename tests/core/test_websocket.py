@@ -69,8 +69,22 @@ def test_realtime_events_are_metered_like_a_responses_stream() -> None:
     chunks = [b"data: " + json.dumps(e).encode() + b"\n\n" for e in events]
     summary = summarize_stream("openai", "/v1/realtime", chunks)
     assert summary.complete and summary.usage_final and summary.output_text == "The quick brown"
-    # uncached audio only (cached audio is part of the cache read)
-    assert summary.usage == Usage(26, 9, 19, input_audio_tokens=0, output_audio_tokens=6)
+    # audio in all of it (cached included); the cached part by modality, each priced at its own rate
+    assert summary.usage == Usage(
+        26,
+        9,
+        19,
+        input_audio_tokens=3,
+        output_audio_tokens=6,
+        modality_tokens=(
+            ("input", "text", 23),
+            ("input", "audio", 3),
+            ("cache_read", "text", 16),
+            ("cache_read", "audio", 3),
+            ("output", "text", 3),
+            ("output", "audio", 6),
+        ),
+    )
     beta = {
         "input_tokens": 7,
         "output_tokens": 6,
@@ -81,4 +95,16 @@ def test_realtime_events_are_metered_like_a_responses_stream() -> None:
     assert not cut.complete and cut.usage is None
     done = {"type": "response.done", "response": {"usage": beta}}
     summary = summarize_stream("openai", "/v1/realtime", [b"data: " + json.dumps(done).encode() + b"\n\n"])
-    assert summary.usage == Usage(7, 6, 0, input_audio_tokens=3, output_audio_tokens=4)
+    assert summary.usage == Usage(
+        7,
+        6,
+        0,
+        input_audio_tokens=3,
+        output_audio_tokens=4,
+        modality_tokens=(
+            ("input", "text", 4),
+            ("input", "audio", 3),
+            ("output", "text", 2),
+            ("output", "audio", 4),
+        ),
+    )

@@ -358,11 +358,11 @@ def test_realtime_responses_are_calls_with_text_and_audio(gw: Gateway, sim: Simu
         assert call["transport"] == "websocket"
     # instructions 4+2, text item 4+2, audio item 4 text + ceil(10000/4800) = 3 audio; 3 words out
     assert (first["input_tokens"], first["cache_read_tokens"], first["output_tokens"]) == (19, 0, 3)
-    assert first["details"]["modality_tokens"] == {"input": {"text": 16, "audio": 3}, "output": {"text": 3}}
+    assert first["modality_tokens"] == {"input": {"text": 16, "audio": 3}, "output": {"text": 3}}
     assert first["cost_usd"] == pytest.approx(realtime_cost(16, 3, 0, 3, 0), rel=1e-9)
     # + the first answer (4+3 text); the first input cached (16 text, 3 audio); audio out: 3 text + 6 audio
     assert (second["input_tokens"], second["cache_read_tokens"], second["output_tokens"]) == (26, 19, 9)
-    assert second["details"]["modality_tokens"] == {
+    assert second["modality_tokens"] == {
         "input": {"text": 23, "audio": 3},
         "cache_read": {"text": 16, "audio": 3},
         "output": {"text": 3, "audio": 6},
@@ -395,6 +395,6 @@ def test_realtime_beta_dialect(gw: Gateway, source: str) -> None:
     (call,) = gw.wait_calls(source)
     # input: the item, 4 + 3 text tokens; output: 2 words of transcript and 2 * 2 audio tokens
     assert (call["input_tokens"], call["output_tokens"], call["transport"]) == (7, 6, "websocket")
-    assert call["details"]["modality_tokens"] == {"input": {"text": 7}, "output": {"text": 2, "audio": 4}}
+    assert call["modality_tokens"] == {"input": {"text": 7}, "output": {"text": 2, "audio": 4}}
     # gpt-4o-realtime-preview (openai.com/api/pricing): $5 text in, $20 text out, $80 audio out per million
     assert call["cost_usd"] == pytest.approx((7 * 5.00 + 2 * 20.00 + 4 * 80.00) / 1e6, rel=1e-9)

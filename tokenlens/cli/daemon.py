@@ -33,6 +33,7 @@ from mitmproxy import options
 from mitmproxy.tools.dump import DumpMaster
 from werkzeug.serving import make_server
 
+from tokenlens import price_data
 from tokenlens.addons import TokenLens
 from tokenlens.addons.broadcast import Broadcaster
 from tokenlens.addons.config_watch import allow_hosts_for
@@ -133,6 +134,7 @@ def run_gateway(settings: Settings, home: Path, config_file: Path, *, worker: st
     ensure_ca(home)
     threading.Thread(target=_warm_up_then_freeze, name="tokenlens-tokenizer", daemon=True).start()
     holder = SettingsHolder(settings)
+    price_data.load(home)  # prices `tokenlens prices update` kept, else the bundled ones
     store = open_store(settings.storage.url, home)
     config_sync = ConfigSync(store, holder) if store.kind == "postgresql" else None
     if config_sync is not None:
@@ -141,7 +143,7 @@ def run_gateway(settings: Settings, home: Path, config_file: Path, *, worker: st
     broadcaster = Broadcaster(bus)
     writer: RecordWriter = RecordWriter(
         store,
-        RecordBuilder(holder),
+        RecordBuilder(holder, home),
         broadcaster.on_written,
         store_bodies=lambda: holder.get().storage.store_bodies,
     )

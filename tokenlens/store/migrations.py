@@ -495,6 +495,15 @@ def _v10_call_transport(db: pw.Database, migrator: SchemaMigrator) -> None:
     migrate(migrator.add_column("call", "transport", pw.TextField(default="http")))
 
 
+def _v11_call_price_source(db: pw.Database, migrator: SchemaMigrator) -> None:
+    """Which price a call used (`price_source`) and its per-modality token counts (`modality_tokens`, JSON);
+    both null for the calls recorded before (issue 18)."""
+    migrate(
+        migrator.add_column("call", "price_source", pw.TextField(null=True)),
+        migrator.add_column("call", "modality_tokens", pw.TextField(null=True)),
+    )
+
+
 MIGRATIONS: list[Migration] = [
     _v1_create_calls,
     _v2_session_indexes,
@@ -506,6 +515,7 @@ MIGRATIONS: list[Migration] = [
     _v8_latency_rollups,
     _v9_session_rollups,
     _v10_call_transport,
+    _v11_call_price_source,
 ]
 
 

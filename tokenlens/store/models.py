@@ -75,6 +75,8 @@ class Call(BaseModel):
     transport = pw.TextField(default="http")  # migration 10
     service_tier = pw.TextField(null=True)
     request_id = pw.TextField(null=True)
+    price_source = pw.TextField(null=True)  # migration 11
+    modality_tokens = pw.TextField(null=True)  # migration 11: JSON object, or null
 
     class Meta:
         table_name = "call"
@@ -234,6 +236,7 @@ def record_to_row(record: CallRecord) -> dict[str, Any]:
     row = {name: getattr(record, name) for name in CALL_FIELDS}
     for name in JSON_FIELDS:
         row[name] = json_text(row[name])
+    row["modality_tokens"] = json_text(row["modality_tokens"]) if row["modality_tokens"] else None
     return row
 
 
@@ -262,6 +265,7 @@ def row_to_record(row: dict[str, Any], body: dict[str, Any] | None = None) -> Ca
     for name in JSON_FIELDS:
         raw = values[name]
         values[name] = json.loads(raw) if raw else ([] if name == "guardrail_flags" else {})
+    values["modality_tokens"] = json.loads(values["modality_tokens"]) if values["modality_tokens"] else None
     values["stream"] = bool(values["stream"])
     values["priced"] = bool(values["priced"])
     record = CallRecord(**values)

@@ -30,7 +30,10 @@ from tokenlens.records import (
     MAX_TEXT_CHARS,
     MAX_TS,
     MIN_TS,
+    MODALITY_GROUPS,
+    MODALITY_NAMES,
     CallRecord,
+    bound_modality_tokens,
     iso_utc,
     new_call_id,
     parse_iso,
@@ -209,6 +212,7 @@ _OPT_STR_FIELDS = (
     "fallback_from",
     "service_tier",
     "request_id",
+    "price_source",
 )
 _INT_FIELDS = (
     "input_tokens",
@@ -244,7 +248,7 @@ _ENUM_FIELDS: dict[str, tuple[str | None, ...]] = {
 }
 _BODY_IMPORT_FIELDS = ("request_body", "response_body")
 IMPORTED_FIELDS = frozenset(
-    ("id", "ts", "tags", "guardrail_flags", "details")
+    ("id", "ts", "tags", "guardrail_flags", "details", "modality_tokens")
     + _STR_FIELDS
     + _OPT_STR_FIELDS
     + _INT_FIELDS
@@ -427,10 +431,27 @@ def _parse_import_line(data: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(data["details"], dict):
             raise LineError("details", "details: expected an object")
         values["details"] = data["details"]
+    if data.get("modality_tokens") is not None:
+        values["modality_tokens"] = _parse_modality_tokens(data["modality_tokens"])
     for name in _BODY_IMPORT_FIELDS:
         if isinstance(data.get(name), str):
             values[name] = data[name].encode("utf-8", "replace")
     return values
+
+
+def _parse_modality_tokens(value: Any) -> dict[str, dict[str, int]] | None:
+    """``{"input": {"text": 120, "image": 1290}, ...}``: known parts and modalities, counts in bounds."""
+    what = "modality_tokens: expected {part: {modality: tokens}}"
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise LineError("modality_tokens", what)
+    for group, counts in value.items():
+        if group not in MODALITY_GROUPS:
+            raise LineError("modality_tokens", f"modality_tokens: unknown part {group!r:.40}")
+        for modality, count in counts.items():
+            if modality not in MODALITY_NAMES:
+                raise LineError("modality_tokens", f"modality_tokens: unknown modality {modality!r:.40}")
+            _as_int("input_tokens", count)
+    return bound_modality_tokens(value)
 
 
 def _parse_tags(tags: Any) -> dict[str, str]:
@@ -483,6 +504,11 @@ def _apply_price(values: dict[str, Any], pricer: PricerLike | None) -> None:
         cache_write_1h_tokens=values.get("cache_write_1h_tokens"),
         reasoning_tokens=values.get("reasoning_tokens", 0),
         service_tier=values.get("service_tier"),
+        modality_tokens=tuple(
+            (group, modality, count)
+            for group, counts in (values.get("modality_tokens") or {}).items()
+            for modality, count in counts.items()
+        ),
     )
     try:
         when = datetime.fromtimestamp(values["ts"], UTC)  # the prices in force at the time of the call
@@ -495,6 +521,8 @@ def _apply_price(values: dict[str, Any], pricer: PricerLike | None) -> None:
     for name in _COST_FIELDS:
         values[name] = _decimal_to_float(getattr(price, name, None))
     values["priced"] = True
+    if values.get("price_source") is None:
+        values["price_source"] = getattr(price, "price_source", None)
 
 
 # ---------------------------------------------------------------------------------------------- the store

@@ -121,6 +121,8 @@ def call(**overrides: Any) -> CallRecord:
         "mode": "proxy",
         "service_tier": "default",
         "request_id": "req_abc",
+        "price_source": "gpt-4o-mini",
+        "modality_tokens": {"input": {"text": 176, "image": 1024}, "cache_read": {"image": 1024}},
         "request_body": b'{"model": "gpt-4"}',
         "response_body": b'{"id": "chatcmpl-1"}',
     }
