@@ -18,3 +18,7 @@ export function shareOf(value) {
 }
 
 export const agentPill = (name) => (name ? el("span", { class: "pill agent" }, name) : null);
+
+// Compact token counts (12.3K) with one formatter: toLocaleString with options builds a new one per call.
+const COMPACT = new Intl.NumberFormat("en-US", { notation: "compact", maximumFractionDigits: 1 });
+export const tokens = (value) => (value === null || value === undefined ? "—" : COMPACT.format(Number(value)));

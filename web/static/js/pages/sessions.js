@@ -1,6 +1,6 @@
 // Agent runs: sessions (X-TokenLens-Session) and inferred conversations, newest first, from the session rollups.
-import { $, api, clear, compact, daysSelect, el, int, pct, showError, time, usd } from "../common.js";
-import { agentPill, duration, shareOf } from "../runs.js";
+import { $, api, clear, daysSelect, el, int, pct, showError, time, usd } from "../common.js";
+import { agentPill, duration, shareOf, tokens } from "../runs.js";
 
 const PAGE = 50;
 const state = { cursors: [], next: null };
@@ -21,7 +21,7 @@ function row(run) {
     el("td", { class: "r-who", dataset: { label: "Agent · source" } }, who),
     el("td", { class: "r-models hide-sm", dataset: { label: "Models" } }, run.models.join(", ") || "—"),
     el("td", { class: "num r-turns", dataset: { label: "Turns" } }, int(run.turns || run.calls)),
-    el("td", { class: "num hide-sm", dataset: { label: "Tokens in/out" } }, `${compact(run.input_tokens)} / ${compact(run.output_tokens)}`),
+    el("td", { class: "num hide-sm", dataset: { label: "Tokens in/out" } }, `${tokens(run.input_tokens)} / ${tokens(run.output_tokens)}`),
     el("td", { class: "num r-cost", dataset: { label: "Cost" } }, run.unpriced_calls ? [usd(run.cost_usd), el("span", { class: "muted", title: `${run.unpriced_calls} unpriced calls` }, " +?")] : usd(run.cost_usd)),
     el("td", { class: "num r-duration", dataset: { label: "Duration" } }, duration(run.duration_s)),
     el("td", { class: "num r-cache", dataset: { label: "Cache hit" } }, pct(run.cache_hit_rate, 0)),
