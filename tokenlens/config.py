@@ -41,6 +41,7 @@ __all__ = [
     "BUILTIN_PROVIDERS",
     "EDITABLE_SECTIONS",
     "MAX_CALLS",
+    "MAX_CONTEXT_TOKENS",
     "MAX_DEDUP_ENTRIES",
     "MAX_DEDUP_TTL_S",
     "MAX_LIST_ENTRIES",
@@ -65,6 +66,8 @@ __all__ = [
     "ModelLimit",
     "ModelWeight",
     "PriceOverride",
+    "PriceRates",
+    "PriceTier",
     "ProviderSettings",
     "Quotas",
     "Routing",
@@ -100,6 +103,7 @@ MAX_USD = 1_000_000_000.0  # budgets, quotas and alert thresholds, in USD
 MAX_CALLS = 1_000_000_000  # a daily call cap
 MAX_OUTPUT_TOKENS = 10_000_000  # reserve_output_tokens; a request's output limit counts as at most this
 MAX_PRICE_PER_MTOK = 1_000_000.0  # a price override, USD per million tokens ($1 a token)
+MAX_CONTEXT_TOKENS = 1_000_000_000  # where a price override's context tier starts, in input tokens
 MAX_WEIGHT = 1_000_000.0  # a routing weight
 MAX_RETENTION_DAYS = 36_500  # a hundred years
 MAX_DEDUP_TTL_S = 30 * 86_400
@@ -367,13 +371,64 @@ class Dedup:
 
 
 @dataclass(frozen=True)
+class PriceRates:
+    """Rates in USD per million tokens that replace an override's own (a context tier's or a service
+    tier's); None: the override's rate applies."""
+
+    input: float | None = None
+    output: float | None = None
+    cache_read: float | None = None
+    cache_write: float | None = None
+    cache_write_1h: float | None = None
+    input_text: float | None = None
+    input_image: float | None = None
+    input_audio: float | None = None
+    input_video: float | None = None
+    output_text: float | None = None
+    output_image: float | None = None
+    output_audio: float | None = None
+    output_video: float | None = None
+    cache_read_text: float | None = None
+    cache_read_image: float | None = None
+    cache_read_audio: float | None = None
+    cache_read_video: float | None = None
+
+
+@dataclass(frozen=True)
+class PriceTier(PriceRates):
+    """A context-size tier: above `above` input tokens (all input, cached included), the whole call is
+    priced at these rates."""
+
+    above: int = 0
+
+
+@dataclass(frozen=True)
 class PriceOverride:
-    """USD per million tokens. None for a cache rate: the input rate applies."""
+    """USD per million tokens. None for a cache rate: the input rate applies (``cache_write_1h``: the
+    ``cache_write`` rate); None for a modality rate: its part's plain rate. `tiers` by context size,
+    `service_tiers` by tier name (batch, flex, priority, fast...); `family` also prices the model's dated
+    and versioned names (``gpt-4o`` then prices ``gpt-4o-2024-08-06``), else only the exact name."""
 
     input: float
     output: float
     cache_read: float | None = None
     cache_write: float | None = None
+    cache_write_1h: float | None = None
+    input_text: float | None = None
+    input_image: float | None = None
+    input_audio: float | None = None
+    input_video: float | None = None
+    output_text: float | None = None
+    output_image: float | None = None
+    output_audio: float | None = None
+    output_video: float | None = None
+    cache_read_text: float | None = None
+    cache_read_image: float | None = None
+    cache_read_audio: float | None = None
+    cache_read_video: float | None = None
+    tiers: tuple[PriceTier, ...] = ()
+    service_tiers: Mapping[str, PriceRates] = field(default_factory=lambda: FrozenMap())
+    family: bool = False
 
 
 @dataclass(frozen=True)
@@ -883,13 +938,45 @@ _dedup = _object(
     {"enabled": _bool, "ttl_s": _int(1, MAX_DEDUP_TTL_S), "max_entries": _int(1, MAX_DEDUP_ENTRIES)},
 )
 
+_RATE_NAMES = tuple(f.name for f in dataclasses.fields(PriceRates))
+_rate_checks: dict[str, Check] = {name: _number(MAX_PRICE_PER_MTOK, nullable=True) for name in _RATE_NAMES}
+_price_rates = _object(PriceRates, _rate_checks)
+_price_tier = _object(
+    PriceTier,
+    {"above": _int(1, MAX_CONTEXT_TOKENS, what="a number of input tokens >= 1"), **_rate_checks},
+    required=("above",),
+)
+_SERVICE_TIER_NAME = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def _service_tiers(value: Any, path: str) -> FrozenMap[str, PriceRates]:
+    data = _mapping(value, path)
+    out: dict[str, PriceRates] = {}
+    for name, rates in data.items():
+        if not _SERVICE_TIER_NAME.fullmatch(name):
+            raise ConfigError(
+                f"a service tier name is lower-case (batch, flex, priority, fast...), got {_show(name)}",
+                _join(path, name),
+            )
+        out[name] = _price_rates(rates, _join(path, name))
+    return FrozenMap(out)
+
+
+def _price_tiers(value: Any, path: str) -> tuple[PriceTier, ...]:
+    tiers: tuple[PriceTier, ...] = _list_of(_price_tier)(value, path)
+    _unique(tiers, "above", path, "a tier above")
+    return tuple(sorted(tiers, key=lambda t: t.above))
+
+
 _price = _object(
     PriceOverride,
     {
         "input": _number(MAX_PRICE_PER_MTOK),
         "output": _number(MAX_PRICE_PER_MTOK),
-        "cache_read": _number(MAX_PRICE_PER_MTOK, nullable=True),
-        "cache_write": _number(MAX_PRICE_PER_MTOK, nullable=True),
+        **{name: check for name, check in _rate_checks.items() if name not in ("input", "output")},
+        "tiers": _price_tiers,
+        "service_tiers": _service_tiers,
+        "family": _bool,
     },
     required=("input", "output"),
 )
@@ -899,7 +986,12 @@ def _pricing(value: Any, path: str) -> FrozenMap[str, PriceOverride]:
     data = _mapping(value, path)
     if len(data) > MAX_LIST_ENTRIES:
         raise ConfigError(f"has {len(data)} entries; at most {MAX_LIST_ENTRIES} are allowed", path)
-    return FrozenMap({model: _price(spec, _join(path, model)) for model, spec in data.items()})
+    out: dict[str, PriceOverride] = {}
+    for model, spec in data.items():
+        if not model.strip():
+            raise ConfigError("a model name must not be empty", path)
+        out[model] = _price(spec, _join(path, model))
+    return FrozenMap(out)
 
 
 _alerts = _object(Alerts, {"daily_cost_threshold": _number(MAX_USD, nullable=True)})

@@ -464,7 +464,31 @@ def _override_compiled(ov: PriceOverride, tier: str | None) -> _Compiled:
         steps = [gp.Tier(start=above, price=Decimal(str(r.get(name, base_value)))) for above, r in tiers]
         value = Decimal(str(base_value))
         prices[_PRICE_KEYS[name]] = gp.TieredPrices(base=value, tiers=steps) if steps else value
+    _fill_joins(prices)
     return _compile(gp.ModelPrice(**prices))
+
+
+def _fill_joins(prices: dict[str, Any]) -> None:
+    """Price the overlap of a modality rate and a token-type rate that the override leaves out (the 1-hour
+    write of audio) at the token-type rate: the override says what cache writes cost, whatever the modality."""
+    registry = _registry()
+    changed = True
+    while changed:
+        changed = False
+        units = [registry.unit_for_price_key(k) for k in prices]
+        for i, a in enumerate(units):
+            for b in units[i + 1 :]:
+                if not a.is_compatible_with(b):
+                    continue
+                join = registry.find_join(a, b)
+                if join is None or join.price_key in prices:
+                    continue
+                plain = a if "modality" not in a.dimensions else b
+                prices[join.price_key] = prices[plain.price_key]
+                changed = True
+                break
+            if changed:
+                break
 
 
 # ---- the pricer --------------------------------------------------------------------------------------------
@@ -581,8 +605,16 @@ def _get(entry: Any, key: str) -> Any:
     return entry.get(key) if isinstance(entry, Mapping) else getattr(entry, key, None)
 
 
+def _rate_map(obj: Any, keys: tuple[str, ...]) -> dict[str, Any]:
+    """A config object's rates (flat attributes, None ones left out) as a mapping."""
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    return {k: getattr(obj, k) for k in keys if getattr(obj, k, None) is not None}
+
+
 def override_from(model: str, entry: Any) -> PriceOverride:
-    """One override from its config entry (a mapping, or an object with the same attributes)."""
+    """One override from its config entry (a mapping, or an object with the same attributes, such as the
+    config's own dataclass)."""
     if isinstance(entry, PriceOverride):
         return entry
     if isinstance(entry, Mapping):
@@ -595,11 +627,8 @@ def override_from(model: str, entry: Any) -> PriceOverride:
     output_rate = _rate(entry, "output", model, True)
     assert input_rate is not None and output_rate is not None
     modalities = {}
-    raw_modalities = _get(entry, "modalities")
-    if isinstance(raw_modalities, Mapping):  # the config's dataclass keeps them apart
-        modalities.update(_rates(raw_modalities, model, MODALITY_RATES))
     for key in MODALITY_RATES:
-        value = _rate(entry, key, model, False) if isinstance(entry, Mapping) else None
+        value = _rate(entry, key, model, False)
         if value is not None:
             modalities[key] = value
     tiers = []
@@ -607,10 +636,8 @@ def override_from(model: str, entry: Any) -> PriceOverride:
         above = _get(tier, "above")
         if isinstance(above, bool) or not isinstance(above, int) or above < 1:
             raise ValueError(f"pricing.{model}.tiers[{i}].above: must be a whole number of tokens >= 1")
-        raw = _get(tier, "rates")
-        if raw is None and isinstance(tier, Mapping):
-            raw = {k: v for k, v in tier.items() if k != "above"}
-        tiers.append(PriceTier(above, _rates(raw or {}, f"{model}.tiers[{i}]", RATE_KEYS)))
+        raw = {k: v for k, v in _rate_map(tier, RATE_KEYS).items() if k != "above"}
+        tiers.append(PriceTier(above, _rates(raw, f"{model}.tiers[{i}]", RATE_KEYS)))
     if len({t.above for t in tiers}) != len(tiers):
         raise ValueError(f"pricing.{model}.tiers: two tiers start above the same size")
     service_tiers = {}
@@ -618,7 +645,8 @@ def override_from(model: str, entry: Any) -> PriceOverride:
     if not isinstance(raw_tiers, Mapping):
         raise ValueError(f"pricing.{model}.service_tiers: expected {{tier: {{rates}}}}")
     for tier_name, rates in raw_tiers.items():
-        service_tiers[str(tier_name).lower()] = _rates(rates, f"{model}.service_tiers.{tier_name}", RATE_KEYS)
+        where = f"{model}.service_tiers.{tier_name}"
+        service_tiers[str(tier_name).lower()] = _rates(_rate_map(rates, RATE_KEYS), where, RATE_KEYS)
     family = _get(entry, "family")
     if family is not None and not isinstance(family, bool):
         raise ValueError(f"pricing.{model}.family: must be true or false")
