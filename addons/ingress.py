@@ -330,7 +330,8 @@ class Ingress:
         )
 
     def _answer_unknown_provider(self, flow: http.HTTPFlow, unknown: UnknownProvider) -> None:
-        """An unknown provider name gets a 404 in OpenAI's format (the most common client) and is recorded."""
+        """An unknown provider name gets a 404 in OpenAI's format (the most common client), naming the known
+        ones; it is counted apart (`unknown_provider`), not recorded as a call."""
         req = flow.request
         exchange = Exchange(
             id=new_call_id(),
@@ -344,7 +345,9 @@ class Ingress:
             tags=tags_from_headers(req.headers.items()),
             request_body=req.raw_content or b"",
             error=str(unknown),
+            is_call=False,  # no provider behind it: answered here, counted apart, not a call
         )
+        exchange.details["passthrough"] = "unknown_provider"
         attach(flow, exchange)
         message = f"TokenLens: {unknown}. Use /proxy/<provider>/... with one of them."
         flow.response = http.Response.make(404, error_body("openai", 404, message, "unknown_provider"), JSON)

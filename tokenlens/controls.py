@@ -450,8 +450,10 @@ class Ledger:
         for key, (usd, calls) in reservation.parts.items():
             bucket = self._buckets.get(key)
             if bucket is not None:
-                bucket.reserved_usd = max(0.0, bucket.reserved_usd - usd)
                 bucket.reserved_calls = max(0, bucket.reserved_calls - calls)
+                # nothing left in flight means nothing reserved: no float residue of adds and subtracts
+                left = bucket.reserved_usd - usd
+                bucket.reserved_usd = left if bucket.reserved_calls and left > _EPSILON else 0.0
         return reservation
 
     def end(self, call_id: str) -> None:
