@@ -42,7 +42,7 @@ class SettingsHolder:
 class PassthroughCounts:
     """Requests on provider routes that are not calls (SPEC 5): forwarded and answered as they are, counted
     here by reason (`method`: HEAD/OPTIONS; `path`: outside the API; `websocket`: an upgrade; `not_found`: a
-    path the provider does not serve), shown by `/api/status` and `/metrics`, never recorded as calls."""
+    path the provider does not serve; `unknown_provider`: no such provider, answered 404 by the gateway), shown by `/api/status` and `/metrics`, never recorded as calls."""
 
     def __init__(self) -> None:
         self.by_reason: dict[str, int] = {}
