@@ -14,22 +14,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness.gateway import Clients, Gateway
+from harness.network import lan_address
 
-NON_LOOPBACK = "192.0.2.2"  # this machine's own non-loopback address (see `hostname -I`)
-
-
-def local_address_usable() -> bool:
-    import socket
-
-    with socket.socket() as s:
-        try:
-            s.bind((NON_LOOPBACK, 0))
-        except OSError:
-            return False
-    return True
+NON_LOOPBACK = lan_address() or "192.0.2.2"  # this machine's own non-loopback address
 
 
-@pytest.mark.skipif(not local_address_usable(), reason=f"{NON_LOOPBACK} is not an address of this machine")
+@pytest.mark.skipif(lan_address() is None, reason="this machine has no non-loopback address to test from")
 def test_a_client_not_in_allowed_clients_is_disconnected(gateway: Gateway) -> None:
     """The gateway listens on 127.0.0.1 only; a connection from this machine's LAN address is not loopback."""
     transport = httpx.HTTPTransport(local_address=NON_LOOPBACK)

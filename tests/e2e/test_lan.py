@@ -1,6 +1,6 @@
 """A gateway on the LAN (issue 17, finding 8): with a non-loopback `server.host` and `server.api_token`, proxy
 traffic needs the token like the API does, and clients on other machines are not forwarded to this host's
-loopback services. The "other machine" is this machine's own LAN address (192.0.2.2), which is not loopback."""
+loopback services. The "other machine" is this machine's own LAN address, which is not loopback."""
 
 from __future__ import annotations
 
@@ -13,23 +13,15 @@ import httpx
 import pytest
 
 from harness.gateway import Gateway, start_gateway, stop_gateway, write_config
+from harness.network import lan_address
 from provider_sim import Simulator
 
-LAN = "192.0.2.2"
+LAN = lan_address() or "192.0.2.2"
 TOKEN = "lan-token-" + uuid.uuid4().hex
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
 
-def lan_address_usable() -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind((LAN, 0))
-        except OSError:
-            return False
-    return True
-
-
-pytestmark = pytest.mark.skipif(not lan_address_usable(), reason=f"{LAN} is not an address of this machine")
+pytestmark = pytest.mark.skipif(lan_address() is None, reason="this machine has no non-loopback address")
 
 
 @pytest.fixture(scope="module")
