@@ -8,7 +8,12 @@ conversation, one turn later. Two conversations from one source stay apart as lo
 `ConversationIndex.assign` runs in the writer thread (a deferred analysis), with bounded state: an LRU of
 message-prefix hashes per source and a TTL. Restarting the gateway forgets the index (a conversation that goes
 on after a restart starts again at turn 1 under a new id); session turns are counted again from 1 as well.
-The read side (`sessions_summary`, `session_timeline`) aggregates the stored calls.
+It also names, in the record's `details["tools"]`, the tools the answer this request continues called
+(`called_tools`, read from the request's history).
+
+The read side: `sessions_summary` lists runs (sessions, and conversations of calls without a session) from
+the session rollups (`tokenlens.store.rollups`, migration 9); `session_timeline` shows one run turn by turn
+from its calls, with the figures computed by the rollups' own code.
 """
 
 from __future__ import annotations

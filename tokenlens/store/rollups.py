@@ -14,7 +14,8 @@ Raw calls may later be removed by retention: rollups are kept.
 
 The insight rollups (migration 7) keep what the token-intelligence views read from each call's `details` the
 same way, per UTC hour and per UTC day; the latency rollups (last section, migration 8) the call counts and
-latency histograms of `GET /api/usage/latency`. Both are read by `rollup_sums`.
+latency histograms of `GET /api/usage/latency`. Both are read by `rollup_sums`. The session rollups
+(migration 9, last section) keep one row per run (session or conversation) for the sessions list.
 """
 
 from __future__ import annotations
