@@ -32,6 +32,7 @@ from tokenlens.records import (
     MIN_TS,
     MODALITY_GROUPS,
     MODALITY_NAMES,
+    TEXT_FIELDS,
     CallRecord,
     bound_modality_tokens,
     iso_utc,
@@ -201,19 +202,7 @@ class ImportResult:
 
 REQUIRED_IMPORT_FIELDS = ("ts", "provider", "model", "input_tokens", "output_tokens")
 _STR_FIELDS = ("provider", "endpoint", "source")
-_OPT_STR_FIELDS = (
-    "model",
-    "requested_model",
-    "response_model",
-    "blocked_by",
-    "error",
-    "session_id",
-    "conversation_id",
-    "fallback_from",
-    "service_tier",
-    "request_id",
-    "price_source",
-)
+_OPT_STR_FIELDS = tuple(f for f in TEXT_FIELDS if f not in ("id", *_STR_FIELDS))
 _INT_FIELDS = (
     "input_tokens",
     "output_tokens",
