@@ -32,6 +32,7 @@ from tokenlens.addons.routing import ROUTE_KEY, ModelRouter
 from tokenlens.app import AppDeps
 from tokenlens.controls import ledger_for
 from tokenlens.exchange import Exchange
+from tokenlens.guardrails.engine import block_message, is_active, scan_body
 from tokenlens.request_body import BodyRefused, RequestBody
 from tokenlens.routing import Route, Target
 from tokenlens.websocket import (
@@ -41,6 +42,8 @@ from tokenlens.websocket import (
     is_upgrade,
     read_frame,
     realtime_model,
+    realtime_text,
+    with_text,
     ws_kind,
 )
 
@@ -119,6 +122,8 @@ class WebSocketCalls:
             self.refuse(flow, conn, message, call, 400, {"code": refused.code, "message": str(refused)})
             return
         if read is None:
+            if conn.kind == "realtime" and self.guard_text(flow, conn, message):
+                return
             conn.forwarded(content)
             return
         call = conn.new_call(content, read, message.timestamp)
@@ -134,6 +139,47 @@ class WebSocketCalls:
         if changed != content:
             message.content = self.rewritten(conn, read.json or {}, changed)
         conn.sent(call)
+
+    def guard_text(self, flow: http.HTTPFlow, conn: Connection, message: Any) -> bool:
+        """Realtime text sent ahead of a `response.create` (a conversation item, session instructions) meets
+        the request guardrails here, since the call's frame does not carry it: a blocking rule refuses the
+        frame with an `error` event, a redact rule rewrites it. True when the frame was refused."""
+        g = self.deps.settings.get().guardrails
+        if not is_active(g, "request"):
+            return False
+        try:
+            found = realtime_text(message.content)
+            if found is None:
+                return False
+            frame, body = found
+            verdict = scan_body(g, "openai", body, "request")
+        except BodyRefused as refused:
+            return self.refuse_text(flow, conn, message, 400, refused.code, str(refused))
+        except Exception as exc:  # the message could quote the text: log the type only
+            log.warning("Realtime guardrail failed: %s", type(exc).__name__)
+            if g.fail_open:
+                return False
+            return self.refuse_text(flow, conn, message, 503, "guardrail", UNCHECKED)
+        if verdict.blocking:
+            return self.refuse_text(
+                flow, conn, message, 400, "guardrail", block_message(verdict.blocking, "request")
+            )
+        if verdict.redacted is not None:
+            message.content = with_text(frame, verdict.redacted)
+        return False
+
+    def refuse_text(
+        self, flow: http.HTTPFlow, conn: Connection, message: Any, status: int, code: str, text: str
+    ) -> bool:
+        """A frame that is not a call, refused: dropped, answered with an `error` event (no record)."""
+        message.drop()
+        try:
+            event_id = json.loads(message.content).get("event_id")
+        except (ValueError, AttributeError):
+            event_id = None
+        error = {"type": "invalid_request_error", "code": code, "message": text}
+        self.inject(flow, error_event(conn.kind, status, error, event_id))
+        return True
 
     def gate_flow(
         self, flow: http.HTTPFlow, conn: Connection, exchange: Exchange, content: bytes

@@ -75,6 +75,37 @@ def read_frame(content: bytes) -> RequestBody | None:
     return read
 
 
+TEXT_FRAMES = ("conversation.item.create", "session.update")
+
+
+def realtime_text(content: bytes) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(frame, body the request guardrails read) for a Realtime frame that carries text ahead of a
+    `response.create` (a conversation item, the session's instructions), else None. The body is in the
+    OpenAI format (`{"messages": [item]}`), whose text parts the guardrails know. Raises
+    `request_body.BodyRefused` for a frame that cannot be checked safely."""
+    if not any(t.encode() in content for t in TEXT_FRAMES) and b"\\" not in content:
+        return None
+    frame = read_request_body(content).json
+    if frame is None:
+        return None
+    if frame.get("type") == "conversation.item.create" and isinstance(frame.get("item"), dict):
+        return frame, {"messages": [frame["item"]]}
+    session = frame.get("session")
+    if frame.get("type") == "session.update" and isinstance(session, dict):
+        if isinstance(session.get("instructions"), str):
+            return frame, {"messages": [{"role": "system", "content": session["instructions"]}]}
+    return None
+
+
+def with_text(frame: dict[str, Any], body: dict[str, Any]) -> bytes:
+    """`frame` carrying the (redacted) text of `body`, as `realtime_text` read it."""
+    message = body["messages"][0]
+    if frame.get("type") == "conversation.item.create":
+        return json.dumps({**frame, "item": message}, ensure_ascii=False).encode()
+    session = {**frame["session"], "instructions": message["content"]}
+    return json.dumps({**frame, "session": session}, ensure_ascii=False).encode()
+
+
 def error_event(kind: WsKind, status: int, error: dict[str, Any], client_event_id: Any = None) -> bytes:
     """An `error` event in the API's WebSocket format, from an OpenAI error object (message, type, code)."""
     body = {

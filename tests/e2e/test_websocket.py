@@ -398,3 +398,46 @@ def test_realtime_beta_dialect(gw: Gateway, source: str) -> None:
     assert call["modality_tokens"] == {"input": {"text": 7}, "output": {"text": 2, "audio": 4}}
     # gpt-4o-realtime-preview (openai.com/api/pricing): $5 text in, $20 text out, $80 audio out per million
     assert call["cost_usd"] == pytest.approx((7 * 5.00 + 2 * 20.00 + 4 * 80.00) / 1e6, rel=1e-9)
+
+
+def test_realtime_text_meets_the_request_guardrails(gw: Gateway, sim: Simulator, source: str) -> None:
+    """The text of a Realtime conversation travels in `conversation.item.create`, not in `response.create`:
+    a blocking rule refuses that frame with an error event (it never reaches the provider), redact rewrites
+    it, and the socket stays usable."""
+    guardrails = f"{gw.url}/api/config/guardrails"
+    before = httpx.get(guardrails, timeout=10).json()
+    rules = [{"name": "codename", "pattern": "PROJECT-ZEUS", "action": "redact"}]
+    blocking = {"pii_detection": {"enabled": True, "action": "block"}, "custom_rules": rules}
+    assert httpx.put(guardrails, json=blocking, timeout=10).status_code == 200
+    try:
+        oai = client(gw, source)
+        with oai.realtime.connect(model="gpt-realtime", extra_headers={"x-sim-reply-words": "2"}) as conn:
+            assert conn.recv().type == "session.created"
+            conn.conversation.item.create(
+                event_id="evt_pii",
+                item={
+                    "type": "message",
+                    "role": "user",
+                    "content": [{"type": "input_text", "text": "mail me at alice.smith@example.com"}],
+                },
+            )
+            error = conn.recv()
+            assert error.type == "error" and error.error.code == "guardrail"
+            assert error.error.event_id == "evt_pii" and "example.com" not in error.error.message
+            conn.conversation.item.create(
+                item={
+                    "type": "message",
+                    "role": "user",
+                    "content": [{"type": "input_text", "text": "status of PROJECT-ZEUS please"}],
+                }
+            )
+            conn.response.create()
+            assert realtime_turn(conn)[-1].response.status == "completed"
+    finally:
+        httpx.put(guardrails, json=before, timeout=10)
+    upgrade = next(r for r in reversed(sim.requests) if r.path == "/v1/realtime")
+    received = " ".join(str(m) for m in upgrade.ws_received)
+    assert "alice.smith@example.com" not in received and "PROJECT-ZEUS" not in received
+    assert "status of [CODENAME_1] please" in received  # the rule's placeholder: its name, upper-case, numbered
+    (call,) = gw.wait_calls(source)
+    assert call["outcome"] == "ok"
