@@ -56,7 +56,9 @@ def update_url() -> str:
 
 
 def _newest_start(providers: list[Any]) -> date | None:
-    """The newest start date of any price in the data: the data is at least that recent."""
+    """The newest start date, not after today, of any price in the data: the data is at least that recent
+    (prices scheduled for later dates do not count)."""
+    today = datetime.now(UTC).date()
     newest: date | None = None
     for provider in providers:
         for model in provider.models:
@@ -64,7 +66,7 @@ def _newest_start(providers: list[Any]) -> date | None:
             constraints += [v.constraint for v in getattr(model, "price_variants", None) or ()]
             for c in constraints:
                 start = getattr(c, "start_date", None)
-                if isinstance(start, date) and (newest is None or start > newest):
+                if isinstance(start, date) and start <= today and (newest is None or start > newest):
                     newest = start
     return newest
 

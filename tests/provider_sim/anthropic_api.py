@@ -28,8 +28,16 @@ def input_usage(p: Plan) -> dict[str, Any]:
     }
 
 
+def tier_usage(p: Plan) -> dict[str, Any]:
+    """``service_tier`` (standard unless a knob says otherwise) and ``speed`` when the request set one."""
+    out: dict[str, Any] = {"service_tier": p.service_tier or "standard"}
+    if p.speed:
+        out["speed"] = p.speed
+    return out
+
+
 def full_usage(p: Plan) -> dict[str, Any]:
-    usage = {**input_usage(p), "output_tokens": p.output_tokens, "service_tier": "standard"}
+    usage = {**input_usage(p), "output_tokens": p.output_tokens, **tier_usage(p)}
     if p.reasoning:
         usage["output_tokens_details"] = {"thinking_tokens": p.reasoning}
     return usage
@@ -76,7 +84,7 @@ def messages(call: Call) -> Reply:
     if not call.stream:
         return json_reply(200, message)
 
-    start_usage = {**input_usage(p), "output_tokens": 1, "service_tier": "standard"}
+    start_usage = {**input_usage(p), "output_tokens": 1, **tier_usage(p)}
     events = [
         sse_event(
             "message_start",

@@ -28,21 +28,38 @@ def include_thoughts(body: dict[str, Any]) -> bool:
     )
 
 
+def _details(counts: dict[str, int]) -> list[dict[str, Any]]:
+    return [{"modality": m.upper(), "tokenCount": n} for m, n in counts.items() if n]
+
+
 def usage_metadata(p: Plan) -> dict[str, Any]:
-    prompt = p.prompt + p.cache_read
+    """As the Gemini API reports it: totals, then per-modality details of the prompt, the cached part and the
+    candidates (Gemini 2.5 sends candidatesTokensDetails only when the output is not text alone), the tier."""
+    modalities = p.modality_tokens()
+    prompt = p.prompt + p.cache_read + p.media_tokens
     usage: dict[str, Any] = {
         "promptTokenCount": prompt,
-        "candidatesTokenCount": p.reply_words,
+        "candidatesTokenCount": p.reply_words + p.output_image,
         "totalTokenCount": prompt + p.output_tokens,
     }
     if p.cache_read:
         usage["cachedContentTokenCount"] = p.cache_read
-    usage["promptTokensDetails"] = [{"modality": "TEXT", "tokenCount": prompt}]
+    usage["promptTokensDetails"] = _details(modalities.get("input", {})) or [
+        {"modality": "TEXT", "tokenCount": 0}
+    ]
     if p.cache_read:
-        usage["cacheTokensDetails"] = [{"modality": "TEXT", "tokenCount": p.cache_read}]
+        usage["cacheTokensDetails"] = _details(modalities.get("cache_read", {}))
+    if p.output_image:
+        usage["candidatesTokensDetails"] = _details(modalities.get("output", {}))
     if p.reasoning:
         usage["thoughtsTokenCount"] = p.reasoning
+    if p.service_tier:
+        usage["serviceTier"] = p.service_tier
     return usage
+
+
+# 1x1 PNG: the generated image's bytes (its tokens are what the API bills, not its size)
+PNG_1X1 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
 
 
 def stream_error_event(call: Call) -> bytes:
@@ -89,12 +106,15 @@ def generate(call: Call) -> Reply:
             "responseId": response_id,
         }
 
+    image_part = {"inlineData": {"mimeType": "image/png", "data": PNG_1X1}}
     if not call.stream:
         parts: list[dict[str, Any]] = [{"text": p.thinking, "thought": True}] if thoughts else []
         parts.append({"text": p.text})
+        if p.output_image:
+            parts.append(image_part)
         return json_reply(200, chunk(parts, usage_metadata(p), True))
 
-    prompt = p.prompt + p.cache_read
+    prompt = p.prompt + p.cache_read + p.media_tokens
     early_usage = {"promptTokenCount": prompt, "totalTokenCount": prompt}
     objects: list[dict[str, Any]] = []
     if thoughts:
@@ -103,7 +123,10 @@ def generate(call: Call) -> Reply:
     pieces = chunk_words(p.text, call.knobs.chunk_words) or [""]
     for piece in pieces[:-1]:
         objects.append(chunk([{"text": piece}], early_usage, False))
-    objects.append(chunk([{"text": pieces[-1]}], usage_metadata(p), True))
+    last: list[dict[str, Any]] = (
+        [{"text": pieces[-1]}, image_part] if p.output_image else [{"text": pieces[-1]}]
+    )
+    objects.append(chunk(last, usage_metadata(p), True))
     usage_index = len(objects) - 1
     if call.sse:
         events = [f"data: {dumps(obj)}\r\n\r\n".encode() for obj in objects]
@@ -116,7 +139,12 @@ def generate(call: Call) -> Reply:
 def embed(call: Call) -> Reply:
     p: Plan = call.plan
     body = call.body
-    usage = {"promptTokenCount": p.prompt, "totalTokenCount": p.prompt}
+    usage: dict[str, Any] = {
+        "promptTokenCount": p.prompt + p.media_tokens,
+        "totalTokenCount": p.prompt + p.media_tokens,
+    }
+    if p.media:
+        usage["promptTokensDetails"] = _details(p.modality_tokens().get("input", {}))
 
     def values(request: dict[str, Any]) -> dict[str, Any]:
         dims = int(

@@ -20,16 +20,30 @@ The rule (one "word" = a whitespace-separated run of characters = one token):
 * Cache knobs add tokens ON TOP of P, as if that many tokens of cached prefix had been sent:
   ``x-sim-cache-read`` (read), ``x-sim-cache-write`` (written, 5-minute TTL), ``x-sim-cache-write-1h``.
   Each provider then reports them with its own semantics (see `Plan.normalized`).
+* Gemini media (`media_tokens`): an ``inlineData`` part is not text: an image costs ``IMAGE_TOKENS`` (258, a
+  Gemini 2.x image up to 384 px), audio ``AUDIO_TOKENS_PER_KB`` per KB of decoded data (at least 1), video
+  ``VIDEO_TOKENS_PER_KB``, a PDF ``DOCUMENT_TOKENS`` per part; they are reported by modality in
+  ``promptTokensDetails``. ``generationConfig.responseModalities`` with ``IMAGE`` adds one generated image of
+  ``OUTPUT_IMAGE_TOKENS`` (1290, a 1024x1024 image) to the output, in ``candidatesTokensDetails``. The
+  request's ``serviceTier`` is reported back as ``usageMetadata.serviceTier`` (``x-sim-service-tier``
+  reports another one, as when a priority request is served at standard).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 MESSAGE_OVERHEAD = 4
+IMAGE_TOKENS = 258
+OUTPUT_IMAGE_TOKENS = 1290
+AUDIO_TOKENS_PER_KB = 1
+VIDEO_TOKENS_PER_KB = 3
+DOCUMENT_TOKENS = 560
 DEFAULT_REPLY_WORDS = 12
 REPLY_SENTENCE = "The quick brown fox jumps over the lazy dog while the simulator counts every token"
 THINKING_SENTENCE = "Let me think about this request carefully and reason through it step by step"
@@ -96,6 +110,8 @@ class Knobs:
     x-sim-cache-read: N, x-sim-cache-write: N (5 minutes), x-sim-cache-write-1h: N, x-sim-reasoning: N
     x-sim-gzip: 1            gzip the body (streams: one flush per event)
     x-sim-model: NAME        the model name reported
+    x-sim-service-tier: T    the tier reported: Gemini serviceTier (default: the one the request asked for),
+                             Anthropic usage.service_tier (default standard; usage.speed echoes the request's)
     x-sim-model-status: M=N[,M2=N2]   per requested model: answer status N (or `close`: drop the connection
                              without answering); other models are answered normally
     x-sim-model-delay-ms: M=N[,M2=N2] per requested model: wait N ms before the response headers
@@ -118,6 +134,7 @@ class Knobs:
     model: str | None = None
     chunk_words: int = 1
     stream_error_after: int | None = None
+    service_tier: str | None = None
 
     @classmethod
     def from_headers(cls, headers: Mapping[str, str]) -> Knobs:
@@ -142,6 +159,7 @@ class Knobs:
             model=h.get("x-sim-model") or None,
             chunk_words=max(1, _int(h, "x-sim-chunk-words", 1)),
             stream_error_after=int(stream_error) if stream_error else None,
+            service_tier=h.get("x-sim-service-tier") or None,
         )
 
 
@@ -318,10 +336,19 @@ class Plan:
     truncated: bool  # the visible reply was cut by the request's max output
     text: str
     thinking: str
+    # Gemini: (modality, tokens) of the request's inline media, generated image tokens, the reported tier
+    media: tuple[tuple[str, int], ...] = ()
+    output_image: int = 0
+    service_tier: str | None = None
+    speed: str | None = None  # Anthropic: the request's `speed` (fast mode), reported in usage
+
+    @property
+    def media_tokens(self) -> int:
+        return sum(n for _, n in self.media)
 
     @property
     def output_tokens(self) -> int:
-        return self.reply_words + self.reasoning
+        return self.reply_words + self.reasoning + self.output_image
 
     @property
     def cache_write(self) -> int:
@@ -334,7 +361,7 @@ class Plan:
     def normalized(self) -> dict[str, int | None]:
         """The usage the gateway must record (SPEC section 7)."""
         zero: dict[str, int | None] = {
-            "input_tokens": self.prompt,
+            "input_tokens": self.prompt + self.media_tokens,
             "output_tokens": 0,
             "cache_read_tokens": 0,
             "cache_write_tokens": 0,
@@ -360,8 +387,69 @@ class Plan:
                 cache_write_tokens=self.cache_write,
             )
         else:  # google: no cache writes in per-request usage
-            out.update(input_tokens=self.prompt + self.cache_read, cache_read_tokens=self.cache_read)
+            out.update(
+                input_tokens=self.prompt + self.cache_read + self.media_tokens,
+                cache_read_tokens=self.cache_read,
+            )
         return out
+
+    def modality_tokens(self) -> dict[str, dict[str, int]]:
+        """Gemini: the per-modality counts the gateway must record (`Call.modality_tokens`)."""
+        inputs: dict[str, int] = (
+            {"text": self.prompt + self.cache_read} if self.prompt + self.cache_read else {}
+        )
+        for modality, n in self.media:
+            inputs[modality] = inputs.get(modality, 0) + n
+        out: dict[str, dict[str, int]] = {"input": inputs} if inputs else {}
+        if self.kind == "generate":
+            outputs = {"text": self.reply_words} if self.reply_words else {}
+            if self.output_image:
+                outputs["image"] = self.output_image
+            if outputs:
+                out["output"] = outputs
+            if self.cache_read:
+                out["cache_read"] = {"text": self.cache_read}
+        return out
+
+
+def _inline_parts(value: Any) -> list[dict[str, Any]]:
+    """Every ``inlineData`` / ``inline_data`` part of a Gemini request's contents."""
+    found: list[dict[str, Any]] = []
+    if isinstance(value, list):
+        for item in value:
+            found += _inline_parts(item)
+    elif isinstance(value, dict):
+        if isinstance(value.get("inlineData") or value.get("inline_data"), dict):
+            found.append(value)
+        else:
+            for key in ("contents", "content", "parts", "requests"):
+                if key in value:
+                    found += _inline_parts(value[key])
+    return found
+
+
+def media_tokens(part: Mapping[str, Any]) -> tuple[str, int]:
+    """(modality, tokens) of one inline part (see the module docstring)."""
+    data = part.get("inlineData") or part.get("inline_data") or {}
+    mime = str(data.get("mimeType") or data.get("mime_type") or "")
+    try:
+        size = len(base64.b64decode(str(data.get("data") or ""), validate=False))
+    except (binascii.Error, ValueError):
+        size = 0
+    kb = max(1, size // 1000)
+    if mime.startswith("image/"):
+        return "image", IMAGE_TOKENS
+    if mime.startswith("audio/"):
+        return "audio", kb * AUDIO_TOKENS_PER_KB
+    if mime.startswith("video/"):
+        return "video", kb * VIDEO_TOKENS_PER_KB
+    return "document", DOCUMENT_TOKENS
+
+
+def _wants_image(body: Mapping[str, Any]) -> bool:
+    config = body.get("generationConfig") or body.get("generation_config") or {}
+    modalities = config.get("responseModalities") or config.get("response_modalities") or []
+    return isinstance(modalities, list) and any(str(m).upper() == "IMAGE" for m in modalities)
 
 
 def plan(
@@ -381,6 +469,20 @@ def plan(
     cache_read = knobs.cache_read if cache_on else 0
     write_5m = knobs.cache_write if cache_on and provider != "google" else 0
     write_1h = knobs.cache_write_1h if cache_on and provider != "google" else 0
+    media: tuple[tuple[str, int], ...] = ()
+    output_image = 0
+    tier = None
+    if provider == "google" and kind in ("generate", "embed", "count_tokens"):
+        parts = _inline_parts(request_json)
+        media = tuple(media_tokens(part) for part in parts)
+        prompt -= sum(words(json.dumps(part)) for part in parts)  # counted as media, not as text
+        output_image = OUTPUT_IMAGE_TOKENS if kind == "generate" and _wants_image(request_json) else 0
+        requested = request_json.get("serviceTier") or request_json.get("service_tier")
+        tier = knobs.service_tier or (str(requested) if requested else None)
+    speed = None
+    if provider == "anthropic" and kind == "messages":
+        tier = knobs.service_tier or "standard"
+        speed = request_json.get("speed") if isinstance(request_json.get("speed"), str) else None
     n = knobs.reply_words if generative else 0
     truncated = False
     limit = max_output(provider, kind, request_json)
@@ -399,6 +501,10 @@ def plan(
         truncated=truncated,
         text=repeat_words(_REPLY_WORDS, n),
         thinking=repeat_words(_THINKING_WORDS, reasoning),
+        media=media,
+        output_image=output_image,
+        service_tier=tier,
+        speed=speed,
     )
 
 

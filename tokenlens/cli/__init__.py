@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tokenlens.cli import analyze, ca, config_cmd, daemon, data, demo, info, reports, service, top
+from tokenlens.cli import analyze, ca, config_cmd, daemon, data, demo, info, prices, reports, service, top
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -22,6 +22,7 @@ app.command()(service.install)
 app.command()(service.uninstall)
 app.command()(analyze.analyze)
 app.add_typer(config_cmd.app, name="config")
+app.add_typer(prices.app, name="prices")
 data.register(app)
 reports.register(app)
 
