@@ -46,7 +46,6 @@ from tokenlens.providers import (
     API_METHODS,
     HEADER_PREFIX,
     PROXY_PREFIX,
-    SESSION_HEADER,
     UnknownProvider,
     Upstream,
     attribute_source,
@@ -56,6 +55,7 @@ from tokenlens.providers import (
     is_api_request,
     redact_query,
     resolve_proxy_path,
+    session_from_headers,
     tags_from_headers,
 )
 from tokenlens.records import new_call_id
@@ -290,7 +290,7 @@ class Ingress:
             mode=mode,  # type: ignore[arg-type]
             source=attribute_source(headers, tag),
             tags=tags_from_headers(headers.items()),
-            session_id=headers.get(SESSION_HEADER) or None,
+            session_id=session_from_headers(headers),
             request_body=body,
         )
         attach(flow, exchange)

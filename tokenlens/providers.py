@@ -219,6 +219,20 @@ def agent_family(user_agent: str) -> str | None:
     return None
 
 
+def session_from_headers(headers: Mapping[str, str]) -> str | None:
+    """The session a call belongs to (headers with lower-case names): `X-TokenLens-Session`, else the run id
+    the agent sends itself (Claude Code's `X-Claude-Code-Session-Id`; Codex's `session-id`, which it sends
+    with its `originator` header), so each agent run is a session without any set-up."""
+    for value in (
+        headers.get(SESSION_HEADER),
+        headers.get("x-claude-code-session-id"),
+        headers.get("session-id") if "originator" in headers else None,
+    ):
+        if value and value.strip():
+            return value.strip()
+    return None
+
+
 def attribute_source(headers: Mapping[str, str], path_tag: str | None) -> str:
     """SPEC 5, first match wins: X-TokenLens-Source, path tag, User-Agent family, else `unknown`."""
     explicit = headers.get(SOURCE_HEADER, "").strip()

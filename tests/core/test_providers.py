@@ -121,3 +121,13 @@ def test_error_bodies_follow_each_provider() -> None:
     assert anthropic == {"type": "error", "error": {"type": "permission_error", "message": "killed"}}
     google = json.loads(error_body("google", 400, "guardrail"))
     assert google == {"error": {"code": 400, "message": "guardrail", "status": "INVALID_ARGUMENT"}}
+
+
+def test_agent_runs_are_sessions_without_set_up() -> None:
+    from tokenlens.providers import session_from_headers
+
+    assert session_from_headers({"x-tokenlens-session": "mine", "x-claude-code-session-id": "cc-1"}) == "mine"
+    assert session_from_headers({"x-claude-code-session-id": "cc-1"}) == "cc-1"
+    assert session_from_headers({"session-id": "codex-1", "originator": "codex_exec"}) == "codex-1"
+    assert session_from_headers({"session-id": "someone-elses"}) is None  # a bare `session-id` is not Codex's
+    assert session_from_headers({"x-tokenlens-session": "  "}) is None

@@ -1,6 +1,7 @@
 """The Sessions page after real agent runs (issue 16): two `claude -p` runs sent with one
 `X-TokenLens-Session` (through Claude Code's `ANTHROPIC_CUSTOM_HEADERS`) are one session of two turns, and a
-`codex exec` run over its default WebSocket transport is a conversation; the page lists both with the cost the
+`codex exec` run over its default WebSocket transport is a session of its own (the run id Codex sends); the
+page lists both with the cost the
 simulator's plan and the published prices give (computed here from what reached the simulator) and opens the
 Claude Code session turn by turn. Skips with the reason without the pinned agents or a browser (see
 tests/e2e/test_agents.py and tests/e2e/test_dashboard.py)."""
@@ -49,7 +50,8 @@ def usd(value: float) -> str:
 
 def usages(sim: Simulator, requests: list[ReceivedRequest]) -> list[dict[str, int]]:
     """The usage of each model call among `requests` (Messages and Responses over HTTP, `response.create`
-    frames that generate on a Responses socket), from the simulator's plan for the body it received."""
+    frames on a Responses socket, Codex's warm-up included), from the simulator's plan for the body it
+    received."""
     out = []
     for req in requests:
         if req.method == "POST" and req.path in ("/v1/messages", "/v1/responses"):
@@ -58,13 +60,14 @@ def usages(sim: Simulator, requests: list[ReceivedRequest]) -> list[dict[str, in
             out.append({f: p.normalized()[f] or 0 for f in TOKEN_FIELDS})
         for message in req.ws_received if req.method == "GET" else ():
             frame = json.loads(message)
-            if frame.get("type") != "response.create" or frame.get("generate") is False:
+            if frame.get("type") != "response.create":
                 continue
             body = {k: v for k, v in frame.items() if k not in NOT_BODY}
             headers = frame_headers(sim.knob_headers(req.headers), body.get("metadata"))
-            out.append(
-                {f: plan("openai", "responses", body, headers).normalized()[f] or 0 for f in TOKEN_FIELDS}
-            )
+            usage = {f: plan("openai", "responses", body, headers).normalized()[f] or 0 for f in TOKEN_FIELDS}
+            if frame.get("generate") is False:  # Codex's warm-up: the input is read, nothing is generated
+                usage.update(output_tokens=0, reasoning_tokens=0)
+            out.append(usage)
     return out
 
 
@@ -173,11 +176,10 @@ def test_the_page_shows_each_agent_run_with_its_turns(
     assert row.locator(".r-cache").text_content() == f"{round(cached * 100)}%"
     assert row.locator(".r-models").text_content() == CLAUDE_MODEL
 
-    page.select_option("#kind", "conversation")
-    page.wait_for_selector("#runs tr .pill.agent")
+    # Codex sends its own run id (`session-id`, with its `originator` header): its run is a session too
     listing = httpx.get(f"{gateway.url}/api/usage/sessions", params={"days": 1}, timeout=10).json()
-    runs_of_codex = [c for c in listing["conversations"] if c["agent"] == "codex"]
-    assert runs_of_codex and all(c["turns"] == c["calls"] for c in runs_of_codex)
+    runs_of_codex = [c for c in listing["sessions"] if c["agent"] == "codex"]
+    assert len(runs_of_codex) == 1 and runs_of_codex[0]["calls"] == len(codex)  # warm-up and turn: one run
     expected_codex = sum(expected_cost(CODEX_MODEL, u) for u in codex)
     assert sum(c["cost_usd"] for c in runs_of_codex) == pytest.approx(expected_codex, rel=1e-6)
     for item in runs_of_codex:
