@@ -235,3 +235,31 @@ def test_prices_update_applies_from_the_next_call_only(
     status = httpx.get(f"{gateway.url}/api/status", timeout=5).json()["prices"]
     assert {"provider": "openai", "model": "gpt-4o-2024-08-06"} in status["unknown_models"]
     (home / "prices.json").unlink()  # back to the bundled data for whatever runs next on this gateway
+
+
+def test_the_dashboard_shows_the_price_used_modalities_and_the_data_age(
+    clients: Clients, gateway: Gateway
+) -> None:
+    from harness.browser import chromium
+
+    client = clients.google()
+    config = types.GenerateContentConfig(response_modalities=["TEXT", "IMAGE"])
+    client.models.generate_content(model="gemini-2.5-flash-001", contents="Draw a fox", config=config)
+    (call,) = gateway.wait_calls(clients.source)
+    assert call["price_source"] == "inferred:gemini-2.5-flash"  # a guessed price, shown as one
+    with chromium() as browser:
+        page = browser.new_page()
+        page.goto(f"{gateway.url}/calls/{call['id']}")
+        page.wait_for_selector("body[data-loaded=true]", timeout=15000)
+        assert "guessed from gemini-2.5-flash" in (page.text_content('[data-testid="price-source"]') or "")
+        rows = page.locator("#modality-table tbody tr")
+        assert sorted(rows.all_text_contents()) == sorted(
+            f"{m}{call['modality_tokens'].get('input', {}).get(m, 0):,}{call['modality_tokens'].get('output', {}).get(m, 0):,}"
+            for m in {*call["modality_tokens"].get("input", {}), *call["modality_tokens"].get("output", {})}
+        )
+        page.goto(f"{gateway.url}/")
+        page.wait_for_selector("body[data-loaded=true]", timeout=15000)
+        status = httpx.get(f"{gateway.url}/api/status", timeout=5).json()["prices"]
+        shown = page.text_content('[data-testid="price-data"]') or ""
+        assert f"prices: {status['source']}, {status['date']} ({status['age_days']} days old)" in shown
+        page.close()

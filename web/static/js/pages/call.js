@@ -23,6 +23,30 @@ function heatmap(heat) {
     heat.prefix ? el("p", { class: "muted" }, `Repeated prefix of ${int(heat.prefix.tokens)} tokens; prompt cache ${heat.prefix.cache_used ? "used" : "not used"}.`) : null);
 }
 
+// Issue 18: which price was used (a guess is said to be one), the tier, and tokens by modality.
+function priceUsed(source) {
+  if (!source) return "none (unpriced)";
+  if (source === "override") return "your pricing override";
+  if (source.startsWith("inferred:")) return `guessed from ${source.slice(9)} (the name is not one its price entry lists)`;
+  return `price entry ${source}`;
+}
+
+function pricing(call) {
+  const parts = ["input", "cache_read", "output"].filter((p) => call.modality_tokens && call.modality_tokens[p]);
+  const modalities = [...new Set(parts.flatMap((p) => Object.keys(call.modality_tokens[p])))];
+  const warning = call.details && call.details.pricing && call.details.pricing.warning;
+  return [
+    el("dl", { class: "kv" },
+      el("dt", {}, "Price used"), el("dd", { dataset: { testid: "price-source" }, class: call.price_source && call.price_source.startsWith("inferred:") ? "warn" : null }, priceUsed(call.price_source)),
+      call.service_tier ? [el("dt", {}, "Service tier"), el("dd", {}, call.service_tier)] : null),
+    warning ? el("p", { class: "pill warn", dataset: { testid: "price-warning" } }, warning) : null,
+    parts.length
+      ? [el("h3", {}, "Tokens by modality"),
+        table([{ label: "Modality", value: (m) => m }, ...parts.map((p) => ({ label: p.replace("_", " "), num: true, value: (m) => int(call.modality_tokens[p][m] || 0) }))], modalities, { id: "modality-table" })]
+      : null,
+  ];
+}
+
 function render(call) {
   const details = call.details || {};
   const attempts = details.attempts || [];
@@ -55,6 +79,7 @@ function render(call) {
         el("dt", {}, "Output"), el("dd", {}, usd(call.output_cost_usd, 6)),
         el("dt", {}, "Cache read"), el("dd", {}, usd(call.cache_read_cost_usd, 6)),
         el("dt", {}, "Cache write"), el("dd", {}, usd(call.cache_write_cost_usd, 6))),
+      ...pricing(call),
       el("h3", {}, `Attempts (${call.attempts})`),
       attempts.length
         ? table([{ label: "#", value: (a) => a.attempt }, { label: "Model", value: (a) => a.model }, { label: "Status", value: (a) => a.status ?? "—" }, { label: "Latency", num: true, value: (a) => ms(a.latency_ms) }, { label: "Error", value: (a) => a.error || "" }], attempts, { id: "attempts-table" })

@@ -84,6 +84,20 @@ function topTable(items, testid) {
   ], top, { id: testid, pageSize: 6 });
 }
 
+// Issue 18: the price data in use, its age, and models it does not know (maybe newer than the data).
+function priceData(prices) {
+  if (!prices) return;
+  const sub = $("#kpi-unpriced-sub");
+  const age = prices.age_days === null || prices.age_days === undefined ? "age unknown" : `${prices.age_days} days old`;
+  const unknown = prices.unknown_models || [];
+  sub.textContent = `prices: ${prices.source}, ${prices.date || "undated"} (${age})`;
+  sub.title = "tokenlens prices update fetches newer price data";
+  if (unknown.length) {
+    sub.textContent += ` · not in the data: ${unknown.slice(0, 3).map((u) => u.model).join(", ")}${unknown.length > 3 ? "…" : ""} (tokenlens prices update)`;
+    sub.classList.add("warn");
+  }
+}
+
 async function load() {
   const d = days();
   const q = `?days=${d}`;
@@ -100,6 +114,7 @@ async function load() {
     setKpi("calls", int(kpi.calls));
     $("#kpi-calls-sub").textContent = `${usd2(kpi.total_cost_usd)} over ${d} days`;
     setKpi("unpriced", int(kpi.unpriced_calls), kpi.unpriced_calls ? "warn" : "");
+    priceData(status.prices);
     setKpi("blocked", int(kpi.blocked_calls), kpi.blocked_calls ? "warn" : "");
     $("#kpi-blocked-sub").textContent = `${int(kpi.error_calls)} errors, ${int(kpi.cached_calls)} cached`;
     renderBudgets(budget);
