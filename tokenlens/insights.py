@@ -19,10 +19,8 @@ from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from genai_prices import data_snapshot
-
 from tokenlens.complexity import is_simple
-from tokenlens.pricing import Pricer
+from tokenlens.pricing import Pricer, current_snapshot
 from tokenlens.store.rollups import (
     COMPLEXITY,
     HEAT_SECTIONS,
@@ -334,7 +332,7 @@ def _cheaper(pricer: Pricer, provider: str, model: str) -> str | None:
     if current is None:
         return None
     family, current_generation = _family(model), generation(model)
-    gp_provider = next((p for p in data_snapshot.get_snapshot().providers if p.id == provider.lower()), None)
+    gp_provider = next((p for p in current_snapshot().providers if p.id == provider.lower()), None)
     if gp_provider is None:
         return None
     best: tuple[Decimal, Decimal, str] | None = None

@@ -127,7 +127,7 @@ class Price:
     model_ref: str | None = None  # the override name or the genai-prices model id that matched
     # The record's `price_source`: the genai-prices model id, ``inferred:<model id>`` or ``override``.
     price_source: str | None = None
-    # The model is unknown to the price data in use (a warning for the record: the data may predate it).
+    # A provider the price data covers does not have this model (the data may predate it: a warning).
     unknown_model: bool = False
 
 
@@ -540,7 +540,9 @@ class Pricer:
     def _genai_price(self, provider: str, model: str, usage: Usage, when: datetime | None) -> Price:
         resolved = _resolve(provider, model)
         if resolved is None:
-            return dataclasses.replace(UNPRICED, unknown_model=True)
+            # a model of a provider the data covers may be newer than the data; a local one is just local
+            known = _genai_provider_id(current_snapshot(), provider) is not None
+            return dataclasses.replace(UNPRICED, unknown_model=known)
         when = when or datetime.now(UTC)
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)

@@ -294,7 +294,8 @@ def test_local_models_are_never_priced_as_cloud_ones() -> None:
     for provider, model in [("ollama", "deepseek-r1:8b"), ("ollama", "llama3.2"), ("lmstudio", "gpt-4o")]:
         p = Pricer().price(provider, model, usage, when=WHEN)
         assert (p.priced, p.cost_usd, p.price_source) == (False, None, None)
-        assert p.unknown_model
+        assert not p.unknown_model  # not "newer than the price data": a local model has no cloud price
+    assert Pricer().price("openai", "gpt-9-turbo", usage, when=WHEN).unknown_model
 
 
 # ---- overrides -----------------------------------------------------------------------------------------
