@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tokenlens.config import ConfigError, parse_settings
+from tokenlens.config import ConfigError, parse_settings, section_to_dict
 from tokenlens.pricing import Price, PriceOverride, Pricer, PriceTier, from_settings, resolve
 from tokenlens.usage import Usage, usage_from_body, with_request_tier
 
@@ -426,6 +426,8 @@ def test_config_overrides_reach_the_pricer() -> None:
             }
         }
     )
+    # the section reads back equal from its own plain form (GET /api/settings/pricing, the file)
+    assert parse_settings({"pricing": section_to_dict(settings, "pricing")}).pricing == settings.pricing
     pricer = Pricer(from_settings(settings.pricing))
     usage = Usage(input_tokens=50, output_tokens=30, output_audio_tokens=10, service_tier="priority")
     assert pricer.price("openai", "m-2026-01-01", usage).cost_usd == Decimal(50 * 5 + 20 * 2 + 10 * 10) / M
