@@ -60,8 +60,10 @@ def meter(ex: Exchange) -> Metered:
         cache_write_tokens=reported.cache_write_tokens if reported else 0,
         cache_write_5m_tokens=reported.cache_write_5m_tokens if reported else None,
         cache_write_1h_tokens=reported.cache_write_1h_tokens if reported else None,
+        service_tier=reported.service_tier if reported else None,
+        speed=reported.speed if reported else None,
     )
-    return Metered(estimated, "estimated", model, complete)
+    return Metered(with_request_tier(estimated, ex.api, ex.request_json), "estimated", model, complete)
 
 
 def _as_float(value: object) -> float | None:

@@ -73,6 +73,13 @@ def test_show_says_a_guess_is_a_guess_and_json(tmp_path: Path) -> None:
     assert data["data"]["kind"] == "bundled" and data["data"]["age_days"] >= 0
 
 
+def test_show_finds_other_providers_models(tmp_path: Path) -> None:
+    (tmp_path / "none.yaml").write_text("")
+    result = run("prices", "show", "deepseek-chat", home=tmp_path)
+    assert result.exit_code == 0 and "price data entry deepseek/deepseek-chat" in result.output
+    assert "daily from 00:30 to 16:30 UTC" in result.output  # DeepSeek's time-of-day price
+
+
 def test_show_an_override_and_an_unknown_model(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(

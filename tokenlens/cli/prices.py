@@ -60,6 +60,9 @@ def _since(constraint: Any) -> str:
         return f"since {start.isoformat()}"
     if constraint is None:
         return "from the start of the data"
+    start_time, end_time = getattr(constraint, "start_time", None), getattr(constraint, "end_time", None)
+    if start_time is not None and end_time is not None:
+        return f"daily from {start_time:%H:%M} to {end_time:%H:%M} UTC"
     return f"while {constraint}"
 
 
@@ -142,7 +145,14 @@ def show(
             "tiers": [{"above": t.above, **t.rates} for t in ov.tiers],
             "service_tiers": {k: dict(v) for k, v in ov.service_tiers.items()},
         }
-    candidates = [provider.lower()] if provider else list(_PROVIDERS)
+    snapshot = pricing.current_snapshot()
+    others = [p.id for p in snapshot.providers if p.id not in _PROVIDERS]
+    try:  # the provider genai-prices itself would pick for this name first (deepseek-chat: deepseek)
+        guessed = snapshot.find_provider_model(model.lower(), None, None, None)[0].id
+        others = [guessed, *(o for o in others if o != guessed)]
+    except LookupError:
+        pass
+    candidates = [provider.lower()] if provider else [*_PROVIDERS, *others]
     for name in candidates:
         entry = _entry_report(name, model, now)
         if entry is not None:
