@@ -231,3 +231,15 @@ def test_progress_reader_counts_every_byte(tmp_path: Path) -> None:
         reader = data.ProgressReader(handle, seen.append)
         assert reader.read(5) + reader.read(-1) == b"one\ntwo\nthree\n"
     assert sum(seen) == 2 * file.stat().st_size
+
+
+def test_import_errors_are_shown_escaped(cli: typer.Typer, home: Path, tmp_path: Path) -> None:
+    """An import file is user data: what its bad lines say must not drive the terminal (issue 17, #10)."""
+    file = tmp_path / "in.jsonl"
+    hostile = "\x1b]0;pwned\x07\x1b[2J"
+    line = {"ts": hostile, "provider": "openai", "model": "m", "input_tokens": 1, "output_tokens": 1}
+    file.write_text(json.dumps(line) + "\n")
+    result = runner.invoke(cli, ["import", str(file)])
+    assert result.exit_code == 0, result.output
+    assert "errors 1" in result.output
+    assert "\x1b" not in result.output and "\x07" not in result.output

@@ -27,6 +27,7 @@ from tokenlens.cli.common import (
     daemon_url,
     load_cli_settings,
 )
+from tokenlens.cli.terminal import printable
 from tokenlens.config import (
     ServerSettings,
     Settings,
@@ -113,7 +114,9 @@ def _import_via_daemon(server: ServerSettings, handle: IO[bytes]) -> ImportResul
         body = None
     if response.status_code != 200 or not isinstance(body, dict):
         detail = body.get("error") if isinstance(body, dict) else response.text[:200]
-        typer.echo(f"The daemon refused the import ({response.status_code}): {detail}", err=True)
+        typer.echo(
+            f"The daemon refused the import ({response.status_code}): {printable(detail, 500)}", err=True
+        )
         raise typer.Exit(1)
     return ImportResult(int(body["imported"]), int(body["skipped"]), list(body.get("errors", [])))
 
@@ -167,7 +170,7 @@ def import_(
             raise typer.Exit(1) from None
     typer.echo(f"imported {result.imported}, skipped {result.skipped}, errors {len(result.errors)}")
     for problem in result.errors[:SHOWN_ERRORS]:
-        typer.echo(f"  line {problem.get('line')}: {problem.get('error')}")
+        typer.echo(f"  line {problem.get('line')}: {printable(problem.get('error'), 500)}")
     if len(result.errors) > SHOWN_ERRORS:
         typer.echo(f"  ... and {len(result.errors) - SHOWN_ERRORS} more")
 
