@@ -438,6 +438,7 @@ def test_realtime_text_meets_the_request_guardrails(gw: Gateway, sim: Simulator,
     upgrade = next(r for r in reversed(sim.requests) if r.path == "/v1/realtime")
     received = " ".join(str(m) for m in upgrade.ws_received)
     assert "alice.smith@example.com" not in received and "PROJECT-ZEUS" not in received
-    assert "status of [CODENAME_1] please" in received  # the rule's placeholder: its name, upper-case, numbered
+    # redacted: the rule's placeholder is its name, upper-case, numbered
+    assert "status of [CODENAME_1] please" in received
     (call,) = gw.wait_calls(source)
     assert call["outcome"] == "ok"
