@@ -1,320 +1,365 @@
-"""Prompt-injection detection: scored heuristics over user-controlled and tool-returned text.
+"""Prompt-injection detection: family rules and a small statistical model over normalised text (issue 19).
 
-Each signal family has a weight; the score is 1 - prod(1 - w) over the families that fire (so two weak signals
-add up, one strong one is enough), discounted when the text is plainly *about* injection (a question, quotes),
-raised for text that arrived as a tool result or retrieved document (indirect injection). Keyword hints gate
-every regex, so benign text costs one lower-casing and a few substring searches.
+Text is normalised first (`injection_model.prepare`: compatibility forms, accents, homoglyphs, zero-width and
+direction marks, case, digits used as letters, letter-spaced words; base64, hex and ROT13 payloads decoded and
+appended). Then two kinds of evidence are added up in one logistic model:
+
+- the hashed token, stem and concept n-grams of `injection_model` (learnt; how the families are worded);
+- the family rules below: each is a regular expression over the normalised text that models one attack family
+  in general terms (a verb that disowns + anything that points at earlier instructions; "you are / act as" +
+  anything that drops the rules; a role marker or chat-template token; a request for what was said before the
+  conversation...), plus the obfuscation found while normalising and a few markers of text that *discusses*
+  attacks. Each rule is one feature whose weight is learnt with the n-grams.
+
+Weights are trained by `scripts/train_injection.py` on the training split of the corpus only. A text longer
+than one window of `WINDOW` tokens is scored window by window with the n-grams (vectorised); the rules run on the
+best `RULE_WINDOWS` windows only, so a long benign text costs no regular-expression scan.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from dataclasses import dataclass
 
+import numpy as np
+
+from tokenlens.guardrails import injection_model as im
+
 THRESHOLD = 0.5
-
-_W = r"(?:\s+\S+){0,3}?\s+"  # up to three filler words ("all of your", "the above")
-
-
-@dataclass(frozen=True)
-class _Signal:
-    name: str
-    weight: float
-    hints: tuple[str, ...]
-    regex: re.Pattern[str]
+RULE_WINDOWS = 2  # windows of a long text the rules run on (the best by the n-gram score)
+RULE_MARGIN = 240  # bytes either side of such a window the rules also see (a phrase cut by the window edge)
 
 
-def _rx(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern, re.IGNORECASE | re.DOTALL | re.MULTILINE)
+def _rx(pattern: str) -> re.Pattern[bytes]:
+    return re.compile(pattern.encode(), re.MULTILINE | re.DOTALL)
 
 
-_TARGETS = (
-    r"(?:instructions?|prompts?|rules|directions|directives|guidelines|guardrails|context|messages|constraints|"
-    r"restrictions|policies|programming|commands|orders|system\s+prompt)"
+_GAP = r"(?:(?!\b(?:my|our|i|me|we)\b)[^\n.;!?]){0,60}?"  # a few words within one sentence, none of them "my"
+_PRIOR = (
+    r"(?:previous|prior|earlier|above|preceding|initial|original|old|existing|first|beginning|start|top|"
+    r"before|system|operator|developer|creator|setup|set\W?up|those|these|your|any|all|every|precedent\w*|"
+    r"anterior\w*|vorherig\w*|bisherig\w*|vorige|poprzedni\w*|onceki|tidigare|tus|tes|tue|tuoi|suas|seus|"
+    r"deine\w*|dein|je|jouw|twoj\w*|ton|le\s+tue|betreiber\w*|beheerder)"
+)
+_RULES = (
+    r"(?:instruction|rule|guideline|direction|directive|orders|prompt|programming|configuration|setup|guidance|"
+    r"constraint|restriction|polic|command|text|context|told|said|everything|limit|filter|guardrail|setting|"
+    r"message|stuff|briefing|"
+    r"consign|regl|regel|anweisung|istruzion|regol|instruc|richtlijn|directric|vorgabe|regra|diretriz|kural|"
+    r"zasad|instrukc|talimat|instruktion)"
+)
+_DISOWN = (
+    r"(?:ignor\w*|disregard\w*|forget\w*|forgot|overlook|neglect|discard|scrap|throw\s+out|set\s+aside|put\s+aside|"
+    r"abandon|dismiss|cancel\w*|revok\w*|rescind\w*|eras\w*|wipe|delet\w*|reset|overrid\w*|overrul\w*|overwrit\w*|"
+    r"supersed\w*|bypass|skip|disobey|unlearn|drop|pay\s+no\s+(?:attention|mind)|never\s+mind|"
+    r"stop\s+(?:following|obeying|using)|do\s*n[o']?t\s+(?:follow|obey|bother\s+with|pay\s+attention)|"
+    r"oubli\w*|olvid\w*|vergiss|vergeet|dimentic\w*|esquec\w*|negeer|zignoruj|missacht\w*|haz\s+caso\s+omiso|"
+    r"ne\s+tiens\s+pas\s+compte|non\s+seguire|glom|zapomnij|unut|yok\s+say)"
+)
+_VOID = r"(?:void|obsolete|cancel+ed|revoked|withdrawn|rescinded|deleted|null|invalid|outdated|over|lifted|suspended|paused|disabled|removed|off)"
+_FREE = (
+    r"(?:no|without|zero|free\s+(?:from|of)|freed\s+from|sans|sin|ohne|senza|sem|zonder|unrestricted|unfiltered|"
+    r"uncensored|unbound|unchained|unmoderated|unaligned|jailbr\w*|limitless|bez|utan|olmadan|aucune?|ninguna?|"
+    r"keine\w*|nessuna?|nenhuma?|geen|(?:doesn'?t|does\s+not|don'?t|never)\s+(?:care\s+about|follow|have|"
+    r"respect|obey|abide\s+by))"
+)
+_LIMITS = (
+    r"(?:rules?|restrictions?|filters?|filtering|guidelines|limits?|ethics|ethical|morals?|censorship|guardrails|"
+    r"boundaries|moderation|polic\w*|safety|alignment|conscience|restricciones|regeln|regole|regras|reglas|"
+    r"limites|restrizion\w*|richtlijnen|diretrizes|beperking\w*|einschrankung\w*|filtr\w*|zensur|censura|"
+    r"ograniczen\w*|begransning\w*|kisitlama\w*|sinirlama\w*|restriction\w*|limitation\w*|regler|zasad\w*|"
+    r"kurallar\w*)"
 )
 
-SIGNALS: tuple[_Signal, ...] = (
-    _Signal(
-        "instruction_override",
-        0.75,
-        ("ignore", "disregard", "forget", "override", "bypass", "skip", "abandon", "discard", "drop"),
-        _rx(
-            r"\b(?:ignore|disregard|forget|override|bypass|skip|abandon|discard|drop)\b(?:\s+\S+){0,4}?\s+"
-            r"(?:previous|prior|above|earlier|preceding|original|initial|old|existing|system|all|any|your|safety|"
-            r"developer|those)\s+(?:\S+\s+){0,2}?" + _TARGETS + r"\b"
-        ),
-    ),
-    _Signal(
-        "new_instructions",
-        0.45,
-        (
-            "new instructions",
-            "from now on",
-            "instead you",
-            "instead, you",
-            "your new task",
-            "updated instructions",
-            "real instructions",
-            "actual instructions",
-            "new rules",
-            "new task",
-        ),
-        _rx(
-            r"\b(?:(?:your\s+)?(?:new|updated|real|actual|true)\s+(?:instructions|task|rules|directive|orders)\s*(?:are|is|:)"
-            r"|from\s+now\s+on,?\s+(?:you|always|never|only|respond|answer|reply|act)"
-            r"|instead,?\s+you\s+(?:will|must|should|shall))"
-        ),
-    ),
-    _Signal(
-        "role_hijack",
-        0.7,
-        (
-            "you are now",
-            "act as",
-            "pretend",
-            "roleplay",
-            "role-play",
-            "developer mode",
-            "dan",
-            "jailbreak",
-            "jailbroken",
-            "do anything now",
-            "unrestricted",
-            "unfiltered",
-            "uncensored",
-            "no restrictions",
-            "god mode",
-        ),
-        _rx(
-            r"\b(?:you\s+are\s+now|act\s+as|pretend\s+(?:to\s+be|you\s+are)|role-?play\s+as|you\s+will\s+be|"
-            r"switch\s+to|enter|enable|activate)\b(?:\s+\S+){0,6}?\s+(?:dan|jailbr\w*|unrestricted|unfiltered|"
-            r"uncensored|evil|developer\s+mode|god\s+mode|without\s+(?:any\s+)?(?:restrictions|rules|limits|filters)|"
-            r"no\s+(?:restrictions|rules|limits|filters|guidelines|ethics))\b"
-            r"|\bdo\s+anything\s+now\b|\bdeveloper\s+mode\s+(?:enabled|on|activated)\b|\bjailbreak(?:ed)?\s+mode\b"
-            r"|\b(?:free|freed)\s+from\s+(?:all\s+|your\s+|the\s+)*(?:restrictions|rules|guidelines|constraints)\b"
-        ),
-    ),
-    _Signal(
-        "system_prompt_extraction",
-        0.7,
-        ("prompt", "instructions", "above", "before", "preceding", "you are", "rules", "configuration"),
-        _rx(
-            r"\b(?:reveal|show|print|repeat|output|display|dump|leak|recite|expose|share|give|tell|spell\s+out|"
-            r"write\s+out|copy|paste|translate)\b(?:\s+\S+){0,3}?\s+(?:your|the|its|my|all)\s+(?:\S+\s+){0,2}?"
-            r"(?:system|initial|hidden|original|secret|internal|developer|confidential|full|exact)\s+"
-            r"(?:prompt|instructions|message|rules|configuration|guidelines)"
-            r"|\b(?:repeat|print|output|copy)\b(?:\s+\S+){0,3}?\s+(?:everything|all|the\s+(?:text|words))\s+"
-            r"(?:above|before|preceding)"
-            r"|\bwhat\s+(?:is|are|was|were)\s+your\s+(?:system|initial|original|hidden)\s+(?:prompt|instructions)"
-            r"|\b(?:starting|beginning)\s+with\s+['\"]?you\s+are\b"
-        ),
-    ),
-    _Signal(
-        "delimiter_injection",
-        0.6,
-        (
-            "<|",
-            "[inst]",
-            "<<sys>>",
-            "### system",
-            "system:",
-            "</system>",
-            "<system>",
-            "human:",
-            "assistant:",
-            "end of user input",
-            "end of prompt",
-            "[system]",
-            "###instruction",
-        ),
-        _rx(
-            r"<\|(?:im_start|im_end|system|endoftext|start_header_id|eot_id)\|>|\[/?INST\]|<<SYS>>|</?system>"
-            r"|^\s*#{2,}\s*(?:system|instruction)s?\s*:?\s*$|^\s*\[system\]|^\s*system\s*:\s*(?:you|ignore|new)"
-            r"|\n\s*(?:human|assistant)\s*:\s*\S"
-            r"|-{3,}\s*end\s+of\s+(?:user\s+input|prompt|instructions|document|context)\s*-{3,}"
-        ),
-    ),
-    _Signal(
-        "encoding_trick",
-        0.45,
-        ("base64", "rot13", "rot-13", "hex-encoded", "decode", "\u200b", "\u202e", "\U000e0001"),
-        _rx(
-            r"\b(?:decode|decipher|unscramble)\b(?:\s+\S+){0,6}?\s+(?:and|then)\s+(?:follow|execute|obey|run|do|"
-            r"carry\s+out|apply)\b"
-            r"|\b(?:base64|rot-?13|hex)[- ]?(?:encoded)?\s+(?:instructions?|commands?|payload)\b"
-            r"|[\u200b\u200c\u200d\u2060]{3,}|[\u202a-\u202e\u2066-\u2069]|[\U000e0000-\U000e007f]{2,}"
-        ),
-    ),
-    _Signal(
-        "indirect_injection",
-        0.6,
-        (
-            " ai ",
-            " ai:",
-            " ai,",
-            "assistant",
-            "llm",
-            "language model",
-            "chatbot",
-            "the user",
-            "exfiltrate",
-            "exfiltration",
-            "agent",
-            "](",
-        ),
-        _rx(
-            r"\b(?:note|message|instructions?|attention|important)\s+(?:to|for)\s+(?:the\s+|any\s+|all\s+)?"
-            r"(?:ai|assistants?|ai\s+assistants?|llms?|language\s+models?|chatbots?|agents?|models?)\b"
-            r"|\bif\s+you\s+are\s+an?\s+(?:ai|llm|language\s+model|assistant|chatbot)\b"
-            r"|\b(?:ai|llm|assistant|agent)s?\s+(?:reading|processing|summari[sz]ing|parsing)\s+this\b"
-            r"|\b(?:do\s+not|don't|never)\s+(?:tell|inform|mention\s+(?:this\s+)?to|reveal\s+(?:this\s+)?to|alert)"
-            r"\s+the\s+user\b|\bwithout\s+(?:telling|informing|alerting|notifying)\s+the\s+user\b"
-            r"|\b(?:send|forward|post|upload|exfiltrate|transmit|email)\b(?:\s+\S+){0,6}?\s+to\s+(?:https?://|"
-            r"\S+@\S+\.\w+|the\s+following\s+(?:url|address|endpoint))"
-            r"|!\[[^\]\n]{0,100}\]\(https?://[^)\s]{1,200}\?[^)\s]{0,200}=[^)\s]{0,200}\)"
-        ),
-    ),
+_OWNER = (
+    r"(?:your|yo?ur|tes|tus|deine?n?|tuoi|le\s+tue|seu|suas|je|swoj\w*|ton|tu|the\s+(?:system|hidden|secret|"
+    r"initial|original|developer|confidential|internal|full|exact|complete|first))"
 )
 
-_DISCUSSION = re.compile(
-    r"\b(?:prompt\s+injection|jailbreak(?:s|ing)?\s+(?:attempts?|attacks?|prompts?)|injection\s+attacks?|"
-    r"red[- ]team\w*|(?:detect|prevent|defend|mitigate|protect|classify|filter|block|sanitize|handle)\w*"
-    r"(?:\s+\S+){0,4}?\s+(?:against\s+)?(?:attacks?|injections?|prompts?\s+like|phrases?|attempts?|inputs?)|"
-    r"what\s+(?:is|are|does)\b[^?]{0,80}\?|how\s+(?:do|can|should|would)\s+(?:i|we|you)\b[^?]{0,120}\?|"
-    r"for\s+example|e\.g\.|such\s+as)",
-    re.IGNORECASE,
-)
-_QUOTED = re.compile(r"[\"“'‘`]")
-_BASE64_BLOB = re.compile(r"[A-Za-z0-9+/]{24,4000}={0,2}")
+FAMILY_RULES: dict[str, re.Pattern[bytes]] = {
+    "override": _rx(
+        rf"\b{_DISOWN}\b{_GAP}\b(?:{_PRIOR}\b{_GAP}{_RULES}|{_RULES}\w*\b{_GAP}\b{_PRIOR}\b)"
+        rf"|\b{_DISOWN}\s+(?:all\s+of\s+|everything\s+|all\s+)?(?:the\s+)?above\b"
+        rf"|\b{_DISOWN}\s+(?:everything|all\s+that|that|this)\s*[.!,;]"
+        rf"|\b{_DISOWN}\b{_GAP}\b(?:came|said|written|stated|given|typed)\s+(?:before|above|earlier|previously)"
+        rf"|\b{_DISOWN}\s+(?:the\s+|this\s+|that\s+|your\s+)?(?:user'?s?\s+|(?!my\b|our\b)\w+\s+)?"
+        r"(?:question|request|task|query)s?\b(?!\s+(?:i|we)\b)"
+        rf"|\b{_RULES}\w*\s+(?:\w+\s+){{0,4}}(?:are|is|were|have\s+been|has\s+been)\s+(?:now\s+|hereby\s+|been\s+)?{_VOID}\b"
+        rf"|\b(?:no\s+longer|not|don'?t)\s+(?:apply|applies|count|matter|valid|binds?)\b"
+    ),
+    "new_rules": _rx(
+        r"\b(?:new|updated?|revised|real|actual|true|corrected|brand-new|changed|nouvel\w*|nuev\w*|neue\w*|nuov\w*|"
+        r"nov\w*|nieuwe)\s+(?:\w+\s+)?(?:rules?|instructions?|objective|goal|task|mission|directive|policy|purpose|"
+        r"orders?|guidelines|persona|identity|job|assignment|regla|regle|regel|anweisung|obiettivo|objetivo|"
+        r"mission|instruction|regra)\b\s*(?::|is\b|are\b|for\s+(?:you|the\s+(?:ai|assistant|bot|model))|from\s+now|"
+        r"follow|begin|here|v?\d|effective|has\s+been|have\s+been|supersede|overrid)"
+        r"|\b(?:switch|change|swap)\w*\s+(?:your\s+)?(?:goals?|objectives?|missions?|purpose)\b"
+        r"|\byour\s+(?:new\s+)?(?:assignment|task|job|goal|objective|mission|role)\s+(?:from\s+now\s+on|now|going\s+"
+        r"forward|henceforth|from\s+here)"
+        r"|\b(?:no\s+longer\s+(?:needs?|requires?)\s+(?:permission|approval|confirmation|verification))"
+        r"|\byour\s+(?:\w+\s+)?(?:goal|objective|task|purpose|job|mission|rules|instructions|guidelines|directive)\s+"
+        r"(?:has|have|is|are|was|were)\s+(?:been\s+)?(?:now\s+)?(?:changed|updated|replaced|reassigned|redefined|"
+        r"rewritten|amended|different|no\s+longer)"
+        r"|\b(?:from\s+now\s+on|going\s+forward|henceforth|effective\s+immediately|starting\s+now|from\s+this\s+"
+        r"(?:point|moment)|from\s+here\s+on|a\s+partir\s+de\s+(?:maintenant|ahora|agora)|ab\s+(?:jetzt|sofort)|"
+        r"d'ora\s+in\s+poi|da\s+adesso|vanaf\s+nu)\b[^\n]{0,80}\b(?:never|always|only|must|no\s+longer|not|rule|"
+        r"restrict\w*|refus\w*|polic\w*|limit\w*|filter\w*|reveal|secret|obey|anything|everything|sans|sin|ohne|senza|sem)"
+    ),
+    "persona": _rx(
+        r"\b(?:you\s+are|you'?re|act\w*\s+(?:as|like)|pretend\w*|role-?play\w*|become|play\w*|simulat\w*|assume|"
+        r"switch\w*|enter|activat\w*|enabl\w*|go\s+into|transform\w*|stay\w*|be|imagine|answer\w*\s+as|respond\w*\s+as|"
+        r"speak\w*\s+as|identity|persona|character|version)\b[^\n.]{0,80}?"
+        rf"\b{_FREE}\b\s*(?:\w+\s+){{0,3}}?{_LIMITS}"
+        r"|\b(?:do\s+anything\s+now|developer\s+mode|god\s+mode|jailbreak\w*\s+mode|unfiltered\s+mode|opposite\s+mode|"
+        r"raw\s+mode|debug\s+mode|maintenance\s+mode|admin\s+mode|modo\s+desarrollador|mode\s+developpeur|"
+        r"modalita\s+sviluppatore|entwicklermodus)\b"
+        r"|\b(?:you\s+are|you'?re|act\s+as|pretend\s+to\s+be|be|become)\s+(?:now\s+)?(?:dan|stan|aim|dude|kevin|"
+        r"an?\s+(?:evil|rogue|unaligned|jailbroken|uncensored|unrestricted|unfiltered|unmoderated)\b)"
+        r"|\b(?:ethics|safety|filters?|restrictions|guidelines|morals?)\s+(?:\w+\s+){0,2}?(?:set\s+to|turned|switched)\s+"
+        r"(?:zero|0|off|none|nothing)"
+        r"|\b(?:unrestricted|unfiltered|uncensored|jailbroken|unaligned|unmoderated)\s+(?:ai|model|assistant|"
+        r"chatbot|version|mode|answer)"
+    ),
+    "fake_turn": _rx(
+        r"<\|?\s*/?(?:im_start|im_end|system|endoftext|start_header_id|end_header_id|eot_id|start|end|message|"
+        r"user|assistant|developer)\s*\|?>"
+        r"|\[/?inst\]|<</?sys>>|<(?:start|end)_of_turn>"
+        r"|</?(?:system|instructions?|system_instructions|developer|assistant|tool_response|message\s+role)\b[^>\n]{0,40}>"
+        r"|^\W{0,12}(?:system|developer|admin|operator|assistant)\W{0,3}(?:\s*(?:message|prompt|note|instruction|"
+        r"update|override|alert|notice|announcement|priority|block)s?\W{0,3}){0,2}\s*(?:\(\w+\)\s*)?[:\]>]"
+        r"|\n\s*(?:human|user|assistant|system)\s*:"
+        r"|[\"'\[(]\s*(?:system|developer|admin)\s*(?:note|message|override|instruction)?\s*:"
+        r"|\"role\"\s*:\s*\"(?:system|developer|tool)\"\s*,\s*\"content\"\s*:\s*\"[^\"]{0,200}"
+        r"(?:rule|ignor|polic|restrict|refus|reveal|secret|unrestricted|override|disable|filter|send|anything)"
+        r"|[\[=#*~%@<>/-]{2,}\s*(?:new\s+|begin\s+|official\s+)?(?:system|developer|admin)\b"
+        r"|\bend\s+of\s+(?:the\s+)?(?:user\s+)?(?:input|conversation|prompt|document|message)\b"
+        r"|\b(?:user\s+(?:input|message|query)\s+(?:ends|finished|end))\b"
+    ),
+    "extraction": _rx(
+        r"\b(?:reveal|print|repeat|output|show|display|dump|leak|recite|expose|share|copy|paste|spell|write\s+out|"
+        r"reproduce|export|tell|give|translate|encode|disclose|read\s+back|quote|return|put|list|zeig|gib|muestra\w*|"
+        r"mostr\w*|affiche|recopie|repit\w*|ripeti|zitiere|copie|laat|pokaz\w*|goster|avsloja|revel\w*)\b[^\n.?]{0,60}?"
+        rf"\b{_OWNER}\s+(?:\w+\s+){{0,3}}?"
+        r"(?:system\s*prompt|prompt|instructions|pre-?prompt|preamble|configuration|config|setup|guidelines|rules|"
+        r"initiali[sz]ation|developer\s+message|system\s+message|context\s+window|password|api\s+key|key|"
+        r"credentials|passphrase|secrets?|hidden\s+\w+|systemprompt|anweisungen|instrucciones|istruzioni|"
+        r"instrucoes|consignes|reglas|regeln|promptu?|istemi)"
+        rf"|\b(?:what|which)\s+(?:is|are|was|were|did|does)\s+(?:\w+\s+){{0,5}}?{_OWNER}\s+(?:\w+\s+){{0,2}}?"
+        r"(?:instructions|prompt|rules|system\s+message|developer\s+message|pre-?prompt|password|secret|"
+        r"configuration|api\s+key|connection\s+string)"
+        r"|\b(?:everything|all|text|words?|the\s+message)\s+(?:\w+\s+){0,2}?(?:above|before)\s+(?:this|my|the)\s+"
+        r"(?:line|message|conversation|chat)"
+        r"|\bbefore\s+(?:this|our|the)\s+(?:conversation|chat|session)\b"
+        r"|\b(?:secret|hidden|confidential|internal)\s+(?:\w+\s+){0,2}?(?:password|key|word|code|instructions|"
+        r"prompt|rules|notes|passphrase|configuration)\b[^\n]{0,40}?\byou"
+        r"|\byou\s+(?:were|have\s+been)\s+(?:given|told|configured|set\s+up|initiali[sz]ed|handed)\b"
+        r"|\b(?:you\s+received|i\s+can'?t\s+see|before\s+i\s+joined)\b"
+        r"|\b(?:first|initial|opening|earliest)\s+(?:message|line|text|words)\s+(?:in|of)\s+(?:this|the|our)\s+"
+        r"(?:conversation|chat)"
+        r"|\b(?:repeat|print|copy|output|show|dump)\s+(?:\w+\s+){0,3}?(?:above|before)\b"
+        r"|\b(?:exact|full|complete|original|literal)\s+(?:wording|text|contents?)\s+of\b"
+        r"|\b(?:first|next|last|second)\s+(?:line|sentence|word|paragraph)s?\s+of\s+(?:your|the\s+(?:system|hidden))"
+        r"|\bin\s+your\s+(?:context|prompt|instructions|configuration|config|memory|system\s+message|setup)\b"
+        r"|\b(?:verbatim|word\s+for\s+word|word\s+by\s+word|unredacted|unabridged|unedited|in\s+full|"
+        r"palabra\s+por\s+palabra|mot\s+pour\s+mot|wortlich|parola\s+per\s+parola|palavra\s+por\s+palavra)\b"
+    ),
+    "bypass_game": _rx(
+        r"\b(?:hypothetical\w*|imagin\w*|pretend\w*|suppos\w*|fiction\w*|story|novel|screenplay|script|poem|"
+        r"game|play|role-?play\w*|thought\s+experiment|simulat\w*|world|universe|make-believe|opposite)\b"
+        r"[^\n]{0,120}?\b(?:no|without|ignor\w*|suspend\w*|disabled|off|drop|break|allowed\s+to|don'?t\s+apply|"
+        r"doesn'?t\s+(?:count|apply)|never\s+refuse|not\s+refuse|must\s+(?:always\s+)?(?:say\s+yes|answer|comply)|"
+        r"reversed|deleted|switched\s+off|no\s+consequences|lose)\b[^\n]{0,40}?"
+        rf"(?:{_LIMITS}|refus\w*|consequences|point|character)"
+        r"|\b(?:real|working|exact|full|precise|step[- ]by[- ]step|detailed)\s+(?:\w+\s+){0,3}?"
+        r"(?:detail|steps?|instructions|recipe|chemistry|code|exploit|guide)\b[^\n]{0,80}?\b(?:bomb|meth|drug|"
+        r"weapon|explosive|malware|virus|poison|gun|hack\w*|steal|forge|launder\w*|evad\w*|nerve\s+agent|thermite|"
+        r"break\s+in|alarm|exploit|chloroform|passport|tax\w*|lock|keylogger|ransomware)"
+        r"|\b(?:bomb|meth|explosive|nerve\s+agent|thermite|chloroform|ransomware|malware)\b[^\n]{0,80}?"
+        r"\b(?:story|novel|character|fiction\w*|poem|screenplay|dialogue|monologue|game|hypothetical\w*)"
+    ),
+    "fiction_harm": _rx(
+        r"\b(?:hypothetical\w*|imagin\w*|pretend\w*|suppos\w*|fiction\w*|story|novel|screenplay|script|poem|game|"
+        r"role-?play\w*|thought\s+experiment|simulat\w*|make-believe|bedtime|movie|character|dialogue|monologue)\b"
+        r"[^\n]{0,160}?\b(?:bomb|meth|drugs?|weapons?|explosives?|malware|virus|poison\w*|guns?|hack\w*|steal\w*|"
+        r"forge|forging|launder\w*|evad\w*|nerve\s+agent|thermite|break\s+in|exploit|chloroform|passport|"
+        r"keylogger|ransomware|sql\s+injection|phishing|private\s+key|password|lock|alarm|crack\w*|"
+        r"activation\s+keys?)"
+        r"|\b(?:bomb|meth|explosive|nerve\s+agent|thermite|chloroform|ransomware|malware|exploit|keylogger)\b"
+        r"[^\n]{0,120}?\b(?:story|novel|character|fiction\w*|poem|screenplay|dialogue|monologue|game|"
+        r"hypothetical\w*|scene)"
+    ),
+    "realism": _rx(
+        r"\b(?:real|working|exact|full|precise|step[- ]by[- ]step|detailed|technical|actual)\s+(?:\w+\s+){0,2}?"
+        r"(?:detail|steps?|instructions|recipe|chemistry|code|exploit|guide|commands?)\b"
+    ),
+    "authority": _rx(
+        r"\b(?:i\s+am|i'?m|this\s+is|as|we\s+are|we'?re|speaking\s+as|message\s+from|notice\s+from|request\s+from|"
+        r"comes\s+from|here)\b[^\n.]{0,40}?\b(?:your\s+)?(?:developers?|admin\w*|engineer\w*|creators?|owner|"
+        r"operator|staff|dev\s+team|model\s+(?:team|provider)|openai|anthropic|trust\s+and\s+safety|it\s+security|"
+        r"vendor|system\s+administrator|tester|auditor|moderator|management)\b[^\n]{0,120}?\b(?:test\w*|audit\w*|"
+        r"debug\w*|authori[sz]\w*|overrid\w*|disabl\w*|turn\s+off|ignor\w*|reveal|print|bypass|permission\w*|"
+        r"restrictions|filter\w*|maintenance|mode|whitelist\w*|verified|elevated|exception|sanctioned|approved|"
+        r"allowed|raw|secrets?|prompt|instructions)"
+        r"|\b(?:engineering|dev(?:elopment)?\s+team|security\s+team|it\s+security|it\s+department|admin|staff|"
+        r"management|developers?)\s+here\b"
+        r"|\b(?:authori[sz]ation\s+code|admin\s+password\s+accepted|staff\s+override|dev\s+override|"
+        r"verified\s+developer|official\s+(?:red[- ]team|notice|system))"
+    ),
+    "addressed_to_ai": _rx(
+        r"\b(?:note|message|instructions?|attention|important|p\.?\s?s\.?|hint|reminder|guidance)\s*:?\s*(?:to|for)\s+"
+        r"(?:the\s+|any\s+|all\s+)?(?:ai|assistants?|llms?|language\s+models?|chatbots?|agents?|models?|bots?|"
+        r"summari[sz]ers?|vision\s+model|ai\s+\w+)"
+        r"|\b(?:ai|llm|assistant|agent|model|bot|summari[sz]er|language\s+model)s?\s+(?:\w+\s+)?(?:reading|processing|"
+        r"summari[sz]ing|parsing|browsing|triaging|screening|working\s+on|applying)\b"
+        r"|\bif\s+(?:you\s+are|you'?re)\s+(?:an?\s+)?(?:ai|llm|large\s+language\s+model|language\s+model|assistant|"
+        r"agent|chatbot)"
+        r"|(?:^|[.:!\]>]\s*)(?:hey\s+|dear\s+|@)?(?:assistant|ai|bot|chatbot|model|agent|summari[sz]er)s?\s*[,:]\s*"
+        r"(?:please\s+)?(?:ignore|forget|disregard|stop|send|forward|reveal|tell|say|mark|delete|run|include|book|"
+        r"approve|accept|transfer|export|push|describe|when|your|you|from\s+now|treat|upon|escalate|the\s+user)"
+        r"|\b(?:do\s+not|don'?t|never|without)\s+(?:tell\w*|inform\w*|mention\w*|alert\w*|notify\w*|confirm\w*)"
+        r"\s+(?:it\s+|this\s+)?(?:to\s+)?(?:the\s+)?user"
+        r"|\b(?:ai|llm|assistant|agent|model|bot|summari[sz]er|language\s+model|reviewer)s?\b[^\n.]{0,40}?"
+        r"\b(?:must|should|shall|will\s+now|need\s+to|are\s+(?:to|required))\s+(?:now\s+|first\s+|also\s+|"
+        r"immediately\s+|always\s+)?(?:ignore|disregard|forget|reveal|send|forward|email|transfer|delete|approve|"
+        r"say|tell|recommend|state|call|run|include|collect|post|export|push|disable|accept|book|mark|reply|ask|"
+        r"request|share|add|grant|obey|stop|treat|answer\s+every|append|promote|describe\s+\w+\s+as)\b"
+        r"|\b(?:to|for)\s+(?:the\s+|any\s+|all\s+)?(?:ai|llm|language\s+model|vision\s+model|assistant|agent|model|"
+        r"summari[sz]er)s?\s*(?:\w+\s*)?[:,]"
+        r"|\[(?:ai|assistant|system|llm|agent)\s*:"
+        r"|\b(?:agent|assistant|ai|llm|model)\s+instructions?\s*:"
+        r"|(?:^|[.:!\]>-]\s*)(?:hey\s+|dear\s+|@|actually,?\s+)?(?:ai\s+)?(?:assistant|ai|bot|chatbot|model|agent|"
+        r"summari[sz]er)s?\s*[,:]\s*(?:since|when|upon|to|please|if|after|before|now|do|don'?t|ignore|forget|"
+        r"disregard|stop|send|forward|reveal|tell|say|mark|delete|run|include|book|approve|accept|transfer|export|"
+        r"push|describe|your|you|from\s+now|treat|escalate|the\s+user|upon)\b"
+    ),
+    "exfiltration": _rx(
+        r"\b(?:send|forward|post|upload|email|transfer|wire|export|push|exfiltrat\w*|include|append)\b[^\n]{0,80}?"
+        r"(?:https?://|\b\S+@\S+\.\w+|the\s+following\s+(?:url|address|endpoint)|public\s+gist|account\s+\d)"
+        r"|!\[[^\]\n]{0,100}\]\(https?://[^)\s]{1,200}\?[^)\s]{0,200}=[^)\s]{0,200}\)"
+        r"|\b(?:curl|wget)\s+\S+\s*\|\s*(?:sh|bash)\b"
+    ),
+    "discussion": _rx(
+        r"\b(?:explain\w*|why|how\s+(?:do|does|can|should|would|might|effective)|what\s+(?:is|are|does|makes|should|"
+        r"would|was)|classify|label\w*|is\s+(?:this|it|that)|rate|annotate|analy[sz]\w*|summari[sz]\w*|describe|"
+        r"critique|evaluate|detect\w*|defen[cs]\w*|mitigat\w*|red[- ]team\w*|false\s+positive|taxonomy|"
+        r"our\s+(?:logs?|filter|classifier|detector|guardrail|dataset|test|moderat\w*|pen-?test|waf|bot|chatbot)|"
+        r"jailbreaks?\s+(?:prompts?|attempts?|patterns?|techniques?)|prompt\s+injection|injection\s+attacks?|"
+        r"(?:attack|example|payload|string|phrase|message|input|sentence)s?\s+(?:like|such\s+as|:)|"
+        r"for\s+example|e\.g\.|such\s+as|research\w*|paper|literature|slides|students|course|report)\b"
+    ),
+    "quoted_attack": _rx(
+        r"[\"`'][^\"`\n]{0,40}\b(?:ignore|forget|disregard|you\s+are\s+now|pretend|reveal|system)\b"
+    ),
+}
+QUOTABLE = (
+    "override", "new_rules", "persona", "fake_turn", "extraction", "bypass_game", "fiction_harm", "authority",
+    "addressed_to_ai",
+)  # fmt: skip
+OBFUSCATION = ("decoded_payload", "invisible_characters", "homoglyphs", "spaced_letters")
+RULE_NAMES = (*FAMILY_RULES, *(f"{name}_quoted" for name in QUOTABLE), *OBFUSCATION, "tool_origin")
+_OPEN_QUOTE = re.compile(rb"(?:^|[\s:(\[])'[^'\n]*$")
+_JSON_VALUE = re.compile(rb'":\s*"$')
+
+
+def _quoted(data: bytes, at: int) -> bool:
+    """Whether the match at `at` stands inside a quotation: after an odd number of double quotes or backticks
+    on its line (unless the quote opens a JSON value, `"key": "...`: an attack inside a tool result's field is
+    not being talked about), or within forty characters after an opening single quote. Quoted, an attack
+    phrase is most likely being discussed."""
+    line = data[data.rfind(b"\n", 0, at) + 1 : at]
+    for q in (b'"', b"`"):
+        if line.count(q) % 2 == 1:
+            opening = line.rfind(q)
+            if not _JSON_VALUE.search(line[max(0, opening - 4) : opening + 1]):
+                return True
+    return _OPEN_QUOTE.search(line[-40:]) is not None if b"'" in line[-40:] else False
 
 
 @dataclass(frozen=True)
 class InjectionResult:
     score: float
     signals: tuple[str, ...]
-    offset: int  # where the first signal matched, -1 when none
+    offset: int  # where the best-scoring part starts (an offset in the text), -1 when nothing fired
 
 
-MAX_HINTS = 64  # occurrences of one hint looked at per text part
-BEFORE, AFTER = 160, 320  # characters around a hint the signal's regex is run on
+def rule_hits(prepared: bytes, flags: set[str], indirect: bool) -> dict[str, int]:
+    """The rules that fire on prepared text (`flags`: the obfuscation `prepare` found), with the offset in the
+    prepared text where each matched."""
+    hits: dict[str, int] = {}
+    for name, rx in FAMILY_RULES.items():
+        m = rx.search(prepared)
+        if m is not None:
+            quoted = name in QUOTABLE and _quoted(prepared, m.start())
+            hits[f"{name}_quoted" if quoted else name] = m.start()
+    for name in flags:
+        hits[name] = 0
+    if indirect:
+        hits["tool_origin"] = 0
+    return hits
 
 
-_PUNCT = str.maketrans({ch: " " for ch in "\"'`.,;:!?()[]{}<>|/\\*#=+-_~\n\t\r"})
+def _rule_logit(model: im.Model, hits: dict[str, int]) -> float:
+    return float(sum(model.rule_weights.get(name, 0.0) for name in hits))
 
 
-def _words(lowered: str) -> set[str]:
-    """The words of a text, once: a hint whose first word is absent costs a set lookup, not a scan."""
-    return set(lowered.translate(_PUNCT).split())
+def _sigmoid(x: float) -> float:
+    return float(1.0 / (1.0 + np.exp(-x)))
 
 
-def _key_word(hint: str) -> str | None:
-    """The first word of a hint as `_words` splits text (`"system:"` -> `system`, `"[inst]"` -> `inst`): a text
-    holding the hint holds that word, wherever the signal's regex needs a word boundary before it. None for a
-    hint of punctuation or other characters only (`"<|"`, a zero-width space), which is searched for as it is."""
-    parts = hint.translate(_PUNCT).split()
-    return parts[0] if parts and parts[0].isascii() and parts[0].isalnum() else None
-
-
-_KEYS = {hint: _key_word(hint) for signal in SIGNALS for hint in signal.hints}
-
-
-def _present(hint: str, words: set[str], ascii_text: bool) -> bool:
-    key = _KEYS.get(hint) or _key_word(hint)
-    if key is not None:
-        return key in words
-    return not (ascii_text and not hint.isascii())  # a non-ASCII hint cannot be in ASCII text
-
-
-def _windows(
-    lowered: str, hints: tuple[str, ...], words: set[str], ascii_text: bool = False
-) -> list[tuple[int, int]]:
-    """Merged windows around the hint occurrences: the regexes never scan the whole of a long text."""
-    spans = []
-    for hint in hints:
-        if not _present(hint, words, ascii_text):
-            continue
-        at, seen = lowered.find(hint), 0
-        while at >= 0 and seen < MAX_HINTS:
-            spans.append((max(0, at - BEFORE), at + len(hint) + AFTER))
-            at, seen = lowered.find(hint, at + 1), seen + 1
-    spans.sort()
-    merged: list[tuple[int, int]] = []
-    for start, end in spans:
-        if merged and start <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
-        else:
-            merged.append((start, end))
-    return merged
-
-
-def _fired(text: str, lowered: str) -> dict[str, int]:
-    found: dict[str, int] = {}
-    words = _words(lowered)
-    ascii_text = lowered.isascii()
-    for signal in SIGNALS:
-        for start, end in _windows(lowered, signal.hints, words, ascii_text):
-            m = signal.regex.search(text, start, min(len(text), end))
-            if m is not None:
-                found[signal.name] = m.start()
-                break
-    return found
-
-
-_BASE64_TABLE = bytes(
-    0x61 if chr(i).isascii() and (chr(i).isalnum() or chr(i) in "+/") else 0x20 for i in range(256)
-)
-_BASE64_RUN = b"a" * 24
-
-
-def _has_base64_run(text: str) -> bool:
-    """Whether `_BASE64_BLOB` can match at all: one pass at C speed instead of the regex over the text."""
-    return _BASE64_RUN in text.encode("utf-8", "surrogatepass").translate(_BASE64_TABLE)
-
-
-def _decoded_blobs(text: str) -> list[str]:
-    """Printable text hidden in base64 blobs (bounded: the first five long enough to matter)."""
+def _best_windows(logits: np.ndarray) -> list[int]:
+    """Up to RULE_WINDOWS windows with the highest logits, no two overlapping."""
+    if len(logits) == 1:
+        return [0]
+    left = logits.copy()
     out = []
-    for m in _BASE64_BLOB.finditer(text):
-        blob = m.group(0)
-        try:
-            raw = base64.b64decode(blob + "=" * (-len(blob) % 4), validate=True)
-            decoded = raw.decode("utf-8")
-        except (binascii.Error, ValueError):
-            continue
-        if decoded.isprintable() or all(c.isprintable() or c.isspace() for c in decoded):
-            out.append(decoded)
-        if len(out) >= 5:
+    for _ in range(RULE_WINDOWS):
+        i = int(np.argmax(left))
+        if left[i] == -np.inf:
             break
+        out.append(i)
+        left[max(0, i - im.WINDOW + 1) : i + im.WINDOW] = -np.inf
     return out
 
 
 def score_injection(text: str, *, indirect: bool = False) -> InjectionResult:
     """The injection score of one text part (0..1); `indirect` for tool results and retrieved documents."""
-    if len(text) < 8:
+    return score_with(im.MODEL, text, indirect=indirect)
+
+
+def score_with(model: im.Model | None, text: str, *, indirect: bool = False) -> InjectionResult:
+    """`score_injection` with a given model (the training script scores its folds with this)."""
+    if len(text) < 8 or model is None:
         return InjectionResult(0.0, (), -1)
-    lowered = text.lower()
-    found = _fired(text, lowered)
-    if _has_base64_run(text) and any(h in lowered for h in ("base64", "b64", "decode", "encoded", "==")):
-        for hidden in _decoded_blobs(text):
-            for name in _fired(hidden, hidden.lower()):
-                found.setdefault(name, 0)
-                found.setdefault("encoding_trick", 0)
-    if not found:
-        return InjectionResult(0.0, (), -1)
-    remaining = 1.0
-    weights = {s.name: s.weight for s in SIGNALS}
-    for name in found:
-        remaining *= 1.0 - weights[name]
-    score = 1.0 - remaining
-    first = min(found.values())
-    near = text[max(0, first - 400) : first + 400]
-    if not indirect and _DISCUSSION.search(near) and _QUOTED.search(near):
-        score *= (
-            0.5  # talking about an attack ("how do I stop 'ignore previous instructions'?"), not making one
-        )
-    elif indirect:
-        score = min(1.0, score * 1.25)
-    names = tuple(sorted(found, key=found.__getitem__))
-    return InjectionResult(round(score, 3), names, first)
+    flags: set[str] = set()
+    if len(text) <= im.LONG:
+        prepared = im.prepare(text, flags)
+        parts = [(0, len(prepared))]
+    else:
+        prepared = im.prepare(text, flags, decode=False)
+        parts, decode = im.anchor_ranges(prepared)
+        payloads = im.decoded_payloads(text.encode("utf-8", "surrogatepass")) if decode else []
+        if payloads:
+            flags.add("decoded_payload")
+            extra = im.prepare("\n".join(payloads))
+            parts.append((len(prepared) + 1, len(prepared) + 1 + len(extra)))
+            prepared += b"\n" + extra
+    top, top_hits, top_at = -np.inf, dict[str, int](), -1
+    for base, stop in parts:
+        piece = prepared[base:stop]
+        logits, starts, ends = model.window_logits(piece)
+        for i in _best_windows(logits):
+            lo, hi, logit = base + int(starts[i]), base + int(ends[i]), float(logits[i])
+            if len(logits) > 1:
+                lo, hi = max(base, lo - RULE_MARGIN), min(stop, hi + RULE_MARGIN)
+            hits = rule_hits(prepared[lo:hi], flags, indirect)
+            total = logit + _rule_logit(model, hits)
+            if total > top:
+                top, top_hits, top_at = total, hits, lo + min(hits.values(), default=0)
+    if not parts:
+        top = model.bias
+    score = _sigmoid(top)
+    if score < THRESHOLD:
+        return InjectionResult(round(score, 3), (), -1)
+    positive = [n for n in top_hits if model.rule_weights.get(n, 0.0) > 0 and n != "tool_origin"]
+    signals = tuple(sorted(positive, key=top_hits.__getitem__)) or ("model",)
+    return InjectionResult(round(score, 3), signals, min(top_at, max(0, len(text) - 1)))

@@ -1,0 +1,106 @@
+"""The injection corpus of issue 19 and the detector's figures on its held-out split, recomputed here.
+
+The corpus (tests/data/guardrails/injection_corpus.jsonl, built by scripts/build_injection_corpus.py) carries
+its train/test split. These tests check its size and balance, that no test text has a twin or a near-duplicate
+in the training split, that the shipped model was trained on the training split only (a model fitted here on
+the same rows gives the same weights), and precision and recall on the test split, counted here from
+`score_injection` and the labels.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from tokenlens.guardrails.injection import THRESHOLD, score_injection
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+CORPUS = ROOT / "tests" / "data" / "guardrails" / "injection_corpus.jsonl"
+
+
+def script(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def rows() -> list[dict[str, Any]]:
+    return [json.loads(line) for line in CORPUS.read_text(encoding="utf-8").splitlines() if line]
+
+
+def figures(split: str) -> tuple[float, float]:
+    tp = fp = fn = 0
+    for row in rows():
+        if row["split"] != split:
+            continue
+        flagged = score_injection(row["text"], indirect=row["origin"] == "tool").score >= THRESHOLD
+        tp += flagged and row["injection"]
+        fp += flagged and not row["injection"]
+        fn += row["injection"] and not flagged
+    return tp / max(1, tp + fp), tp / max(1, tp + fn)
+
+
+def test_the_corpus_is_big_varied_and_split_by_family() -> None:
+    data = rows()
+    attacks = Counter(r["family"] for r in data if r["injection"])
+    negatives = Counter(r["family"] for r in data if not r["injection"])
+    assert sum(attacks.values()) >= 400 and sum(negatives.values()) >= 400
+    assert len(attacks) >= 10 and min(attacks.values()) >= 30  # every attack family is represented
+    assert len(negatives) >= 9 and min(negatives.values()) >= 30
+    for family in attacks | negatives:
+        in_test = sum(1 for r in data if r["family"] == family and r["split"] == "test")
+        assert 0.2 <= in_test / (attacks | negatives)[family] <= 0.4, family
+    assert len({r["text"] for r in data}) == len(data)
+
+
+def test_train_and_test_share_no_text_and_no_near_duplicate() -> None:
+    build = script("build_injection_corpus")
+    assert build.check(rows()) == []
+
+
+def test_the_corpus_file_is_what_the_sources_build() -> None:
+    build = script("build_injection_corpus")
+    rebuilt = build.read_sources()
+    recorded = {r["text"]: r for r in rows()}
+    assert [r["text"] for r in rebuilt] == list(recorded)
+    assert all(recorded[r["text"]]["injection"] == r["injection"] for r in rebuilt)
+
+
+@pytest.mark.timeout(300)
+def test_the_shipped_model_is_trained_on_the_training_split_only() -> None:
+    train = script("train_injection")
+    from tokenlens.guardrails import injection_model as im
+
+    shipped = im.load_model()
+    assert shipped is not None
+    fitted = train.fit(train.load("train"))
+    same = (abs(shipped.weights - fitted.weights) < 1e-2).mean()
+    assert same > 0.999
+    assert all(abs(shipped.rule_weights[k] - v) < 1e-3 for k, v in fitted.rule_weights.items())
+
+
+def test_held_out_figures() -> None:
+    precision, recall = figures("test")
+    print(f"held-out test split: precision {precision:.3f} recall {recall:.3f}")
+    assert precision >= 0.93 and recall >= 0.90  # what the shipped model reaches (README, "Guardrails")
+
+
+@pytest.mark.xfail(strict=True, reason="issue 19's target, not reached yet: see README, Guardrails")
+def test_held_out_figures_reach_the_issue_target() -> None:
+    precision, recall = figures("test")
+    assert precision >= 0.95 and recall >= 0.92
+
+
+def test_training_figures() -> None:
+    precision, recall = figures("train")
+    assert precision >= 0.99 and recall >= 0.99

@@ -1,0 +1,451 @@
+"""The statistical half of the injection detector: a logistic regression over hashed token n-grams.
+
+Text is normalised first (`normalise`: Unicode compatibility forms, accents, homoglyphs, zero-width and
+direction marks, case, digits used as letters, letter-spaced words) and payloads hidden in base64, hex or
+ROT13 are decoded and appended. Tokens are runs of letters and digits (any non-ASCII byte counts as a letter,
+so other scripts tokenise by spaces too) and single punctuation marks; each token contributes the hash of its
+first five characters (a crude stem) and the bigrams and trigrams of those stems; a token whose stem is in the
+`CONCEPTS` lexicon also contributes its concept and the bigrams, trigrams and near pairs of the sequence of
+concepts. All of it is computed with numpy over the whole text at once: no Python loop per token.
+
+A text's score is the logistic function of the weights of its features, divided by the square root of their
+number; a text longer than `WINDOW` tokens is scored on every window of `WINDOW` tokens and the best one
+counts, so an attack buried in a long document is not diluted by it. The weights are trained by
+`scripts/train_injection.py` on the training split of `tests/data/guardrails/injection_corpus.jsonl` and shipped
+as `injection_model.npz` next to this module (read once, at import).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import re
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+MODEL_PATH = Path(__file__).with_name("injection_model.npz")
+WINDOW = 96  # tokens per window of a long text
+STEM = 5  # characters of a token's stem feature
+KINDS = 9  # features per token: stem, stem bigram, stem trigram, concept, concept bigram, concept trigram,
+# concept pairs two, three and four concept tokens apart (in either order)
+
+_U64 = np.uint64
+_P = 1_000_003  # polynomial hash base (odd, so it is invertible modulo 2**64)
+_P_INV = pow(_P, -1, 2**64)
+_SEEDS = np.array(
+    [0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93, 0xFF51AFD7ED558CCD]
+    + [0xC4CEB9FE1A85EC53, 0x27D4EB2F165667C5],
+    dtype=_U64,
+)
+_MIX = _U64(0x9E6C63D0676A9A99)
+_K2 = _U64(0x100000001B3)
+
+# Byte classes: 0 space, 1 word (letters, digits, any non-ASCII byte), 2 punctuation (a token each),
+# 3 line break (a token each).
+_CLASS = np.zeros(256, dtype=np.int8)
+for _b in range(256):
+    _ch = chr(_b)
+    if _b >= 0x80 or _ch.isalnum():
+        _CLASS[_b] = 1
+    elif _ch == "\n":
+        _CLASS[_b] = 3
+    elif not _ch.isspace():
+        _CLASS[_b] = 2
+
+_QUOTE = np.zeros(256, dtype=bool)
+_QUOTE[[0x22, 0x60]] = True  # " and `; typographic quotes become " in `normalise`
+
+_CLASS_TABLE = bytes(int(c) & 0xFF for c in _CLASS)
+_WORD_TABLE = bytes(1 if c == 1 else 0 for c in _CLASS)
+_QUOTE_TABLE = bytes(1 if q else 0 for q in _QUOTE)
+
+# Digits written for letters ("1gn0r3"), applied to the lowered bytes; other bytes unchanged.
+_LEET = bytes.maketrans(b"013457", b"oieast")
+
+_ZERO_WIDTH = dict.fromkeys(
+    [0x00AD, 0x034F, 0x061C, 0x180E, *range(0x200B, 0x2010), *range(0x202A, 0x202F), *range(0x2060, 0x2070)]
+    + [0xFEFF, *range(0xE0000, 0xE0080)],
+    None,
+)
+_HOMOGLYPHS = str.maketrans(
+    {
+        # Cyrillic
+        "а": "a", "в": "b", "е": "e", "ё": "e", "к": "k", "м": "m", "н": "h", "о": "o", "р": "p", "с": "c",
+        "т": "t", "у": "y", "х": "x", "ѕ": "s", "і": "i", "ї": "i", "ј": "j", "ԁ": "d", "ԛ": "q", "ԝ": "w",
+        "ɡ": "g", "ʏ": "y", "ɪ": "i", "ı": "i", "ł": "l", "ø": "o", "ß": "ss", "æ": "ae", "œ": "oe",
+        # Greek
+        "α": "a", "β": "b", "ε": "e", "η": "n", "ι": "i", "κ": "k", "ν": "v", "ο": "o", "ρ": "p", "τ": "t",
+        "υ": "u", "χ": "x", "ω": "w", "ς": "s", "σ": "s", "μ": "u",
+    }
+)  # fmt: skip
+_QUOTES = str.maketrans(dict.fromkeys("“”„«»‟", '"'))
+_COMBINING = re.compile(r"[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]+")
+_SPACED = re.compile(r"(?<![a-z])[a-z]([ .\-_*|/])[a-z](?:\1[a-z])+(?![a-z])")
+_SPACED_SEP = re.compile(r"[ .\-_*|/]")
+_BASE64_RUN = re.compile(rb"[A-Za-z0-9+/]{16,}={0,2}")
+_HEX_RUN = re.compile(rb"(?:[0-9a-fA-F]{2}){8,}")
+_BASE64_CHARS = bytes(
+    0x61 if chr(i).isascii() and (chr(i).isalnum() or chr(i) in "+/") else 0x20 for i in range(256)
+)
+_DECODE_HINTS = (
+    b"base64", b"b64", b"decod", b"encod", b"hex", b"rot13", b"rot-13", b"cipher", b"revers", b"right to left",
+    b"backwards",
+)  # fmt: skip
+_TEXT_HINTS = (b"rot13", b"rot-13", b"revers", b"right to left", b"backwards")  # need no base64 or hex run
+MAX_DECODED = 5
+
+
+def _unspace(m: re.Match[str]) -> str:
+    return _SPACED_SEP.sub("", m.group(0))
+
+
+def normalise(text: str, flags: set[str] | None = None) -> str:
+    """Lower-case text with compatibility forms, accents, homoglyphs and invisible characters folded away;
+    `flags` collects the tricks found (`invisible_characters`, `homoglyphs`)."""
+    if text.isascii():
+        return text.lower()
+    folded = unicodedata.normalize("NFKD", text)
+    visible = folded.translate(_ZERO_WIDTH)
+    if flags is not None and len(visible) != len(folded):
+        flags.add("invisible_characters")
+    lowered = _COMBINING.sub("", visible).lower()
+    out = lowered.translate(_HOMOGLYPHS)
+    if flags is not None and out != lowered and re.search(r"[a-z][^\x00-\x7f]|[^\x00-\x7f][a-z]", lowered):
+        flags.add("homoglyphs")
+    return out.translate(_QUOTES)
+
+
+def _spaced_letters(data: bytes) -> bool:
+    """Whether three one-letter words stand one separator apart somewhere ("i g n", "i.g.n"): a numpy test, so
+    the regex that joins them runs only on the texts that have some."""
+    a = np.frombuffer(data, dtype=np.uint8)
+    if len(a) < 7:
+        return False
+    letter = (a >= 0x61) & (a <= 0x7A)
+    sep = (a == 0x20) | (a == 0x2E) | (a == 0x2D) | (a == 0x5F) | (a == 0x2A)
+    alone = letter[1:-1] & ~letter[:-2] & ~letter[2:]  # a letter with no letter on either side (index + 1)
+    m = len(a) - 6
+    hit = alone[:m] & sep[2 : 2 + m] & alone[2 : 2 + m] & sep[4 : 4 + m] & alone[4 : 4 + m]
+    return bool(hit.any())
+
+
+def decoded_payloads(raw: bytes) -> list[str]:
+    """Text hidden in base64 or hex runs, or the ROT13 reading, when the text mentions an encoding."""
+    lowered = raw.lower()
+    if not any(h in lowered for h in _DECODE_HINTS):
+        return []
+    run = b"a" * 16 in raw.translate(_BASE64_CHARS)
+    if not run and not any(h in lowered for h in _TEXT_HINTS):
+        return []
+    out: list[str] = []
+    if run:
+        for m in _BASE64_RUN.finditer(raw):
+            blob = m.group(0)
+            try:
+                decoded = base64.b64decode(blob + b"=" * (-len(blob) % 4), validate=True).decode("utf-8")
+            except (binascii.Error, ValueError):
+                continue
+            if sum(c.isalpha() or c == " " for c in decoded) >= 0.8 * len(decoded):
+                out.append(decoded)
+            if len(out) >= MAX_DECODED:
+                return out
+        if b"hex" in lowered:
+            for m in _HEX_RUN.finditer(raw):
+                try:
+                    decoded = bytes.fromhex(m.group(0).decode()).decode("utf-8")
+                except ValueError:
+                    continue
+                if decoded.isprintable():
+                    out.append(decoded)
+                if len(out) >= MAX_DECODED:
+                    return out
+    if b"rot13" in lowered or b"rot-13" in lowered:
+        out.append(codecs.decode(raw.decode("utf-8", "replace"), "rot13"))
+    if b"revers" in lowered or b"right to left" in lowered or b"backwards" in lowered:
+        out.append(raw.decode("utf-8", "replace")[::-1])
+    return out
+
+
+def prepare(text: str, flags: set[str] | None = None, *, decode: bool = True) -> bytes:
+    """The bytes the model reads: the normalised text, then any decoded payload on lines of its own. `flags`
+    collects the obfuscation found on the way (`decoded_payload`, `spaced_letters` and those of `normalise`).
+    `decode=False` leaves the payloads out (a long text is searched for them only when `anchor_ranges` sees a
+    word that asks for decoding)."""
+    raw = text.encode("utf-8", "surrogatepass")
+    payloads = decoded_payloads(raw) if decode and len(raw) >= 16 else []
+    if payloads and flags is not None:
+        flags.add("decoded_payload")
+    norm = normalise("\n".join([text, *payloads]) if payloads else text, flags)
+    data = norm.encode("utf-8", "surrogatepass")
+    if _spaced_letters(data):
+        unspaced = _SPACED.sub(_unspace, norm)
+        if unspaced != norm:
+            if flags is not None:
+                flags.add("spaced_letters")
+            data = unspaced.encode("utf-8", "surrogatepass")
+    return data.translate(_LEET)
+
+
+# Concepts: the families' vocabulary in a few languages, matched on a token's first five characters after
+# `prepare` (so "disregarding" and "disregard" are one concept, "ignoriere" and "ignora" too). The model sees
+# each concept and the bigrams and trigrams of the sequence of concept tokens, whatever stands between them:
+# "ignore all of the earlier instructions" and "set aside whatever you were told before" share `disown ...
+# prior`. Which combinations matter, and how much, is learnt.
+CONCEPTS: dict[str, str] = {
+    "disown": "ignore ignoring ignora ignorez ignoriere ignorar negeer zignoruj disregard forget forgot "
+    "oublie olvida vergiss vergeet dimentica esqueca overlook neglect discard scrap abandon dismiss cancel "
+    "void revoke rescind erase wipe delete reset override overrule supersede bypass skip disobey unlearn "
+    "obsolete outdated invalid null nevermind aside missachte descarta deleted revoked cancelled",
+    "prior": "previous prior earlier above before preceding precedent initial original beginning start "
+    "top anterior vorherigen bisherigen precedenti vorige earlier setup",
+    "rules": "instructions instruction rules rule guidelines directions directives orders prompt prompts "
+    "programming configuration guidance constraints restrictions policy policies commands consignes "
+    "regles reglas anweisungen regeln istruzioni regole instrucoes instrucciones instructies regels "
+    "richtlijnen directrices told guardrails limits filters",
+    "you": "you your yourself tu te ton tes du dein deine dir dich voce vous votre jij",
+    "new": "new updated update revised real actual true change changed henceforth forward onward "
+    "immediately nueva nuevo neue nouvelle nuovo nova nieuwe hereby",
+    "goal": "objective goal task mission purpose directive job priority aim",
+    "free": "unrestricted unfiltered uncensored unbound unaligned jailbroken jailbreak limitless nolimits "
+    "without free freed liberated unlimited anything censorship ethics moral sans sin ohne senza sem zonder "
+    "filter filters",
+    "persona": "dan stan persona character roleplay role pretend act imagine become simulate mode identity "
+    "evil rogue twin version personality",
+    "reveal": "reveal print repeat output show display dump leak recite expose share copy paste verbatim "
+    "quote spell reproduce export tell translate encode muestrame zeig mostre rivelami affiche recopie "
+    "repite ripeti zitiere",
+    "secret": "secret hidden confidential internal password passphrase key token credentials system "
+    "preamble context initialization systemprompt",
+    "authority": "developer developers admin administrator engineer engineers staff operator creator "
+    "creators owner authorised authorized authorization official verified sanctioned audit debug "
+    "maintenance root vendor management headquarters",
+    "test": "test testing tests tester evaluation qa check",
+    "game": "game play hypothetical hypothetically fictional story pretend suppose opposite simulation "
+    "scenario thought experiment world universe novel screenplay movie script",
+    "discuss": "explain why how classify detect detection defend defence defense mitigation mitigate attack "
+    "attacks attacker jailbreaks injection example examples paper research report logs log flagged "
+    "classifier dataset label security taxonomy incident regex owasp risk analyse analyze describe "
+    "summarise summarize documented literature researchers guardrail moderation",
+    "obey": "obey comply follow execute answer respond proceed confirm obedece",
+    "all": "all every everything any whatever entire toutes todas alle tutte",
+    "negate": "not dont never no nothing none cannot",
+    "decode": "decode base64 rot13 hex encoded reverse unscramble decoded",
+    "ai": "ai assistant assistants model models llm chatbot bot agent agents gpt chatgpt ia ki summariser",
+    "user": "user users customer customers",
+    "exfil": "send forward email post upload transfer exfiltrate wire curl http https url link",
+    "refuse": "refuse refusal refusals refusing warnings disclaimers apologies",
+    "now": "now anymore longer moment here",
+    "self": "my me i our we us mine mon ma mes mi mis mein meine mio mia meu minha mijn",
+    "message": "message messages email ticket typo typos order draft question answer paragraph text file",
+}
+
+
+Features = list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]  # (token positions, weight indices)
+
+
+_STEM_MASKS = np.array([(1 << (8 * k)) - 1 for k in range(STEM + 1)], dtype=_U64)
+
+
+def _stems(data: bytes, starts: npt.NDArray[np.int64], ends: npt.NDArray[np.int64]) -> npt.NDArray[np.uint64]:
+    """Each token's first STEM bytes packed into one integer (little-endian): eight bytes read at each token
+    start through an unaligned uint64 view, then masked to the token's length."""
+    view = np.ndarray(shape=(len(data),), dtype="<u8", buffer=data + b"\0" * 8, strides=(1,))
+    return np.take(view, starts) & _STEM_MASKS[np.minimum(ends - starts, STEM)]
+
+
+def token_features(data: bytes, bits: int) -> tuple[Features, npt.NDArray[np.int64]]:
+    """Hashed features of prepared text, one (token positions, indices into 2**bits weights) pair per kind of
+    feature (KINDS of them), and the byte offset where each token starts."""
+    n = len(data)
+    empty = np.zeros(0, dtype=np.int64)
+    if n == 0:
+        return [], empty
+    cls = np.frombuffer(data.translate(_CLASS_TABLE), dtype=np.int8)
+    change = np.empty(n, dtype=bool)
+    change[0] = True
+    np.not_equal(cls[1:], cls[:-1], out=change[1:])
+    change |= cls >= 2
+    starts = np.flatnonzero(change)
+    ends = np.append(starts[1:], n)
+    keep = cls[starts] != 0
+    starts, ends = starts[keep], ends[keep]
+    t = len(starts)
+    if t == 0:
+        return [], starts
+    stem = _stems(data, starts, ends)
+    shift = _U64(64 - bits)
+    index = np.arange(t)
+    out: Features = []
+    with np.errstate(over="ignore"):
+        out.append((index, ((stem ^ _SEEDS[0]) * _MIX >> shift).astype(np.int64)))
+        if t > 1:
+            bi = ((stem[:-1] * _K2 + stem[1:]) ^ _SEEDS[1]) * _MIX
+            out.append((index[: t - 1], (bi >> shift).astype(np.int64)))
+        if t > 2:
+            tri = ((((stem[:-2] * _K2 + stem[1:-1]) * _K2 + stem[2:]) ^ _SEEDS[2]) * _MIX) >> shift
+            out.append((index[: t - 2], tri.astype(np.int64)))
+        keys, ids = _stem_table()
+        bucket = ((stem * _MIX) >> _U64(64 - _BUCKET_BITS)).astype(np.int64)
+        at = ids[bucket]
+        where = np.flatnonzero((at >= 0) & (keys[bucket] == stem))
+        if len(where):
+            # a concept inside double quotes or backticks is another concept: quoted, it is being talked about
+            quoted = np.zeros(len(where), dtype=_U64)
+            if b'"' in data or b"`" in data:
+                quotes = np.flatnonzero(np.frombuffer(data.translate(_QUOTE_TABLE), dtype=np.uint8))
+                quoted = (np.searchsorted(quotes, starts[where]) % 2).astype(_U64)
+            seq = at[where].astype(_U64) + _U64(1) + quoted * _U64(len(CONCEPTS))
+            out.append((where, ((((seq * _K2) ^ _SEEDS[3]) * _MIX) >> shift).astype(np.int64)))
+            if len(where) > 1:
+                bi_c = (((seq[:-1] * _K2 + seq[1:]) ^ _SEEDS[4]) * _MIX) >> shift
+                out.append((where[:-1], bi_c.astype(np.int64)))
+            if len(where) > 2:
+                tri_c = ((((seq[:-2] * _K2 + seq[1:-1]) * _K2 + seq[2:]) ^ _SEEDS[5]) * _MIX) >> shift
+                out.append((where[:-2], tri_c.astype(np.int64)))
+            for gap in (2, 3, 4):
+                if len(where) > gap:
+                    low, high = np.minimum(seq[:-gap], seq[gap:]), np.maximum(seq[:-gap], seq[gap:])
+                    pair = (((low * _K2 + high) ^ _SEEDS[6]) * _MIX) >> shift
+                    out.append((where[:-gap], pair.astype(np.int64)))
+    return out, starts
+
+
+# Words that make a part of a long text worth scoring (matched on their first five characters): a part of a
+# long text without any of them is not scored at all (see `anchor_ranges`). The families' own vocabulary, minus
+# words common in ordinary documents ("before", "system", "guide", "show").
+ANCHOR_WORDS = (
+    "ignore disregard forget forgot override overrule bypass disobey unlearn instructions instruction prompt "
+    "rules restrictions unrestricted unfiltered uncensored unaligned jailbreak jailbroken dan pretend roleplay "
+    "role-play hypothetical hypothetically verbatim hidden secret password passphrase "
+    "assistant chatbot llm ai developer admin persona character objective mission directive policy policies "
+    "filters guardrails refuse refusals obey oublie olvida vergiss ignora ignoriere ignorez negeer "
+    "zignoruj dimentica esqueca anweisungen istruzioni instrucciones instrucoes consignes regras regeln reglas "
+    "regole regles"
+)
+LONG = 4096  # bytes of prepared text above which only the ranges around anchors are scored
+
+
+DECODE_WORDS = "base64 b64 decode decoded encoded hex rot13 cipher reverse reversed backwards"
+
+
+def anchor_ranges(data: bytes) -> tuple[list[tuple[int, int]], bool]:
+    """Byte ranges of a long prepared text worth scoring: WINDOW tokens either side of each anchor word, merged;
+    and whether a word asks for decoding (base64, rot13...). Costs one pass to find the words of the whole text
+    and a table lookup of their stems (numpy), no hashing of n-grams."""
+    n = len(data)
+    word = np.frombuffer(b"\0" + data.translate(_WORD_TABLE) + b"\0", dtype=np.int8)
+    edge = np.diff(word)
+    starts = np.flatnonzero(edge == 1)
+    if len(starts) == 0:
+        return [], False
+    ends = np.flatnonzero(edge == -1)
+    stem = _stems(data, starts, ends)
+    keys, ids = _stem_table("anchors")
+    bucket = ((stem * _MIX) >> _U64(64 - _BUCKET_BITS)).astype(np.int64)
+    found = ids[bucket]
+    found[keys[bucket] != stem] = -1
+    hit = np.flatnonzero(found >= 0)
+    if len(hit) == 0:
+        return [], False
+    decode = bool((found[hit] == 1).any())
+    lo = starts[np.maximum(hit - WINDOW, 0)]
+    hi = np.append(starts, n)[np.minimum(hit + WINDOW + 1, len(starts))]
+    out: list[tuple[int, int]] = []
+    for a, b in zip(lo.tolist(), hi.tolist(), strict=True):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out, decode
+
+
+def feature_indices(data: bytes, bits: int) -> npt.NDArray[np.int64]:
+    """Every hashed feature index of a text, flattened (for training)."""
+    feats, _ = token_features(data, bits)
+    return np.concatenate([idx for _, idx in feats]) if feats else np.zeros(0, dtype=np.int64)
+
+
+_TABLES: dict[str, tuple[npt.NDArray[np.uint64], npt.NDArray[np.int64]]] = {}
+
+
+_BUCKET_BITS = 16
+
+
+def _stem_table(which: str = "concepts") -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.int64]]:
+    """A direct-mapped table of stems (the concept words, or the anchor words): for bucket b, the packed stem
+    stored there and its concept number (-1 for an empty bucket). Built once; the stems are few, and a
+    collision between two of them is refused when it is built."""
+    if which not in _TABLES:
+        groups = CONCEPTS.values() if which == "concepts" else [ANCHOR_WORDS, DECODE_WORDS]
+        keys = np.zeros(1 << _BUCKET_BITS, dtype=_U64)
+        ids = np.full(1 << _BUCKET_BITS, -1, dtype=np.int64)
+        for number, words in enumerate(groups):
+            for word in words.split():
+                stem = _U64(int.from_bytes(prepare(word)[:STEM], "little"))
+                with np.errstate(over="ignore"):
+                    b = int((stem * _MIX) >> _U64(64 - _BUCKET_BITS))
+                if ids[b] >= 0 and keys[b] != stem and which == "concepts":
+                    raise RuntimeError(f"stem table collision: {word}")
+                if ids[b] < 0:
+                    keys[b], ids[b] = stem, number
+        _TABLES[which] = (keys, ids)
+    return _TABLES[which]
+
+
+@dataclass(frozen=True)
+class Model:
+    weights: npt.NDArray[np.float32]  # 2**bits weights of the hashed features
+    bias: float
+    bits: int
+    rule_weights: dict[str, float]  # weight of each rule of `injection.RULE_NAMES` that fires
+
+    def window_logits(
+        self, data: bytes
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """The n-gram logit of every window of WINDOW tokens (one for a shorter text), with the byte range of
+        each window in `data`."""
+        feats, starts = token_features(data, self.bits)
+        if not feats:
+            return np.array([self.bias]), np.zeros(1, dtype=np.int64), np.array([len(data)])
+        t = len(starts)
+        contrib = np.zeros(t)
+        count = np.zeros(t)
+        for kind, (positions, idx) in enumerate(feats):
+            if kind < 3:  # stems, stem bigrams, stem trigrams: every token from the first on
+                contrib[: len(idx)] += self.weights[idx]
+                count[: len(idx)] += 1
+            else:  # concepts: a few tokens, each at most once per kind
+                contrib[positions] += self.weights[idx]
+                count[positions] += 1
+        if t <= WINDOW:
+            logit = self.bias + contrib.sum() / np.sqrt(count.sum())
+            return np.array([logit]), np.zeros(1, dtype=np.int64), np.array([len(data)])
+        c = np.concatenate(([0.0], np.cumsum(contrib)))
+        k = np.concatenate(([0], np.cumsum(count)))
+        sums = c[WINDOW:] - c[:-WINDOW]
+        counts = k[WINDOW:] - k[:-WINDOW]
+        ends = np.append(starts[WINDOW:], len(data))
+        return self.bias + sums / np.sqrt(counts), starts[: t - WINDOW + 1], ends
+
+
+def load_model(path: Path = MODEL_PATH) -> Model | None:
+    """The shipped model, or None when the data file is missing."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            names = [str(n) for n in data["rule_names"]]
+            return Model(
+                data["weights"].astype(np.float32),
+                float(data["bias"]),
+                int(data["bits"]),
+                dict(zip(names, (float(w) for w in data["rule_weights"]), strict=True)),
+            )
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+MODEL = load_model()
