@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tokenlens.prompt_parts import SECTIONS, Part, dumps, request_parts, user_turns
+from tokenlens.prompt_parts import SECTIONS, Part, dumps, request_parts, user_turns, with_inline_documents
 from tokenlens.tokens import IMAGE_TOKENS, MESSAGE_OVERHEAD, count_tokens
 
 _SAMPLE = 1024  # characters per sample of a long text
@@ -44,6 +44,10 @@ class Heatmap:
 
 
 def sections_of(parts: list[Part], api: str, model: str | None = None) -> Heatmap:
+    """Estimated tokens per section; documents inside user turns (tagged, fenced, labelled, long quotes) count
+    as context (`prompt_parts.with_inline_documents`)."""
+    turns = user_turns(parts)
+    parts = with_inline_documents(parts)
     out = dict.fromkeys(SECTIONS, 0)
     texts: dict[str, list[str]] = {section: [] for section in SECTIONS}
     image = IMAGE_TOKENS.get(api, IMAGE_TOKENS["openai"])
@@ -61,7 +65,7 @@ def sections_of(parts: list[Part], api: str, model: str | None = None) -> Heatma
             out[section] += sum(estimate_text_tokens(t, model) for t in pieces)
         elif pieces:
             out[section] += estimate_text_tokens("\n".join(pieces), model) - (len(pieces) - 1)
-    return Heatmap(out, user_turns(parts), len(overhead_in))
+    return Heatmap(out, turns, len(overhead_in))
 
 
 def estimate_sections(api: str, body: Mapping[str, Any], model: str | None = None) -> Heatmap:

@@ -9,6 +9,7 @@ definitions), ``context`` (tool results, documents, retrieved text), ``history``
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
@@ -265,3 +266,144 @@ def _parts(api: str, b: Mapping[str, Any]) -> Iterator[Part]:
 def user_turns(parts: list[Part]) -> int:
     """How many user turns the request carries (messages with user-authored text, query included)."""
     return len({p.message for p in parts if p.role == "user" and p.kind in ("text", "media")})
+
+
+# Documents inside a user turn (SPEC section 10: "delimited blocks such as tagged or fenced documents inside a
+# user turn" are context). A document block is kept whole, delimiters included; the text around it stays in
+# the turn's own section (query or history), each piece stripped of the blank space around it.
+_DOC_TAGS = (
+    r"documents?|docs?|context|contexts|sources?|articles?|files?|search_results?|search_result|results?|"
+    r"retrieved\w*|passages?|excerpts?|references?|data|transcript|emails?|pages?|attachments?|knowledge|"
+    r"snippets?|chunks?|records?|report|manual|content|text|paper|notes"
+)
+_OPEN_TAG = re.compile(r"<([a-zA-Z][\w:-]*)(?:\s[^<>]{0,300})?>")
+_CLOSE_TAG = re.compile(r"</([a-zA-Z][\w:-]*)\s*>")
+_DOC_TAG = re.compile(_DOC_TAGS)
+_NOT_DOC_TAGS = frozenset({"question", "query", "instructions", "instruction", "task", "request", "prompt"})
+_FENCED = re.compile(
+    r"^[ \t]*(?P<fence>`{3,}|~{3,})[^\n]*\n.*?^[ \t]*(?P=fence)[ \t]*$", re.MULTILINE | re.DOTALL
+)
+_LABELS = (
+    r"context|contexts|documents?|sources?|references?|articles?|passages?|excerpts?|background|retrieved\s+\w+|"
+    r"search\s+results?|transcript|file|attachment|knowledge\s+base|snippets?|data"
+)
+_LABEL = re.compile(
+    rf"^[ \t]*(?:#+\s*|\*\*)?(?:{_LABELS})(?:\s*(?:\d+|\[[^\]\n]{{0,40}}\]|\([^)\n]{{0,40}}\)|[\w./-]+\.\w{{1,5}}))?"
+    r"\s*(?:\*\*)?\s*:",
+    re.IGNORECASE | re.MULTILINE,
+)
+_QUERY_LABEL = re.compile(
+    r"^[ \t]*(?:#+\s*|\*\*)?(?:question|query|q|task|instructions?|request|answer|user|my\s+question)\s*(?:\*\*)?\s*:",
+    re.IGNORECASE | re.MULTILINE,
+)
+_QUOTED = re.compile(r"\"[^\"]{400,}?\"|“[^”]{400,}?”|(?:^[ \t]*>[^\n]*(?:\n|$)){3,}", re.MULTILINE)
+MIN_TAGGED = 200  # characters inside an unknown tag before the block counts as a document
+_HINTS = ("<", "```", "~~~", ":", '"', "“", ">")
+
+
+def _tagged_spans(text: str) -> list[tuple[int, int]]:
+    """`<documents>...</documents>`, `<doc id=3>...</doc>`: an element whose tag names a document, or any other
+    element with at least MIN_TAGGED characters inside (not `<question>` and the like). Each opening tag is
+    paired with the next closing tag of its name; tags that are never closed (`<br>`) are not looked at."""
+    closed = {m.group(1).lower() for m in _CLOSE_TAG.finditer(text)}
+    spans: list[tuple[int, int]] = []
+    at = 0
+    for m in _OPEN_TAG.finditer(text):
+        tag = m.group(1).lower()
+        if m.start() < at or tag not in closed or tag in _NOT_DOC_TAGS:
+            continue
+        close = _CLOSE_TAG.search(text, m.end())
+        while close is not None and close.group(1).lower() != tag:
+            close = _CLOSE_TAG.search(text, close.end())
+        if close is None:
+            closed.discard(tag)
+            continue
+        if _DOC_TAG.fullmatch(tag) or close.start() - m.end() >= MIN_TAGGED:
+            spans.append((m.start(), close.end()))
+            at = close.end()
+    return spans
+
+
+def _label_spans(text: str) -> list[tuple[int, int]]:
+    """`Context:` / `Document 2:` / `Source [a.pdf]:` sections: from the label to the next query label (or the
+    next document label), else to the last paragraph when that one reads as the question, else to the end."""
+    spans = []
+    labels = list(_LABEL.finditer(text))
+    for i, m in enumerate(labels):
+        start = m.start()
+        end = labels[i + 1].start() if i + 1 < len(labels) else len(text)
+        q = _QUERY_LABEL.search(text, m.end(), end)
+        if q is not None:
+            end = q.start()
+        elif i + 1 == len(labels):
+            last = text.rfind("\n\n", m.end(), end)
+            if last >= 0 and _reads_as_question(text[last:end]):
+                end = last
+            else:
+                line = text.rfind("\n", m.end(), end)
+                if line >= 0 and text[line:end].strip().endswith("?"):
+                    end = line
+        spans.append((start, end))
+    return spans
+
+
+def _reads_as_question(paragraph: str) -> bool:
+    p = paragraph.strip()
+    return bool(p) and len(p) < 600 and (p.endswith("?") or "\n" not in p)
+
+
+def document_spans(text: str) -> list[tuple[int, int]]:
+    """Character spans of the documents inside one turn's text (merged, in order)."""
+    if len(text) < 40 or not any(h in text for h in _HINTS):
+        return []
+    spans: list[tuple[int, int]] = []
+    if "</" in text:
+        spans.extend(_tagged_spans(text))
+    if "```" in text or "~~~" in text:
+        spans.extend(m.span() for m in _FENCED.finditer(text))
+    if ":" in text:
+        spans.extend(_label_spans(text))
+    if '"' in text or "“" in text or ">" in text:
+        spans.extend(m.span() for m in _QUOTED.finditer(text))
+    spans.sort()
+    merged: list[tuple[int, int]] = []
+    for start, end in spans:
+        if merged and start < merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def split_documents(text: str) -> list[tuple[str, bool]]:
+    """A turn's text as pieces `(text, is_document)`, each stripped; empty pieces dropped."""
+    spans = document_spans(text)
+    if not spans:
+        return [(text, False)]
+    pieces: list[tuple[str, bool]] = []
+    at = 0
+    for start, end in spans:
+        pieces.append((text[at:start].strip(), False))
+        pieces.append((text[start:end].strip(), True))
+        at = end
+    pieces.append((text[at:].strip(), False))
+    return [(t, d) for t, d in pieces if t]
+
+
+def with_inline_documents(parts: list[Part]) -> list[Part]:
+    """Parts with the documents found inside user turns (query and earlier turns) moved to `context`."""
+    out: list[Part] = []
+    for p in parts:
+        if p.kind != "text" or p.role != "user" or p.section not in ("query", "history") or not p.text:
+            out.append(p)
+            continue
+        pieces = split_documents(p.text)
+        if len(pieces) == 1 and not pieces[0][1]:
+            out.append(p)
+            continue
+        for piece, is_document in pieces:
+            if is_document:
+                out.append(Part("context", p.role, p.message, "document", piece))
+            else:
+                out.append(p._replace(text=piece))
+    return out

@@ -60,3 +60,21 @@ def test_cli_json_text_and_max_waste_exit_status(tmp_path: Path) -> None:
     assert text.exit_code == 0 and "filler" in text.stdout
     assert runner.invoke(app, ["analyze", path, "--provider", "mistral"], env=env).exit_code == 2
     assert runner.invoke(app, ["analyze", str(tmp_path / "missing.json")], env=env).exit_code == 2
+
+
+def test_heatmap_counts_inline_documents_as_the_gateway_does() -> None:
+    """A RAG-style last user turn: `tokenlens analyze` puts the tagged documents in context, with the figures of
+    the function the gateway's heatmap stage runs (`sections_of` over `request_parts`)."""
+    from tokenlens.heatmap import sections_of
+    from tokenlens.prompt_parts import request_parts
+    from tokenlens.tokens import get_encoding
+
+    enc = get_encoding("o200k_base")
+    assert enc is not None
+    documents = "<documents>\n" + "The pump must be primed before the first start. " * 20 + "\n</documents>"
+    question = "Given the manual above, what must be done before the first start?"
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": documents + "\n" + question}]}
+    sections = analyze_request(json.dumps(body))["heatmap"]["sections"]
+    assert sections["context"] == len(enc.encode_ordinary(documents))
+    assert sections["query"] == len(enc.encode_ordinary(question)) + 4
+    assert sections == sections_of(request_parts("openai", body), "openai", "gpt-4o").sections
