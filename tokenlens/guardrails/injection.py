@@ -12,8 +12,11 @@ appended). Then two kinds of evidence are added up in one logistic model:
   attacks. Each rule is one feature whose weight is learnt with the n-grams.
 
 Weights are trained by `scripts/train_injection.py` on the training split of the corpus only. A text longer
-than one window of `WINDOW` tokens is scored window by window with the n-grams (vectorised); the rules run on the
-best `RULE_WINDOWS` windows only, so a long benign text costs no regular-expression scan.
+than `WINDOW` tokens is scored window by window with the n-grams (windows of several sizes, vectorised), so an
+attack is not diluted by the text around it. A text of up to `LONG` bytes gets the rules once, on all of it;
+a longer one is scored only around its anchor words (`injection_model.anchor_ranges`), with the rules on the
+best `RULE_WINDOWS` windows of each range (and `RULE_MARGIN` bytes either side), so a long benign text costs
+no regular-expression scan of its own.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import numpy as np
 from tokenlens.guardrails import injection_model as im
 
 THRESHOLD = 0.5
-RULE_WINDOWS = 2  # windows of a long text the rules run on (the best by the n-gram score)
+RULE_WINDOWS = 1  # windows of a long text the rules run on (the best by the n-gram score)
 RULE_MARGIN = 240  # bytes either side of such a window the rules also see (a phrase cut by the window edge)
 
 
@@ -39,12 +42,13 @@ _PRIOR = (
     r"(?:previous|prior|earlier|above|preceding|initial|original|old|existing|first|beginning|start|top|"
     r"before|system|operator|developer|creator|setup|set\W?up|those|these|your|any|all|every|precedent\w*|"
     r"anterior\w*|vorherig\w*|bisherig\w*|vorige|poprzedni\w*|onceki|tidigare|tus|tes|tue|tuoi|suas|seus|"
-    r"deine\w*|dein|je|jouw|twoj\w*|ton|le\s+tue|betreiber\w*|beheerder)"
+    r"deine\w*|dein|je|jouw|twoj\w*|ton|le\s+tue|betreiber\w*|beheerder|antes|avant|vorher|prima|eerder|"
+    r"wczesniej|once)"
 )
 _RULES = (
     r"(?:instruction|rule|guideline|direction|directive|orders|prompt|programming|configuration|setup|guidance|"
     r"constraint|restriction|polic|command|text|context|told|said|everything|limit|filter|guardrail|setting|"
-    r"message|stuff|briefing|"
+    r"message|stuff|briefing|disseram|dit|dicho|gesagt|detto|gezegd|powiedziano|"
     r"consign|regl|regel|anweisung|istruzion|regol|instruc|richtlijn|directric|vorgabe|regra|diretriz|kural|"
     r"zasad|instrukc|talimat|instruktion)"
 )
@@ -148,7 +152,18 @@ FAMILY_RULES: dict[str, re.Pattern[bytes]] = {
         r"(?:instructions|prompt|rules|system\s+message|developer\s+message|pre-?prompt|password|secret|"
         r"configuration|api\s+key|connection\s+string)"
         r"|\b(?:everything|all|text|words?|the\s+message)\s+(?:\w+\s+){0,2}?(?:above|before)\s+(?:this|my|the)\s+"
-        r"(?:line|message|conversation|chat)"
+        r"(?:first\s+|last\s+|initial\s+)?(?:line|message|conversation|chat)"
+        r"|\b(?:the|your)\s+(?:hidden|secret|confidential|internal|system|initial|original)\s+(?:system\s+)?"
+        r"(?:prompt|instructions|message|rules|configuration|preamble|notes)\b"
+        r"|\b(?:mensaje|message|nachricht|messaggio|mensagem|prompt)\s+(?:de|du|del|di|do)?\s*(?:sistema|systeme|system)"
+        r"|\bsystem(?:prompt|anweisung\w*|nachricht)"
+        r"|\b(?:instruc\w+|anweisung\w*|istruzion\w*|consignes|instruktion\w*|instrukcj\w*|talimat\w*)\s+"
+        r"(?:cachee\w*|ocult\w*|nascost\w*|versteckt\w*|verborgen\w*|ukryt\w*|gizli\w*|dold\w*|secret\w*)"
+        r"|\b(?:versteckt\w*|verborgen\w*|geheim\w*|ocult\w*|nascost\w*|cachee\w*|ukryt\w*|gizli\w*|dolda)\s+"
+        r"(?:\w+\s+)?(?:instruc\w+|anweisung\w*|istruzion\w*|consignes|notiz\w*|note|notas|talimat\w*|prompt\w*|"
+        r"instrukcj\w*|instruktion\w*|systemprompt)"
+        r"|\b(?:antes\s+de(?:sta|\s+esta)\s+conversa\w*|avant\s+cette\s+conversation|vor\s+diesem\s+gesprach|"
+        r"prima\s+di\s+questa\s+conversazione|voor\s+dit\s+gesprek|antes\s+desta\s+conversa)"
         r"|\bbefore\s+(?:this|our|the)\s+(?:conversation|chat|session)\b"
         r"|\b(?:secret|hidden|confidential|internal)\s+(?:\w+\s+){0,2}?(?:password|key|word|code|instructions|"
         r"prompt|rules|notes|passphrase|configuration)\b[^\n]{0,40}?\byou"
@@ -192,11 +207,23 @@ FAMILY_RULES: dict[str, re.Pattern[bytes]] = {
         r"\b(?:real|working|exact|full|precise|step[- ]by[- ]step|detailed|technical|actual)\s+(?:\w+\s+){0,2}?"
         r"(?:detail|steps?|instructions|recipe|chemistry|code|exploit|guide|commands?)\b"
     ),
+    "harmful_how_to": _rx(
+        r"\bhow\s+(?:to|one\s+would|someone\s+(?:would|could)|i\s+(?:can|could))\s+(?:\w+\s+){0,2}?(?:make|build|cook|"
+        r"synthesi[sz]e|forge|hack|steal|break\s+into|disable|poison|launder|evade|crack|pick|hotwire|smuggle|"
+        r"counterfeit)\b"
+        r"|\b(?:in\s+(?:exact|full|precise)\s+detail|step\s+by\s+step|accurately|with\s+real\s+\w+|that\s+actually\s+"
+        r"works?|working\s+(?:method|code|steps|recipe|exploit))\b"
+    ),
+    "code_like": _rx(
+        r"^\s*(?:def|class|function|return|import|from|const|let|var|if|for|while|public|private|select)\b[^\n]*"
+        r"[({:=;]\s*$|\b(?:def|function|lambda)\s+\w*\s*\(|=>|\)\s*\{|\w+\s*=\s*[\[{(\"']|`[^`\n]{1,80}`"
+    ),
     "authority": _rx(
         r"\b(?:i\s+am|i'?m|this\s+is|as|we\s+are|we'?re|speaking\s+as|message\s+from|notice\s+from|request\s+from|"
         r"comes\s+from|here)\b[^\n.]{0,40}?\b(?:your\s+)?(?:developers?|admin\w*|engineer\w*|creators?|owner|"
         r"operator|staff|dev\s+team|model\s+(?:team|provider)|openai|anthropic|trust\s+and\s+safety|it\s+security|"
-        r"vendor|system\s+administrator|tester|auditor|moderator|management)\b[^\n]{0,120}?\b(?:test\w*|audit\w*|"
+        r"vendor|system\s+administrator|tester|auditor|moderator|management|security\s+team|platform|"
+        r"engineering)\b[^\n]{0,120}?\b(?:test\w*|audit\w*|"
         r"debug\w*|authori[sz]\w*|overrid\w*|disabl\w*|turn\s+off|ignor\w*|reveal|print|bypass|permission\w*|"
         r"restrictions|filter\w*|maintenance|mode|whitelist\w*|verified|elevated|exception|sanctioned|approved|"
         r"allowed|raw|secrets?|prompt|instructions)"
@@ -306,7 +333,7 @@ def _sigmoid(x: float) -> float:
     return float(1.0 / (1.0 + np.exp(-x)))
 
 
-def _best_windows(logits: np.ndarray) -> list[int]:
+def _best_windows(logits: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> list[int]:
     """Up to RULE_WINDOWS windows with the highest logits, no two overlapping."""
     if len(logits) == 1:
         return [0]
@@ -317,7 +344,7 @@ def _best_windows(logits: np.ndarray) -> list[int]:
         if left[i] == -np.inf:
             break
         out.append(i)
-        left[max(0, i - im.WINDOW + 1) : i + im.WINDOW] = -np.inf
+        left[(starts < ends[i]) & (ends > starts[i])] = -np.inf
     return out
 
 
@@ -344,10 +371,17 @@ def score_with(model: im.Model | None, text: str, *, indirect: bool = False) -> 
             parts.append((len(prepared) + 1, len(prepared) + 1 + len(extra)))
             prepared += b"\n" + extra
     top, top_hits, top_at = -np.inf, dict[str, int](), -1
+    if len(text) <= im.LONG:  # the rules run once, on the whole text, as in training; the n-grams per window
+        logits, starts, _ = model.window_logits(prepared)
+        hits = rule_hits(prepared, flags, indirect)
+        i = int(np.argmax(logits))
+        top, top_hits = float(logits[i]) + _rule_logit(model, hits), hits
+        top_at = min(hits.values(), default=int(starts[i]))
+        parts = []
     for base, stop in parts:
         piece = prepared[base:stop]
         logits, starts, ends = model.window_logits(piece)
-        for i in _best_windows(logits):
+        for i in _best_windows(logits, starts, ends):
             lo, hi, logit = base + int(starts[i]), base + int(ends[i]), float(logits[i])
             if len(logits) > 1:
                 lo, hi = max(base, lo - RULE_MARGIN), min(stop, hi + RULE_MARGIN)
@@ -355,7 +389,7 @@ def score_with(model: im.Model | None, text: str, *, indirect: bool = False) -> 
             total = logit + _rule_logit(model, hits)
             if total > top:
                 top, top_hits, top_at = total, hits, lo + min(hits.values(), default=0)
-    if not parts:
+    if top == -np.inf:  # a long text without any anchor word
         top = model.bias
     score = _sigmoid(top)
     if score < THRESHOLD:

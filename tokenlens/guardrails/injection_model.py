@@ -29,7 +29,13 @@ import numpy as np
 import numpy.typing as npt
 
 MODEL_PATH = Path(__file__).with_name("injection_model.npz")
-WINDOW = 96  # tokens per window of a long text
+WINDOW = 96  # tokens: a longer text is scored window by window
+SCALES = (
+    16,
+    32,
+    64,
+    96,
+)  # window sizes (tokens) of a long text: a short attack is not diluted by its neighbours
 STEM = 5  # characters of a token's stem feature
 KINDS = 9  # features per token: stem, stem bigram, stem trigram, concept, concept bigram, concept trigram,
 # concept pairs two, three and four concept tokens apart (in either order)
@@ -248,14 +254,17 @@ CONCEPTS: dict[str, str] = {
 Features = list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]  # (token positions, weight indices)
 
 
-_STEM_MASKS = np.array([(1 << (8 * k)) - 1 for k in range(STEM + 1)], dtype=_U64)
+_STEM_MASKS = np.array([(1 << (8 * k)) - 1 for k in range(9)], dtype=_U64)
+ANCHOR_STEM = 8  # bytes of a word compared with the anchor words ("guidelin" is not "guide")
 
 
-def _stems(data: bytes, starts: npt.NDArray[np.int64], ends: npt.NDArray[np.int64]) -> npt.NDArray[np.uint64]:
-    """Each token's first STEM bytes packed into one integer (little-endian): eight bytes read at each token
-    start through an unaligned uint64 view, then masked to the token's length."""
+def _stems(
+    data: bytes, starts: npt.NDArray[np.int64], ends: npt.NDArray[np.int64], width: int = STEM
+) -> npt.NDArray[np.uint64]:
+    """Each token's first `width` bytes (at most 8) packed into one integer (little-endian): eight bytes read at
+    each token start through an unaligned uint64 view, then masked to the token's length."""
     view = np.ndarray(shape=(len(data),), dtype="<u8", buffer=data + b"\0" * 8, strides=(1,))
-    return np.take(view, starts) & _STEM_MASKS[np.minimum(ends - starts, STEM)]
+    return np.take(view, starts) & _STEM_MASKS[np.minimum(ends - starts, width)]
 
 
 def token_features(data: bytes, bits: int) -> tuple[Features, npt.NDArray[np.int64]]:
@@ -319,13 +328,21 @@ def token_features(data: bytes, bits: int) -> tuple[Features, npt.NDArray[np.int
 # long text without any of them is not scored at all (see `anchor_ranges`). The families' own vocabulary, minus
 # words common in ordinary documents ("before", "system", "guide", "show").
 ANCHOR_WORDS = (
-    "ignore disregard forget forgot override overrule bypass disobey unlearn instructions instruction prompt "
-    "rules restrictions unrestricted unfiltered uncensored unaligned jailbreak jailbroken dan pretend roleplay "
-    "role-play hypothetical hypothetically verbatim hidden secret password passphrase "
-    "assistant chatbot llm ai developer admin persona character objective mission directive policy policies "
-    "filters guardrails refuse refusals obey oublie olvida vergiss ignora ignoriere ignorez negeer "
-    "zignoruj dimentica esqueca anweisungen istruzioni instrucciones instrucoes consignes regras regeln reglas "
-    "regole regles"
+    "ignore ignoring disregard forget forgot override overrule bypass disobey unlearn instructions instruction "
+    "instructed prompt rules rule restrictions restricted unrestricted unfiltered uncensored unaligned jailbreak "
+    "jailbroken dan pretend roleplay role-play hypothetical hypothetically imagine fictional universe game "
+    "verbatim hidden secret password passphrase credentials confidential assistant chatbot llm ai gpt chatgpt "
+    "developer developers admin administrator operator creators openai anthropic staff authorised authorized "
+    "persona character objective mission directive reassigned redefined policy policies filters filter "
+    "guardrails guidelines moderation censorship ethics safety suspended refuse refusals obey system setup "
+    "configuration configured preamble preprompt initialization repeat reveal paste verbatim "
+    "oublie olvida vergiss ignora ignoriere ignorez negeer zignoruj dimentica esqueca anweisungen istruzioni "
+    "instrucciones instrucoes consignes regras regeln reglas regole regles vorgaben sistema systeme kurallarini "
+    "talimatlarini ignoriruy pravila sans senza limiti earlier previous prior above before preceding told "
+    "guidance orders task goal job henceforth everything print wording filtering identity regla regle "
+    "diretrizes sviluppatore desarrollador developpeur instruktioner systemprompt glom tidigare nueva nuevo "
+    "objetivo restriccion politiche secreto model models bot agent agents игнорируй правила инструкции "
+    "промпт"
 )
 LONG = 4096  # bytes of prepared text above which only the ranges around anchors are scored
 
@@ -344,7 +361,7 @@ def anchor_ranges(data: bytes) -> tuple[list[tuple[int, int]], bool]:
     if len(starts) == 0:
         return [], False
     ends = np.flatnonzero(edge == -1)
-    stem = _stems(data, starts, ends)
+    stem = _stems(data, starts, ends, ANCHOR_STEM)
     keys, ids = _stem_table("anchors")
     bucket = ((stem * _MIX) >> _U64(64 - _BUCKET_BITS)).astype(np.int64)
     found = ids[bucket]
@@ -386,7 +403,8 @@ def _stem_table(which: str = "concepts") -> tuple[npt.NDArray[np.uint64], npt.ND
         ids = np.full(1 << _BUCKET_BITS, -1, dtype=np.int64)
         for number, words in enumerate(groups):
             for word in words.split():
-                stem = _U64(int.from_bytes(prepare(word)[:STEM], "little"))
+                width = STEM if which == "concepts" else ANCHOR_STEM
+                stem = _U64(int.from_bytes(prepare(word)[:width], "little"))
                 with np.errstate(over="ignore"):
                     b = int((stem * _MIX) >> _U64(64 - _BUCKET_BITS))
                 if ids[b] >= 0 and keys[b] != stem and which == "concepts":
@@ -407,8 +425,8 @@ class Model:
     def window_logits(
         self, data: bytes
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-        """The n-gram logit of every window of WINDOW tokens (one for a shorter text), with the byte range of
-        each window in `data`."""
+        """The n-gram logit of the whole text when it has at most WINDOW tokens; else of every window of each
+        size in SCALES. With the byte range of each window in `data`."""
         feats, starts = token_features(data, self.bits)
         if not feats:
             return np.array([self.bias]), np.zeros(1, dtype=np.int64), np.array([len(data)])
@@ -427,10 +445,15 @@ class Model:
             return np.array([logit]), np.zeros(1, dtype=np.int64), np.array([len(data)])
         c = np.concatenate(([0.0], np.cumsum(contrib)))
         k = np.concatenate(([0], np.cumsum(count)))
-        sums = c[WINDOW:] - c[:-WINDOW]
-        counts = k[WINDOW:] - k[:-WINDOW]
-        ends = np.append(starts[WINDOW:], len(data))
-        return self.bias + sums / np.sqrt(counts), starts[: t - WINDOW + 1], ends
+        bounds = np.append(starts, len(data))
+        logits, lo, hi = [], [], []
+        for size in SCALES:
+            sums = c[size:] - c[:-size]
+            counts = k[size:] - k[:-size]
+            logits.append(self.bias + sums / np.sqrt(counts))
+            lo.append(starts[: t - size + 1])
+            hi.append(bounds[size:])
+        return np.concatenate(logits), np.concatenate(lo), np.concatenate(hi)
 
 
 def load_model(path: Path = MODEL_PATH) -> Model | None:
