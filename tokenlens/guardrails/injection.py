@@ -33,6 +33,28 @@ RULE_WINDOWS = 1  # windows of a long text the rules run on (the best by the n-g
 RULE_MARGIN = 240  # bytes either side of such a window the rules also see (a phrase cut by the window edge)
 
 
+def _by_first_letter(group: str) -> str:
+    """A `(?:a|b|...)` alternation regrouped by first letter, `(?:i(?:gnore|...)|d(?:...)|...)`: the same
+    language, but the regex engine tries one group per position instead of every alternative."""
+    assert group.startswith("(?:") and group.endswith(")")
+    body, depth, parts, start = group[3:-1], 0, [], 0
+    for i, ch in enumerate(body):
+        if ch == "(" and (i == 0 or body[i - 1] != "\\"):
+            depth += 1
+        elif ch == ")" and (i == 0 or body[i - 1] != "\\"):
+            depth -= 1
+        elif ch == "|" and depth == 0:
+            parts.append(body[start:i])
+            start = i + 1
+    parts.append(body[start:])
+    groups: dict[str, list[str]] = {}
+    for part in parts:
+        key = part[0] if part[:1].isalpha() else ""
+        groups.setdefault(key, []).append(part[1:] if key else part)
+    out = [f"{k}(?:{'|'.join(v)})" if k else "|".join(v) for k, v in groups.items()]
+    return "(?:" + "|".join(out) + ")"
+
+
 def _rx(pattern: str) -> re.Pattern[bytes]:
     return re.compile(pattern.encode(), re.MULTILINE | re.DOTALL)
 
@@ -78,6 +100,10 @@ _LIMITS = (
 _OWNER = (
     r"(?:your|yo?ur|tes|tus|deine?n?|tuoi|le\s+tue|seu|suas|je|swoj\w*|ton|tu|the\s+(?:system|hidden|secret|"
     r"initial|original|developer|confidential|internal|full|exact|complete|first))"
+)
+
+_PRIOR, _RULES, _DISOWN, _VOID, _FREE, _LIMITS, _OWNER = (
+    _by_first_letter(g) for g in (_PRIOR, _RULES, _DISOWN, _VOID, _FREE, _LIMITS, _OWNER)
 )
 
 FAMILY_RULES: dict[str, re.Pattern[bytes]] = {
@@ -216,7 +242,7 @@ FAMILY_RULES: dict[str, re.Pattern[bytes]] = {
     ),
     "code_like": _rx(
         r"^\s*(?:def|class|function|return|import|from|const|let|var|if|for|while|public|private|select)\b[^\n]*"
-        r"[({:=;]\s*$|\b(?:def|function|lambda)\s+\w*\s*\(|=>|\)\s*\{|\w+\s*=\s*[\[{(\"']|`[^`\n]{1,80}`"
+        r"[({:=;]\s*$|\b(?:def|function|lambda)\s+\w*\s*\(|=>|\)\s*\{|\b\w+\s*=\s*[\[{(\"']|`[^`\n]{1,80}`"
     ),
     "authority": _rx(
         r"\b(?:i\s+am|i'?m|this\s+is|as|we\s+are|we'?re|speaking\s+as|message\s+from|notice\s+from|request\s+from|"
