@@ -277,7 +277,6 @@ _DOC_TAGS = (
     r"snippets?|chunks?|records?|report|manual|content|text|paper|notes"
 )
 _OPEN_TAG = re.compile(r"<([a-zA-Z][\w:-]*)(?:\s[^<>]{0,300})?>")
-_CLOSE_TAG = re.compile(r"</([a-zA-Z][\w:-]*)\s*>")
 _DOC_TAG = re.compile(_DOC_TAGS)
 _NOT_DOC_TAGS = frozenset({"question", "query", "instructions", "instruction", "task", "request", "prompt"})
 _FENCED = re.compile(
@@ -298,29 +297,37 @@ _QUERY_LABEL = re.compile(
 )
 _QUOTED = re.compile(r"\"[^\"]{400,}?\"|“[^”]{400,}?”|(?:^[ \t]*>[^\n]*(?:\n|$)){3,}", re.MULTILINE)
 MIN_TAGGED = 200  # characters inside an unknown tag before the block counts as a document
+MAX_TAGS = 512  # opening tags looked at in one text (a pasted web page is one element, or many small ones)
 _HINTS = ("<", "```", "~~~", ":", '"', "“", ">")
 
 
 def _tagged_spans(text: str) -> list[tuple[int, int]]:
     """`<documents>...</documents>`, `<doc id=3>...</doc>`: an element whose tag names a document, or any other
     element with at least MIN_TAGGED characters inside (not `<question>` and the like). Each opening tag is
-    paired with the next closing tag of its name; tags that are never closed (`<br>`) are not looked at."""
-    closed = {m.group(1).lower() for m in _CLOSE_TAG.finditer(text)}
+    paired with the next closing tag of its name (found with `str.find`); what an element holds is not looked at
+    again, a tag that is never closed (`<br>`) is looked up once, and at most MAX_TAGS tags are looked at."""
+    low = text.lower()
+    unclosed: set[str] = set()
     spans: list[tuple[int, int]] = []
-    at = 0
-    for m in _OPEN_TAG.finditer(text):
+    pos = 0
+    for _ in range(MAX_TAGS):
+        m = _OPEN_TAG.search(text, pos)
+        if m is None:
+            break
+        pos = m.end()
         tag = m.group(1).lower()
-        if m.start() < at or tag not in closed or tag in _NOT_DOC_TAGS:
+        if tag in _NOT_DOC_TAGS or tag in unclosed:
             continue
-        close = _CLOSE_TAG.search(text, m.end())
-        while close is not None and close.group(1).lower() != tag:
-            close = _CLOSE_TAG.search(text, close.end())
-        if close is None:
-            closed.discard(tag)
+        close = low.find("</" + tag, pos)
+        while close >= 0 and low[close + 2 + len(tag) : close + 3 + len(tag)] not in (">", " ", "\t", "\n"):
+            close = low.find("</" + tag, close + 1)
+        if close < 0:
+            unclosed.add(tag)
             continue
-        if _DOC_TAG.fullmatch(tag) or close.start() - m.end() >= MIN_TAGGED:
-            spans.append((m.start(), close.end()))
-            at = close.end()
+        close_end = low.find(">", close) + 1
+        if _DOC_TAG.fullmatch(tag) or close - pos >= MIN_TAGGED:
+            spans.append((m.start(), close_end))
+        pos = close_end
     return spans
 
 
@@ -328,7 +335,11 @@ def _label_spans(text: str) -> list[tuple[int, int]]:
     """`Context:` / `Document 2:` / `Source [a.pdf]:` sections: from the label to the next query label (or the
     next document label), else to the last paragraph when that one reads as the question, else to the end."""
     spans = []
-    labels = list(_LABEL.finditer(text))
+    labels = []
+    for m in _LABEL.finditer(text):
+        labels.append(m)
+        if len(labels) == MAX_TAGS:  # the last one's section runs on over the rest
+            break
     for i, m in enumerate(labels):
         start = m.start()
         end = labels[i + 1].start() if i + 1 < len(labels) else len(text)
