@@ -17,6 +17,7 @@ from tokenlens.complexity import complexity_score, is_simple
 from tokenlens.exchange import max_tokens_from_request
 from tokenlens.heatmap import estimate_sections, uses_prompt_cache
 from tokenlens.insights import HISTORY_BLOAT_SHARE, cheaper_model
+from tokenlens.money import format_usd
 from tokenlens.pricing import Pricer
 from tokenlens.tokens import estimate_request_tokens
 from tokenlens.usage import Usage
@@ -215,7 +216,7 @@ def render_text(result: Mapping[str, Any]) -> str:
         + f": about {result['input_tokens_estimated']} input tokens",
         "",
         f"Waste: {waste['tokens']} tokens ({waste['pct']}% of the input)"
-        + (f", ${waste['cost_usd']:.6f}" if waste["cost_usd"] is not None else ""),
+        + (f", {format_usd(waste['cost_usd'])}" if waste["cost_usd"] is not None else ""),
     ]
     for finding in waste["findings"]:
         example = f' ("{finding["example"]}")' if finding.get("example") else ""
@@ -230,11 +231,11 @@ def render_text(result: Mapping[str, Any]) -> str:
         lines.append("Cost: unknown (model not priced)")
     else:
         lines.append(
-            f"Cost on {cost['model']}: ${cost['cost_usd']:.6f} "
+            f"Cost on {cost['model']}: {format_usd(cost['cost_usd'])} "
             f"({cost['input_tokens']} input, {cost['output_tokens_assumed']} output tokens assumed)"
         )
         for c in cost["candidates"]:
-            lines.append(f"  {c['model']:<28} ${c['cost_usd']:.6f}  -{c['saving_pct']}%")
+            lines.append(f"  {c['model']:<28} {format_usd(c['cost_usd'])}  -{c['saving_pct']}%")
     if result["suggestions"]:
         lines += ["", "Suggestions:", *(f"  - {s}" for s in result["suggestions"])]
     return "\n".join(lines) + "\n"

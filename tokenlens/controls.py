@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import peewee as pw
 
 from tokenlens.config import Settings, SourceLimit, resolve_timezone
+from tokenlens.money import format_usd
 from tokenlens.pricing import Pricer, undated
 from tokenlens.pricing import from_settings as overrides_from_settings
 from tokenlens.store.queries import ImportResult, PricerLike, Store, day_bounds, month_bounds
@@ -287,7 +288,7 @@ class WorstCasePricer:
 
 
 def _money(value: float) -> str:
-    return f"${value:.6f}".rstrip("0").rstrip(".") if value < 0.01 else f"${value:.2f}"
+    return format_usd(value)
 
 
 class Ledger:

@@ -37,6 +37,7 @@ import httpx
 
 from tokenlens.bus import EventBus, Subscription
 from tokenlens.config import Webhook
+from tokenlens.money import format_usd
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 
 def _usd(value: Any) -> str:
     try:
-        return f"${float(value):,.2f}"
+        return format_usd(float(value))
     except (TypeError, ValueError):
         return "?"
 

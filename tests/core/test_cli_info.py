@@ -78,3 +78,29 @@ def test_status_shows_hostile_call_data_escaped(tmp_path: Path, monkeypatch: pyt
     assert "[/]\\x1b]0;pwned\\x07\\x1b[2J" in result.output
     assert "\\u202eevil\\x9b2J" in result.output
     assert "source:\\x1b[31mred" in result.output
+
+
+def test_status_shows_sub_cent_and_large_spend(monkeypatch: pytest.MonkeyPatch) -> None:
+    """$0.0014 is not "$0.00"; $12,345.6 has its thousands separator and cents."""
+    answers: dict[str, Any] = {
+        "/api/status": {"version": "1.0", "uptime_s": 5, "today_usd": 0.0014, "month_usd": 12345.6},
+        "/api/usage/budget-status": {"caps": []},
+        "/api/calls": {
+            "calls": [
+                {
+                    "ts": "2026-12-07T03:04:05.000Z",
+                    "source": "s",
+                    "model": "gpt-4o-mini",
+                    "status": 200,
+                    "input_tokens": 60,
+                    "output_tokens": 3,
+                    "cost_usd": 0.000011,
+                }
+            ]
+        },
+    }
+    monkeypatch.setattr(info, "daemon_get", lambda server, path, **params: answers[path])
+    result = runner.invoke(app, ["status"])
+    assert result.exit_code == 0, result.output
+    assert "Spend today $0.0014, this month $12,345.60" in result.output
+    assert "$0.000011" in result.output

@@ -48,12 +48,12 @@ def test_report_and_digest(tmp_path: Path) -> None:
     assert data["kpi"]["calls"] == 5 and data["kpi"]["total_cost_usd"] == 2.5
     assert {s["name"]: s["calls"] for s in data["sources"]} == {"agent": 2, "batch": 3}
     text = runner.invoke(app, ["report", "--days", "5", *args])
-    assert text.exit_code == 0 and "Spend $2.5000 over 5 calls" in text.output
+    assert text.exit_code == 0 and "Spend $2.50 over 5 calls" in text.output
     md = runner.invoke(app, ["report", "--format", "md", *args])
     assert md.output.startswith("# TokenLens report: last 30 days") and "| agent |" in md.output
     digest = runner.invoke(app, ["digest", *args])
     assert digest.exit_code == 0, digest.output
-    assert "Spend $3.5000 over 7 calls" in digest.output  # the 7 days before today
+    assert "Spend $3.50 over 7 calls" in digest.output  # the 7 days before today
     assert runner.invoke(app, ["report", "--format", "xml", *args]).exit_code != 0
 
 
@@ -99,3 +99,40 @@ def test_report_and_digest_show_hostile_names_escaped(tmp_path: Path) -> None:
     assert "a|b\\x1b]0;pwned\\x07" in text
     md = runner.invoke(app, ["report", "--format", "md", *args]).output
     assert "| a\\|b\\\\x1b]0;pwned\\\\x07 |" in md  # a pipe in a name does not split the Markdown row
+
+
+def test_report_amounts_are_never_zero_and_large_ones_grouped(tmp_path: Path) -> None:
+    """Sub-cent spend shows its two significant digits; large spend has thousands separators."""
+    config = tmp_path / "config.yaml"
+    config.write_text("timezone: UTC\n")
+    store = open_store(None, tmp_path)
+    now = time.time()
+    tiny = [0.0007, 0.0007]  # two gpt-4o-mini calls of $0.0007: $0.0014 together
+    large = [1234.5, 0.06]  # a $1,234.50 batch and a 6-cent call: $1,234.56
+    store.insert_calls(
+        [
+            CallRecord(
+                id=f"t{i}",
+                ts=now - 60 * (i + 1),
+                provider="openai",
+                endpoint="/v1/chat/completions",
+                source=source,
+                model="gpt-4o-mini",
+                input_tokens=100,
+                output_tokens=10,
+                cost_usd=cost,
+                priced=True,
+            )
+            for i, (source, cost) in enumerate([("tiny", c) for c in tiny] + [("large", c) for c in large])
+        ],
+        store_bodies=False,
+    )
+    store.close()
+    app = typer.Typer()
+    register(app)
+    args = ["--config", str(config), "--data-dir", str(tmp_path)]
+    out = CliRunner().invoke(app, ["report", "--days", "1", *args]).output
+    total = sum(tiny) + sum(large)  # $1,234.5614 -> cents
+    assert f"Spend ${total:,.2f} over 4 calls" in out, out
+    assert "tiny   $0.0014" in out and "large  $1,234.56" in out, out  # the two sources' rows
+    assert "$0.0000" not in out and "$0.00 " not in out.replace("saved $0.00.", ""), out

@@ -62,3 +62,21 @@ def test_hostile_source_model_and_gate_are_shown_escaped(name: str, color: bool)
     expected = "".join(ESCAPED.get(c, c) for c in value)
     for shown in (f"src{expected}", f"mod{expected}", f"gate{expected}"):
         assert shown in text, f"{shown!r} not in the view"
+
+
+def test_amounts_are_never_shown_as_zero() -> None:
+    state = TopState()
+    call = {
+        "ts": "2026-12-07T03:04:05.000Z",
+        "source": "cheap",
+        "model": "gpt-4o-mini",
+        "status": 200,
+        "outcome": "ok",
+        "input_tokens": 60,
+        "output_tokens": 3,
+        "cost_usd": 0.000011,
+        "latency_ms": 3,
+    }
+    state.add({"type": "call", "data": call})
+    text = screen(state, False)
+    assert "$0.000011" in text and "$0.0000 " not in text

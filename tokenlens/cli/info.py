@@ -20,6 +20,7 @@ from tokenlens.cli.common import (
 )
 from tokenlens.cli.terminal import printable
 from tokenlens.config import ServerSettings
+from tokenlens.money import format_usd
 
 PortOption = Annotated[
     int | None, typer.Option("--port", help="The gateway's port (default server.port, 8420).")
@@ -94,7 +95,7 @@ def ui(
 
 
 def _money(value: Any) -> str:
-    return "-" if value is None else f"${float(value):,.4f}"
+    return format_usd(None if value is None else float(value))
 
 
 def status(

@@ -19,6 +19,7 @@ from tokenlens.config import (
     resolve_timezone,
     tokenlens_home,
 )
+from tokenlens.money import format_usd
 from tokenlens.store import SchemaError, Store, open_store
 
 FORMATS = ("text", "json", "md")
@@ -50,8 +51,8 @@ def _open(config: Path | None, data_dir: Path | None) -> tuple[Settings, Store]:
         raise typer.Exit(1) from None
 
 
-def _usd(value: float) -> str:
-    return f"${value:,.4f}"
+def _usd(value: float | None) -> str:
+    return format_usd(value)
 
 
 def _shown(value: object, md: bool) -> str:

@@ -38,6 +38,7 @@ from tokenlens.cli.common import (
 )
 from tokenlens.cli.terminal import printable
 from tokenlens.config import ServerSettings
+from tokenlens.money import format_usd
 
 RATE_WINDOW_S = 300
 MAX_ROWS = 200
@@ -85,7 +86,7 @@ class TopState:
 
 
 def _money(value: Any) -> str:
-    return "unpriced" if value is None else f"${float(value):.4f}"
+    return "unpriced" if value is None else format_usd(float(value))
 
 
 def _cell(value: object, style: str = "") -> Text:
@@ -100,7 +101,8 @@ def render(state: TopState, height: int) -> Group:
     header = Text.assemble(
         "TokenLens top  ",
         connection,
-        f"   spend today ${state.today_usd:.4f}   rate ${state.spend_rate_per_hour():.4f}/h   blocks {state.blocks}",
+        f"   spend today {format_usd(state.today_usd)}   rate {format_usd(state.spend_rate_per_hour())}/h"
+        f"   blocks {state.blocks}",
         ("   PAUSED" if state.paused else "", "yellow"),
     )
     calls = Table(expand=True, box=None, header_style="bold")
@@ -124,7 +126,7 @@ def render(state: TopState, height: int) -> Group:
     sources.add_column("source")
     sources.add_column("spend (this view)", justify="right")
     for name, cost in sorted(state.by_source.items(), key=lambda item: -item[1])[:5]:
-        sources.add_row(_cell(name), f"${cost:.4f}")
+        sources.add_row(_cell(name), format_usd(cost))
     if state.typing_filter is not None:
         keys = Text(f"filter: {printable(state.typing_filter)}▏ (Enter apply, Esc clear)")
     else:
