@@ -86,6 +86,17 @@ _DAILY_MEASURES = (
 )
 
 
+COST_PARTS = ("input_cost_usd", "output_cost_usd", "cache_read_cost_usd", "cache_write_cost_usd")
+
+
+def unattributed(cost: float, parts: Sequence[float]) -> float:
+    """The part of `cost` its four parts do not account for (costs imported without parts, whose model is
+    unpriced or whose tokens cost nothing; see `tokenlens.store.queries._attribute_parts`): the fifth part
+    of every cost breakdown, so that the parts always sum to the total. Float noise (under 1e-9) is 0."""
+    rest = money(cost - sum(parts))
+    return 0.0 if abs(rest) < 1e-9 else rest
+
+
 def daily(store: Store, days: int, tz: tzinfo, now: float | None = None) -> dict[str, Any]:
     """SPEC `/daily`: one entry per day (days without calls included, as zeros)."""
     dates = last_days(days, tz, now)
@@ -94,14 +105,14 @@ def daily(store: Store, days: int, tz: tzinfo, now: float | None = None) -> dict
     out = []
     for day, groups in zip(dates, per_day, strict=True):
         row = groups.get((), {})
+        parts = [money(row.get(name, 0)) for name in COST_PARTS]
+        cost = money(row.get("cost_usd", 0))
         out.append(
             {
                 "date": day.isoformat(),
-                "cost_usd": money(row.get("cost_usd", 0)),
-                "input_cost_usd": money(row.get("input_cost_usd", 0)),
-                "output_cost_usd": money(row.get("output_cost_usd", 0)),
-                "cache_read_cost_usd": money(row.get("cache_read_cost_usd", 0)),
-                "cache_write_cost_usd": money(row.get("cache_write_cost_usd", 0)),
+                "cost_usd": cost,
+                **dict(zip(COST_PARTS, parts, strict=True)),
+                "unattributed_cost_usd": unattributed(cost, parts),
                 "calls": _int(row.get("calls", 0)),
                 "input_tokens": _int(row.get("input_tokens", 0)),
                 "output_tokens": _int(row.get("output_tokens", 0)),

@@ -307,6 +307,13 @@ def _r(value: float, digits: int = 9) -> float:
     return round(float(value), digits)
 
 
+def _unattributed(row: Mapping[str, Any]) -> float:
+    """What a run's cost parts leave of its cost (costs imported without parts), so the parts sum to it."""
+    from tokenlens.analytics import COST_PARTS, unattributed
+
+    return unattributed(_r(row["cost_usd"] or 0.0), [_r(row[k] or 0.0) for k in COST_PARTS])
+
+
 def _item(row: Mapping[str, Any], parts: Sequence[Mapping[str, Any]], conversations: int) -> dict[str, Any]:
     """A list item from a `session_run` row and its `session_model` rows (most expensive first)."""
     cost = float(row["cost_usd"] or 0.0)
@@ -344,6 +351,7 @@ def _item(row: Mapping[str, Any], parts: Sequence[Mapping[str, Any]], conversati
         "cost_usd": _r(cost),
         **{k: _r(row[k] or 0.0) for k in ("input_cost_usd", "output_cost_usd", "cache_read_cost_usd")},
         "cache_write_cost_usd": _r(row["cache_write_cost_usd"] or 0.0),
+        "unattributed_cost_usd": _unattributed(row),
         "unpriced_calls": int(row["unpriced_calls"] or 0),
         "error_calls": int(row["error_calls"] or 0),
         "blocked_calls": int(row["blocked_calls"] or 0),

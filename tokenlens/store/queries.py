@@ -477,6 +477,52 @@ def _decimal_to_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
+_PART_FIELDS = _COST_FIELDS[1:]
+_PART_SLACK = 1e-6  # relative tolerance of given parts over `cost_usd` (rounding in the exporting tool)
+
+
+def _attribute_parts(values: dict[str, Any], pricer: PricerLike | None) -> None:
+    """The cost parts of a line that gives `cost_usd` (SPEC 9: a breakdown always sums to its total).
+
+    - `cost_usd` null: the call is unpriced; parts are kept as given (an export imports back unchanged) but
+      no view counts the parts of a call without a cost (`tokenlens.store.rollups`).
+    - Some parts given: they are kept as given (a missing one is null); together they must not exceed
+      `cost_usd` (a `LineError` otherwise). What they leave of `cost_usd` is reported as unattributed.
+    - No part given: the call's tokens are priced at the model's rates (the prices in force at `ts`) and each
+      part is that price's part scaled by `cost_usd / computed cost`, so the parts keep the model's split and
+      sum to the given `cost_usd` (the largest part takes the float rounding). The record's `cost_usd`, `priced`
+      and `price_source` stay as given.
+    - No part given and the model is unpriced, or its tokens cost nothing (no tokens given): the parts stay
+      null and the whole `cost_usd` is unattributed.
+
+    "Unattributed" is never stored: the views report `unattributed_cost_usd` as `cost_usd` minus the four
+    parts, so it also covers records imported before this rule.
+    """
+    cost = values.get("cost_usd")
+    if cost is None:
+        return
+    given = [values[name] for name in _PART_FIELDS if values.get(name) is not None]
+    if given:
+        if sum(given) > cost * (1 + _PART_SLACK) + 1e-9:
+            raise LineError("cost_usd", "cost_usd: smaller than the sum of the cost parts given")
+        return
+    if cost <= 0:
+        for name in _PART_FIELDS:
+            values[name] = 0.0
+        return
+    priced = dict(values)
+    _apply_price(priced, pricer)
+    parts = [priced[name] or 0.0 for name in _PART_FIELDS]
+    computed = sum(parts)
+    if not priced["priced"] or computed <= 0:
+        return
+    scaled = [part * cost / computed for part in parts]
+    largest = max(range(len(scaled)), key=lambda i: scaled[i])
+    scaled[largest] = max(0.0, cost - sum(v for i, v in enumerate(scaled) if i != largest))
+    for name, value in zip(_PART_FIELDS, scaled, strict=True):
+        values[name] = value
+
+
 def _apply_price(values: dict[str, Any], pricer: PricerLike | None) -> None:
     """Fill the cost fields from the tokens (unpriced when the pricer does not know the model)."""
     for name in _COST_FIELDS:
@@ -711,8 +757,10 @@ class Store:
                 if "cost_usd" not in data:
                     _apply_price(values, pricer)
                     _check_costs(values)
-                elif "priced" not in values:
-                    values["priced"] = values.get("cost_usd") is not None
+                else:
+                    _attribute_parts(values, pricer)
+                    if "priced" not in values:
+                        values["priced"] = values.get("cost_usd") is not None
                 values.setdefault("id", new_call_id())
                 values.setdefault("endpoint", "")
                 record = CallRecord(**values)

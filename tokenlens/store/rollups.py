@@ -46,6 +46,7 @@ TAG_KEY = ("bucket", "tag_key", "tag_value")
 # measure -> SQL aggregate over the raw `call` table (the same definitions as `_increments` below)
 _COUNT = "SUM(CASE WHEN {cond} THEN 1 ELSE 0 END)"
 _UNPRICED = "cost_usd IS NULL AND (outcome = 'ok' OR input_tokens > 0 OR output_tokens > 0)"
+_PART = "COALESCE(SUM(CASE WHEN cost_usd IS NOT NULL THEN {part} END), 0)"
 _SIMPLE = f"complexity IS NOT NULL AND complexity <= {SIMPLE_COMPLEXITY}"
 RAW_MEASURES: dict[str, str] = {
     "calls": "COUNT(*)",
@@ -55,10 +56,11 @@ RAW_MEASURES: dict[str, str] = {
     "cached_calls": _COUNT.format(cond="outcome = 'cached'"),
     "cost_usd": "COALESCE(SUM(cost_usd), 0)",
     "saved_usd": "COALESCE(SUM(saved_usd), 0)",
-    "input_cost_usd": "COALESCE(SUM(input_cost_usd), 0)",
-    "output_cost_usd": "COALESCE(SUM(output_cost_usd), 0)",
-    "cache_read_cost_usd": "COALESCE(SUM(cache_read_cost_usd), 0)",
-    "cache_write_cost_usd": "COALESCE(SUM(cache_write_cost_usd), 0)",
+    # the parts of a call count only with its cost (an unpriced call imported with parts adds to neither)
+    "input_cost_usd": _PART.format(part="input_cost_usd"),
+    "output_cost_usd": _PART.format(part="output_cost_usd"),
+    "cache_read_cost_usd": _PART.format(part="cache_read_cost_usd"),
+    "cache_write_cost_usd": _PART.format(part="cache_write_cost_usd"),
     "input_tokens": "COALESCE(SUM(input_tokens), 0)",
     "output_tokens": "COALESCE(SUM(output_tokens), 0)",
     "cache_read_tokens": "COALESCE(SUM(cache_read_tokens), 0)",
@@ -109,6 +111,19 @@ def add_vector(table: dict[tuple[Any, ...], list[float]], key: tuple[Any, ...], 
 # ---------------------------------------------------------------------------------------------- writes
 
 
+def parts_of(c: CallRecord | SessionFacts) -> tuple[float, float, float, float]:
+    """The (input, output, cache read, cache write) cost parts a call adds to the rollups: none when it has no
+    cost (so every breakdown sums to its total; see `tokenlens.store.queries._attribute_parts`)."""
+    if c.cost_usd is None:
+        return (0.0, 0.0, 0.0, 0.0)
+    return (
+        c.input_cost_usd or 0.0,
+        c.output_cost_usd or 0.0,
+        c.cache_read_cost_usd or 0.0,
+        c.cache_write_cost_usd or 0.0,
+    )
+
+
 def _increments(r: CallRecord) -> list[float]:
     """One call's contribution to every measure, in `MEASURES` order."""
     cost = r.cost_usd
@@ -123,10 +138,7 @@ def _increments(r: CallRecord) -> list[float]:
         1 if r.outcome == "cached" else 0,
         cost or 0.0,
         r.saved_usd or 0.0,
-        r.input_cost_usd or 0.0,
-        r.output_cost_usd or 0.0,
-        r.cache_read_cost_usd or 0.0,
-        r.cache_write_cost_usd or 0.0,
+        *parts_of(r),
         r.input_tokens,
         r.output_tokens,
         r.cache_read_tokens,
@@ -920,7 +932,8 @@ def history_of(c: SessionFacts, previous: tuple[int, int] | None) -> tuple[int, 
     if previous is None or not inp:
         return 0, 0.0
     tokens = min(inp, previous[0] + previous[1])
-    side = (c.input_cost_usd or 0.0) + (c.cache_read_cost_usd or 0.0) + (c.cache_write_cost_usd or 0.0)
+    uncached, _output, read, write = parts_of(c)
+    side = uncached + read + write
     return tokens, side * tokens / inp
 
 
@@ -1008,10 +1021,7 @@ def accumulate_runs(
             c.cache_write_tokens or 0,
             c.reasoning_tokens or 0,
             c.cost_usd or 0.0,
-            c.input_cost_usd or 0.0,
-            c.output_cost_usd or 0.0,
-            c.cache_read_cost_usd or 0.0,
-            c.cache_write_cost_usd or 0.0,
+            *parts_of(c),
             int(unpriced(c)),
             int(c.outcome == "error"),
             int(c.outcome == "blocked"),

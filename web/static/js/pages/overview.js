@@ -56,7 +56,7 @@ function renderForecast(f) {
 
 function renderDaily(data) {
   lastDaily = data;
-  const [c1, c2, c3, c4] = palette();
+  const [c1, c2, c3, c4, c5] = palette();
   const rows = data.days || [];
   const labels = rows.map((d) => d.date.slice(5));
   const set = (label, key, color) => ({ label, data: rows.map((d) => d[key] || 0), backgroundColor: color, stack: "cost", borderRadius: 2 });
@@ -64,7 +64,8 @@ function renderDaily(data) {
     type: "bar",
     data: {
       labels,
-      datasets: [set("Input", "input_cost_usd", c1), set("Output", "output_cost_usd", c2), set("Cache read", "cache_read_cost_usd", c3), set("Cache write", "cache_write_cost_usd", c4)],
+      datasets: [set("Input", "input_cost_usd", c1), set("Output", "output_cost_usd", c2), set("Cache read", "cache_read_cost_usd", c3), set("Cache write", "cache_write_cost_usd", c4),
+        ...(rows.some((d) => d.unattributed_cost_usd) ? [set("Unattributed", "unattributed_cost_usd", c5)] : [])],
     },
     options: {
       interaction: { mode: "index", intersect: false },
