@@ -14,13 +14,14 @@ import math
 import re
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from tokenlens.complexity import is_simple
-from tokenlens.pricing import Pricer, current_snapshot
+from tokenlens.complexity import INPUT_STEPS, OUTPUT_STEPS, SIMPLE_MAX, is_simple
+from tokenlens.pricing import Pricer, current_snapshot, undated
 from tokenlens.store.rollups import (
     COMPLEXITY,
     HEAT_SECTIONS,
@@ -304,11 +305,6 @@ def _rates(pricer: Pricer, provider: str, model: str) -> tuple[Decimal, Decimal]
     return inp.cost_usd * PER_MILLION, out.cost_usd * PER_MILLION
 
 
-def _family(model: str) -> str:
-    found = re.match(r"[a-z]+", model.lower().rsplit("/", 1)[-1])
-    return found.group() if found else ""
-
-
 def generation(model: str) -> float:
     """The model generation in its name: 4.1 for claude-opus-4-1, 3.5 for claude-3-5-haiku, 5 for gpt-5."""
     found = re.search(r"(\d+)(?:[.-](\d)(?!\d))?", model.lower().rsplit("/", 1)[-1])
@@ -317,38 +313,300 @@ def generation(model: str) -> float:
     return float(found.group(1) + ("." + found.group(2) if found.group(2) else ""))
 
 
-def cheaper_model(provider: str, model: str, pricer: Pricer | None = None) -> str | None:
-    """The closest cheaper current model of the same provider and family, from the genai-prices snapshot.
+@dataclass(frozen=True)
+class ModelName:
+    """A model name read as brand, version and tier: claude-sonnet-4-6 is ("claude", 4, 6, "", "sonnet"),
+    gpt-4o-mini ("gpt", 4, 0, "o", "mini"), gemini-2.5-flash-lite ("gemini", 2, 5, "", "flash-lite")."""
 
-    Cheaper on both input and output rates; not deprecated; not of an older generation; chat models only.
-    Among those, the most capable by price (the smallest step down). None when there is none or the model is not priced.
+    brand: str
+    major: int
+    minor: int
+    variant: str  # the "o" of gpt-4o
+    tier: str  # "sonnet", "mini", "flash-lite"...; "" for a line's base model (gpt-4o, gpt-5, o3)
+
+    @property
+    def line(self) -> tuple[str, int, int, str]:
+        """The family line: Claude and other brands version each tier on its own, so their line is the major
+        version (Claude 4: opus-4-1, sonnet-4-6, haiku-4-5); GPT and Gemini ship a line's sizes together
+        under one version (GPT-4o, GPT-4.1, GPT-5.4, Gemini 2.5); the o-series by its number."""
+        if self.brand in ("gpt", "gemini"):
+            return (self.brand, self.major, self.minor, self.variant)
+        return (self.brand, self.major, 0, "")
+
+    @property
+    def order(self) -> tuple[int, int, int]:
+        """Newness of the version: gpt-4 < gpt-4o < gpt-4.1."""
+        return (self.major, self.minor, 1 if self.variant else 0)
+
+    def line_label(self) -> str:
+        brand, major, minor, variant = self.line
+        if brand == "gpt":
+            return f"GPT-{major}{f'.{minor}' if minor else ''}{variant}"
+        if brand == "o":
+            return f"o{major}"
+        version = f"{major}.{minor}" if minor else str(major)
+        return f"{brand.capitalize()} {version}"
+
+    def tier_label(self) -> str:
+        return self.tier or "base model"
+
+
+_NAME_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"claude-(?P<tier>[a-z]+)-(?P<major>\d+)(?:-(?P<minor>\d))?"), "claude"),
+    (re.compile(r"claude-(?P<major>\d+)(?:-(?P<minor>\d))?-(?P<tier>[a-z]+)"), "claude"),
+    (
+        re.compile(r"gpt-(?P<major>\d+)(?:\.(?P<minor>\d+))?(?P<variant>o?)(?:-(?P<tier>[a-z][a-z0-9-]*))?"),
+        "gpt",
+    ),
+    (re.compile(r"o(?P<major>\d+)(?:-(?P<tier>[a-z][a-z-]*))?"), "o"),
+    (re.compile(r"gemini-(?P<major>\d+)(?:\.(?P<minor>\d+))?-(?P<tier>[a-z][a-z-]*)"), "gemini"),
+    (re.compile(r"gemini-(?P<tier>[a-z]+)-(?P<major>\d+)\.(?P<minor>\d+)(?:-[a-z0-9-]+)?"), "gemini"),
+    (
+        re.compile(
+            r"(?P<brand>[a-z]+)-(?:(?P<tier>[a-z]+)-)?(?P<major>\d+)(?:[.-](?P<minor>\d))?(?:-(?P<tail>[a-z][a-z-]*))?"
+        ),
+        "",
+    ),
+)
+
+
+def model_name(model: str) -> ModelName | None:
+    """`model` read as a `ModelName` (dates, "-latest" and a "-preview" tier suffix left out); None when the
+    name has no version number."""
+    name = undated(model.lower().rsplit("/", 1)[-1])
+    for pattern, brand in _NAME_PATTERNS:
+        found = pattern.fullmatch(name)
+        if not found:
+            continue
+        groups = found.groupdict()
+        tier = groups.get("tier") or groups.get("tail") or ""
+        return ModelName(
+            brand=brand or groups["brand"],
+            major=int(groups["major"]),
+            minor=int(groups.get("minor") or 0),
+            variant=groups.get("variant") or "",
+            tier=re.sub(r"-?preview$", "", tier),
+        )
+    return None
+
+
+CAPABILITIES = ("tools", "images", "reasoning")
+
+
+def capabilities(model: str) -> frozenset[str]:
+    """What the model can be sent: "tools", "images" (image input), "reasoning" (thinking / reasoning effort).
+
+    genai-prices has no capability data (only the context window), so this is TokenLens's own table for the
+    Claude, GPT, o-series and Gemini lines: every current model of theirs takes tools and images except those
+    named here; reasoning from Claude 3.7, GPT-5, every o-series model and Gemini 2.5 on. Other names: none
+    known (such a model is suggested only for calls that used none of them).
     """
-    return _cheaper(pricer or Pricer(), provider, model)
+    name = model_name(model)
+    if name is None:
+        return frozenset()
+    version = (name.major, name.minor)
+    caps = {"tools", "images"}
+    if name.brand == "claude":
+        if version < (3, 0):
+            return frozenset()
+        if version == (3, 5) and name.tier == "haiku":
+            caps.discard("images")
+        if version >= (3, 7):
+            caps.add("reasoning")
+    elif name.brand == "gpt":
+        if name.major < 4 or (version == (4, 0) and not name.variant and name.tier in ("", "32k")):
+            caps.discard("images")  # gpt-3.5, gpt-4
+        if name.major >= 5:
+            caps.add("reasoning")
+    elif name.brand == "o":
+        caps.add("reasoning")
+        if name.major == 1 and name.tier in ("mini", "preview"):
+            caps -= {"tools", "images"}
+        if name.major == 3 and name.tier == "mini":
+            caps.discard("images")
+    elif name.brand == "gemini":
+        if version < (1, 5):
+            caps.discard("images")
+        if version >= (2, 5):
+            caps.add("reasoning")
+    else:
+        return frozenset()
+    return frozenset(caps)
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What the calls to move used: tools, image input, reasoning, and their largest context (input plus
+    output tokens of one call)."""
+
+    tools: bool = False
+    images: bool = False
+    reasoning: bool = False
+    context_tokens: int = 0
+
+    def used(self) -> frozenset[str]:
+        return frozenset(c for c in CAPABILITIES if getattr(self, c))
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A cheaper model a model's calls could move to, with how it relates to the model."""
+
+    model: str
+    rank: int  # 1 same line, 2 newer line of the same generation, 3 next generation of the same tier
+    relation: str
+    context_window: int | None
+    capabilities: frozenset[str]
+    rates: tuple[Decimal, Decimal]  # input, output USD per million tokens
+    current_rates: tuple[Decimal, Decimal]  # the same of the model it replaces
+
+    def lacks(self, needs: Needs) -> str | None:
+        """Why the candidate cannot take calls with these needs, or None when it can."""
+        missing = [c for c in CAPABILITIES if c in needs.used() and c not in self.capabilities]
+        if missing:
+            return f"{self.model} lacks {_and(_CAPABILITY_TEXT[c] for c in missing)}"
+        if self.context_window is None:
+            return f"{self.model}'s context window is not known"
+        if needs.context_tokens > self.context_window:
+            return (
+                f"{self.model}'s {self.context_window:,}-token window is below these calls' "
+                f"{needs.context_tokens:,} tokens"
+            )
+        return None
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    model: str
+    why: str
+
+
+_CAPABILITY_TEXT = {"tools": "tools", "images": "image input", "reasoning": "reasoning"}
+
+
+def _and(words: Iterable[str]) -> str:
+    items = list(words)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _percent_lower(new: Decimal, old: Decimal) -> str:
+    return f"{float((old - new) / old * 100):.0f}%"
+
+
+def cheaper_model(provider: str, model: str, pricer: Pricer | None = None) -> str | None:
+    """The suggested cheaper model for calls that used no tools, images or reasoning (see `suggest`)."""
+    found = suggest(provider, model, pricer or Pricer(), Needs())
+    return found.model if found else None
+
+
+def suggest(provider: str, model: str, pricer: Pricer, needs: Needs) -> Suggestion | None:
+    """The cheaper model for `model`'s calls, with why it is comparable; None when there is none.
+
+    Same provider, current (not deprecated), a chat model, cheaper on both the input and the output rate, and
+    having what the calls used (`needs`: tools, image input, reasoning, a context window holding the largest
+    call). Preferred in this order: (1) the same family line (`ModelName.line`: a smaller tier, or a newer
+    release of the same tier); (2) a newer line of the same generation (gpt-4o -> gpt-4.1); (3) the next
+    generation's model of the same tier (claude-haiku-4-5 -> claude-haiku-5-5). Never another brand or an
+    older generation. Within a rank, the closest cheaper (the smallest step down), the newest on a tie.
+    """
+    for candidate in _candidates(pricer, provider, model):
+        if candidate.lacks(needs) is None:
+            return Suggestion(candidate.model, _why(candidate, needs))
+    return None
+
+
+def no_suggestion_reason(provider: str, model: str, pricer: Pricer, needs: Needs) -> str:
+    """Why `suggest` found nothing for `model`."""
+    candidates = _candidates(pricer, provider, model)
+    if not candidates:
+        return (
+            f"No cheaper current model of {provider} in {model}'s line, a newer line of its generation or the "
+            "next generation of its tier"
+        )
+    reasons = [c.lacks(needs) for c in candidates[:3]]
+    return "No cheaper model has what these calls used: " + "; ".join(r for r in reasons if r)
+
+
+def _why(candidate: Candidate, needs: Needs) -> str:
+    current = candidate.current_rates
+    parts = [
+        candidate.relation,
+        f"input {_percent_lower(candidate.rates[0], current[0])} and output "
+        f"{_percent_lower(candidate.rates[1], current[1])} cheaper",
+    ]
+    used = needs.used()
+    if used:
+        parts.append(f"keeps {_and(_CAPABILITY_TEXT[c] for c in CAPABILITIES if c in used)}")
+    parts.append(
+        f"its {candidate.context_window or 0:,}-token window holds every simple call "
+        f"(at most {needs.context_tokens:,} tokens)"
+    )
+    return "; ".join(parts) + "."
+
+
+_DATED = re.compile(r"(?:19|20)\d{2}-?\d{2}-?\d{2}")
 
 
 @_per_pricer
-def _cheaper(pricer: Pricer, provider: str, model: str) -> str | None:
+def _candidates(pricer: Pricer, provider: str, model: str) -> tuple[Candidate, ...]:
+    """Every cheaper current chat model `suggest` may pick for `model`, best first (capabilities unchecked)."""
     current = _rates(pricer, provider, model)
-    if current is None:
-        return None
-    family, current_generation = _family(model), generation(model)
+    name = model_name(model)
+    if current is None or name is None:
+        return ()
     gp_provider = next((p for p in current_snapshot().providers if p.id == provider.lower()), None)
     if gp_provider is None:
-        return None
-    best: tuple[Decimal, Decimal, str] | None = None
+        return ()
+    found: list[tuple[tuple[Any, ...], Candidate]] = []
     for info in gp_provider.models:
-        name = info.id
-        if info.deprecated or _family(name) != family or _NOT_CHAT.search(name) or name == model:
+        other = model_name(info.id)
+        if (
+            other is None
+            or info.deprecated
+            or _NOT_CHAT.search(info.id)
+            or _DATED.search(info.id)
+            or other.brand != name.brand
+            or undated(info.id) == undated(model.lower().rsplit("/", 1)[-1])
+        ):
             continue
-        if generation(name) < current_generation:
+        relation = _relation(name, other)
+        if relation is None:
             continue
-        rates = _rates(pricer, provider, name)
+        rates = _rates(pricer, provider, info.id)
         if rates is None or not (rates[0] < current[0] and rates[1] < current[1]):
             continue
-        candidate = (rates[0], rates[1], name)
-        if best is None or candidate > best:
-            best = candidate
-    return best[2] if best else None
+        rank, text = relation
+        candidate = Candidate(info.id, rank, text, info.context_window, capabilities(info.id), rates, current)
+        found.append(((rank, -rates[0], -rates[1], tuple(-v for v in other.order), info.id), candidate))
+    found.sort(key=lambda item: item[0])
+    return tuple(c for _, c in found)
+
+
+def _relation(name: ModelName, other: ModelName) -> tuple[int, str] | None:
+    """(rank, how `other` relates to `name`) when `other` may replace it, else None."""
+    if other.line == name.line:
+        if other.tier != name.tier:
+            return 1, (
+                f"Same family line ({name.line_label()}), smaller tier: {other.tier_label()} instead of "
+                f"{name.tier_label()}"
+            )
+        if other.order > name.order:
+            return (
+                1,
+                f"Same family line ({name.line_label()}) and tier ({name.tier_label()}), a newer release",
+            )
+        return None
+    if other.major == name.major and other.order > name.order:
+        return 2, (
+            f"Newer line of the same generation ({other.line_label()} after {name.line_label()}), "
+            f"{other.tier_label()} instead of {name.tier_label()}"
+        )
+    if other.major > name.major and other.tier == name.tier:
+        return 3, (
+            f"Next generation ({other.line_label()} after {name.line_label()}) of the same tier "
+            f"({name.tier_label()})"
+        )
+    return None
 
 
 def base_tier_cost(
@@ -393,7 +651,8 @@ def _linear_rates(pricer: Pricer, provider: str, model: str) -> tuple[Decimal, .
 
 
 def right_sizing(store: Store, days: int, tz: tzinfo, pricer: Pricer) -> dict[str, Any]:
-    """Per source and model: the share of simple calls and what a cheaper model would save on them."""
+    """Per source and model: the share of simple calls, the cheaper model `suggest` finds for them (with
+    `why` it is comparable, or why there is none) and what it would save on them."""
     groups: dict[tuple[str, str, str], dict[str, Any]] = {}
     group = ("provider", "source", "model", "complexity")
     tokens = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
@@ -402,7 +661,7 @@ def right_sizing(store: Store, days: int, tz: tzinfo, pricer: Pricer) -> dict[st
     ):
         g = groups.setdefault(
             (provider, source, model),
-            {"calls": 0, "simple": 0, "cost": 0.0, "simple_cost": 0.0, "usage": [0, 0, 0, 0]},
+            {"calls": 0, "simple": 0, "cost": 0.0, "simple_cost": 0.0, "usage": [0, 0, 0, 0], "top_out": 0},
         )
         g["calls"] += int(row["calls"])
         g["cost"] += row["cost_usd"]
@@ -411,12 +670,22 @@ def right_sizing(store: Store, days: int, tz: tzinfo, pricer: Pricer) -> dict[st
             g["simple_cost"] += row["cost_usd"]
             for i, name in enumerate(tokens):
                 g["usage"][i] += int(row[name])
+            if int(complexity) == SIMPLE_MAX:
+                g["top_out"] += int(row["output_tokens"])
+    used = _capabilities_used(store, days, tz)
     items = []
-    candidates: dict[tuple[str, str], str | None] = {}
     for (provider, source, model), g in groups.items():
-        if (provider, model) not in candidates:
-            candidates[(provider, model)] = cheaper_model(provider, model, pricer)
-        candidate = candidates[(provider, model)]
+        needs = _needs(provider, model, used.get((provider, source, model), set()), g["top_out"])
+        found = suggest(provider, model, pricer, needs) if g["simple"] else None
+        if g["simple"] and (
+            found is None or found != suggest(provider, model, pricer, replace(needs, context_tokens=0))
+        ):
+            # the bound from the scores ruled a candidate out: read the largest simple call itself
+            exact = _largest_simple_call(store, days, tz, provider, source, model)
+            if exact is not None and exact < needs.context_tokens:
+                needs = replace(needs, context_tokens=exact)
+                found = suggest(provider, model, pricer, needs)
+        candidate = found.model if found else None
         saving = 0.0
         what_if = None
         if candidate and g["simple"]:
@@ -435,6 +704,13 @@ def right_sizing(store: Store, days: int, tz: tzinfo, pricer: Pricer) -> dict[st
                 "cost_usd": _round(g["cost"]),
                 "simple_cost_usd": _round(g["simple_cost"]),
                 "suggested_model": candidate,
+                "why": found.why if found else no_suggestion_reason(provider, model, pricer, needs),
+                "needs": {
+                    "tools": needs.tools,
+                    "images": needs.images,
+                    "reasoning": needs.reasoning,
+                    "context_tokens": needs.context_tokens,
+                },
                 "simple_cost_on_suggested_usd": None if what_if is None else _round(what_if),
                 "saving_usd": _round(saving),
                 "saving_per_week_usd": _round(saving * 7 / days),
@@ -442,7 +718,69 @@ def right_sizing(store: Store, days: int, tz: tzinfo, pricer: Pricer) -> dict[st
             }
         )
     items.sort(key=lambda i: (-i["saving_per_week_usd"], i["source"], i["provider"], i["model"]))
-    return {"days": days, "simple_max_complexity": 2, "items": items}
+    return {"days": days, "simple_max_complexity": SIMPLE_MAX, "items": items}
+
+
+# providers whose usage does not report reasoning tokens apart: reasoning counts as used when the model can
+_REASONING_UNREPORTED = frozenset({"anthropic"})
+
+
+def _capabilities_used(store: Store, days: int, tz: tzinfo) -> dict[tuple[str, str, str], set[str]]:
+    """Per (provider, source, model): "tools" when calls sent tool definitions (the heatmap's tools section),
+    "reasoning" when calls reported reasoning tokens (the usage rollups)."""
+    from tokenlens.store.rollups import sums
+
+    used: dict[tuple[str, str, str], set[str]] = {}
+    for (provider, source, model), row in _sums(
+        store, days, tz, INSIGHT, ("provider", "source", "model"), ("heat_tools",)
+    ):
+        if row["heat_tools"] > 0:
+            used.setdefault((provider, source, model), set()).add("tools")
+    start, end = window(days, tz)
+    with store.connection():
+        found = sums(store.db, [start, end], ("provider", "source", "model"), measures=("reasoning_tokens",))[
+            0
+        ]
+    for (provider, source, model), row in found.items():
+        if row["reasoning_tokens"] > 0:
+            used.setdefault((provider, source, model or "unknown"), set()).add("reasoning")
+    return used
+
+
+def _needs(provider: str, model: str, used: set[str], top_output: int) -> Needs:
+    """What a group's simple calls need. Image input is not told apart in the rollups, so a model that takes
+    images is only replaced by one that does too. The context: a simple call (score <= 2) has under 1,000
+    input tokens, under 8,000 with under 2,000 output, or under 32,000 with under 500 output; one with under
+    1,000 input tokens may have any output, at most the summed output of the calls scoring 2."""
+    own = capabilities(model)
+    bound = max(
+        INPUT_STEPS[-1] + OUTPUT_STEPS[0],
+        INPUT_STEPS[1] + OUTPUT_STEPS[1],
+        INPUT_STEPS[0] + max(OUTPUT_STEPS[1], top_output),
+    )
+    return Needs(
+        tools="tools" in used,
+        images="images" in own,
+        reasoning="reasoning" in used or (provider in _REASONING_UNREPORTED and "reasoning" in own),
+        context_tokens=bound,
+    )
+
+
+def _largest_simple_call(
+    store: Store, days: int, tz: tzinfo, provider: str, source: str, model: str
+) -> int | None:
+    """Input plus output tokens of the largest successful simple call of the group in the window (read from
+    the raw calls through their (source, model, ts) index); None when none is kept."""
+    start, end = window(days, tz)
+    p = store.db.param
+    sql = (
+        f'SELECT MAX("input_tokens" + "output_tokens") FROM "call" WHERE "source" = {p} AND "model" = {p} '
+        f'AND "ts" >= {p} AND "ts" < {p} AND "provider" = {p} AND "outcome" = {p} '
+        f'AND "complexity" IS NOT NULL AND "complexity" <= {p}'
+    )
+    with store.connection():
+        row = store.db.execute_sql(sql, [source, model, start, end, provider, "ok", SIMPLE_MAX]).fetchone()
+    return None if row is None or row[0] is None else int(row[0])
 
 
 # ---------------------------------------------------------------------------------------------- caching

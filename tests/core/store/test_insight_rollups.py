@@ -301,8 +301,25 @@ def snapshot_rate(provider: str, model: str, **usage: int) -> float:
     return float(calc_price(GpUsage(**usage), model, provider_id=provider).total_price) / 10_000
 
 
+def scan_needs(calls: list[CallRecord], provider: str, source: str, model: str) -> insights.Needs:
+    """What a group's calls used, read from each call: tool definitions in its heatmap, reasoning tokens (or a
+    model that can reason, for Anthropic, which does not report them), images when the model takes them, and
+    the largest simple call."""
+    members = [c for c in calls if (c.provider, c.source, c.model) == (provider, source, model)]
+    heat = [c.details.get("heatmap") or {} for c in members if c.input_tokens]
+    own = insights.capabilities(model)
+    simple = [c for c in members if c.complexity is not None and c.complexity <= 2]
+    return insights.Needs(
+        tools=any(h.get("scaled") and h.get("tools", 0) > 0 for h in heat),
+        images="images" in own,
+        reasoning=any(c.reasoning_tokens for c in members)
+        or (provider == "anthropic" and "reasoning" in own),
+        context_tokens=max((c.input_tokens + c.output_tokens for c in simple), default=0),
+    )
+
+
 def scan_right_sizing(
-    calls: list[CallRecord], suggested: dict[tuple[str, str], str | None]
+    calls: list[CallRecord], suggested: dict[tuple[str, str, str], str | None]
 ) -> list[dict[str, Any]]:
     groups: dict[tuple[str, str, str], list[CallRecord]] = {}
     for c in calls:
@@ -312,7 +329,7 @@ def scan_right_sizing(
     for (provider, source, model), members in groups.items():
         simple = [c for c in members if c.complexity <= 2]  # type: ignore[operator]
         simple_cost = sum(c.cost_usd or 0.0 for c in simple)
-        candidate = suggested[(provider, model)]
+        candidate = suggested[(provider, source, model)]
         what_if = None
         if candidate and simple:  # base-tier rates of the candidate, from genai-prices' own calculator
             rate_in = snapshot_rate(provider, candidate, input_tokens=10_000)
@@ -388,7 +405,19 @@ def check_views(store: Store, calls: list[CallRecord], tz: tzinfo) -> None:
     assert_close(caching["items"], scan_caching(ok))
 
     sizing = insights.right_sizing(store, DAYS, tz, pricer)
-    suggested = {(p, m): insights.cheaper_model(p, m, pricer) for p, m in MODELS}
+    suggested: dict[tuple[str, str, str], str | None] = {}
+    for item in sizing["items"]:
+        key = (item["provider"], item["source"], item["model"])
+        needs = scan_needs(ok, *key)
+        found = insights.suggest(key[0], key[2], pricer, needs)
+        suggested[key] = found.model if found else None
+        why, shown = item.pop("why"), item.pop("needs")
+        assert why and shown["context_tokens"] >= needs.context_tokens  # the exact size or a bound above it
+        assert (shown["tools"], shown["images"], shown["reasoning"]) == (
+            needs.tools,
+            needs.images,
+            needs.reasoning,
+        )
     assert_close(sizing["items"], scan_right_sizing(ok, suggested))
 
     cached = in_window(calls, tz, "cached")
