@@ -29,7 +29,10 @@ FORECAST_WINDOW = 30  # complete days the trend is fitted on
 ANOMALY_WINDOW = 14  # previous days of the rolling mean
 ANOMALY_MIN_HISTORY = 7
 ANOMALY_SIGMAS = 2.0
-TREND_THRESHOLD = 0.02  # slope over mean daily spend (per day) beyond which the trend is not "stable"
+TREND_MATERIAL = 0.10  # fitted change over 30 days, relative to the fitted level, that counts as a trend
+TREND_DAYS = 30  # the change is measured over this many days (slope x 30)
+TREND_SIGMAS = 2.0  # |slope| must exceed this many standard errors of the slope (distinguishable from noise)
+TREND_MIN_DAYS = 7  # fewer complete days of history: always "stable"
 RANGE_SIGMAS = 2.0
 RIGHT_SIZE_MIN_CALLS = 10
 RIGHT_SIZE_SIMPLE_SHARE = 0.6
@@ -204,6 +207,47 @@ def weighted_trend(values: Sequence[float]) -> tuple[float, float, float]:
     return float(intercept), float(slope), sigma
 
 
+@dataclass(frozen=True)
+class Trend:
+    """The trend label and the figures it was decided on (see `trend_of`)."""
+
+    label: str  # "increasing" | "stable" | "decreasing"
+    slope: float  # USD per day
+    slope_se: float  # standard error of the slope
+    level: float  # fitted daily spend at the middle of the window
+    change_30d: float | None  # slope x 30 / level (None when the level is not positive)
+
+
+def trend_of(values: Sequence[float]) -> Trend:
+    """SPEC 10's trend label for daily spends (oldest first), from the weighted fit of `weighted_trend`.
+
+    "increasing" / "decreasing" only when both hold:
+    - material: the fitted change over 30 days, `slope * 30`, is at least `TREND_MATERIAL` (10%) of the fitted
+      level, the line's value at the middle of the window;
+    - distinguishable from the noise: |slope| > `TREND_SIGMAS` (2) standard errors of the slope. The standard
+      error is the weighted least-squares one, SE^2 = s^2 / sum(w (x - xw)^2), with s^2 = sum(w r^2) / (n - 2) the
+      weighted residual variance and xw the weighted mean day (a two-sided t-test at about 95%).
+    Otherwise (or with fewer than `TREND_MIN_DAYS` days, or no positive level) "stable".
+    """
+    n = len(values)
+    if n < 2:
+        return Trend("stable", 0.0, 0.0, values[0] if values else 0.0, None)
+    y = np.asarray(values, dtype=float)
+    x = np.arange(n, dtype=float)
+    w = x + 1.0
+    intercept, slope, _sigma = weighted_trend(values)
+    level = intercept + slope * (n - 1) / 2
+    residuals = y - (intercept + slope * x)
+    centred = float(np.sum(w * (x - np.sum(w * x) / np.sum(w)) ** 2))
+    se = math.sqrt(float(np.sum(w * residuals**2)) / (n - 2) / centred) if n > 2 else math.inf
+    change = slope * TREND_DAYS / level if level > 0 else None
+    label = "stable"
+    if n >= TREND_MIN_DAYS and change is not None and abs(change) >= TREND_MATERIAL:
+        if abs(slope) > TREND_SIGMAS * se:
+            label = "increasing" if slope > 0 else "decreasing"
+    return Trend(label, slope, se, level, change)
+
+
 def forecast(
     store: Store, tz: tzinfo, budget_monthly_usd: float | None, now: float | None = None
 ) -> dict[str, Any]:
@@ -233,11 +277,7 @@ def forecast(
         elapsed = (today - month[0]).days + 1
         rest = mtd / elapsed * remaining
     spread = RANGE_SIGMAS * sigma * math.sqrt(remaining)
-    mean = sum(values) / len(values) if values else 0.0
-    if len(values) < 3 or mean <= 0 or abs(slope) / mean <= TREND_THRESHOLD:
-        trend = "stable"
-    else:
-        trend = "increasing" if slope > 0 else "decreasing"
+    trend = trend_of(values)
     confidence = "low" if len(values) < 7 else "medium" if len(values) < 21 else "high"
     projected = mtd + rest
     return {
@@ -246,8 +286,10 @@ def forecast(
         "projected_month_usd": money(projected),
         "low_usd": money(mtd + max(0.0, rest - spread)),
         "high_usd": money(projected + spread),
-        "trend": trend,
+        "trend": trend.label,
         "slope_usd_per_day": money(slope),
+        "slope_stderr_usd_per_day": money(trend.slope_se) if math.isfinite(trend.slope_se) else None,
+        "change_30d_pct": None if trend.change_30d is None else round(trend.change_30d * 100, 1),
         "confidence": confidence,
         "days_of_history": len(values),
         "remaining_days": remaining,
