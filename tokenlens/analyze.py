@@ -33,17 +33,53 @@ class AnalyzeError(ValueError):
     """The input cannot be analysed (e.g. an unknown provider)."""
 
 
-def detect_provider(body: Mapping[str, Any]) -> str:
-    """Which provider's request format a body is written in."""
+_MODEL_PREFIXES = (
+    ("claude", "anthropic"),
+    ("gemini", "google"),
+    ("gemma", "google"),
+    ("gpt-", "openai"),
+    ("chatgpt", "openai"),
+    ("o1", "openai"),
+    ("o3", "openai"),
+    ("o4", "openai"),
+    ("text-embedding", "openai"),
+)
+
+
+def provider_of_model(model: str | None) -> str | None:
+    """The provider a model name belongs to, or None when nothing says.
+
+    First the price data (genai-prices): the provider among openai, anthropic and google that lists the name
+    (or its undated base) as one of its models; then the name's prefix (claude-, gemini-/gemma-, gpt-,
+    chatgpt-, o1/o3/o4, text-embedding-); then a provider whose data prices it by a looser match.
+    """
+    if not model or not model.strip():
+        return None
+    from tokenlens.pricing import resolve
+
+    loose: str | None = None
+    for provider in PROVIDERS:
+        found = resolve(provider, model)
+        if found is not None:
+            if found[2]:
+                return provider
+            loose = loose or provider
+    lower = model.strip().lower().rsplit("/", 1)[-1]
+    for prefix, provider in _MODEL_PREFIXES:
+        if lower.startswith(prefix):
+            return provider
+    return loose
+
+
+def detect_provider(body: Mapping[str, Any], model: str | None = None) -> str:
+    """Which provider's request format a body is written in: Gemini's own keys, else the provider of the
+    model (`model`, else the body's), else the body's shape (Anthropic's markers), else OpenAI."""
     if any(k in body for k in ("contents", "systemInstruction", "system_instruction", "generationConfig")):
         return "google"
-    model = body.get("model")
-    if isinstance(model, str):
-        lower = model.lower()
-        if lower.startswith("claude"):
-            return "anthropic"
-        if lower.startswith("gemini"):
-            return "google"
+    named = model if model else body.get("model")
+    from_model = provider_of_model(named) if isinstance(named, str) else None
+    if from_model is not None:
+        return from_model
     if "anthropic_version" in body or ("system" in body and "messages" in body):
         return "anthropic"
     for message in body.get("messages") or ():
@@ -77,8 +113,8 @@ def parse_input(
         except ValueError:
             body = None
     if isinstance(body, dict):
-        return provider or detect_provider(body), body, "request"
-    chosen = provider or "openai"
+        return provider or detect_provider(body, model), body, "request"
+    chosen = provider or provider_of_model(model) or "openai"
     if chosen == "google":
         return chosen, {"contents": [{"role": "user", "parts": [{"text": text}]}]}, "text"
     wrapped: dict[str, Any] = {"messages": [{"role": "user", "content": text}]}

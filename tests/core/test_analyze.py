@@ -78,3 +78,42 @@ def test_heatmap_counts_inline_documents_as_the_gateway_does() -> None:
     assert sections["context"] == len(enc.encode_ordinary(documents))
     assert sections["query"] == len(enc.encode_ordinary(question)) + 4
     assert sections == sections_of(request_parts("openai", body), "openai", "gpt-4o").sections
+
+
+def test_cli_infers_the_provider_from_the_model_name(tmp_path: Path) -> None:
+    """`analyze - --model claude-sonnet-4-5` is an Anthropic request (the name says so), priced at Anthropic's
+    list price ($3 / $15 per million tokens); a Gemini name is Google's ($0.30 / $2.50); without a model the
+    body's shape decides."""
+    runner = CliRunner()
+    env = {"TOKENLENS_HOME": str(tmp_path), "TOKENLENS_CONFIG": str(tmp_path / "none.yaml")}
+    prompt = "Summarise the attached release notes in three bullet points."
+    for model, provider, rates in (
+        ("claude-sonnet-4-5", "anthropic", (3.00, 15.00)),
+        ("gemini-2.5-flash", "google", (0.30, 2.50)),
+        ("gpt-4o-mini", "openai", (0.15, 0.60)),
+    ):
+        done = runner.invoke(
+            app, ["analyze", "-", "--model", model, "--format", "json"], input=prompt, env=env
+        )
+        assert done.exit_code == 0, done.output
+        result = json.loads(done.stdout)
+        assert result["provider"] == provider, model
+        cost = result["cost"]
+        assert cost["output_tokens_assumed"] == 500  # no max_tokens: the assumed answer length
+        by_hand = (cost["input_tokens"] * rates[0] + 500 * rates[1]) / 1_000_000
+        assert cost["cost_usd"] is not None and abs(cost["cost_usd"] - by_hand) < 1e-12, model
+    text = runner.invoke(app, ["analyze", "-", "--model", "claude-sonnet-4-5"], input=prompt, env=env)
+    assert text.exit_code == 0, text.output
+    assert text.stdout.startswith("anthropic messages request for claude-sonnet-4-5")
+    assert "model not priced" not in text.stdout
+    # an OpenAI-shaped body naming a Claude model is priced as Anthropic's
+    body = {"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": prompt}]}
+    found = runner.invoke(app, ["analyze", "-", "--format", "json"], input=json.dumps(body), env=env)
+    assert json.loads(found.stdout)["provider"] == "anthropic"
+    # no model anywhere: the shape decides (a top-level system prompt is Anthropic's)
+    assert (
+        detect_provider({"system": "Be brief.", "messages": [{"role": "user", "content": "hi"}]})
+        == "anthropic"
+    )
+    assert detect_provider({"messages": [{"role": "user", "content": "hi"}]}) == "openai"
+    assert parse_input(prompt, model="an-unknown-model")[0] == "openai"
