@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 
 import numpy as np
 
+from tokenlens.money import format_usd
 from tokenlens.store import Store
 from tokenlens.store.queries import PricerLike, day_start
 from tokenlens.store.rollups import Row, first_bucket, sums, tag_sums
@@ -503,7 +504,9 @@ def recommendations(
                     "kind": "waste",
                     "source": source,
                     "model": model,
-                    "title": f"Trim whitespace, filler and repeated instructions in {source}'s prompts",
+                    "provider": provider,
+                    "title": f"Trim whitespace, filler and repeated instructions in {source}'s prompts to {model} "
+                    f"({_int(waste):,} tokens in {days} days)",
                     "saving_usd_month": money(cost * scale),
                     "evidence": {"waste_tokens": _int(waste), "waste_usd": money(cost), "days": days},
                     "link": "/api/calls?" + urlencode({"source": source, "model": model}),
@@ -512,7 +515,35 @@ def recommendations(
     found.extend(_overallocation_advice(store, days, tz))
     found.extend(_token_intelligence_advice(store, days, tz, pricer, groups, scale))
     found.sort(key=lambda r: (-r["saving_usd_month"], r["kind"], r["source"] or "", r["model"] or ""))
+    _name_apart(found)
     return {"days": days, "recommendations": found}
+
+
+def recommendation_text(r: dict[str, Any]) -> str:
+    """The line a person reads for a recommendation: its title (what, for which source and model) and the
+    amount a month, written by `format_usd`."""
+    if r["kind"] == "output_overallocation":
+        return f"{r['title']}: {format_usd(0.0)} a month (billing is on actual output; frees budget headroom)"
+    return f"{r['title']}: about {format_usd(r['saving_usd_month'])} a month"
+
+
+def _name_apart(found: list[dict[str, Any]]) -> None:
+    """Give each recommendation its `summary` (`recommendation_text`); two that would read alike (the same
+    source and model under two providers, say) get the provider, then their rank, in the title."""
+    for step in ("provider", "rank"):
+        seen: dict[str, list[dict[str, Any]]] = {}
+        for r in found:
+            seen.setdefault(recommendation_text(r), []).append(r)
+        clashes = [group for group in seen.values() if len(group) > 1]
+        if not clashes:
+            break
+        for group in clashes:
+            for r in group:
+                extra = r.get("provider") if step == "provider" else f"#{found.index(r) + 1}"
+                if extra:
+                    r["title"] += f" [{extra}]"
+    for r in found:
+        r["summary"] = recommendation_text(r)
 
 
 def _as_pricer(pricer: PricerLike) -> Pricer:
@@ -543,7 +574,10 @@ def _right_sizing_advice(
                 "kind": "right_sizing",
                 "source": source,
                 "model": model,
-                "title": f"Route simple calls of {source} from {model} to {to_model}",
+                "provider": item["provider"],
+                "title": f"Route simple calls of {source} from {model} to {to_model} ({simple} of {rated} calls "
+                "simple)",
+                "why": item["why"],
                 "saving_usd_month": money(item["saving_usd"] * scale),
                 "evidence": {
                     "simple_calls": simple,
@@ -552,6 +586,7 @@ def _right_sizing_advice(
                     "simple_cost_usd": item["simple_cost_usd"],
                     "what_if_usd": what_if,
                     "to_model": to_model,
+                    "why": item["why"],
                     "days": days,
                 },
                 "link": "/api/usage/compare?"
@@ -607,27 +642,39 @@ def _token_intelligence_advice(
                 "kind": "prompt_caching",
                 "source": sources[0] if len(sources) == 1 else None,
                 "model": item["model"],
-                "title": f"Cache the {item['prefix_tokens']}-token prefix resent by {', '.join(sources)} on {item['model']}",
+                "provider": item["provider"],
+                "title": f"Cache the {item['prefix_tokens']:,}-token prefix resent by {', '.join(sources)} "
+                f"on {item['model']}",
                 "saving_usd_month": money(item["saving_usd"] * scale),
                 "evidence": {**item, "days": days},
                 "link": f"/api/usage/caching-opportunities?days={days}",
             }
         )
     input_cost: dict[str, float] = {}
-    for (source, _model, _provider), row in groups.items():
+    models_of: dict[str, dict[str, float]] = {}
+    for (source, model, _provider), row in groups.items():
         input_cost[source] = input_cost.get(source, 0.0) + row.get("input_cost_usd", 0.0)
+        if model:
+            spent = models_of.setdefault(source, {})
+            spent[model] = spent.get(model, 0.0) + row.get("input_cost_usd", 0.0)
     history = insights.conversation_efficiency(store, days, tz)
     for item in history["items"]:
         if not item["bloated"]:
             continue
         # trimming history down to the bloat threshold saves that share of the source's input spend
         excess = item["history_share"] - history["threshold"]
+        spent = models_of.get(item["source"], {})
+        models = sorted(spent, key=lambda m: (-spent[m], m))
+        shown = ", ".join(models[:3]) + (f" and {len(models) - 3} more" if len(models) > 3 else "")
         found.append(
             {
                 "kind": "history_bloat",
                 "source": item["source"],
-                "model": None,
-                "title": f"Summarise or trim the conversation history {item['source']} resends",
+                "model": models[0] if len(models) == 1 else None,
+                "models": models,
+                "title": f"Summarise or trim the conversation history {item['source']} resends"
+                + (f" to {shown}" if shown else "")
+                + f" ({item['history_share']:.0%} of its input)",
                 "saving_usd_month": money(excess * input_cost.get(item["source"], 0.0) * scale),
                 "evidence": {k: item[k] for k in ("calls", "history_share", "avg_input_tokens")}
                 | {"days": days},
@@ -665,10 +712,16 @@ def digest(
     spend = total.get("cost_usd", 0.0)
     previous = last_week.get((), {}).get("cost_usd", 0.0)
     waste_usd = 0.0
-    for (_source, model), row in this_week.items():
+    waste_by: list[dict[str, Any]] = []
+    for (source, model), row in this_week.items():
         if row.get("waste_tokens") and model:
             found = rates_for(pricer, model)
-            waste_usd += row["waste_tokens"] * (found.input if found else 0.0)
+            cost = row["waste_tokens"] * (found.input if found else 0.0)
+            waste_usd += cost
+            waste_by.append(
+                {"source": source, "model": model, "tokens": _int(row["waste_tokens"]), "usd": money(cost)}
+            )
+    waste_by.sort(key=lambda w: (-w["tokens"], -w["usd"], w["source"], w["model"]))
     now_value = now_ts(now)
     week_anomalies = [
         a
@@ -685,7 +738,7 @@ def digest(
         "calls": _int(total.get("calls", 0)),
         "top_sources": _sorted([_item(k, v) for k, v in by_source.items()])[:top],
         "top_models": _sorted([_item(k or "", v) for k, v in by_model.items()])[:top],
-        "waste": {"tokens": _int(total.get("waste_tokens", 0)), "usd": money(waste_usd)},
+        "waste": {"tokens": _int(total.get("waste_tokens", 0)), "usd": money(waste_usd), "top": waste_by[:3]},
         "forecast": forecast(store, tz, budget_monthly_usd, now),
         "anomalies": week_anomalies,
         "recommendations": recommendations(store, 30, tz, pricer, now)["recommendations"][:3],

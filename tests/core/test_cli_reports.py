@@ -136,3 +136,120 @@ def test_report_amounts_are_never_zero_and_large_ones_grouped(tmp_path: Path) ->
     assert f"Spend ${total:,.2f} over 4 calls" in out, out
     assert "tiny   $0.0014" in out and "large  $1,234.56" in out, out  # the two sources' rows
     assert "$0.0000" not in out and "$0.00 " not in out.replace("saved $0.00.", ""), out
+
+
+def test_digest_lines_name_source_model_and_amount_and_never_repeat(tmp_path: Path) -> None:
+    """Issue 20: two waste lines about two models of one source read alike ("... in claude-code's prompts:
+    about $0.0005 a month"). Each line names its source, model and amount; no two are equal."""
+    from published_prices import PRICES
+    from tokenlens.money import format_usd
+
+    config = tmp_path / "config.yaml"
+    config.write_text("timezone: UTC\n")
+    store = open_store(None, tmp_path)
+    now = time.time()
+    sonnet, haiku, mini = PRICES["claude-sonnet-4-6"], PRICES["claude-haiku-4-5"], PRICES["gpt-4o-mini"]
+    calls = []
+    # the same waste cost on two models of one source: 500 tokens at $3/M = 1,500 tokens at $1/M = $0.0015
+    for i, (model, waste, rate) in enumerate(
+        [("claude-sonnet-4-6", 500, sonnet), ("claude-haiku-4-5", 1500, haiku)]
+    ):
+        calls.append(
+            CallRecord(
+                id=f"w{i}",
+                ts=now - 2 * 86400,
+                provider="anthropic",
+                endpoint="/v1/messages",
+                source="claude-code",
+                model=model,
+                input_tokens=4000,
+                output_tokens=10,
+                cost_usd=(4000 * rate["input"] + 10 * rate["output"]) / 1e6,
+                priced=True,
+                waste_tokens=waste,
+            )
+        )
+    calls.append(
+        CallRecord(
+            id="w2",
+            ts=now - 2 * 86400,
+            provider="openai",
+            endpoint="/v1/chat/completions",
+            source="batch",
+            model="gpt-4o-mini",
+            input_tokens=4000,
+            output_tokens=10,
+            cost_usd=(4000 * mini["input"] + 10 * mini["output"]) / 1e6,
+            priced=True,
+            waste_tokens=2000,
+        )
+    )
+    # ten simple calls of claude-code on Sonnet: right-sized to Haiku (same line), saving 10 x (cost - Haiku's)
+    for i in range(10):
+        calls.append(
+            CallRecord(
+                id=f"s{i}",
+                ts=now - 3 * 86400,
+                provider="anthropic",
+                endpoint="/v1/messages",
+                source="claude-code",
+                model="claude-sonnet-4-6",
+                input_tokens=1000,
+                output_tokens=100,
+                cost_usd=(1000 * sonnet["input"] + 100 * sonnet["output"]) / 1e6,
+                priced=True,
+                complexity=1,
+            )
+        )
+    store.insert_calls(calls, store_bodies=False)
+    store.close()
+    app = typer.Typer()
+    register(app)
+    result = CliRunner().invoke(app, ["digest", "--config", str(config), "--data-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    recos = lines[lines.index("Recommendations") + 1 :]
+    assert len(recos) == 3 and len(set(recos)) == 3, recos
+    saving = 10 * (
+        (1000 * sonnet["input"] + 100 * sonnet["output"]) - (1000 * haiku["input"] + 100 * haiku["output"])
+    )
+    assert recos[0] == (
+        "- Route simple calls of claude-code from claude-sonnet-4-6 to claude-haiku-4-5 (10 of 10 calls simple): "
+        f"about {format_usd(saving / 1e6)} a month"
+    )
+    waste_amount = format_usd(500 * sonnet["input"] / 1e6)
+    assert waste_amount == format_usd(1500 * haiku["input"] / 1e6) == "$0.0015"
+    assert set(recos[1:]) == {
+        "- Trim whitespace, filler and repeated instructions in claude-code's prompts to claude-sonnet-4-6 "
+        f"(500 tokens in 30 days): about {waste_amount} a month",
+        "- Trim whitespace, filler and repeated instructions in claude-code's prompts to claude-haiku-4-5 "
+        f"(1,500 tokens in 30 days): about {waste_amount} a month",
+    }
+    (waste_line,) = [line for line in lines if line.startswith("Waste:")]
+    assert waste_line == (
+        f"Waste: 4,000 tokens, {format_usd((500 * sonnet['input'] + 1500 * haiku['input'] + 2000 * mini['input']) / 1e6)}"
+        f"; most batch on gpt-4o-mini (2,000 tokens, {format_usd(2000 * mini['input'] / 1e6)}), "
+        f"claude-code on claude-haiku-4-5 (1,500 tokens, {waste_amount}), "
+        f"claude-code on claude-sonnet-4-6 (500 tokens, {waste_amount})."
+    )
+
+
+def test_recommendations_that_would_read_alike_are_told_apart() -> None:
+    from tokenlens.analytics import _name_apart
+
+    def reco(provider: str) -> dict[str, object]:
+        return {
+            "kind": "waste",
+            "source": "app",
+            "model": "claude-haiku-4-5",
+            "provider": provider,
+            "title": "Trim whitespace, filler and repeated instructions in app's prompts to claude-haiku-4-5",
+            "saving_usd_month": 0.0005,
+        }
+
+    found = [reco("anthropic"), reco("bedrock"), reco("bedrock")]
+    _name_apart(found)
+    summaries = [r["summary"] for r in found]
+    assert len(set(summaries)) == 3
+    assert summaries[0].endswith("claude-haiku-4-5 [anthropic]: about $0.0005 a month")
+    assert summaries[2].endswith("claude-haiku-4-5 [bedrock] [#3]: about $0.0005 a month")

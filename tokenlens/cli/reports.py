@@ -132,7 +132,13 @@ def render_digest(d: dict[str, Any], fmt: str) -> str:
         else f"TokenLens weekly digest {d['week_start']} to {d['week_end']}",
         "",
         f"Spend {_usd(d['spend_usd'])} over {d['calls']} calls{change}.",
-        f"Waste: {d['waste']['tokens']} tokens, {_usd(d['waste']['usd'])}.",
+        f"Waste: {d['waste']['tokens']:,} tokens, {_usd(d['waste']['usd'])}"
+        + "".join(
+            f"{'; most' if i == 0 else ','} {printable(w['source'], None)} on {printable(w['model'], None)} "
+            f"({w['tokens']:,} tokens, {_usd(w['usd'])})"
+            for i, w in enumerate(d["waste"].get("top", []))
+        )
+        + ".",
         f"Month {fc['month']} projected {_usd(fc['projected_month_usd'])}"
         + (
             f" against a budget of {_usd(fc['budget_monthly_usd'])}"
@@ -145,16 +151,25 @@ def render_digest(d: dict[str, Any], fmt: str) -> str:
     lines += _items("Top sources", d["top_sources"], md)
     lines += _items("Top models", d["top_models"], md)
     lines += ["", "## Anomalies" if md else "Anomalies"]
-    lines += [
-        f"- {a['date']} {printable(a['source'] or 'total')} {a['metric']}: {a['value']} (mean {a['mean']}, std {a['std']})"
-        for a in d["anomalies"]
-    ] or ["(none)"]
+    lines += [_anomaly_line(a) for a in d["anomalies"]] or ["(none)"]
     lines += ["", "## Recommendations" if md else "Recommendations"]
     lines += [
-        f"- {printable(r['title'], None)}: about {_usd(r['saving_usd_month'])} a month"
+        f"- {printable(r.get('summary') or analytics.recommendation_text(r), None)}"
         for r in d["recommendations"]
     ] or ["(none)"]
     return "\n".join(lines) + "\n"
+
+
+def _anomaly_line(a: dict[str, Any]) -> str:
+    """An anomaly of the digest: the day, whose (a source or the total), the figure and its usual level."""
+    shown = (
+        _usd if a["metric"] == "spend" else (lambda v: f"{v:,.0f}" if isinstance(v, int | float) else str(v))
+    )
+    who = printable(a["source"]) if a["source"] else "all sources"
+    return (
+        f"- {a['date']} {who} {a['metric']}: {shown(a['value'])} "
+        f"(14-day mean {shown(a['mean'])}, std {shown(a['std'])})"
+    )
 
 
 def _check_format(fmt: str) -> str:
