@@ -7,7 +7,7 @@ import io
 import pytest
 from rich.console import Console
 
-from tokenlens.cli.top import TopState, render
+from tokenlens.cli.top import TopState, handle_key, render
 
 HOSTILE = {
     "markup close": "[/]",
@@ -80,3 +80,33 @@ def test_amounts_are_never_shown_as_zero() -> None:
     state.add({"type": "call", "data": call})
     text = screen(state, False)
     assert "$0.000011" in text and "$0.0000 " not in text
+
+
+def test_the_sources_panel_follows_the_filter() -> None:
+    state = TopState()
+    for source, model, cost in (
+        ("billing-bot", "gpt-4o-mini", 0.25),
+        ("billing-bot", "claude-haiku-4-5", 0.5),
+        ("search-agent", "gpt-4o-mini", 1.25),
+    ):
+        call = {"ts": "2026-12-07T03:04:05.000Z", "source": source, "model": model, "status": 200}
+        state.add({"type": "call", "data": {**call, "outcome": "ok", "cost_usd": cost}})
+
+    def panel(text: str) -> str:
+        return text[text.index("sources") :]
+
+    everything = panel(screen(state, False))
+    assert "billing-bot" in everything and "search-agent" in everything
+    assert "$0.75" in everything and "$1.25" in everything
+
+    handle_key(state, "f")
+    for key in "haiku\r":
+        handle_key(state, key)
+    assert state.filter_text == "haiku"
+    filtered = panel(screen(state, False))
+    assert "search-agent" not in filtered  # none of its calls is a haiku call
+    assert "billing-bot" in filtered and "$0.50" in filtered and "$0.75" not in filtered
+
+    handle_key(state, "f")
+    handle_key(state, "\x1b")  # Esc clears the filter: every source again
+    assert "search-agent" in panel(screen(state, False))

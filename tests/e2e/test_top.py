@@ -61,7 +61,8 @@ def test_top_shows_a_call_just_made_and_quits_on_q(clients: Clients, gateway: Ga
         wait_for(session, "PAUSED")
         subprocess.run(["tmux", "send-keys", "-t", session, "p", "f", "nomatch-xyz", "Enter"], check=True)
         screen = wait_for(session, "filter 'nomatch-xyz'")
-        assert "gpt-4o-mini" not in screen  # the calls table is filtered (the sources panel is not)
+        assert "gpt-4o-mini" not in screen  # the calls table is filtered
+        assert clients.source not in screen  # and so is the sources panel
         subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
         wait_for(session, "TOP-EXITED-0")
     finally:

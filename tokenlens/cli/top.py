@@ -84,6 +84,17 @@ class TopState:
         rows = [c for c in self.calls if not needle or needle in json.dumps(c).lower()]
         return rows
 
+    def source_spend(self) -> dict[str, float]:
+        """Spend per source for the sources panel: every call seen since start, or, with a filter, the calls
+        the filter keeps (of the last `MAX_ROWS`), so the panel shows what the calls table shows."""
+        if not self.filter_text:
+            return self.by_source
+        out: dict[str, float] = {}
+        for call in self.visible():
+            source = str(call.get("source") or "unknown")
+            out[source] = out.get(source, 0.0) + float(call.get("cost_usd") or 0.0)
+        return out
+
 
 def _money(value: Any) -> str:
     return "unpriced" if value is None else format_usd(float(value))
@@ -124,8 +135,10 @@ def render(state: TopState, height: int) -> Group:
         )
     sources = Table(box=None, expand=True, header_style="bold")
     sources.add_column("source")
-    sources.add_column("spend (this view)", justify="right")
-    for name, cost in sorted(state.by_source.items(), key=lambda item: -item[1])[:5]:
+    sources.add_column(
+        "spend (matching calls)" if state.filter_text else "spend (this view)", justify="right"
+    )
+    for name, cost in sorted(state.source_spend().items(), key=lambda item: -item[1])[:5]:
         sources.add_row(_cell(name), format_usd(cost))
     if state.typing_filter is not None:
         keys = Text(f"filter: {printable(state.typing_filter)}▏ (Enter apply, Esc clear)")
