@@ -21,6 +21,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from tokenlens.complexity import INPUT_STEPS, OUTPUT_STEPS, SIMPLE_MAX, is_simple
+from tokenlens.money import format_usd
 from tokenlens.pricing import Pricer, current_snapshot, undated
 from tokenlens.store.rollups import (
     COMPLEXITY,
@@ -39,6 +40,7 @@ from tokenlens.usage import Usage
 from tokenlens.waste import WASTE_TYPES
 
 if TYPE_CHECKING:
+    from tokenlens.records import CallRecord
     from tokenlens.store import Store
 
 HISTORY_BLOAT_SHARE = 0.6
@@ -848,6 +850,41 @@ def caching_opportunities(store: Store, days: int, tz: tzinfo, pricer: Pricer) -
         "items": items,
         "total_saving_usd": _round(sum(i["saving_usd"] or 0.0 for i in items)),
     }
+
+
+def prefix_cache_message(record: CallRecord, pricer: Pricer) -> str | None:
+    """What the call detail says about the call's repeated prefix (system prompt and tools), true to its
+    usage: "prompt cache used" only when the provider reported cache reads or writes; otherwise that the
+    prefix was not cached and what reading it from the cache would save on each later call that resends it
+    (at the model's input and cache-read rates, the one-time write premium said apart). None without a
+    prefix."""
+    heat = record.details.get("heatmap") if isinstance(record.details, dict) else None
+    prefix = heat.get("prefix") if isinstance(heat, dict) else None
+    if not isinstance(prefix, dict):
+        return None
+    try:
+        tokens = max(0, int(prefix.get("tokens") or 0))
+    except (TypeError, ValueError):
+        tokens = 0
+    head = f"Repeated prefix of {tokens:,} tokens"
+    read, written = record.cache_read_tokens or 0, record.cache_write_tokens or 0
+    if read > 0 or written > 0:
+        return f"{head}; prompt cache used ({read:,} tokens read from it, {written:,} written to it)."
+    head += "; not cached (cache read 0, cache write 0)"
+    if tokens < MIN_CACHEABLE_PREFIX:
+        return f"{head}: below the {MIN_CACHEABLE_PREFIX:,} tokens providers start caching at."
+    rates = _cache_rates(pricer, record.provider, record.model) if record.model else None
+    if rates is None or rates[1] >= rates[0]:
+        return f"{head}; no cache price is known for {record.model or 'this model'}."
+    inp, cached, write = rates
+    saving = Decimal(tokens) * (inp - cached) / MILLION
+    premium = Decimal(tokens) * max(Decimal(0), write - inp) / MILLION
+    text = (
+        f"{head}: caching it would save about {format_usd(float(saving))} on each later call that resends it"
+    )
+    if premium > 0:
+        text += f" (writing it to the cache once costs {format_usd(float(premium))} more)"
+    return text + "."
 
 
 def dedup_savings(store: Store, days: int, tz: tzinfo) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from tokenlens.app import AppDeps
 from tokenlens.config import Settings, resolve_timezone
 from tokenlens.controls import import_counted
 from tokenlens.guardrails.record import mask_secrets
+from tokenlens.insights import prefix_cache_message
 from tokenlens.records import CallRecord
 from tokenlens.store import chunk_text, day_bounds, export_lines, month_bounds, parse_since
 from tokenlens.store.queries import MAX_LIMIT, PricerLike
@@ -194,7 +195,18 @@ def get_call(call_id: str) -> Response | tuple[Response, int]:
     data = record.to_dict(bodies=True)
     for name in CallRecord.BODY_FIELDS:  # a key pasted into a prompt is never shown, whatever the guardrails
         data[name] = mask_secrets(data[name])
+    message = prefix_cache_message(record, pricer_of_call())
+    if message is not None:  # the detail page's line on the repeated prefix, true to the cache usage
+        data["details"]["heatmap"]["prefix"]["message"] = message
     return jsonify(data)
+
+
+def pricer_of_call() -> Any:
+    """A `tokenlens.pricing.Pricer` for the current settings (the cache-rate lookups need one)."""
+    from tokenlens.pricing import Pricer
+
+    pricer = pricer_for(deps().settings.get())
+    return pricer if isinstance(pricer, Pricer) else Pricer()
 
 
 @bp.get("/api/usage/kpi")

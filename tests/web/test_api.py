@@ -296,3 +296,54 @@ def test_import_errors_and_cost(client: FlaskClient, deps: AppDeps) -> None:
 def test_import_refuses_form_posts(client: FlaskClient) -> None:
     response = client.post("/api/import", data={"file": "x"})
     assert response.status_code == 415
+
+
+def test_call_detail_says_the_prompt_cache_was_used_only_when_it_was(
+    client: FlaskClient, deps: AppDeps
+) -> None:
+    """Issue 20: a Claude Code call with cache read and write 0 / 0 was said to have used the prompt cache."""
+    from published_prices import PRICES
+    from tokenlens.money import format_usd
+
+    sonnet = PRICES["claude-sonnet-4-6"]
+
+    def claude(call_id: str, prefix_tokens: int, **kw: Any) -> CallRecord:
+        prefix = {"hash": "h", "tokens": prefix_tokens, "cache_used": True}  # the request asked for caching
+        return record(
+            call_id,
+            5.0,
+            provider="anthropic",
+            endpoint="/v1/messages",
+            source="claude-code",
+            model="claude-sonnet-4-6",
+            input_tokens=30_000,
+            details={"heatmap": {"system": prefix_tokens, "tools": 0, "scaled": True, "prefix": prefix}},
+            **kw,
+        )
+
+    deps.store.insert_calls(
+        [
+            claude("uncached", 27_616),
+            claude("cached", 27_616, cache_read_tokens=27_000, cache_write_tokens=616),
+            claude("short", 800),
+        ],
+        store_bodies=False,
+    )
+    saving = 27_616 * (sonnet["input"] - sonnet["cache_read"]) / 1e6
+    premium = 27_616 * (sonnet["cache_write_5m"] - sonnet["input"]) / 1e6
+    uncached = client.get("/api/calls/uncached").get_json()["details"]["heatmap"]["prefix"]["message"]
+    assert uncached == (
+        "Repeated prefix of 27,616 tokens; not cached (cache read 0, cache write 0): caching it would save about "
+        f"{format_usd(saving)} on each later call that resends it (writing it to the cache once costs "
+        f"{format_usd(premium)} more)."
+    )
+    assert format_usd(saving) == "$0.075" and "prompt cache used" not in uncached
+    cached = client.get("/api/calls/cached").get_json()["details"]["heatmap"]["prefix"]["message"]
+    assert cached == (
+        "Repeated prefix of 27,616 tokens; prompt cache used (27,000 tokens read from it, 616 written to it)."
+    )
+    short = client.get("/api/calls/short").get_json()["details"]["heatmap"]["prefix"]["message"]
+    assert short == (
+        "Repeated prefix of 800 tokens; not cached (cache read 0, cache write 0): below the 1,024 tokens "
+        "providers start caching at."
+    )

@@ -20,7 +20,7 @@ function heatmap(heat) {
     el("div", { class: "stack", role: "img", "aria-label": "input tokens by section" },
       sections.map((k, i) => el("span", { title: `${k}: ${int(heat[k])}`, style: { width: `${((Number(heat[k]) || 0) / total) * 100}%`, background: colors[i] } }))),
     el("div", { class: "legend" }, sections.map((k, i) => el("span", { dataset: { section: k } }, el("i", { style: { background: colors[i] } }), `${k} ${int(heat[k])} (${Math.round(((Number(heat[k]) || 0) / total) * 100)}%)`))),
-    heat.prefix ? el("p", { class: "muted" }, `Repeated prefix of ${int(heat.prefix.tokens)} tokens; prompt cache ${heat.prefix.cache_used ? "used" : "not used"}.`) : null);
+    heat.prefix ? el("p", { class: "muted", dataset: { testid: "prefix-cache" } }, heat.prefix.message || `Repeated prefix of ${int(heat.prefix.tokens)} tokens.`) : null);
 }
 
 // Issue 18: which price was used (a guess is said to be one), the tier, and tokens by modality.
