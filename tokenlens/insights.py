@@ -679,9 +679,10 @@ def right_sizing(store: Store, days: int, tz: tzinfo, pricer: Pricer) -> dict[st
     for (provider, source, model), g in groups.items():
         needs = _needs(provider, model, used.get((provider, source, model), set()), g["top_out"])
         found = suggest(provider, model, pricer, needs) if g["simple"] else None
-        if g["simple"] and (
-            found is None or found != suggest(provider, model, pricer, replace(needs, context_tokens=0))
-        ):
+        unbounded = (
+            suggest(provider, model, pricer, replace(needs, context_tokens=0)) if g["simple"] else None
+        )
+        if unbounded is not None and (found is None or unbounded.model != found.model):
             # the bound from the scores ruled a candidate out: read the largest simple call itself
             exact = _largest_simple_call(store, days, tz, provider, source, model)
             if exact is not None and exact < needs.context_tokens:

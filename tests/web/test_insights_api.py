@@ -192,3 +192,44 @@ def test_caching_opportunities_for_a_long_prefix_resent(web_deps: AppDeps, web_c
     # gpt-4o: input $2.50, cached input $1.25 per million; no write premium
     assert item["calls"] == 4 and item["prefix_tokens"] == 2000
     assert item["saving_usd"] == pytest.approx(3 * 2000 * (2.50 - 1.25) / 1e6)
+
+
+def test_right_sizing_view_pairs_by_family_and_checks_what_the_calls_used(
+    web_deps: AppDeps, web_client: FlaskClient
+) -> None:
+    """Issue 20: claude-sonnet-4-6 was paired with claude-sonnet-5-5 by price alone. Short simple calls go to
+    the same line's Haiku; simple calls whose answers outgrow Haiku 4.5's 200,000-token window go to the next
+    Sonnet generation, and each item says why."""
+    for _ in range(3):
+        add(
+            web_deps,
+            provider="anthropic",
+            source="chat",
+            model="claude-sonnet-4-6",
+            complexity=1,
+            input_tokens=1200,
+            output_tokens=100,
+            cost_usd=0.01,
+            details={"heatmap": heat(1000, 100, 0, 0, 100)},
+        )  # tool definitions sent
+    for _ in range(2):  # under 1,000 input tokens and a long answer: score 2, "simple"
+        add(
+            web_deps,
+            provider="anthropic",
+            source="writer",
+            model="claude-sonnet-4-6",
+            complexity=2,
+            input_tokens=900,
+            output_tokens=250_000,
+            cost_usd=3.75,
+        )
+    body = web_client.get("/api/usage/right-sizing?days=7").get_json()
+    by_source = {i["source"]: i for i in body["items"]}
+    chat, writer = by_source["chat"], by_source["writer"]
+    assert chat["suggested_model"] == "claude-haiku-4-5"
+    assert chat["why"].startswith("Same family line (Claude 4), smaller tier: haiku instead of sonnet")
+    assert chat["needs"] == {"tools": True, "images": True, "reasoning": True, "context_tokens": 32_500}
+    assert "keeps tools, image input and reasoning" in chat["why"]
+    assert writer["needs"]["context_tokens"] == 900 + 250_000  # the largest simple call, read from the calls
+    assert writer["suggested_model"] == "claude-sonnet-5-5"
+    assert writer["why"].startswith("Next generation (Claude 5 after Claude 4) of the same tier (sonnet)")

@@ -44,7 +44,7 @@ Promise.all([
   ], (d.anomalies || []).slice().reverse(), { id: "anomalies-table", empty: "No anomalies." })),
   section("#right-sizing", "/api/usage/right-sizing", (d) => table([
     { label: "Source", value: (r) => r.source },
-    { label: "Model", value: (r) => [r.model, el("span", { class: "muted" }, ` → ${r.suggested_model || "—"}`)] },
+    { label: "Model", value: (r) => [r.model, el("span", { class: "muted" }, ` → ${r.suggested_model || "—"}`), r.why ? el("div", { class: "why" }, r.why) : null] },
     { label: "Simple", num: true, value: (r) => pct(r.simple_share) },
     { label: "Saving", num: true, value: (r) => usd(r.saving_usd) },
   ], (d.items || []).filter((r) => r.recommended), { id: "right-sizing-table", empty: "Every source uses a fitting model." })),
