@@ -49,19 +49,16 @@ class ConfigWatcher:
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
-            fresh = await asyncio.to_thread(
-                self.read
-            )  # stat and parse off the event loop (a big file takes s)
+            version = self.deps.settings.version
+            fresh = await asyncio.to_thread(self.read)  # stat and parse off the event loop (a big file: s)
             if fresh is not None:
-                self.apply(fresh)
+                self.apply(fresh, version)
 
     def check(self) -> bool:
         """Reload when the file changed; True when a new configuration was applied."""
+        version = self.deps.settings.version
         fresh = self.read()
-        if fresh is None:
-            return False
-        self.apply(fresh)
-        return True
+        return fresh is not None and self.apply(fresh, version)
 
     def read(self) -> Settings | None:
         """The file's configuration when it changed since the last read and is valid, else None (blocking)."""
@@ -75,13 +72,18 @@ class ConfigWatcher:
             log.error("configuration not reloaded, keeping the running one: %s", problem)
             return None
 
-    def apply(self, fresh: Settings) -> None:
-        """Make `fresh` the running configuration (on the event loop: it updates mitmproxy's options)."""
+    def apply(self, fresh: Settings, version: int) -> bool:
+        """Make `fresh` the running configuration (on the event loop: it updates mitmproxy's options), unless
+        the configuration changed since the file was read (`version`): the config API writes the file and
+        applies it itself, and an older read must not undo that; the file is read again next time."""
         current = self.deps.settings.get()
         # server and storage are read at start only
         fresh = dataclasses.replace(fresh, server=current.server, storage=current.storage)
         if self.deps.config_sync is not None:  # sections changed through a gateway's API win over the file
             fresh = self.deps.config_sync.overlay(fresh)
-        self.deps.settings.replace(fresh)
+        if not self.deps.settings.replace_if_unchanged(version, fresh):
+            self._stamp = None
+            return False
         ctx.options.update(allow_hosts=allow_hosts_for(fresh))
         log.info("configuration reloaded from %s", self.deps.config_path)
+        return True

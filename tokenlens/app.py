@@ -38,6 +38,15 @@ class SettingsHolder:
             self._settings = settings
             self.version += 1
 
+    def replace_if_unchanged(self, version: int, settings: Settings) -> bool:
+        """Replace only if nothing replaced the settings since `version` was read (compare and swap)."""
+        with self._lock:
+            if self.version != version:
+                return False
+            self._settings = settings
+            self.version += 1
+            return True
+
 
 class PassthroughCounts:
     """Requests on provider routes that are not calls (SPEC 5): forwarded and answered as they are, counted

@@ -73,3 +73,22 @@ def test_the_file_is_read_off_the_event_loop(deps: AppDeps, monkeypatch: pytest.
         loop_thread = asyncio.run(run())
     assert deps.settings.get().budgets.daily_usd == 7
     assert threads and loop_thread not in threads
+
+
+def test_a_change_made_while_the_file_was_read_is_not_undone(deps: AppDeps) -> None:
+    """The config API writes the file and applies the change at once; a reload that read the file just before
+    must not put the older configuration back (a call in between would meet stale guardrails)."""
+    from tokenlens.config import load_settings
+
+    watcher = ConfigWatcher(deps)
+    deps.config_path.write_text("budgets: {daily_usd: 1}\n")
+    with taddons.context(watcher):
+        version = deps.settings.version
+        stale = watcher.read()  # the watcher read the file...
+        assert stale is not None
+        deps.config_path.write_text("budgets: {daily_usd: 2}\n")  # ...then the API wrote and applied a change
+        deps.settings.replace(load_settings(deps.config_path))
+        assert not watcher.apply(stale, version)
+        assert deps.settings.get().budgets.daily_usd == 2
+        assert watcher.check()  # read again next time: the file's current content
+        assert deps.settings.get().budgets.daily_usd == 2
