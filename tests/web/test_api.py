@@ -229,6 +229,11 @@ def _history(deps: AppDeps) -> list[CallRecord]:
             guardrail_flags=[{"rule": "pii.email", "action": "warn", "where": "request"}] if i % 2 else [],
             session_id=f"s{i % 3}",
             latency_ms=100.5 + i,
+            # a breakdown that adds up, as the gateway records it (an import would price missing parts)
+            input_cost_usd=0.0008,
+            output_cost_usd=0.0002,
+            cache_read_cost_usd=0.0,
+            cache_write_cost_usd=0.0,
         )
         for i in range(20)
     ]
