@@ -25,6 +25,7 @@ from harness.gateway import PROVIDERS, Gateway, start_gateway, stop_gateway, wri
 from provider_sim import ReceivedRequest, Simulator, plan
 from provider_sim.realtime_api import frame_headers
 from published_prices import expected_cost
+from tokenlens.money import format_usd
 
 pytestmark = pytest.mark.e2e
 
@@ -43,9 +44,8 @@ NOT_BODY = ("type", "stream", "background", "generate")
 
 
 def usd(value: float) -> str:
-    """The dashboard's amount format, written here: 4 decimals under $0.01, 3 under $1, 2 under $100."""
-    digits = 0 if value >= 100 else 2 if value >= 1 else 3 if value >= 0.01 else 4
-    return f"${value:,.{digits}f}"
+    """The dashboard's amount format: the one rule of tokenlens.money (pinned by tests/core/test_money.py)."""
+    return format_usd(value)
 
 
 def usages(sim: Simulator, requests: list[ReceivedRequest]) -> list[dict[str, int]]:

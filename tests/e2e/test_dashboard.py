@@ -21,6 +21,7 @@ from harness.gateway import Gateway, start_gateway, stop_gateway, write_config
 from provider_sim import Simulator
 from tokenlens.cli.demo import DEMO_CONFIG, fill_store
 from tokenlens.config import load_settings
+from tokenlens.money import format_usd
 
 pytestmark = pytest.mark.e2e
 
@@ -35,13 +36,8 @@ PAGES = {
     "latency": "/latency",
     "settings": "/settings",
 }
-SIZES = {"desktop": (1280, 800), "phone": (390, 844)}
+SIZES = {"desktop": (1280, 800), "wide": (1440, 900), "phone": (390, 844)}
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-
-
-def usd2(value: float) -> str:
-    """What the page shows for an amount with two decimals (written here, not taken from the page code)."""
-    return f"${value:,.2f}"
 
 
 @pytest.fixture(scope="module")
@@ -111,16 +107,18 @@ def test_every_page_loads_at_both_widths_and_is_screenshotted(session: Session) 
             assert shot.stat().st_size > 5000
             width = page.evaluate("document.documentElement.scrollWidth")
             assert width <= SIZES[size][0] + 1, f"{name} scrolls sideways at {size} width ({width}px)"
-            if size == "phone":  # nor does any table inside its box: rows become labelled cards
-                page.wait_for_timeout(300)  # tables filled after the first fetch settle
-                wide = page.evaluate(
-                    "[...document.querySelectorAll('.table-wrap')]"
-                    ".filter((w) => w.scrollWidth > w.clientWidth + 1).length"
-                )
-                tables = page.evaluate("document.querySelectorAll('table.data tbody tr').length")
-                assert wide == 0, f"{name}: {wide} table(s) scroll sideways at phone width"
-                if name in ("live", "sources", "models"):
-                    assert tables > 0, f"{name}: no table rows to check"
+            # nor does any table inside its box (it would be cut at the card's edge); on phones rows become
+            # labelled cards
+            page.wait_for_timeout(300)  # tables filled after the first fetch settle
+            wide = page.evaluate(
+                "[...document.querySelectorAll('.table-wrap')]"
+                ".filter((w) => w.scrollWidth > w.clientWidth + 1).map((w) => w.querySelector('table').id)"
+            )
+            tables = page.evaluate("document.querySelectorAll('table.data tbody tr').length")
+            assert wide == [], f"{name}: table(s) {wide} scroll sideways at {size} width"
+            if name in ("live", "sources", "models", "insights"):
+                assert tables > 0, f"{name}: no table rows to check"
+            if size == "phone":
                 hidden = page.evaluate(  # every page's link is on screen, none behind a sideways scroll
                     "[...document.querySelectorAll('.nav a')].filter((a) => {"
                     " const r = a.getBoundingClientRect(); return r.right > window.innerWidth || r.left < 0; }).length"
@@ -155,13 +153,15 @@ def test_overview_numbers_match_the_api(session: Session) -> None:
     shown = {name: page.text_content(f'[data-testid="kpi-{name}"]') for name in ("calls", "saved", "blocked")}
     assert shown == {
         "calls": f"{kpi['calls']:,}",
-        "saved": usd2(kpi["total_saved_usd"]),
+        "saved": format_usd(kpi["total_saved_usd"]),
         "blocked": f"{kpi['blocked_calls']:,}",
     }
-    assert page.text_content('[data-testid="kpi-today"]') == usd2(status["today_usd"])
-    assert page.text_content('[data-testid="kpi-month"]') == usd2(status["month_usd"])
+    assert page.text_content('[data-testid="kpi-today"]') == format_usd(status["today_usd"])
+    assert page.text_content('[data-testid="kpi-month"]') == format_usd(status["month_usd"])
     forecast = session.api("/api/usage/forecast")
-    assert page.text_content('[data-testid="forecast-projected"]') == usd2(forecast["projected_month_usd"])
+    assert page.text_content('[data-testid="forecast-projected"]') == format_usd(
+        forecast["projected_month_usd"]
+    )
     top = session.api("/api/usage/sources", days=30)["items"][0]
     first = page.locator("#top-sources-table tbody tr").first
     assert first.locator("td").nth(0).text_content() == top["name"]
@@ -209,7 +209,7 @@ def test_call_detail_shows_the_call_and_masks_secrets(session: Session) -> None:
     page = session.open(f"/calls/{with_secret['id']}")
     assert page.text_content('[data-testid="call-input"]') == f"{with_secret['input_tokens']:,}"
     assert page.text_content('[data-testid="call-output"]') == f"{with_secret['output_tokens']:,}"
-    assert page.text_content('[data-testid="call-cost"]') == f"${with_secret['cost_usd']:.6f}"
+    assert page.text_content('[data-testid="call-cost"]') == format_usd(with_secret["cost_usd"])
     findings = with_secret["details"]["waste"]["findings"]
     assert page.locator("#waste-table tbody tr").count() == len(findings)
     assert page.locator(".legend [data-section]").count() == 5
@@ -242,8 +242,8 @@ def test_sources_models_insights_latency_show_the_api_figures(session: Session) 
     page.click("#compare-form button[type=submit]")
     page.wait_for_selector('[data-testid="compare-whatif"]')
     expected = session.api("/api/usage/compare", from_model="gpt-4o", to_model="gpt-4o-mini", days=30)
-    assert page.text_content('[data-testid="compare-actual"]') == usd2(expected["actual_usd"])
-    assert page.text_content('[data-testid="compare-whatif"]') == usd2(expected["what_if_usd"])
+    assert page.text_content('[data-testid="compare-actual"]') == format_usd(expected["actual_usd"])
+    assert page.text_content('[data-testid="compare-whatif"]') == format_usd(expected["what_if_usd"])
     assert expected["what_if_usd"] < expected["actual_usd"]
 
     page = session.open("/insights")

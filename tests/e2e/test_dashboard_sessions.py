@@ -21,6 +21,7 @@ from harness.gateway import Gateway, start_gateway, stop_gateway, write_config
 from provider_sim import Simulator
 from tokenlens.cli.demo import DEMO_CONFIG, fill_store
 from tokenlens.config import load_settings
+from tokenlens.money import format_usd
 from tokenlens.records import CallRecord
 from tokenlens.store import open_store
 
@@ -140,9 +141,8 @@ def expected(records: list[CallRecord]) -> dict[str, Any]:
 
 
 def usd(value: float) -> str:
-    """The dashboard's amount format, written here: 4 decimals under $0.01, 3 under $1, 2 under $100."""
-    digits = 0 if value >= 100 else 2 if value >= 1 else 3 if value >= 0.01 else 4
-    return f"${value:,.{digits}f}"
+    """The dashboard's amount format: the one rule of tokenlens.money (pinned by tests/core/test_money.py)."""
+    return format_usd(value)
 
 
 def chromium_path() -> str | None:

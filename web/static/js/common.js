@@ -22,14 +22,8 @@ export async function api(path, options = {}) {
 
 const LOCALE = "en-US";
 
-export function usd(value, digits) {
-  if (value === null || value === undefined) return "—";
-  const v = Number(value);
-  if (digits === undefined) digits = Math.abs(v) >= 100 ? 0 : Math.abs(v) >= 1 ? 2 : Math.abs(v) >= 0.01 ? 3 : 4;
-  if (v === 0) digits = 2;
-  return (v < 0 ? "−$" : "$") + Math.abs(v).toLocaleString(LOCALE, { minimumFractionDigits: digits, maximumFractionDigits: digits });
-}
-export const usd2 = (v) => usd(v, 2);
+// Every amount of money on every page: the one rule of tokenlens/money.py (see money.js).
+export { formatUsd as usd } from "./money.js";
 export function int(value) {
   if (value === null || value === undefined) return "—";
   return Math.round(Number(value)).toLocaleString(LOCALE);

@@ -56,7 +56,7 @@ function render(call) {
   cards.push(el("section", { class: "card" },
     el("div", { class: "facts" },
       fact("Outcome", outcomePill(call.outcome, call.blocked_by)),
-      fact("Cost", call.priced ? usd(call.cost_usd, 6) : "unpriced", "call-cost"),
+      fact("Cost", call.priced ? usd(call.cost_usd) : "unpriced", "call-cost"),
       fact("Latency", ms(call.latency_ms), "call-latency"),
       fact("Time to first token", ms(call.ttft_ms)),
       fact("Input tokens", int(call.input_tokens), "call-input"),
@@ -75,10 +75,10 @@ function render(call) {
           .flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, String(v))]))),
     el("section", { class: "card" }, el("h2", {}, "Cost breakdown"),
       el("dl", { class: "kv" },
-        el("dt", {}, "Input"), el("dd", {}, usd(call.input_cost_usd, 6)),
-        el("dt", {}, "Output"), el("dd", {}, usd(call.output_cost_usd, 6)),
-        el("dt", {}, "Cache read"), el("dd", {}, usd(call.cache_read_cost_usd, 6)),
-        el("dt", {}, "Cache write"), el("dd", {}, usd(call.cache_write_cost_usd, 6))),
+        el("dt", {}, "Input"), el("dd", {}, usd(call.input_cost_usd)),
+        el("dt", {}, "Output"), el("dd", {}, usd(call.output_cost_usd)),
+        el("dt", {}, "Cache read"), el("dd", {}, usd(call.cache_read_cost_usd)),
+        el("dt", {}, "Cache write"), el("dd", {}, usd(call.cache_write_cost_usd))),
       ...pricing(call),
       el("h3", {}, `Attempts (${call.attempts})`),
       attempts.length
@@ -90,7 +90,7 @@ function render(call) {
       flags.length ? table([{ label: "Rule", value: (f) => f.rule }, { label: "Action", value: (f) => el("span", { class: `pill ${f.action === "block" ? "bad" : "warn"}` }, f.action) }, { label: "Where", value: (f) => f.where }], flags, { id: "flags-table" }) : empty("No flags.")),
     el("section", { class: "card" }, el("h2", {}, "Waste"),
       waste && waste.findings && waste.findings.length
-        ? [el("p", {}, `${int(waste.tokens)} wasted tokens${waste.cost_usd ? ` (${usd(waste.cost_usd, 6)})` : ""}.`),
+        ? [el("p", {}, `${int(waste.tokens)} wasted tokens${waste.cost_usd ? ` (${usd(waste.cost_usd)})` : ""}.`),
           table([{ label: "Type", value: (f) => f.type }, { label: "Where", value: (f) => f.where }, { label: "Tokens", num: true, value: (f) => int(f.tokens) }, { label: "Example", value: (f) => f.example || "" }], waste.findings, { id: "waste-table" })]
         : empty("No waste found."))));
   cards.push(el("section", { class: "card" }, el("h2", {}, "Input tokens by section"), details.heatmap ? heatmap(details.heatmap) : empty("No heatmap for this call.")));

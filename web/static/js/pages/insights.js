@@ -31,7 +31,7 @@ Promise.all([
     const recos = d.recommendations || [];
     if (!recos.length) return empty("No recommendations: nothing to save yet.");
     return el("div", { id: "recommendation-list" }, recos.slice(0, 12).map((r) => el("div", { class: "reco" },
-      el("span", { class: "saving" }, `${usd(r.saving_usd_month, 2)}/mo`),
+      el("span", { class: "saving" }, `${usd(r.saving_usd_month)}/mo`),
       el("div", { class: "what" }, el("div", {}, r.title), el("div", { class: "evidence" }, `${r.kind.replaceAll("_", " ")} · ${evidence(r)}`)),
       r.link && r.link.startsWith("/api/usage/compare") ? el("a", { class: "btn small", href: `/models?${r.link.split("?")[1] || ""}` }, "Models") : null)));
   }),
@@ -62,7 +62,7 @@ Promise.all([
     { label: "Suggested", num: true, value: (r) => int(r.suggested_max_tokens) },
   ], d.items || [], { id: "output-table", empty: "No calls set max_tokens." })),
   section("#caching", "/api/usage/caching-opportunities", (d) => [
-    el("p", {}, `Caching repeated prefixes could save about ${usd(d.total_saving_usd, 2)} over the period.`),
+    el("p", {}, `Caching repeated prefixes could save about ${usd(d.total_saving_usd)} over the period.`),
     table([
       { label: "Model", value: (r) => r.model },
       { label: "Sources", cls: "hide-sm", value: (r) => (r.sources || []).join(", ") },

@@ -43,9 +43,9 @@ async function compare() {
     const r = await api(`/api/usage/compare?${params}`);
     const saving = -r.delta_usd;
     clear(out, el("div", { class: "facts", id: "compare-facts" },
-      el("div", { class: "fact" }, el("span", { class: "label" }, `Actual on ${r.from_model}`), el("span", { class: "value", dataset: { testid: "compare-actual" } }, usd(r.actual_usd, 2))),
-      el("div", { class: "fact" }, el("span", { class: "label" }, `On ${r.to_model}`), el("span", { class: "value", dataset: { testid: "compare-whatif" } }, r.what_if_usd === null ? "unpriced" : usd(r.what_if_usd, 2))),
-      el("div", { class: "fact" }, el("span", { class: "label" }, saving >= 0 ? "Saving" : "Extra cost"), el("span", { class: "value", style: { color: saving >= 0 ? "var(--good)" : "var(--bad)" } }, usd(Math.abs(r.delta_usd), 2))),
+      el("div", { class: "fact" }, el("span", { class: "label" }, `Actual on ${r.from_model}`), el("span", { class: "value", dataset: { testid: "compare-actual" } }, usd(r.actual_usd))),
+      el("div", { class: "fact" }, el("span", { class: "label" }, `On ${r.to_model}`), el("span", { class: "value", dataset: { testid: "compare-whatif" } }, r.what_if_usd === null ? "unpriced" : usd(r.what_if_usd))),
+      el("div", { class: "fact" }, el("span", { class: "label" }, saving >= 0 ? "Saving" : "Extra cost"), el("span", { class: "value", style: { color: saving >= 0 ? "var(--good)" : "var(--bad)" } }, usd(Math.abs(r.delta_usd)))),
       el("div", { class: "fact" }, el("span", { class: "label" }, "Calls re-priced"), el("span", { class: "value" }, int(r.calls)))));
   } catch (error) {
     clear(out, el("p", { class: "banner error" }, error.message));

@@ -1,5 +1,5 @@
 // Overview: KPI cards, budget gauges, forecast, daily cost by part, top sources and models.
-import { $, api, chart, clear, el, empty, int, onThemeChange, palette, showError, shareBar, table, usd, usd2, daysSelect } from "../common.js";
+import { $, api, chart, clear, el, empty, int, onThemeChange, palette, showError, shareBar, table, usd, daysSelect } from "../common.js";
 
 const days = daysSelect(load);
 let lastDaily = null;
@@ -15,7 +15,7 @@ function gauge(label, spent, limit, resets) {
   const share = limit > 0 ? spent / limit : 0;
   const level = share >= 1 ? "bad" : share >= 0.8 ? "warn" : "";
   return el("div", { class: `gauge ${level}`, dataset: { scope: label } },
-    el("div", { class: "row" }, el("strong", {}, label), el("span", {}, `${usd2(spent)} of ${usd2(limit)} · ${Math.round(share * 100)}%`)),
+    el("div", { class: "row" }, el("strong", {}, label), el("span", {}, `${usd(spent)} of ${usd(limit)} · ${Math.round(share * 100)}%`)),
     el("div", { class: "bar", role: "meter", "aria-valuemin": 0, "aria-valuemax": limit, "aria-valuenow": spent, "aria-label": label },
       el("div", { class: "fill", style: { width: `${Math.min(100, share * 100)}%` } })),
     resets ? el("div", { class: "muted", style: { fontSize: "12px", marginTop: "3px" } }, `resets ${new Date(resets).toLocaleString("en-US", { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", hour12: false })}`) : null);
@@ -44,14 +44,14 @@ function renderForecast(f) {
     f.budget_monthly_usd ? el("span", { class: "budget", style: { left: pos(f.budget_monthly_usd) }, title: "monthly budget" }) : null);
   const over = f.projected_over_budget;
   clear($("#forecast"),
-    el("div", { class: "big", dataset: { testid: "forecast-projected" } }, usd2(f.projected_month_usd)),
-    el("div", { class: "muted" }, `projected, range ${usd2(f.low_usd)} – ${usd2(f.high_usd)}`),
+    el("div", { class: "big", dataset: { testid: "forecast-projected" } }, usd(f.projected_month_usd)),
+    el("div", { class: "muted" }, `projected, range ${usd(f.low_usd)} – ${usd(f.high_usd)}`),
     range,
     el("dl", {},
-      el("dt", {}, "Month to date"), el("dd", {}, usd2(f.month_to_date_usd)),
+      el("dt", {}, "Month to date"), el("dd", {}, usd(f.month_to_date_usd)),
       el("dt", {}, "Trend"), el("dd", {}, `${f.trend} (${f.slope_usd_per_day >= 0 ? "+" : ""}${usd(f.slope_usd_per_day)}/day)`),
       el("dt", {}, "Confidence"), el("dd", {}, `${f.confidence}, ${f.days_of_history} days of history`),
-      el("dt", {}, "Monthly budget"), el("dd", {}, f.budget_monthly_usd ? [usd2(f.budget_monthly_usd), " ", el("span", { class: `pill ${over ? "bad" : "ok"}` }, over ? "projected over" : "on track")] : "none")));
+      el("dt", {}, "Monthly budget"), el("dd", {}, f.budget_monthly_usd ? [usd(f.budget_monthly_usd), " ", el("span", { class: `pill ${over ? "bad" : "ok"}` }, over ? "projected over" : "on track")] : "none")));
 }
 
 function renderDaily(data) {
@@ -107,13 +107,13 @@ async function load() {
       api(`/api/usage/kpi${q}`), api("/api/status"), api("/api/usage/budget-status"), api("/api/usage/forecast"),
       api(`/api/usage/daily${q}`), api(`/api/usage/sources${q}`), api(`/api/usage/models${q}`),
     ]);
-    setKpi("today", usd2(status.today_usd));
-    setKpi("month", usd2(status.month_usd));
+    setKpi("today", usd(status.today_usd));
+    setKpi("month", usd(status.month_usd));
     $("#kpi-today-sub").textContent = "since midnight";
-    $("#kpi-month-sub").textContent = forecast.budget_monthly_usd ? `of ${usd2(forecast.budget_monthly_usd)} budget` : "no monthly budget";
-    setKpi("saved", usd2(kpi.total_saved_usd));
+    $("#kpi-month-sub").textContent = forecast.budget_monthly_usd ? `of ${usd(forecast.budget_monthly_usd)} budget` : "no monthly budget";
+    setKpi("saved", usd(kpi.total_saved_usd));
     setKpi("calls", int(kpi.calls));
-    $("#kpi-calls-sub").textContent = `${usd2(kpi.total_cost_usd)} over ${d} days`;
+    $("#kpi-calls-sub").textContent = `${usd(kpi.total_cost_usd)} over ${d} days`;
     setKpi("unpriced", int(kpi.unpriced_calls), kpi.unpriced_calls ? "warn" : "");
     priceData(status.prices);
     setKpi("blocked", int(kpi.blocked_calls), kpi.blocked_calls ? "warn" : "");
