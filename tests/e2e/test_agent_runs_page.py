@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from harness.agents import Agents, require_agents
+from harness.browser import chromium
 from harness.expect import TOKEN_FIELDS
 from harness.gateway import PROVIDERS, Gateway, start_gateway, stop_gateway, write_config
 from provider_sim import ReceivedRequest, Simulator, plan
@@ -73,18 +74,8 @@ def usages(sim: Simulator, requests: list[ReceivedRequest]) -> list[dict[str, in
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("Playwright is not installed (pip install -e .[dev])")
-    if not Path("/usr/bin/chromium").exists():
-        pytest.skip("no Chromium browser: install Debian's `chromium` (apt-get install chromium)")
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium", args=["--headless", "--no-sandbox", "--disable-gpu"]
-        )
+    with chromium() as instance:
         yield instance
-        instance.close()
 
 
 @pytest.fixture(scope="module")

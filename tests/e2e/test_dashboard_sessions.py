@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from harness.browser import chromium
 from harness.gateway import Gateway, start_gateway, stop_gateway, write_config
 from provider_sim import Simulator
 from tokenlens.cli.demo import DEMO_CONFIG, fill_store
@@ -30,13 +31,6 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "build" / "screenshots"
 SIZES = {"desktop": (1280, 800), "phone": (390, 844)}
-BROWSER_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-]
 RATES = {  # USD per million tokens: input, cache read, cache write, output
     "claude-sonnet-4-6": (3.0, 0.3, 3.75, 15.0),
     "claude-haiku-4-5": (1.0, 0.1, 1.25, 5.0),
@@ -145,26 +139,10 @@ def usd(value: float) -> str:
     return format_usd(value)
 
 
-def chromium_path() -> str | None:
-    for candidate in ("/usr/bin/chromium",):
-        if Path(candidate).exists():
-            return candidate
-    return None
-
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("Playwright is not installed (pip install -e .[dev])")
-    executable = chromium_path()
-    if executable is None:
-        pytest.skip("no Chromium browser: install Debian's `chromium` (apt-get install chromium)")
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=executable, args=BROWSER_ARGS, headless=True)
+    with chromium() as instance:
         yield instance
-        instance.close()
 
 
 @pytest.fixture(scope="module")
