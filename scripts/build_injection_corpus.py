@@ -7,6 +7,11 @@ Each line of `tests/data/guardrails/injection_corpus/{attack,benign}/<family>.tx
 an example already there keeps its split, a new one is assigned by a hash of its text (30% of each family go
 to `test`), and near-duplicates (character 4-gram Jaccard >= NEAR) are kept on one side, so that no text of
 the test split has a twin in the training split. `--check` only verifies the recorded file.
+
+`tests/data/guardrails/injection_holdout_v2/` (same layout) is a second, fresh held-out set written and frozen
+before any tuning of the detector, after the corpus's test split had been scored too often to stay clean. It is
+never built into the corpus and never trained on: `read_holdout()` reads it for evaluation only, and
+`check_holdout()` verifies that none of its texts is a near-duplicate of a corpus text.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "tests" / "data" / "guardrails" / "injection_corpus"
 TARGET = ROOT / "tests" / "data" / "guardrails" / "injection_corpus.jsonl"
+HOLDOUT = ROOT / "tests" / "data" / "guardrails" / "injection_holdout_v2"
 TEST_SHARE = 0.3
 NEAR = 0.5
 
@@ -44,11 +50,11 @@ def jaccard(a: set[str], b: set[str]) -> float:
     return len(a & b) / max(1, len(a | b))
 
 
-def read_sources() -> list[dict[str, object]]:
+def read_sources(source: Path = SOURCE) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     seen: set[str] = set()
     for label_dir, label in (("attack", True), ("benign", False)):
-        for path in sorted((SOURCE / label_dir).glob("*.txt")):
+        for path in sorted((source / label_dir).glob("*.txt")):
             family = path.stem
             for raw in path.read_text(encoding="utf-8").splitlines():
                 if not raw.strip():
@@ -66,6 +72,23 @@ def read_sources() -> list[dict[str, object]]:
                     }
                 )
     return rows
+
+
+def read_holdout() -> list[dict[str, object]]:
+    """The fresh held-out set (frozen before any tuning; evaluation only, never training)."""
+    return read_sources(HOLDOUT)
+
+
+def check_holdout(corpus: list[dict[str, object]], holdout: list[dict[str, object]]) -> list[str]:
+    """Texts of the fresh held-out set that are a twin or a near-duplicate of a corpus text."""
+    problems = []
+    sh_corpus = [(str(r["text"]), shingles(str(r["text"]))) for r in corpus]
+    for r in holdout:
+        s = shingles(str(r["text"]))
+        for text, st in sh_corpus:
+            if jaccard(s, st) >= NEAR:
+                problems.append(f"near a corpus text: {str(r['text'])[:50]!r} ~ {text[:50]!r}")
+    return problems
 
 
 def near_pairs(rows: list[dict[str, object]]) -> list[tuple[int, int, float]]:

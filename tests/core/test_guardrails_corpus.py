@@ -101,6 +101,22 @@ def test_held_out_figures_reach_the_issue_target() -> None:
     assert precision >= 0.95 and recall >= 0.92
 
 
+def test_the_fresh_holdout_is_big_covers_every_family_and_is_new() -> None:
+    build = script("build_injection_corpus")
+    holdout = build.read_holdout()
+    corpus = rows()
+    attacks = Counter(r["family"] for r in holdout if r["injection"])
+    negatives = Counter(r["family"] for r in holdout if not r["injection"])
+    assert sum(attacks.values()) >= 400 and sum(negatives.values()) >= 400
+    assert set(attacks) == {r["family"] for r in corpus if r["injection"]} and min(attacks.values()) >= 30
+    assert (
+        set(negatives) == {r["family"] for r in corpus if not r["injection"]}
+        and min(negatives.values()) >= 30
+    )
+    assert len({r["text"] for r in holdout}) == len(holdout)
+    assert build.check_holdout(corpus, holdout) == []
+
+
 def test_training_figures() -> None:
     precision, recall = figures("train")
     assert precision >= 0.99 and recall >= 0.99
