@@ -2,10 +2,13 @@
 
 `.venv/bin/python scripts/eval_injection.py [--errors]`
 
-Scores every example of tests/data/guardrails/injection_corpus.jsonl with `score_injection` (the shipped model
-and rules, as the gateway runs them) at THRESHOLD and prints the figures of the held-out test split, of the
-training split, and of the older hand-labelled set (tests/data/guardrails/injection.jsonl, used by no
-training), with recall per attack family and false positives per hard-negative family.
+Scores every example with `score_injection` (the shipped model and rules, as the gateway runs them) at
+THRESHOLD and prints the figures of the fresh held-out set (tests/data/guardrails/injection_holdout_v2/, frozen
+before any tuning: the figure of issue 19), of the corpus's old test split (scored too often during development
+to count as held out), of the training split, and of the older hand-labelled set
+(tests/data/guardrails/injection.jsonl, used by no training), with recall per attack family and false positives
+per hard-negative family. `--errors` lists the misclassified texts of every set except the fresh held-out one
+(never read, so that nothing is tuned on it).
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from build_injection_corpus import read_holdout  # noqa: E402
 
 from tokenlens.guardrails.injection import THRESHOLD, score_injection  # noqa: E402
 
@@ -77,7 +83,8 @@ def show(title: str, f: dict[str, object], errors: bool) -> None:
 def main() -> None:
     errors = "--errors" in sys.argv
     corpus = rows_of("injection_corpus.jsonl")
-    show("held-out test split", figures([r for r in corpus if r["split"] == "test"]), errors)
+    show("fresh held-out set (injection_holdout_v2)", figures(read_holdout()), False)
+    show("old test split (no longer clean)", figures([r for r in corpus if r["split"] == "test"]), errors)
     show("training split", figures([r for r in corpus if r["split"] == "train"]), errors)
     show("older hand-labelled set (injection.jsonl)", figures(rows_of("injection.jsonl")), errors)
     print("command: .venv/bin/python scripts/eval_injection.py")

@@ -39,10 +39,13 @@ def rows() -> list[dict[str, Any]]:
 
 
 def figures(split: str) -> tuple[float, float]:
+    """Precision and recall on a corpus split, or on the fresh held-out set (`holdout`)."""
+    if split == "holdout":
+        data = script("build_injection_corpus").read_holdout()
+    else:
+        data = [r for r in rows() if r["split"] == split]
     tp = fp = fn = 0
-    for row in rows():
-        if row["split"] != split:
-            continue
+    for row in data:
         flagged = score_injection(row["text"], indirect=row["origin"] == "tool").score >= THRESHOLD
         tp += flagged and row["injection"]
         fp += flagged and not row["injection"]
@@ -90,14 +93,21 @@ def test_the_shipped_model_is_trained_on_the_training_split_only() -> None:
 
 
 def test_held_out_figures() -> None:
+    """The fresh held-out set (injection_holdout_v2, frozen before any tuning) is the held-out figure."""
+    precision, recall = figures("holdout")
+    print(f"fresh held-out set: precision {precision:.3f} recall {recall:.3f}")
+    assert precision >= 0.96 and recall >= 0.77  # what the shipped model reaches (README, "Guardrails")
+
+
+def test_old_test_split_figures() -> None:
+    """The corpus's old test split, no longer clean (scored often in development); a regression check."""
     precision, recall = figures("test")
-    print(f"held-out test split: precision {precision:.3f} recall {recall:.3f}")
-    assert precision >= 0.94 and recall >= 0.88  # what the shipped model reaches (README, "Guardrails")
+    assert precision >= 0.94 and recall >= 0.88
 
 
 @pytest.mark.xfail(strict=True, reason="issue 19's target, not reached yet: see README, Guardrails")
 def test_held_out_figures_reach_the_issue_target() -> None:
-    precision, recall = figures("test")
+    precision, recall = figures("holdout")
     assert precision >= 0.95 and recall >= 0.92
 
 
