@@ -1,10 +1,12 @@
 """The injection corpus of issue 19 and the detector's figures on its held-out split, recomputed here.
 
 The corpus (tests/data/guardrails/injection_corpus.jsonl, built by scripts/build_injection_corpus.py) carries
-its train/test split. These tests check its size and balance, that no test text has a twin or a near-duplicate
-in the training split, that the shipped model was trained on the training split only (a model fitted here on
-the same rows gives the same weights), and precision and recall on the test split, counted here from
-`score_injection` and the labels.
+its train/test split; the old test split, scored too often during development to stay clean, is now trained on
+too. The held-out figure comes from a fresh set (tests/data/guardrails/injection_holdout_v2/), written and frozen
+before any tuning and never trained on. These tests check the sizes and balance, that no old test text has a
+twin or a near-duplicate in the training split and no fresh held-out text one in the corpus, that the shipped
+model was trained on the corpus only (a model fitted here on the same rows gives the same weights), and
+precision and recall on the fresh held-out set, counted here from `score_injection` and the labels.
 """
 
 from __future__ import annotations
@@ -80,13 +82,13 @@ def test_the_corpus_file_is_what_the_sources_build() -> None:
 
 
 @pytest.mark.timeout(300)
-def test_the_shipped_model_is_trained_on_the_training_split_only() -> None:
+def test_the_shipped_model_is_trained_on_the_corpus_only() -> None:
     train = script("train_injection")
     from tokenlens.guardrails import injection_model as im
 
     shipped = im.load_model()
     assert shipped is not None
-    fitted = train.fit(train.load("train"))
+    fitted = train.fit(train.training_rows())  # train + the old test split, never the fresh held-out set
     same = (abs(shipped.weights - fitted.weights) < 1e-2).mean()
     assert same > 0.999
     assert all(abs(shipped.rule_weights[k] - v) < 1e-3 for k, v in fitted.rule_weights.items())
@@ -96,11 +98,11 @@ def test_held_out_figures() -> None:
     """The fresh held-out set (injection_holdout_v2, frozen before any tuning) is the held-out figure."""
     precision, recall = figures("holdout")
     print(f"fresh held-out set: precision {precision:.3f} recall {recall:.3f}")
-    assert precision >= 0.96 and recall >= 0.77  # what the shipped model reaches (README, "Guardrails")
+    assert precision >= 0.955 and recall >= 0.80  # reached: 0.960, 0.803 (README, "Guardrails", reading 3)
 
 
 def test_old_test_split_figures() -> None:
-    """The corpus's old test split, no longer clean (scored often in development); a regression check."""
+    """The corpus's old test split: no longer clean (scored often in development), trained on since."""
     precision, recall = figures("test")
     assert precision >= 0.94 and recall >= 0.88
 

@@ -11,7 +11,7 @@ concepts. All of it is computed with numpy over the whole text at once: no Pytho
 A text's score is the logistic function of the weights of its features, divided by the square root of their
 number; a text longer than `WINDOW` tokens is scored on every window of `WINDOW` tokens and the best one
 counts, so an attack buried in a long document is not diluted by it. The weights are trained by
-`scripts/train_injection.py` on the training split of `tests/data/guardrails/injection_corpus.jsonl` and shipped
+`scripts/train_injection.py` on `tests/data/guardrails/injection_corpus.jsonl` (train and old test split) and shipped
 as `injection_model.npz` next to this module (read once, at import).
 """
 
@@ -206,29 +206,36 @@ CONCEPTS: dict[str, str] = {
     "disown": "ignore ignoring ignora ignorez ignoriere ignorar negeer zignoruj disregard forget forgot "
     "oublie olvida vergiss vergeet dimentica esqueca overlook neglect discard scrap abandon dismiss cancel "
     "void revoke rescind erase wipe delete reset override overrule supersede bypass skip disobey unlearn "
-    "obsolete outdated invalid null nevermind aside missachte descarta deleted revoked cancelled",
+    "obsolete outdated invalid null nevermind aside missachte descarta deleted revoked cancelled zapomnij zapomen "
+    "felejtsd uita unohda lupakan abaikan quen sahau puuza glem unutma ignorera ohita hagyd zabud",
     "prior": "previous prior earlier above before preceding precedent initial original beginning start "
-    "top anterior vorherigen bisherigen precedenti vorige earlier setup",
+    "top anterior vorherigen bisherigen precedenti vorige earlier setup poprzednie predchozi korabbi "
+    "anterioare aiemmat sebelumnya truoc awali tidligere onceki eddigi",
     "rules": "instructions instruction rules rule guidelines directions directives orders prompt prompts "
     "programming configuration guidance constraints restrictions policy policies commands consignes "
     "regles reglas anweisungen regeln istruzioni regole instrucoes instrucciones instructies regels "
-    "richtlijnen directrices told guardrails limits filters",
+    "richtlijnen directrices told guardrails limits filters instrukcje pokyny utasitasokat instructiunile "
+    "ohjeet instruksi maagizo instruksjoner talimatlari pravidla zasady szabalyait regulile saannot aturan "
+    "sheria regler kurallarini",
     "you": "you your yourself tu te ton tes du dein deine dir dich voce vous votre jij",
     "new": "new updated update revised real actual true change changed henceforth forward onward "
     "immediately nueva nuevo neue nouvelle nuovo nova nieuwe hereby",
     "goal": "objective goal task mission purpose directive job priority aim",
     "free": "unrestricted unfiltered uncensored unbound unaligned jailbroken jailbreak limitless nolimits "
     "without free freed liberated unlimited anything censorship ethics moral sans sin ohne senza sem zonder "
-    "filter filters",
+    "filter filters bez nelkul fara ilman tanpa bila uten siz ograniczen omezeni korlatozas limite "
+    "rajoituksia batasan vikwazo begrensninger sinirsiz",
     "persona": "dan stan persona character roleplay role pretend act imagine become simulate mode identity "
     "evil rogue twin version personality",
     "reveal": "reveal print repeat output show display dump leak recite expose share copy paste verbatim "
     "quote spell reproduce export tell translate encode muestrame zeig mostre rivelami affiche recopie "
-    "repite ripeti zitiere",
+    "repite ripeti zitiere pokaz wypisz vypis mutasd arata nayta tampilkan onyesha goster",
     "secret": "secret hidden confidential internal password passphrase key token credentials system "
-    "preamble context initialization systemprompt",
+    "preamble context initialization systemprompt ukryte skryte rejtett ascunse piilotettu tersembunyi "
+    "siri skjulte gizli",
     "authority": "developer developers admin administrator engineer engineers staff operator creator "
-    "creators owner authorised authorized authorization official verified sanctioned audit debug "
+    "creators owner authorised authorized authorization official verified sanctioned audit debug tworcow "
+    "vyvojaru fejlesztok dezvoltatori kehittajien pengembang watengenezaji utviklerne gelistiriciler "
     "maintenance root vendor management headquarters",
     "test": "test testing tests tester evaluation qa check",
     "game": "game play hypothetical hypothetically fictional story pretend suppose opposite simulation "
