@@ -24,6 +24,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -110,20 +111,30 @@ def _unspace(m: re.Match[str]) -> str:
     return _SPACED_SEP.sub("", m.group(0))
 
 
+def _translate(text: str, table: dict[int, Any]) -> str:
+    """`text.translate(table)` for non-ASCII text, fast: `str.translate` raises and catches a LookupError in C
+    for every character missing from a dict table (~0.2 us each: 20 ms for 100 KB of markdown), so the table
+    is narrowed to the characters present, each mapped (to itself when the table has no entry)."""
+    present = {ord(c) for c in set(text)}
+    if present.isdisjoint(table):
+        return text
+    return text.translate({k: table.get(k, k) for k in present})
+
+
 def normalise(text: str, flags: set[str] | None = None) -> str:
     """Lower-case text with compatibility forms, accents, homoglyphs and invisible characters folded away;
     `flags` collects the tricks found (`invisible_characters`, `homoglyphs`)."""
     if text.isascii():
         return text.lower()
     folded = unicodedata.normalize("NFKD", text)
-    visible = folded.translate(_ZERO_WIDTH)
+    visible = _translate(folded, _ZERO_WIDTH)
     if flags is not None and len(visible) != len(folded):
         flags.add("invisible_characters")
     lowered = _COMBINING.sub("", visible).lower()
-    out = lowered.translate(_HOMOGLYPHS)
+    out = _translate(lowered, _HOMOGLYPHS)
     if flags is not None and out != lowered and re.search(r"[a-z][^\x00-\x7f]|[^\x00-\x7f][a-z]", lowered):
         flags.add("homoglyphs")
-    return out.translate(_QUOTES)
+    return _translate(out, _QUOTES)
 
 
 def _spaced_letters(data: bytes) -> bool:
