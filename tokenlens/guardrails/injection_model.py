@@ -105,6 +105,7 @@ _DECODE_HINTS = (
 )  # fmt: skip
 _TEXT_HINTS = (b"rot13", b"rot-13", b"revers", b"right to left", b"backwards")  # need no base64 or hex run
 MAX_DECODED = 5
+MAX_TEXT_DECODE = 8192  # bytes: longer texts are not re-read whole as ROT13 or reversed
 
 
 def _unspace(m: re.Match[str]) -> str:
@@ -181,6 +182,8 @@ def decoded_payloads(raw: bytes) -> list[str]:
                     out.append(decoded)
                 if len(out) >= MAX_DECODED:
                     return out
+    if len(raw) > MAX_TEXT_DECODE:
+        return out  # a whole long text re-read as ROT13 or backwards doubles its cost and hides nothing new
     if b"rot13" in lowered or b"rot-13" in lowered:
         out.append(codecs.decode(raw.decode("utf-8", "replace"), "rot13"))
     if b"revers" in lowered or b"right to left" in lowered or b"backwards" in lowered:
