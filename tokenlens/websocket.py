@@ -65,9 +65,9 @@ def read_frame(content: bytes) -> RequestBody | None:
     """A client text frame as the gates read it (lenient as an upstream could be), or None when it cannot be
     a `response.create` at all. Raises `request_body.BodyRefused` for a frame that cannot be checked safely.
 
-    Fast path: a frame without the type's name and without JSON escapes (e.g. Realtime audio) is not parsed.
+    Fast path: a frame that cannot name the type (e.g. Realtime audio) is not parsed (`_may_name`).
     """
-    if CALL_FRAME.encode() not in content and b"\\" not in content:
+    if not _may_name(content, (CALL_FRAME,)):
         return None
     read = read_request_body(content)
     if read.json is None or read.json.get("type") != CALL_FRAME:
@@ -83,7 +83,7 @@ def realtime_text(content: bytes) -> tuple[dict[str, Any], dict[str, Any]] | Non
     `response.create` (a conversation item, the session's instructions), else None. The body is in the
     OpenAI format (`{"messages": [item]}`), whose text parts the guardrails know. Raises
     `request_body.BodyRefused` for a frame that cannot be checked safely."""
-    if not any(t.encode() in content for t in TEXT_FRAMES) and b"\\" not in content:
+    if not _may_name(content, TEXT_FRAMES):
         return None
     frame = read_request_body(content).json
     if frame is None:
@@ -320,6 +320,12 @@ class Connection:
         model = session.get("model") if isinstance(session, dict) else None
         if isinstance(model, str) and model:
             self.model = model
+
+
+def _may_name(content: bytes, types: tuple[str, ...]) -> bool:
+    """Whether a frame could be JSON naming one of `types` as `read_request_body` reads it: it holds one of
+    them as bytes, or a JSON escape, or a NUL (UTF-16/32 JSON, which the gates read too, has one)."""
+    return any(t.encode() in content for t in types) or b"\\" in content or b"\x00" in content
 
 
 def _event_like(content: bytes) -> bool:

@@ -8,7 +8,7 @@ import pytest
 
 from tokenlens.request_body import BodyRefused
 from tokenlens.usage import Usage, summarize_stream
-from tokenlens.websocket import error_event, read_frame, realtime_model, ws_kind
+from tokenlens.websocket import error_event, read_frame, realtime_model, realtime_text, ws_kind
 
 
 def test_which_upgrades_are_metered() -> None:
@@ -108,3 +108,16 @@ def test_realtime_events_are_metered_like_a_responses_stream() -> None:
             ("output", "audio", 4),
         ),
     )
+
+
+def test_a_frame_in_utf16_or_utf32_is_read_as_the_gates_read_a_body() -> None:
+    """`read_request_body` reads UTF-16/32 JSON (BOM or not), as a lenient upstream could: such a frame has no
+    `response.create` in its bytes, and must not pass as "not a call" (ungated, unrecorded)."""
+    frame = {"type": "response.create", "model": "gpt-4o"}
+    text = json.dumps(frame)
+    for encoding in ("utf-16-le", "utf-16", "utf-32-be", "utf-32"):
+        found = read_frame(text.encode(encoding))
+        assert found is not None and found.json == frame, encoding
+    item = {"type": "conversation.item.create", "item": {"role": "user", "content": "hi"}}
+    found_text = realtime_text(json.dumps(item).encode("utf-16"))
+    assert found_text is not None and found_text[1] == {"messages": [item["item"]]}
