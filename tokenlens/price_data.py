@@ -10,6 +10,7 @@ found at start, ignored with a warning (the bundled data stays in use).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -55,10 +56,10 @@ def update_url() -> str:
         return DEFAULT_URL
 
 
-def _newest_start(providers: list[Any]) -> date | None:
+def _newest_start(providers: list[Any], today: date | None = None) -> date | None:
     """The newest start date, not after today, of any price in the data: the data is at least that recent
     (prices scheduled for later dates do not count)."""
-    today = datetime.now(UTC).date()
+    today = today or datetime.now(UTC).date()
     newest: date | None = None
     for provider in providers:
         for model in provider.models:
@@ -101,6 +102,13 @@ def parse(raw: bytes) -> Any:
             except Exception as exc:
                 raise PriceDataError(f"{provider.id}/{model.id}: prices do not compute: {exc}") from None
     return data_snapshot.DataSnapshot(providers=providers, from_auto_update=False)
+
+
+@functools.lru_cache(maxsize=2)
+def _newest_in_use(generation: int, today: date) -> date | None:
+    """`_newest_start` of the data in use, once per data generation and day (a scan of every model, ~2 ms:
+    `data_info` runs for each record of an unknown model and each `/api/status`)."""
+    return _newest_start(pricing.current_snapshot().providers, today)
 
 
 def describe(snapshot: Any) -> dict[str, Any]:
@@ -210,7 +218,9 @@ def note_unknown(provider: str, model: str | None) -> None:
             _unknown.pop(min(_unknown, key=_unknown.__getitem__))
 
 
+@functools.cache
 def _bundled_version() -> str:
+    """The installed genai-prices version (read from its metadata files once)."""
     try:
         return package_version("genai-prices")
     except Exception:  # pragma: no cover
@@ -230,7 +240,7 @@ def data_info() -> dict[str, Any]:
         label = f"prices.json from {meta.get('source', path)}"
         newest = meta.get("newest_price_date")
     else:
-        newest_date = _newest_start(pricing.current_snapshot().providers)
+        newest_date = _newest_in_use(pricing.data_generation(), datetime.now(UTC).date())
         newest = newest_date.isoformat() if newest_date else None
         day = newest
         label = f"genai-prices {_bundled_version()} (bundled)"
