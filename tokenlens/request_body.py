@@ -51,15 +51,36 @@ def decode_content(raw: bytes, content_encoding: str) -> bytes:
         raise BodyRefused(f"request bodies with Content-Encoding {encoding[:40]!r} are not accepted")
     attempts = (zlib.MAX_WBITS | 32,) if encoding != "deflate" else (zlib.MAX_WBITS, -zlib.MAX_WBITS)
     for wbits in attempts:
-        decompressor = zlib.decompressobj(wbits)
         try:
-            content = decompressor.decompress(raw, MAX_BODY_BYTES + 1)
+            return _inflate(raw, wbits, several=encoding != "deflate")
         except zlib.error:
             continue
-        if len(content) > MAX_BODY_BYTES or decompressor.unconsumed_tail:
-            raise BodyRefused(f"request body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MiB")
-        return content
     return raw
+
+
+def _inflate(raw: bytes, wbits: int, several: bool) -> bytes:
+    """`raw` decompressed, bounded; with `several`, every gzip member (RFC 1952), as `gzip.decompress` reads
+    them: an upstream sees all of them, so the gates must too. Raises zlib.error for a first member that does
+    not decompress."""
+    parts: list[bytes] = []
+    size = 0
+    rest = raw
+    while True:
+        decompressor = zlib.decompressobj(wbits)
+        try:
+            part = decompressor.decompress(rest, MAX_BODY_BYTES + 1 - size)
+        except zlib.error:
+            if not parts:
+                raise
+            break  # trailing bytes after a whole member: what a lenient reader ignores
+        size += len(part)
+        if size > MAX_BODY_BYTES or decompressor.unconsumed_tail:
+            raise BodyRefused(f"request body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MiB")
+        parts.append(part)
+        rest = decompressor.unused_data
+        if not several or not decompressor.eof or not rest.strip(b"\0"):
+            return b"".join(parts)
+    return b"".join(parts)
 
 
 def _depth_over(value: Any, limit: int) -> bool:

@@ -85,3 +85,15 @@ def test_compressed_bodies_are_read_and_bounded() -> None:
         decode_content(bomb, "gzip")
     with pytest.raises(BodyRefused, match="br"):
         decode_content(raw, "br")
+
+
+def test_every_member_of_a_multi_member_gzip_body_is_read() -> None:
+    # RFC 1952 allows several members; gzip.decompress (and Go's reader) return them all, so an upstream sees
+    # the whole text. Reading only the first member would gate a harmless prefix and pass the rest unchecked.
+    first, second = b'{"model": "gpt-4o", "messages": [', b'{"role": "user", "content": "hidden"}]}'
+    body = gzip.compress(first) + gzip.compress(second)
+    assert gzip.decompress(body) == first + second
+    assert decode_content(body, "gzip") == first + second
+    bomb = gzip.compress(b"x") + gzip.compress(b"\0" * (MAX_BODY_BYTES + 1))
+    with pytest.raises(BodyRefused):
+        decode_content(bomb, "gzip")
