@@ -370,18 +370,9 @@ def estimate_request_tokens(
     if not isinstance(body_json, Mapping):
         return 0
     body_model = body_json.get("model")
-    c = _Counter(api, body_model if isinstance(body_model, str) else model)
-    kind = None
-    if endpoint:
-        from tokenlens.usage import ENDPOINT_KINDS, endpoint_kind, wire_format
-
-        kind = endpoint if endpoint in ENDPOINT_KINDS else endpoint_kind(api, endpoint)
-        api = wire_format(api, kind)  # e.g. Anthropic's OpenAI-compatible chat endpoint
-    try:
-        return _estimate(api, body_json, c, kind)
-    except Exception:
-        log.debug("request estimate failed", exc_info=True)
-        return 0
+    return _walk(
+        api, body_json, _Counter(api, body_model if isinstance(body_model, str) else model), endpoint
+    )
 
 
 def worst_case_request_tokens(api: str, body_json: Any, *, endpoint: str | None = None, model: str) -> int:
@@ -392,17 +383,21 @@ def worst_case_request_tokens(api: str, body_json: Any, *, endpoint: str | None 
         return estimate_request_tokens(api, body_json, endpoint=endpoint, model=model)
     if not isinstance(body_json, Mapping):
         return 0
-    c = _Counter(api, model, worst_case=True)
+    return _walk(api, body_json, _Counter(api, model, worst_case=True), endpoint)
+
+
+def _walk(api: str, body_json: Mapping[str, Any], c: _Counter, endpoint: str | None) -> int:
+    """The request's tokens as `c` counts them; 0 when the walk fails."""
     kind = None
     if endpoint:
         from tokenlens.usage import ENDPOINT_KINDS, endpoint_kind, wire_format
 
         kind = endpoint if endpoint in ENDPOINT_KINDS else endpoint_kind(api, endpoint)
-        api = wire_format(api, kind)
+        api = wire_format(api, kind)  # e.g. Anthropic's OpenAI-compatible chat endpoint
     try:
         return _estimate(api, body_json, c, kind)
     except Exception:
-        log.debug("worst-case request estimate failed", exc_info=True)
+        log.debug("request estimate failed", exc_info=True)
         return 0
 
 
