@@ -403,29 +403,16 @@ class PriceTier(PriceRates):
 
 
 @dataclass(frozen=True)
-class PriceOverride:
-    """USD per million tokens. None for a cache rate: the input rate applies (``cache_write_1h``: the
-    ``cache_write`` rate); None for a modality rate: its part's plain rate. `tiers` by context size,
-    `service_tiers` by tier name (batch, flex, priority, fast...); `family` also prices the model's dated
-    and versioned names (``gpt-4o`` then prices ``gpt-4o-2024-08-06``), else only the exact name."""
+class PriceOverride(PriceRates):
+    """USD per million tokens (`PriceRates`' names, `input` and `output` required). None for a cache rate:
+    the input rate applies (``cache_write_1h``: the ``cache_write`` rate); None for a modality rate: its part's
+    plain rate. `tiers` by context size, `service_tiers` by tier name (batch, flex, priority, fast...);
+    `family` also prices the model's dated and versioned names (``gpt-4o`` then prices
+    ``gpt-4o-2024-08-06``), else only the exact name."""
 
-    input: float
-    output: float
-    cache_read: float | None = None
-    cache_write: float | None = None
-    cache_write_1h: float | None = None
-    input_text: float | None = None
-    input_image: float | None = None
-    input_audio: float | None = None
-    input_video: float | None = None
-    output_text: float | None = None
-    output_image: float | None = None
-    output_audio: float | None = None
-    output_video: float | None = None
-    cache_read_text: float | None = None
-    cache_read_image: float | None = None
-    cache_read_audio: float | None = None
-    cache_read_video: float | None = None
+    # field(): required again (a bare annotation would inherit PriceRates' default None)
+    input: float = field()
+    output: float = field()
     tiers: tuple[PriceTier, ...] = ()
     service_tiers: Mapping[str, PriceRates] = field(default_factory=lambda: FrozenMap())
     family: bool = False
