@@ -18,6 +18,7 @@ from websockets.exceptions import ConnectionClosedError, InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
 from provider_sim import Simulator, expected_usage, reply_text
+from provider_sim.client import audio, realtime_turn, turn
 
 RESPONSES_EVENTS_3 = [
     "response.created",
@@ -32,7 +33,6 @@ RESPONSES_EVENTS_3 = [
     "response.output_item.done",
     "response.completed",
 ]
-FINAL = ("response.completed", "response.incomplete", "response.failed", "error")
 
 
 @pytest.fixture(scope="module")
@@ -68,16 +68,6 @@ def norm(u: Any) -> dict[str, int | None]:
         "cache_write_1h_tokens": None,
         "reasoning_tokens": u.output_tokens_details.reasoning_tokens or 0,
     }
-
-
-def turn(conn: Any) -> list[Any]:
-    """The events of one response, up to its final event (or an error event)."""
-    events = []
-    for event in conn:
-        events.append(event)
-        if event.type in FINAL:
-            return events
-    raise AssertionError(f"socket closed after {[e.type for e in events]}")
 
 
 def recv(conn: Any) -> Any:
@@ -309,19 +299,6 @@ def test_other_upgrades_and_paths_are_refused(sim: Simulator) -> None:
 
 
 # ---- Realtime API ---------------------------------------------------------------------------------------
-
-
-def audio(n_bytes: int) -> str:
-    return base64.b64encode(bytes(n_bytes)).decode()
-
-
-def realtime_turn(conn: Any) -> list[Any]:
-    events = []
-    for event in conn:
-        events.append(event)
-        if event.type in ("response.done", "error"):
-            return events
-    raise AssertionError(f"socket closed after {[e.type for e in events]}")
 
 
 def test_realtime_text_and_audio_usage(sim: Simulator, oai: openai.OpenAI) -> None:

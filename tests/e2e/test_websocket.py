@@ -8,7 +8,6 @@ rules (`provider_sim.usage`, `provider_sim.realtime_api`), costs from published 
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 import uuid
@@ -23,6 +22,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from harness.expect import assert_metered
 from harness.gateway import Gateway, start_gateway, stop_gateway, write_config
 from provider_sim import Simulator
+from provider_sim.client import RESPONSES_FINAL, audio, realtime_turn, turn
 from published_prices import expected_cost
 
 CONFIG = """timezone: UTC
@@ -30,7 +30,6 @@ routing:
   aliases:
     - {from: gpt-team, to: gpt-4o-mini}
 """
-FINAL = ("response.completed", "response.incomplete", "response.failed", "error")
 # gpt-realtime, USD per million tokens (openai.com/api/pricing): text in, cached in (text and audio), text
 # out, audio in, audio out.
 REALTIME = {"text_in": 4.00, "cached": 0.40, "text_out": 16.00, "audio_in": 32.00, "audio_out": 64.00}
@@ -71,16 +70,6 @@ def client(gw: Gateway, source: str, **headers: str) -> openai.OpenAI:
         timeout=20,
         default_headers={"X-TokenLens-Source": source, **headers},
     )
-
-
-def turn(conn: Any) -> list[Any]:
-    """The events of one response, up to its final event (or an error event)."""
-    events = []
-    for event in conn:
-        events.append(event)
-        if event.type in FINAL:
-            return events
-    raise AssertionError(f"socket closed after {[e.type for e in events]}")
 
 
 def socket_of(sim: Simulator, marker: str) -> Any:
@@ -133,7 +122,7 @@ def test_turns_on_one_socket_are_calls(gw: Gateway, sim: Simulator, source: str)
             for event in conn:
                 events.append(event)
                 times.append(time.perf_counter() - started)
-                if event.type in FINAL:
+                if event.type in RESPONSES_FINAL:
                     break
             assert events[-1].type == "response.completed"
             previous = events[-1].response.id
@@ -295,19 +284,6 @@ def test_socket_in_explicit_proxy_mode(
 
 
 # ---- Realtime API ---------------------------------------------------------------------------------------
-
-
-def realtime_turn(conn: Any) -> list[Any]:
-    events = []
-    for event in conn:
-        events.append(event)
-        if event.type in ("response.done", "error"):
-            return events
-    raise AssertionError(f"socket closed after {[e.type for e in events]}")
-
-
-def audio(n_bytes: int) -> str:
-    return base64.b64encode(bytes(n_bytes)).decode()
 
 
 def realtime_cost(text_in: int, audio_in: int, cached: int, text_out: int, audio_out: int) -> float:
