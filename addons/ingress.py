@@ -225,6 +225,7 @@ class Ingress:
             if token_required(server.host) and not token_presented(headers, server.api_token):
                 _refuse(flow, 401, f"send server.api_token as Proxy-Authorization or {TOKEN_HEADER}")
                 return
+            req.headers.pop("proxy-authorization", None)  # the gateway's credential, not the provider's
             self._base_url_call(flow)
             return
         if token_required(server.host) and not (

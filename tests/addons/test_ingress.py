@@ -286,6 +286,7 @@ def test_lan_proxy_routes_need_the_api_token(
     if status is None:
         assert flow.response is None and flow.request.host == "api.openai.com"
         assert "x-tokenlens-token" not in flow.request.headers
+        assert "proxy-authorization" not in flow.request.headers  # the gateway's token never goes upstream
     else:
         assert flow.response is not None and flow.response.status_code == status
 
