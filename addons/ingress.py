@@ -277,7 +277,7 @@ class Ingress:
         """Attach the call's Exchange first (so a refusal is recorded), then read the body for the gates."""
         req = flow.request
         fields = req.headers.fields
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in fields}
+        headers = _lower_headers(req)
         endpoint = redact_query(path).partition("?")[0]
         kind = endpoint_kind(upstream.format, endpoint)
         body = req.raw_content or b""
