@@ -208,6 +208,16 @@ async def test_a_binary_frame_is_gated_too(deps: AppDeps, monkeypatch: pytest.Mo
     assert not message.is_text and message.dropped and socket.injected[0]["status"] == 403
 
 
+async def test_a_utf16_frame_is_gated_and_recorded(deps: AppDeps, monkeypatch: pytest.MonkeyPatch) -> None:
+    """JSON in UTF-16 (no `response.create` in its bytes) is read as the gates read any body."""
+    configure(deps, quotas={"kill_switches": ["agent"]})
+    socket = Socket(deps, "/proxy/openai/v1/responses", monkeypatch)
+    message = await socket.send(frame(model="gpt-4o-mini", input="hello").encode("utf-16"))
+    assert message.dropped and socket.injected[0]["status"] == 403
+    (record,) = socket.records()
+    assert (record.outcome, record.model) == ("blocked", "gpt-4o-mini")
+
+
 async def test_a_frame_that_cannot_be_checked_is_not_forwarded(
     deps: AppDeps, monkeypatch: pytest.MonkeyPatch
 ) -> None:
