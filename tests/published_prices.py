@@ -32,6 +32,32 @@ PRICES: dict[str, dict[str, float]] = {
 }
 
 
+# Rates of the issue-18 pricing cases (tests/core/test_pricing_exact.py checks them against the price data in
+# use; tests/e2e/test_pricing_exact.py prices SDK calls with them), USD per million tokens as decimal strings so
+# that costs compute exactly with Decimal (ai.google.dev/gemini-api/docs/pricing,
+# platform.claude.com/docs/en/about-claude/pricing, openai.com/api/pricing).
+FLASH_IMAGE = {"input": "0.30", "output": "2.50", "output_image": "30"}  # gemini-2.5-flash-image
+PRO_IMAGE = {"input": "2", "output": "12", "output_image": "120"}  # gemini-3-pro-image-preview
+FLASH_31_IMAGE = {"input": "0.50", "output": "3", "output_image": "60"}  # gemini-3.1-flash-image-preview
+EMBEDDING_2 = {"input": "0.20", "input_image": "0.45", "input_video": "12", "input_audio": "6.50"}
+FLASH = {
+    "input": "0.30",
+    "output": "2.50",
+    "cache_read": "0.03",
+    "input_audio": "1",
+    "cache_read_audio": "0.10",
+}
+TTS = {"input": "0.50", "output": "9"}  # gemini-3.8-flash-tts, standard (from 2026-10-15)
+TTS_FLEX = {"input": "0.25", "output": "4.50"}
+TTS_PRIORITY = {"input": "0.90", "output": "16.20"}
+OPUS_48 = {"input": "5", "output": "25", "cache_read": "0.50", "cache_write": "6.25", "cache_write_1h": "10"}
+OPUS_48_BATCH = {"input": "2.50", "output": "12.50", "cache_read": "0.25", "cache_write": "3.125"}
+OPUS_48_FAST = {"input": "10", "output": "50", "cache_read": "1", "cache_write": "12.50"}
+GPT_4O = {"input": "2.50", "output": "10"}
+GPT_4O_2024_05_13 = {"input": "5", "output": "15"}
+O1 = {"input": "15", "output": "60"}
+
+
 def expected_cost(model: str, usage: Mapping[str, int | None]) -> float:
     """Cost from normalised usage: input_tokens includes cache reads and writes; output includes reasoning."""
     rates = PRICES[model]

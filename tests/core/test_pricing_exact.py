@@ -1,6 +1,6 @@
 """Issue 18 pricing cases, each against a cost computed by hand from the provider's published per-million
-token rates written below (the rates of the price data in use are checked against them first, so a data
-change fails here loudly instead of moving every expected cost).
+token rates in tests/published_prices.py (the rates of the price data in use are checked against them first, so
+a data change fails here loudly instead of moving every expected cost).
 
 Cases: Gemini image, video and audio modalities (generation models, embeddings, cached audio), Gemini
 service tiers requested and reported, Anthropic batch together with fast mode, OpenAI Realtime cached audio,
@@ -17,35 +17,28 @@ from typing import Any
 
 import pytest
 
+from published_prices import (
+    EMBEDDING_2,
+    FLASH,
+    FLASH_31_IMAGE,
+    FLASH_IMAGE,
+    GPT_4O,
+    GPT_4O_2024_05_13,
+    O1,
+    OPUS_48,
+    OPUS_48_BATCH,
+    OPUS_48_FAST,
+    PRO_IMAGE,
+    TTS,
+    TTS_FLEX,
+    TTS_PRIORITY,
+)
 from tokenlens.config import ConfigError, parse_settings, section_to_dict
 from tokenlens.pricing import Price, PriceOverride, Pricer, PriceTier, from_settings, resolve
 from tokenlens.usage import Usage, usage_from_body, with_request_tier
 
 WHEN = datetime(2026, 12, 1, 12, tzinfo=UTC)  # after every dated price below took effect
 M = Decimal(1_000_000)
-
-# Published rates, USD per million tokens (ai.google.dev/gemini-api/docs/pricing,
-# platform.claude.com/docs/en/about-claude/pricing, openai.com/api/pricing).
-FLASH_IMAGE = {"input": "0.30", "output": "2.50", "output_image": "30"}  # gemini-2.5-flash-image
-PRO_IMAGE = {"input": "2", "output": "12", "output_image": "120"}  # gemini-3-pro-image-preview
-FLASH_31_IMAGE = {"input": "0.50", "output": "3", "output_image": "60"}  # gemini-3.1-flash-image-preview
-EMBEDDING_2 = {"input": "0.20", "input_image": "0.45", "input_video": "12", "input_audio": "6.50"}
-FLASH = {
-    "input": "0.30",
-    "output": "2.50",
-    "cache_read": "0.03",
-    "input_audio": "1",
-    "cache_read_audio": "0.10",
-}
-TTS = {"input": "0.50", "output": "9"}  # gemini-3.8-flash-tts, standard (from 2026-10-15)
-TTS_FLEX = {"input": "0.25", "output": "4.50"}
-TTS_PRIORITY = {"input": "0.90", "output": "16.20"}
-OPUS_48 = {"input": "5", "output": "25", "cache_read": "0.50", "cache_write": "6.25", "cache_write_1h": "10"}
-OPUS_48_BATCH = {"input": "2.50", "output": "12.50", "cache_read": "0.25", "cache_write": "3.125"}
-OPUS_48_FAST = {"input": "10", "output": "50", "cache_read": "1", "cache_write": "12.50"}
-GPT_4O = {"input": "2.50", "output": "10"}
-GPT_4O_2024_05_13 = {"input": "5", "output": "15"}
-O1 = {"input": "15", "output": "60"}
 
 
 def d(rates: dict[str, str], key: str) -> Decimal:

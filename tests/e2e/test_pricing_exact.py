@@ -4,7 +4,8 @@ requested with the google-genai SDK (and a priority request served at standard),
 batch answer that also says fast, a model on a user-added provider (unpriced, then priced by an override),
 and `tokenlens prices update --from FILE` on a running gateway: the new rate only for calls after it.
 
-Expected costs come from the published per-million-token rates written here and the simulator's token counts.
+Expected costs come from the published per-million-token rates in tests/published_prices.py (checked against
+the price data by tests/core/test_pricing_exact.py) and the simulator's token counts.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,21 +25,16 @@ from google.genai import types
 
 from harness.gateway import Clients, Gateway, start_gateway, stop_gateway, write_config
 from provider_sim import Simulator
+from published_prices import FLASH_IMAGE, OPUS_48_BATCH, OPUS_48_FAST, TTS, TTS_FLEX, TTS_PRIORITY
 
-# USD per million tokens (ai.google.dev/gemini-api/docs/pricing, platform.claude.com/docs/en/about-claude/pricing)
-FLASH_IMAGE = {"input": 0.30, "output": 2.50, "output_image": 30.0}  # gemini-2.5-flash-image
-TTS = {"input": 0.50, "output": 9.0}  # gemini-3.8-flash-tts, standard
-TTS_FLEX = {"input": 0.25, "output": 4.50}
-TTS_PRIORITY = {"input": 0.90, "output": 16.20}
-OPUS_48_FAST = {"input": 10.0, "output": 50.0}
-OPUS_48_BATCH = {"input": 2.50, "output": 12.50}
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
 )
 
 
-def cost(rates: dict[str, float], **tokens: int) -> float:
-    return sum(rates[k] * n for k, n in tokens.items()) / 1e6
+def cost(rates: Mapping[str, str | float], **tokens: int) -> float:
+    """USD for `tokens` (rate name: count) at `rates` (USD per million tokens)."""
+    return sum(float(rates[k]) * n for k, n in tokens.items()) / 1e6
 
 
 def test_gemini_image_generation_is_priced_by_modality(clients: Clients, gateway: Gateway) -> None:
