@@ -386,12 +386,6 @@ def _parts(models: Mapping[tuple[Any, ...], Sequence[float]]) -> list[dict[str, 
     return parts
 
 
-def encode_run_cursor(first_ts: float, group_id: str) -> str:
-    from tokenlens.store import encode_cursor
-
-    return encode_cursor(first_ts, group_id)
-
-
 def sessions_summary(
     store: Store,
     days: int,
@@ -407,19 +401,21 @@ def sessions_summary(
     `kind` ("session" or "conversation") lists one kind only; `before` is the cursor of the last item of the
     previous page (`next[kind]`). Each run's figures cover all its calls, also those before the period."""
     from tokenlens.insights import window
+    from tokenlens.store import encode_cursor
     from tokenlens.store.rollups import list_runs, run_parts
 
     start, end = window(days, tz)
     out: dict[str, Any] = {"days": days, "next": {}}
     with store.connection():
         for k in (kind,) if kind else ("session", "conversation"):
-            rows = list_runs(store.db, k, start, end, limit, before)
+            rows = list_runs(store.db, k, start, end, limit + 1, before)  # one more: is there a next page?
+            more, rows = len(rows) > limit, rows[:limit]
             parts, conversations = run_parts(store.db, k, [r["group_id"] for r in rows])
             out[f"{k}s"] = [
                 _item(r, parts.get(r["group_id"], []), conversations.get(r["group_id"], 0)) for r in rows
             ]
-            last = rows[-1] if len(rows) == limit else None
-            out["next"][k] = None if last is None else encode_run_cursor(last["first_ts"], last["group_id"])
+            last = rows[-1] if more else None
+            out["next"][k] = None if last is None else encode_cursor(last["first_ts"], last["group_id"])
     return out
 
 

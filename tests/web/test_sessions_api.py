@@ -81,3 +81,14 @@ def test_one_run_or_404(web_deps: AppDeps, web_client: FlaskClient) -> None:
     assert web_client.get("/api/usage/sessions/conv-x").get_json()["kind"] == "conversation"
     missing = web_client.get("/api/usage/sessions/no-such-run")
     assert missing.status_code == 404 and "no-such-run" in missing.get_json()["error"]
+
+
+def test_the_last_full_page_has_no_next_cursor(web_deps: AppDeps, web_client: FlaskClient) -> None:
+    """Six sessions in pages of three: the second page is the last, so it gives no cursor to an empty page."""
+    expected = runs(web_deps, 6, time.time() - 3600)
+    first = web_client.get("/api/usage/sessions?days=1&kind=session&limit=3").get_json()
+    assert [s["id"] for s in first["sessions"]] == expected[:3] and first["next"]["session"] is not None
+    url = f"/api/usage/sessions?days=1&kind=session&limit=3&before={first['next']['session']}"
+    second = web_client.get(url).get_json()
+    assert [s["id"] for s in second["sessions"]] == expected[3:]
+    assert second["next"]["session"] is None
