@@ -46,6 +46,7 @@ from tokenlens.providers import (
     API_METHODS,
     HEADER_PREFIX,
     PROXY_PREFIX,
+    Intercept,
     UnknownProvider,
     Upstream,
     attribute_source,
@@ -108,13 +109,20 @@ class Ingress:
         self.deps = deps
         self._settings: Settings | None = None
         self._upstreams: dict[str, Upstream] = {}
+        self._intercepts: list[Intercept] = []  # the hosts HTTPS_PROXY mode intercepts, of `_upstreams`
         self._authorized: weakref.WeakSet[connection.Client] = weakref.WeakSet()  # CONNECTs with the token
 
     def upstreams(self) -> dict[str, Upstream]:
         settings = self.deps.settings.get()
         if settings is not self._settings:
             self._upstreams, self._settings = upstreams_from(settings), settings
+            self._intercepts = intercepts(self._upstreams)
         return self._upstreams
+
+    def intercepts(self) -> list[Intercept]:
+        """`providers.intercepts` of the current upstreams, built once per configuration."""
+        self.upstreams()
+        return self._intercepts
 
     def names_gateway(self, host: str) -> bool:
         """Whether a host name is one the gateway answers to (loopback, server.host, server.allowed_hosts)."""
@@ -183,7 +191,7 @@ class Ingress:
         if server.address is None:
             return
         host, port = server.address
-        for intercept in intercepts(self.upstreams()):
+        for intercept in self.intercepts():
             upstream = intercept.upstream
             if (intercept.host, intercept.port) != (host.lower(), port):
                 continue
@@ -236,7 +244,7 @@ class Ingress:
             )
             return
         req.headers.pop("proxy-authorization", None)
-        intercept = intercept_for(req.host, req.port, req.path, self.upstreams())
+        intercept = intercept_for(req.host, req.port, req.path, self.intercepts())
         if intercept is None:
             return  # someone else's traffic: passed through, not recorded
         upstream = intercept.upstream

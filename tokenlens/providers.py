@@ -145,12 +145,11 @@ def intercepts(upstreams: Mapping[str, Upstream]) -> list[Intercept]:
     return sorted(found, key=lambda i: -len(i.base_path))
 
 
-def intercept_for(
-    host: str, port: int, path: str | None, upstreams: Mapping[str, Upstream]
-) -> Intercept | None:
-    """The provider an intercepted request (explicit-proxy traffic) belongs to, if any (`path` None: any)."""
+def intercept_for(host: str, port: int, path: str | None, found: Iterable[Intercept]) -> Intercept | None:
+    """The provider an intercepted request (explicit-proxy traffic) belongs to, if any (`path` None: any),
+    among `found` (what `intercepts` returns; built once per configuration by its caller)."""
     host = host.lower()
-    for intercept in intercepts(upstreams):
+    for intercept in found:
         if intercept.host != host or intercept.port != port:
             continue
         prefix = intercept.base_path
@@ -161,7 +160,7 @@ def intercept_for(
 
 def upstream_for_authority(host: str, port: int, upstreams: Mapping[str, Upstream]) -> Upstream | None:
     """The provider served at host:port (explicit-proxy traffic), if any."""
-    intercept = intercept_for(host, port, None, upstreams)
+    intercept = intercept_for(host, port, None, intercepts(upstreams))
     return intercept.upstream if intercept is not None else None
 
 
