@@ -82,7 +82,7 @@ def parse(raw: bytes) -> Any:
         raise PriceDataError(f"larger than {MAX_BYTES // (1024 * 1024)} MB")
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested past the parser's limit
         raise PriceDataError(f"not JSON: {exc}") from None
     if not isinstance(data, list):
         raise PriceDataError("expected the genai-prices data format: a JSON list of providers")
@@ -185,7 +185,7 @@ def load(home: Path) -> None:
         return
     try:
         snapshot = parse(path.read_bytes())
-    except (OSError, PriceDataError) as exc:
+    except Exception as exc:  # refresh runs before each record is built: a bad file must never reach it
         log.warning("price data %s not used (%s); using the bundled prices", path, exc)
         with _state_lock:
             _state.update(mtime=mtime, checked=time.monotonic())

@@ -152,6 +152,7 @@ def test_update_from_file_validates_keeps_and_uses_the_data(tmp_path: Path) -> N
     ("raw", "message"),
     [
         ("not json", "not JSON"),
+        ("[" * 100_000 + "]" * 100_000, "not JSON"),  # nested past the parser's recursion limit
         ({"providers": []}, "a JSON list of providers"),
         ([{"id": "openai"}], "not the genai-prices data format"),
         (
@@ -177,6 +178,23 @@ def test_update_refuses_bad_data_and_keeps_the_data_in_use(tmp_path: Path, raw: 
     assert result.exit_code == 1 and message in result.output
     assert not (home / "prices.json").exists()
     assert price_data.data_info()["kind"] == "bundled"
+
+
+def test_a_gateway_ignores_a_price_file_it_cannot_parse_and_reads_it_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A prices.json written by hand, nested too deeply to parse: the record path (`refresh` runs before each
+    record is built) keeps the shipped prices and neither raises nor parses the same file again."""
+    (tmp_path / "prices.json").write_text("[" * 100_000 + "]" * 100_000)
+    price_data.refresh(tmp_path)
+    assert "not used" in caplog.text
+    assert price_data.data_info()["kind"] == "bundled"
+    usage = Usage(input_tokens=1_000_000, output_tokens=1_000_000)
+    assert Pricer().price("openai", "gpt-4o-mini", usage).cost_usd == pytest.approx(0.15 + 0.60)
+    caplog.clear()
+    price_data._state["checked"] = 0.0
+    price_data.refresh(tmp_path)
+    assert "not used" not in caplog.text
 
 
 def test_update_without_network_says_how_to_do_it_offline(tmp_path: Path) -> None:
