@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import peewee as pw
 
 from tokenlens.config import Settings, SourceLimit, resolve_timezone
+from tokenlens.exchange import count_from_request
 from tokenlens.money import format_usd
 from tokenlens.pricing import Pricer, undated
 from tokenlens.pricing import from_settings as overrides_from_settings
@@ -236,16 +237,7 @@ def answers_requested(api: str, body: Mapping[str, Any] | None) -> int:
                 values += [config.get("candidateCount"), config.get("candidate_count")]
     else:
         values = [body.get("n"), body.get("best_of")]
-    largest = 1
-    for value in values:
-        if isinstance(value, str):
-            try:
-                value = float(value.strip())
-            except ValueError:
-                continue
-        if isinstance(value, int | float) and not isinstance(value, bool) and value > 1:
-            largest = max(largest, MAX_ANSWERS if value >= MAX_ANSWERS else math.ceil(value))
-    return largest
+    return max([1, *(n for value in values if (n := count_from_request(value, MAX_ANSWERS)))])
 
 
 class WorstCasePricer:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from math import ceil, isnan
 from typing import TYPE_CHECKING, Any, Literal
 
 from tokenlens.providers import ApiFormat
@@ -97,8 +98,6 @@ def max_tokens_from_request(api: ApiFormat, body: dict[str, Any] | None) -> int 
     number (0, negative, a boolean, NaN, any other type) is ignored, so it can never lower the result; one
     above `MAX_OUTPUT_TOKENS` (infinity included) counts as `MAX_OUTPUT_TOKENS`.
     """
-    from math import ceil, isnan
-
     from tokenlens.config import MAX_OUTPUT_TOKENS
 
     if body is None:
@@ -115,18 +114,22 @@ def max_tokens_from_request(api: ApiFormat, body: dict[str, Any] | None) -> int 
             body.get("max_completion_tokens"),
             body.get("max_output_tokens"),
         ]
-    largest: int | None = None
-    for value in candidates:
-        if isinstance(value, str):
-            try:
-                value = float(value.strip())
-            except ValueError:
-                continue
-        if not isinstance(value, int | float) or isinstance(value, bool) or isnan(value) or value <= 0:
-            continue
-        limit = MAX_OUTPUT_TOKENS if value >= MAX_OUTPUT_TOKENS else ceil(value)
-        largest = limit if largest is None else max(largest, limit)
-    return largest
+    limits = [limit for value in candidates if (limit := count_from_request(value, MAX_OUTPUT_TOKENS))]
+    return max(limits) if limits else None
+
+
+def count_from_request(value: Any, ceiling: int) -> int | None:
+    """A count a request field sets, read as leniently as an upstream may read it: a number written as a
+    string ("4000") or a float (4000.5 counts as 4001); past `ceiling` (infinity included), `ceiling`. None for
+    what is not a positive number (0, negative, a boolean, NaN, any other type)."""
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if not isinstance(value, int | float) or isinstance(value, bool) or isnan(value) or value <= 0:
+        return None
+    return ceiling if value >= ceiling else ceil(value)
 
 
 def wants_stream(kind: str, body: dict[str, Any] | None) -> bool:
