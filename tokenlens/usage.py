@@ -321,14 +321,13 @@ def openai_responses_usage(
         + _modality_entries("cache_read", _get(itd, "cached_tokens_details"))
         + _modality_entries("output", otd)
     )
-    audio_in = _int(_get(itd, "audio_tokens"))
     return Usage(
         input_tokens=_int(u.get("input_tokens")),
         output_tokens=_int(u.get("output_tokens")),
         cache_read_tokens=_int(_get(itd, "cached_tokens")),
         cache_write_tokens=_int(_get(itd, "cache_write_tokens")),
         reasoning_tokens=_int(_get(otd, "reasoning_tokens")),
-        input_audio_tokens=max(audio_in, 0),
+        input_audio_tokens=_int(_get(itd, "audio_tokens")),
         output_audio_tokens=_int(_get(otd, "audio_tokens")),
         web_search_requests=_int(_get(tool_usage, "web_search", "num_requests")),
         service_tier=service_tier,
