@@ -439,7 +439,13 @@ def _parse_modality_tokens(value: Any) -> dict[str, dict[str, int]] | None:
         for modality, count in counts.items():
             if modality not in MODALITY_NAMES:
                 raise LineError("modality_tokens", f"modality_tokens: unknown modality {modality!r:.40}")
-            _as_int("input_tokens", count)
+            try:
+                _as_int("input_tokens", count)  # a count of tokens, in the bounds of `input_tokens`
+            except LineError as exc:
+                message = str(exc).removeprefix("input_tokens: ")
+                raise LineError(
+                    "modality_tokens", f"modality_tokens: {group}.{modality}: {message}"
+                ) from None
     return bound_modality_tokens(value)
 
 
