@@ -8,6 +8,7 @@ definitions), ``context`` (tool results, documents, retrieved text), ``history``
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 from collections.abc import Iterator, Mapping
@@ -279,9 +280,8 @@ _DOC_TAGS = (
 _OPEN_TAG = re.compile(r"<([a-zA-Z][\w:-]*)(?:\s[^<>]{0,300})?>")
 _DOC_TAG = re.compile(_DOC_TAGS)
 _NOT_DOC_TAGS = frozenset({"question", "query", "instructions", "instruction", "task", "request", "prompt"})
-_FENCED = re.compile(
-    r"^[ \t]*(?P<fence>`{3,}|~{3,})[^\n]*\n.*?^[ \t]*(?P=fence)[ \t]*$", re.MULTILINE | re.DOTALL
-)
+_FENCE_OPEN = re.compile(r"^[ \t]*(`{3,}|~{3,})[^\n]*\n", re.MULTILINE)
+_FENCE_CLOSE = re.compile(r"^[ \t]*(`{3,}|~{3,})[ \t]*$", re.MULTILINE)
 _LABELS = (
     r"context|contexts|documents?|sources?|references?|articles?|passages?|excerpts?|background|retrieved\s+\w+|"
     r"search\s+results?|transcript|file|attachment|knowledge\s+base|snippets?|data"
@@ -331,6 +331,34 @@ def _tagged_spans(text: str) -> list[tuple[int, int]]:
     return spans
 
 
+def _fenced_spans(text: str) -> list[tuple[int, int]]:
+    """Fenced blocks: a line opening with a run of three or more backticks (or tildes), through the first later
+    line that is only a run of the same character, as long as the longest such run that is not longer than the
+    opening one (what `^[ \t]*(?P<f>`{3,}|~{3,})[^\n]*\n.*?^[ \t]*(?P=f)[ \t]*$` matches). Closing lines are
+    indexed once, so an opening line never rescans the text (the regex tried every shorter run to the end)."""
+    closers: dict[str, list[int]] = {}  # "`" * length -> starts of the lines that are only that run
+    ends: dict[int, int] = {}
+    for c in _FENCE_CLOSE.finditer(text):
+        closers.setdefault(c.group(1), []).append(c.start())
+        ends[c.start()] = c.end()
+    if not closers:
+        return []
+    longest = {c: max((len(f) for f in closers if f[0] == c), default=0) for c in "`~"}
+    spans = []
+    pos = 0
+    while (m := _FENCE_OPEN.search(text, pos)) is not None:
+        run, after = m.group(1), m.end()
+        pos = after
+        for length in range(min(len(run), longest[run[0]]), 2, -1):
+            starts = closers.get(run[0] * length)
+            i = bisect.bisect_left(starts, after) if starts else 0
+            if starts and i < len(starts):
+                spans.append((m.start(), ends[starts[i]]))
+                pos = ends[starts[i]]
+                break
+    return spans
+
+
 def _label_spans(text: str) -> list[tuple[int, int]]:
     """`Context:` / `Document 2:` / `Source [a.pdf]:` sections: from the label to the next query label (or the
     next document label), else to the last paragraph when that one reads as the question, else to the end."""
@@ -371,7 +399,7 @@ def document_spans(text: str) -> list[tuple[int, int]]:
     if "</" in text:
         spans.extend(_tagged_spans(text))
     if "```" in text or "~~~" in text:
-        spans.extend(m.span() for m in _FENCED.finditer(text))
+        spans.extend(_fenced_spans(text))
     if ":" in text:
         spans.extend(_label_spans(text))
     if '"' in text or "“" in text or ">" in text:
