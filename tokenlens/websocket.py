@@ -235,7 +235,7 @@ class Connection:
             return [call]
         if not etype.startswith("response."):
             return []  # Realtime conversation and input-buffer events belong to no single call
-        call = self._call_of(etype, event)
+        call = self._call_of(etype, event, ts)
         if call is None:
             return []
         if etype in AUDIO_DELTAS:
@@ -275,7 +275,7 @@ class Connection:
                 return call
         return None
 
-    def _call_of(self, etype: str, event: dict[str, Any]) -> WsCall | None:
+    def _call_of(self, etype: str, event: dict[str, Any], ts: float) -> WsCall | None:
         if self.kind == "responses":
             while self.queue and self.queue[0] is None:
                 self.queue.popleft()  # frames that were answered by nothing
@@ -290,7 +290,18 @@ class Connection:
             if call.response_id is None:
                 call.response_id = rid if isinstance(rid, str) else None
                 return call
-        return calls[0] if calls else None
+        if etype == "response.created" and isinstance(rid, str) and rid:
+            return self._server_call(rid, ts)
+        return None if rid else (calls[0] if calls else None)
+
+    def _server_call(self, rid: str, ts: float) -> WsCall:
+        """A response the server started with no `response.create` (server VAD's `create_response`): a call
+        of its own, recorded from its events (no gate saw it: nothing asked for it on the socket)."""
+        call = self.new_call(b"", RequestBody({"type": CALL_FRAME}), ts)
+        call.response_id = rid
+        call.exchange.details["websocket"]["initiated_by"] = "server"
+        self.queue.append(call)
+        return call
 
     def _keep(self, call: WsCall, text: str, ts: float) -> None:
         ex = call.exchange

@@ -436,3 +436,45 @@ async def test_realtime_errors_end_only_the_call_they_name(
     await socket.server({"type": "error", "error": {"code": "rate_limit_exceeded", "event_id": "evt_1"}})
     (record,) = socket.records()
     assert record.outcome == "error" and record.error is not None and "rate_limit" in record.error
+
+
+async def test_a_response_the_realtime_server_starts_itself_is_a_call_of_its_own(
+    deps: AppDeps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Server VAD (`turn_detection.create_response`) starts responses no `response.create` asked for: each is
+    recorded as its own call, never metered into the client's call in flight."""
+    socket = Socket(deps, "/proxy/openai/v1/realtime?model=gpt-realtime", monkeypatch)
+    await socket.send(json.dumps({"type": "response.create", "event_id": "evt_1"}), ts=10.0)
+    await socket.server({"type": "response.created", "response": {"id": "r1"}}, ts=10.5)
+    vad_usage = {"input_tokens": 40, "output_tokens": 5, "input_token_details": {"text_tokens": 40}}
+    await socket.server({"type": "response.created", "response": {"id": "r_vad"}}, ts=11.0)
+    vad_done = {
+        "type": "response.done",
+        "response": {"id": "r_vad", "status": "completed", "usage": vad_usage},
+    }
+    await socket.server(vad_done, ts=11.5)
+    done = {
+        "type": "response.done",
+        "response": {"id": "r1", "status": "completed", "usage": realtime_usage()},
+    }
+    await socket.server(done, ts=12.0)
+    vad, client = socket.records()
+    assert (vad.model, vad.input_tokens, vad.output_tokens, vad.outcome) == ("gpt-realtime", 40, 5, "ok")
+    assert (client.input_tokens, client.output_tokens, client.outcome) == (26, 9, "ok")
+    assert vad.details["websocket"]["initiated_by"] == "server"
+
+
+async def test_a_server_started_realtime_response_with_no_call_in_flight_is_recorded(
+    deps: AppDeps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    socket = Socket(deps, "/proxy/openai/v1/realtime?model=gpt-realtime", monkeypatch)
+    await socket.send(json.dumps({"type": "input_audio_buffer.append", "audio": "AAAA"}))
+    await socket.server({"type": "response.created", "response": {"id": "r_vad"}}, ts=11.0)
+    done = {
+        "type": "response.done",
+        "response": {"id": "r_vad", "status": "completed", "usage": realtime_usage()},
+    }
+    await socket.server(done, ts=12.0)
+    (record,) = socket.records()
+    assert (record.model, record.input_tokens, record.output_tokens) == ("gpt-realtime", 26, 9)
+    assert record.transport == "websocket"
