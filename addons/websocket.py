@@ -128,7 +128,6 @@ class WebSocketCalls:
             return
         call = conn.new_call(content, read, message.timestamp)
         gate = self.gate_flow(flow, conn, call.exchange, content)
-        call.handle = gate
         pending = (self.run_realtime if conn.kind == "realtime" else self.run_responses)(gate)
         if pending is not None and inspect.isawaitable(pending):
             await pending

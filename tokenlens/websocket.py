@@ -130,10 +130,9 @@ def mark_websocket(exchange: Exchange, record: CallRecord) -> None:
 
 @dataclass(eq=False)
 class WsCall:
-    """One call on the socket: its Exchange and what the proxy layer keeps with it (its gate flow)."""
+    """One call on the socket: its Exchange and what ties the server's answers to it."""
 
     exchange: Exchange
-    handle: Any = None
     client_event_id: str | None = None  # Realtime: the `event_id` of the response.create frame
     response_id: str | None = None  # Realtime: the response the server created for it
 
