@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from tokenlens.exchange import GENERATION_KINDS
 from tokenlens.records import iso_utc
-from tokenlens.store.rollups import SessionFacts
+from tokenlens.store.rollups import SessionFacts, tools_called
 
 if TYPE_CHECKING:
     from tokenlens.exchange import Exchange
@@ -436,19 +436,6 @@ def _select(store: Store, condition: Callable[[Any], Any]) -> list[dict[str, Any
         return list(query.order_by(call.ts.asc(), call.id.asc()).dicts().execute())
 
 
-def _tools(details: Any) -> list[str]:
-    if isinstance(details, str):
-        if '"called"' not in details:
-            return []
-        try:
-            details = json.loads(details)
-        except ValueError:
-            return []
-    tools = details.get("tools") if isinstance(details, dict) else None
-    called = tools.get("called") if isinstance(tools, dict) else None
-    return [str(n) for n in called] if isinstance(called, list) else []
-
-
 def session_timeline(store: Store, group_id: str) -> dict[str, Any] | None:
     """One session (or, when no session has that id, one conversation) turn by turn; None when unknown.
 
@@ -476,7 +463,7 @@ def session_timeline(store: Store, group_id: str) -> dict[str, Any] | None:
         if fact.outcome != "ok" or fact.conversation_id is None:
             continue
         if fact.conversation_id in last_ok:
-            answered[last_ok[fact.conversation_id]] = _tools(row["details"])
+            answered[last_ok[fact.conversation_id]] = tools_called(row["details"])
         last_ok[fact.conversation_id] = index
     previous: dict[str | None, int] = {}
     timeline = []

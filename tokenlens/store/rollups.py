@@ -872,18 +872,24 @@ class SessionFacts(NamedTuple):
 SESSION_FACT_COLUMNS: tuple[str, ...] = (*SessionFacts._fields[:-1], "details")
 
 
-def tool_calls_of(details: Any) -> int:
-    """The tool calls a call's request answers (`details["tools"]["called"]`, set by tokenlens.sessions)."""
+def tools_called(details: Any) -> list[str]:
+    """The names of the tool calls a call's request answers (`details["tools"]["called"]`, set by
+    tokenlens.sessions), from `details` as a dict or as its stored JSON text."""
     if isinstance(details, str):
         if '"called"' not in details:
-            return 0
+            return []
         try:
             details = json.loads(details)
         except ValueError:
-            return 0
+            return []
     tools = details.get("tools") if isinstance(details, dict) else None
     called = tools.get("called") if isinstance(tools, dict) else None
-    return min(len(called), MAX_TOKENS) if isinstance(called, list) else 0
+    return [str(n) for n in called] if isinstance(called, list) else []
+
+
+def tool_calls_of(details: Any) -> int:
+    """How many tool calls a call's request answers (`tools_called`), within MAX_TOKENS."""
+    return min(len(tools_called(details)), MAX_TOKENS)
 
 
 def session_facts(call: CallRecord | Sequence[Any]) -> SessionFacts:
