@@ -250,10 +250,6 @@ def _resolve(provider: str, model: str) -> _Resolved | None:
     return _resolve_in(_generation, provider, model)
 
 
-_resolve.cache_clear = _resolve_in.cache_clear  # type: ignore[attr-defined]
-_resolve.cache_info = _resolve_in.cache_info  # type: ignore[attr-defined]
-
-
 def resolve(provider: str, model: str) -> tuple[gp.Provider, gp.ModelInfo, bool] | None:
     """(genai-prices provider, model entry, exact) for our provider and a model name, or None."""
     found = _resolve(provider.lower(), model)
@@ -332,9 +328,6 @@ def price_context(provider: str, usage: Usage) -> tuple[tuple[str, str], ...]:
     if provider == "google":
         return (("service_tier", tier),) if tier in ("flex", "priority") else ()
     return (("service_tier", tier),)
-
-
-_price_context = price_context
 
 
 def _genai_usage(usage: Usage, *, with_details: bool = True) -> SimpleNamespace:

@@ -428,10 +428,10 @@ def test_inconsistent_usage_never_raises(pricer: Pricer) -> None:
 
 
 def test_resolution_is_cached(pricer: Pricer) -> None:
-    pricing._resolve.cache_clear()
+    pricing._resolve_in.cache_clear()
     for _ in range(50):
         pricer.price("openai", "gpt-4o-2024-11-20", Usage(input_tokens=1))
-    info = pricing._resolve.cache_info()
+    info = pricing._resolve_in.cache_info()
     assert info.misses == 1 and info.hits == 49
 
 
@@ -441,7 +441,7 @@ def test_pricing_never_touches_the_network(monkeypatch: pytest.MonkeyPatch) -> N
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
-    pricing._resolve.cache_clear()
+    pricing._resolve_in.cache_clear()
     pricing._compiled_for.cache_clear()
     p = Pricer().price("google", "gemini-2.5-flash", Usage(input_tokens=10, output_tokens=10))
     assert p.priced
