@@ -21,6 +21,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from tokenlens.records import MODALITY_NAMES
+
 ApiFormat = Literal["openai", "anthropic", "google"]
 
 EndpointKind = Literal[
@@ -93,10 +95,6 @@ class Usage:
         return out or None
 
 
-MODALITY_PARTS: tuple[str, ...] = ("input", "output", "cache_read")
-MODALITIES: tuple[str, ...] = ("text", "image", "audio", "video", "document")
-
-
 def _modality_entries(part: str, details: Any) -> list[tuple[str, str, int]]:
     """(part, modality, tokens) of an OpenAI ``*_details`` object (``text_tokens``, ``audio_tokens``...)."""
     if not isinstance(details, dict):
@@ -119,7 +117,7 @@ def _gemini_entries(part: str, details: Any) -> list[tuple[str, str, int]]:
             continue
         modality = d["modality"].lower()
         n = _int(d.get("tokenCount"))
-        if modality in MODALITIES and n:
+        if modality in MODALITY_NAMES and n:
             out.append((part, modality, n))
     return out
 
