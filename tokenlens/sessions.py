@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from tokenlens.exchange import GENERATION_KINDS
 from tokenlens.records import iso_utc
-from tokenlens.store.rollups import SessionFacts, tools_called
+from tokenlens.store.rollups import SESSION_FACT_COLUMNS, tools_called
 
 if TYPE_CHECKING:
     from tokenlens.exchange import Exchange
@@ -420,8 +420,7 @@ def sessions_summary(
 
 
 _FIELDS = (
-    *SessionFacts._fields[:-1],
-    "details",
+    *SESSION_FACT_COLUMNS,
     "priced",
     "waste_tokens",
     "complexity",
@@ -450,7 +449,7 @@ def session_timeline(store: Store, group_id: str) -> dict[str, Any] | None:
         rows = _select(store, lambda c: c.conversation_id == group_id)
     if not rows:
         return None
-    facts = [session_facts([row[f] for f in SessionFacts._fields[:-1]] + [row["details"]]) for row in rows]
+    facts = [session_facts([row[f] for f in SESSION_FACT_COLUMNS]) for row in rows]
     totals = accumulate_runs(facts, {}, lambda c: (kind, group_id))
     conversations = len({key[2] for key in totals.conversations})
     out = _item(run_row(kind, group_id, totals.runs[(kind, group_id)]), _parts(totals.models), conversations)
