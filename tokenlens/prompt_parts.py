@@ -324,7 +324,7 @@ def _tagged_spans(text: str) -> list[tuple[int, int]]:
         if close < 0:
             unclosed.add(tag)
             continue
-        close_end = low.find(">", close) + 1
+        close_end = low.find(">", close) + 1 or len(text)  # `</doc ` never closed by `>`: to the end
         if _DOC_TAG.fullmatch(tag) or close - pos >= MIN_TAGGED:
             spans.append((m.start(), close_end))
         pos = close_end

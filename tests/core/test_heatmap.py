@@ -152,6 +152,10 @@ INLINE_CASES: dict[str, list[tuple[str, bool]]] = {
         ("> " + MANUAL[:120] + "\n> " + MANUAL[120:240] + "\n> " + MANUAL[240:], True),
         ("What does this quote say about passwords?", False),
     ],
+    "closing tag never finished": [
+        ("Summarise this:", False),
+        (f"<doc>{MANUAL}</doc \n\nwhat blinks twice", True),  # the element runs to the end of the turn
+    ],
     "nothing is a document": [
         ("What does the status light mean when it blinks twice? Note: I already restarted it once.", False)
     ],
