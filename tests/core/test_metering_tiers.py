@@ -1,5 +1,6 @@
 """The record of a call: the Gemini tier the request asked for, per-modality counts, `price_source` and the
-warning for a model the price data does not know (issue 18). Rates: published USD per million tokens."""
+warning for a model the price data does not know (issue 18). Rates: published USD per million tokens
+(tests/published_prices.py)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,12 @@ import json
 
 import pytest
 
+from published_prices import TTS_FLEX as TTS_FLEX_RATES
 from tokenlens.exchange import Exchange
 from tokenlens.metering import build_record
 from tokenlens.pricing import Pricer
 
-TTS = {"input": 0.50, "output": 9.0}  # gemini-3.8-flash-tts, standard
-TTS_FLEX = {"input": 0.25, "output": 4.50}
+TTS_FLEX = {k: float(v) for k, v in TTS_FLEX_RATES.items()}  # gemini-3.8-flash-tts, flex
 
 
 def gemini_exchange(request: dict[str, object], **kwargs: object) -> Exchange:
