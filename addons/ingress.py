@@ -307,7 +307,7 @@ class Ingress:
         if any(name.startswith(HEADER_PREFIX) for name in headers):
             prefix = HEADER_PREFIX.encode()
             req.headers.fields = tuple((k, v) for k, v in fields if not k.lower().startswith(prefix))
-        if not is_api_request(req.method, path, upgrade):
+        if not is_api_request(req.method, path, upgrade, kind):
             exchange.is_call = False  # forwarded as it is, counted apart by the recorder, never a call
             method_ok = req.method.upper() in API_METHODS
             exchange.details["passthrough"] = "websocket" if upgrade else "path" if method_ok else "method"

@@ -69,13 +69,15 @@ API_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
 _API_PATH = re.compile(r"/v\d+(?:(?:alpha|beta)\d*)?(?:/|$)")
 
 
-def is_api_request(method: str, path: str, websocket: bool = False) -> bool:
+def is_api_request(method: str, path: str, websocket: bool = False, kind: str = "other") -> bool:
     """Whether a request on a provider route is an API call (a Call), as opposed to traffic around one:
     `HEAD /` reachability checks, `OPTIONS` preflights, paths outside the API's version segment (`/v1`,
-    `/v1beta`, ...), and WebSocket upgrades (the frames on a WebSocket are the calls, never its upgrade)."""
+    `/v1beta`, ...), and WebSocket upgrades (the frames on a WebSocket are the calls, never its upgrade).
+    A path whose endpoint `kind` is known (`usage.endpoint_kind`: a model call) is a call whatever its version
+    segment looks like (`/V1/messages`, Gemini without one): the gates must see what an upstream may serve."""
     if websocket or method.upper() not in API_METHODS:
         return False
-    return _API_PATH.search(path.partition("?")[0]) is not None
+    return kind != "other" or _API_PATH.search(path.partition("?")[0]) is not None
 
 
 class UnknownProvider(LookupError):

@@ -336,3 +336,25 @@ def test_other_machines_are_not_forwarded_to_local_services(
     server.error = None
     asyncio.run(ingress.server_connect(server_hooks.ServerConnectionHookData(server=server, client=client)))
     assert (server.error is not None) == refused
+
+
+@pytest.mark.parametrize(
+    "path, kind",
+    [
+        ("/proxy/anthropic/V1/messages", "messages"),  # an upstream that routes case-insensitively serves it
+        ("/proxy/google/models/gemini-2.0-flash:generateContent", "generate"),  # no version segment
+    ],
+)
+def test_a_model_call_without_a_usual_version_segment_is_still_gated(
+    deps: AppDeps, path: str, kind: str
+) -> None:
+    """A path the gateway reads as a model call is a call, so the gates check it: passing it as traffic
+    outside the API would let a lenient upstream serve it ungated and unrecorded."""
+    deps.settings.replace(parse_settings({"providers": {"anthropic": {}, "google": {}}}))
+    ingress = Ingress(deps)
+    flow = gateway_flow(path, {"model": "claude-sonnet-4-5", "max_tokens": 10, "messages": []})
+    with taddons.context(ingress):
+        ingress.request(flow)
+    exchange = exchange_of(flow)
+    assert exchange is not None and exchange.kind == kind
+    assert exchange.is_call and "passthrough" not in exchange.details
