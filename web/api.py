@@ -20,9 +20,10 @@ from tokenlens.config import Settings, resolve_timezone
 from tokenlens.controls import import_counted
 from tokenlens.guardrails.record import mask_secrets
 from tokenlens.insights import prefix_cache_message
+from tokenlens.pricing import Pricer, from_settings
 from tokenlens.records import CallRecord
 from tokenlens.store import chunk_text, day_bounds, export_lines, month_bounds, parse_since
-from tokenlens.store.queries import MAX_LIMIT, PricerLike
+from tokenlens.store.queries import MAX_LIMIT
 from tokenlens.store.writer import store_error_text
 
 log = logging.getLogger(__name__)
@@ -195,18 +196,10 @@ def get_call(call_id: str) -> Response | tuple[Response, int]:
     data = record.to_dict(bodies=True)
     for name in CallRecord.BODY_FIELDS:  # a key pasted into a prompt is never shown, whatever the guardrails
         data[name] = mask_secrets(data[name])
-    message = prefix_cache_message(record, pricer_of_call())
+    message = prefix_cache_message(record, pricer_for(deps().settings.get()))
     if message is not None:  # the detail page's line on the repeated prefix, true to the cache usage
         data["details"]["heatmap"]["prefix"]["message"] = message
     return jsonify(data)
-
-
-def pricer_of_call() -> Any:
-    """A `tokenlens.pricing.Pricer` for the current settings (the cache-rate lookups need one)."""
-    from tokenlens.pricing import Pricer
-
-    pricer = pricer_for(deps().settings.get())
-    return pricer if isinstance(pricer, Pricer) else Pricer()
 
 
 @bp.get("/api/usage/kpi")
@@ -243,16 +236,14 @@ def export() -> Response | tuple[Response, int]:
     return response
 
 
-_pricer_cache: dict[int, tuple[Settings, PricerLike]] = {}
+_pricer_cache: dict[int, tuple[Settings, Pricer]] = {}
 
 
-def pricer_for(settings: Settings) -> PricerLike:
+def pricer_for(settings: Settings) -> Pricer:
     """The pricer for these settings (built once per settings object; the overrides come from it)."""
     cached = _pricer_cache.get(id(settings))
     if cached is not None and cached[0] is settings:
         return cached[1]
-    from tokenlens.pricing import Pricer, from_settings
-
     pricer = Pricer(from_settings(settings.pricing))
     _pricer_cache.clear()
     _pricer_cache[id(settings)] = (settings, pricer)
