@@ -184,13 +184,17 @@ def load(home: Path) -> None:
                 pricing.set_snapshot(None)
         return
     try:
-        snapshot = parse(path.read_bytes())
+        raw = path.read_bytes()
+        snapshot = parse(raw)
     except Exception as exc:  # refresh runs before each record is built: a bad file must never reach it
         log.warning("price data %s not used (%s); using the bundled prices", path, exc)
         with _state_lock:
             _state.update(mtime=mtime, checked=time.monotonic())
         return
-    meta = _read_meta(home) or {"source": str(path), **describe(snapshot)}
+    sha256 = hashlib.sha256(raw).hexdigest()
+    meta = _read_meta(home)
+    if meta.get("sha256") != sha256:  # a file put there by hand: the meta describes another one
+        meta = {"source": str(path), "sha256": sha256, **describe(snapshot)}
     _use(path, snapshot, meta)
 
 

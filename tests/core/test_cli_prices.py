@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -178,6 +179,20 @@ def test_update_refuses_bad_data_and_keeps_the_data_in_use(tmp_path: Path, raw: 
     assert result.exit_code == 1 and message in result.output
     assert not (home / "prices.json").exists()
     assert price_data.data_info()["kind"] == "bundled"
+
+
+def test_a_price_file_copied_in_by_hand_is_not_described_by_the_last_updates_meta(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "none.yaml").write_text("")
+    assert run("prices", "update", "--from", str(data_file(tmp_path / "a.json")), home=home).exit_code == 0
+    by_hand = data_file(home / "prices.json", (1.0, 2.0)).read_bytes()
+    price_data.load(home)
+    info = price_data.data_info()
+    assert info["sha256"] == hashlib.sha256(by_hand).hexdigest()
+    assert info["source"] == f"prices.json from {home / 'prices.json'}" and info["fetched_at"] is None
+    usage = Usage(input_tokens=1_000_000, output_tokens=1_000_000)
+    assert Pricer().price("openai", "gpt-4o-mini", usage).cost_usd == pytest.approx(1 + 2)
 
 
 def test_a_gateway_ignores_a_price_file_it_cannot_parse_and_reads_it_once(
