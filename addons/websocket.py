@@ -33,6 +33,7 @@ from tokenlens.app import AppDeps
 from tokenlens.controls import ledger_for
 from tokenlens.exchange import Exchange
 from tokenlens.guardrails.engine import block_message, is_active, scan_body
+from tokenlens.guardrails.record import meter_blocked_answer
 from tokenlens.request_body import BodyRefused, RequestBody
 from tokenlens.routing import Route, Target
 from tokenlens.websocket import (
@@ -100,6 +101,8 @@ class WebSocketCalls:
                     self.finished(conn.on_server_text(message.text, message.timestamp))
                 except Exception as exc:  # metering must never break the relay
                     log.error("WebSocket event not metered: %s", type(exc).__name__, exc_info=exc)
+            while conn.ungated:
+                await self.gate_server_call(flow, conn, conn.ungated.pop(0))
             return
         try:
             await self.client_frame(flow, conn, message)
@@ -180,6 +183,33 @@ class WebSocketCalls:
         self.inject(flow, error_event(conn.kind, status, error, event_id))
         return True
 
+    async def gate_server_call(self, flow: http.HTTPFlow, conn: Connection, call: WsCall) -> None:
+        """A Realtime response the server started itself (voice detection): the gates see it as if the client
+        had sent `response.create`. A refusal cancels it upstream (`response.cancel`), tells the client with
+        an `error` event, and records the call as blocked with what the provider billed until it stopped."""
+        gate = self.gate_flow(flow, conn, call.exchange, b"")
+        try:
+            pending = self.run_realtime(gate)
+            if pending is not None and inspect.isawaitable(pending):
+                await pending
+            answer = gate.response
+        except Exception as exc:  # fail closed: a response no gate could check is stopped
+            log.error("Realtime response not checked: %s", type(exc).__name__, exc_info=exc)
+            answer = http.Response.make(503, json.dumps({"error": {"message": UNCHECKED}}))
+        if answer is None:
+            return
+        ex = call.exchange
+        ex.outcome = "blocked"
+        ex.blocked_by = answer.headers.get("x-tokenlens-blocked-by") or "request"
+        ex.deferred.append(meter_blocked_answer(self.deps.settings.get(), None, 200))
+        cancel = {"type": "response.cancel", "response_id": call.response_id}
+        self.inject_upstream(flow, json.dumps(cancel).encode())
+        try:
+            error = json.loads(answer.content or b"{}").get("error") or {}
+        except (ValueError, AttributeError):
+            error = {}
+        self.inject(flow, error_event(conn.kind, answer.status_code, error))
+
     def gate_flow(
         self, flow: http.HTTPFlow, conn: Connection, exchange: Exchange, content: bytes
     ) -> http.HTTPFlow:
@@ -239,6 +269,9 @@ class WebSocketCalls:
 
     def inject(self, flow: http.HTTPFlow, data: bytes) -> None:
         ctx.master.commands.call("inject.websocket", flow, True, data)
+
+    def inject_upstream(self, flow: http.HTTPFlow, data: bytes) -> None:
+        ctx.master.commands.call("inject.websocket", flow, False, data)
 
     # ---- the end ------------------------------------------------------------------------------------------
 

@@ -153,6 +153,7 @@ class Connection:
     queue: collections.deque[WsCall | None] = field(default_factory=collections.deque)
     closed: bool = False
     calls: int = 0
+    ungated: list[WsCall] = field(default_factory=list)  # server-started responses the gates have not seen
 
     def new_call(self, content: bytes, read: RequestBody, started: float) -> WsCall:
         """The call of a `response.create` frame: an Exchange as if it were `POST /v1/responses` with the
@@ -295,11 +296,13 @@ class Connection:
 
     def _server_call(self, rid: str, ts: float) -> WsCall:
         """A response the server started with no `response.create` (server VAD's `create_response`): a call
-        of its own, recorded from its events (no gate saw it: nothing asked for it on the socket)."""
+        of its own, recorded from its events; it waits in `ungated` for the gates (the addon runs them when
+        the event that started it has been read, and cancels the response if they refuse it)."""
         call = self.new_call(b"", RequestBody({"type": CALL_FRAME}), ts)
         call.response_id = rid
         call.exchange.details["websocket"]["initiated_by"] = "server"
         self.queue.append(call)
+        self.ungated.append(call)
         return call
 
     def _keep(self, call: WsCall, text: str, ts: float) -> None:

@@ -478,3 +478,28 @@ async def test_a_server_started_realtime_response_with_no_call_in_flight_is_reco
     (record,) = socket.records()
     assert (record.model, record.input_tokens, record.output_tokens) == ("gpt-realtime", 26, 9)
     assert record.transport == "websocket"
+
+
+async def test_a_response_the_realtime_server_starts_meets_the_gates(
+    deps: AppDeps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With voice detection the server starts responses itself: a kill switch (or budget, quota) refuses them as
+    it refuses `response.create`: the response is cancelled upstream, the client gets an error event, and the
+    call is recorded as blocked with what the provider billed until it stopped."""
+    socket = Socket(deps, "/proxy/openai/v1/realtime?model=gpt-realtime", monkeypatch)
+    upstream: list[dict[str, Any]] = []
+    monkeypatch.setattr(socket.stage, "inject_upstream", lambda flow, data: upstream.append(json.loads(data)))
+    configure(deps, quotas={"kill_switches": ["agent"]})
+    await socket.server({"type": "response.created", "response": {"id": "r_vad"}}, ts=11.0)
+    assert upstream == [{"type": "response.cancel", "response_id": "r_vad"}]
+    (error,) = socket.injected
+    assert error["type"] == "error" and error["error"]["code"] == "kill_switch"
+    usage = {"input_tokens": 40, "output_tokens": 1, "input_token_details": {"text_tokens": 40}}
+    await socket.server(
+        {"type": "response.done", "response": {"id": "r_vad", "status": "cancelled", "usage": usage}}, ts=11.2
+    )
+    (record,) = socket.records()
+    assert (record.outcome, record.blocked_by) == ("blocked", "kill_switch")
+    assert (record.input_tokens, record.output_tokens) == (40, 1)  # billed until cancelled: counted
+    expected = (40 * RT["text_in"] + 1 * RT["text_out"]) / 1e6
+    assert record.cost_usd == pytest.approx(expected, rel=1e-9)
