@@ -60,11 +60,10 @@ class RequestGuardrails:
         if not is_active(g, "request"):
             return
         as_text = exchange.request_json is None
+        body = exchange.request_json
+        if body is None:
+            body = text_as_body(exchange.api, exchange.request_text or "")
         try:
-            body = (
-                text_as_body(exchange.api, exchange.request_text or "") if as_text else exchange.request_json
-            )
-            assert body is not None
             verdict = scan_body(g, exchange.api, body, "request")
         except Exception as exc:  # the message could quote the text: log the type only
             log.warning("request guardrail failed on call %s: %s", exchange.id, type(exc).__name__)
