@@ -195,6 +195,21 @@ def test_a_price_file_copied_in_by_hand_is_not_described_by_the_last_updates_met
     assert Pricer().price("openai", "gpt-4o-mini", usage).cost_usd == pytest.approx(1 + 2)
 
 
+def test_show_prints_no_escape_sequence_from_the_data(tmp_path: Path) -> None:
+    """A price data file is data from the network: its names reach the terminal escaped (`update`'s refusal
+    quotes the data through pydantic's repr, escaped already)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "none.yaml").write_text("")
+    data = json.loads(data_file(tmp_path / "a.json").read_text())
+    data[0]["models"][0]["name"] = "mini\x1b]0;owned\x07\x1b[2J"
+    (tmp_path / "a.json").write_text(json.dumps(data))
+    assert run("prices", "update", "--from", str(tmp_path / "a.json"), home=home).exit_code == 0
+    result = run("prices", "show", "gpt-4o-mini", home=home)
+    assert result.exit_code == 0 and "\x1b" not in result.output and "\x07" not in result.output
+    assert "mini\\x1b]0;owned\\x07\\x1b[2J" in result.output
+
+
 def test_a_gateway_ignores_a_price_file_it_cannot_parse_and_reads_it_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -11,6 +11,7 @@ import typer
 
 from tokenlens import price_data, pricing
 from tokenlens.cli.common import ConfigOption, DataDirOption, load_cli_settings
+from tokenlens.cli.terminal import printable
 
 app = typer.Typer(help="Show the rates a model is priced at; fetch newer price data.", no_args_is_help=True)
 
@@ -168,7 +169,10 @@ def show(
 
 def _print_text(result: dict[str, Any]) -> None:
     data = result["data"]
-    echo = typer.echo
+
+    def echo(line: str) -> None:  # names and labels come from a price data file: nothing a terminal acts on
+        typer.echo(printable(line, None))
+
     echo(f"{result['model']}")
     echo(f"  price data: {data['source']}, dated {data['date'] or 'unknown'} ({data['age_days']} days old)")
     override = result.get("override")
@@ -207,7 +211,7 @@ def _print_text(result: dict[str, Any]) -> None:
                 + ", ".join(f"{k} {v}" for k, v in period["rates"].items())
             )
     if override is None and entry is None:
-        typer.echo(
+        echo(
             f"  no price: {result['model']} is not in the price data and has no override (calls are unpriced)"
         )
 
