@@ -161,7 +161,9 @@ FAMILY_RULES: dict[str, re.Pattern[bytes]] = {
         r"|[\"'\[(]\s*(?:system|developer|admin)\s*(?:note|message|override|instruction)?\s*:"
         r"|\"role\"\s*:\s*\"(?:system|developer|tool)\"\s*,\s*\"content\"\s*:\s*\"[^\"]{0,200}"
         r"(?:rule|ignor|polic|restrict|refus|reveal|secret|unrestricted|override|disable|filter|send|anything)"
-        r"|[\[=#*~%@<>/-]{2,}\s*(?:new\s+|begin\s+|official\s+)?(?:system|developer|admin)\b"
+        # a banner starts where its run of marks starts (a match inside the run has one at the run's start),
+        # and the run is taken whole: tried from every mark of a long run, it was quadratic
+        r"|(?<![\[=#*~%@<>/-])[\[=#*~%@<>/-]{2,}+\s*(?:new\s+|begin\s+|official\s+)?(?:system|developer|admin)\b"
         r"|\bend\s+of\s+(?:the\s+)?(?:user\s+)?(?:input|conversation|prompt|document|message)\b"
         r"|\b(?:user\s+(?:input|message|query)\s+(?:ends|finished|end))\b"
     ),
