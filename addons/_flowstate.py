@@ -25,3 +25,9 @@ def pending_call(flow: http.HTTPFlow) -> Exchange | None:
         return None
     exchange = exchange_of(flow)
     return exchange if exchange is not None and exchange.is_call else None
+
+
+def lower_headers(request: http.Request) -> dict[str, str]:
+    """The request's headers with lower-case names, from one pass over the raw fields (mitmproxy's Headers
+    lookups are per-key scans)."""
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.headers.fields}

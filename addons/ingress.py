@@ -32,7 +32,7 @@ from tokenlens.access import (
     token_required,
 )
 from tokenlens.addons import _request_form
-from tokenlens.addons._flowstate import attach, exchange_of
+from tokenlens.addons._flowstate import attach, exchange_of, lower_headers
 from tokenlens.addons._request_form import is_absolute_form
 from tokenlens.app import AppDeps
 from tokenlens.config import Settings
@@ -89,11 +89,6 @@ def client_allowed(peer_host: str, allowed: tuple[str, ...]) -> bool:
 
 def upstreams_from(settings: Settings) -> dict[str, Upstream]:
     return {name: Upstream.parse(name, p.upstream, p.format) for name, p in settings.providers.items()}
-
-
-def _lower_headers(req: http.Request) -> dict[str, str]:
-    """One pass over the raw header fields (mitmproxy's Headers lookups are per-key scans)."""
-    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in req.headers.fields}
 
 
 def _refuse(flow: http.HTTPFlow, status: int, message: str, extra: dict[str, str] | None = None) -> None:
@@ -153,7 +148,7 @@ class Ingress:
         server = self.deps.settings.get().server
         if not token_required(server.host):
             return
-        if token_presented(_lower_headers(flow.request), server.api_token):
+        if token_presented(lower_headers(flow.request), server.api_token):
             self._authorized.add(flow.client_conn)
             return
         _refuse(flow, 407, "proxy authentication required", {"proxy-authenticate": 'Basic realm="tokenlens"'})
@@ -225,7 +220,7 @@ class Ingress:
             if not req.path.startswith(PROXY_PREFIX):
                 req.scheme, req.data.host, req.data.port = "http", "127.0.0.1", self.deps.web_port
                 return
-            headers = _lower_headers(req)
+            headers = lower_headers(req)
             if cross_site_browser_request(headers, req.host_header or ""):
                 log.warning("refused a cross-site browser request to %s", req.path[:200])
                 _refuse(flow, 403, "cross-site browser requests to /proxy/ are refused")
@@ -237,7 +232,7 @@ class Ingress:
             self._base_url_call(flow)
             return
         if token_required(server.host) and not (
-            flow.client_conn in self._authorized or token_presented(_lower_headers(req), server.api_token)
+            flow.client_conn in self._authorized or token_presented(lower_headers(req), server.api_token)
         ):
             _refuse(
                 flow, 407, "proxy authentication required", {"proxy-authenticate": 'Basic realm="tokenlens"'}
@@ -285,7 +280,7 @@ class Ingress:
         """Attach the call's Exchange first (so a refusal is recorded), then read the body for the gates."""
         req = flow.request
         fields = req.headers.fields
-        headers = _lower_headers(req)
+        headers = lower_headers(req)
         endpoint = redact_query(path).partition("?")[0]
         kind = endpoint_kind(upstream.format, endpoint)
         body = req.raw_content or b""

@@ -27,7 +27,7 @@ from typing import Any
 
 from mitmproxy import ctx, http
 
-from tokenlens.addons._flowstate import attach, exchange_of
+from tokenlens.addons._flowstate import attach, exchange_of, lower_headers
 from tokenlens.addons.routing import ROUTE_KEY, ModelRouter
 from tokenlens.app import AppDeps
 from tokenlens.controls import ledger_for
@@ -77,7 +77,7 @@ class WebSocketCalls:
 
     def request(self, flow: http.HTTPFlow) -> None:
         exchange = exchange_of(flow)
-        if exchange is None or flow.response is not None or not is_upgrade(_lower(flow.request.headers)):
+        if exchange is None or flow.response is not None or not is_upgrade(lower_headers(flow.request)):
             return
         # The ingress marks the upgrade as no call (no gate, no record); its Exchange is the calls' template.
         kind = ws_kind(exchange.api, exchange.endpoint)
@@ -303,10 +303,6 @@ class WebSocketCalls:
                 ex.response_headers = {"content-type": "text/event-stream"}
             self.deps.writer.submit(ex)
             ledger_for(self.deps).end(ex.id)
-
-
-def _lower(headers: http.Headers) -> dict[str, str]:
-    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in headers.fields}
 
 
 def same_provider(route: Route | None, exchange: Exchange) -> Route:
