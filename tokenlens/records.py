@@ -276,6 +276,7 @@ def bound_record(record: CallRecord) -> CallRecord:
         value = getattr(record, name)
         if value is not None:
             setattr(record, name, _clamped_float(value, low_f, high_f))
+    _parts_within_cost(record)
     ts = _clamped_float(record.ts, MIN_TS, MAX_TS)
     record.ts = MIN_TS if ts is None else ts
     for name in TEXT_FIELDS:
@@ -286,6 +287,22 @@ def bound_record(record: CallRecord) -> CallRecord:
         record.tags = {storable_text(str(k)): storable_text(str(v)) for k, v in record.tags.items()}
     record.modality_tokens = bound_modality_tokens(record.modality_tokens)
     return record
+
+
+COST_PARTS = ("input_cost_usd", "output_cost_usd", "cache_read_cost_usd", "cache_write_cost_usd")
+
+
+def _parts_within_cost(record: CallRecord) -> None:
+    """A cost clamped to `MAX_COST_USD` keeps a breakdown that adds up: its parts are scaled by the same
+    factor (each part was clamped on its own, so they could sum to more than the cost)."""
+    parts = [getattr(record, name) for name in COST_PARTS]
+    total = sum(p for p in parts if p is not None)
+    if record.cost_usd is None or record.cost_usd < MAX_COST_USD or total <= record.cost_usd:
+        return
+    scale = record.cost_usd / total
+    for name, part in zip(COST_PARTS, parts, strict=True):
+        if part is not None:
+            setattr(record, name, part * scale)
 
 
 MODALITY_GROUPS = ("input", "output", "cache_read", "cache_write")

@@ -61,6 +61,13 @@ def test_a_call_with_huge_numbers_is_recorded_clamped(store: Store, caplog: pyte
     assert stored.max_tokens == BILLION
     assert (stored.input_tokens, stored.output_tokens) == (BILLION, BILLION)
     assert stored.cost_usd == MILLION_USD and stored.priced
+    parts = (
+        stored.input_cost_usd,
+        stored.output_cost_usd,
+        stored.cache_read_cost_usd,
+        stored.cache_write_cost_usd,
+    )
+    assert sum(p or 0.0 for p in parts) == pytest.approx(MILLION_USD, rel=1e-9)  # the breakdown still adds up
     assert stored.request_body is not None and SECRET.encode() in stored.request_body
     odd = store.get_call("odd-text")
     assert odd is not None and odd.model == "gpt-4o-mini\ufffd\ufffd" and odd.max_tokens == BILLION
