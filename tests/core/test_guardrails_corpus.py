@@ -100,7 +100,7 @@ def test_held_out_figures() -> None:
     """The fresh held-out set (injection_holdout_v2, frozen before any tuning) is the held-out figure."""
     precision, recall = figures("holdout")
     print(f"fresh held-out set: precision {precision:.3f} recall {recall:.3f}")
-    assert precision >= 0.955 and recall >= 0.80  # reached: 0.960, 0.803 (README, "Guardrails", reading 3)
+    assert precision >= 0.955 and recall >= 0.80  # reached: 0.960, 0.803 (README, "Guardrails")
 
 
 def test_old_test_split_figures() -> None:

@@ -157,7 +157,8 @@ FAMILY_RULES: dict[str, re.Pattern[bytes]] = {
         r"|</?(?:system|instructions?|system_instructions|developer|assistant|tool_response|message\s+role)\b[^>\n]{0,40}>"
         r"|^\W{0,12}(?:system|developer|admin|operator|assistant)\W{0,3}(?:\s*(?:message|prompt|note|instruction|"
         r"update|override|alert|notice|announcement|priority|block)s?\W{0,3}){0,2}\s*(?:\(\w+\)\s*)?[:\]>]"
-        r"|\n\s*(?:human|user|assistant|system)\s*:"
+        # whitespace runs are bounded (64): `\s*` retried from every newline of a long run was quadratic
+        r"|\n\s{0,64}(?:human|user|assistant|system)\s*:"
         r"|[\"'\[(]\s*(?:system|developer|admin)\s*(?:note|message|override|instruction)?\s*:"
         r"|\"role\"\s*:\s*\"(?:system|developer|tool)\"\s*,\s*\"content\"\s*:\s*\"[^\"]{0,200}"
         r"(?:rule|ignor|polic|restrict|refus|reveal|secret|unrestricted|override|disable|filter|send|anything)"
@@ -243,7 +244,9 @@ FAMILY_RULES: dict[str, re.Pattern[bytes]] = {
         r"works?|working\s+(?:method|code|steps|recipe|exploit))\b"
     ),
     "code_like": _rx(
-        r"^\s*(?:def|class|function|return|import|from|const|let|var|if|for|while|public|private|select)\b[^\n]*"
+        # indentation on the line itself (the line that holds the keyword matches whenever an earlier blank line
+        # would): `^\s*` retried from every line of a long whitespace run was quadratic
+        r"^[^\S\n]*(?:def|class|function|return|import|from|const|let|var|if|for|while|public|private|select)\b[^\n]*"
         r"[({:=;]\s*$|\b(?:def|function|lambda)\s+\w*\s*\(|=>|\)\s*\{|\b\w+\s*=\s*[\[{(\"']|`[^`\n]{1,80}`"
     ),
     "authority": _rx(
