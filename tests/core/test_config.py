@@ -846,7 +846,7 @@ def test_write_section_is_atomic_when_the_replace_fails(
     def failing_replace(src: str, dst: str) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(config.os, "replace", failing_replace)
+    monkeypatch.setattr(os, "replace", failing_replace)
     with pytest.raises(OSError):
         write_section(path, "budgets", {"daily_usd": 2})
     assert path.read_text() == ORIGINAL
@@ -951,7 +951,10 @@ def test_resolve_timezone(monkeypatch: pytest.MonkeyPatch) -> None:
     assert datetime(2025, 1, 1, tzinfo=local).utcoffset() is not None
 
 
-def test_module_imports_neither_mitmproxy_nor_flask() -> None:
-    source = (REPO / "tokenlens" / "config.py").read_text()
-    assert not re.search(r"^\s*(import|from)\s+(mitmproxy|flask)", source, re.M)
-    assert os.path.basename(config.__file__) == "config.py"
+def test_package_imports_neither_mitmproxy_nor_flask() -> None:
+    modules = sorted((REPO / "tokenlens" / "config").glob("*.py"))
+    assert {m.name for m in modules} >= {"__init__.py", "model.py", "validation.py", "files.py"}
+    for module in modules:
+        source = module.read_text()
+        assert not re.search(r"^\s*(import|from)\s+(mitmproxy|flask)", source, re.M), module.name
+    assert Path(config.__file__).parent == REPO / "tokenlens" / "config"
