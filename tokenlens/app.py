@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -10,42 +9,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tokenlens import __version__
+from tokenlens.config import SettingsHolder
 
 if TYPE_CHECKING:
     from tokenlens.bus import EventBus
-    from tokenlens.config import Settings
     from tokenlens.config_sync import ConfigSync
     from tokenlens.controls import Ledger
     from tokenlens.metrics import Metrics
     from tokenlens.records import CallRecord
     from tokenlens.store import RecordWriter, Store
     from tokenlens.webhooks import WebhookDispatcher
-
-
-class SettingsHolder:
-    """The current Settings; replaced as a whole when the configuration changes (readers never lock)."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._lock = threading.Lock()
-        self.version = 0
-
-    def get(self) -> Settings:
-        return self._settings
-
-    def replace(self, settings: Settings) -> None:
-        with self._lock:
-            self._settings = settings
-            self.version += 1
-
-    def replace_if_unchanged(self, version: int, settings: Settings) -> bool:
-        """Replace only if nothing replaced the settings since `version` was read (compare and swap)."""
-        with self._lock:
-            if self.version != version:
-                return False
-            self._settings = settings
-            self.version += 1
-            return True
 
 
 class PassthroughCounts:

@@ -10,7 +10,8 @@ Every problem raises `ConfigError` whose `field` is the dotted path of the offen
 Unknown keys are errors too, with a "did you mean" hint.
 
 The package: `model` (the frozen dataclasses), `validation` (parsing, range checks, `ConfigError`),
-`files` (where the file is, loading it, writing one section back), `startup` (start-up checks).
+`files` (where the file is, loading it, writing one section back), `startup` (start-up checks), `holder`
+(`SettingsHolder`: the current settings of a running gateway and the announcement of their changes).
 """
 
 from tokenlens.config.files import (
@@ -19,6 +20,7 @@ from tokenlens.config.files import (
     tokenlens_home,
     write_section,
 )
+from tokenlens.config.holder import ChangeCallback, SettingsHolder, changed_sections
 from tokenlens.config.model import (
     BUILTIN_PROVIDERS,
     EDITABLE_SECTIONS,
@@ -108,6 +110,9 @@ __all__ = [
     "Routing",
     "ServerSettings",
     "Settings",
+    "SettingsHolder",
+    "ChangeCallback",
+    "changed_sections",
     "SourceLimit",
     "StorageSettings",
     "Webhook",
