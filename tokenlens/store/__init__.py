@@ -66,7 +66,7 @@ def open_store(url: Any, home: Path, *, readonly: bool = False, migrate: bool = 
         if location.path is not None and not location.path.exists():
             raise FileNotFoundError(f"no store at {location.path}")
         version = store.schema_version()
-        if version != latest_version():
+        if not store.is_current():
             raise SchemaError(
                 f"the store's schema is version {version}, this TokenLens uses {latest_version()}; "
                 "start the daemon once to upgrade it"

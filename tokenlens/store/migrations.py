@@ -1,9 +1,10 @@
-"""Schema migrations: an ordered list of functions, applied in place when a store is opened (llm style).
+"""Schema migrations: an ordered list of named steps, applied in place when a store is opened (llm style).
 
-`MIGRATIONS[i]` upgrades a database from version i to version i + 1 and is applied once, in one
-transaction together with its `schema_version` row. Each migration declares the tables it creates as frozen
-copies (never the live models of `tokenlens.store.models`), so that an old migration keeps producing the
-schema it always produced. To change the schema: edit the models, then append a migration.
+Each `Migration` is applied once, in list order, in one transaction together with its `schema_migration`
+row (its name). A store from before names (a numbered `schema_version` n) counts as having the first n
+(`NUMBERED`). A migration creates a table from its live model in `tokenlens.store.models` as it was then
+(`_table_as_of`: without the columns later migrations add), or with SQL of its own for tables that have no
+model. To change the schema: edit the models, then append a migration with a new name.
 """
 
 from __future__ import annotations
@@ -11,91 +12,75 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import peewee as pw
 from playhouse.migrate import PostgresqlMigrator, SchemaMigrator, SqliteMigrator, migrate
 
-from tokenlens.store.models import SchemaVersion, bind_model
+from tokenlens.store.models import (
+    Call,
+    CallBody,
+    ConfigSection,
+    LedgerBucket,
+    SchemaMigration,
+    SchemaVersion,
+    UsageHourly,
+    UsageTagHourly,
+    bind_model,
+)
 
 if TYPE_CHECKING:
     from tokenlens.store.rollups import Rollup
 
-Migration = Callable[[pw.Database, SchemaMigrator], None]
+
+class Migration(NamedTuple):
+    """One schema change: `name` (recorded once applied; "NNNN_what", the number only for reading order)
+    and the function that makes it."""
+
+    name: str
+    apply: Callable[[pw.Database, SchemaMigrator], None]
 
 
 class SchemaError(RuntimeError):
     """The database schema cannot be used by this version of TokenLens."""
 
 
+def _table_as_of(
+    model: type[pw.Model],
+    db: pw.Database,
+    *,
+    without: tuple[str, ...] = (),
+    indexes: tuple[tuple[tuple[str, ...], bool], ...] | None = None,
+) -> type[pw.Model]:
+    """`model` bound to `db` as a migration created it: without the columns (`without`) and indexes that
+    later migrations add. The live model is the one copy of a table's columns; a migration that adds a column
+    to a table created earlier lists it in the earlier migration's `without`."""
+    frozen = bind_model(model, db)
+    for name in without:
+        frozen._meta.remove_field(name)
+    if indexes is not None:
+        frozen._meta.indexes = list(indexes)
+    return frozen
+
+
+# `call` columns added after migration 1 (by 0003, 0010, 0011)
+_CALL_ADDED_LATER = ("details", "transport", "price_source", "modality_tokens")
+
+
 def _v1_create_calls(db: pw.Database, migrator: SchemaMigrator) -> None:
     """The call and call_body tables, with the indexes the list and filter queries use."""
-
-    class Call(pw.Model):
-        id = pw.TextField(primary_key=True)
-        ts = pw.DoubleField(index=True)
-        provider = pw.TextField()
-        endpoint = pw.TextField(default="")
-        source = pw.TextField(default="unknown")
-        tags = pw.TextField(default="{}")
-        requested_model = pw.TextField(null=True)
-        model = pw.TextField(null=True)
-        response_model = pw.TextField(null=True)
-        stream = pw.BooleanField(default=False)
-        status = pw.IntegerField(null=True)
-        outcome = pw.TextField(default="ok")
-        blocked_by = pw.TextField(null=True)
-        error = pw.TextField(null=True)
-        input_tokens = pw.BigIntegerField(default=0)
-        output_tokens = pw.BigIntegerField(default=0)
-        cache_read_tokens = pw.BigIntegerField(default=0)
-        cache_write_tokens = pw.BigIntegerField(default=0)
-        cache_write_5m_tokens = pw.BigIntegerField(null=True)
-        cache_write_1h_tokens = pw.BigIntegerField(null=True)
-        reasoning_tokens = pw.BigIntegerField(default=0)
-        usage_source = pw.TextField(null=True)
-        cost_usd = pw.DoubleField(null=True)
-        input_cost_usd = pw.DoubleField(null=True)
-        output_cost_usd = pw.DoubleField(null=True)
-        cache_read_cost_usd = pw.DoubleField(null=True)
-        cache_write_cost_usd = pw.DoubleField(null=True)
-        priced = pw.BooleanField(default=False)
-        session_id = pw.TextField(null=True)
-        conversation_id = pw.TextField(null=True)
-        turn = pw.IntegerField(null=True)
-        saved_usd = pw.DoubleField(null=True)
-        latency_ms = pw.DoubleField(null=True)
-        ttft_ms = pw.DoubleField(null=True)
-        max_tokens = pw.BigIntegerField(null=True)
-        attempts = pw.IntegerField(default=1)
-        fallback_from = pw.TextField(null=True)
-        guardrail_flags = pw.TextField(default="[]")
-        waste_tokens = pw.BigIntegerField(null=True)
-        complexity = pw.IntegerField(null=True)
-        mode = pw.TextField(default="base_url")
-        service_tier = pw.TextField(null=True)
-        request_id = pw.TextField(null=True)
-
-        class Meta:
-            database = db
-            table_name = "call"
-            indexes = (
-                (("source", "ts"), False),
-                (("model", "ts"), False),
-                (("provider", "ts"), False),
-                (("outcome", "ts"), False),
-            )
-
-    class CallBody(pw.Model):
-        call_id = pw.TextField(primary_key=True)
-        request_body = pw.BlobField(null=True)
-        response_body = pw.BlobField(null=True)
-
-        class Meta:
-            database = db
-            table_name = "call_body"
-
-    db.create_tables([Call, CallBody])
+    call = _table_as_of(
+        Call,
+        db,
+        without=_CALL_ADDED_LATER,
+        indexes=(
+            (("source", "ts"), False),
+            (("model", "ts"), False),
+            (("provider", "ts"), False),
+            (("outcome", "ts"), False),
+        ),
+    )
+    db.create_tables([call, _table_as_of(CallBody, db)])
 
 
 def _v2_session_indexes(db: pw.Database, migrator: SchemaMigrator) -> None:
@@ -111,90 +96,27 @@ def _v3_call_details(db: pw.Database, migrator: SchemaMigrator) -> None:
     migrate(migrator.add_column("call", "details", pw.TextField(default="{}")))
 
 
-_V4_COUNT = "SUM(CASE WHEN {cond} THEN 1 ELSE 0 END)"
-_V4_SIMPLE = "complexity IS NOT NULL AND complexity <= 3"
-_V4_MEASURES: dict[str, str] = {
-    "calls": "COUNT(*)",
-    "unpriced_calls": _V4_COUNT.format(
-        cond="cost_usd IS NULL AND (outcome = 'ok' OR input_tokens > 0 OR output_tokens > 0)"
-    ),
-    "blocked_calls": _V4_COUNT.format(cond="outcome = 'blocked'"),
-    "error_calls": _V4_COUNT.format(cond="outcome = 'error'"),
-    "cached_calls": _V4_COUNT.format(cond="outcome = 'cached'"),
-    "cost_usd": "COALESCE(SUM(cost_usd), 0)",
-    "saved_usd": "COALESCE(SUM(saved_usd), 0)",
-    "input_cost_usd": "COALESCE(SUM(input_cost_usd), 0)",
-    "output_cost_usd": "COALESCE(SUM(output_cost_usd), 0)",
-    "cache_read_cost_usd": "COALESCE(SUM(cache_read_cost_usd), 0)",
-    "cache_write_cost_usd": "COALESCE(SUM(cache_write_cost_usd), 0)",
-    "input_tokens": "COALESCE(SUM(input_tokens), 0)",
-    "output_tokens": "COALESCE(SUM(output_tokens), 0)",
-    "cache_read_tokens": "COALESCE(SUM(cache_read_tokens), 0)",
-    "cache_write_tokens": "COALESCE(SUM(cache_write_tokens), 0)",
-    "reasoning_tokens": "COALESCE(SUM(reasoning_tokens), 0)",
-    "waste_tokens": "COALESCE(SUM(waste_tokens), 0)",
-    "maxtok_calls": _V4_COUNT.format(cond="max_tokens IS NOT NULL"),
-    "maxtok_sum": "COALESCE(SUM(max_tokens), 0)",
-    "maxtok_output_tokens": "SUM(CASE WHEN max_tokens IS NOT NULL THEN output_tokens ELSE 0 END)",
-    "rated_calls": _V4_COUNT.format(cond="complexity IS NOT NULL"),
-    "simple_calls": _V4_COUNT.format(cond=_V4_SIMPLE),
-    "simple_cost_usd": f"SUM(CASE WHEN {_V4_SIMPLE} THEN COALESCE(cost_usd, 0) ELSE 0 END)",
-    "simple_input_tokens": f"SUM(CASE WHEN {_V4_SIMPLE} THEN input_tokens ELSE 0 END)",
-    "simple_output_tokens": f"SUM(CASE WHEN {_V4_SIMPLE} THEN output_tokens ELSE 0 END)",
-    "simple_cache_read_tokens": f"SUM(CASE WHEN {_V4_SIMPLE} THEN cache_read_tokens ELSE 0 END)",
-    "simple_cache_write_tokens": f"SUM(CASE WHEN {_V4_SIMPLE} THEN cache_write_tokens ELSE 0 END)",
-}
+def _v4_measures() -> dict[str, str]:
+    """The measures of `usage_hourly` (its columns after the key) and the SQL aggregate that sums each over
+    the raw calls, as the writer defines them (`tokenlens.store.rollups.RAW_MEASURES`)."""
+    from tokenlens.store.rollups import HOURLY_KEY, RAW_MEASURES
+
+    return {name: RAW_MEASURES[name] for name in UsageHourly._meta.fields if name not in HOURLY_KEY}
 
 
 def _v4_usage_rollups(db: pw.Database, migrator: SchemaMigrator) -> None:
     """Hourly (UTC) usage rollups per source, model and provider, and per tag; built from the stored calls."""
-    measure_fields: dict[str, pw.Field] = {
-        name: pw.DoubleField(default=0) if name.endswith("_usd") else pw.BigIntegerField(default=0)
-        for name in _V4_MEASURES
-    }
-
-    class Meta:
-        database = db
-        table_name = "usage_hourly"
-        primary_key = pw.CompositeKey("bucket", "source", "model", "provider")
-
-    hourly = type(
-        "UsageHourly",
-        (pw.Model,),
-        {
-            "bucket": pw.BigIntegerField(),
-            "source": pw.TextField(),
-            "model": pw.TextField(),
-            "provider": pw.TextField(),
-            **measure_fields,
-            "Meta": Meta,
-            "__module__": __name__,
-        },
-    )
-
-    class UsageTagHourly(pw.Model):
-        bucket = pw.BigIntegerField()
-        tag_key = pw.TextField()
-        tag_value = pw.TextField()
-        calls = pw.BigIntegerField(default=0)
-        cost_usd = pw.DoubleField(default=0)
-        input_tokens = pw.BigIntegerField(default=0)
-        output_tokens = pw.BigIntegerField(default=0)
-
-        class Meta:
-            database = db
-            table_name = "usage_tag_hourly"
-            primary_key = pw.CompositeKey("tag_key", "bucket", "tag_value")
-
-    db.create_tables([hourly, UsageTagHourly])
+    measures = _v4_measures()
+    tag_hourly = _table_as_of(UsageTagHourly, db)
+    db.create_tables([_table_as_of(UsageHourly, db), tag_hourly])
     if isinstance(db, pw.PostgresqlDatabase):
         bucket = "(FLOOR(ts / 3600) * 3600)::bigint"
     else:
         bucket = "CAST(ts / 3600 AS INTEGER) * 3600"
-    names = ", ".join(f'"{m}"' for m in _V4_MEASURES)
+    names = ", ".join(f'"{m}"' for m in measures)
     db.execute_sql(
         f'INSERT INTO "usage_hourly" ("bucket", "source", "model", "provider", {names}) '
-        f"SELECT {bucket}, source, COALESCE(model, ''), provider, {', '.join(_V4_MEASURES.values())} "
+        f"SELECT {bucket}, source, COALESCE(model, ''), provider, {', '.join(measures.values())} "
         f"FROM \"call\" GROUP BY {bucket}, source, COALESCE(model, ''), provider"
     )
     tagged: dict[tuple[int, str, str], list[float]] = {}
@@ -228,13 +150,13 @@ def _v4_usage_rollups(db: pw.Database, migrator: SchemaMigrator) -> None:
         for k, v in tagged.items()
     ]
     for chunk in pw.chunked(rows, 500):
-        UsageTagHourly.insert_many(chunk).execute()
+        tag_hourly.insert_many(chunk).execute()
 
 
 def _v5_coarser_rollups(db: pw.Database, migrator: SchemaMigrator) -> None:
     """Two coarser copies of `usage_hourly` for fast reads: per UTC hour and source, per UTC day and
     source, model and provider; built from `usage_hourly`."""
-    names = list(_V4_MEASURES)
+    names = list(_v4_measures())
     columns = ", ".join(f'"{m}"' for m in names)
     typed = ", ".join(
         f'"{m}" {"DOUBLE PRECISION" if isinstance(db, pw.PostgresqlDatabase) else "REAL"} NOT NULL DEFAULT 0'
@@ -267,18 +189,7 @@ def _v6_shared_state(db: pw.Database, migrator: SchemaMigrator) -> None:
     """State that several gateways share through one store: spend and leased headroom per cap bucket
     (`ledger_bucket`, tokenlens.shared_ledger) and the configuration sections changed through the API
     (`config_section`, tokenlens.config_sync)."""
-    real = "DOUBLE PRECISION" if isinstance(db, pw.PostgresqlDatabase) else "REAL"
-    db.execute_sql(
-        'CREATE TABLE "ledger_bucket" ("scope" TEXT NOT NULL, "period" TEXT NOT NULL, '
-        f'"period_key" TEXT NOT NULL, "spent_usd" {real} NOT NULL DEFAULT 0, '
-        f'"reserved_usd" {real} NOT NULL DEFAULT 0, "calls" BIGINT NOT NULL DEFAULT 0, '
-        f'"reserved_calls" BIGINT NOT NULL DEFAULT 0, "updated_at" {real} NOT NULL DEFAULT 0, '
-        'PRIMARY KEY ("scope", "period", "period_key"))'
-    )
-    db.execute_sql(
-        'CREATE TABLE "config_section" ("name" TEXT NOT NULL PRIMARY KEY, "version" BIGINT NOT NULL, '
-        f'"data" TEXT NOT NULL, "updated_at" {real} NOT NULL DEFAULT 0)'
-    )
+    db.create_tables([_table_as_of(LedgerBucket, db), _table_as_of(ConfigSection, db)])
 
 
 _V7_OUTPUT_BINS = 77
@@ -426,28 +337,7 @@ def _v9_session_rollups(db: pw.Database, migrator: SchemaMigrator) -> None:
     real = "DOUBLE PRECISION" if pg else "REAL"
     clustered = "" if pg else " WITHOUT ROWID"
     sums = ", ".join(
-        f'"{m}" {real if m.endswith("_usd") else "BIGINT"} NOT NULL DEFAULT 0'
-        for m in (
-            "calls",
-            "input_tokens",
-            "output_tokens",
-            "cache_read_tokens",
-            "cache_write_tokens",
-            "reasoning_tokens",
-            "cost_usd",
-            "input_cost_usd",
-            "output_cost_usd",
-            "cache_read_cost_usd",
-            "cache_write_cost_usd",
-            "unpriced_calls",
-            "error_calls",
-            "blocked_calls",
-            "cached_calls",
-            "input_calls",
-            "tool_calls",
-            "history_tokens",
-            "history_cost_usd",
-        )
+        f'"{m}" {real if m.endswith("_usd") else "BIGINT"} NOT NULL DEFAULT 0' for m in rollups.RUN_SUMS
     )
     db.execute_sql(
         f'CREATE TABLE "session_run" ("kind" TEXT NOT NULL, "group_id" TEXT NOT NULL, {sums}, '
@@ -460,15 +350,7 @@ def _v9_session_rollups(db: pw.Database, migrator: SchemaMigrator) -> None:
     )
     db.execute_sql('CREATE INDEX "session_run_kind_last_ts" ON "session_run" ("kind", "last_ts")')
     model_sums = ", ".join(
-        f'"{m}" {real if m.endswith("_usd") else "BIGINT"} NOT NULL DEFAULT 0'
-        for m in (
-            "calls",
-            "cost_usd",
-            "input_tokens",
-            "output_tokens",
-            "cache_read_tokens",
-            "cache_write_tokens",
-        )
+        f'"{m}" {real if m.endswith("_usd") else "BIGINT"} NOT NULL DEFAULT 0' for m in rollups.MODEL_SUMS
     )
     db.execute_sql(
         'CREATE TABLE "session_model" ("kind" TEXT NOT NULL, "group_id" TEXT NOT NULL, "source" TEXT NOT NULL, '
@@ -505,18 +387,21 @@ def _v11_call_price_source(db: pw.Database, migrator: SchemaMigrator) -> None:
 
 
 MIGRATIONS: list[Migration] = [
-    _v1_create_calls,
-    _v2_session_indexes,
-    _v3_call_details,
-    _v4_usage_rollups,
-    _v5_coarser_rollups,
-    _v6_shared_state,
-    _v7_insight_rollups,
-    _v8_latency_rollups,
-    _v9_session_rollups,
-    _v10_call_transport,
-    _v11_call_price_source,
+    Migration("0001_create_calls", _v1_create_calls),
+    Migration("0002_session_indexes", _v2_session_indexes),
+    Migration("0003_call_details", _v3_call_details),
+    Migration("0004_usage_rollups", _v4_usage_rollups),
+    Migration("0005_coarser_rollups", _v5_coarser_rollups),
+    Migration("0006_shared_state", _v6_shared_state),
+    Migration("0007_insight_rollups", _v7_insight_rollups),
+    Migration("0008_latency_rollups", _v8_latency_rollups),
+    Migration("0009_session_rollups", _v9_session_rollups),
+    Migration("0010_call_transport", _v10_call_transport),
+    Migration("0011_call_price_source", _v11_call_price_source),
 ]
+# The migrations a numbered `schema_version` stands for (stores written before migrations had names): a
+# store at version n has the first n of these.
+NUMBERED: tuple[str, ...] = tuple(m.name for m in MIGRATIONS[:11])
 
 
 def latest_version(migrations: list[Migration] | None = None) -> int:
@@ -531,13 +416,45 @@ def _migrator(db: pw.Database) -> SchemaMigrator:
     return SchemaMigrator.from_database(db)
 
 
-def current_version(db: pw.Database) -> int:
-    """The schema version of an open database (0 when it has no schema at all)."""
+def _numbered_version(db: pw.Database) -> int:
     if not db.table_exists("schema_version"):
         return 0
     version = bind_model(SchemaVersion, db)
-    value = version.select(pw.fn.MAX(version.version)).scalar()
-    return int(value or 0)
+    return int(version.select(pw.fn.MAX(version.version)).scalar() or 0)
+
+
+def applied_migrations(db: pw.Database) -> list[str]:
+    """The names of the migrations applied to an open database, in the order applied (a store from before
+    named migrations: the first n of `NUMBERED` for its version n)."""
+    if db.table_exists("schema_migration"):
+        named = bind_model(SchemaMigration, db)
+        names = [row.name for row in named.select().order_by(named.applied_at, named.name)]
+        if names:
+            return names
+    version = _numbered_version(db)
+    if version > len(NUMBERED):
+        return [
+            *NUMBERED,
+            *(f"unknown numbered migration {n}" for n in range(len(NUMBERED) + 1, version + 1)),
+        ]
+    return list(NUMBERED[:version])
+
+
+def current_version(db: pw.Database) -> int:
+    """The number of migrations applied to an open database (0 when it has no schema at all)."""
+    return len(applied_migrations(db))
+
+
+def pending_migrations(db: pw.Database, migrations: list[Migration] | None = None) -> list[str]:
+    """The names of the migrations of `migrations` (default: all) not yet applied to an open database."""
+    done = set(applied_migrations(db))
+    return [m.name for m in (MIGRATIONS if migrations is None else migrations) if m.name not in done]
+
+
+def unknown_migrations(db: pw.Database, migrations: list[Migration] | None = None) -> list[str]:
+    """The migrations applied to an open database that this code does not know (a newer TokenLens's)."""
+    known = {m.name for m in (MIGRATIONS if migrations is None else migrations)}
+    return [name for name in applied_migrations(db) if name not in known]
 
 
 def _write_transaction(db: pw.Database) -> pw._atomic:
@@ -545,35 +462,59 @@ def _write_transaction(db: pw.Database) -> pw._atomic:
     return db.atomic("IMMEDIATE") if isinstance(db, pw.SqliteDatabase) else db.atomic()
 
 
-def apply_migrations(db: pw.Database, migrations: list[Migration] | None = None) -> int:
-    """Bring an open database up to the latest version; returns the version reached.
+def _create_bookkeeping(db: pw.Database) -> None:
+    """The `schema_version` and `schema_migration` tables; a numbered store's version becomes the names it
+    stands for."""
+    models = [bind_model(SchemaVersion, db), bind_model(SchemaMigration, db)]
+    if all(db.table_exists(m._meta.table_name) for m in models):
+        return
+    try:
+        db.create_tables(models, safe=True)
+    except pw.IntegrityError:  # another process created them at the same moment (PostgreSQL)
+        pass
+    with _write_transaction(db):
+        if isinstance(db, pw.PostgresqlDatabase):
+            db.execute_sql('LOCK TABLE "schema_version" IN EXCLUSIVE MODE')
+        named = models[1]
+        if named.select().exists():
+            return
+        names = NUMBERED[: _numbered_version(db)]
+        now = time.time()
+        named.insert_many(
+            [{"name": name, "applied_at": now + i * 1e-6} for i, name in enumerate(names)]
+        ).execute()
 
-    Safe against several processes opening the same store at once (the version is re-read under a lock).
-    Raises `SchemaError` when the database is newer than this code.
+
+def apply_migrations(db: pw.Database, migrations: list[Migration] | None = None) -> int:
+    """Bring an open database up to date: apply, in order, each migration whose name is not recorded yet,
+    each in one transaction with its `schema_migration` row; returns the number applied in all.
+
+    Safe against several processes opening the same store at once (the names are re-read under a lock).
+    Raises `SchemaError` when the database has a migration this code does not know (a newer TokenLens).
     """
     steps = MIGRATIONS if migrations is None else migrations
-    version_model = bind_model(SchemaVersion, db)
-    if not db.table_exists("schema_version"):
-        try:
-            db.create_tables([version_model], safe=True)
-        except pw.IntegrityError:  # another process created it at the same moment (PostgreSQL)
-            pass
-    current = current_version(db)
-    if current > len(steps):
+    _create_bookkeeping(db)
+    unknown = unknown_migrations(db, steps)
+    if unknown:
         raise SchemaError(
-            f"the database schema is version {current}, newer than this TokenLens understands "
-            f"({len(steps)}); upgrade TokenLens"
+            f"the database schema has migrations newer than this TokenLens understands ({', '.join(unknown)}); "
+            "upgrade TokenLens"
         )
+    named = bind_model(SchemaMigration, db)
+    numbered = bind_model(SchemaVersion, db)
     migrator = _migrator(db)
-    for version, step in enumerate(steps, start=1):
-        if version <= current:
+    pending = set(pending_migrations(db, steps))
+    for step in steps:
+        if step.name not in pending:
             continue
         with _write_transaction(db):
             if isinstance(db, pw.PostgresqlDatabase):
                 db.execute_sql('LOCK TABLE "schema_version" IN EXCLUSIVE MODE')
-            if version_model.get_or_none(version_model.version == version) is not None:
+            if named.get_or_none(named.name == step.name) is not None:
                 continue
-            step(db, migrator)
-            version_model.insert(version=version, applied_at=time.time()).execute()
-        current = version
-    return current
+            step.apply(db, migrator)
+            now = time.time()
+            named.insert(name=step.name, applied_at=now).execute()
+            count = named.select().count()
+            numbered.insert(version=count, applied_at=now).on_conflict_ignore().execute()
+    return current_version(db)

@@ -103,13 +103,24 @@ class CallBody(BaseModel):
 
 
 class SchemaVersion(BaseModel):
-    """One row per applied migration; the schema version is the highest."""
+    """The number of migrations applied (one row per step, the highest counts): how releases before named
+    migrations recorded the schema; still written, so that such a release refuses a newer store."""
 
     version = pw.IntegerField(primary_key=True)
     applied_at = pw.DoubleField()
 
     class Meta:
         table_name = "schema_version"
+
+
+class SchemaMigration(BaseModel):
+    """One row per applied migration, by name (`tokenlens.store.migrations.MIGRATIONS`)."""
+
+    name = pw.TextField(primary_key=True)
+    applied_at = pw.DoubleField()
+
+    class Meta:
+        table_name = "schema_migration"
 
 
 class UsageHourly(BaseModel):
@@ -172,6 +183,9 @@ class UsageTagHourly(BaseModel):
         primary_key = pw.CompositeKey("tag_key", "bucket", "tag_value")
 
 
+_ZERO: list[pw.Node] = [pw.SQL("DEFAULT 0")]  # in the DDL too, as the tables were first created
+
+
 class LedgerBucket(BaseModel):
     """Spend and headroom leased to gateways for one cap bucket (scope, day or month, period key), shared by
     every gateway of a store (tokenlens.shared_ledger)."""
@@ -179,11 +193,13 @@ class LedgerBucket(BaseModel):
     scope = pw.TextField()
     period = pw.TextField()
     period_key = pw.TextField()
-    spent_usd = pw.DoubleField(default=0)
-    reserved_usd = pw.DoubleField(default=0)  # headroom leased to gateways, not yet spent or returned
-    calls = pw.BigIntegerField(default=0)
-    reserved_calls = pw.BigIntegerField(default=0)
-    updated_at = pw.DoubleField(default=0)
+    spent_usd = pw.DoubleField(default=0, constraints=_ZERO)
+    reserved_usd = pw.DoubleField(
+        default=0, constraints=_ZERO
+    )  # headroom leased to gateways, not yet spent or returned
+    calls = pw.BigIntegerField(default=0, constraints=_ZERO)
+    reserved_calls = pw.BigIntegerField(default=0, constraints=_ZERO)
+    updated_at = pw.DoubleField(default=0, constraints=_ZERO)
 
     class Meta:
         table_name = "ledger_bucket"
@@ -196,7 +212,7 @@ class ConfigSection(BaseModel):
     name = pw.TextField(primary_key=True)
     version = pw.BigIntegerField()
     data = pw.TextField()  # JSON, in the shape of the file
-    updated_at = pw.DoubleField(default=0)
+    updated_at = pw.DoubleField(default=0, constraints=_ZERO)
 
     class Meta:
         table_name = "config_section"

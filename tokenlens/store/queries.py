@@ -41,7 +41,12 @@ from tokenlens.records import (
     storable_text,
 )
 from tokenlens.store.db import StoreLocation
-from tokenlens.store.migrations import apply_migrations, current_version, latest_version
+from tokenlens.store.migrations import (
+    apply_migrations,
+    current_version,
+    pending_migrations,
+    unknown_migrations,
+)
 from tokenlens.store.models import bind_model, bind_models, record_to_values, row_to_record
 from tokenlens.store.rollups import add_to_rollups, sums
 from tokenlens.usage import Usage
@@ -619,7 +624,9 @@ class Store:
             return current_version(self.db)
 
     def is_current(self) -> bool:
-        return self.schema_version() == latest_version()
+        """Whether every migration of this TokenLens, and no other, has been applied."""
+        with self.connection():
+            return not pending_migrations(self.db) and not unknown_migrations(self.db)
 
     def close(self) -> None:
         """Close the calling thread's connection (other threads close theirs at the end of their block)."""

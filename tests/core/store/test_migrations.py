@@ -88,7 +88,7 @@ def test_extra_migration_applies_once_and_keeps_rows(tmp_path: Path, monkeypatch
 
         migrate(migrator.add_column("call", "extra_note", pw.TextField(null=True)))
 
-    monkeypatch.setattr(mig, "MIGRATIONS", [*mig.MIGRATIONS, v_next])
+    monkeypatch.setattr(mig, "MIGRATIONS", [*mig.MIGRATIONS, mig.Migration("0099_extra_note", v_next)])
     for _ in range(2):
         reopened = open_store(None, tmp_path)
         assert reopened.schema_version() == len(mig.MIGRATIONS)
@@ -96,6 +96,86 @@ def test_extra_migration_applies_once_and_keeps_rows(tmp_path: Path, monkeypatch
     assert calls == [1]
     with sqlite3.connect(tmp_path / "tokenlens.db") as raw:
         assert raw.execute("SELECT id, extra_note FROM call").fetchall() == [("keep", None)]
+        assert raw.execute("SELECT name FROM schema_migration WHERE name LIKE '0099%'").fetchall() == [
+            ("0099_extra_note",)
+        ]
+
+
+def _numbered_store(url: str | None, home: Path, version: int) -> pw.Database:
+    """A store as a TokenLens before named migrations left it: the first `version` steps applied and only
+    the numbered `schema_version` rows (1..version) to say so."""
+    db = _open_at_version(url, home, version)
+    db.execute_sql('DROP TABLE "schema_migration"')
+    assert [r[0] for r in db.execute_sql('SELECT version FROM "schema_version" ORDER BY 1')] == list(
+        range(1, version + 1)
+    )
+    return db
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_numbered_store_counts_as_its_first_named_migrations(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store at numbered version 9 has the first nine migrations by name; opening it applies only the
+    others (each once), in order, and records them by name."""
+    url = None if kind == "sqlite" else request.getfixturevalue("fresh_pg_url")
+    db = _numbered_store(url, tmp_path, 9)
+    assert mig.current_version(db) == 9
+    db.close()
+    ran: list[str] = []
+
+    def recorded(step: mig.Migration) -> mig.Migration:
+        def apply(db: pw.Database, migrator: Any) -> None:
+            ran.append(step.name)
+            step.apply(db, migrator)
+
+        return mig.Migration(step.name, apply)
+
+    wrapped = [recorded(m) for m in mig.MIGRATIONS]
+    monkeypatch.setattr(mig, "MIGRATIONS", wrapped)
+    store = open_store(url, tmp_path)
+    assert ran == ["0010_call_transport", "0011_call_price_source"]
+    with store.connection() as conn:
+        assert mig.applied_migrations(conn) == [m.name for m in wrapped]
+        assert {"transport", "price_source", "modality_tokens"} <= _columns(conn, "call")
+        # still numbered too, for a release from before names
+        assert conn.execute_sql('SELECT MAX(version) FROM "schema_version"').fetchone()[0] == 11
+    store.close()
+    open_store(url, tmp_path).close()
+    assert len(ran) == 2
+
+
+def test_numbered_store_opens_readonly_without_writing(tmp_path: Path) -> None:
+    _numbered_store(None, tmp_path, len(mig.NUMBERED)).close()
+    store = open_store(None, tmp_path, readonly=True)
+    assert store.is_current() and store.list_calls() == ([], None)
+    store.close()
+    with sqlite3.connect(tmp_path / "tokenlens.db") as raw:
+        tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "schema_migration" not in tables
+
+
+def test_a_migration_inserted_before_others_is_applied_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Names, not positions: a store that has every other migration gets the one it lacks, wherever it
+    sits in the list."""
+    open_store(None, tmp_path).close()
+
+    def add_note(db: pw.Database, migrator: Any) -> None:
+        from playhouse.migrate import migrate
+
+        migrate(migrator.add_column("call", "note", pw.TextField(null=True)))
+
+    steps = [*mig.MIGRATIONS]
+    steps.insert(5, mig.Migration("0005b_note", add_note))
+    monkeypatch.setattr(mig, "MIGRATIONS", steps)
+    store = open_store(None, tmp_path)
+    with store.connection() as conn:
+        assert "note" in _columns(conn, "call")
+        assert mig.pending_migrations(conn) == []
+    assert store.schema_version() == len(steps)
+    store.close()
 
 
 def test_newer_database_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
