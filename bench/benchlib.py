@@ -86,6 +86,43 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants (from the parent pids in /proc/*/stat); empty when `pid` is gone."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                ppid = int(f.read().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    if not os.path.exists(f"/proc/{pid}"):
+        return []
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo.extend(children.get(p, []))
+    return tree
+
+
+def tree_rss_mib(pid: int) -> tuple[float | None, int]:
+    """(summed RSS in MiB, number of processes) of `pid` and its descendants; (None, 0) when it is gone.
+
+    Pages shared between a parent and its forked children are counted in each, as `ps` would.
+    """
+    values = [v for v in (rss_mib(p) for p in process_tree(pid)) if v is not None]
+    return (sum(values) if values else None), len(values)
+
+
+def tree_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time so far of `pid` and its living descendants."""
+    values = [v for v in (cpu_seconds(p) for p in process_tree(pid)) if v is not None]
+    return sum(values) if values else None
+
+
 def wait_idle(pid: int, timeout: float = 15.0, window: float = 0.5, busy: float = 0.1) -> float:
     """Wait until the process uses less than `busy` of a core over `window` s (start-up work done)."""
     start = time.monotonic()
@@ -442,9 +479,9 @@ def install_wrk() -> bool:
     return wrk_path() is not None
 
 
-def write_wrk_script(workdir: Path, body: bytes, headers: dict[str, str]) -> Path:
+def write_wrk_script(workdir: Path, body: bytes, headers: dict[str, str], name: str = "post") -> Path:
     lines = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
-    path = workdir / "post.lua"
+    path = workdir / f"{name}.lua"
     path.write_text(WRK_LUA % {"body": body.decode(), "headers": lines})
     return path
 
@@ -528,8 +565,10 @@ async def _py_worker(
         writer.close()
 
 
-async def _py_load(port: int, path: str, connections: int, duration: float) -> LoadResult:
-    body = chat_body_bytes()
+async def _py_load(
+    port: int, path: str, connections: int, duration: float, body: bytes | None = None
+) -> LoadResult:
+    body = chat_body_bytes() if body is None else body
     head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n" + "".join(
         f"{k}: {v}\r\n" for k, v in REQUEST_HEADERS.items()
     )
@@ -557,20 +596,34 @@ async def _py_load(port: int, path: str, connections: int, duration: float) -> L
     )
 
 
-def run_python_load(port: int, path: str, connections: int, duration: float) -> LoadResult:
+def run_python_load(
+    port: int, path: str, connections: int, duration: float, body: bytes | None = None
+) -> LoadResult:
     """Fallback load generator: asyncio raw sockets, keep-alive; each client finishes its last request."""
-    return asyncio.run(_py_load(port, path, connections, duration))
+    return asyncio.run(_py_load(port, path, connections, duration, body))
 
 
 class LoadGenerator:
-    """wrk (with a Lua script for the POST) when installed, else the asyncio generator."""
+    """wrk (with a Lua script for the POST) when installed, else the asyncio generator.
 
-    def __init__(self, workdir: Path, prefer: str = "auto", cpus: set[int] | None = None) -> None:
+    `body` is the POSTed JSON (default: the small chat completion); `name` names the wrk script in `workdir`.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        prefer: str = "auto",
+        cpus: set[int] | None = None,
+        *,
+        body: bytes | None = None,
+        name: str = "post",
+    ) -> None:
         self.cpus = cpus
         if prefer == "wrk" and not wrk_path():
             raise SystemExit("--load wrk: wrk is not installed (apt-get install -y wrk, or --install-wrk)")
         self.kind = "wrk" if prefer in ("auto", "wrk") and wrk_path() else "python"
-        self.script = write_wrk_script(workdir, chat_body_bytes(), REQUEST_HEADERS)
+        self.body = chat_body_bytes() if body is None else body
+        self.script = write_wrk_script(workdir, self.body, REQUEST_HEADERS, name)
 
     @property
     def description(self) -> str:
@@ -581,7 +634,7 @@ class LoadGenerator:
     def run(self, port: int, path: str, connections: int, duration: float) -> LoadResult:
         if self.kind == "wrk":
             return run_wrk(f"http://127.0.0.1:{port}{path}", connections, duration, self.script, self.cpus)
-        return run_python_load(port, path, connections, duration)
+        return run_python_load(port, path, connections, duration, self.body)
 
 
 # ------------------------------------------------------------------------------------------------ stats

@@ -1,20 +1,27 @@
-"""TokenLens vs bare mitmdump vs direct, side by side in one run (SPEC section 12).
+"""TokenLens vs bare mitmdump vs the LiteLLM proxy vs direct, side by side in one run (SPEC section 12).
 
-    .venv/bin/python bench/gateway.py [--duration 8] [--connections 1,10] [--streams 15] [--rounds 1]
+    .venv/bin/python bench/gateway.py [--duration 8] [--connections 1,16] [--streams 15] [--rounds 3]
+                                      [--no-litellm]
 
 Starts, on 127.0.0.1 only:
 - the provider simulator (tests/provider_sim, plain HTTP) as the upstream of everything;
 - a bare `mitmdump -q` in reverse mode to the simulator with a no-op addon (bench/mitm_noop.py);
 - a `mitmdump -q` in regular mode with an addon that only rewrites /proxy/openai/... like the gateway does
   (bench/mitm_rewrite.py): the same proxy mode and routing as TokenLens, without the pipeline;
-- `tokenlens daemon` with the full default pipeline and a fresh SQLite store, OpenAI -> the simulator.
+- `tokenlens daemon` with the full default pipeline and a fresh SQLite store, OpenAI -> the simulator;
+- the LiteLLM proxy (bench/peers.py: a pinned release the benchmark installs on first use into its own
+  environment under .cache/bench/, one worker, a generated config forwarding the model to the simulator),
+  unless --no-litellm.
 
-Then, one target after another (never concurrently), after a warm-up of each: keep-alive requests/s and
-latency of a small non-streaming chat completion at each concurrency (wrk when installed, else an asyncio
-generator), and time to first chunk and inter-chunk gaps of streamed completions (an httpx client that
-timestamps every raw chunk). Checks that TokenLens recorded every request it was sent, prints the table, the
-ratios with PASS/FAIL against the targets, the command that reproduces the run, and writes JSON to
-bench/results/.
+Then, one target after another (never concurrently), after a warm-up of each, in interleaved rounds (the
+order of the targets rotates from round to round): keep-alive requests/s and latency of a small chat
+completion, as JSON and as a server-sent-events stream (`"stream": true`, usage chunk asked for), at each
+concurrency (wrk when installed, else an asyncio generator), and in each round time to first chunk and
+inter-chunk gaps of paced streams (an httpx client that timestamps every raw chunk). The peer comparison
+takes the ratios and added latencies within each round and reports their medians over the rounds; the RSS of
+each target is that of its whole process tree (parent and children). Checks that TokenLens recorded every
+request it was sent, prints the tables, the ratios with PASS/FAIL against the targets, the command that
+reproduces the run, and writes JSON to bench/results/.
 """
 
 from __future__ import annotations
@@ -47,21 +54,23 @@ from benchlib import (  # noqa: E402
     LoadResult,
     Proc,
     Processes,
-    cpu_seconds,
     environment,
     free_port,
     install_wrk,
     median,
     percentile,
+    process_tree,
     results_path,
-    rss_mib,
     start_simulator,
     start_tokenlens,
+    tree_cpu_seconds,
+    tree_rss_mib,
     wait_for_calls,
     wait_port,
     workdir,
     write_json,
 )
+from peers import LITELLM_VERSION, start_litellm  # noqa: E402
 
 # Targets (SPEC 12; shared/notes/mitmproxy.md section 5)
 RPS_RATIO_MIN = 0.80  # TokenLens rps / bare mitmdump rps
@@ -70,12 +79,24 @@ FIRST_CHUNK_MAX_MS = 5.0  # TokenLens time to first chunk - direct, median
 STREAM_WARMUP = 2  # unmeasured streams per case
 
 DIRECT, MITM_REVERSE, MITM_REGULAR, TOKENLENS = "direct", "mitmdump-reverse", "mitmdump-regular", "tokenlens"
+LITELLM = "litellm"
+ALL_TARGETS = (DIRECT, MITM_REVERSE, MITM_REGULAR, TOKENLENS, LITELLM)
 LABELS = {
     DIRECT: "direct to simulator",
-    MITM_REVERSE: "bare mitmdump (reverse, no-op addon)",
+    MITM_REVERSE: "bare mitmdump (reverse, no-op addon, streaming on)",
     MITM_REGULAR: "mitmdump regular + /proxy rewrite",
     TOKENLENS: "TokenLens (full pipeline, SQLite)",
+    LITELLM: f"LiteLLM proxy {LITELLM_VERSION} (1 worker)",
 }
+SHORT = {
+    DIRECT: "direct",
+    MITM_REVERSE: "mitmdump",
+    MITM_REGULAR: "mitmdump regular",
+    TOKENLENS: "TokenLens",
+    LITELLM: "LiteLLM",
+}
+JSON_MODE, SSE_MODE = "json", "sse"
+MODES = (JSON_MODE, SSE_MODE)
 
 
 @dataclass
@@ -84,7 +105,7 @@ class Target:
     port: int
     path: str  # of the chat completions endpoint
     proc: Proc | None = None
-    rss_start: float | None = None
+    rss_start: tuple[float | None, int] | None = None  # (MiB, processes) of its process tree
 
 
 @dataclass
@@ -94,6 +115,7 @@ class StreamStats:
     streams: int
     events_expected: int
     ttfc_ms: list[float] = field(default_factory=list)
+    ttfc_by_round: dict[int, list[float]] = field(default_factory=dict)
     gap_excess_ms: list[float] = field(default_factory=list)
     total_ms: list[float] = field(default_factory=list)
     chunks: list[int] = field(default_factory=list)
@@ -150,8 +172,8 @@ class StreamCase:
         self.stats = StreamStats(target.name, variant, 0, words + 3 + (1 if include_usage else 0))
         self.sent = 0
 
-    def once(self, client: httpx.Client, measured: bool) -> None:
-        """One stream, every raw chunk timestamped on arrival."""
+    def once(self, client: httpx.Client, measured: bool, rnd: int = 1) -> None:
+        """One stream, every raw chunk timestamped on arrival (`rnd`: the round it belongs to)."""
         times: list[float] = []
         data: list[bytes] = []
         self.sent += 1
@@ -177,6 +199,7 @@ class StreamCase:
             stats.problems.append("no chunk")
             return
         stats.ttfc_ms.append((times[0] - t0) * 1000)
+        stats.ttfc_by_round.setdefault(rnd, []).append((times[0] - t0) * 1000)
         stats.total_ms.append((times[-1] - t0) * 1000)
         stats.gap_excess_ms.extend(
             (b - a) * 1000 - self.delay_ms for a, b in zip(times, times[1:], strict=False)
@@ -196,13 +219,13 @@ def fmt(value: float | None, digits: int = 2) -> str:
 
 def http_table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| target | c | req/s | p50 ms | p90 ms | p99 ms | max ms | CPU ms/req | others' CPU | sent | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| target | mode | c | req/s | p50 ms | p90 ms | p99 ms | max ms | CPU ms/req | others' CPU | sent | errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         errors = ", ".join(f"{k}={v}" for k, v in r["errors"].items()) or "0"
         lines.append(
-            f"| {LABELS[r['target']]} | {r['connections']} | {fmt(r['rps'], 0)} | {fmt(r['p50_ms'])} | "
+            f"| {LABELS[r['target']]} | {r.get('mode', JSON_MODE)} | {r['connections']} | {fmt(r['rps'], 0)} | {fmt(r['p50_ms'])} | "
             f"{fmt(r['p90_ms'])} | {fmt(r['p99_ms'])} | {fmt(r['max_ms'], 1)} | {fmt(r['cpu_ms_per_request'])} | {r['others_cpu']:.0%} | {r['sent']:,} | {errors} |"
         )
     return "\n".join(lines)
@@ -328,6 +351,8 @@ def verdicts(
                 None,
                 note,
             )
+    if not records:
+        return ratios, checks
     check(
         "TokenLens recorded every request sent to it",
         records.get("recorded", math.nan),
@@ -350,20 +375,21 @@ def checks_table(checks: list[dict[str, Any]]) -> str:
 def aggregate(
     runs: list[dict[str, Any]], connections: list[int], wanted: list[str], how: str
 ) -> list[dict[str, Any]]:
-    """One row per (target, concurrency) from its rounds.
+    """One row per (mode, target, concurrency) from its rounds.
 
     least-disturbed: the round in which other processes used the least CPU (ties: the faster one). Others
     can only slow a target down, so on a shared machine this is the most faithful round.
     median: the median of each number over the rounds.
     """
     rows: list[dict[str, Any]] = []
-    for c in connections:
-        for name in [t for t in (DIRECT, MITM_REVERSE, MITM_REGULAR, TOKENLENS) if t in wanted]:
-            mine = [r for r in runs if r["target"] == name and r["connections"] == c]
+    for mode, c in [(m, c) for m in MODES for c in connections]:
+        for name in [t for t in ALL_TARGETS if t in wanted]:
+            mine = [r for r in runs if r["target"] == name and r["connections"] == c and r["mode"] == mode]
             if not mine:
                 continue
             row: dict[str, Any] = {
                 "target": name,
+                "mode": mode,
                 "connections": c,
                 "rounds": len(mine),
                 "aggregate": how,
@@ -393,6 +419,113 @@ def aggregate(
     return rows
 
 
+def peer_comparison(
+    runs: list[dict[str, Any]], cases: list[StreamCase], connections: list[int]
+) -> dict[str, Any]:
+    """TokenLens against its peers: ratios and added latencies taken within each round, medians over rounds.
+
+    Within a round the targets ran minutes apart at most, so a ratio of the same round cancels most of the
+    shared machine's drift; the median over rounds drops a round that something else disturbed.
+    """
+    http_rows: list[dict[str, Any]] = []
+    for mode, c in [(m, c) for m in MODES for c in connections]:
+        per_round: dict[str, list[float]] = {}
+        rounds = sorted({r["round"] for r in runs if r["mode"] == mode and r["connections"] == c})
+        for rnd in rounds:
+            here = {
+                r["target"]: r
+                for r in runs
+                if r["mode"] == mode and r["connections"] == c and r["round"] == rnd
+            }
+            tl, direct = here.get(TOKENLENS), here.get(DIRECT)
+            for name, r in here.items():
+                per_round.setdefault(f"rps_{name}", []).append(r["rps"])
+                if tl and name != TOKENLENS and r["rps"] > 0:
+                    per_round.setdefault(f"tokenlens_over_{name}", []).append(tl["rps"] / r["rps"])
+                if direct and name != DIRECT:
+                    per_round.setdefault(f"added_p50_ms_{name}", []).append(r["p50_ms"] - direct["p50_ms"])
+                    per_round.setdefault(f"added_p99_ms_{name}", []).append(r["p99_ms"] - direct["p99_ms"])
+        http_rows.append(
+            {
+                "mode": mode,
+                "connections": c,
+                "rounds": len(rounds),
+                **{key: median(values) for key, values in per_round.items()},
+                "per_round": per_round,
+            }
+        )
+    stream_rows: list[dict[str, Any]] = []
+    by_target = {case.target.name: case for case in cases if case.include_usage}
+    direct_case = by_target.get(DIRECT)
+    for name, case in by_target.items():
+        rounds_ttfc = case.stats.ttfc_by_round
+        added: list[float] = []
+        if direct_case is not None and name != DIRECT:
+            for rnd, values in rounds_ttfc.items():
+                base = direct_case.stats.ttfc_by_round.get(rnd)
+                if values and base:
+                    added.append(median(values) - median(base))
+        stream_rows.append(
+            {
+                "target": name,
+                "first_chunk_p50_ms": median(case.stats.ttfc_ms) if case.stats.ttfc_ms else math.nan,
+                "first_chunk_added_ms": median(added) if added else math.nan,
+                "first_chunk_added_per_round": added,
+                "streams": case.stats.streams,
+            }
+        )
+    return {"http": http_rows, "first_chunk": stream_rows}
+
+
+def _triple(row: dict[str, Any], prefix: str, names: list[str], digits: int = 1) -> str:
+    return ", ".join(fmt(row.get(f"{prefix}{n}"), digits) for n in names)
+
+
+def peer_tables(
+    peer: dict[str, Any], rss: dict[str, Any], wanted: list[str], words: int, delay_ms: float
+) -> str:
+    """The peer comparison as markdown: req/s ratios and added latency, first chunk, process-tree RSS."""
+    others = [n for n in (TOKENLENS, MITM_REVERSE, LITELLM) if n in wanted]
+    names = ", ".join(SHORT[n] for n in others)
+    lines = [
+        "| mode, clients | TokenLens / bare mitmdump (req/s) | TokenLens / LiteLLM (req/s) | "
+        f"req/s ({names}, direct) | added p50 over direct, ms ({names}) | added p99 over direct, ms ({names}) |",
+        "|---|---:|---:|---|---|---|",
+    ]
+    for row in peer["http"]:
+        mode = "JSON" if row["mode"] == JSON_MODE else "SSE"
+        vs_mitm = fmt(row.get(f"tokenlens_over_{MITM_REVERSE}"))
+        vs_litellm = row.get(f"tokenlens_over_{LITELLM}")
+        lines.append(
+            f"| {mode}, {row['connections']} | {vs_mitm} | "
+            f"{fmt(vs_litellm, 1) + 'x' if vs_litellm is not None else 'n/a'} | "
+            f"{_triple(row, 'rps_', [*others, DIRECT], 0)} | {_triple(row, 'added_p50_ms_', others, 2)} | "
+            f"{_triple(row, 'added_p99_ms_', others, 2)} |"
+        )
+    lines += [
+        "",
+        f"| paced SSE ({words} words, {delay_ms:g} ms apart, usage asked for) | first chunk p50 ms | "
+        "added over direct, ms (median of rounds) | streams |",
+        "|---|---:|---:|---:|",
+    ]
+    for row in peer["first_chunk"]:
+        lines.append(
+            f"| {LABELS[row['target']]} | {fmt(row['first_chunk_p50_ms'])} | "
+            f"{fmt(row['first_chunk_added_ms']) if row['target'] != DIRECT else ''} | {row['streams']} |"
+        )
+    if rss:
+        lines += [
+            "",
+            "| process tree (parent + children) | processes | RSS at start, MiB | RSS at the end, MiB |",
+            "|---|---:|---:|---:|",
+        ]
+        for name, v in rss.items():
+            lines.append(
+                f"| {LABELS[name]} | {v['processes']} | {fmt(v['start_mib'], 1)} | {fmt(v['end_mib'], 1)} |"
+            )
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------------------ main
 
 
@@ -400,7 +533,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--duration", type=float, default=8, help="seconds per measured load case (default 8)")
     p.add_argument("--warmup", type=float, default=2, help="seconds of warm-up load per target (default 2)")
-    p.add_argument("--connections", default="1,10", help="concurrency levels, comma-separated (default 1,10)")
+    p.add_argument("--connections", default="1,16", help="concurrency levels, comma-separated (default 1,16)")
     p.add_argument(
         "--rounds", type=int, default=1, help="repeat the load matrix, interleaved; medians reported"
     )
@@ -419,8 +552,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--chunk-delay-ms", type=float, default=20, help="upstream delay between stream events")
     p.add_argument(
         "--targets",
-        default=",".join((DIRECT, MITM_REVERSE, MITM_REGULAR, TOKENLENS)),
-        help="subset of direct,mitmdump-reverse,mitmdump-regular,tokenlens",
+        default=",".join(ALL_TARGETS),
+        help="subset of " + ",".join(ALL_TARGETS),
+    )
+    p.add_argument(
+        "--no-litellm",
+        action="store_true",
+        help=f"skip the LiteLLM peer (otherwise installed on first use: {LITELLM_VERSION}, under .cache/bench/)",
+    )
+    p.add_argument(
+        "--modes",
+        default=",".join(MODES),
+        help="load modes, comma-separated: json (plain chat completion), sse (streamed); default both",
     )
     p.add_argument("--load", choices=("auto", "wrk", "python"), default="auto", help="load generator")
     p.add_argument(
@@ -467,6 +610,8 @@ def reproduce_command(args: argparse.Namespace) -> str:
         f"{args.chunk_delay_ms:g}",
         "--targets",
         args.targets,
+        "--modes",
+        args.modes,
         "--load",
         args.load,
         "--quiet-threshold",
@@ -476,6 +621,8 @@ def reproduce_command(args: argparse.Namespace) -> str:
     ]
     if args.pin:
         parts.append("--pin")
+    if args.no_litellm:
+        parts.append("--no-litellm")
     return f"cd {shlex.quote(str(REPO))} && " + shlex.join(parts)
 
 
@@ -485,6 +632,11 @@ def run(args: argparse.Namespace) -> int:
     unknown = set(wanted) - set(LABELS)
     if unknown:
         raise SystemExit(f"unknown targets: {', '.join(sorted(unknown))}")
+    if args.no_litellm:
+        wanted = [t for t in wanted if t != LITELLM]
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not modes or set(modes) - set(MODES):
+        raise SystemExit(f"--modes: a subset of {','.join(MODES)}")
     if args.install_wrk:
         install_wrk()
     proxy_cpus, other_cpus = ({1}, {0}) if args.pin else (None, None)
@@ -499,7 +651,11 @@ def run(args: argparse.Namespace) -> int:
     rss: dict[str, Any] = {}
     stream_others = math.nan
     with workdir(args.keep) as wd, Processes(wd, cpus=other_cpus) as procs:
-        load = LoadGenerator(wd, args.load, cpus=other_cpus)
+        loads = {
+            JSON_MODE: LoadGenerator(wd, args.load, cpus=other_cpus),
+            SSE_MODE: LoadGenerator(wd, args.load, cpus=other_cpus, body=stream_body(True), name="post-sse"),
+        }
+        load = loads[JSON_MODE]
         print(f"load generator: {load.description}", flush=True)
         if load.kind != "wrk":
             print("  (wrk is more accurate on 2 cores: apt-get install -y wrk, or --install-wrk)", flush=True)
@@ -554,11 +710,17 @@ def run(args: argparse.Namespace) -> int:
             proc, port = start_tokenlens(procs, wd, sim_port, cpus=proxy_cpus)
             tl = Target(TOKENLENS, port, GATEWAY_PREFIX + CHAT_PATH, proc)
             targets.append(tl)
+        if LITELLM in wanted:
+            port = free_port()
+            t0 = time.monotonic()
+            proc = start_litellm(procs, wd, sim_port, port, cpus=proxy_cpus)
+            print(f"LiteLLM {LITELLM_VERSION} ready in {time.monotonic() - t0:.1f} s", flush=True)
+            targets.append(Target(LITELLM, port, CHAT_PATH, proc))
         for t in targets:
             if t.proc is not None and t.name != DIRECT:
-                t.rss_start = rss_mib(t.proc.pid)
+                t.rss_start = tree_rss_mib(t.proc.pid)
 
-        background = Background(lambda: [p.pid for p in procs.procs])
+        background = Background(lambda: [q for p in procs.procs for q in process_tree(p.pid)])
         sent_to_tl = 0
         record_cases: list[dict[str, Any]] = []
 
@@ -578,50 +740,15 @@ def run(args: argparse.Namespace) -> int:
             if not ok:
                 print(f"  !! TokenLens recorded {kpi['calls']} calls, {sent_to_tl} were sent", flush=True)
 
-        # Non-streaming: warm up every target once, then the matrix (targets one after another).
+        # Warm up every target once per mode, then the rounds: in each, every load case (mode, concurrency)
+        # on every target one after another, then the paced streams; the order of the targets rotates.
         top = max(connections)
-        for t in targets:
-            w = load.run(t.port, t.path, top, args.warmup)
-            if t is tl:
-                sent_to_tl += w.sent
-            print(f"warm-up {t.name}: {w.rps:,.0f} req/s", flush=True)
-        for rnd in range(args.rounds):
-            for c in connections:
-                for t in targets:
-                    pid = t.proc.pid if t.proc is not None else None
-                    quiet, waited = background.wait_quiet(args.quiet_threshold, args.quiet_timeout)
-                    if quiet >= args.quiet_threshold:
-                        print(
-                            f"  (machine still busy: others use {quiet:.0%} after {waited:.0f} s; measuring anyway)"
-                        )
-                    cpu0 = cpu_seconds(pid) if pid else None
-                    background.start()
-                    res: LoadResult = load.run(t.port, t.path, c, args.duration)
-                    others = background.stop()
-                    cpu1 = cpu_seconds(pid) if pid else None
-                    cpu_ms = (
-                        (cpu1 - cpu0) * 1000 / res.completed
-                        if cpu0 is not None and cpu1 is not None and res.completed
-                        else math.nan
-                    )
-                    row = {
-                        "target": t.name,
-                        "round": rnd + 1,
-                        **res.as_dict(),
-                        "cpu_ms_per_request": cpu_ms,
-                        "others_cpu": others,
-                    }
-                    http_runs.append(row)
-                    print(
-                        f"[round {rnd + 1}] {t.name:<17} c={c:<3} {res.rps:>9,.0f} req/s  p50 {res.p50_ms:7.3f} ms"
-                        f"  p99 {res.p99_ms:7.3f} ms  CPU {cpu_ms:5.2f} ms/req  others {others:4.0%}  sent {res.sent:,}  errors {res.errors or 0}",
-                        flush=True,
-                    )
-                    if t is tl:
-                        sent_to_tl += res.sent
-                        check_records(f"round {rnd + 1} c={c}")
-
-        # Streaming: sequential streams, round-robin over the targets (so background load hits all alike).
+        for mode in modes:
+            for t in targets:
+                w = loads[mode].run(t.port, t.path, top, args.warmup)
+                if t is tl:
+                    sent_to_tl += w.sent
+                print(f"warm-up {mode} {t.name}: {w.rps:,.0f} req/s, errors {w.errors or 0}", flush=True)
         words = args.stream_words
         cases = [
             StreamCase(t, variant, include_usage, words, args.chunk_delay_ms)
@@ -629,14 +756,64 @@ def run(args: argparse.Namespace) -> int:
             for t in targets
             if variant == "include_usage" or t.name in (DIRECT, TOKENLENS)
         ]
-        background.wait_quiet(args.quiet_threshold, args.quiet_timeout)
-        background.start()
+        streams_per_round = max(1, math.ceil(args.streams / args.rounds))
+        others_during_streams: list[float] = []
         with httpx.Client(timeout=30) as client:
-            for i in range(STREAM_WARMUP + args.streams):
-                for case in cases:
-                    case.once(client, measured=i >= STREAM_WARMUP)
-        stream_others = background.stop()
-        print(f"streams: others used {stream_others:.0%} of the machine meanwhile", flush=True)
+            for case in cases:
+                for _ in range(STREAM_WARMUP):
+                    case.once(client, measured=False)
+            for rnd in range(args.rounds):
+                shift = rnd % len(targets)
+                order = targets[shift:] + targets[:shift]
+                for mode in modes:
+                    for c in connections:
+                        for t in order:
+                            quiet, waited = background.wait_quiet(args.quiet_threshold, args.quiet_timeout)
+                            if quiet >= args.quiet_threshold:
+                                print(
+                                    f"  (machine still busy: others use {quiet:.0%} after {waited:.0f} s; measuring anyway)"
+                                )
+                            pid = t.proc.pid if t.proc is not None else None
+                            cpu0 = tree_cpu_seconds(pid) if pid else None
+                            background.start()
+                            res: LoadResult = loads[mode].run(t.port, t.path, c, args.duration)
+                            others = background.stop()
+                            cpu1 = tree_cpu_seconds(pid) if pid else None
+                            cpu_ms = (
+                                (cpu1 - cpu0) * 1000 / res.completed
+                                if cpu0 is not None and cpu1 is not None and res.completed
+                                else math.nan
+                            )
+                            row = {
+                                "target": t.name,
+                                "mode": mode,
+                                "round": rnd + 1,
+                                **res.as_dict(),
+                                "cpu_ms_per_request": cpu_ms,
+                                "others_cpu": others,
+                            }
+                            http_runs.append(row)
+                            print(
+                                f"[round {rnd + 1}] {mode:<4} {t.name:<17} c={c:<3} {res.rps:>9,.0f} req/s  p50 {res.p50_ms:7.3f} ms"
+                                f"  p99 {res.p99_ms:7.3f} ms  CPU {cpu_ms:5.2f} ms/req  others {others:4.0%}  sent {res.sent:,}  errors {res.errors or 0}",
+                                flush=True,
+                            )
+                            if t is tl:
+                                sent_to_tl += res.sent
+                                check_records(f"round {rnd + 1} {mode} c={c}")
+                # Paced streams: sequential, round-robin over the cases (background load hits all alike).
+                background.wait_quiet(args.quiet_threshold, args.quiet_timeout)
+                background.start()
+                shift = rnd % len(cases)
+                for _ in range(streams_per_round):
+                    for case in cases[shift:] + cases[:shift]:
+                        case.once(client, measured=True, rnd=rnd + 1)
+                others_during_streams.append(background.stop())
+        stream_others = median(others_during_streams)
+        print(
+            f"streams: others used {stream_others:.0%} of the machine meanwhile (median of rounds)",
+            flush=True,
+        )
         for case in cases:
             s = case.stats.summary()
             stream_rows.append(s)
@@ -661,15 +838,23 @@ def run(args: argparse.Namespace) -> int:
                 "note": "error records are requests in flight when wrk stopped (client gone), at most c per run",
             }
         for t in targets:
-            if t.proc is not None and t.name != DIRECT:
-                rss[t.name] = {"start_mib": t.rss_start, "end_mib": rss_mib(t.proc.pid)}
+            if t.proc is not None and t.name != DIRECT and t.rss_start is not None:
+                end_mib, processes = tree_rss_mib(t.proc.pid)
+                rss[t.name] = {
+                    "start_mib": t.rss_start[0],
+                    "end_mib": end_mib,
+                    "processes": processes,
+                    "processes_at_start": t.rss_start[1],
+                    "measured_requests": sum(r["sent"] for r in http_runs if r["target"] == t.name),
+                }
         if tl is not None and tl.proc is not None:
             code = procs.stop(tl.proc)
             records["tokenlens_exit_code"] = code
             records["tokenlens_shutdown"] = tl.proc.tail(3)
 
     http_rows = aggregate(http_runs, connections, wanted, args.aggregate)
-    ratios, checks = verdicts(http_rows, stream_rows, records)
+    ratios, checks = verdicts([r for r in http_rows if r["mode"] == JSON_MODE], stream_rows, records)
+    peer = peer_comparison(http_runs, cases, connections)
 
     print("\n## Results\n")
     print(
@@ -683,7 +868,10 @@ def run(args: argparse.Namespace) -> int:
         + (", proxies pinned to CPU 1" if args.pin else "")
         + f", load average at start {env['loadavg_at_start'][0]:.2f}.\n"
     )
-    print("Non-streaming chat completion (POST, keep-alive):\n")
+    print(
+        "Chat completion (POST, keep-alive): json = a plain answer; sse = the same request streamed "
+        '("stream": true, usage chunk asked for; the simulator\'s default reply, no delay between events):\n'
+    )
     print(http_table(http_rows))
     print(
         f"\nStreaming chat completion, {args.streams} sequential streams per row, {words} words one per chunk, "
@@ -692,11 +880,11 @@ def run(args: argparse.Namespace) -> int:
         "of the machine meanwhile:\n"
     )
     print(stream_table(stream_rows, args.chunk_delay_ms))
-    if rss:
-        print(
-            "\nRSS (MiB) start -> end: "
-            + ", ".join(f"{k} {fmt(v['start_mib'], 1)} -> {fmt(v['end_mib'], 1)}" for k, v in rss.items())
-        )
+    print(
+        f"\n## Peer comparison\n\nMedians over {args.rounds} interleaved round(s) of the ratios and added "
+        "latencies measured within each round; RSS summed over each target's process tree:\n"
+    )
+    print(peer_tables(peer, rss, wanted, words, args.chunk_delay_ms))
     if records:
         for case in records["cases"]:
             print(
@@ -739,6 +927,7 @@ def run(args: argparse.Namespace) -> int:
                 "stream": stream_rows,
                 "stream_others_cpu": stream_others,
                 "rss_mib": rss,
+                "peer_comparison": peer,
                 "records": records,
                 "ratios": ratios,
                 "checks": checks,
