@@ -721,24 +721,26 @@ def run(args: argparse.Namespace) -> int:
                 t.rss_start = tree_rss_mib(t.proc.pid)
 
         background = Background(lambda: [q for p in procs.procs for q in process_tree(p.pid)])
-        sent_to_tl = 0
+        sent_to_tl = 0  # by the load generator; check_records adds the streams
+        cases: list[StreamCase] = []
         record_cases: list[dict[str, Any]] = []
 
         def check_records(case: str) -> None:
             assert tl is not None
-            kpi = wait_for_calls(tl.port, sent_to_tl)
-            ok = kpi["calls"] == sent_to_tl
+            sent = sent_to_tl + sum(case.sent for case in cases if case.target is tl)  # + streams
+            kpi = wait_for_calls(tl.port, sent)
+            ok = kpi["calls"] == sent
             record_cases.append(
                 {
                     "after": case,
-                    "sent": sent_to_tl,
+                    "sent": sent,
                     "recorded": kpi["calls"],
                     "errors": kpi["error_calls"],
                     "ok": ok,
                 }
             )
             if not ok:
-                print(f"  !! TokenLens recorded {kpi['calls']} calls, {sent_to_tl} were sent", flush=True)
+                print(f"  !! TokenLens recorded {kpi['calls']} calls, {sent} were sent", flush=True)
 
         # Warm up every target once per mode, then the rounds: in each, every load case (mode, concurrency)
         # on every target one after another, then the paced streams; the order of the targets rotates.
@@ -750,7 +752,7 @@ def run(args: argparse.Namespace) -> int:
                     sent_to_tl += w.sent
                 print(f"warm-up {mode} {t.name}: {w.rps:,.0f} req/s, errors {w.errors or 0}", flush=True)
         words = args.stream_words
-        cases = [
+        cases += [
             StreamCase(t, variant, include_usage, words, args.chunk_delay_ms)
             for variant, include_usage in (("include_usage", True), ("plain", False))
             for t in targets
@@ -824,8 +826,6 @@ def run(args: argparse.Namespace) -> int:
                 + (f"  PROBLEMS: {s['problems']}" if s["problems"] else ""),
                 flush=True,
             )
-            if case.target is tl:
-                sent_to_tl += case.sent
         if tl is not None:
             check_records("streams")
             final = record_cases[-1]
