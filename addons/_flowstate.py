@@ -1,12 +1,15 @@
-"""Per-flow state: the Exchange of a provider call lives in `flow.metadata`, never in a dict keyed by flow."""
+"""Per-flow state, the one reader and writer of `flow.metadata`: the Exchange of a provider call (every
+decision a stage makes for the call is on it), and the Connection of a WebSocket whose frames are calls."""
 
 from __future__ import annotations
 
 from mitmproxy import http
 
 from tokenlens.exchange import Exchange
+from tokenlens.websocket import Connection
 
 KEY = "tokenlens"
+CONNECTION_KEY = "tokenlens.websocket"
 
 
 def exchange_of(flow: http.HTTPFlow) -> Exchange | None:
@@ -16,6 +19,15 @@ def exchange_of(flow: http.HTTPFlow) -> Exchange | None:
 
 def attach(flow: http.HTTPFlow, exchange: Exchange) -> None:
     flow.metadata[KEY] = exchange
+
+
+def connection_of(flow: http.HTTPFlow) -> Connection | None:
+    found = flow.metadata.get(CONNECTION_KEY)
+    return found if isinstance(found, Connection) else None
+
+
+def attach_connection(flow: http.HTTPFlow, connection: Connection) -> None:
+    flow.metadata[CONNECTION_KEY] = connection
 
 
 def pending_call(flow: http.HTTPFlow) -> Exchange | None:

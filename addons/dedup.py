@@ -19,14 +19,13 @@ import time
 from mitmproxy import http
 
 from tokenlens.addons._flowstate import exchange_of, pending_call
-from tokenlens.addons.upstream import UsageChunkStripper
 from tokenlens.app import AppDeps
 from tokenlens.dedup import Cost, DedupStore, Entry, canonical_body, credential_digest, request_key
 from tokenlens.exchange import METERED_KINDS, Exchange
 from tokenlens.providers import redact_query
 from tokenlens.records import CallRecord
+from tokenlens.stream_taps import UsageChunkStripper
 
-KEY = "tokenlens.dedup.key"
 CACHE_HEADER = "x-tokenlens-cache"
 
 
@@ -86,7 +85,7 @@ class DedupCache:
         )
         entry = self.cache.get(key, settings.ttl_s)
         if entry is None:
-            flow.metadata[KEY] = key
+            exchange.dedup_key = key
             return
         now = time.time()
         flow.response = http.Response.make(entry.status, entry.body, {**entry.headers, CACHE_HEADER: "hit"})
@@ -97,10 +96,11 @@ class DedupCache:
         exchange.deferred.append(functools.partial(_saved, entry))
 
     def response(self, flow: http.HTTPFlow) -> None:
-        key = flow.metadata.pop(KEY, None)
         exchange = exchange_of(flow)
+        key = exchange.dedup_key if exchange is not None else None
         if key is None or exchange is None:
             return
+        exchange.dedup_key = None
         # Queued now, before the recorder hands the exchange to the writer thread; filled there.
         cost = Cost()
         exchange.deferred.append(functools.partial(_remember_cost, cost))

@@ -16,11 +16,10 @@ from typing import Any
 from mitmproxy import http
 
 from tokenlens.addons._flowstate import pending_call
+from tokenlens.addons._gate import answer_guardrail_block
 from tokenlens.app import AppDeps
-from tokenlens.exchange import Exchange
 from tokenlens.guardrails.engine import block_message, is_active, scan_body
 from tokenlens.guardrails.record import mask_request
-from tokenlens.providers import error_body
 
 log = logging.getLogger(__name__)
 
@@ -30,20 +29,6 @@ def text_as_body(api: str, text: str) -> dict[str, Any]:
     if api == "google":
         return {"contents": [{"role": "user", "parts": [{"text": text}]}]}
     return {"messages": [{"role": "user", "content": text}]}
-
-
-def answer_blocked(flow: http.HTTPFlow, exchange: Exchange, message: str) -> None:
-    """The SPEC 8 answer to a call a guardrail stopped: 400 in the provider's format."""
-    exchange.outcome, exchange.blocked_by = "blocked", "guardrail"
-    flow.response = http.Response.make(
-        400,
-        error_body(exchange.api, 400, message, "guardrail"),
-        {
-            "content-type": "application/json",
-            "x-should-retry": "false",
-            "x-tokenlens-blocked-by": "guardrail",
-        },
-    )
 
 
 class RequestGuardrails:
@@ -74,7 +59,7 @@ class RequestGuardrails:
                 exchange.guardrail_flags.append(
                     {"rule": "guardrail_error", "action": "block", "where": "request"}
                 )
-                answer_blocked(
+                answer_guardrail_block(
                     flow, exchange, "TokenLens guardrail could not check this request (fail_open is off)."
                 )
             return
@@ -84,11 +69,11 @@ class RequestGuardrails:
         exchange.details["guardrails"] = {"request": verdict.details()}
         exchange.deferred.append(mask_request(g))
         if verdict.blocking:
-            answer_blocked(flow, exchange, block_message(verdict.blocking, "request"))
+            answer_guardrail_block(flow, exchange, block_message(verdict.blocking, "request"))
         elif verdict.redacted is not None and as_text:
             # A body that is not JSON cannot be rewritten field by field: refused rather than sent unredacted.
             rules = sorted({f.rule for f in verdict.findings if f.action == "redact"})
-            answer_blocked(flow, exchange, block_message(rules, "request"))
+            answer_guardrail_block(flow, exchange, block_message(rules, "request"))
         elif verdict.redacted is not None:
             flow.request.content = json.dumps(verdict.redacted, ensure_ascii=False).encode()
             exchange.request_json = verdict.redacted

@@ -16,51 +16,16 @@ import logging
 from mitmproxy import http
 
 from tokenlens.addons._flowstate import exchange_of, pending_call
-from tokenlens.addons.guardrails_request import answer_blocked
+from tokenlens.addons._gate import answer_guardrail_block
 from tokenlens.app import AppDeps
 from tokenlens.exchange import Exchange
 from tokenlens.guardrails.engine import Verdict, block_message, is_active, scan_body
 from tokenlens.guardrails.record import mask_response, meter_blocked_answer
 from tokenlens.guardrails.stream import StreamGuard
 from tokenlens.request_body import parse_json_object
+from tokenlens.stream_taps import GuardedTap
 
 log = logging.getLogger(__name__)
-GUARD_KEY = "tokenlens.response_guard"
-
-
-class _Chained:
-    """The upstream tap first (it keeps the raw copy for metering), then the guard on what the tap forwards."""
-
-    def __init__(self, tap: object, guard: StreamGuard) -> None:
-        self.tap = tap
-        self.guard = guard
-
-    def __call__(self, data: bytes) -> list[bytes]:
-        """Bytes for the client as a list: nothing to send is `[]`, never `b""`, which mitmproxy would write as
-        an empty chunk, and an empty chunk ends a chunked body (the guard holds events back, so this happens)."""
-        out = self.tap(data) if callable(self.tap) else data
-        passed = out if isinstance(out, bytes) else b"".join(out)
-        held_before, pending_before = len(self.guard.held), self.guard.pending
-        try:
-            if not data:
-                sent = (self.guard(passed) if passed else b"") + self.guard(b"")
-            else:
-                sent = self.guard(passed) if passed else b""
-        except Exception as exc:
-            log.warning("response guardrail failed on a stream: %s", type(exc).__name__)
-            self.guard.holding = False
-            try:  # fail open: lose nothing, and let out nothing already redacted
-                earlier = b"".join(self.guard.send_held(h) for h in self.guard.held[:held_before])
-            except Exception:
-                earlier = b"".join(h.event for h in self.guard.held[:held_before])
-            self.guard.held.clear()
-            self.guard.pending = b""
-            sent = (
-                earlier + pending_before + passed
-                if self.guard.g.fail_open
-                else self.guard._stop(["guardrail_error"])
-            )
-        return [sent] if sent else []
 
 
 class ResponseGuardrails:
@@ -84,27 +49,25 @@ class ResponseGuardrails:
         if not is_active(g, "response") or encoding not in ("", "identity"):
             return
         guard = StreamGuard(g, exchange.api, exchange.endpoint)
-        flow.metadata[GUARD_KEY] = guard
+        exchange.response_guard = guard
         if guard.holding:
             response.headers.pop("content-length", None)
-        response.stream = _Chained(response.stream, guard)
+        response.stream = GuardedTap(response.stream, guard)
 
     def response(self, flow: http.HTTPFlow) -> None:
         exchange = exchange_of(flow)
         response = flow.response
         if exchange is None or response is None or exchange.recorded:
             return
-        guard = flow.metadata.get(GUARD_KEY)
-        if isinstance(guard, StreamGuard):
-            self._after_stream(exchange, guard)
+        if exchange.response_guard is not None:
+            self._after_stream(exchange, exchange.response_guard)
         elif exchange.outcome is None and not exchange.streamed and 200 <= response.status_code < 300:
             self._scan_answer(flow, exchange, response)
 
     def error(self, flow: http.HTTPFlow) -> None:
         exchange = exchange_of(flow)
-        guard = flow.metadata.get(GUARD_KEY)
-        if exchange is not None and not exchange.recorded and isinstance(guard, StreamGuard):
-            self._after_stream(exchange, guard)
+        if exchange is not None and not exchange.recorded and exchange.response_guard is not None:
+            self._after_stream(exchange, exchange.response_guard)
 
     def _after_stream(self, exchange: Exchange, guard: StreamGuard) -> None:
         if not guard.findings:
@@ -135,7 +98,7 @@ class ResponseGuardrails:
             log.warning("response guardrail failed on call %s: %s", exchange.id, type(exc).__name__)
             exchange.details.setdefault("guardrails", {})["response"] = {"error": type(exc).__name__}
             if not g.fail_open:
-                answer_blocked(
+                answer_guardrail_block(
                     flow, exchange, "TokenLens guardrail could not check this response (fail_open is off)."
                 )
             return
@@ -146,7 +109,7 @@ class ResponseGuardrails:
         exchange.deferred.append(mask_response(g, 0))
         if verdict.blocking:
             original, status = response.get_content(strict=False), response.status_code
-            answer_blocked(flow, exchange, block_message(verdict.blocking, "response"))
+            answer_guardrail_block(flow, exchange, block_message(verdict.blocking, "response"))
             exchange.deferred.append(meter_blocked_answer(settings, original, status))
         elif verdict.redacted is not None:
             response.content = json.dumps(verdict.redacted, ensure_ascii=False).encode()

@@ -11,9 +11,10 @@ from collections.abc import Awaitable
 from mitmproxy import http
 
 from tokenlens.addons._flowstate import pending_call
-from tokenlens.addons.budget import Gate, answer_blocked
+from tokenlens.addons._gate import Gate, answer_blocked
 from tokenlens.config import Settings
 from tokenlens.controls import model_caps, source_caps
+from tokenlens.exchange import route_of
 
 
 class QuotaCheck(Gate):
@@ -38,6 +39,6 @@ class QuotaCheck(Gate):
             return None
         if not quotas.source_limits and not quotas.model_limits:
             return None
-        model = self.router.decide(flow)
+        model = route_of(exchange, settings, self.deps.rng, self.deps.latency).model
         caps = source_caps(settings, exchange.source) + (model_caps(settings, model) if model else [])
         return self.admit(flow, exchange, settings, caps) if caps else None

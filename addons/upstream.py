@@ -3,97 +3,28 @@
 - An OpenAI chat/completions stream whose client did not set `stream_options.include_usage` is sent upstream
   with it set; the extra usage chunk is removed again before it reaches the client (SPEC 7).
 - A streamed 2xx answer is forwarded chunk by chunk as it arrives; a decoded copy is kept for metering.
-- A call whose routed model has a fallback chain (a `ChainPlan` from the routing stage) is pointed, as the last
-  step before it leaves, at the in-process chain service (`_chain.py`), which tries the models in turn and
+- A call whose routed model has a fallback chain (`Exchange.chain`, set by the routing stage) is pointed, as the
+  last step before it leaves, at the in-process chain service (`tokenlens.chain`), which tries the models in turn and
   streams the first good answer back; every other call goes straight upstream.
 """
 
 from __future__ import annotations
 
 import json
-import re
-import time
 from typing import Any
 
 from mitmproxy import http
 
 from tokenlens.addons import _answers
-from tokenlens.addons._chain import TOKEN_HEADER, ChainJob, ChainPlan, ChainService, upstream_ssl_context
 from tokenlens.addons._flowstate import exchange_of, pending_call
-from tokenlens.addons.routing import chain_plan_of
-from tokenlens.encoding import StreamDecoder, stream_decoder
+from tokenlens.chain import TOKEN_HEADER, ChainJob, ChainService, upstream_ssl_context
+from tokenlens.encoding import stream_decoder
 from tokenlens.exchange import Exchange
 from tokenlens.providers import SECRET_HEADERS
-from tokenlens.routing import HOP_HEADERS, RequestParts
-from tokenlens.usage import is_usage_only_chunk, split_events
+from tokenlens.routing import HOP_HEADERS, ChainPlan, RequestParts
+from tokenlens.stream_taps import StreamTap, UsageChunkStripper
 
 USAGE_INJECTION_KINDS = frozenset({"chat", "completions"})
-# With include_usage, every chunk carries `"usage": null`. Quotes inside JSON strings are escaped, so an
-# unescaped `"usage": null` in the bytes can only be that key.
-_USAGE_NULL = re.compile(rb'\s*,\s*"usage"\s*:\s*null(?=\s*[,}])|"usage"\s*:\s*null\s*,\s*')
-
-
-class StreamTap:
-    """Passes every chunk on at once and untouched; keeps a decoded copy for the record."""
-
-    def __init__(self, exchange: Exchange, decoder: StreamDecoder | None) -> None:
-        self.exchange = exchange
-        self.decoder = decoder
-        exchange.stream_undecodable = decoder is None
-
-    def keep(self, data: bytes) -> None:
-        if self.exchange.first_chunk_at is None:
-            self.exchange.first_chunk_at = time.time()
-        if self.decoder is None:
-            return
-        try:
-            self.exchange.chunks.append(self.decoder.decode(data))
-        except Exception:
-            self.decoder, self.exchange.stream_undecodable = None, True
-
-    def __call__(self, data: bytes) -> bytes | list[bytes]:
-        if not data:
-            return []
-        self.keep(data)
-        return data
-
-
-class UsageChunkStripper(StreamTap):
-    """A tap that undoes the usage request the client did not make (uncompressed SSE only).
-
-    It removes the usage-only chunk and the `"usage": null` field of every other chunk, so the client gets
-    the stream it asked for. Complete events go on as soon as they are complete; only a partial event waits.
-    """
-
-    def __init__(self, exchange: Exchange) -> None:
-        super().__init__(exchange, None)
-        self.exchange.stream_undecodable = False
-        self.pending = b""
-
-    def __call__(self, data: bytes) -> bytes | list[bytes]:
-        if not data:
-            rest, self.pending = self.pending, b""
-            return [rest] if rest else []
-        self.keep(data)
-        self.exchange.chunks.append(data)
-        events, self.pending = split_events(self.pending + data)
-        out = [
-            _USAGE_NULL.sub(b"", event) if b'"usage"' in event else event
-            for event in events
-            if not _is_usage_event(event)
-        ]
-        if len(out) == 1:
-            return out[0]
-        return b"".join(out) if out else []
-
-
-def _is_usage_event(event: bytes) -> bool:
-    if b'"usage"' not in event:
-        return False
-    for line in event.splitlines():
-        if line.startswith(b"data:"):
-            return is_usage_only_chunk(line[5:].strip())
-    return False
 
 
 class Upstream:
@@ -122,7 +53,7 @@ class Upstream:
             return
         if _needs_usage_injection(exchange):
             self._inject_usage_request(flow, exchange)
-        plan = chain_plan_of(flow)
+        plan = exchange.chain
         if plan is not None and self.chain.ready:
             self._to_chain(flow, exchange, plan)
 
@@ -153,7 +84,8 @@ class Upstream:
         self._forget(flow)
 
     def _forget(self, flow: http.HTTPFlow) -> None:
-        plan = chain_plan_of(flow)
+        exchange = exchange_of(flow)
+        plan = exchange.chain if exchange is not None else None
         if plan is not None and plan.token is not None:
             self.chain.jobs.pop(plan.token, None)
 

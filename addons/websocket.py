@@ -1,7 +1,7 @@
 """WebSocket model calls (SPEC 5): each `response.create` frame on a Responses or Realtime socket is a call.
 
 - The upgrade itself is not a call (the ingress forwards it ungated and unrecorded); its Exchange is the
-  template of the connection's calls (`tokenlens.websocket.Connection`, in `flow.metadata`). Other upgrades
+  template of the connection's calls (`tokenlens.websocket.Connection`, kept with the flow by `_flowstate`). Other upgrades
   on provider routes are relayed untouched.
 - Each client `response.create` frame gets its own Exchange and a *gate flow*: an `http.HTTPFlow` that
   exists only to run the pipeline's request stages on it, as for `POST /v1/responses` with the frame as its
@@ -22,16 +22,14 @@ import inspect
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from mitmproxy import ctx, http
 
-from tokenlens.addons._flowstate import attach, exchange_of, lower_headers
-from tokenlens.addons.routing import ROUTE_KEY, ModelRouter
+from tokenlens.addons._flowstate import attach, attach_connection, connection_of, exchange_of, lower_headers
 from tokenlens.app import AppDeps
-from tokenlens.controls import ledger_for
-from tokenlens.exchange import Exchange
+from tokenlens.exchange import Exchange, route_of
 from tokenlens.guardrails.engine import block_message, is_active, scan_body
 from tokenlens.guardrails.record import meter_blocked_answer
 from tokenlens.request_body import BodyRefused, RequestBody
@@ -50,28 +48,23 @@ from tokenlens.websocket import (
 
 log = logging.getLogger(__name__)
 
-STATE_KEY = "tokenlens.websocket"
 UNCHECKED = "TokenLens could not check this message; it was not forwarded."
 _UPGRADE_HEADERS = frozenset({b"upgrade", b"connection", b"content-length", b"transfer-encoding"})
 
 
-def connection_of(flow: http.HTTPFlow) -> Connection | None:
-    found = flow.metadata.get(STATE_KEY)
-    return found if isinstance(found, Connection) else None
+# Runs the request stages on a gate flow (built by the pipeline: `tokenlens.addons.dispatch.request_stages`).
+GateRunner = Callable[[http.HTTPFlow], Awaitable[None] | None]
 
 
 class WebSocketCalls:
     name = "tokenlens.websocket"
 
-    def __init__(self, deps: AppDeps, stages: Sequence[object]) -> None:
-        """`stages`: the request stages a frame goes through, in pipeline order (gates and analyses)."""
-        from tokenlens.addons import GATES, FailClosed, sync_dispatcher
-
+    def __init__(self, deps: AppDeps, run_responses: GateRunner, run_realtime: GateRunner) -> None:
+        """`run_responses`: every request stage of a call (gates and analyses), in pipeline order; `run_realtime`:
+        the gates only (a Realtime frame is not a request body the analyses could read)."""
         self.deps = deps
-        self.router = next((s for s in stages if isinstance(s, ModelRouter)), None)
-        gates = [s for s in stages if type(s) in GATES]
-        self.run_responses = sync_dispatcher([s.request for s in stages], FailClosed(deps, stages))  # type: ignore[attr-defined]
-        self.run_realtime = sync_dispatcher([s.request for s in gates], FailClosed(deps, gates))  # type: ignore[attr-defined]
+        self.run_responses = run_responses
+        self.run_realtime = run_realtime
 
     # ---- the upgrade --------------------------------------------------------------------------------------
 
@@ -83,7 +76,7 @@ class WebSocketCalls:
         kind = ws_kind(exchange.api, exchange.endpoint)
         if kind is not None:
             model = realtime_model(flow.request.path) if kind == "realtime" else None
-            flow.metadata[STATE_KEY] = Connection(kind, exchange, model)
+            attach_connection(flow, Connection(kind, exchange, model))
 
     # ---- frames -------------------------------------------------------------------------------------------
 
@@ -219,12 +212,13 @@ class WebSocketCalls:
         gate = http.HTTPFlow(flow.client_conn, flow.server_conn, live=True)
         gate.request = http.Request.make("POST", flow.request.url, content, headers)
         attach(gate, exchange)
-        if conn.kind == "realtime" or self.router is None:
+        if conn.kind == "realtime":
             # The session's model is fixed at the upgrade: nothing to route, priced as it is.
             model = exchange.model
-            gate.metadata[ROUTE_KEY] = Route(model, (Target(model, exchange.provider),) if model else ())
+            exchange.route = Route(model, (Target(model, exchange.provider),) if model else ())
         else:
-            gate.metadata[ROUTE_KEY] = same_provider(self.router.route(gate), exchange)
+            routed = route_of(exchange, self.deps.settings.get(), self.deps.rng, self.deps.latency)
+            exchange.route = same_provider(routed, exchange)
         return gate
 
     @staticmethod
@@ -302,7 +296,7 @@ class WebSocketCalls:
             if ex.response_headers == {}:
                 ex.response_headers = {"content-type": "text/event-stream"}
             self.deps.writer.submit(ex)
-            ledger_for(self.deps).end(ex.id)
+            self.deps.ledger.end(ex.id)
 
 
 def same_provider(route: Route | None, exchange: Exchange) -> Route:

@@ -15,7 +15,6 @@ from mitmproxy import http
 from tokenlens.addons._flowstate import exchange_of, pending_call
 from tokenlens.app import AppDeps
 from tokenlens.ratelimits import (
-    book_of,
     credential_hash,
     credential_header_fields,
     credential_of,
@@ -31,7 +30,7 @@ class AgentWorkflows:
     def __init__(self, deps: AppDeps) -> None:
         self.deps = deps
         self.conversations = ConversationIndex()
-        self.book = book_of(deps)
+        self.book = deps.rate_limits
         self.salt = load_salt(deps.home)
 
     def request(self, flow: http.HTTPFlow) -> None:

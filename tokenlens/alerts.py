@@ -17,18 +17,20 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tokenlens import analytics
-from tokenlens.app import AppDeps
 from tokenlens.config import Settings, resolve_timezone
 from tokenlens.records import CallRecord
 from tokenlens.store.queries import PricerLike, day_start
-from tokenlens.store.rollups import sums
-from tokenlens.webhooks import WebhookDispatcher
+from tokenlens.store.reads import usage_sums
+
+if TYPE_CHECKING:
+    from tokenlens.bus import EventBus
+    from tokenlens.config import SettingsHolder
+    from tokenlens.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +38,11 @@ STATE_FILE = "cost-watch.json"
 SUNDAY = 6
 
 
-def pricer_of(settings: Settings, _cache: dict[int, tuple[Settings, PricerLike]] = {}) -> PricerLike:  # noqa: B006
-    """A Pricer with the settings' overrides (built once per settings object)."""
-    found = _cache.get(id(settings))
-    if found is not None and found[0] is settings:
-        return found[1]
-    from tokenlens.pricing import Pricer, from_settings
+def pricer_of(settings: Settings) -> PricerLike:
+    """The shared Pricer of the settings' overrides (`tokenlens.pricing.pricer_for`)."""
+    from tokenlens.pricing import pricer_for
 
-    pricer = Pricer(from_settings(settings.pricing))
-    _cache.clear()
-    _cache[id(settings)] = (settings, pricer)
-    return pricer
+    return pricer_for(settings.pricing)
 
 
 class CostWatcher:
@@ -54,17 +50,22 @@ class CostWatcher:
 
     def __init__(
         self,
-        deps: AppDeps,
+        settings: SettingsHolder,
+        store: Store,
+        bus: EventBus,
+        home: Path,
         *,
         interval: float = 60.0,
         min_gap: float = 1.0,
         state_path: Path | None = None,
         pricer: Callable[[Settings], PricerLike] = pricer_of,
     ) -> None:
-        self.deps = deps
+        self.settings = settings
+        self.store = store
+        self.bus = bus
         self.interval = interval
         self.min_gap = min_gap
-        self.state_path = state_path if state_path is not None else deps.home / STATE_FILE
+        self.state_path = state_path if state_path is not None else home / STATE_FILE
         self.pricer = pricer
         self._wake = threading.Event()
         self._stopped = threading.Event()
@@ -126,9 +127,9 @@ class CostWatcher:
 
     def check(self, now: float | None = None) -> list[tuple[str, dict[str, Any]]]:
         """Run every check once; publish and return the new events."""
-        settings = self.deps.settings.get()
+        settings = self.settings.get()
         tz = resolve_timezone(settings.timezone)
-        store = self.deps.store
+        store = self.store
         current = time.time() if now is None else now
         today = datetime.fromtimestamp(current, tz).date()
         events: list[tuple[str, dict[str, Any]]] = []
@@ -136,7 +137,7 @@ class CostWatcher:
         if threshold is not None and self.state["alert_day"] != today.isoformat():
             with store.connection():
                 edges = [day_start(today, tz), day_start(today + timedelta(days=1), tz)]
-                spent = sums(store.db, edges)[0].get((), {}).get("cost_usd", 0.0)
+                spent = usage_sums(store, edges)[0].get((), {}).get("cost_usd", 0.0)
             if spent >= threshold:
                 events.append(
                     (
@@ -164,29 +165,7 @@ class CostWatcher:
             events.append(("digest", digest))
             self.state["digest_day"] = today.isoformat()
         for event, data in events:
-            self.deps.bus.publish(event, data)
+            self.bus.publish(event, data)
         if events:
             self._save()
         return events
-
-
-@dataclass
-class CostServices:
-    """What the daemon runs for cost intelligence: the watcher and the webhook dispatcher."""
-
-    watcher: CostWatcher
-    webhooks: WebhookDispatcher
-
-    def stop(self) -> None:
-        self.watcher.stop()
-        self.webhooks.wait_idle(2.0)
-        self.webhooks.stop()
-
-
-def start_cost_services(deps: AppDeps) -> CostServices:
-    """Start the webhook dispatcher and the cost watcher; set `deps.webhooks`; add the record listener."""
-    dispatcher = WebhookDispatcher(deps.bus, lambda: deps.settings.get().webhooks).start()
-    deps.webhooks = dispatcher
-    watcher = CostWatcher(deps).start()
-    deps.record_listeners.append(watcher.notify)
-    return CostServices(watcher, dispatcher)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import random
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tokenlens import __version__
 from tokenlens.config import SettingsHolder
@@ -15,8 +15,9 @@ if TYPE_CHECKING:
     from tokenlens.bus import EventBus
     from tokenlens.config_sync import ConfigSync
     from tokenlens.controls import Ledger
+    from tokenlens.latency import LatencyTracker
     from tokenlens.metrics import Metrics
-    from tokenlens.records import CallRecord
+    from tokenlens.ratelimits import RateLimitBook
     from tokenlens.store import RecordWriter, Store
     from tokenlens.webhooks import WebhookDispatcher
 
@@ -37,26 +38,25 @@ class PassthroughCounts:
         return sum(self.by_reason.values())
 
 
-@dataclass
+@dataclass(frozen=True)
 class AppDeps:
+    """Everything the addons and the web app use, built once by `tokenlens.runtime.build_runtime`."""
+
     settings: SettingsHolder
     store: Store
-    writer: RecordWriter
+    writer: RecordWriter[Any]
     bus: EventBus
     home: Path
     config_path: Path
-    web_port: int = 0  # the internal loopback port of the Flask app, once it listens
-    # Called by the writer thread with each committed batch, before it is broadcast (e.g. to settle budgets).
-    record_listeners: list[Callable[[Sequence[CallRecord]], None]] = field(default_factory=list)
-    ledger: Ledger | None = None  # budgets and quotas: spend and reservations (tokenlens.controls.ledger_for)
+    ledger: Ledger  # budgets and quotas: spend and reservations (shared through the store when `shared`)
+    rate_limits: RateLimitBook  # provider rate-limit headroom per credential
+    latency: LatencyTracker  # moving averages the latency routing groups read
+    metrics: Metrics  # the Prometheus registry fed by committed records
+    webhooks: WebhookDispatcher
+    config_sync: ConfigSync | None  # configuration sections shared through a PostgreSQL store
+    passthrough: PassthroughCounts
+    shared: bool  # several gateways share the store (PostgreSQL, or `daemon --workers N`)
+    web_port: int  # the internal loopback port of the Flask app (0: none, in tests without it)
+    rng: random.Random  # the weighted routing choices
     started_at: float = field(default_factory=time.time)
-    # Prometheus registry fed by committed records (made by the cost blueprint when None).
-    metrics: Metrics | None = None
-    # The webhook dispatcher the daemon runs (None in tests and tools without one).
-    webhooks: WebhookDispatcher | None = None
     version: str = __version__
-    # Several gateways share the store (PostgreSQL, or `daemon --workers N`): budgets use the shared ledger.
-    shared: bool = False
-    # Configuration sections shared through the store (PostgreSQL stores); None for a local store.
-    config_sync: ConfigSync | None = None
-    passthrough: PassthroughCounts = field(default_factory=PassthroughCounts)

@@ -10,11 +10,17 @@ only when some subscriber wants it.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tokenlens.records import CallRecord
+
+log = logging.getLogger(__name__)
 
 Message = dict[str, Any]
 
@@ -118,3 +124,26 @@ class EventBus:
     @property
     def subscriber_count(self) -> int:
         return len(self._subscribers)
+
+
+RecordListener = Callable[[Sequence["CallRecord"]], None]
+
+
+class RecordFanout:
+    """What the record writer's thread calls with each committed batch: every record listener in order (an
+    exception in one is logged and the others still run), then each record on the live feed (`call`, or
+    `block` for a blocked call). The listeners are set once, by `tokenlens.runtime.build_runtime`."""
+
+    def __init__(self, bus: EventBus, listeners: Sequence[RecordListener] = ()) -> None:
+        self.bus = bus
+        self.listeners: tuple[RecordListener, ...] = tuple(listeners)
+
+    def __call__(self, records: Sequence[CallRecord]) -> None:
+        for listener in self.listeners:
+            try:
+                listener(records)
+            except Exception:
+                log.exception("record listener %r failed", listener)
+        publish = self.bus.publish_lazy  # the record's dict is built only for a subscriber that wants it
+        for record in records:
+            publish("block" if record.outcome == "blocked" else "call", record.to_dict)

@@ -14,9 +14,10 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from tokenlens.config import EDITABLE_SECTIONS, ConfigError, Settings, replace_section
+from tokenlens.store.config_tables import ConfigTable
 
 if TYPE_CHECKING:
-    from tokenlens.app import SettingsHolder
+    from tokenlens.config import SettingsHolder
     from tokenlens.store import Store
 
 log = logging.getLogger(__name__)
@@ -35,29 +36,20 @@ class ConfigSync:
         self.lock = threading.RLock()  # held while a section is published and applied here
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        p = store.db.param
-        self._sql_upsert = (
-            f'INSERT INTO "config_section" ("name", "version", "data", "updated_at") VALUES ({p}, 1, {p}, {p}) '
-            'ON CONFLICT ("name") DO UPDATE SET "version" = "config_section"."version" + 1, '
-            '"data" = excluded."data", "updated_at" = excluded."updated_at"'
-        )
-        self._sql_version = f'SELECT "version" FROM "config_section" WHERE "name" = {p}'
+        self.table = ConfigTable(store)
 
     def publish(self, name: str, data: Any) -> int:
         """Keep a section changed through this gateway's API in the store; its new version (raises on a
         database error, before anything changed here)."""
         text = json.dumps(data, sort_keys=True)
-        with self.lock, self.store.connection() as db, self.store.write_transaction():
-            db.execute_sql(self._sql_upsert, (name, text, time.time()))
-            version = int(db.execute_sql(self._sql_version, (name,)).fetchone()[0])
+        with self.lock:
+            version = self.table.put(name, text, time.time())
             self._seen[name] = (version, data)
         return version
 
     def fetch(self) -> dict[str, tuple[int, Any]]:
         """Every section in the store: name -> (version, data)."""
-        with self.store.connection() as db:
-            rows = db.execute_sql('SELECT "name", "version", "data" FROM "config_section"').fetchall()
-        return {str(name): (int(version), json.loads(data)) for name, version, data in rows}
+        return {name: (version, json.loads(data)) for name, version, data in self.table.all()}
 
     def poll(self) -> list[str]:
         """Apply the sections whose version in the store is newer than the one applied here; their names."""

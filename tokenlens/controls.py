@@ -31,19 +31,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING, Any
 
-import peewee as pw
-
 from tokenlens.config import Settings, SourceLimit, resolve_timezone
 from tokenlens.exchange import count_from_request
 from tokenlens.money import format_usd
-from tokenlens.pricing import Pricer, undated
-from tokenlens.pricing import from_settings as overrides_from_settings
-from tokenlens.store.queries import ImportResult, PricerLike, Store, day_bounds, month_bounds
+from tokenlens.pricing import Pricer, pricer_for, undated
+from tokenlens.store.queries import Store, day_bounds, month_bounds
+from tokenlens.store.reads import spend_by_source_model
 from tokenlens.tokens import worst_case_request_tokens
 from tokenlens.usage import Usage
 
 if TYPE_CHECKING:
-    from tokenlens.app import AppDeps, SettingsHolder
+    from tokenlens.config import SettingsHolder
     from tokenlens.records import CallRecord
 
 log = logging.getLogger(__name__)
@@ -241,20 +239,14 @@ def answers_requested(api: str, body: Mapping[str, Any] | None) -> int:
 
 
 class WorstCasePricer:
-    """Prices a call's worst case with the current pricing overrides (rebuilt when they change).
+    """Prices a call's worst case with the current pricing overrides (`tokenlens.pricing.pricer_for`).
 
     The worst case is the input counted by `tokens.worst_case_request_tokens` (a margin for a model whose
     tokenizer is not OpenAI's) plus the request's largest output limit (or `reserve_output_tokens`) for each
     answer it asks for, at the prices of the model that will serve it."""
 
-    def __init__(self) -> None:
-        self._pricing: object = None
-        self._pricer = Pricer()
-
     def pricer(self, settings: Settings) -> Pricer:
-        if settings.pricing is not self._pricing:
-            self._pricer, self._pricing = Pricer(overrides_from_settings(settings.pricing)), settings.pricing
-        return self._pricer
+        return pricer_for(settings.pricing)
 
     def worst_case(
         self,
@@ -604,82 +596,4 @@ class Ledger:
 
 def _aggregate(store: Store, start: float, end: float) -> list[tuple[str, str | None, float, int]]:
     """(source, model, spent USD, counted calls) of the calls with start <= ts < end."""
-    call = store.models.Call
-    counted = pw.Case(None, [(call.outcome.in_(COUNTED_OUTCOMES) & call.model.is_null(False), 1)], 0)
-    query = (
-        call.select(
-            call.source,
-            call.model,
-            pw.fn.SUM(call.cost_usd).alias("usd"),
-            pw.fn.SUM(counted).alias("calls"),
-        )
-        .where((call.ts >= start) & (call.ts < end))
-        .group_by(call.source, call.model)
-    )
-    with store.connection():
-        rows: list[dict[str, Any]] = list(query.dicts())  # type: ignore[arg-type]
-    return [
-        (str(row["source"]), row["model"], float(row["usd"] or 0.0), int(row["calls"] or 0)) for row in rows
-    ]
-
-
-_create_lock = threading.Lock()
-
-
-def ledger_for(deps: AppDeps, clock: Clock | None = None) -> Ledger:
-    """The gateway's one ledger: created, loaded from the store and registered as a record listener on first
-    use (the daemon does it at start, before the proxy serves). Idempotent. With `deps.shared` (several
-    gateways on one store) it is a `tokenlens.shared_ledger.SharedLedger`, kept in the store."""
-    with _create_lock:
-        if deps.ledger is None:
-            ledger: Ledger
-            if deps.shared:
-                from tokenlens.shared_ledger import SharedLedger
-
-                ledger = SharedLedger(deps.settings, deps.store, clock or time.time, publish=deps.bus.publish)
-            else:
-                ledger = Ledger(deps.settings, clock or time.time, publish=deps.bus.publish)
-            ledger.load(deps.store)
-            deps.record_listeners.append(ledger.settle)
-            deps.ledger = ledger
-        return deps.ledger
-
-
-def import_counted(
-    store: Store,
-    lines: Iterable[str | bytes],
-    pricer: PricerLike | None,
-    *,
-    settings: SettingsHolder,
-    ledger: Ledger | None,
-    store_bodies: bool = True,
-) -> ImportResult:
-    """`Store.import_lines`, with the spend and calls of the records it stores counted toward budgets and
-    quotas at once (not only after the next restart).
-
-    Each committed batch's records of the current month go to `ledger.settle` (the running gateway's ledger:
-    in memory, or the shared rows in the store). Without a ledger (`tokenlens import` straight into the store,
-    no daemon up) they are added to the shared ledger's rows in the store where those exist (a fleet on
-    PostgreSQL, or `--workers N`); a single gateway's in-memory ledger reads them at its next start anyway.
-    Nothing goes on the live feed (imports are history); with a running ledger, a cap the import fills raises
-    its `budget` event.
-    """
-    counter: Ledger
-    if ledger is None:
-        from tokenlens.shared_ledger import SharedLedger
-
-        counter = SharedLedger(settings, store)  # not loaded: no lease thread, `settle` only adds spend
-    else:
-        counter = ledger
-
-    def count(records: Sequence[CallRecord]) -> None:
-        start, end = month_bounds(counter.tz(), counter.clock())
-        current = [r for r in records if start <= r.ts < end]  # earlier periods are not enforced any more
-        if not current:
-            return
-        try:
-            counter.settle(current)
-        except Exception:  # the records are stored all the same; only the running spend misses them
-            log.exception("%d imported calls could not be counted toward budgets and quotas", len(current))
-
-    return store.import_lines(lines, pricer, store_bodies=store_bodies, on_inserted=count)
+    return spend_by_source_model(store, start, end, COUNTED_OUTCOMES)

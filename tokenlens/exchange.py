@@ -7,6 +7,7 @@ usage and prices it. Nothing here does I/O.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from math import ceil, isnan
@@ -15,7 +16,10 @@ from typing import TYPE_CHECKING, Any, Literal
 from tokenlens.providers import ApiFormat
 
 if TYPE_CHECKING:
+    from tokenlens.guardrails.stream import StreamGuard
+    from tokenlens.config import Settings
     from tokenlens.records import CallRecord
+    from tokenlens.routing import ChainPlan, LatencyChooser, Route
 
 Mode = Literal["base_url", "proxy"]
 
@@ -71,6 +75,32 @@ class Exchange:
     # False for traffic around the API (a preflight, a path outside the API, a WebSocket upgrade): forwarded,
     # counted apart (`AppDeps.passthrough`), never gated as a call nor recorded (SPEC 5, "Only model calls count").
     is_call: bool = True
+    # Decisions one stage makes and later stages read (the per-call state of the pipeline, all of it here):
+    route: Route | None = None  # the routing decision, made once (`route_of`)
+    chain: ChainPlan | None = None  # the fallback chain the upstream stage hands to the chain service
+    dedup_key: str | None = None  # the cache key the answer is stored under when it completes
+    response_guard: StreamGuard | None = None  # the streamed answer's guardrail scanner
+
+
+def route_of(
+    exchange: Exchange, settings: Settings, rng: random.Random, latency: LatencyChooser | None = None
+) -> Route:
+    """The routing decision of a call (`tokenlens.routing.decide`), made on the first ask and kept on the
+    exchange: the budget and quota gates price the call at the model it will really use, before the routing
+    stage applies it."""
+    if exchange.route is None:
+        from tokenlens.routing import CallInfo, decide
+
+        call = CallInfo(
+            provider=exchange.provider,
+            api=exchange.api,
+            kind=exchange.kind,
+            source=exchange.source,
+            model=exchange.requested_model,
+            stream=exchange.stream_requested,
+        )
+        exchange.route = decide(settings, call, rng, latency)
+    return exchange.route
 
 
 def model_from_request(api: ApiFormat, endpoint: str, body: dict[str, Any] | None) -> str | None:

@@ -14,8 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tokenlens.complexity import complexity_score
+from tokenlens.exchange import Exchange
 from tokenlens.prompt_parts import SECTIONS, Part, dumps, request_parts, user_turns, with_inline_documents
+from tokenlens.records import CallRecord
 from tokenlens.tokens import IMAGE_TOKENS, MESSAGE_OVERHEAD, count_tokens
+from tokenlens.usage import wire_format
 
 _SAMPLE = 1024  # characters per sample of a long text
 _EXACT_UP_TO = 3 * _SAMPLE
@@ -124,3 +128,35 @@ def uses_prompt_cache(body: Mapping[str, Any], raw: bytes | None = None) -> bool
     if raw is not None:
         return b"cache_control" in raw
     return "cache_control" in dumps(body)
+
+
+
+
+def record_heatmap(exchange: Exchange, record: CallRecord) -> None:
+    """Deferred: heatmap, complexity and prefix fingerprint of the call."""
+    body = exchange.request_json
+    if body is None:
+        return
+    api = wire_format(exchange.api, exchange.kind)
+    heat = sections_of(request_parts(api, body), api, exchange.model)
+    measured = record.input_tokens > 0 and record.outcome in ("ok", "error")
+    sections = scale_sections(heat.sections, record.input_tokens) if measured else dict(heat.sections)
+    detail: dict[str, object] = {
+        **sections,
+        "scaled": measured,
+        "estimated_total": heat.total,
+        "turns": heat.turns,
+        "messages": heat.messages,
+    }
+    prefix = prefix_fingerprint(api, body)
+    if prefix is not None:
+        detail["prefix"] = {
+            "hash": prefix,
+            "tokens": sections["system"] + sections["tools"],
+            "cache_used": record.cache_read_tokens > 0
+            or record.cache_write_tokens > 0
+            or uses_prompt_cache(body, exchange.request_body),
+        }
+    record.details["heatmap"] = detail
+    input_tokens = record.input_tokens if measured else heat.total
+    record.complexity = complexity_score(api, body, input_tokens, record.output_tokens, heat.turns)

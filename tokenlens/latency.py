@@ -28,7 +28,8 @@ from itertools import accumulate
 from typing import TYPE_CHECKING, Any
 
 from tokenlens.records import CallRecord
-from tokenlens.store.rollups import LATENCY, LATENCY_BINS, bin_value, latency_increments, rollup_sums
+from tokenlens.store.reads import latency_rollups
+from tokenlens.store.rollups import LATENCY, LATENCY_BINS, bin_value, latency_increments
 
 if TYPE_CHECKING:
     from tokenlens.store import Store
@@ -165,15 +166,6 @@ def _round(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def tracker_of(listeners: list[Callable[[Sequence[CallRecord]], None]]) -> LatencyTracker:
-    """The tracker registered in `deps.record_listeners` (created and registered on first use)."""
-    found = next((x for x in listeners if isinstance(x, LatencyTracker)), None)
-    if found is None:
-        found = LatencyTracker()
-        listeners.append(found)
-    return found
-
-
 # --- figures from the store ---------------------------------------------------------------------------------
 #
 # The percentiles of `GET /api/usage/latency` come from the latency rollups' histograms (16 bins per doubling,
@@ -265,7 +257,5 @@ def latency_report(store: Store, days: int, tz: tzinfo) -> list[dict[str, Any]]:
     from tokenlens.insights import window
 
     start, end = window(days, tz)
-    with store.connection():
-        counts = rollup_sums(store.db, LATENCY, start, end, ("provider", "model"))
-        bins = rollup_sums(store.db, LATENCY_BINS, start, end, ("provider", "model", "bin"))
+    counts, bins = latency_rollups(store, start, end)
     return _items(counts, bins)

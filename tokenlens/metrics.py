@@ -1,7 +1,7 @@
 """Prometheus metrics (`GET /metrics`) fed from committed call records, on a registry of their own.
 
-`Metrics.observe` is a `deps.record_listeners` callable (runs in the writer thread, only updates counters in
-memory). Each app gets its own `CollectorRegistry`, so several apps in one process never collide.
+`Metrics.observe` is a record listener (`tokenlens.runtime`): it runs in the writer thread and only updates
+counters in memory. Each app gets its own `CollectorRegistry`, so several apps in one process never collide.
 
 Label sets are bounded (SPEC section 9, "Protection"): models and sources come from requests, so a client could
 otherwise create a series per value. Each label keeps its first `MAX_LABEL_VALUES` distinct values (cut to

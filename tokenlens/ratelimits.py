@@ -26,7 +26,6 @@ from urllib.parse import parse_qsl, urlsplit
 from tokenlens.records import iso_utc, parse_iso
 
 if TYPE_CHECKING:
-    from tokenlens.app import AppDeps
     from tokenlens.exchange import Exchange
     from tokenlens.records import CallRecord
     from tokenlens.store import Store
@@ -357,33 +356,14 @@ class RateLimitBook:
             }
 
 
-def book_of(deps: AppDeps) -> RateLimitBook:
-    """The gateway's book, registered in `deps.record_listeners` on first use."""
-    with _create_lock:
-        found = next((x for x in deps.record_listeners if isinstance(x, RateLimitBook)), None)
-        if found is None:
-            found = RateLimitBook(deps.bus.publish)
-            deps.record_listeners.append(found)
-        return found
-
-
-_create_lock = threading.Lock()
-
-
 def rate_limited_calls(store: Store, days: int, tz: tzinfo, limit: int = 100) -> dict[str, Any]:
     """The 429s the providers answered in the last `days` days (not the gateway's own budget/quota 429s):
     counts per provider and the latest calls, newest first."""
     from tokenlens.insights import window
+    from tokenlens.store.reads import provider_429s
 
     start, end = window(days, tz)
-    call = store.models.Call
-    query = (
-        call.select(call.id, call.ts, call.provider, call.model, call.source, call.details)
-        .where((call.ts >= start) & (call.ts < end) & (call.status == 429) & call.blocked_by.is_null())
-        .order_by(call.ts.desc())
-    )
-    with store.connection():
-        rows = list(query.dicts().execute())
+    rows = provider_429s(store, start, end)
     by_provider: dict[str, int] = {}
     for row in rows:
         by_provider[row["provider"]] = by_provider.get(row["provider"], 0) + 1

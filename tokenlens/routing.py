@@ -360,3 +360,16 @@ def _check_cross(settings: Settings, source_model: str, target_model: str, where
             f"providers.{name}.api_key_env (the environment variable holding its API key)",
             where,
         )
+
+
+@dataclass
+class ChainPlan:
+    """Set by the routing stage on a call whose routed model has a fallback chain (`Exchange.chain`); the
+    upstream stage hands it to the chain service (`tokenlens.chain`)."""
+
+    targets: tuple[Target, ...]
+    own_url: str  # the request's URL on its own provider (model already routed, before a cross-provider move)
+    base_model: str | None  # the model that URL and body name
+    client_auth: tuple[tuple[str, str], ...]  # the client's own credentials, for targets on its provider
+    providers: Mapping[str, ProviderSettings]
+    token: str | None = None

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -46,10 +46,11 @@ from tokenlens.controls import (
     all_caps,
     scopes_of,
 )
-from tokenlens.store.queries import day_bounds, month_bounds
+from tokenlens.store.ledger import LedgerRow, LedgerTable
+from tokenlens.store.queries import ImportResult, PricerLike, day_bounds, month_bounds
 
 if TYPE_CHECKING:
-    from tokenlens.app import SettingsHolder
+    from tokenlens.config import SettingsHolder
     from tokenlens.records import CallRecord
     from tokenlens.store import Store
 
@@ -61,6 +62,10 @@ LEASE_IDLE_S = 1.0  # unused lease goes back to the store after this long withou
 RETURN_EVERY_S = 0.25
 UNPRICED_USD = 1e-9  # what an unpriced call needs of a USD cap: the cap must not be used up
 _EPSILON = 1e-12
+
+
+def _bucket(row: LedgerRow | None) -> Bucket | None:
+    return None if row is None else Bucket(*row)
 
 
 class LedgerUnavailable(RuntimeError):
@@ -106,26 +111,7 @@ class SharedLedger(Ledger):
         self._admitting = threading.Lock()  # one admission (and one lease return) at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        p = store.db.param
-        self._sql_grant_base = (
-            f'UPDATE "ledger_bucket" SET "reserved_usd" = "reserved_usd" + {p}, '
-            f'"reserved_calls" = "reserved_calls" + {p}, "updated_at" = {p} '
-            f'WHERE "scope" = {p} AND "period" = {p} AND "period_key" = {p}'
-        )
-        self._sql_settle = (
-            f'UPDATE "ledger_bucket" SET "spent_usd" = "spent_usd" + {p}, "calls" = "calls" + {p}, '
-            f'"reserved_usd" = "reserved_usd" - {p}, "reserved_calls" = "reserved_calls" - {p}, '
-            f'"updated_at" = {p} WHERE "scope" = {p} AND "period" = {p} AND "period_key" = {p}'
-        )
-        self._sql_row = (
-            'SELECT "spent_usd", "reserved_usd", "calls", "reserved_calls" FROM "ledger_bucket" '
-            f'WHERE "scope" = {p} AND "period" = {p} AND "period_key" = {p}'
-        )
-        self._sql_create = (
-            'INSERT INTO "ledger_bucket" ("scope", "period", "period_key", "spent_usd", "reserved_usd", '
-            f'"calls", "reserved_calls", "updated_at") VALUES ({p}, {p}, {p}, {p}, 0, {p}, 0, {p}) '
-            'ON CONFLICT ("scope", "period", "period_key") DO NOTHING'
-        )
+        self.table = LedgerTable(store)
 
     # -------------------------------------------------------------------------------------- lifecycle
 
@@ -133,8 +119,7 @@ class SharedLedger(Ledger):
         """Nothing to rebuild (the rows are the truth); checks that the table answers and starts the thread
         that gives unused leases back. An unreachable database is logged: admissions then fail (fail_open)."""
         try:
-            with self.store.connection() as db:
-                db.execute_sql('SELECT COUNT(*) FROM "ledger_bucket"').fetchone()
+            self.table.check()
         except Exception as exc:
             log.error("the shared budget ledger cannot be reached yet (%s: %s)", type(exc).__name__, exc)
         self.broken, self.loaded = None, True
@@ -161,13 +146,7 @@ class SharedLedger(Ledger):
 
     # -------------------------------------------------------------------------------------- database
 
-    def _row(self, db: Any, key: BucketKey) -> Bucket | None:
-        found = db.execute_sql(self._sql_row, key).fetchone()
-        if found is None:
-            return None
-        return Bucket(float(found[0]), float(found[1]), int(found[2]), int(found[3]))
-
-    def _create_row(self, db: Any, key: BucketKey, periods: Periods) -> None:
+    def _create_row(self, key: BucketKey, periods: Periods) -> None:
         """The bucket's row, made from the calls already stored in its period (the first gateway wins)."""
         scope, period, _ = key
         tz = self.tz()
@@ -178,7 +157,7 @@ class SharedLedger(Ledger):
             if scope in scopes_of(source, model):
                 usd += spent
                 calls += counted
-        db.execute_sql(self._sql_create, (*key, usd, calls, self.clock()))
+        self.table.create(key, usd, calls, self.clock())
         self._rows.add(key)
 
     def _grant(
@@ -209,23 +188,20 @@ class SharedLedger(Ledger):
                 attempts.append((slice_usd, slice_calls))
         attempts.append((usd, calls))
         try:
-            with self.store.connection() as db:
+            with self.store.connection():
                 if key not in self._rows:
-                    self._create_row(db, key, periods)
+                    self._create_row(key, periods)
                 for want_usd, want_calls in attempts:
-                    sql, params = self._sql_grant_base, [want_usd, want_calls, self.clock(), *key]
-                    if cap.limit_usd is not None and unpriced:
-                        sql += f' AND "spent_usd" + "reserved_usd" < {db.param}'
-                        params.append(cap.limit_usd)
-                    elif cap.limit_usd is not None:
-                        sql += f' AND "spent_usd" + "reserved_usd" + {db.param} <= {db.param}'
-                        params += [want_usd, cap.limit_usd + _EPSILON]
-                    if cap.limit_calls is not None:
-                        sql += f' AND "calls" + "reserved_calls" + {db.param} <= {db.param}'
-                        params += [want_calls, cap.limit_calls]
-                    with self.store.write_transaction():
-                        granted = db.execute_sql(sql, params).rowcount == 1
-                        lease.seen = self._row(db, key)
+                    granted, row = self.table.lease(
+                        key,
+                        want_usd,
+                        want_calls,
+                        self.clock(),
+                        limit_usd=None if cap.limit_usd is None or unpriced else cap.limit_usd + _EPSILON,
+                        below_usd=cap.limit_usd if unpriced else None,
+                        limit_calls=cap.limit_calls,
+                    )
+                    lease.seen = _bucket(row)
                     if granted:
                         return want_usd, want_calls
         except Exception as exc:
@@ -237,10 +213,7 @@ class SharedLedger(Ledger):
     def _give_back(self, returns: dict[BucketKey, tuple[float, int]]) -> None:
         if not returns:
             return
-        now = self.clock()
-        with self.store.connection() as db, self.store.write_transaction():
-            for key, (usd, calls) in returns.items():
-                db.execute_sql(self._sql_settle, (0.0, 0, usd, calls, now, *key))
+        self.table.settle({key: (0.0, 0, usd, calls) for key, (usd, calls) in returns.items()}, self.clock())
 
     # -------------------------------------------------------------------------------------- request path
 
@@ -353,14 +326,15 @@ class SharedLedger(Ledger):
         if not deltas:
             return
         try:
-            with self.store.connection() as db:
-                with self.store.write_transaction():
-                    for key, (spent, counted_calls, lease_usd, lease_calls) in deltas.items():
-                        db.execute_sql(
-                            self._sql_settle,
-                            (spent, int(counted_calls), lease_usd, int(lease_calls), now, *key),
-                        )
-                rows = self._cap_rows(db, now)
+            with self.store.connection():
+                self.table.settle(
+                    {
+                        key: (spent, int(calls), usd, int(leased))
+                        for key, (spent, calls, usd, leased) in deltas.items()
+                    },
+                    now,
+                )
+                rows = self._cap_rows(now)
         except Exception:
             log.exception("spend of %d calls could not be added to the shared budget ledger", len(records))
             return
@@ -371,16 +345,14 @@ class SharedLedger(Ledger):
                 events += self._crossed(cap, key, row, current)
         self._emit(events)
 
-    def _cap_rows(self, db: Any, now: float) -> list[tuple[Cap, BucketKey, Bucket]]:
+    def _cap_rows(self, now: float) -> list[tuple[Cap, BucketKey, Bucket]]:
         """Every cap in force with its row (caps whose row does not exist yet are left out)."""
         periods = self.periods(now)
-        found = []
-        for cap in all_caps(self.settings.get()):
-            key = (cap.scope, cap.period, periods.key(cap.period))
-            row = self._row(db, key)
-            if row is not None:
-                found.append((cap, key, row))
-        return found
+        caps = [
+            (cap, (cap.scope, cap.period, periods.key(cap.period))) for cap in all_caps(self.settings.get())
+        ]
+        rows = self.table.rows(key for _, key in caps)
+        return [(cap, key, Bucket(*rows[key])) for cap, key in caps if key in rows]
 
     # -------------------------------------------------------------------------------------- leases
 
@@ -420,8 +392,7 @@ class SharedLedger(Ledger):
         now = self.clock()
         periods = self.periods(now)
         try:
-            with self.store.connection() as db:
-                rows = {key: row for _, key, row in self._cap_rows(db, now)}
+            rows = {key: row for _, key, row in self._cap_rows(now)}
             problem = None
         except Exception as exc:
             rows, problem = {}, f"the shared budget ledger cannot be reached ({type(exc).__name__}: {exc})"
@@ -466,3 +437,41 @@ class SharedLedger(Ledger):
 
     def _resets_at(self, cap: Cap, periods: Periods) -> str:
         return datetime.fromtimestamp(periods.end(cap.period), self.tz()).isoformat()
+
+
+def import_counted(
+    store: Store,
+    lines: Iterable[str | bytes],
+    pricer: PricerLike | None,
+    *,
+    settings: SettingsHolder,
+    ledger: Ledger | None,
+    store_bodies: bool = True,
+) -> ImportResult:
+    """`Store.import_lines`, with the spend and calls of the records it stores counted toward budgets and
+    quotas at once (not only after the next restart).
+
+    Each committed batch's records of the current month go to `ledger.settle` (the running gateway's ledger:
+    in memory, or the shared rows in the store). Without a ledger (`tokenlens import` straight into the store,
+    no daemon up) they are added to the shared ledger's rows in the store where those exist (a fleet on
+    PostgreSQL, or `--workers N`); a single gateway's in-memory ledger reads them at its next start anyway.
+    Nothing goes on the live feed (imports are history); with a running ledger, a cap the import fills raises
+    its `budget` event.
+    """
+    counter: Ledger
+    if ledger is None:
+        counter = SharedLedger(settings, store)  # not loaded: no lease thread, `settle` only adds spend
+    else:
+        counter = ledger
+
+    def count(records: Sequence[CallRecord]) -> None:
+        start, end = month_bounds(counter.tz(), counter.clock())
+        current = [r for r in records if start <= r.ts < end]  # earlier periods are not enforced any more
+        if not current:
+            return
+        try:
+            counter.settle(current)
+        except Exception:  # the records are stored all the same; only the running spend misses them
+            log.exception("%d imported calls could not be counted toward budgets and quotas", len(current))
+
+    return store.import_lines(lines, pricer, store_bodies=store_bodies, on_inserted=count)

@@ -22,10 +22,12 @@ from typing import Any
 
 import numpy as np
 
+from tokenlens.exchange import Exchange
 from tokenlens.pricing import Pricer
 from tokenlens.prompt_parts import Part, request_parts
+from tokenlens.records import CallRecord
 from tokenlens.tokens import MESSAGE_OVERHEAD, count_tokens
-from tokenlens.usage import Usage
+from tokenlens.usage import Usage, wire_format
 
 WASTE_TYPES = ("whitespace", "filler", "repeated_instruction", "empty_message")
 
@@ -441,3 +443,18 @@ def analyze_waste(
     report = WasteReport(find_waste(request_parts(api, body)))
     report.price(input_rate(pricer or _pricer(), provider or api, model))
     return report
+
+
+def record_waste(pricer: Pricer, exchange: Exchange, record: CallRecord) -> None:
+    """Deferred: the waste report of the call's request, priced at the routed model's input rate."""
+    if exchange.request_json is None:
+        return
+    report = analyze_waste(
+        wire_format(exchange.api, exchange.kind),
+        exchange.request_json,
+        exchange.model,
+        provider=exchange.provider,
+        pricer=pricer,
+    )
+    record.waste_tokens = report.tokens
+    record.details["waste"] = report.to_dict()

@@ -17,11 +17,12 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from tokenlens import price_data
 from tokenlens.app import AppDeps
 from tokenlens.config import Settings, resolve_timezone
-from tokenlens.controls import import_counted
 from tokenlens.guardrails.record import mask_secrets
 from tokenlens.insights import prefix_cache_message
-from tokenlens.pricing import Pricer, from_settings
+from tokenlens.pricing import Pricer
+from tokenlens.pricing import pricer_for as pricer_of_section
 from tokenlens.records import CallRecord
+from tokenlens.shared_ledger import import_counted
 from tokenlens.store import chunk_text, day_bounds, export_lines, month_bounds, parse_since
 from tokenlens.store.queries import MAX_LIMIT
 from tokenlens.store.writer import store_error_text
@@ -236,18 +237,9 @@ def export() -> Response | tuple[Response, int]:
     return response
 
 
-_pricer_cache: dict[int, tuple[Settings, Pricer]] = {}
-
-
 def pricer_for(settings: Settings) -> Pricer:
-    """The pricer for these settings (built once per settings object; the overrides come from it)."""
-    cached = _pricer_cache.get(id(settings))
-    if cached is not None and cached[0] is settings:
-        return cached[1]
-    pricer = Pricer(from_settings(settings.pricing))
-    _pricer_cache.clear()
-    _pricer_cache[id(settings)] = (settings, pricer)
-    return pricer
+    """The shared pricer of these settings' overrides (`tokenlens.pricing.pricer_for`)."""
+    return pricer_of_section(settings.pricing)
 
 
 @bp.post("/api/import")

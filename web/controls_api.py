@@ -5,7 +5,6 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify
 
 from tokenlens.app import AppDeps
-from tokenlens.controls import ledger_for
 
 bp = Blueprint("controls_api", __name__)
 
@@ -14,4 +13,4 @@ bp = Blueprint("controls_api", __name__)
 def budget_status() -> Response:
     """Each USD cap in force: limit, spent, reserved by calls in flight, remaining, when it resets."""
     deps: AppDeps = current_app.extensions["tokenlens"]
-    return jsonify(ledger_for(deps).status())
+    return jsonify(deps.ledger.status())

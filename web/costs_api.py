@@ -9,11 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Response, jsonify
-from flask.blueprints import BlueprintSetupState
 
 from tokenlens import analytics
 from tokenlens.app import AppDeps
-from tokenlens.metrics import CONTENT_TYPE, Metrics
+from tokenlens.metrics import CONTENT_TYPE
 from tokenlens.web.api import (
     days_arg,
     deps,
@@ -26,16 +25,6 @@ from tokenlens.web.api import (
 )
 
 bp = Blueprint("costs_api", __name__)
-
-
-@bp.record_once
-def _setup(state: BlueprintSetupState) -> None:
-    """Give the app's deps a metrics registry fed by committed records (unless the daemon made one)."""
-    app_deps: AppDeps = state.app.extensions["tokenlens"]
-    if app_deps.metrics is None:
-        app_deps.metrics = Metrics()
-        app_deps.record_listeners.append(app_deps.metrics.observe)
-        app_deps.metrics.count_passthrough(lambda: dict(app_deps.passthrough.by_reason))
 
 
 serve_store_requests(bp)
@@ -124,16 +113,12 @@ def digest() -> Response:
 
 @bp.get("/api/webhooks/deliveries")
 def deliveries() -> Response:
-    """The last delivery attempts of the webhook dispatcher (newest first); empty when none runs."""
+    """The last delivery attempts of the webhook dispatcher (newest first)."""
     limit = int_arg("limit", 100, 1, 1000, clamp=True)
     dispatcher = deps().webhooks
-    items = dispatcher.deliveries(limit) if dispatcher is not None else []
-    stats = dispatcher.stats() if dispatcher is not None else None
-    return jsonify({"deliveries": items, "dispatcher": stats})
+    return jsonify({"deliveries": dispatcher.deliveries(limit), "dispatcher": dispatcher.stats()})
 
 
 @bp.get("/metrics")
 def metrics() -> Response:
-    found = deps().metrics
-    assert found is not None  # set up at registration
-    return Response(found.render(), content_type=CONTENT_TYPE)
+    return Response(deps().metrics.render(), content_type=CONTENT_TYPE)

@@ -6,9 +6,8 @@ from flask import Blueprint, Response, jsonify
 
 from tokenlens.app import AppDeps
 from tokenlens.config import Settings
-from tokenlens.latency import latency_report, tracker_of
-from tokenlens.pricing import Pricer
-from tokenlens.pricing import from_settings as overrides_from_settings
+from tokenlens.latency import latency_report
+from tokenlens.pricing import pricer_for
 from tokenlens.routing import check_routing
 from tokenlens.usage import Usage
 from tokenlens.web import config_api
@@ -26,12 +25,12 @@ def latency() -> Response:
     d = deps()
     days = days_arg()
     items = latency_report(d.store, days, timezone_of(d.settings.get()))
-    live = tracker_of(d.record_listeners).snapshot()
+    live = d.latency.snapshot()
     return jsonify({"days": days, "items": items, "live": live})
 
 
 def _routing_check(candidate: Settings, app_deps: AppDeps) -> list[str]:
-    pricer = Pricer(overrides_from_settings(candidate.pricing))
+    pricer = pricer_for(candidate.pricing)
 
     def knows(provider: str, model: str) -> bool:
         return pricer.price(provider, model, Usage(input_tokens=1000, output_tokens=1000)).priced

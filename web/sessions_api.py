@@ -4,13 +4,11 @@ prompt analysis of `tokenlens analyze` as `POST /api/analyze`."""
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
-from flask.blueprints import BlueprintSetupState
 
 from tokenlens import sessions
 from tokenlens.analyze import AnalyzeError, analyze_request
-from tokenlens.app import AppDeps
 from tokenlens.pricing import Pricer
-from tokenlens.ratelimits import book_of, rate_limited_calls
+from tokenlens.ratelimits import rate_limited_calls
 from tokenlens.store import decode_cursor
 from tokenlens.web.api import (
     days_arg,
@@ -26,13 +24,6 @@ from tokenlens.web.api import (
 bp = Blueprint("sessions_api", __name__)
 
 MAX_ANALYZE_BYTES = 10 * 1024 * 1024
-
-
-@bp.record_once
-def _setup(state: BlueprintSetupState) -> None:
-    """Make sure the rate-limit book exists (the daemon's workflow stage creates it first)."""
-    app_deps: AppDeps = state.app.extensions["tokenlens"]
-    book_of(app_deps)
 
 
 serve_store_requests(bp)
@@ -76,8 +67,8 @@ def rate_limits() -> Response:
     days = days_arg(7)
     return jsonify(
         {
-            "low_share": book_of(d).low,
-            "items": book_of(d).snapshot(),
+            "low_share": d.rate_limits.low,
+            "items": d.rate_limits.snapshot(),
             "rate_limited": rate_limited_calls(d.store, days, timezone_of(d.settings.get())),
             "days": days,
         }

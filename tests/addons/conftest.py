@@ -7,41 +7,21 @@ from pathlib import Path
 
 import pytest
 
+from harness.deps import app_deps
 from mitm_helpers import WEB_PORT
-from tokenlens.addons.broadcast import Broadcaster
-from tokenlens.app import AppDeps, SettingsHolder
-from tokenlens.bus import EventBus
+from tokenlens.app import AppDeps
 from tokenlens.config import parse_settings
-from tokenlens.metering import RecordBuilder
-from tokenlens.store import RecordWriter, open_store
 
 
 @pytest.fixture
 def deps(tmp_path: Path) -> Iterator[AppDeps]:
-    settings = SettingsHolder(
-        parse_settings(
-            {
-                "providers": {
-                    "openai": {"upstream": "https://api.openai.com"},
-                    "ollama": {"upstream": "http://localhost:11434"},
-                }
+    settings = parse_settings(
+        {
+            "providers": {
+                "openai": {"upstream": "https://api.openai.com"},
+                "ollama": {"upstream": "http://localhost:11434"},
             }
-        )
+        }
     )
-    store = open_store(None, tmp_path)
-    bus = EventBus()
-    broadcaster = Broadcaster(bus)
-    writer = RecordWriter(store, RecordBuilder(settings), broadcaster.on_written)
-    made = AppDeps(
-        settings=settings,
-        store=store,
-        writer=writer,
-        bus=bus,
-        home=tmp_path,
-        config_path=tmp_path / "config.yaml",
-        web_port=WEB_PORT,
-        record_listeners=broadcaster.listeners,
-    )
-    yield made
-    writer.stop()
-    store.close()
+    with app_deps(tmp_path, settings, prepare=None, web_port=WEB_PORT) as made:
+        yield made

@@ -17,7 +17,6 @@ from tokenlens.addons._flowstate import exchange_of
 from tokenlens.addons.budget import BudgetCheck
 from tokenlens.addons.ingress import Ingress
 from tokenlens.addons.recorder import Recorder
-from tokenlens.addons.routing import ModelRouter
 from tokenlens.app import AppDeps
 
 
@@ -34,7 +33,7 @@ def test_calls_within_the_daily_cap_pass_and_the_next_one_gets_a_429(deps: AppDe
     clock = Clock()
     # each call reserves >= 1000 output tokens at $1000/M = $1.00; the cap fits two
     configure(deps, clock, budgets={"daily_usd": 2.5})
-    gate = BudgetCheck(deps, ModelRouter(deps))
+    gate = BudgetCheck(deps)
     first, second, third = (flow_for(deps) for _ in range(3))
     gate.request(first)
     gate.request(second)
@@ -61,7 +60,7 @@ def test_calls_within_the_daily_cap_pass_and_the_next_one_gets_a_429(deps: AppDe
 def test_the_answer_is_in_the_calling_providers_format(deps: AppDeps, provider: str, check: Any) -> None:
     configure(deps, Clock(), budgets={"monthly_usd": 0.5})
     flow = flow_for(deps, provider)
-    BudgetCheck(deps, ModelRouter(deps)).request(flow)
+    BudgetCheck(deps).request(flow)
     assert flow.response is not None and flow.response.status_code == 429
     assert check(json.loads(flow.response.content or b""))
     assert int(flow.response.headers["retry-after"]) == 21 * 86400 + 12 * 3600  # to April 1st, UTC
@@ -70,7 +69,7 @@ def test_the_answer_is_in_the_calling_providers_format(deps: AppDeps, provider: 
 def test_the_reservation_is_settled_with_the_real_cost_when_the_record_commits(deps: AppDeps) -> None:
     clock = Clock()
     ledger = configure(deps, clock, budgets={"daily_usd": 1.5})
-    gate, recorder = BudgetCheck(deps, ModelRouter(deps)), Recorder(deps)
+    gate, recorder = BudgetCheck(deps), Recorder(deps)
     first = flow_for(deps)
     gate.request(first)
     assert first.response is None
@@ -92,7 +91,7 @@ def test_the_reservation_is_settled_with_the_real_cost_when_the_record_commits(d
 
 def test_an_aborted_call_is_settled_by_its_error_record(deps: AppDeps) -> None:
     ledger = configure(deps, Clock(), budgets={"daily_usd": 1.5})
-    gate, recorder = BudgetCheck(deps, ModelRouter(deps)), Recorder(deps)
+    gate, recorder = BudgetCheck(deps), Recorder(deps)
     flow = flow_for(deps)
     gate.request(flow)
     assert ledger.in_flight() == 1
@@ -106,7 +105,7 @@ def test_an_aborted_call_is_settled_by_its_error_record(deps: AppDeps) -> None:
 def test_the_period_boundary_resets_the_cap(deps: AppDeps) -> None:
     clock = Clock(datetime(2026, 3, 10, 23, 59, 30, tzinfo=UTC).timestamp())
     configure(deps, clock, budgets={"daily_usd": 1.5})
-    gate = BudgetCheck(deps, ModelRouter(deps))
+    gate = BudgetCheck(deps)
     gate.request(flow_for(deps))
     refused = flow_for(deps)
     gate.request(refused)
@@ -120,7 +119,7 @@ def test_the_period_boundary_resets_the_cap(deps: AppDeps) -> None:
 def test_no_caps_means_no_reservation(deps: AppDeps) -> None:
     ledger = configure(deps, Clock())
     flow = flow_for(deps)
-    BudgetCheck(deps, ModelRouter(deps)).request(flow)
+    BudgetCheck(deps).request(flow)
     assert flow.response is None and ledger.in_flight() == 0
 
 
@@ -129,7 +128,7 @@ def test_a_broken_ledger_fails_closed_by_default(deps: AppDeps, caplog: pytest.L
     ledger.broken = "the spend ledger could not be loaded"
     flow = flow_for(deps)
     with taddons.context():
-        BudgetCheck(deps, ModelRouter(deps)).request(flow)
+        BudgetCheck(deps).request(flow)
     assert flow.response is not None and flow.response.status_code == 503
     assert flow.response.headers["x-tokenlens-blocked-by"] == "budget"
     assert "fail_open is false" in json.loads(flow.response.content or b"")["error"]["message"]
@@ -143,7 +142,7 @@ def test_a_broken_ledger_with_fail_open_lets_calls_through(
     ledger.broken = "the spend ledger could not be loaded"
     flow = flow_for(deps)
     with taddons.context():
-        BudgetCheck(deps, ModelRouter(deps)).request(flow)
+        BudgetCheck(deps).request(flow)
     assert flow.response is None
     assert "letting it through" in caplog.text
 
@@ -151,7 +150,7 @@ def test_a_broken_ledger_with_fail_open_lets_calls_through(
 def test_a_budget_event_is_published_when_a_cap_refuses_a_call(deps: AppDeps) -> None:
     configure(deps, Clock(), budgets={"daily_usd": 0.5})
     with deps.bus.subscribe() as sub:
-        BudgetCheck(deps, ModelRouter(deps)).request(flow_for(deps))
+        BudgetCheck(deps).request(flow_for(deps))
         messages = [sub.get(timeout=1), sub.get(timeout=1)]
     assert [(m["type"], m["data"]["threshold"]) for m in messages if m] == [("budget", 80), ("budget", 100)]
 
@@ -168,7 +167,7 @@ def test_a_budget_event_is_published_when_a_cap_refuses_a_call(deps: AppDeps) ->
 def test_the_largest_output_limit_is_reserved(deps: AppDeps, provider: str, limits: dict[str, Any]) -> None:
     """Issue 17, finding 6: a small limit next to a large one must not shrink the reservation."""
     ledger = configure(deps, Clock(), budgets={"daily_usd": 10.0})
-    gate = BudgetCheck(deps, ModelRouter(deps))
+    gate = BudgetCheck(deps)
     request: dict[str, Any]
     if provider == "google":
         request = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}], **limits}
@@ -189,7 +188,7 @@ def test_the_largest_output_limit_is_reserved(deps: AppDeps, provider: str, limi
 def test_every_answer_asked_for_is_reserved(deps: AppDeps) -> None:
     """`n` answers of up to max_tokens each may be billed: the reservation covers all of them."""
     configure(deps, Clock(), budgets={"daily_usd": 10.0})
-    gate = BudgetCheck(deps, ModelRouter(deps))
+    gate = BudgetCheck(deps)
     request = {
         "model": "my-model",
         "n": 3,

@@ -173,7 +173,7 @@ def test_a_guard_failing_mid_stream_fails_open_without_losing_held_events(
     deps: AppDeps, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import tokenlens.guardrails.stream as stream_module
-    from tokenlens.addons.guardrails_response import _Chained
+    from tokenlens.stream_taps import GuardedTap
 
     configure(deps, {"response_pii_detection": {"enabled": True, "action": "block"}, "fail_open": True})
     guard = stream_module.StreamGuard(deps.settings.get().guardrails, "openai", "/v1/chat/completions")
@@ -188,7 +188,7 @@ def test_a_guard_failing_mid_stream_fails_open_without_losing_held_events(
 
     monkeypatch.setattr(stream_module, "text_matches", flaky)
     pieces = ["The", " quick", " brown", " fox", " jumps", " over", " the", " lazy", " dog"]
-    chained = _Chained(None, guard)
+    chained = GuardedTap(None, guard)
     sent = [chained(sse({"choices": [{"index": 0, "delta": {"content": p}}]})) for p in pieces] + [
         chained(b"")
     ]

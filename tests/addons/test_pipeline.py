@@ -12,9 +12,8 @@ from mitmproxy.test import taddons, tflow
 
 import tokenlens.addons
 from mitm_helpers import gateway_flow
-from tokenlens.addons import TokenLens
+from tokenlens.addons import gateway
 from tokenlens.addons._flowstate import exchange_of
-from tokenlens.addons.broadcast import Broadcaster
 from tokenlens.addons.guardrails_request import RequestGuardrails
 from tokenlens.addons.ingress import Ingress
 from tokenlens.addons.quota import QuotaCheck
@@ -25,7 +24,7 @@ from tokenlens.config import replace_section
 
 
 def test_stages_run_in_the_order_of_spec_section_6(deps: AppDeps) -> None:
-    names = [a.name for a in TokenLens(deps, Broadcaster(deps.bus)).stages]
+    names = [a.name for a in gateway(deps).stages]
     assert names == [
         "tokenlens.config",
         "tokenlens.ingress",
@@ -41,13 +40,12 @@ def test_stages_run_in_the_order_of_spec_section_6(deps: AppDeps) -> None:
         "tokenlens.upstream",
         "tokenlens.response_guardrails",
         "tokenlens.recorder",
-        "tokenlens.broadcast",
     ]
     assert len(set(names)) == len(names)
 
 
 def test_every_hook_of_every_stage_is_dispatched(deps: AppDeps) -> None:
-    parent = TokenLens(deps, Broadcaster(deps.bus))
+    parent = gateway(deps)
     assert not hasattr(parent, "addons"), "mitmproxy would walk the stages itself and call them twice"
     for event in hooks.all_hooks:
         expected = [getattr(s, event) for s in parent.stages if callable(getattr(s, event, None))]
@@ -122,8 +120,8 @@ def test_dispatch_matches_mitmproxy_walking_the_stages(
 ) -> None:
     nested_log: list[str] = []
     flat_log: list[str] = []
-    monkeypatch.setattr(tokenlens.addons, "pipeline", lambda deps, broadcaster: _stages(flat_log))
-    flat = TokenLens(deps, Broadcaster(deps.bus))
+    monkeypatch.setattr(tokenlens.addons, "pipeline", lambda deps: _stages(flat_log))
+    flat = gateway(deps)
     errors: dict[str, list[str]] = {}
 
     async def both() -> None:
@@ -154,12 +152,12 @@ def test_dispatch_matches_mitmproxy_walking_the_stages(
 
 def test_mitmproxy_sees_one_addon(deps: AppDeps) -> None:
     with taddons.context(loadcore=False) as tctx:
-        tctx.master.addons.add(TokenLens(deps, Broadcaster(deps.bus)))
+        tctx.master.addons.add(gateway(deps))
         assert list(tctx.master.addons.lookup) == ["tokenlens"]
 
 
 def run_request(deps: AppDeps, path: str = "/proxy/openai/v1/chat/completions") -> Any:
-    parent = TokenLens(deps, Broadcaster(deps.bus))
+    parent = gateway(deps)
     flow = gateway_flow(path, {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
     with taddons.context(parent):
         result = parent.request(flow)

@@ -12,15 +12,13 @@ from harness.gates import Clock, configure, flow_for
 from tokenlens.addons._flowstate import exchange_of
 from tokenlens.addons.budget import BudgetCheck
 from tokenlens.addons.quota import QuotaCheck
-from tokenlens.addons.routing import ModelRouter
 from tokenlens.app import AppDeps
 from tokenlens.config import ModelLimit, Quotas, SourceLimit
 from tokenlens.records import CallRecord
 
 
 def gates(deps: AppDeps) -> tuple[BudgetCheck, QuotaCheck]:
-    router = ModelRouter(deps)
-    return BudgetCheck(deps, router), QuotaCheck(deps, router)
+    return BudgetCheck(deps), QuotaCheck(deps)
 
 
 def run(deps: AppDeps, source: str = "agent", provider: str = "openai", **kw: Any) -> Any:

@@ -8,9 +8,10 @@ from mitmproxy.test import taddons
 from mitm_helpers import gateway_flow
 from tokenlens.addons._flowstate import exchange_of
 from tokenlens.addons.ingress import Ingress
-from tokenlens.addons.upstream import StreamTap, Upstream, UsageChunkStripper
+from tokenlens.addons.upstream import Upstream
 from tokenlens.app import AppDeps
 from tokenlens.exchange import Exchange
+from tokenlens.stream_taps import StreamTap, UsageChunkStripper
 
 STREAM_CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "stream": True}
 

@@ -1,4 +1,4 @@
-"""The WebSocket stage on mitmproxy test flows: frames through the real pipeline (`TokenLens`), server events
+"""The WebSocket stage on mitmproxy test flows: frames through the real pipeline (`gateway`), server events
 written here by hand in the providers' shapes (tests/provider_sim/websocket.py, realtime_api.py)."""
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ from mitmproxy.test import taddons
 from wsproto.frame_protocol import Opcode
 
 from mitm_helpers import gateway_flow
-from tokenlens.addons import TokenLens
-from tokenlens.addons._flowstate import exchange_of
-from tokenlens.addons.broadcast import Broadcaster
-from tokenlens.addons.websocket import WebSocketCalls, connection_of
+from tokenlens.addons import gateway
+from tokenlens.addons._flowstate import connection_of, exchange_of
+from tokenlens.addons.websocket import WebSocketCalls
 from tokenlens.app import AppDeps
 from tokenlens.config import parse_settings
 from tokenlens.exchange import Exchange
@@ -53,7 +52,7 @@ class Socket:
     """One upgraded flow driven through the pipeline; what the stage injected and handed to the writer."""
 
     def __init__(self, deps: AppDeps, path: str, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.parent = TokenLens(deps, Broadcaster(deps.bus))
+        self.parent = gateway(deps)
         self.stage = next(s for s in self.parent.stages if isinstance(s, WebSocketCalls))
         self.injected: list[dict[str, Any]] = []
         self.submitted: list[Exchange] = []

@@ -3,7 +3,8 @@ from __future__ import annotations
 import threading
 import time
 
-from tokenlens.bus import EventBus
+from tokenlens.bus import EventBus, RecordFanout
+from tokenlens.records import CallRecord
 
 
 def test_publish_without_subscribers_is_a_no_op() -> None:
@@ -112,3 +113,38 @@ def test_a_subscriber_gets_only_the_types_it_wants_and_lazy_data_is_built_only_f
             assert alerts.get(timeout=0) is None
     assert built == ["a1", "c3"]
     assert bus.published == 4 and bus.dropped == 0
+
+
+def test_written_records_are_published_as_call_and_block_events() -> None:
+    bus = EventBus()
+    with bus.subscribe() as sub:
+        RecordFanout(bus)(
+            [
+                CallRecord(
+                    id="a", ts=1.0, provider="openai", endpoint="/v1/chat/completions", input_tokens=3
+                ),
+                CallRecord(
+                    id="b", ts=2.0, provider="openai", endpoint="/v1/chat/completions", outcome="blocked"
+                ),
+            ]
+        )
+        first, second = sub.get(timeout=1), sub.get(timeout=1)
+    assert first is not None and first["type"] == "call" and first["data"]["input_tokens"] == 3
+    assert first["data"]["ts"] == "1970-01-01T00:00:01.000Z"
+    assert second is not None and second["type"] == "block" and second["data"]["id"] == "b"
+
+
+def test_listeners_run_in_order_before_the_feed_and_one_failing_does_not_stop_the_others() -> None:
+    bus = EventBus()
+    seen: list[str] = []
+
+    def failing(records: object) -> None:
+        seen.append("failing")
+        raise RuntimeError("boom")
+
+    fanout = RecordFanout(bus, [lambda r: seen.append("first"), failing, lambda r: seen.append("last")])
+    with bus.subscribe() as sub:
+        fanout([CallRecord(id="a", ts=1.0, provider="openai", endpoint="/v1/chat/completions")])
+        assert seen == ["first", "failing", "last"]
+        message = sub.get(timeout=1)
+    assert message is not None and message["type"] == "call"

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -14,14 +15,14 @@ import typer
 from typer.testing import CliRunner
 from werkzeug.serving import make_server
 
-from tokenlens.app import AppDeps, SettingsHolder
-from tokenlens.bus import EventBus
+from harness.deps import app_deps
+from tokenlens.app import AppDeps
 from tokenlens.cli import data
-from tokenlens.config import load_settings
+from tokenlens.config import SettingsHolder, load_settings
 from tokenlens.controls import Cap
 from tokenlens.records import CALL_FIELDS, CallRecord
 from tokenlens.shared_ledger import SharedLedger
-from tokenlens.store import RecordWriter, open_store
+from tokenlens.store import open_store
 from tokenlens.web import create_app
 
 runner = CliRunner()
@@ -173,24 +174,15 @@ def daemon(tmp_path: Path, home: Path) -> Iterator[AppDeps]:
     """A running API (as the daemon serves it) on the port of the config file, with its own store."""
     settings = load_settings(home / "config.yaml")
     daemon_home = tmp_path / "daemon-home"
-    store = open_store(None, daemon_home)
-    writer: RecordWriter[CallRecord] = RecordWriter(store, lambda r: r)
-    deps = AppDeps(
-        settings=SettingsHolder(settings),
-        store=store,
-        writer=writer,
-        bus=EventBus(),
-        home=daemon_home,
-        config_path=home / "config.yaml",
-    )
+    stack = contextlib.ExitStack()
+    deps = stack.enter_context(app_deps(daemon_home, settings, config_file=home / "config.yaml"))
     web = make_server("127.0.0.1", settings.server.port, create_app(deps), threaded=True)
     thread = threading.Thread(target=web.serve_forever, daemon=True)
     thread.start()
     yield deps
     web.shutdown()
     thread.join(5)
-    writer.stop()
-    store.close()
+    stack.close()
 
 
 def test_import_goes_through_a_running_daemon(

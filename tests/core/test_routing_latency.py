@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from tokenlens.latency import LatencyTracker, histogram_percentile, latency_items, percentile, tracker_of
+from tokenlens.latency import LatencyTracker, histogram_percentile, latency_items, percentile
 from tokenlens.records import CallRecord
 from tokenlens.store.rollups import bin_value, latency_bin
 
@@ -79,12 +79,6 @@ def test_unmeasured_members_are_tried_first() -> None:
     tracker = LatencyTracker(clock=clock)
     tracker([record("a", 10)])
     assert tracker.choose(["a", "b"], False, random.Random(1)) == "b"
-
-
-def test_tracker_is_registered_once() -> None:
-    listeners: list = []
-    first = tracker_of(listeners)
-    assert tracker_of(listeners) is first and listeners == [first]
 
 
 def test_store_figures() -> None:

@@ -1,32 +1,42 @@
-"""AppDeps on a real SQLite store, for the web and CLI tests that run the app without the proxy."""
+"""A gateway's parts built as the daemon builds them (`tokenlens.runtime.build_runtime`), on a real store in a
+temporary directory, for the addon, web and CLI tests that run without the proxy."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
-from tokenlens.app import AppDeps, SettingsHolder
-from tokenlens.bus import EventBus
+from tokenlens.app import AppDeps
 from tokenlens.config import Settings
 from tokenlens.records import CallRecord
-from tokenlens.store import RecordWriter, open_store
+from tokenlens.runtime import build_runtime
+
+
+def records_as_they_are(record: CallRecord) -> CallRecord:
+    """A writer input for tests that submit finished records."""
+    return record
 
 
 @contextlib.contextmanager
-def app_deps(home: Path, settings: Settings) -> Iterator[AppDeps]:
-    """Deps with `settings`, the store `home/tokenlens.db` and its writer (stopped, and the store closed, after)."""
-    store = open_store(None, home)
-    writer: RecordWriter[CallRecord] = RecordWriter(store, lambda r: r)
+def app_deps(
+    home: Path,
+    settings: Settings,
+    *,
+    prepare: Callable[[Any], CallRecord] | None = records_as_they_are,
+    web_port: int = 0,
+    shared: bool = False,
+    readonly: bool = False,
+    config_file: Path | None = None,
+) -> Iterator[AppDeps]:
+    """Deps with `settings` and the store `home/tokenlens.db` (or `settings.storage.url`); the background
+    services are not started. `prepare`: how the writer turns what is submitted into a record (default: records
+    are submitted finished; None: the daemon's record builder, which takes an Exchange). Closed after."""
+    runtime = build_runtime(
+        settings, home, config_file, shared=shared, web_port=web_port, prepare=prepare, readonly=readonly
+    )
     try:
-        yield AppDeps(
-            settings=SettingsHolder(settings),
-            store=store,
-            writer=writer,
-            bus=EventBus(),
-            home=home,
-            config_path=home / "config.yaml",
-        )
+        yield runtime.deps
     finally:
-        writer.stop()
-        store.close()
+        runtime.close()

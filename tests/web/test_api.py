@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -14,11 +15,10 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tokenlens.app import AppDeps, SettingsHolder
-from tokenlens.bus import EventBus
+from harness.deps import app_deps
+from tokenlens.app import AppDeps
 from tokenlens.config import parse_settings
 from tokenlens.records import CALL_FIELDS, CallRecord, iso_utc
-from tokenlens.store import RecordWriter, open_store
 from tokenlens.web import create_app
 
 MakeDeps = Callable[..., AppDeps]
@@ -26,28 +26,14 @@ MakeDeps = Callable[..., AppDeps]
 
 @pytest.fixture
 def make_deps(tmp_path: Path) -> Iterator[MakeDeps]:
-    made: list[AppDeps] = []
+    with contextlib.ExitStack() as stack:
+        count = iter(range(1000))
 
-    def make(settings: dict[str, Any] | None = None) -> AppDeps:
-        home = tmp_path / f"home{len(made)}"
-        store = open_store(None, home)
-        bus = EventBus()
-        writer: RecordWriter[CallRecord] = RecordWriter(store, lambda r: r)
-        deps = AppDeps(
-            settings=SettingsHolder(parse_settings(settings or {"timezone": "UTC"})),
-            store=store,
-            writer=writer,
-            bus=bus,
-            home=home,
-            config_path=home / "config.yaml",
-        )
-        made.append(deps)
-        return deps
+        def make(settings: dict[str, Any] | None = None) -> AppDeps:
+            home = tmp_path / f"home{next(count)}"
+            return stack.enter_context(app_deps(home, parse_settings(settings or {"timezone": "UTC"})))
 
-    yield make
-    for deps in made:
-        deps.writer.stop()
-        deps.store.close()
+        yield make
 
 
 @pytest.fixture

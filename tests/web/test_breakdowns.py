@@ -17,13 +17,11 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
+from harness.deps import app_deps
 from harness.pg import store_url
 from published_prices import PRICES
-from tokenlens.app import AppDeps, SettingsHolder
-from tokenlens.bus import EventBus
 from tokenlens.config import parse_settings
 from tokenlens.records import CallRecord, iso_utc, new_call_id
-from tokenlens.store import RecordWriter, open_store
 from tokenlens.web import create_app
 
 PARTS = ("input_cost_usd", "output_cost_usd", "cache_read_cost_usd", "cache_write_cost_usd")
@@ -172,26 +170,16 @@ def expected_total() -> float:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FlaskClient]:
     with store_url(request.param, tmp_path) as url:
-        store = open_store(url, tmp_path)
-        writer: RecordWriter[CallRecord] = RecordWriter(store, lambda r: r)
-        deps = AppDeps(
-            settings=SettingsHolder(parse_settings({"timezone": "UTC"})),
-            store=store,
-            writer=writer,
-            bus=EventBus(),
-            home=tmp_path,
-            config_path=tmp_path / "config.yaml",
+        settings = parse_settings(
+            {"timezone": "UTC", "storage": {"url": url}} if url else {"timezone": "UTC"}
         )
-        try:
-            store.insert_calls(gateway_records())
+        with app_deps(tmp_path, settings) as deps:
+            deps.store.insert_calls(gateway_records())
             web = create_app(deps, {"TESTING": True}).test_client()
             body = "\n".join(json.dumps(line) for line in imported_lines()) + "\n"
             answer = web.post("/api/import", data=body, content_type="application/x-ndjson").get_json()
             assert answer == {"imported": 6, "skipped": 0, "errors": []}
             yield web
-        finally:
-            writer.stop()
-            store.close()
 
 
 def get(client: FlaskClient, url: str) -> Any:

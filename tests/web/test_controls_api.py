@@ -37,7 +37,7 @@ def test_budget_status_lists_every_usd_cap_with_spend_reserved_remaining_and_res
     web_client: FlaskClient, web_deps: AppDeps
 ) -> None:
     now = datetime.now(UTC)
-    web_deps.store.insert_calls(
+    recorded = (  # through the writer, as the gateway records calls: the ledger settles each batch
         [
             CallRecord(
                 id="1",
@@ -61,6 +61,9 @@ def test_budget_status_lists_every_usd_cap_with_spend_reserved_remaining_and_res
             ),
         ]
     )
+    for record in recorded:
+        web_deps.writer.submit(record)
+    assert web_deps.writer.flush()
     response = web_client.get("/api/usage/budget-status")
     assert response.status_code == 200
     caps = {(c["scope"], c["period"]): c for c in response.json["caps"]}

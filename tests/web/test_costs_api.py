@@ -345,9 +345,11 @@ def test_watcher_alerts_and_anomalies_once(deps: AppDeps, loaded: tuple[date, li
     spent_today = sum(cost_parts(x)["total"] for x in lines if day_of(x) == today)
     assert spent_today > 0.05  # the configured threshold
     with deps.bus.subscribe() as sub:
-        watcher = CostWatcher(deps)
+        watcher = CostWatcher(deps.settings, deps.store, deps.bus, deps.home)
         first = watcher.check()
-        again = CostWatcher(deps).check()  # a restart reads the state file: nothing repeated
+        again = CostWatcher(
+            deps.settings, deps.store, deps.bus, deps.home
+        ).check()  # a restart reads the state file: nothing repeated
         events = []
         while (message := sub.get(timeout=0)) is not None:
             events.append(message)
@@ -388,8 +390,7 @@ def test_metrics(client: FlaskClient, deps: AppDeps) -> None:
             blocked_by="budget",
         ),
     ]
-    for listener in deps.record_listeners:
-        listener(records)
+    deps.metrics.observe(records)  # the record listener the writer thread calls
     text = client.get("/metrics").get_data(as_text=True)
     samples = {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value

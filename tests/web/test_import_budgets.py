@@ -3,6 +3,7 @@ in the single gateway's in-memory ledger and in the shared ledger of a fleet (SQ
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -12,14 +13,13 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
+from harness.deps import app_deps
 from harness.pg import store_url
-from tokenlens.app import AppDeps, SettingsHolder
-from tokenlens.bus import EventBus
+from tokenlens.app import AppDeps
 from tokenlens.config import parse_settings
-from tokenlens.controls import Ledger, ledger_for, source_caps
-from tokenlens.records import CallRecord, iso_utc
+from tokenlens.controls import Ledger, source_caps
+from tokenlens.records import iso_utc
 from tokenlens.shared_ledger import SharedLedger
-from tokenlens.store import RecordWriter, open_store
 from tokenlens.web import create_app
 
 SOURCE = "importer"
@@ -29,31 +29,17 @@ SETTINGS: dict[str, Any] = {
 }
 
 
-def make_deps(url: str | None, home: Path) -> AppDeps:
-    store = open_store(url, home)
-    writer: RecordWriter[CallRecord] = RecordWriter(store, lambda r: r)
-    return AppDeps(
-        settings=SettingsHolder(parse_settings(SETTINGS)),
-        store=store,
-        writer=writer,
-        bus=EventBus(),
-        home=home,
-        config_path=home / "config.yaml",
-    )
-
-
-def close(deps: AppDeps) -> None:
-    if deps.ledger is not None:
-        deps.ledger.close()
-    deps.writer.stop()
-    deps.store.close()
+@contextlib.contextmanager
+def make_deps(url: str | None, home: Path, *, shared: bool = False) -> Iterator[AppDeps]:
+    settings = parse_settings({**SETTINGS, "storage": {"url": url}} if url else SETTINGS)
+    with app_deps(home, settings, shared=shared) as made:
+        yield made
 
 
 @pytest.fixture
 def deps(tmp_path: Path) -> Iterator[AppDeps]:
-    made = make_deps(None, tmp_path)
-    yield made
-    close(made)
+    with make_deps(None, tmp_path) as made:
+        yield made
 
 
 def client_of(deps: AppDeps) -> FlaskClient:
@@ -91,7 +77,7 @@ def source_day(client: FlaskClient) -> tuple[float, int]:
 
 
 def test_an_import_counts_toward_the_running_ledger_at_once(deps: AppDeps) -> None:
-    ledger = ledger_for(deps)  # the daemon's ledger, loaded from the (empty) store at start
+    ledger = deps.ledger  # the daemon's ledger, loaded from the (empty) store at start
     assert type(ledger) is Ledger
     client = client_of(deps)
     caps = source_caps(deps.settings.get(), SOURCE)
@@ -119,13 +105,13 @@ def test_an_import_counts_toward_the_running_ledger_at_once(deps: AppDeps) -> No
     assert denial is not None and denial.metric == "calls"
 
 
-def test_an_import_without_a_running_ledger_is_read_when_the_ledger_starts(deps: AppDeps) -> None:
-    client = client_of(deps)
-    post_import(client, line("imp-1", 0.97))
-    assert deps.ledger is None
-    ledger = ledger_for(deps)
-    assert ledger.admit("too-big", source_caps(deps.settings.get(), SOURCE), 0.05) is not None
-    assert source_day(client) == (pytest.approx(0.97), 1)  # counted once: not again by the import
+def test_an_import_is_read_again_when_the_gateway_restarts(tmp_path: Path) -> None:
+    with make_deps(None, tmp_path) as before:
+        post_import(client_of(before), line("imp-1", 0.97))
+    with make_deps(None, tmp_path) as deps:  # a new ledger, loaded from the store at start
+        client = client_of(deps)
+        assert deps.ledger.admit("too-big", source_caps(deps.settings.get(), SOURCE), 0.05) is not None
+        assert source_day(client) == (pytest.approx(0.97), 1)  # counted once: not again by the import
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -135,12 +121,11 @@ def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 def test_an_import_counts_in_the_shared_ledger_for_every_gateway(shared_url: str, tmp_path: Path) -> None:
-    one = make_deps(shared_url, tmp_path / "one")
-    two = make_deps(shared_url, tmp_path / "two")
-    try:
-        for gateway in (one, two):
-            gateway.shared = True
-        ledger_one, ledger_two = ledger_for(one), ledger_for(two)
+    with (
+        make_deps(shared_url, tmp_path / "one", shared=True) as one,
+        make_deps(shared_url, tmp_path / "two", shared=True) as two,
+    ):
+        ledger_one, ledger_two = one.ledger, two.ledger
         assert isinstance(ledger_one, SharedLedger) and isinstance(ledger_two, SharedLedger)
         caps = source_caps(one.settings.get(), SOURCE)
         for ledger in (ledger_one, ledger_two):  # both gateways have admitted calls: the rows exist
@@ -157,6 +142,3 @@ def test_an_import_counts_in_the_shared_ledger_for_every_gateway(shared_url: str
             assert ledger.admit(f"too-big-{name}", caps, 0.05) is not None
         assert ledger_two.admit("fits", caps, 0.02) is None
         ledger_two.release("fits")
-    finally:
-        close(one)
-        close(two)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -11,32 +12,17 @@ import pytest
 import simple_websocket
 from werkzeug.serving import make_server
 
-from tokenlens.app import AppDeps, SettingsHolder
-from tokenlens.bus import EventBus
+from harness.deps import app_deps
+from tokenlens.app import AppDeps
 from tokenlens.config import parse_settings
 from tokenlens.records import CallRecord
-from tokenlens.store import RecordWriter, open_store
 from tokenlens.web import create_app
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[AppDeps, int]]:
-    store = open_store(None, tmp_path)
-    bus = EventBus()
-
-    def publish(batch: list[CallRecord]) -> None:
-        for record in batch:
-            bus.publish("call", record.to_dict())
-
-    writer: RecordWriter[CallRecord] = RecordWriter(store, lambda r: r, publish)
-    deps = AppDeps(
-        settings=SettingsHolder(parse_settings({})),
-        store=store,
-        writer=writer,
-        bus=bus,
-        home=tmp_path,
-        config_path=tmp_path / "config.yaml",
-    )
+    stack = contextlib.ExitStack()
+    deps = stack.enter_context(app_deps(tmp_path, parse_settings({})))  # records go on the feed once written
     app = create_app(deps)
     app.config["SOCK_SERVER_OPTIONS"] = {"ping_interval": 1}
     web = make_server("127.0.0.1", 0, app, threaded=True)
@@ -45,8 +31,7 @@ def server(tmp_path: Path) -> Iterator[tuple[AppDeps, int]]:
     yield deps, web.server_port
     web.shutdown()
     thread.join(5)
-    writer.stop()
-    store.close()
+    stack.close()
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> bool:

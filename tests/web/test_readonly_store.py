@@ -19,11 +19,10 @@ import pytest
 from flask.testing import FlaskClient
 
 from harness.deps import app_deps
-from tokenlens.app import AppDeps, SettingsHolder
-from tokenlens.bus import EventBus
+from tokenlens.app import AppDeps
 from tokenlens.config import load_settings
 from tokenlens.records import CallRecord, iso_utc
-from tokenlens.store import RecordWriter, open_store
+from tokenlens.store import open_store
 from tokenlens.web import create_app
 
 READS = ["/api/status", "/api/calls", "/api/usage/kpi", "/api/export?format=jsonl", "/api/usage/daily"]
@@ -116,19 +115,8 @@ def readonly_store(tmp_path: Path) -> Iterator[FlaskClient]:
     writable = open_store(None, home)
     writable.insert_calls([a_call("before")])
     writable.close()
-    store = open_store(None, home, readonly=True)
-    writer: RecordWriter[CallRecord] = RecordWriter(store, lambda r: r, journal=None)
-    deps = AppDeps(
-        settings=SettingsHolder(load_settings(home / "config.yaml")),
-        store=store,
-        writer=writer,
-        bus=EventBus(),
-        home=home,
-        config_path=home / "config.yaml",
-    )
-    yield create_app(deps, {"TESTING": True}).test_client()
-    writer.stop()
-    store.close()
+    with app_deps(home, load_settings(home / "config.yaml"), readonly=True) as deps:
+        yield create_app(deps, {"TESTING": True}).test_client()
 
 
 def test_a_store_that_refuses_writes_answers_503_to_an_import(readonly_store: FlaskClient) -> None:

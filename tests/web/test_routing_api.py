@@ -11,7 +11,6 @@ import pytest
 from flask.testing import FlaskClient
 
 from tokenlens.app import AppDeps
-from tokenlens.latency import tracker_of
 from tokenlens.records import CallRecord, new_call_id
 
 ITEM_KEYS = {
@@ -53,7 +52,7 @@ def test_latency_figures_over_calendar_days_in_the_configured_zone(
         call(yesterday_late, model=None, latency_ms=50.0),
     ]
     web_deps.store.insert_calls(calls)
-    tracker_of(web_deps.record_listeners)(calls)
+    web_deps.latency(calls)  # the record listener the writer thread calls
 
     body = web_client.get("/api/usage/latency?days=1").get_json()
     assert set(body) == {"days", "items", "live"} and body["days"] == 1

@@ -33,13 +33,9 @@ from mitmproxy import options
 from mitmproxy.tools.dump import DumpMaster
 from werkzeug.serving import make_server
 
-from tokenlens import price_data
-from tokenlens.addons import TokenLens
-from tokenlens.addons.broadcast import Broadcaster
+from tokenlens.addons import gateway
 from tokenlens.addons.config_watch import allow_hosts_for
-from tokenlens.alerts import start_cost_services
-from tokenlens.app import AppDeps, SettingsHolder
-from tokenlens.bus import EventBus
+from tokenlens.app import AppDeps
 from tokenlens.cli.ca import ensure_ca
 from tokenlens.config import (
     ConfigError,
@@ -49,10 +45,8 @@ from tokenlens.config import (
     startup_problem,
     tokenlens_home,
 )
-from tokenlens.config_sync import ConfigSync
-from tokenlens.controls import ledger_for
-from tokenlens.metering import RecordBuilder
-from tokenlens.store import RecordWriter, open_store
+from tokenlens.runtime import build_runtime
+from tokenlens.store import open_store
 from tokenlens.tokens import warm_up
 from tokenlens.web import create_app
 
@@ -95,7 +89,7 @@ def port_problem(host: str, port: int) -> str | None:
     return None
 
 
-async def _serve(deps: AppDeps, broadcaster: Broadcaster) -> None:
+async def _serve(deps: AppDeps) -> None:
     settings = deps.settings.get()
     logging.getLogger().setLevel(logging.INFO)
     opts = options.Options(
@@ -114,7 +108,7 @@ async def _serve(deps: AppDeps, broadcaster: Broadcaster) -> None:
     if settings.server.upstream_ca:
         updates["ssl_verify_upstream_trusted_ca"] = str(settings.server.upstream_ca)
     master.options.update(**updates)
-    master.addons.add(TokenLens(deps, broadcaster))
+    master.addons.add(gateway(deps))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, master.shutdown)
@@ -128,44 +122,27 @@ def _warm_up_then_freeze() -> None:
     gc.freeze()
 
 
+def _loopback_listener() -> socket.socket:
+    """The web app's internal port, bound before the app is built so that its number is known to the proxy."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(128)
+    return listener
+
+
 def run_gateway(settings: Settings, home: Path, config_file: Path, *, worker: str | None = None) -> None:
-    """One gateway process (`worker`: its index when it is one of `--workers N`)."""
+    """One gateway process (`worker`: its index when it is one of `--workers N`): build, serve, close."""
     home.mkdir(parents=True, exist_ok=True)
     ensure_ca(home)
     threading.Thread(target=_warm_up_then_freeze, name="tokenlens-tokenizer", daemon=True).start()
-    holder = SettingsHolder(settings)
-    price_data.load(home)  # prices `tokenlens prices update` kept, else the bundled ones
-    store = open_store(settings.storage.url, home)
-    config_sync = ConfigSync(store, holder) if store.kind == "postgresql" else None
-    if config_sync is not None:
-        config_sync.poll()  # sections changed through any gateway's API win over this file's
-    bus = EventBus()
-    broadcaster = Broadcaster(bus)
-    writer: RecordWriter = RecordWriter(
-        store,
-        RecordBuilder(holder, home),
-        broadcaster.on_written,
-        store_bodies=lambda: holder.get().storage.store_bodies,
-    )
-    deps = AppDeps(
-        settings=holder,
-        store=store,
-        writer=writer,
-        bus=bus,
-        home=home,
-        config_path=config_file,
-        record_listeners=broadcaster.listeners,
-        shared=store.kind == "postgresql" or worker is not None,
-        config_sync=config_sync,
-    )
-    ledger = ledger_for(deps)  # spend rebuilt from the store before anything is served
-    if config_sync is not None:
-        config_sync.start()
+    listener = _loopback_listener()
+    runtime = build_runtime(
+        settings, home, config_file, shared=worker is not None, web_port=listener.getsockname()[1]
+    ).start()
+    deps = runtime.deps
     if worker is not None:
         _listen_with_reuse_port()
-    cost_services = start_cost_services(deps)  # webhooks, cost alerts, anomalies, Sunday digest
-    web = make_server("127.0.0.1", 0, create_app(deps), threaded=True)
-    deps.web_port = web.server_port
+    web = make_server("127.0.0.1", deps.web_port, create_app(deps), threaded=True, fd=listener.fileno())
     threading.Thread(target=web.serve_forever, name="tokenlens-web", daemon=True).start()
     host, port = settings.server.host, settings.server.port
     shown = "localhost" if host in ("127.0.0.1", "::1") else host
@@ -175,15 +152,10 @@ def run_gateway(settings: Settings, home: Path, config_file: Path, *, worker: st
             err=True,
         )
     try:
-        asyncio.run(_serve(deps, broadcaster))
+        asyncio.run(_serve(deps))
     finally:
-        if config_sync is not None:
-            config_sync.stop()
-        written = writer.stop()
-        ledger.close()  # a shared ledger gives its unused leases back
-        cost_services.stop()
         web.shutdown()
-        store.close()
+        written = runtime.close()
         typer.echo(
             f"TokenLens stopped; records flushed ({'all written' if written else 'some NOT written'}).",
             err=True,

@@ -122,16 +122,16 @@ def _import_via_daemon(server: ServerSettings, handle: IO[bytes]) -> ImportResul
 
 
 def _import_direct(settings: Settings, home: Path, handle: IO[bytes]) -> ImportResult:
-    from tokenlens.app import SettingsHolder
-    from tokenlens.controls import import_counted
-    from tokenlens.pricing import Pricer, from_settings
+    from tokenlens.config import SettingsHolder
+    from tokenlens.shared_ledger import import_counted
+    from tokenlens.pricing import pricer_for
 
     store = open_store(settings.storage.url, home)
     try:
         return import_counted(  # into the shared budget ledger's rows too (other gateways on this store)
             store,
             handle,
-            Pricer(from_settings(settings.pricing)),
+            pricer_for(settings.pricing),
             settings=SettingsHolder(settings),
             ledger=None,
             store_bodies=settings.storage.store_bodies,

@@ -27,24 +27,12 @@ import httpx
 from tokenlens.config import ProviderSettings
 from tokenlens.exchange import Exchange
 from tokenlens.providers import error_body
-from tokenlens.routing import HOP_HEADERS, RequestParts, Target, is_retryable, request_for
+from tokenlens.routing import HOP_HEADERS, ChainPlan, RequestParts, Target, is_retryable, request_for
 
 log = logging.getLogger(__name__)
 
 TOKEN_HEADER = "x-tokenlens-chain"
 _READ = 64 * 1024
-
-
-@dataclass
-class ChainPlan:
-    """Set by the routing stage on a flow whose routed model has a fallback chain."""
-
-    targets: tuple[Target, ...]
-    own_url: str  # the request's URL on its own provider (model already routed, before a cross-provider move)
-    base_model: str | None  # the model that URL and body name
-    client_auth: tuple[tuple[str, str], ...]  # the client's own credentials, for targets on its provider
-    providers: Mapping[str, ProviderSettings]
-    token: str | None = None
 
 
 @dataclass

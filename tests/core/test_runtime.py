@@ -1,0 +1,113 @@
+"""The composition root: one function builds every service, and a committed record reaches each listener."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import pytest
+
+from tokenlens.config import parse_settings
+from tokenlens.controls import Ledger, source_caps
+from tokenlens.records import CallRecord
+from tokenlens.runtime import build_runtime
+from tokenlens.shared_ledger import SharedLedger
+
+SETTINGS = {"timezone": "UTC", "quotas": {"source_limits": [{"source": "agent", "daily_usd": 1.0}]}}
+
+
+def a_call(call_id: str, cost: float, outcome: str = "ok") -> CallRecord:
+    return CallRecord(
+        id=call_id,
+        ts=time.time(),
+        provider="openai",
+        endpoint="/v1/chat/completions",
+        source="agent",
+        model="gpt-4o",
+        status=200,
+        latency_ms=120.0,
+        cost_usd=cost,
+        priced=True,
+        outcome=outcome,
+        blocked_by="budget" if outcome == "blocked" else None,
+    )
+
+
+def test_every_service_is_built_and_the_deps_are_complete_and_frozen(tmp_path: Path) -> None:
+    runtime = build_runtime(parse_settings(SETTINGS), tmp_path, prepare=lambda r: r)
+    try:
+        deps = runtime.deps
+        assert all(
+            getattr(deps, f.name) is not None for f in dataclasses.fields(deps) if f.name != "config_sync"
+        )
+        assert type(deps.ledger) is Ledger and deps.ledger.loaded and not deps.shared
+        assert deps.config_sync is None  # a local store shares no configuration
+        assert deps.config_path == tmp_path / "config.yaml"
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            deps.web_port = 1  # type: ignore[misc]
+    finally:
+        assert runtime.close()
+
+
+def test_the_record_listeners_are_one_ordered_list(tmp_path: Path) -> None:
+    runtime = build_runtime(parse_settings(SETTINGS), tmp_path, prepare=lambda r: r)
+    try:
+        deps = runtime.deps
+        assert runtime.fanout.listeners == (
+            deps.ledger.settle,
+            deps.rate_limits,
+            deps.latency,
+            deps.metrics.observe,
+            runtime.cost_watcher.notify,
+        )
+    finally:
+        runtime.close()
+
+
+def test_a_committed_record_reaches_the_ledger_metrics_latency_and_the_feed(tmp_path: Path) -> None:
+    runtime = build_runtime(parse_settings(SETTINGS), tmp_path, prepare=lambda r: r)
+    deps = runtime.deps
+    try:
+        with deps.bus.subscribe() as feed:
+            deps.writer.submit(a_call("a", 0.75))
+            deps.writer.submit(a_call("b", 0.0, outcome="blocked"))
+            assert deps.writer.flush()
+            messages = [feed.get(timeout=2), feed.get(timeout=2)]
+        assert [m["type"] for m in messages if m] == ["call", "block"]
+        caps = source_caps(deps.settings.get(), "agent")
+        denial = deps.ledger.admit("next", caps, 0.5)  # $0.75 spent of $1.00: $0.50 more does not fit
+        assert denial is not None and denial.cap.scope == "source:agent"
+        assert deps.latency.snapshot()[0]["model"] == "gpt-4o"
+        assert 'tokenlens_calls_total{model="gpt-4o",outcome="ok",provider="openai",source="agent"} 1.0' in (
+            deps.metrics.render().decode()
+        )
+    finally:
+        assert runtime.close()
+
+
+def test_spend_already_in_the_store_is_counted_at_start(tmp_path: Path) -> None:
+    first = build_runtime(parse_settings(SETTINGS), tmp_path, prepare=lambda r: r)
+    first.deps.writer.submit(a_call("a", 0.75))
+    assert first.close()  # every queued record written
+    again = build_runtime(parse_settings(SETTINGS), tmp_path, prepare=lambda r: r)
+    try:
+        caps = source_caps(again.deps.settings.get(), "agent")
+        assert again.deps.ledger.admit("next", caps, 0.5) is not None
+    finally:
+        again.close()
+
+
+def test_gateways_sharing_a_store_share_the_ledger(tmp_path: Path) -> None:
+    runtime = build_runtime(parse_settings(SETTINGS), tmp_path, shared=True, prepare=lambda r: r)
+    try:
+        assert isinstance(runtime.deps.ledger, SharedLedger) and runtime.deps.shared
+    finally:
+        runtime.close()
+
+
+def test_start_runs_the_background_services_and_close_stops_them(tmp_path: Path) -> None:
+    runtime = build_runtime(parse_settings(SETTINGS), tmp_path, prepare=lambda r: r).start()
+    assert runtime.started
+    assert runtime.close()
+    assert runtime.cost_watcher._thread is not None and not runtime.cost_watcher._thread.is_alive()
