@@ -18,8 +18,7 @@ from pathlib import Path
 
 from dashboard import api_client, fill
 
-from tokenlens.records import CallRecord
-from tokenlens.store import RecordWriter, open_store
+from tokenlens.store import open_store
 
 ENDPOINTS = [
     "/api/usage/kpi",
@@ -52,8 +51,7 @@ def main() -> None:
             f"filled {args.calls:,} calls over {args.days} days in {fill_s:.1f} s "
             f"({args.calls / fill_s:,.0f} calls/s); {rollup_rows:,} hourly rollup rows; store {store.kind}"
         )
-        writer: RecordWriter[CallRecord] = RecordWriter(store, lambda r: r)
-        client = api_client(store, writer, home)
+        client = api_client(args.url, home)
         print(f"{'endpoint':34} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
         for path in ENDPOINTS:
             times = []
@@ -65,7 +63,6 @@ def main() -> None:
             times.sort()
             p95 = times[min(len(times) - 1, int(len(times) * 0.95))]
             print(f"{path:34} {statistics.median(times):8.1f} {p95:8.1f} {times[-1]:8.1f}")
-        writer.stop()
         store.close()
     print("reproduce: .venv/bin/python bench/analytics.py " + f"--calls {args.calls} --days {args.days}")
 

@@ -28,11 +28,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tokenlens.app import AppDeps, SettingsHolder
-from tokenlens.bus import EventBus
 from tokenlens.config import parse_settings
 from tokenlens.records import CallRecord
-from tokenlens.store import RecordWriter, Store, open_store, redact_url
+from tokenlens.runtime import build_runtime
+from tokenlens.store import Store, open_store, redact_url
 from tokenlens.web import create_app
 
 SOURCES = [f"agent-{i}" for i in range(12)]
@@ -231,17 +230,14 @@ def fill(store: Store, calls: int, days: int, batch: int = 20_000) -> float:
     return time.perf_counter() - begun
 
 
-def api_client(store: Store, writer: RecordWriter[CallRecord], home: Path, timezone: str = "UTC") -> Any:
-    """A Flask test client of the dashboard's API over `store` (a $50,000 monthly budget, for the gauges)."""
-    deps = AppDeps(
-        settings=SettingsHolder(parse_settings({"timezone": timezone, "budgets": {"monthly_usd": 50000}})),
-        store=store,
-        writer=writer,
-        bus=EventBus(),
-        home=home,
-        config_path=home / "config.yaml",
-    )
-    return create_app(deps, {"TESTING": True}).test_client()
+def api_client(url: str | None, home: Path, timezone: str = "UTC") -> Any:
+    """A Flask test client of the dashboard's API over the store at `url` in `home`, built as the daemon builds
+    it (a $50,000 monthly budget, for the gauges)."""
+    settings: dict[str, Any] = {"timezone": timezone, "budgets": {"monthly_usd": 50000}}
+    if url:
+        settings["storage"] = {"url": url}
+    runtime = build_runtime(parse_settings(settings), home, prepare=lambda record: record)
+    return create_app(runtime.deps, {"TESTING": True}).test_client()
 
 
 @contextmanager
@@ -297,8 +293,7 @@ def main() -> None:
             print(f"filled {args.calls:,} calls over {args.days} days in {fill_s:.0f} s; store {store.kind}")
         if args.explain:
             explain(store)
-        writer: RecordWriter[CallRecord] = RecordWriter(store, lambda r: r)
-        client = api_client(store, writer, home, args.timezone)
+        client = api_client(args.url, home, args.timezone)
         first = client.get("/api/calls?limit=50").get_json()
         values = {
             "cursor": first["next"],
@@ -326,7 +321,6 @@ def main() -> None:
             slowest = max(paths, key=lambda p: p50[p])
             total = sum(p50[p] for p in paths)
             print(f"{name:24} {len(paths):8} {total:11.1f} {p50[slowest]:15.1f}  {slowest}")
-        writer.stop()
         store.close()
     print(
         "reproduce: .venv/bin/python bench/dashboard.py "
