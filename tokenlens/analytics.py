@@ -20,7 +20,8 @@ import numpy as np
 from tokenlens.money import format_usd
 from tokenlens.store import Store
 from tokenlens.store.queries import PricerLike, day_start
-from tokenlens.store.rollups import Row, first_bucket, sums, tag_sums
+from tokenlens.store.reads import first_usage_bucket, tag_usage, usage_sums
+from tokenlens.store.rollups import Row
 from tokenlens.usage import Usage
 
 if TYPE_CHECKING:
@@ -105,7 +106,7 @@ def daily(store: Store, days: int, tz: tzinfo, now: float | None = None) -> dict
     """SPEC `/daily`: one entry per day (days without calls included, as zeros)."""
     dates = last_days(days, tz, now)
     with store.connection():
-        per_day = sums(store.db, edges_of(dates, tz), measures=_DAILY_MEASURES)
+        per_day = usage_sums(store, edges_of(dates, tz), measures=_DAILY_MEASURES)
     out = []
     for day, groups in zip(dates, per_day, strict=True):
         row = groups.get((), {})
@@ -148,7 +149,7 @@ def range_sums(
     dates = last_days(days, tz, now)
     edges = [edges_of(dates, tz)[0], edges_of(dates, tz)[-1]]
     with store.connection():
-        return sums(store.db, edges, dims)[0]
+        return usage_sums(store, edges, dims)[0]
 
 
 def sources(store: Store, days: int, tz: tzinfo, now: float | None = None) -> dict[str, Any]:
@@ -180,7 +181,7 @@ def by_tag(store: Store, days: int, tz: tzinfo, key: str, now: float | None = No
     dates = last_days(days, tz, now)
     edges = edges_of(dates, tz)
     with store.connection():
-        groups = tag_sums(store.db, edges[0], edges[-1], key)
+        groups = tag_usage(store, edges[0], edges[-1], key)
     return {"key": key, "items": _sorted([_item(value, row) for value, row in groups.items()])}
 
 
@@ -258,8 +259,8 @@ def forecast(
     window = day_list(today - timedelta(days=FORECAST_WINDOW), FORECAST_WINDOW)
     span = day_list(min(window[0], month[0]), (today - min(window[0], month[0])).days + 1)
     with store.connection():
-        per_day = sums(store.db, edges_of(span, tz), measures=("cost_usd",))
-        first = first_bucket(store.db)
+        per_day = usage_sums(store, edges_of(span, tz), measures=("cost_usd",))
+        first = first_usage_bucket(store)
     spend = {d: groups.get((), {}).get("cost_usd", 0.0) for d, groups in zip(span, per_day, strict=True)}
     first_day = None if first is None else datetime.fromtimestamp(first, tz).date()
     history = [d for d in window if first_day is not None and d >= first_day]
@@ -318,7 +319,7 @@ def anomalies(store: Store, days: int, tz: tzinfo, now: float | None = None) -> 
     dates = last_days(days, tz, now)
     span = day_list(dates[0] - timedelta(days=ANOMALY_WINDOW), len(dates) + ANOMALY_WINDOW)
     with store.connection():
-        per_day = sums(store.db, edges_of(span, tz), ("source",), measures=_ANOMALY_MEASURES)
+        per_day = usage_sums(store, edges_of(span, tz), ("source",), measures=_ANOMALY_MEASURES)
     series: dict[str | None, list[dict[str, float]]] = {}
     empty = {"spend": 0.0, "calls": 0.0, "tokens": 0.0}
     for index, groups in enumerate(per_day):
@@ -700,8 +701,8 @@ def digest(
     week = day_list(today - timedelta(days=7), 7)
     before = day_list(today - timedelta(days=14), 7)
     with store.connection():
-        this_week = sums(store.db, [day_start(week[0], tz), day_start(today, tz)], ("source", "model"))[0]
-        last_week = sums(store.db, [day_start(before[0], tz), day_start(week[0], tz)])[0]
+        this_week = usage_sums(store, [day_start(week[0], tz), day_start(today, tz)], ("source", "model"))[0]
+        last_week = usage_sums(store, [day_start(before[0], tz), day_start(week[0], tz)])[0]
     by_source: dict[str, Row] = {}
     by_model: dict[str, Row] = {}
     total: Row = {}

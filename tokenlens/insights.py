@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from tokenlens.complexity import INPUT_STEPS, OUTPUT_STEPS, SIMPLE_MAX, is_simple
 from tokenlens.money import format_usd
 from tokenlens.pricing import Pricer, current_snapshot, undated
+from tokenlens.store.reads import largest_simple_call, rollup_totals, usage_sums
 from tokenlens.store.rollups import (
     COMPLEXITY,
     HEAT_SECTIONS,
@@ -34,7 +35,6 @@ from tokenlens.store.rollups import (
     TURNS,
     WASTE,
     Rollup,
-    rollup_sums,
 )
 from tokenlens.usage import Usage
 from tokenlens.waste import WASTE_TYPES
@@ -71,8 +71,7 @@ def _sums(
 ) -> list[tuple[tuple[Any, ...], dict[str, float]]]:
     """(group key, {measure: sum}) of `rollup` over the window, "" models named "unknown"."""
     start, end = window(days, tz)
-    with store.connection():
-        found = rollup_sums(store.db, rollup, start, end, group, measures)
+    found = rollup_totals(store, rollup, start, end, group, measures)
     model_at = group.index("model") if "model" in group else None
     out = []
     for key, values in found.items():
@@ -731,8 +730,6 @@ _REASONING_UNREPORTED = frozenset({"anthropic"})
 def _capabilities_used(store: Store, days: int, tz: tzinfo) -> dict[tuple[str, str, str], set[str]]:
     """Per (provider, source, model): "tools" when calls sent tool definitions (the heatmap's tools section),
     "reasoning" when calls reported reasoning tokens (the usage rollups)."""
-    from tokenlens.store.rollups import sums
-
     used: dict[tuple[str, str, str], set[str]] = {}
     for (provider, source, model), row in _sums(
         store, days, tz, INSIGHT, ("provider", "source", "model"), ("heat_tools",)
@@ -740,10 +737,9 @@ def _capabilities_used(store: Store, days: int, tz: tzinfo) -> dict[tuple[str, s
         if row["heat_tools"] > 0:
             used.setdefault((provider, source, model), set()).add("tools")
     start, end = window(days, tz)
-    with store.connection():
-        found = sums(store.db, [start, end], ("provider", "source", "model"), measures=("reasoning_tokens",))[
-            0
-        ]
+    found = usage_sums(store, [start, end], ("provider", "source", "model"), measures=("reasoning_tokens",))[
+        0
+    ]
     for (provider, source, model), row in found.items():
         if row["reasoning_tokens"] > 0:
             used.setdefault((provider, source, model or "unknown"), set()).add("reasoning")
@@ -775,15 +771,7 @@ def _largest_simple_call(
     """Input plus output tokens of the largest successful simple call of the group in the window (read from
     the raw calls through their (source, model, ts) index); None when none is kept."""
     start, end = window(days, tz)
-    p = store.db.param
-    sql = (
-        f'SELECT MAX("input_tokens" + "output_tokens") FROM "call" WHERE "source" = {p} AND "model" = {p} '
-        f'AND "ts" >= {p} AND "ts" < {p} AND "provider" = {p} AND "outcome" = {p} '
-        f'AND "complexity" IS NOT NULL AND "complexity" <= {p}'
-    )
-    with store.connection():
-        row = store.db.execute_sql(sql, [source, model, start, end, provider, "ok", SIMPLE_MAX]).fetchone()
-    return None if row is None or row[0] is None else int(row[0])
+    return largest_simple_call(store, start, end, provider, source, model, SIMPLE_MAX)
 
 
 # ---------------------------------------------------------------------------------------------- caching

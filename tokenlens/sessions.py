@@ -402,20 +402,20 @@ def sessions_summary(
     previous page (`next[kind]`). Each run's figures cover all its calls, also those before the period."""
     from tokenlens.insights import window
     from tokenlens.store import encode_cursor
-    from tokenlens.store.rollups import list_runs, run_parts
+    from tokenlens.store.reads import session_runs
 
     start, end = window(days, tz)
     out: dict[str, Any] = {"days": days, "next": {}}
-    with store.connection():
-        for k in (kind,) if kind else ("session", "conversation"):
-            rows = list_runs(store.db, k, start, end, limit + 1, before)  # one more: is there a next page?
-            more, rows = len(rows) > limit, rows[:limit]
-            parts, conversations = run_parts(store.db, k, [r["group_id"] for r in rows])
-            out[f"{k}s"] = [
-                _item(r, parts.get(r["group_id"], []), conversations.get(r["group_id"], 0)) for r in rows
-            ]
-            last = rows[-1] if more else None
-            out["next"][k] = None if last is None else encode_cursor(last["first_ts"], last["group_id"])
+    kinds = (kind,) if kind else ("session", "conversation")
+    found = session_runs(store, kinds, start, end, limit + 1, before)  # one more: is there a next page?
+    for k in kinds:
+        rows, parts, conversations = found[k]
+        more, rows = len(rows) > limit, rows[:limit]
+        out[f"{k}s"] = [
+            _item(r, parts.get(r["group_id"], []), conversations.get(r["group_id"], 0)) for r in rows
+        ]
+        last = rows[-1] if more else None
+        out["next"][k] = None if last is None else encode_cursor(last["first_ts"], last["group_id"])
     return out
 
 
@@ -428,25 +428,19 @@ _FIELDS = (
 )
 
 
-def _select(store: Store, condition: Callable[[Any], Any]) -> list[dict[str, Any]]:
-    call = store.models.Call
-    query = call.select(*(getattr(call, f) for f in _FIELDS)).where(condition(call))
-    with store.connection():
-        return list(query.order_by(call.ts.asc(), call.id.asc()).dicts().execute())
-
-
 def session_timeline(store: Store, group_id: str) -> dict[str, Any] | None:
     """One session (or, when no session has that id, one conversation) turn by turn; None when unknown.
 
     The summary is computed from the run's calls with the code that fills the session rollups, so it equals
     the list's item while the calls are kept (retention removes calls, not rollups)."""
+    from tokenlens.store.reads import run_calls
     from tokenlens.store.rollups import accumulate_runs, run_row, session_facts
 
     kind = "session"
-    rows = _select(store, lambda c: c.session_id == group_id)
+    rows = run_calls(store, kind, group_id, _FIELDS)
     if not rows:
         kind = "conversation"
-        rows = _select(store, lambda c: c.conversation_id == group_id)
+        rows = run_calls(store, kind, group_id, _FIELDS)
     if not rows:
         return None
     facts = [session_facts([row[f] for f in SESSION_FACT_COLUMNS]) for row in rows]
