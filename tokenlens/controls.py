@@ -560,30 +560,7 @@ class Ledger:
             for cap in all_caps(settings):
                 bucket = self._buckets.get((cap.scope, cap.period, periods.key(cap.period))) or Bucket()
                 resets_at = datetime.fromtimestamp(periods.end(cap.period), self.tz()).isoformat()
-                if cap.limit_usd is not None:
-                    caps.append(
-                        {
-                            "scope": cap.scope,
-                            "period": cap.period,
-                            "limit_usd": cap.limit_usd,
-                            "spent_usd": bucket.spent_usd,
-                            "reserved_usd": bucket.reserved_usd,
-                            "remaining_usd": max(0.0, cap.limit_usd - bucket.spent_usd - bucket.reserved_usd),
-                            "resets_at": resets_at,
-                        }
-                    )
-                if cap.limit_calls is not None:
-                    call_caps.append(
-                        {
-                            "scope": cap.scope,
-                            "period": cap.period,
-                            "limit_calls": cap.limit_calls,
-                            "calls": bucket.calls,
-                            "reserved_calls": bucket.reserved_calls,
-                            "remaining_calls": max(0, cap.limit_calls - bucket.calls - bucket.reserved_calls),
-                            "resets_at": resets_at,
-                        }
-                    )
+                add_cap_status(cap, bucket, resets_at, caps, call_caps)
             in_flight = len(self._reservations)
         return {
             "caps": caps,
@@ -592,6 +569,38 @@ class Ledger:
             "healthy": self.broken is None,
             "problem": self.broken,
         }
+
+
+def add_cap_status(
+    cap: Cap, bucket: Bucket, resets_at: str, caps: list[dict[str, Any]], call_caps: list[dict[str, Any]]
+) -> None:
+    """A cap's rows of `GET /api/usage/budget-status`: its USD limit to `caps`, its call limit to `call_caps`
+    (a reservation below zero, a transient of the shared ledger's rows, shows as zero)."""
+    if cap.limit_usd is not None:
+        reserved = max(0.0, bucket.reserved_usd)
+        caps.append(
+            {
+                "scope": cap.scope,
+                "period": cap.period,
+                "limit_usd": cap.limit_usd,
+                "spent_usd": bucket.spent_usd,
+                "reserved_usd": reserved,
+                "remaining_usd": max(0.0, cap.limit_usd - bucket.spent_usd - reserved),
+                "resets_at": resets_at,
+            }
+        )
+    if cap.limit_calls is not None:
+        call_caps.append(
+            {
+                "scope": cap.scope,
+                "period": cap.period,
+                "limit_calls": cap.limit_calls,
+                "calls": bucket.calls,
+                "reserved_calls": max(0, bucket.reserved_calls),
+                "remaining_calls": max(0, cap.limit_calls - bucket.calls - bucket.reserved_calls),
+                "resets_at": resets_at,
+            }
+        )
 
 
 def _aggregate(store: Store, start: float, end: float) -> list[tuple[str, str | None, float, int]]:

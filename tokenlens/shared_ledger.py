@@ -43,6 +43,7 @@ from tokenlens.controls import (
     Publish,
     Reservation,
     _aggregate,
+    add_cap_status,
     all_caps,
     scopes_of,
 )
@@ -400,32 +401,7 @@ class SharedLedger(Ledger):
         call_caps: list[dict[str, Any]] = []
         for cap in all_caps(self.settings.get()):
             bucket = rows.get((cap.scope, cap.period, periods.key(cap.period))) or Bucket()
-            resets_at = self._resets_at(cap, periods)
-            if cap.limit_usd is not None:
-                reserved = max(0.0, bucket.reserved_usd)
-                caps.append(
-                    {
-                        "scope": cap.scope,
-                        "period": cap.period,
-                        "limit_usd": cap.limit_usd,
-                        "spent_usd": bucket.spent_usd,
-                        "reserved_usd": reserved,
-                        "remaining_usd": max(0.0, cap.limit_usd - bucket.spent_usd - reserved),
-                        "resets_at": resets_at,
-                    }
-                )
-            if cap.limit_calls is not None:
-                call_caps.append(
-                    {
-                        "scope": cap.scope,
-                        "period": cap.period,
-                        "limit_calls": cap.limit_calls,
-                        "calls": bucket.calls,
-                        "reserved_calls": max(0, bucket.reserved_calls),
-                        "remaining_calls": max(0, cap.limit_calls - bucket.calls - bucket.reserved_calls),
-                        "resets_at": resets_at,
-                    }
-                )
+            add_cap_status(cap, bucket, self._resets_at(cap, periods), caps, call_caps)
         return {
             "caps": caps,
             "call_caps": call_caps,
