@@ -11,7 +11,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import peewee as pw
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from tokenlens import price_data
@@ -23,7 +22,15 @@ from tokenlens.pricing import Pricer
 from tokenlens.pricing import pricer_for as pricer_of_section
 from tokenlens.records import CallRecord
 from tokenlens.shared_ledger import import_counted
-from tokenlens.store import chunk_text, day_bounds, export_lines, month_bounds, parse_since
+from tokenlens.store import (
+    InterfaceError,
+    OperationalError,
+    chunk_text,
+    day_bounds,
+    export_lines,
+    month_bounds,
+    parse_since,
+)
 from tokenlens.store.queries import MAX_LIMIT
 from tokenlens.store.writer import store_error_text
 
@@ -92,14 +99,12 @@ def timezone_of(settings: Settings) -> Any:
 
 
 def _open_connection() -> None:
-    g.tokenlens_opened_db = deps().store.db.connect(reuse_if_open=True)
+    g.tokenlens_opened_db = deps().store.open_connection()
 
 
 def _close_connection(exc: BaseException | None) -> None:
     if g.pop("tokenlens_opened_db", False):
-        db = deps().store.db
-        if not db.is_closed() and not db.in_transaction():
-            db.close()
+        deps().store.close_connection()
 
 
 def serve_store_requests(blueprint: Blueprint) -> None:
@@ -118,8 +123,8 @@ serve_store_requests(bp)
 _UNWRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT}
 
 
-@bp.app_errorhandler(pw.OperationalError)
-@bp.app_errorhandler(pw.InterfaceError)
+@bp.app_errorhandler(OperationalError)
+@bp.app_errorhandler(InterfaceError)
 @bp.app_errorhandler(sqlite3.OperationalError)
 def store_unavailable(exc: Exception) -> tuple[Response, int]:
     """Any route (this app's): the database cannot be opened, read or written (a read-only data directory,

@@ -10,7 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tokenlens.store.db import StoreLocation, make_database, redact_url, sqlite_path
+from tokenlens.store.db import (
+    InterfaceError,
+    OperationalError,
+    StoreLocation,
+    make_database,
+    redact_url,
+    sqlite_path,
+)
 from tokenlens.store.migrations import SchemaError, latest_version
 from tokenlens.store.queries import (
     ImportResult,
@@ -30,6 +37,8 @@ from tokenlens.store.writer import RecordWriter
 
 __all__ = [
     "ImportResult",
+    "InterfaceError",
+    "OperationalError",
     "RecordWriter",
     "SchemaError",
     "Store",

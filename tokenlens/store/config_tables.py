@@ -37,4 +37,5 @@ class ConfigTable:
         """Every section: (name, version, data as JSON text)."""
         m = self.model
         with self.store.connection():
-            return [(str(n), int(v), str(d)) for n, v, d in m.select(m.name, m.version, m.data).tuples()]
+            rows: list[tuple[str, int, str]] = list(m.select(m.name, m.version, m.data).tuples())  # type: ignore[arg-type]
+        return [(str(name), int(version), str(data)) for name, version, data in rows]

@@ -9,6 +9,10 @@ from urllib.parse import urlsplit, urlunsplit
 import peewee as pw
 from playhouse.db_url import connect as connect_url
 
+# What a store raises when its database cannot be opened, read or written (for the layers above to catch).
+OperationalError = pw.OperationalError
+InterfaceError = pw.InterfaceError
+
 SQLITE_FILENAME = "tokenlens.db"
 SQLITE_PRAGMAS: dict[str, object] = {
     "journal_mode": "wal",

@@ -609,6 +609,16 @@ class Store:
             if opened and not self.db.in_transaction():
                 self.db.close()
 
+    def open_connection(self) -> bool:
+        """Open the calling thread's connection unless it is open; whether this call opened it (then pass
+        it to `close_connection`; for a connection that spans a web request)."""
+        return bool(self.db.connect(reuse_if_open=True))
+
+    def close_connection(self) -> None:
+        """Close the calling thread's connection, unless it is closed or inside a transaction."""
+        if not self.db.is_closed() and not self.db.in_transaction():
+            self.db.close()
+
     def write_transaction(self) -> Any:
         """A write transaction (SQLite: BEGIN IMMEDIATE, so writers queue on busy_timeout, not deadlock)."""
         if isinstance(self.db, pw.SqliteDatabase):
