@@ -102,22 +102,24 @@ class Ingress:
 
     def __init__(self, deps: AppDeps) -> None:
         self.deps = deps
-        self._settings: Settings | None = None
-        self._upstreams: dict[str, Upstream] = {}
-        self._intercepts: list[Intercept] = []  # the hosts HTTPS_PROXY mode intercepts, of `_upstreams`
+        # The upstreams of the providers and the hosts HTTPS_PROXY mode intercepts for them (one tuple: read
+        # together), rebuilt when the providers change.
+        self._routes: tuple[dict[str, Upstream], list[Intercept]] = ({}, [])
         self._authorized: weakref.WeakSet[connection.Client] = weakref.WeakSet()  # CONNECTs with the token
+        deps.settings.on_change(self._settings_changed)
+        self._settings_changed(deps.settings.get(), frozenset({"providers"}))
+
+    def _settings_changed(self, settings: Settings, updated: frozenset[str]) -> None:
+        if "providers" in updated:
+            upstreams = upstreams_from(settings)
+            self._routes = (upstreams, intercepts(upstreams))
 
     def upstreams(self) -> dict[str, Upstream]:
-        settings = self.deps.settings.get()
-        if settings is not self._settings:
-            self._upstreams, self._settings = upstreams_from(settings), settings
-            self._intercepts = intercepts(self._upstreams)
-        return self._upstreams
+        return self._routes[0]
 
     def intercepts(self) -> list[Intercept]:
-        """`providers.intercepts` of the current upstreams, built once per configuration."""
-        self.upstreams()
-        return self._intercepts
+        """`providers.intercepts` of the current upstreams, built once per change of the providers."""
+        return self._routes[1]
 
     def names_gateway(self, host: str) -> bool:
         """Whether a host name is one the gateway answers to (loopback, server.host, server.allowed_hosts)."""

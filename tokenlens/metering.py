@@ -9,12 +9,11 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from tokenlens.app import SettingsHolder
+from tokenlens.config import SettingsHolder
 from tokenlens.encoding import decode_body
 from tokenlens.exchange import METERED_KINDS, Exchange
 from tokenlens.price_data import data_info, note_unknown, refresh
-from tokenlens.pricing import Price, Pricer
-from tokenlens.pricing import from_settings as overrides_from_settings
+from tokenlens.pricing import Price, Pricer, pricer_for
 from tokenlens.records import CallRecord, bound_record, describe_failure
 from tokenlens.tokens import estimate_output_tokens, estimate_request_tokens
 from tokenlens.usage import Usage, summarize_stream, usage_from_body, with_request_tier
@@ -186,20 +185,15 @@ def _response_body(ex: Exchange) -> bytes | None:
 
 
 class RecordBuilder:
-    """`build_record` with the pricer of the current settings, rebuilt when the pricing overrides change."""
+    """`build_record` with the pricer of the current settings' overrides (`tokenlens.pricing.pricer_for`)."""
 
     def __init__(self, settings: SettingsHolder, home: Path | None = None) -> None:
         self.settings = settings
         self.home = home  # where `tokenlens prices update` keeps newer price data (checked once a second)
-        self._pricing: object = None
-        self._pricer = Pricer()
 
     def pricer(self) -> Pricer:
         refresh(self.home)
-        pricing = self.settings.get().pricing
-        if pricing is not self._pricing:
-            self._pricer, self._pricing = Pricer(overrides_from_settings(pricing)), pricing
-        return self._pricer
+        return pricer_for(self.settings.get().pricing)
 
     def __call__(self, exchange: Exchange) -> CallRecord:
         pricer = self.pricer()

@@ -42,7 +42,7 @@ import logging
 import re
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from types import SimpleNamespace
@@ -51,6 +51,7 @@ from typing import Any
 from genai_prices import data_snapshot
 from genai_prices import types as gp
 
+from tokenlens.config import PriceOverride, PriceRates, Settings, replace_section
 from tokenlens.usage import Usage
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,8 @@ _ZERO = Decimal(0)
 _KNOWN_PROVIDERS = ("openai", "anthropic", "google")
 
 # ---- overrides -----------------------------------------------------------------------------------------------
+# The user's prices are the configuration's own `PriceOverride` (USD per million tokens, validated by the
+# config; `PriceTier` for context tiers, `PriceRates` for service tiers).
 
 BASE_RATES: tuple[str, ...] = ("input", "output", "cache_read", "cache_write", "cache_write_1h")
 """The plain rates of an override (USD per million tokens)."""
@@ -82,37 +85,6 @@ _PRICE_KEYS: dict[str, str] = {
     **{f"output_{m}": f"output_{m}_mtok" for m in ("text", "image", "audio", "video")},
     **{f"cache_read_{m}": f"cache_{m}_read_mtok" for m in ("text", "image", "audio", "video")},
 }
-
-
-@dataclass(frozen=True)
-class PriceTier:
-    """Rates that replace the override's own when a call's input (all of it, cached included) is above
-    `above` tokens: the whole call is priced at them, as the providers bill context tiers."""
-
-    above: int
-    rates: Mapping[str, float]
-
-
-@dataclass(frozen=True)
-class PriceOverride:
-    """User prices in USD per MILLION tokens.
-
-    ``cache_read`` and ``cache_write`` default to the input rate, ``cache_write_1h`` to ``cache_write``;
-    `modalities` holds per-modality rates (`MODALITY_RATES` names; a modality without one is priced at the
-    plain rate of its part); `tiers` context-size tiers; `service_tiers` the rates that change under a
-    service tier (``batch``, ``flex``, ``priority``, ``fast``...); `family` also prices the model's dated
-    and versioned names.
-    """
-
-    input: float
-    output: float
-    cache_read: float | None = None
-    cache_write: float | None = None
-    cache_write_1h: float | None = None
-    modalities: Mapping[str, float] = field(default_factory=dict)
-    tiers: tuple[PriceTier, ...] = ()
-    service_tiers: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
-    family: bool = False
 
 
 @dataclass(frozen=True)
@@ -413,14 +385,9 @@ def _tier_name(context: tuple[tuple[str, str], ...]) -> str | None:
     return ctx.get("service_tier")
 
 
-def _explicit_rates(ov: PriceOverride) -> dict[str, float]:
-    rates: dict[str, float] = {"input": ov.input, "output": ov.output}
-    for key in ("cache_read", "cache_write", "cache_write_1h"):
-        value = getattr(ov, key)
-        if value is not None:
-            rates[key] = value
-    rates.update(ov.modalities)
-    return rates
+def rates_of(rates: PriceRates) -> dict[str, float]:
+    """The rates an override, a context tier or a service tier sets (`RATE_KEYS` order, unset ones left out)."""
+    return {key: float(value) for key in RATE_KEYS if (value := getattr(rates, key)) is not None}
 
 
 def _with_defaults(explicit: Mapping[str, float]) -> dict[str, float]:
@@ -443,10 +410,11 @@ def _override_compiled(ov: PriceOverride, tier: str | None) -> _Compiled:
     above the tier's size), then the service tier's on top (at every context size); unspecified ones default
     as `_with_defaults` says.
     """
-    explicit = _explicit_rates(ov)
-    service = dict(ov.service_tiers.get(tier, {})) if tier is not None else {}
+    explicit = rates_of(ov)
+    service_rates = ov.service_tiers.get(tier) if tier is not None else None
+    service = rates_of(service_rates) if service_rates is not None else {}
     base = _with_defaults({**explicit, **service})
-    tiers = [(t.above, _with_defaults({**explicit, **t.rates, **service})) for t in ov.tiers]
+    tiers = [(t.above, _with_defaults({**explicit, **rates_of(t), **service})) for t in ov.tiers]
     names = set(base).union(*(set(r) for _, r in tiers))
     prices: dict[str, Any] = {}
     for name in names:
@@ -562,105 +530,51 @@ class Pricer:
         return calc.total_price
 
 
-def _rate(entry: Any, key: str, model: str, required: bool) -> float | None:
-    value = entry.get(key) if isinstance(entry, Mapping) else getattr(entry, key, None)
-    if value is None:
-        if required:
-            raise ValueError(f"pricing.{model}.{key}: required (USD per million tokens)")
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str):
-        raise ValueError(f"pricing.{model}.{key}: must be a number, got {value!r}")
-    try:
-        f = float(value)
-    except ValueError:
-        raise ValueError(f"pricing.{model}.{key}: must be a number, got {value!r}") from None
-    if not f >= 0 or f == float("inf"):
-        raise ValueError(f"pricing.{model}.{key}: must be a finite number >= 0, got {value!r}")
-    return f
-
-
 OVERRIDE_KEYS: frozenset[str] = frozenset(RATE_KEYS) | {"tiers", "service_tiers", "family"}
 
 
-def _rates(entry: Any, where: str, allowed: tuple[str, ...]) -> dict[str, float]:
-    if not isinstance(entry, Mapping):
-        raise ValueError(f"pricing.{where}: expected an object of rates")
-    unknown = set(entry) - set(allowed)
-    if unknown:
-        raise ValueError(f"pricing.{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
-    out = {}
-    for key in entry:
-        value = _rate(entry, key, where, False)
-        if value is not None:
-            out[str(key)] = value
-    return out
-
-
-def _get(entry: Any, key: str) -> Any:
-    return entry.get(key) if isinstance(entry, Mapping) else getattr(entry, key, None)
-
-
-def _rate_map(obj: Any, keys: tuple[str, ...]) -> dict[str, Any]:
-    """A config object's rates (flat attributes, None ones left out) as a mapping."""
-    if isinstance(obj, Mapping):
-        return dict(obj)
-    return {k: getattr(obj, k) for k in keys if getattr(obj, k, None) is not None}
-
-
-def override_from(model: str, entry: Any) -> PriceOverride:
-    """One override from its config entry (a mapping, or an object with the same attributes, such as the
-    config's own dataclass)."""
-    if isinstance(entry, PriceOverride):
+def _plain_entry(entry: Any) -> Any:
+    """An override entry as the file's data: a mapping or None as it is, an object by its attributes."""
+    if entry is None or isinstance(entry, Mapping):
         return entry
-    if isinstance(entry, Mapping):
-        unknown = set(entry) - OVERRIDE_KEYS
-        if unknown:
-            raise ValueError(f"pricing.{model}: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
-    elif entry is None:
-        raise ValueError(f"pricing.{model}: expected {{input, output, ...}} (USD per million tokens)")
-    input_rate = _rate(entry, "input", model, True)
-    output_rate = _rate(entry, "output", model, True)
-    assert input_rate is not None and output_rate is not None
-    modalities = {}
-    for key in MODALITY_RATES:
-        value = _rate(entry, key, model, False)
-        if value is not None:
-            modalities[key] = value
-    tiers = []
-    for i, tier in enumerate(_get(entry, "tiers") or ()):
-        above = _get(tier, "above")
-        if isinstance(above, bool) or not isinstance(above, int) or above < 1:
-            raise ValueError(f"pricing.{model}.tiers[{i}].above: must be a whole number of tokens >= 1")
-        raw = {k: v for k, v in _rate_map(tier, RATE_KEYS).items() if k != "above"}
-        tiers.append(PriceTier(above, _rates(raw, f"{model}.tiers[{i}]", RATE_KEYS)))
-    if len({t.above for t in tiers}) != len(tiers):
-        raise ValueError(f"pricing.{model}.tiers: two tiers start above the same size")
-    service_tiers = {}
-    raw_tiers = _get(entry, "service_tiers") or {}
-    if not isinstance(raw_tiers, Mapping):
-        raise ValueError(f"pricing.{model}.service_tiers: expected {{tier: {{rates}}}}")
-    for tier_name, rates in raw_tiers.items():
-        where = f"{model}.service_tiers.{tier_name}"
-        service_tiers[str(tier_name).lower()] = _rates(_rate_map(rates, RATE_KEYS), where, RATE_KEYS)
-    family = _get(entry, "family")
-    if family is not None and not isinstance(family, bool):
-        raise ValueError(f"pricing.{model}.family: must be true or false")
-    return PriceOverride(
-        input=input_rate,
-        output=output_rate,
-        cache_read=_rate(entry, "cache_read", model, False),
-        cache_write=_rate(entry, "cache_write", model, False),
-        cache_write_1h=_rate(entry, "cache_write_1h", model, False),
-        modalities=modalities,
-        tiers=tuple(sorted(tiers, key=lambda t: t.above)),
-        service_tiers=service_tiers,
-        family=bool(family),
-    )
+    return {key: value for key in sorted(OVERRIDE_KEYS) if (value := getattr(entry, key, None)) is not None}
 
 
 def from_settings(pricing_section: Mapping[str, Any]) -> dict[str, PriceOverride]:
-    """Overrides from the config's ``pricing:`` section (USD per million tokens; entries may also be objects
-    with those attributes, such as the config's own dataclass). Raises ValueError naming the key on a bad
-    entry. Shape: ``{model: {input, output, cache_read, cache_write, cache_write_1h, <modality rates>,
-    tiers: [{above, <rates>}], service_tiers: {tier: {<rates>}}, family}}``."""
-    return {str(model): override_from(str(model), entry) for model, entry in (pricing_section or {}).items()}
+    """Overrides from a ``pricing:`` section: `Settings.pricing` (its overrides as they are) or the file's
+    plain data, validated as the configuration validates it (ConfigError, a ValueError, naming the key).
+    Entries may also be objects with those attributes. Shape: ``{model: {input, output, cache_read,
+    cache_write, cache_write_1h, <modality rates>, tiers: [{above, <rates>}], service_tiers: {tier:
+    {<rates>}}, family}}``."""
+    section = pricing_section or {}
+    plain = {str(m): _plain_entry(e) for m, e in section.items() if not isinstance(e, PriceOverride)}
+    parsed = replace_section(Settings(), "pricing", plain).pricing if plain else {}
+    return {
+        str(model): entry if isinstance(entry, PriceOverride) else parsed[str(model)]
+        for model, entry in section.items()
+    }
+
+
+# ---- one pricer per pricing section ------------------------------------------------------------------------
+
+_PRICERS_KEPT = 8
+_pricers: dict[int, tuple[Mapping[str, PriceOverride], Pricer]] = {}
+_pricers_lock = threading.Lock()
+
+
+def pricer_for(pricing: Mapping[str, PriceOverride]) -> Pricer:
+    """The one Pricer of a pricing section (`Settings.pricing`): built on first use and shared by every part
+    of the gateway (keyed by the section object; the last few sections are kept). A changed section is a new
+    object, so it gets a new pricer; an unchanged one keeps its pricer and the overrides it compiled."""
+    found = _pricers.get(id(pricing))
+    if found is not None and found[0] is pricing:
+        return found[1]
+    with _pricers_lock:
+        found = _pricers.get(id(pricing))
+        if found is not None and found[0] is pricing:
+            return found[1]
+        pricer = Pricer(pricing)
+        if len(_pricers) >= _PRICERS_KEPT:
+            del _pricers[next(iter(_pricers))]  # the oldest
+        _pricers[id(pricing)] = (pricing, pricer)
+        return pricer

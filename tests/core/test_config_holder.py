@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import threading
+import weakref
 
 from tokenlens.app import SettingsHolder as AppSettingsHolder
 from tokenlens.config import Budgets, Settings, SettingsHolder, changed_sections, parse_settings
@@ -112,3 +114,25 @@ def test_concurrent_replacements_are_announced_in_the_order_they_happened() -> N
     assert announced[-1] == holder.get().budgets.daily_usd
     assert holder.version == 800
     assert len(announced) == 800  # every value differs from the one before it
+
+
+class _Subscriber:
+    def __init__(self, holder: SettingsHolder) -> None:
+        self.seen: list[frozenset[str]] = []
+        holder.on_change(self.changed)
+
+    def changed(self, settings: Settings, updated: frozenset[str]) -> None:
+        self.seen.append(updated)
+
+
+def test_a_bound_method_does_not_keep_its_object_alive() -> None:
+    holder = SettingsHolder(Settings())
+    kept = _Subscriber(holder)
+    gone = _Subscriber(holder)
+    witness = weakref.ref(gone)
+    del gone
+    gc.collect()
+    assert witness() is None
+    holder.replace(parse_settings({"timezone": "UTC"}))
+    assert kept.seen == [frozenset({"timezone"})]
+    assert len(holder._callbacks) == 1  # the collected one is forgotten

@@ -17,7 +17,8 @@ import pytest
 from genai_prices import types as gp
 
 from tokenlens import pricing
-from tokenlens.pricing import Price, PriceOverride, Pricer, from_settings, undated
+from tokenlens.config import PriceOverride
+from tokenlens.pricing import Price, Pricer, from_settings, undated
 from tokenlens.usage import Usage
 
 M = Decimal(1_000_000)

@@ -33,8 +33,8 @@ from published_prices import (
     TTS_FLEX,
     TTS_PRIORITY,
 )
-from tokenlens.config import ConfigError, parse_settings, section_to_dict
-from tokenlens.pricing import Price, PriceOverride, Pricer, PriceTier, from_settings, resolve
+from tokenlens.config import ConfigError, PriceOverride, PriceTier, parse_settings, section_to_dict
+from tokenlens.pricing import Price, Pricer, from_settings, resolve
 from tokenlens.usage import Usage, usage_from_body, with_request_tier
 
 WHEN = datetime(2026, 12, 1, 12, tzinfo=UTC)  # after every dated price below took effect
@@ -365,7 +365,7 @@ def test_override_matches_one_name_unless_family() -> None:
 
 
 def test_override_tiers_default_cache_rates_from_the_tier_input() -> None:
-    ov = PriceOverride(input=1, output=2, tiers=(PriceTier(1000, {"input": 3}),))
+    ov = PriceOverride(input=1, output=2, tiers=(PriceTier(above=1000, input=3),))
     usage = Usage(input_tokens=2000, cache_read_tokens=500, cache_write_tokens=500)
     # no cache rates given: they are the input rate, the tier's above its size
     assert Pricer({"m": ov}).price("x", "m", usage).cost_usd == Decimal(2000 * 3) / M

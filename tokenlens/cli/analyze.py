@@ -12,8 +12,7 @@ import typer
 from tokenlens.analyze import PROVIDERS, AnalyzeError, analyze_request, render_text
 from tokenlens.cli.common import ConfigOption
 from tokenlens.config import ConfigError, config_path, load_settings
-from tokenlens.pricing import Pricer
-from tokenlens.pricing import from_settings as overrides_from_settings
+from tokenlens.pricing import Pricer, pricer_for
 
 FORMATS = ("text", "json")
 
@@ -24,7 +23,7 @@ def _pricer(config: Path | None) -> Pricer:
     if config is None and not path.exists():
         return Pricer()
     try:
-        return Pricer(overrides_from_settings(load_settings(path).pricing))
+        return pricer_for(load_settings(path).pricing)
     except (ConfigError, ValueError, OSError) as problem:
         typer.echo(f"Configuration error in {path}: {problem}", err=True)
         raise typer.Exit(2) from None

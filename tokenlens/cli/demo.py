@@ -17,7 +17,7 @@ import typer
 
 from tokenlens import demo as history
 from tokenlens.config import ConfigError, Settings, load_settings, tokenlens_home
-from tokenlens.pricing import Pricer, from_settings
+from tokenlens.pricing import pricer_for
 from tokenlens.store import ImportResult, open_store
 
 MARKER = ".tokenlens-demo"
@@ -50,7 +50,7 @@ def fill_store(
     settings: Settings, home: Path, days: int, seed: int, now: float | None = None
 ) -> ImportResult:
     """Generate the history and import it into the store of `home` (priced, rollups built)."""
-    pricer = Pricer(from_settings(settings.pricing))
+    pricer = pricer_for(settings.pricing)
     records = history.generate(days=days, seed=seed, now=now)
     store = open_store(settings.storage.url, home)
     try:

@@ -133,18 +133,17 @@ def show(
     settings, home = load_cli_settings(config, data_dir)
     price_data.load(home)
     now = datetime.now(UTC)
-    pricer = pricing.Pricer(pricing.from_settings(settings.pricing))
+    pricer = pricing.pricer_for(settings.pricing)
     result: dict[str, Any] = {"model": model, "data": price_data.data_info()}
     override = pricer.override_for(model)
     if override is not None:
         name, ov = override
-        rates = pricing._explicit_rates(ov)
         result["override"] = {
             "name": name,
             "family": ov.family,
-            "rates": rates,
-            "tiers": [{"above": t.above, **t.rates} for t in ov.tiers],
-            "service_tiers": {k: dict(v) for k, v in ov.service_tiers.items()},
+            "rates": pricing.rates_of(ov),
+            "tiers": [{"above": t.above, **pricing.rates_of(t)} for t in ov.tiers],
+            "service_tiers": {k: pricing.rates_of(v) for k, v in ov.service_tiers.items()},
         }
     snapshot = pricing.current_snapshot()
     others = [p.id for p in snapshot.providers if p.id not in _PROVIDERS]

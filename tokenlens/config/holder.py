@@ -10,8 +10,10 @@ derived from the settings is rebuilt in one place instead of being checked on ev
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 import threading
+import weakref
 from collections.abc import Callable
 
 from tokenlens.config.model import Settings
@@ -38,13 +40,15 @@ class SettingsHolder:
     at least one section is announced to the `on_change` callbacks, in the thread that replaced the settings,
     after the swap and before `replace` returns; replacements are announced in the order they happened. A
     callback that raises is logged and the others still run. A callback must not replace the settings itself.
+    A bound method is held weakly (as blinker's signals, mitmproxy's, hold receivers): registering
+    `self.configure` does not keep `self` alive, and a collected object is forgotten.
     """
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         # Held across the swap and its announcement, so two replacements are never announced out of order.
         self._lock = threading.RLock()
-        self._callbacks: list[ChangeCallback] = []
+        self._callbacks: list[Callable[[], ChangeCallback | None]] = []  # None: a collected method's object
         self.version = 0
 
     def get(self) -> Settings:
@@ -53,8 +57,11 @@ class SettingsHolder:
     def on_change(self, callback: ChangeCallback) -> None:
         """Call `callback(settings, updated)` after every replacement that changes a section, where `updated`
         is the set of the changed sections' names (`"pricing"`, `"providers"`, ...)."""
+        ref: Callable[[], ChangeCallback | None] = (
+            weakref.WeakMethod(callback) if inspect.ismethod(callback) else (lambda: callback)
+        )
         with self._lock:
-            self._callbacks.append(callback)
+            self._callbacks.append(ref)
 
     def replace(self, settings: Settings) -> None:
         with self._lock:
@@ -74,7 +81,9 @@ class SettingsHolder:
         updated = changed_sections(old, settings)
         if not updated:
             return
-        for callback in tuple(self._callbacks):
+        live = [(ref, callback) for ref in self._callbacks if (callback := ref()) is not None]
+        self._callbacks = [ref for ref, _ in live]
+        for _, callback in live:
             try:
                 callback(settings, updated)
             except Exception:

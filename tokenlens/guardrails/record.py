@@ -23,8 +23,7 @@ from tokenlens.exchange import Exchange
 from tokenlens.guardrails.engine import Placeholders, apply_redaction, mask_body, mask_text
 from tokenlens.guardrails.pii import Match, find_pii
 from tokenlens.metering import meter, price_call
-from tokenlens.pricing import Pricer
-from tokenlens.pricing import from_settings as overrides_from_settings
+from tokenlens.pricing import pricer_for
 from tokenlens.records import CallRecord
 
 Deferred = Callable[[Exchange, CallRecord], None]
@@ -77,7 +76,7 @@ def meter_blocked_answer(settings: Settings, original_body: bytes | None, status
             "reasoning_tokens",
         ):
             setattr(record, name, getattr(usage, name))
-        price = price_call(Pricer(overrides_from_settings(settings.pricing)), answered, metered)
+        price = price_call(pricer_for(settings.pricing), answered, metered)
         if price is not None:
             record.priced = price.priced
             record.cost_usd = None if price.cost_usd is None else float(price.cost_usd)
