@@ -11,8 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tokenlens.app import SettingsHolder
-from tokenlens.config import parse_settings
+from tokenlens.config import SettingsHolder, parse_settings
 from tokenlens.controls import (
     ENDED_GRACE_S,
     Cap,

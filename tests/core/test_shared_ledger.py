@@ -13,13 +13,11 @@ from typing import Any
 import pytest
 
 from harness.pg import store_url
-from tokenlens.app import SettingsHolder
-from tokenlens.config import parse_settings
+from tokenlens.config import SettingsHolder, parse_settings
 from tokenlens.config_sync import ConfigSync
 from tokenlens.controls import Cap
-from tokenlens.shared_ledger import import_counted
 from tokenlens.records import CallRecord, iso_utc, new_call_id
-from tokenlens.shared_ledger import LedgerUnavailable, SharedLedger
+from tokenlens.shared_ledger import LedgerUnavailable, SharedLedger, import_counted
 from tokenlens.store import Store, open_store
 
 SETTINGS = {"timezone": "UTC"}
