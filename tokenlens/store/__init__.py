@@ -70,7 +70,7 @@ def open_store(url: Any, home: Path, *, readonly: bool = False, migrate: bool = 
     if storage is not None:
         url = storage.url
     db, location = make_database(url, Path(home), readonly=readonly)
-    store = Store(db, location, readonly=readonly)
+    store = Store(db, location, readonly=readonly, home=Path(home))
     if readonly:
         if location.path is not None and not location.path.exists():
             raise FileNotFoundError(f"no store at {location.path}")

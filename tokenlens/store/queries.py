@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import peewee as pw
@@ -581,10 +582,13 @@ class Store:
     opened it; wrap several calls in `with store.connection():` to share one connection.
     """
 
-    def __init__(self, db: pw.Database, location: StoreLocation, *, readonly: bool = False) -> None:
+    def __init__(
+        self, db: pw.Database, location: StoreLocation, *, readonly: bool = False, home: Path | None = None
+    ) -> None:
         self.db = db
         self.location = location
         self.readonly = readonly
+        self.home = home  # the data directory (`--data-dir`): the writer's spill journal goes there
         self.models: BoundModels = bind_models(db)
         self._bound: dict[type[pw.Model], type[pw.Model]] = {}
 

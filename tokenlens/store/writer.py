@@ -29,7 +29,6 @@ from typing import Any
 
 import peewee as pw
 
-from tokenlens.config import tokenlens_home
 from tokenlens.records import CallRecord, bound_record, describe_failure, new_call_id
 from tokenlens.store.journal import Journal, default_journal_path
 from tokenlens.store.queries import Store
@@ -72,6 +71,19 @@ def minimal_error_record(item: object, exc: BaseException) -> CallRecord:
     return bound_record(record)
 
 
+def _default_journal(store: Store, home: Path | None) -> Path | None:
+    """The journal's path for `store`: `default_journal_path` with the data directory `home` (else the
+    store's own); None for a stand-in store without a location (tests)."""
+    location = getattr(store, "location", None)
+    if location is None:
+        return None
+    home = home if home is not None else getattr(store, "home", None)
+    if location.path is None and home is None:
+        raise ValueError("the spill journal of a PostgreSQL store needs its data directory (home)")
+    worker = os.environ.get("TOKENLENS_WORKER")  # set by `daemon --workers N` in each worker
+    return default_journal_path(location.path, Path(home or "."), worker)
+
+
 class _Prepared:
     """The records the spill thread prepared from one item and could not journal (they join the queue)."""
 
@@ -90,7 +102,8 @@ class RecordWriter[T]:
     store_bodies: read per batch (the setting can change at run time).
     max_queue: items queued before `submit()` hands further items to the spill thread (which journals them);
     spill_after: seconds a failing batch is retried before it goes to the journal. journal: default next to the
-    SQLite file (None: no journal and no spill thread; the queue then grows past its bound).
+    SQLite file, or in the data directory (`home`, default the one the store was opened with) for PostgreSQL
+    (None: no journal and no spill thread; the queue then grows past its bound).
     """
 
     def __init__(
@@ -107,6 +120,7 @@ class RecordWriter[T]:
         max_queue: int = 20_000,
         spill_after: float = 5.0,
         journal: Journal | Path | None = _UNSET,
+        home: Path | None = None,
     ) -> None:
         self.store = store
         self.prepare = prepare
@@ -129,11 +143,7 @@ class RecordWriter[T]:
         self.spilled = 0  # records appended to the journal
         self.replayed = 0  # records replayed from the journal into the store
         if journal is _UNSET:
-            location = getattr(store, "location", None)  # None: a stand-in store (tests), no journal
-            worker = os.environ.get("TOKENLENS_WORKER")  # set by `daemon --workers N` in each worker
-            journal = (
-                None if location is None else default_journal_path(location.path, tokenlens_home(), worker)
-            )
+            journal = _default_journal(store, home)
         self.journal = Journal(journal) if isinstance(journal, Path) else journal
         self._journal_dirty = False
         self._store_ok = True  # the last insert succeeded

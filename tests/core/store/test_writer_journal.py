@@ -331,3 +331,41 @@ def test_disk_full_keeps_records_until_space_returns(tiny_disk: Path) -> None:
         assert conn.execute("pragma integrity_check").fetchone() == ("ok",)
     assert writer.stop()
     store.close()
+
+
+def test_a_postgresql_store_spills_into_its_data_directory(
+    fresh_pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--data-dir` holds the journal of a PostgreSQL store too (not the default home): a writer that falls
+    behind spills to `<data dir>/postgresql.spill.jsonl`, and every record reaches the database."""
+    default_home = tmp_path / "default-home"
+    default_home.mkdir()
+    monkeypatch.setenv("TOKENLENS_HOME", str(default_home))
+    monkeypatch.delenv("TOKENLENS_WORKER", raising=False)
+    data_dir = tmp_path / "data-dir"
+    store = open_store(fresh_pg_url, data_dir)
+    release, stuck = threading.Event(), threading.Event()
+
+    def slow(item: dict[str, Any]) -> CallRecord:
+        if item["id"] == "first":
+            stuck.set()
+            release.wait(60)
+        return prepare(item)
+
+    writer = RecordWriter(store, slow, max_queue=2, max_batch=10, interval=0.01, spill_after=60)
+    writer.submit({"id": "first"})
+    assert stuck.wait(30)
+    for i in range(12):
+        writer.submit({"id": f"p{i:02d}"})
+    assert wait_for(lambda: writer.spilled >= 10)
+    assert writer.journal is not None and writer.journal.path == data_dir / "postgresql.spill.jsonl"
+    assert writer.journal.path.exists()
+    assert list(default_home.iterdir()) == []
+    release.set()
+    assert writer.flush(timeout=30)
+    assert writer.stop()
+    with store.connection():
+        stored = sorted(r.id for r in store.iter_calls())
+    assert stored == sorted(["first", *(f"p{i:02d}" for i in range(12))])
+    assert writer.replayed == writer.spilled
+    store.close()
