@@ -68,3 +68,21 @@ def test_the_check_finds_each_kind_of_access() -> None:
         "5: takes the store's models",
         "6: takes the store's db",
     ]
+
+
+def _project_imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("tokenlens"))
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tokenlens"):
+            found.add(node.module or "")
+    return found
+
+
+@pytest.mark.parametrize("name", ["writer.py", "journal.py"])
+def test_the_writer_knows_nothing_of_what_a_record_holds(name: str) -> None:
+    """The database writer and its journal take built records (or a `build` callable): they import the
+    record type and the store, nothing of usage, pricing, configuration or the per-call analyses."""
+    imports = _project_imports(STORE / name)
+    assert imports <= {"tokenlens.records", "tokenlens.store.journal", "tokenlens.store.queries"}, imports

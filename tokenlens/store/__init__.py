@@ -1,7 +1,7 @@
 """The call store: peewee models on SQLite (default) or PostgreSQL, a batching writer thread, queries.
 
 store = open_store(settings.storage.url, home)          # migrates the schema in place
-writer = RecordWriter(store, prepare, on_written)        # the only writer thread
+writer = RecordWriter(store, build, on_written)          # the only writer thread; build(item) -> CallRecord
 writer.submit(item)                                      # never blocks
 """
 

@@ -1,4 +1,9 @@
-"""The single writer thread: records queued by the proxy are prepared and inserted in batches.
+"""The single writer thread: records queued by the proxy are built and inserted in batches.
+
+The writer knows nothing of what a record holds: it is given `build(item) -> CallRecord` (in the gateway
+`tokenlens.metering.RecordBuilder`: usage, price and the per-call analyses) and calls it on its own thread,
+off the proxy path. What it owns is getting every record into the store: batches, retries, the spill journal
+and its replay.
 
 datasette-style: one thread owns all writes, fed by a `queue.SimpleQueue`, so the proxy path never waits on
 the database. `submit()` never blocks and never raises. A batch is written in one transaction; when the
@@ -96,7 +101,8 @@ class _Prepared:
 class RecordWriter[T]:
     """Prepare and insert submitted items in batches, on its own thread (started at construction).
 
-    prepare: turns a submitted item into a CallRecord (runs on the writer thread).
+    build: turns a submitted item into a CallRecord (runs on the writer thread, or on the spill thread for an
+    item that overflows the queue); the writer's `fallback` makes a minimal error record when it raises.
     on_written: called with each batch after its transaction committed (e.g. to publish on the bus).
     interval: how long the first item of a batch waits for company; max_batch: batch size cap.
     store_bodies: read per batch (the setting can change at run time).
@@ -109,7 +115,7 @@ class RecordWriter[T]:
     def __init__(
         self,
         store: Store,
-        prepare: Callable[[T], CallRecord],
+        build: Callable[[T], CallRecord],
         on_written: Callable[[list[CallRecord]], None] | None = None,
         *,
         interval: float = 0.1,
@@ -123,7 +129,7 @@ class RecordWriter[T]:
         home: Path | None = None,
     ) -> None:
         self.store = store
-        self.prepare = prepare
+        self.build = build
         self.on_written = on_written
         self.interval = interval
         self.max_batch = max(1, max_batch)
@@ -335,7 +341,7 @@ class RecordWriter[T]:
         if isinstance(item, _Prepared):  # prepared by the spill thread already
             return item.records
         try:
-            return [self.prepare(item)]
+            return [self.build(item)]
         except Exception as exc:
             log.error(
                 "preparing call record %s failed (%s); writing a minimal error record",
