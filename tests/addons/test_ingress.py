@@ -358,3 +358,22 @@ def test_a_model_call_without_a_usual_version_segment_is_still_gated(
     exchange = exchange_of(flow)
     assert exchange is not None and exchange.kind == kind
     assert exchange.is_call and "passthrough" not in exchange.details
+
+
+def test_a_provider_added_after_start_is_routed(deps: AppDeps) -> None:
+    """The upstreams follow the settings: a provider added while the gateway runs serves the next call."""
+    ingress = Ingress(deps)
+    before = gateway_flow("/proxy/mistral/v1/chat/completions", CHAT)
+    with taddons.context(ingress):
+        ingress.request(before)
+    assert before.response is not None and before.response.status_code == 404
+    deps.settings.replace(
+        parse_settings({"providers": {"mistral": {"upstream": "https://api.mistral.ai", "format": "openai"}}})
+    )
+    after = gateway_flow("/proxy/mistral/v1/chat/completions", CHAT)
+    with taddons.context(ingress):
+        ingress.request(after)
+    assert after.response is None
+    assert after.request.url == "https://api.mistral.ai/v1/chat/completions"
+    exchange = exchange_of(after)
+    assert exchange is not None and exchange.provider == "mistral"
