@@ -12,15 +12,18 @@ from mitmproxy import ctx
 
 from tokenlens.app import AppDeps
 from tokenlens.config import ConfigError, Settings, load_settings
+from tokenlens.platforms import allow_host_patterns
 from tokenlens.providers import Upstream, intercept_host_patterns
 
 log = logging.getLogger(__name__)
 
 
 def allow_hosts_for(settings: Settings) -> list[str]:
-    return intercept_host_patterns(
+    """TLS is intercepted for the providers' hosts and the cloud platforms' (Azure OpenAI, Vertex, Bedrock)."""
+    patterns = intercept_host_patterns(
         Upstream.parse(n, p.upstream, p.format) for n, p in settings.providers.items()
     )
+    return patterns + [p for p in allow_host_patterns(settings.platforms) if p not in patterns]
 
 
 class ConfigWatcher:

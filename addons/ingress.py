@@ -34,6 +34,7 @@ from tokenlens.access import (
 from tokenlens.addons import _request_form
 from tokenlens.addons._flowstate import attach, exchange_of, lower_headers
 from tokenlens.addons._request_form import is_absolute_form
+from tokenlens.addons.platform_auth import base_url_platform, redirect_server, start_platform_call
 from tokenlens.app import AppDeps
 from tokenlens.config import Settings
 from tokenlens.exchange import (
@@ -42,6 +43,7 @@ from tokenlens.exchange import (
     model_from_request,
     wants_stream,
 )
+from tokenlens.platforms import proxy_platform
 from tokenlens.providers import (
     API_METHODS,
     HEADER_PREFIX,
@@ -185,7 +187,7 @@ class Ingress:
     def _redirect_real_host(self, server: connection.Server) -> None:
         """HTTPS_PROXY mode opens the upstream connection on CONNECT (before any request): for a provider's
         real host whose calls go to another upstream, connect to that upstream instead (TLS name included)."""
-        if server.address is None:
+        if server.address is None or redirect_server(server, self.deps.settings.get().platforms):
             return
         host, port = server.address
         for intercept in self.intercepts():
@@ -231,6 +233,10 @@ class Ingress:
                 _refuse(flow, 401, f"send server.api_token as Proxy-Authorization or {TOKEN_HEADER}")
                 return
             req.headers.pop("proxy-authorization", None)  # the gateway's credential, not the provider's
+            platform = base_url_platform(req.path, self.upstreams())
+            if platform is not None:  # Azure OpenAI, Vertex AI, Bedrock
+                start_platform_call(self, flow, platform, "base_url")
+                return
             self._base_url_call(flow)
             return
         if token_required(server.host) and not (
@@ -243,7 +249,12 @@ class Ingress:
         req.headers.pop("proxy-authorization", None)
         intercept = intercept_for(req.host, req.port, req.path, self.intercepts())
         if intercept is None:
-            return  # someone else's traffic: passed through, not recorded
+            platform = proxy_platform(
+                req.host, req.port, req.host_header or "", self.deps.settings.get().platforms
+            )
+            if platform is not None:  # a cloud platform's own host: its calls are metered as they are
+                start_platform_call(self, flow, platform, "proxy")
+            return  # otherwise someone else's traffic: passed through, not recorded
         upstream = intercept.upstream
         path = req.path
         if (intercept.host, intercept.port) != (upstream.host.lower(), upstream.port):
@@ -277,14 +288,20 @@ class Ingress:
         req.headers["host"] = upstream.host_header
 
     def _start_call(
-        self, flow: http.HTTPFlow, upstream: Upstream, path: str, tag: str | None, mode: str
+        self,
+        flow: http.HTTPFlow,
+        upstream: Upstream,
+        path: str,
+        tag: str | None,
+        mode: str,
+        kind: str | None = None,  # the endpoint kind when the caller read it from the path (platforms)
     ) -> None:
         """Attach the call's Exchange first (so a refusal is recorded), then read the body for the gates."""
         req = flow.request
         fields = req.headers.fields
         headers = lower_headers(req)
         endpoint = redact_query(path).partition("?")[0]
-        kind = endpoint_kind(upstream.format, endpoint)
+        kind = kind or endpoint_kind(upstream.format, endpoint)
         body = req.raw_content or b""
         exchange = Exchange(
             id=new_call_id(),

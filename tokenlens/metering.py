@@ -12,11 +12,12 @@ from pathlib import Path
 from tokenlens.config import SettingsHolder
 from tokenlens.encoding import decode_body
 from tokenlens.exchange import METERED_KINDS, Exchange
+from tokenlens.platforms.metering import body_usage, pricing_models, summarize
 from tokenlens.price_data import data_info, note_unknown, refresh
 from tokenlens.pricing import Price, Pricer, pricer_for
 from tokenlens.records import CallRecord, bound_record, describe_failure
 from tokenlens.tokens import estimate_output_tokens, estimate_request_tokens
-from tokenlens.usage import Usage, summarize_stream, usage_from_body, with_request_tier
+from tokenlens.usage import Usage, with_request_tier
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +36,11 @@ def meter(ex: Exchange) -> Metered:
         return Metered(None, None, None, True)
     succeeded = ex.status is not None and 200 <= ex.status < 300
     if ex.streamed:
-        summary = summarize_stream(ex.api, ex.endpoint, ex.chunks)
+        summary = summarize(ex.provider, ex.api, ex.endpoint, ex.chunks)
         reported, model, final = summary.usage, summary.model, summary.usage_final
         complete, output_text = summary.complete and ex.error is None, summary.output_text
     else:
-        reported, model = usage_from_body(ex.api, ex.endpoint, _response_body(ex) or b"")
+        reported, model = body_usage(ex.provider, ex.api, ex.endpoint, _response_body(ex) or b"")
         final, complete, output_text = reported is not None, ex.error is None, ""
     if reported is not None:
         # the tier and speed the request asked for, where the answer does not say (Gemini's serviceTier)
@@ -74,7 +75,7 @@ def price_call(pricer: Pricer, ex: Exchange, metered: Metered) -> Price | None:
     if metered.usage is None:
         return None
     price = None
-    for model in dict.fromkeys(m for m in (metered.response_model, ex.model) if m):
+    for model in pricing_models(ex.provider, metered.response_model, ex.model):
         price = pricer.price(ex.provider, model, metered.usage)
         if price.priced:
             return price

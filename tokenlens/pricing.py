@@ -52,6 +52,7 @@ from genai_prices import data_snapshot
 from genai_prices import types as gp
 
 from tokenlens.config import PriceOverride, PriceRates, Settings, replace_section
+from tokenlens.platforms import PRICE_PROVIDER
 from tokenlens.usage import Usage
 
 log = logging.getLogger(__name__)
@@ -175,6 +176,7 @@ class _Resolved:
 
 def _genai_provider_id(snapshot: Any, provider: str) -> str | None:
     p = provider.lower()
+    p = PRICE_PROVIDER.get(p, p)  # the cloud platforms: vertex is "google", bedrock "aws"
     if p in _KNOWN_PROVIDERS:
         return p
     if any(gp_provider.id == p for gp_provider in snapshot.providers):

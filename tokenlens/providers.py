@@ -173,6 +173,16 @@ def intercept_host_patterns(upstreams: Iterable[Upstream]) -> list[str]:
     return sorted({f"^{re.escape(i.host)}:{i.port}$" for i in intercepts(named)})
 
 
+# The cloud platforms (tokenlens.platforms): base-URL routes `/proxy/<platform>/...` and the hosts HTTPS_PROXY
+# mode intercepts for them (mitmproxy `allow_hosts` patterns, host:port).
+PLATFORM_ROUTES = ("azure", "vertex", "bedrock")
+PLATFORM_HOST_PATTERNS = (
+    r"^[a-z0-9][a-z0-9-]*\.openai\.azure\.com:443$",
+    r"^(?:[a-z0-9-]+-)?aiplatform\.googleapis\.com:443$",
+    r"^bedrock-runtime(?:-fips)?\.[a-z0-9-]+\.amazonaws\.com:443$",
+)
+
+
 # User-Agent families, first match wins. Patterns are matched case-insensitively at the start or after a space.
 _AGENT_FAMILIES: tuple[tuple[str, str], ...] = (
     ("claude-cli/", "claude-code"),

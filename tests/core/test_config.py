@@ -227,6 +227,7 @@ def test_round_trip_through_dict_and_json() -> None:
         "alerts",
         "webhooks",
         "timezone",
+        "platforms",
     ]
 
 
@@ -320,6 +321,11 @@ def test_provider_validation(providers: dict[str, Any], field: str, message: str
 # --- validation of every section ---------------------------------------------------------------------
 
 CASES: list[tuple[dict[str, Any], str, str]] = [
+    # platforms
+    ({"platforms": {"azure": {"resource": "my res"}}}, "platforms.azure.resource", "Azure resource name"),
+    ({"platforms": {"bedrock": {"region": "US-EAST-1"}}}, "platforms.bedrock.region", "region such as"),
+    ({"platforms": {"vertex": {"endpoint": "ftp://x"}}}, "platforms.vertex.endpoint", "http"),
+    ({"platforms": {"gcp": {}}}, "platforms.gcp", "unknown key"),
     # server
     ({"server": {"host": ""}}, "server.host", "non-empty string"),
     ({"server": {"port": 0}}, "server.port", "integer from 1 to 65535"),

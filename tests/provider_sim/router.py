@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from . import anthropic_api, google_api, openai_api
+from . import anthropic_api, google_api, openai_api, platforms
 from .usage import Knobs, plan
 from .wire import Call, Ids, ReceivedRequest, Reply, error_body, json_reply
 
@@ -158,6 +158,14 @@ def _body(req: ReceivedRequest) -> dict[str, Any] | None:
 
 def dispatch(req: ReceivedRequest, knobs: Knobs, counters: Counters) -> Reply:
     """Build the reply of one request (faults that need the socket are applied by the server)."""
+    on_platform = platforms.match(req.path)  # Azure OpenAI, Vertex AI, Bedrock paths
+    if on_platform is not None:
+        request_id = new_request_id("openai" if on_platform.platform == "azure" else "anthropic")
+        reply, family, tokens = platforms.dispatch(
+            on_platform, req.method, req.path, req.query, req.headers, req.body, knobs, request_id
+        )
+        reply.headers.extend(provider_headers(family, request_id, counters, tokens))
+        return reply
     r = route(req)
     request_id = new_request_id(r.provider)
     reply, tokens = _dispatch(req, r, knobs, request_id)

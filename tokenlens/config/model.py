@@ -29,6 +29,7 @@ SECTIONS: tuple[str, ...] = (
     "alerts",
     "webhooks",
     "timezone",
+    "platforms",
 )
 EDITABLE_SECTIONS: tuple[str, ...] = (
     "quotas",
@@ -327,6 +328,42 @@ def _no_prices() -> Mapping[str, PriceOverride]:
 
 
 @dataclass(frozen=True)
+class AzurePlatform:
+    """Azure OpenAI in base-URL mode: calls go to `endpoint`, else https://<resource>.openai.azure.com."""
+
+    resource: str | None = None
+    endpoint: str | None = None
+
+
+@dataclass(frozen=True)
+class VertexPlatform:
+    """Vertex AI in base-URL mode: `endpoint`, else the host of `region` (else of the location in the path)."""
+
+    project: str | None = None
+    region: str | None = None
+    endpoint: str | None = None
+
+
+@dataclass(frozen=True)
+class BedrockPlatform:
+    """Bedrock in base-URL mode: `endpoint`, else https://bedrock-runtime.<region>.amazonaws.com; the gateway
+    signs with the standard AWS credential chain for `region`."""
+
+    region: str | None = None
+    endpoint: str | None = None
+
+
+@dataclass(frozen=True)
+class Platforms:
+    """The cloud platforms (tokenlens.platforms): where base-URL calls go. HTTPS_PROXY mode needs none of it
+    (an `endpoint` there redirects the real host, as a provider's `upstream` does)."""
+
+    azure: AzurePlatform = AzurePlatform()
+    vertex: VertexPlatform = VertexPlatform()
+    bedrock: BedrockPlatform = BedrockPlatform()
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings = ServerSettings()
     storage: StorageSettings = StorageSettings()
@@ -340,3 +377,4 @@ class Settings:
     alerts: Alerts = Alerts()
     webhooks: tuple[Webhook, ...] = ()
     timezone: str = "local"  # "local" or an IANA name such as "Europe/Paris"
+    platforms: Platforms = Platforms()

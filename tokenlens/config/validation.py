@@ -27,6 +27,8 @@ from tokenlens.config.model import (
     WEBHOOK_EVENTS,
     Alerts,
     Alias,
+    AzurePlatform,
+    BedrockPlatform,
     Budgets,
     CustomRule,
     Dedup,
@@ -37,6 +39,7 @@ from tokenlens.config.model import (
     LatencyGroup,
     ModelLimit,
     ModelWeight,
+    Platforms,
     PriceOverride,
     PriceRates,
     PriceTier,
@@ -47,6 +50,7 @@ from tokenlens.config.model import (
     Settings,
     SourceLimit,
     StorageSettings,
+    VertexPlatform,
     Webhook,
     WeightRule,
 )
@@ -646,6 +650,43 @@ def _timezone(value: Any, path: str) -> str:
     return name
 
 
+# --- platforms (Azure OpenAI, Vertex AI, Bedrock; tokenlens.platforms) ----------------------------------
+
+_AZURE_RESOURCE = r"[A-Za-z0-9][A-Za-z0-9-]{0,62}"
+_CLOUD_REGION = r"[a-z]{2,}(?:-[a-z0-9]+){1,3}|global"
+
+
+def _platforms(value: Any, path: str) -> Platforms:
+    data = _mapping(value, path, ("azure", "vertex", "bedrock"))
+    azure = _mapping(data.get("azure"), _join(path, "azure"), ("resource", "endpoint"))
+    vertex = _mapping(data.get("vertex"), _join(path, "vertex"), ("project", "region", "endpoint"))
+    bedrock = _mapping(data.get("bedrock"), _join(path, "bedrock"), ("region", "endpoint"))
+
+    def endpoint(fields: Mapping[str, Any], where: str) -> str | None:
+        raw = fields.get("endpoint")
+        return None if raw is None else _upstream(raw, _join(where, "endpoint"))
+
+    def region(fields: Mapping[str, Any], where: str) -> str | None:
+        return _text(nullable=True, pattern=_CLOUD_REGION, what="a region such as us-east-1 or us-east5")(
+            fields.get("region"), _join(where, "region")
+        )
+
+    where = _join(path, "azure")
+    resource = _text(
+        nullable=True, pattern=_AZURE_RESOURCE, what="an Azure resource name (letters, digits, -)"
+    )(azure.get("resource"), _join(where, "resource"))
+    project = _text(nullable=True, pattern=r"[a-z][a-z0-9-]{4,61}[a-z0-9]", what="a Google Cloud project id")(
+        vertex.get("project"), _join(path, "vertex.project")
+    )
+    return Platforms(
+        AzurePlatform(resource, endpoint(azure, where)),
+        VertexPlatform(
+            project, region(vertex, _join(path, "vertex")), endpoint(vertex, _join(path, "vertex"))
+        ),
+        BedrockPlatform(region(bedrock, _join(path, "bedrock")), endpoint(bedrock, _join(path, "bedrock"))),
+    )
+
+
 _SECTION_CHECKS: dict[str, Check] = {
     "server": _server,
     "storage": _storage,
@@ -659,6 +700,7 @@ _SECTION_CHECKS: dict[str, Check] = {
     "alerts": _alerts,
     "webhooks": _webhooks,
     "timezone": _timezone,
+    "platforms": _platforms,
 }
 
 

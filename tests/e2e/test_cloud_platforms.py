@@ -1,0 +1,405 @@
+"""Azure OpenAI, Vertex AI and Bedrock through a real gateway, with the official clients (issue 23).
+
+The module's gateway sends each platform's base-URL calls (`/proxy/azure`, `/proxy/vertex`, `/proxy/bedrock`)
+to one TLS simulator (`platforms.<name>.endpoint`), which speaks each platform's wire format and checks its
+auth: Bedrock requests must carry a valid SigV4 signature made with the simulator's fake AWS key, Vertex ones
+the simulator's bearer token. The gateway signs Bedrock calls itself with fake credentials from its environment
+(the standard AWS chain) and gets Vertex tokens from google-auth's default credentials (an `authorized_user`
+file whose token endpoint is the simulator). In HTTPS_PROXY mode the real host names are intercepted and
+redirected to the same simulator, the request unchanged.
+
+Expected tokens come from the simulator's plan for the body it received; costs from the published prices in
+`published_prices.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import httpx
+import pytest
+
+from harness.gateway import Gateway, start_gateway, stop_gateway
+from provider_sim import Simulator
+from provider_sim import platforms as sim_platforms
+from published_prices import expected_cost
+
+pytestmark = pytest.mark.e2e
+
+KNOBS = {"x-sim-cache-read": "40", "x-sim-cache-write": "30"}
+HAIKU_BEDROCK_US = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
+HAIKU_BEDROCK_GLOBAL = "global.anthropic.claude-haiku-4-5-20251001-v1:0"
+HAIKU_VERTEX = "claude-haiku-4-5@20251001"
+USER = [{"role": "user", "content": "Say hello from the cloud platform, please."}]
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[Simulator]:
+    started = Simulator().start()
+    yield started
+    started.stop()
+
+
+def service_account_file(token_uri: str) -> dict[str, str]:
+    """A Google service-account key file (a fresh RSA key) whose token endpoint is the simulator's."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return {
+        "type": "service_account",
+        "project_id": "my-project",
+        "private_key_id": "sim-key-1",
+        "private_key": pem.decode(),
+        "client_email": "gateway@my-project.iam.gserviceaccount.com",
+        "client_id": "1234567890",
+        "token_uri": token_uri,
+    }
+
+
+@pytest.fixture(scope="module")
+def gw(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    home = tmp_path_factory.mktemp("platforms-home")
+    adc = home / "adc.json"
+    adc.write_text(json.dumps(service_account_file(f"{sim.url}/token")))
+    config = home / "config.yaml"
+    config.write_text(
+        f"server:\n  upstream_ca: {sim.ca_file}\n"
+        "platforms:\n"
+        f"  azure: {{endpoint: '{sim.https_url}'}}\n"
+        f"  vertex: {{endpoint: '{sim.https_url}'}}\n"
+        f"  bedrock: {{region: us-east-1, endpoint: '{sim.https_url}'}}\n"
+    )
+    env = {
+        "AWS_ACCESS_KEY_ID": sim_platforms.AWS_ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": sim_platforms.AWS_SECRET_KEY,
+        "AWS_CONFIG_FILE": str(home / "no-aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(home / "no-aws-credentials"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "GOOGLE_APPLICATION_CREDENTIALS": str(adc),
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        for key in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_BEARER_TOKEN_BEDROCK"):
+            mp.delenv(key, raising=False)
+        for key, value in env.items():
+            mp.setenv(key, value)
+        running = start_gateway(home, config, {"platforms": sim})
+    yield running
+    assert stop_gateway(running) == 0, running.log.read_text()
+
+
+@pytest.fixture
+def source(request: pytest.FixtureRequest) -> str:
+    return f"cloud-{request.node.name[:40]}-{os.urandom(3).hex()}"
+
+
+def _one_call(gw: Gateway, source: str) -> dict[str, Any]:
+    calls = gw.wait_calls(source, count=1)
+    assert len(calls) == 1, calls
+    return calls[0]
+
+
+def _check(call: dict[str, Any], expected: dict[str, int | None], price_key: str) -> None:
+    for key in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"):
+        assert call[key] == (expected.get(key) or 0), (key, call, expected)
+    assert call["usage_source"] == "provider"
+    assert call["priced"] is True
+    assert call["cost_usd"] == pytest.approx(expected_cost(price_key, expected), abs=1e-12)
+
+
+# --- Azure OpenAI ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_azure_openai_deployment(gw: Gateway, sim: Simulator, source: str, stream: bool) -> None:
+    import openai
+
+    client = openai.AzureOpenAI(
+        azure_endpoint=f"{gw.url}/proxy/azure",
+        api_key="azure-key",
+        api_version="2024-10-21",
+        max_retries=0,
+        default_headers={"X-TokenLens-Source": source},
+    )
+    if stream:
+        chunks = list(
+            client.chat.completions.create(
+                model="chat-prod", messages=USER, stream=True, stream_options={"include_usage": True}
+            )  # type: ignore[arg-type]
+        )
+        usage = chunks[-1].usage
+        assert usage is not None
+    else:
+        answer = client.chat.completions.create(model="chat-prod", messages=USER)  # type: ignore[arg-type]
+        assert answer.model == "gpt-4o-2024-11-20"
+    sent = sim.last_request
+    assert sent.path == "/openai/deployments/chat-prod/chat/completions"
+    assert "api-version=2024-10-21" in sent.query and sent.headers["api-key"] == "azure-key"
+    call = _one_call(gw, source)
+    assert (call["provider"], call["response_model"], call["stream"]) == (
+        "azure",
+        "gpt-4o-2024-11-20",
+        stream,
+    )
+    _check(call, sim.expected_usage("openai", "chat", sent.json()), "azure/gpt-4o")
+
+
+def test_azure_openai_v1_api(gw: Gateway, sim: Simulator, source: str) -> None:
+    import openai
+
+    client = openai.OpenAI(
+        base_url=f"{gw.url}/proxy/azure/openai/v1",
+        api_key="azure-key",
+        max_retries=0,
+        default_headers={"X-TokenLens-Source": source},
+    )
+    answer = client.chat.completions.create(model="mini", messages=USER)  # type: ignore[arg-type]
+    assert answer.model == "gpt-4o-mini-2024-07-18"
+    assert sim.last_request.path == "/openai/v1/chat/completions"
+    call = _one_call(gw, source)
+    assert (call["provider"], call["requested_model"]) == ("azure", "mini")
+    _check(call, sim.expected_usage("openai", "chat", sim.last_request.json()), "azure/gpt-4o-mini")
+
+
+# --- Vertex AI --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_vertex_gemini_with_google_genai(gw: Gateway, sim: Simulator, source: str, stream: bool) -> None:
+    import google.oauth2.credentials
+    from google import genai
+    from google.genai import types
+
+    client = genai.Client(
+        vertexai=True,
+        project="my-project",
+        location="us-central1",
+        credentials=google.oauth2.credentials.Credentials(token=sim_platforms.VERTEX_TOKEN),
+        http_options=types.HttpOptions(
+            base_url=f"{gw.url}/proxy/vertex", headers={"X-TokenLens-Source": source}
+        ),
+    )
+    if stream:
+        chunks = list(
+            client.models.generate_content_stream(model="gemini-2.5-flash", contents="Hello Vertex")
+        )
+        assert chunks[-1].usage_metadata is not None
+    else:
+        client.models.generate_content(model="gemini-2.5-flash", contents="Hello Vertex")
+    sent = sim.last_request
+    assert "/locations/us-central1/publishers/google/models/gemini-2.5-flash:" in sent.path
+    call = _one_call(gw, source)
+    assert (call["provider"], call["model"], call["stream"]) == ("vertex", "gemini-2.5-flash", stream)
+    _check(call, sim.expected_usage("google", "generate", sent.json()), "vertex/gemini-2.5-flash")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_vertex_claude_with_anthropic_vertex(gw: Gateway, sim: Simulator, source: str, stream: bool) -> None:
+    import anthropic
+
+    client = anthropic.AnthropicVertex(
+        region="us-east5",
+        project_id="my-project",
+        access_token=sim_platforms.VERTEX_TOKEN,
+        base_url=f"{gw.url}/proxy/vertex/v1",
+        max_retries=0,
+        default_headers={"X-TokenLens-Source": source, **KNOBS},
+    )
+    if stream:
+        with client.messages.stream(model=HAIKU_VERTEX, max_tokens=100, messages=USER) as events:  # type: ignore[arg-type]
+            events.get_final_message()
+    else:
+        client.messages.create(model=HAIKU_VERTEX, max_tokens=100, messages=USER)  # type: ignore[arg-type]
+    sent = sim.last_request
+    method = "streamRawPredict" if stream else "rawPredict"
+    assert sent.path.endswith(f"/publishers/anthropic/models/{HAIKU_VERTEX}:{method}")
+    call = _one_call(gw, source)
+    assert (call["provider"], call["model"], call["stream"]) == ("vertex", HAIKU_VERTEX, stream)
+    expected = sim.expected_usage("anthropic", "messages", sent.json(), KNOBS)
+    assert expected["cache_read_tokens"] and expected["cache_write_tokens"]
+    _check(call, expected, "vertex/claude-haiku-4-5")
+
+
+def test_vertex_token_added_by_the_gateway(gw: Gateway, sim: Simulator, source: str) -> None:
+    """No Authorization from the client (Claude Code's CLAUDE_CODE_SKIP_VERTEX_AUTH): the gateway adds a token
+    from google-auth's default credentials; the simulator only answers with that token."""
+    body = {"anthropic_version": "vertex-2023-10-16", "max_tokens": 50, "messages": USER}
+    path = f"/v1/projects/p/locations/global/publishers/anthropic/models/{HAIKU_VERTEX}:rawPredict"
+    response = httpx.post(f"{gw.url}/proxy/vertex{path}", json=body, headers={"X-TokenLens-Source": source})
+    assert response.status_code == 200, response.text
+    assert sim.last_request.headers["authorization"] == f"Bearer {sim_platforms.VERTEX_TOKEN}"
+    call = _one_call(gw, source)
+    _check(call, sim.expected_usage("anthropic", "messages", body), "vertex/claude-haiku-4-5")
+
+
+# --- Bedrock ------------------------------------------------------------------------------------------------
+
+
+def _unsigned_bedrock(gw: Gateway, source: str) -> Any:
+    """AnthropicBedrock with client signing off, as CLAUDE_CODE_SKIP_BEDROCK_AUTH does: the gateway signs."""
+    import anthropic
+
+    class Unsigned(anthropic.AnthropicBedrock):
+        def _prepare_request(self, request: Any) -> None:
+            return None
+
+    return Unsigned(
+        aws_region="us-east-1",
+        base_url=f"{gw.url}/proxy/bedrock",
+        max_retries=0,
+        default_headers={"X-TokenLens-Source": source, **KNOBS},
+    )
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("model", [HAIKU_BEDROCK_US, HAIKU_BEDROCK_GLOBAL])
+def test_bedrock_invoke_signed_by_the_gateway(
+    gw: Gateway, sim: Simulator, source: str, stream: bool, model: str
+) -> None:
+    client = _unsigned_bedrock(gw, source)
+    if stream:
+        with client.messages.stream(model=model, max_tokens=100, messages=USER) as events:
+            final = events.get_final_message()
+    else:
+        final = client.messages.create(model=model, max_tokens=100, messages=USER)
+    sent = sim.last_request
+    action = "invoke-with-response-stream" if stream else "invoke"
+    assert sent.path == f"/model/{model}/{action}"
+    assert sent.headers["authorization"].startswith(
+        "AWS4-HMAC-SHA256 Credential=" + sim_platforms.AWS_ACCESS_KEY
+    )
+    assert final.usage.output_tokens > 0
+    call = _one_call(gw, source)
+    assert (call["provider"], call["model"], call["stream"]) == ("bedrock", model, stream)
+    assert call["response_model"] == "claude-haiku-4-5-20251001"
+    region = "global" if model.startswith("global.") else "regional"
+    expected = sim.expected_usage("anthropic", "messages", {**sent.json(), "model": model}, KNOBS)
+    _check(call, expected, f"bedrock/{region}/claude-haiku-4-5")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_bedrock_converse_signed_by_the_gateway(
+    gw: Gateway, sim: Simulator, source: str, stream: bool
+) -> None:
+    import boto3
+    from botocore import UNSIGNED
+    from botocore.config import Config
+
+    client = boto3.client(
+        "bedrock-runtime",
+        region_name="us-east-1",
+        endpoint_url=f"{gw.url}/proxy/bedrock",
+        config=Config(signature_version=UNSIGNED, retries={"max_attempts": 1}),
+    )
+
+    def tag(request: Any, **_: Any) -> None:
+        request.headers["X-TokenLens-Source"] = source
+        for key, value in KNOBS.items():
+            request.headers[key] = value
+
+    client.meta.events.register("before-send.bedrock-runtime.*", tag)
+    kwargs: dict[str, Any] = {
+        "modelId": HAIKU_BEDROCK_US,
+        "messages": [{"role": "user", "content": [{"text": "Hello from Converse."}]}],
+        "system": [{"text": "Be brief."}],
+        "inferenceConfig": {"maxTokens": 200},
+    }
+    if stream:
+        events = list(client.converse_stream(**kwargs)["stream"])
+        usage = events[-1]["metadata"]["usage"]
+    else:
+        usage = client.converse(**kwargs)["usage"]
+    sent = sim.last_request
+    assert unquote(sent.path) == f"/model/{HAIKU_BEDROCK_US}/{'converse-stream' if stream else 'converse'}"
+    p = sim.plan("anthropic", "messages", sim_platforms.converse_as_messages(sent.json()), KNOBS)
+    assert usage["inputTokens"] == p.prompt and usage["cacheReadInputTokens"] == p.cache_read
+    call = _one_call(gw, source)
+    assert (call["provider"], call["model"], call["stream"], call["max_tokens"]) == (
+        "bedrock",
+        HAIKU_BEDROCK_US,
+        stream,
+        200,
+    )
+    expected = p.normalized()
+    expected["cache_write_5m_tokens"] = expected["cache_write_tokens"]
+    _check(call, expected, "bedrock/regional/claude-haiku-4-5")
+
+
+def test_a_request_signed_for_the_gateway_is_refused(gw: Gateway, sim: Simulator, source: str) -> None:
+    import anthropic
+
+    client = anthropic.AnthropicBedrock(
+        aws_access_key=sim_platforms.AWS_ACCESS_KEY,
+        aws_secret_key=sim_platforms.AWS_SECRET_KEY,
+        aws_region="us-east-1",
+        base_url=f"{gw.url}/proxy/bedrock",
+        max_retries=0,
+        default_headers={"X-TokenLens-Source": source},
+    )
+    before = len(sim.requests)
+    with pytest.raises(anthropic.BadRequestError) as raised:
+        client.messages.create(model=HAIKU_BEDROCK_US, max_tokens=10, messages=USER)  # type: ignore[arg-type]
+    message = str(raised.value)
+    assert "HTTPS_PROXY" in message and "CLAUDE_CODE_SKIP_BEDROCK_AUTH" in message
+    assert len(sim.requests) == before
+    call = _one_call(gw, source)
+    assert (call["outcome"], call["provider"]) == ("blocked", "bedrock")
+
+
+def test_bedrock_signed_by_the_client_in_https_proxy_mode(
+    gw: Gateway, sim: Simulator, source: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client signs for the real Bedrock host; the gateway meters the call and relays it unchanged: the
+    simulator receives exactly the bytes the client sent, and its signature check passes."""
+    import anthropic
+    import httpx2
+
+    monkeypatch.setenv("HTTPS_PROXY", gw.url)
+    monkeypatch.setenv("SSL_CERT_FILE", str(gw.ca_bundle()))
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    sent: list[Any] = []
+    client = anthropic.AnthropicBedrock(
+        aws_access_key=sim_platforms.AWS_ACCESS_KEY,
+        aws_secret_key=sim_platforms.AWS_SECRET_KEY,
+        aws_region="us-east-1",
+        max_retries=0,
+        default_headers={"X-TokenLens-Source": source, **KNOBS},
+        http_client=httpx2.Client(verify=str(gw.ca_bundle()), event_hooks={"request": [sent.append]}),
+    )
+    final = client.messages.create(model=HAIKU_BEDROCK_US, max_tokens=100, messages=USER)  # type: ignore[arg-type]
+    assert final.usage.output_tokens > 0
+    received = sim.last_request
+    original = sent[-1]
+    assert received.path == original.url.raw_path.decode().partition("?")[0]
+    assert received.body == original.content
+    assert received.headers["host"] == "bedrock-runtime.us-east-1.amazonaws.com"
+    signed = original.headers["authorization"].split("SignedHeaders=")[1].split(",")[0].split(";")
+    assert "x-tokenlens-source" in signed
+    for name in signed:
+        assert received.headers[name] == original.headers[name], name
+    assert received.headers["authorization"] == original.headers["authorization"]
+    problem = sim_platforms.verify_sigv4(
+        received.method, received.path, received.query, received.headers, received.body
+    )
+    assert problem is None
+    call = _one_call(gw, source)
+    assert (call["provider"], call["mode"], call["model"]) == ("bedrock", "proxy", HAIKU_BEDROCK_US)
+    expected = sim.expected_usage("anthropic", "messages", {**received.json(), "model": "x"}, KNOBS)
+    _check(call, expected, "bedrock/regional/claude-haiku-4-5")
+
+
+def test_config_needs_no_platform_for_other_providers(tmp_path: Path) -> None:
+    """A platform name a user gave to a provider of their own keeps its meaning (their provider wins)."""
+    from tokenlens.addons.platform_auth import base_url_platform
+
+    assert base_url_platform("/proxy/azure/openai/v1/chat/completions", {}) == "azure"
+    assert base_url_platform("/proxy/azure/v1/chat/completions", {"azure": object()}) is None
