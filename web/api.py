@@ -18,8 +18,7 @@ from tokenlens.app import AppDeps
 from tokenlens.config import Settings, resolve_timezone
 from tokenlens.guardrails.record import mask_secrets
 from tokenlens.insights import prefix_cache_message
-from tokenlens.pricing import Pricer
-from tokenlens.pricing import pricer_for as pricer_of_section
+from tokenlens.pricing import pricer_for
 from tokenlens.records import CallRecord
 from tokenlens.shared_ledger import import_counted
 from tokenlens.store import (
@@ -202,7 +201,7 @@ def get_call(call_id: str) -> Response | tuple[Response, int]:
     data = record.to_dict(bodies=True)
     for name in CallRecord.BODY_FIELDS:  # a key pasted into a prompt is never shown, whatever the guardrails
         data[name] = mask_secrets(data[name])
-    message = prefix_cache_message(record, pricer_for(deps().settings.get()))
+    message = prefix_cache_message(record, pricer_for(deps().settings.get().pricing))
     if message is not None:  # the detail page's line on the repeated prefix, true to the cache usage
         data["details"]["heatmap"]["prefix"]["message"] = message
     return jsonify(data)
@@ -242,11 +241,6 @@ def export() -> Response | tuple[Response, int]:
     return response
 
 
-def pricer_for(settings: Settings) -> Pricer:
-    """The shared pricer of these settings' overrides (`tokenlens.pricing.pricer_for`)."""
-    return pricer_of_section(settings.pricing)
-
-
 @bp.post("/api/import")
 def import_calls() -> Response | tuple[Response, int]:
     if request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
@@ -256,7 +250,7 @@ def import_calls() -> Response | tuple[Response, int]:
     result = import_counted(  # counted toward budgets at once
         d.store,
         request.stream,
-        pricer_for(settings),
+        pricer_for(settings.pricing),
         settings=d.settings,
         ledger=d.ledger,
         store_bodies=settings.storage.store_bodies,

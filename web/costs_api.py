@@ -13,12 +13,12 @@ from flask import Blueprint, Response, jsonify
 from tokenlens import analytics
 from tokenlens.app import AppDeps
 from tokenlens.metrics import CONTENT_TYPE
+from tokenlens.pricing import pricer_for
 from tokenlens.web.api import (
     days_arg,
     deps,
     error,
     int_arg,
-    pricer_for,
     serve_store_requests,
     text_arg,
     timezone_of,
@@ -87,7 +87,7 @@ def compare() -> Response | tuple[Response, int]:
             d.store,
             days_arg(),
             tz,
-            pricer_for(d.settings.get()),
+            pricer_for(d.settings.get().pricing),
             from_model,
             to_model,
             to_provider=text_arg("to_provider"),
@@ -101,14 +101,14 @@ def compare() -> Response | tuple[Response, int]:
 @bp.get("/api/usage/recommendations")
 def recommendations() -> Response:
     d, tz = _context()
-    return jsonify(analytics.recommendations(d.store, days_arg(), tz, pricer_for(d.settings.get())))
+    return jsonify(analytics.recommendations(d.store, days_arg(), tz, pricer_for(d.settings.get().pricing)))
 
 
 @bp.get("/api/usage/digest")
 def digest() -> Response:
     d, tz = _context()
     settings = d.settings.get()
-    return jsonify(analytics.digest(d.store, tz, pricer_for(settings), settings.budgets.monthly_usd))
+    return jsonify(analytics.digest(d.store, tz, pricer_for(settings.pricing), settings.budgets.monthly_usd))
 
 
 @bp.get("/api/webhooks/deliveries")

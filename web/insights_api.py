@@ -9,9 +9,9 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 
 from tokenlens import insights
-from tokenlens.pricing import Pricer
+from tokenlens.pricing import Pricer, pricer_for
 from tokenlens.store import Store
-from tokenlens.web.api import BadParam, days_arg, deps, error, pricer_for, timezone_of
+from tokenlens.web.api import BadParam, days_arg, deps, error, timezone_of
 
 bp = Blueprint("insights_api", __name__)
 
@@ -31,7 +31,7 @@ def _priced_view(compute: Callable[[Store, int, tzinfo, Pricer], dict[str, Any]]
     d = deps()
     days = days_arg()
     settings = d.settings.get()
-    pricer = pricer_for(settings)
+    pricer = pricer_for(settings.pricing)
     assert isinstance(pricer, Pricer)
     return jsonify(compute(d.store, days, timezone_of(settings), pricer))
 

@@ -7,7 +7,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from tokenlens import sessions
 from tokenlens.analyze import AnalyzeError, analyze_request
-from tokenlens.pricing import Pricer
+from tokenlens.pricing import Pricer, pricer_for
 from tokenlens.ratelimits import rate_limited_calls
 from tokenlens.store import decode_cursor
 from tokenlens.web.api import (
@@ -15,7 +15,6 @@ from tokenlens.web.api import (
     deps,
     error,
     int_arg,
-    pricer_for,
     serve_store_requests,
     text_arg,
     timezone_of,
@@ -83,7 +82,7 @@ def analyze() -> Response | tuple[Response, int]:
         return error("body: larger than 10 MB", 413, "body")
     if not raw.strip():
         return error("body: a request body or a prompt is required", 400, "body")
-    pricer = pricer_for(deps().settings.get())
+    pricer = pricer_for(deps().settings.get().pricing)
     assert isinstance(pricer, Pricer)
     try:
         result = analyze_request(raw, provider=text_arg("provider"), model=text_arg("model"), pricer=pricer)
