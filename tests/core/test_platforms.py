@@ -1,0 +1,418 @@
+"""tokenlens.platforms: paths, hosts, upstreams, client signatures, the event-stream decoder, Bedrock usage,
+gateway signing, and pricing on each platform (issue 23)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+import zlib
+from decimal import Decimal
+
+import pytest
+
+from provider_sim import platforms as sim
+from published_prices import PRICES
+from tokenlens.config import parse_settings
+from tokenlens.platforms import (
+    PlatformNotConfigured,
+    base_url_upstream,
+    client_signature,
+    parse_path,
+    platform_of_host,
+    proxy_platform,
+    split_base_url_path,
+)
+from tokenlens.platforms.auth import AwsSigner
+from tokenlens.platforms.bedrock import (
+    converse_body_usage,
+    summarize_converse_stream,
+    summarize_invoke_stream,
+)
+from tokenlens.platforms.eventstream import EventStreamDecoder, EventStreamError, encode_message
+from tokenlens.platforms.metering import body_usage, pricing_models
+from tokenlens.pricing import Pricer
+from tokenlens.usage import Usage
+
+# --- paths ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("provider", "path", "api", "wire", "kind", "model", "stream"),
+    [
+        (
+            "azure",
+            "/openai/deployments/prod-4o/chat/completions?api-version=2024-10-21",
+            "openai",
+            "openai",
+            "chat",
+            None,
+            False,
+        ),
+        ("azure", "/openai/deployments/emb/embeddings", "openai", "openai", "embeddings", None, False),
+        ("azure", "/openai/v1/responses", "openai", "openai", "responses", None, False),
+        ("azure", "/openai/v1/models", "openai", "openai", "other", None, False),
+        (
+            "vertex",
+            "/v1/projects/p/locations/us-central1/publishers/google/models/gemini-2.5-flash:streamGenerateContent",
+            "google",
+            "google",
+            "stream_generate",
+            "gemini-2.5-flash",
+            True,
+        ),
+        (
+            "vertex",
+            "/v1beta1/projects/p/locations/global/publishers/google/models/gemini-2.5-pro:generateContent",
+            "google",
+            "google",
+            "generate",
+            "gemini-2.5-pro",
+            False,
+        ),
+        (
+            "vertex",
+            "/v1/projects/p/locations/us-east5/publishers/anthropic/models/claude-haiku-4-5@20251001:rawPredict",
+            "anthropic",
+            "anthropic",
+            "messages",
+            "claude-haiku-4-5@20251001",
+            False,
+        ),
+        (
+            "vertex",
+            "/v1/projects/p/locations/us-east5/publishers/anthropic/models/claude-opus-4-8:streamRawPredict",
+            "anthropic",
+            "anthropic",
+            "messages",
+            "claude-opus-4-8",
+            True,
+        ),
+        (
+            "vertex",
+            "/v1/projects/p/locations/us-east5/publishers/anthropic/models/count-tokens:rawPredict",
+            "anthropic",
+            "anthropic",
+            "count_tokens",
+            None,
+            False,
+        ),
+        (
+            "bedrock",
+            "/model/us.anthropic.claude-haiku-4-5-20251001-v1:0/invoke",
+            "anthropic",
+            "bedrock_invoke",
+            "messages",
+            "us.anthropic.claude-haiku-4-5-20251001-v1:0",
+            False,
+        ),
+        (
+            "bedrock",
+            "/model/anthropic.claude-opus-4-8-v1%3A0/invoke-with-response-stream",
+            "anthropic",
+            "bedrock_invoke",
+            "messages",
+            "anthropic.claude-opus-4-8-v1:0",
+            True,
+        ),
+        (
+            "bedrock",
+            "/model/global.anthropic.claude-opus-4-8-v1:0/converse",
+            "anthropic",
+            "bedrock_converse",
+            "messages",
+            "global.anthropic.claude-opus-4-8-v1:0",
+            False,
+        ),
+        ("bedrock", "/model/x/converse-stream", "anthropic", "bedrock_converse", "messages", "x", True),
+        ("bedrock", "/guardrail/g1/version/1/apply", "anthropic", "bedrock_invoke", "other", None, False),
+    ],
+)
+def test_paths(
+    provider: str, path: str, api: str, wire: str, kind: str, model: str | None, stream: bool
+) -> None:
+    call = parse_path(provider, path)  # type: ignore[arg-type]
+    assert (call.api, call.wire, call.kind, call.model, call.stream) == (api, wire, kind, model, stream)
+
+
+def test_azure_deployment_is_not_a_model_and_arn_ids_are_decoded() -> None:
+    call = parse_path("azure", "/openai/deployments/my%20dep/chat/completions")
+    assert (call.deployment, call.model) == ("my dep", None)
+    arn = (
+        "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-haiku-4-5-20251001-v1:0"
+    )
+    encoded = arn.replace(":", "%3A").replace("/", "%2F")
+    assert parse_path("bedrock", f"/model/{encoded}/invoke").model == arn
+
+
+def test_base_url_path_tags() -> None:
+    assert split_base_url_path("/ci/model/x/invoke") == ("ci", "/model/x/invoke")
+    assert split_base_url_path("/model/x/invoke") == (None, "/model/x/invoke")
+    assert split_base_url_path("/team-a/openai/deployments/d/chat/completions?api-version=1") == (
+        "team-a",
+        "/openai/deployments/d/chat/completions?api-version=1",
+    )
+    assert split_base_url_path("/v1/projects/p/locations/l") == (None, "/v1/projects/p/locations/l")
+    assert split_base_url_path("/bot/v1beta1/projects/p")[0] == "bot"
+
+
+# --- hosts and upstreams -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "platform"),
+    [
+        ("myres.openai.azure.com", 443, "azure"),
+        ("MyRes.OpenAI.Azure.com", 443, "azure"),
+        ("us-east5-aiplatform.googleapis.com", 443, "vertex"),
+        ("aiplatform.googleapis.com", 443, "vertex"),
+        ("bedrock-runtime.eu-west-3.amazonaws.com", 443, "bedrock"),
+        ("bedrock-runtime-fips.us-east-1.amazonaws.com", 443, "bedrock"),
+        ("bedrock.us-east-1.amazonaws.com", 443, None),  # the control plane: not model calls
+        ("openai.azure.com.evil.example", 443, None),
+        ("myres.openai.azure.com", 8443, None),
+        ("generativelanguage.googleapis.com", 443, None),
+    ],
+)
+def test_platform_hosts(host: str, port: int, platform: str | None) -> None:
+    assert platform_of_host(host, port) == platform
+
+
+def test_upstreams_from_config() -> None:
+    def upstream(provider: str, path: str, config: dict[str, object]) -> str:
+        settings = parse_settings({"platforms": config})
+        return base_url_upstream(provider, parse_path(provider, path), settings.platforms)  # type: ignore[arg-type]
+
+    gemini = "/v1/projects/p/locations/europe-west4/publishers/google/models/gemini-2.5-flash:generateContent"
+    assert (
+        upstream("azure", "/openai/v1/responses", {"azure": {"resource": "acme"}})
+        == "https://acme.openai.azure.com"
+    )
+    assert upstream("vertex", gemini, {}) == "https://europe-west4-aiplatform.googleapis.com"
+    assert (
+        upstream("vertex", gemini.replace("europe-west4", "global"), {})
+        == "https://aiplatform.googleapis.com"
+    )
+    assert (
+        upstream("vertex", gemini, {"vertex": {"region": "us-east5"}})
+        == "https://us-east5-aiplatform.googleapis.com"
+    )
+    assert upstream("bedrock", "/model/x/invoke", {"bedrock": {"region": "eu-west-3"}}) == (
+        "https://bedrock-runtime.eu-west-3.amazonaws.com"
+    )
+    assert (
+        upstream("bedrock", "/model/x/invoke", {"bedrock": {"endpoint": "http://127.0.0.1:9/"}})
+        == "http://127.0.0.1:9"
+    )
+    for provider, path in (("azure", "/openai/v1/responses"), ("bedrock", "/model/x/invoke")):
+        with pytest.raises(PlatformNotConfigured, match=f"platforms.{provider}"):
+            upstream(provider, path, {})
+
+
+def test_a_redirected_platform_host_is_known_by_its_host_header() -> None:
+    platforms = parse_settings({"platforms": {"bedrock": {"endpoint": "https://127.0.0.1:4443"}}}).platforms
+    host = "bedrock-runtime.us-east-1.amazonaws.com"
+    assert proxy_platform(host, 443, host, platforms) == "bedrock"
+    assert proxy_platform("127.0.0.1", 4443, host, platforms) == "bedrock"
+    assert proxy_platform("127.0.0.1", 4444, host, platforms) is None  # not the configured endpoint
+    assert proxy_platform("evil.example", 443, host, platforms) is None
+
+
+# --- client signatures ----------------------------------------------------------------------------------------------
+
+
+def test_client_signature() -> None:
+    auth = (
+        "AWS4-HMAC-SHA256 Credential=AKID/20261207/us-west-2/bedrock/aws4_request, "
+        "SignedHeaders=content-type;host;x-amz-date;X-TokenLens-Source, Signature=" + "a" * 64
+    )
+    signature = client_signature({"authorization": auth})
+    assert signature is not None
+    assert signature.signed_headers == {"content-type", "host", "x-amz-date", "x-tokenlens-source"}
+    assert (signature.region, signature.service) == ("us-west-2", "bedrock")
+    presigned = client_signature(
+        {}, "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-SignedHeaders=host&X-Amz-Signature=ab"
+    )
+    assert presigned is not None and presigned.signed_headers == {"host"}
+    assert client_signature({"authorization": "Bearer bedrock-api-key"}) is None
+
+
+def test_gateway_signature_verifies_and_covers_the_body() -> None:
+    """botocore's signature (the gateway's) passes the simulator's independent SigV4 check; any change to the
+    body or a signed header after signing fails it."""
+    from botocore.credentials import Credentials
+
+    creds = Credentials(sim.AWS_ACCESS_KEY, sim.AWS_SECRET_KEY).get_frozen_credentials()
+    body = b'{"anthropic_version":"bedrock-2023-05-31","max_tokens":5,"messages":[]}'
+    path = "/model/us.anthropic.claude-haiku-4-5-20251001-v1%3A0/invoke"
+    headers = {"host": "127.0.0.1:4443", "content-type": "application/json", "connection": "keep-alive"}
+    signed = AwsSigner.sign("POST", f"https://127.0.0.1:4443{path}", headers, body, "us-east-1", creds)
+    received = {**headers, **signed}
+    assert sim.verify_sigv4("POST", path, "", received, body) is None
+    assert sim.verify_sigv4("POST", path, "", received, body + b" ") is not None
+    assert sim.verify_sigv4("POST", path, "", {**received, "content-type": "text/plain"}, body) is not None
+    assert "connection" not in signed["authorization"].split("SignedHeaders=")[1].split(",")[0].split(";")
+
+
+# --- event-stream framing ------------------------------------------------------------------------------------------
+
+
+def _frames() -> bytes:
+    return b"".join(
+        encode_message({":event-type": "chunk", ":message-type": "event"}, json.dumps({"n": i}).encode())
+        for i in range(5)
+    )
+
+
+def test_decoder_reads_messages_split_anywhere() -> None:
+    data = _frames()
+    for size in (1, 3, 7, 16, len(data)):
+        decoder = EventStreamDecoder()
+        got = [m for i in range(0, len(data), size) for m in decoder.feed(data[i : i + size])]
+        assert [json.loads(m.payload)["n"] for m in got] == [0, 1, 2, 3, 4]
+        assert all(m.event_type == "chunk" for m in got) and decoder.pending == 0
+
+
+def test_decoder_agrees_with_the_simulators_encoder_and_botocore() -> None:
+    from botocore.eventstream import EventStreamBuffer
+
+    data = sim.event("metadata", {"usage": {"inputTokens": 3}}) + sim.event(
+        "messageStop", {"stopReason": "x"}
+    )
+    ours = list(EventStreamDecoder().feed(data))
+    buffer = EventStreamBuffer()
+    buffer.add_data(data)
+    theirs = list(buffer)
+    assert [m.payload for m in ours] == [m.payload for m in theirs]
+    assert [m.headers for m in ours] == [m.headers for m in theirs]
+
+
+def test_decoder_checks_crcs_and_bounds() -> None:
+    frame = encode_message({":event-type": "chunk"}, b"{}")
+    broken_payload = frame[:-6] + b"X" + frame[-5:]
+    with pytest.raises(EventStreamError, match="message CRC"):
+        list(EventStreamDecoder().feed(broken_payload))
+    broken_prelude = frame[:4] + b"\x00\x00\x00\x09" + frame[8:]
+    with pytest.raises(EventStreamError, match="prelude CRC"):
+        list(EventStreamDecoder().feed(broken_prelude))
+    huge = struct.pack(">II", 50_000_000, 0)
+    huge += struct.pack(">I", zlib.crc32(huge))
+    with pytest.raises(EventStreamError, match="out of bounds"):
+        list(EventStreamDecoder(max_message=1_000_000).feed(huge))
+    decoder = EventStreamDecoder()
+    assert list(decoder.feed(frame[:10])) == [] and decoder.pending == 10  # waits for the rest
+
+
+# --- Bedrock usage ---------------------------------------------------------------------------------------------
+
+
+def test_converse_usage_counts_cache_as_input() -> None:
+    body = json.dumps(
+        {"usage": {"inputTokens": 4, "outputTokens": 62, "totalTokens": 1568, "cacheReadInputTokens": 1502}}
+    ).encode()
+    usage = converse_body_usage(body)
+    assert usage == Usage(input_tokens=1506, output_tokens=62, cache_read_tokens=1502)
+    assert converse_body_usage(b'{"output": {}}') is None
+    assert converse_body_usage(b"not json") is None
+
+
+def test_converse_stream_usage_from_metadata() -> None:
+    events = [
+        sim.event("messageStart", {"role": "assistant"}),
+        sim.event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "Hello"}}),
+        sim.event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": " there"}}),
+        sim.event("messageStop", {"stopReason": "end_turn"}),
+        sim.event("metadata", {"usage": {"inputTokens": 10, "outputTokens": 2, "cacheWriteInputTokens": 5}}),
+    ]
+    data = b"".join(events)
+    summary = summarize_converse_stream([data[i : i + 9] for i in range(0, len(data), 9)])
+    assert summary.usage == Usage(input_tokens=15, output_tokens=2, cache_write_tokens=5)
+    assert summary.output_text == "Hello there" and summary.complete and summary.usage_final
+    cut = summarize_converse_stream([b"".join(events[:3])])
+    assert cut.usage is None and cut.output_text == "Hello there" and not cut.complete
+
+
+def _invoke_event(obj: dict[str, object]) -> bytes:
+    return sim.event("chunk", {"bytes": base64.b64encode(json.dumps(obj).encode()).decode()})
+
+
+def test_invoke_stream_reads_the_anthropic_events_inside() -> None:
+    start_usage = {
+        "input_tokens": 7,
+        "cache_read_input_tokens": 100,
+        "cache_creation_input_tokens": 20,
+        "output_tokens": 1,
+    }
+    events = [
+        _invoke_event(
+            {"type": "message_start", "message": {"model": "claude-haiku-4-5-20251001", "usage": start_usage}}
+        ),
+        _invoke_event(
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}}
+        ),
+        _invoke_event(
+            {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 9}}
+        ),
+        _invoke_event({"type": "message_stop", "amazon-bedrock-invocationMetrics": {"inputTokenCount": 7}}),
+    ]
+    summary = summarize_invoke_stream([b"".join(events)])
+    assert summary.usage is not None
+    assert (summary.usage.input_tokens, summary.usage.output_tokens) == (127, 9)
+    assert (summary.usage.cache_read_tokens, summary.usage.cache_write_tokens) == (100, 20)
+    assert summary.model == "claude-haiku-4-5-20251001" and summary.complete and summary.usage_final
+    broken = summarize_invoke_stream([events[0][:-1] + b"\x00"])
+    assert "parse_error" in broken.extra
+
+
+def test_non_streamed_bodies_by_platform() -> None:
+    anthropic_body = json.dumps(
+        {
+            "type": "message",
+            "model": "claude-haiku-4-5-20251001",
+            "usage": {"input_tokens": 3, "output_tokens": 4},
+        }
+    ).encode()
+    usage, model = body_usage(
+        "bedrock", "anthropic", "/model/us.anthropic.claude-haiku-4-5-20251001-v1:0/invoke", anthropic_body
+    )
+    assert usage is not None and (usage.input_tokens, usage.output_tokens, model) == (
+        3,
+        4,
+        "claude-haiku-4-5-20251001",
+    )
+    path = "/v1/projects/p/locations/l/publishers/anthropic/models/claude-haiku-4-5:rawPredict"
+    assert body_usage("vertex", "anthropic", path, anthropic_body)[0] == usage
+    assert pricing_models(
+        "bedrock", "claude-haiku-4-5-20251001", "global.anthropic.claude-haiku-4-5-20251001-v1:0"
+    ) == (
+        "global.anthropic.claude-haiku-4-5-20251001-v1:0",
+        "claude-haiku-4-5-20251001",
+    )
+    assert pricing_models("azure", "gpt-4o-2024-11-20", None) == ("gpt-4o-2024-11-20",)
+
+
+# --- prices ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("provider", "model", "published"),
+    [
+        ("azure", "gpt-4o-2024-11-20", "azure/gpt-4o"),
+        ("azure", "gpt-4o-mini-2024-07-18", "azure/gpt-4o-mini"),
+        ("vertex", "claude-haiku-4-5@20251001", "vertex/claude-haiku-4-5"),
+        ("vertex", "gemini-2.5-flash", "vertex/gemini-2.5-flash"),
+        ("bedrock", "global.anthropic.claude-haiku-4-5-20251001-v1:0", "bedrock/global/claude-haiku-4-5"),
+        ("bedrock", "us.anthropic.claude-haiku-4-5-20251001-v1:0", "bedrock/regional/claude-haiku-4-5"),
+        ("bedrock", "anthropic.claude-haiku-4-5-20251001-v1:0", "bedrock/regional/claude-haiku-4-5"),
+    ],
+)
+def test_priced_as_the_platform_bills(provider: str, model: str, published: str) -> None:
+    rates = PRICES[published]
+    usage = Usage(input_tokens=1_200_000, output_tokens=300_000, cache_read_tokens=200_000)
+    price = Pricer().price(provider, model, usage)
+    expected = (
+        Decimal("1000000") * Decimal(str(rates["input"]))
+        + Decimal("200000") * Decimal(str(rates["cache_read"]))
+        + Decimal("300000") * Decimal(str(rates["output"]))
+    ) / Decimal(1_000_000)
+    assert price.priced and price.cost_usd == expected
