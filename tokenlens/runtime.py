@@ -93,12 +93,14 @@ def build_runtime(
         config_sync.poll()  # sections changed through any gateway's API win over this file's
     bus = EventBus()
     fanout = RecordFanout(bus)
+    # The spill journal lives in the data directory (beside a SQLite file); a read-only store keeps none.
+    journal: dict[str, Any] = {"journal": None} if readonly else {"home": home}
     writer: RecordWriter[Any] = RecordWriter(  # replays its journal before anything reads the store
         store,
         prepare or RecordBuilder(holder, home),
         fanout,
         store_bodies=lambda: holder.get().storage.store_bodies,
-        **({"journal": None} if readonly else {}),
+        **journal,
     )
     ledger = (
         SharedLedger(holder, store, clock, publish=bus.publish)
