@@ -27,7 +27,7 @@ import httpx
 from tokenlens.config import ProviderSettings
 from tokenlens.exchange import Exchange
 from tokenlens.providers import error_body
-from tokenlens.routing import HOP_HEADERS, ChainPlan, RequestParts, Target, is_retryable, request_for
+from tokenlens.routing import HOP_HEADERS, RequestParts, Target, is_retryable, request_for
 
 log = logging.getLogger(__name__)
 

@@ -123,8 +123,8 @@ def _import_via_daemon(server: ServerSettings, handle: IO[bytes]) -> ImportResul
 
 def _import_direct(settings: Settings, home: Path, handle: IO[bytes]) -> ImportResult:
     from tokenlens.config import SettingsHolder
-    from tokenlens.shared_ledger import import_counted
     from tokenlens.pricing import pricer_for
+    from tokenlens.shared_ledger import import_counted
 
     store = open_store(settings.storage.url, home)
     try:
