@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from tokenlens.providers import ApiFormat
 
 if TYPE_CHECKING:
-    from tokenlens.guardrails.stream import StreamGuard
     from tokenlens.config import Settings
+    from tokenlens.guardrails.stream import StreamGuard
     from tokenlens.records import CallRecord
     from tokenlens.routing import ChainPlan, LatencyChooser, Route
 
