@@ -11,7 +11,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # Where each installed package's modules live (pyproject maps addons/ and web/ into the tokenlens namespace).
-PACKAGES = {"tokenlens": ROOT / "tokenlens", "tokenlens.addons": ROOT / "addons", "tokenlens.web": ROOT / "web"}
+PACKAGES = {
+    "tokenlens": ROOT / "tokenlens",
+    "tokenlens.addons": ROOT / "addons",
+    "tokenlens.web": ROOT / "web",
+}
 LAYERS = ("tokenlens.addons", "tokenlens.web", "tokenlens.cli")
 
 

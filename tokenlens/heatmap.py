@@ -130,8 +130,6 @@ def uses_prompt_cache(body: Mapping[str, Any], raw: bytes | None = None) -> bool
     return "cache_control" in dumps(body)
 
 
-
-
 def record_heatmap(exchange: Exchange, record: CallRecord) -> None:
     """Deferred: heatmap, complexity and prefix fingerprint of the call."""
     body = exchange.request_json
