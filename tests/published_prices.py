@@ -81,7 +81,8 @@ def expected_cost(model: str, usage: Mapping[str, int | None]) -> float:
 # Azure OpenAI, Global deployments (azure.microsoft.com/pricing/details/cognitive-services/openai-service):
 # GPT-4o 2024-11-20 $2.50 in, $1.25 cached in, $10 out; GPT-4o mini $0.15, $0.075, $0.60.
 # Vertex AI (cloud.google.com/vertex-ai/generative-ai/pricing), global endpoint: Claude Haiku 4.5 $1 in,
-# $5 out, cache hits $0.10, 5-minute cache writes $1.25; Gemini 2.5 Flash $0.30 in, $2.50 out.
+# $5 out, cache hits $0.10, 5-minute cache writes $1.25; regional endpoints 10% more for Claude 4.5 models
+# ($1.10, $5.50, $0.11, $1.375); Gemini 2.5 Flash $0.30 in, $2.50 out.
 # Bedrock (aws.amazon.com/bedrock/pricing), Claude Haiku 4.5: global cross-region inference $1 in, $5 out,
 # cache read $0.10, cache write $1.25; in-region and geographic ("us.") inference 10% more: $1.10, $5.50,
 # $0.11, $1.375.
@@ -94,6 +95,12 @@ PRICES.update(
             "cache_read": 0.10,
             "cache_write_5m": 1.25,
             "output": 5.00,
+        },
+        "vertex/regional/claude-haiku-4-5": {
+            "input": 1.10,
+            "cache_read": 0.11,
+            "cache_write_5m": 1.375,
+            "output": 5.50,
         },
         "vertex/gemini-2.5-flash": {"input": 0.30, "cache_read": 0.03, "output": 2.50},
         "bedrock/global/claude-haiku-4-5": {

@@ -12,7 +12,7 @@ from pathlib import Path
 from tokenlens.config import SettingsHolder
 from tokenlens.encoding import decode_body
 from tokenlens.exchange import METERED_KINDS, Exchange
-from tokenlens.platforms.metering import body_usage, pricing_models, summarize
+from tokenlens.platforms.metering import adjust_price, body_usage, pricing_models, summarize
 from tokenlens.price_data import data_info, note_unknown, refresh
 from tokenlens.pricing import Price, Pricer, pricer_for
 from tokenlens.records import CallRecord, bound_record, describe_failure
@@ -78,7 +78,7 @@ def price_call(pricer: Pricer, ex: Exchange, metered: Metered) -> Price | None:
     for model in pricing_models(ex.provider, metered.response_model, ex.model):
         price = pricer.price(ex.provider, model, metered.usage)
         if price.priced:
-            return price
+            return adjust_price(ex.provider, ex.endpoint, model, price)
     return price
 
 

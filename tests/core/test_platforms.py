@@ -30,7 +30,7 @@ from tokenlens.platforms.bedrock import (
     summarize_invoke_stream,
 )
 from tokenlens.platforms.eventstream import EventStreamDecoder, EventStreamError, encode_message
-from tokenlens.platforms.metering import body_usage, pricing_models
+from tokenlens.platforms.metering import adjust_price, body_usage, pricing_models
 from tokenlens.pricing import Pricer
 from tokenlens.usage import Usage
 
@@ -416,3 +416,37 @@ def test_priced_as_the_platform_bills(provider: str, model: str, published: str)
         + Decimal("300000") * Decimal(str(rates["output"]))
     ) / Decimal(1_000_000)
     assert price.priced and price.cost_usd == expected
+
+
+@pytest.mark.parametrize(
+    ("location", "model", "premium"),
+    [
+        ("us-east5", "claude-sonnet-4-5@20250929", True),
+        ("europe-west1", "claude-opus-4-8", True),
+        ("us-east5", "claude-haiku-4-5@20251001", True),
+        ("us-east5", "claude-fable-5", True),
+        ("global", "claude-sonnet-4-5@20250929", False),
+        ("us-east5", "claude-sonnet-4@20250514", False),
+        ("us-east5", "claude-opus-4-1@20250805", False),
+        ("us-east5", "claude-3-5-sonnet-v2@20241022", False),
+        ("us-east5", "claude-3-7-sonnet@20250219", False),
+    ],
+)
+def test_vertex_regional_premium(location: str, model: str, premium: bool) -> None:
+    """Vertex bills Claude 4.5 and later 10% more on regional endpoints (cloud.google.com/vertex-ai/generative-ai/
+    pricing); global prices are the data's."""
+    endpoint = f"/v1/projects/p/locations/{location}/publishers/anthropic/models/{model}:rawPredict"
+    usage = Usage(input_tokens=1_000_000, output_tokens=100_000)
+    base = Pricer().price("vertex", model, usage)
+    adjusted = adjust_price("vertex", endpoint, model, base)
+    assert base.cost_usd is not None
+    assert adjusted.cost_usd == (base.cost_usd * Decimal("1.1") if premium else base.cost_usd)
+    assert adjusted.input_cost_usd is not None and base.input_cost_usd is not None
+    assert adjusted.input_cost_usd + (adjusted.output_cost_usd or 0) == adjusted.cost_usd
+    gemini = (
+        endpoint.replace("anthropic", "google")
+        .replace(model, "gemini-2.5-flash")
+        .replace("rawPredict", "generateContent")
+    )
+    flash = Pricer().price("vertex", "gemini-2.5-flash", usage)
+    assert adjust_price("vertex", gemini, "gemini-2.5-flash", flash) == flash

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -225,7 +226,7 @@ def test_vertex_claude_with_anthropic_vertex(gw: Gateway, sim: Simulator, source
     assert (call["provider"], call["model"], call["stream"]) == ("vertex", HAIKU_VERTEX, stream)
     expected = sim.expected_usage("anthropic", "messages", sent.json(), KNOBS)
     assert expected["cache_read_tokens"] and expected["cache_write_tokens"]
-    _check(call, expected, "vertex/claude-haiku-4-5")
+    _check(call, expected, "vertex/regional/claude-haiku-4-5")  # us-east5: Vertex's regional price
 
 
 def test_vertex_token_added_by_the_gateway(gw: Gateway, sim: Simulator, source: str) -> None:
@@ -403,3 +404,114 @@ def test_config_needs_no_platform_for_other_providers(tmp_path: Path) -> None:
 
     assert base_url_platform("/proxy/azure/openai/v1/chat/completions", {}) == "azure"
     assert base_url_platform("/proxy/azure/v1/chat/completions", {"azure": object()}) is None
+
+
+# --- Claude Code on Bedrock and on Vertex, through the gateway ---------------------------------------------------
+
+CLAUDE_QUIET = {
+    "DISABLE_TELEMETRY": "1",
+    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+    "DISABLE_AUTOUPDATER": "1",
+    "DISABLE_ERROR_REPORTING": "1",
+}
+
+
+def _claude(gw: Gateway, sim: Simulator, tmp: Path, env: dict[str, str]) -> tuple[Any, list[Any]]:
+    import subprocess
+
+    from harness.agents import require_agents
+
+    agents = require_agents()
+    home = tmp / "home"
+    home.mkdir()
+    start = len(sim.requests)
+    done = subprocess.run(
+        [str(agents.claude), "-p", "Say hi in one short sentence.", "--output-format", "json"],
+        env={"PATH": agents.path_env(), "HOME": str(home), **CLAUDE_QUIET, **env},
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=90,
+    )
+    return done, list(sim.requests)[start:]
+
+
+def _claude_model_calls(sim: Simulator, requests: list[Any], suffix: str) -> list[Any]:
+    return [r for r in requests if r.method == "POST" and unquote(r.path).endswith(suffix)]
+
+
+def test_claude_code_on_bedrock_is_metered(gw: Gateway, sim: Simulator, tmp_path: Path) -> None:
+    """CLAUDE_CODE_USE_BEDROCK=1 with the gateway as ANTHROPIC_BEDROCK_BASE_URL and client signing skipped: the
+    gateway signs each call (the simulator refuses unsigned ones) and meters it exactly, at Bedrock's prices
+    for the model id Claude Code calls (a "us." geographic profile: the regional price)."""
+    done, requests = _claude(
+        gw,
+        sim,
+        tmp_path,
+        {
+            "CLAUDE_CODE_USE_BEDROCK": "1",
+            "ANTHROPIC_BEDROCK_BASE_URL": f"{gw.url}/proxy/bedrock",
+            "CLAUDE_CODE_SKIP_BEDROCK_AUTH": "1",
+            "AWS_REGION": "us-east-1",
+            "ANTHROPIC_MODEL": HAIKU_BEDROCK_US,
+        },
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert json.loads(done.stdout)["is_error"] is False
+    calls = _claude_model_calls(sim, requests, "/invoke-with-response-stream")
+    assert calls, [r.path for r in requests]
+    records = _records_of(gw, "claude-code", len(calls), "bedrock")
+    assert len(records) == len(calls)
+    for req, record in zip(calls, records, strict=True):
+        assert req.headers["authorization"].startswith(
+            "AWS4-HMAC-SHA256 Credential=" + sim_platforms.AWS_ACCESS_KEY
+        )
+        assert (record["model"], record["stream"], record["source"]) == (
+            HAIKU_BEDROCK_US,
+            True,
+            "claude-code",
+        )
+        expected = sim.expected_usage("anthropic", "messages", {**req.json(), "model": "m"}, req.headers)
+        _check(record, expected, "bedrock/regional/claude-haiku-4-5")
+
+
+def test_claude_code_on_vertex_is_metered(gw: Gateway, sim: Simulator, tmp_path: Path) -> None:
+    """CLAUDE_CODE_USE_VERTEX=1 with the gateway as ANTHROPIC_VERTEX_BASE_URL and client auth skipped: the gateway
+    adds the token (google-auth default credentials) and meters each call, at Vertex's price for the region
+    called (us-east5: regional, 10% above the global price for Claude 4.5 models)."""
+    done, requests = _claude(
+        gw,
+        sim,
+        tmp_path,
+        {
+            "CLAUDE_CODE_USE_VERTEX": "1",
+            "ANTHROPIC_VERTEX_BASE_URL": f"{gw.url}/proxy/vertex/v1",
+            "CLAUDE_CODE_SKIP_VERTEX_AUTH": "1",
+            "ANTHROPIC_VERTEX_PROJECT_ID": "my-project",
+            "CLOUD_ML_REGION": "us-east5",
+            "ANTHROPIC_MODEL": HAIKU_VERTEX,
+        },
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert json.loads(done.stdout)["is_error"] is False
+    calls = _claude_model_calls(sim, requests, ":streamRawPredict")
+    assert calls, [r.path for r in requests]
+    records = _records_of(gw, "claude-code", len(calls), "vertex")
+    assert len(records) == len(calls)
+    for req, record in zip(calls, records, strict=True):
+        assert "/locations/us-east5/" in req.path
+        assert req.headers["authorization"] == f"Bearer {sim_platforms.VERTEX_TOKEN}"
+        assert (record["model"], record["stream"], record["source"]) == (HAIKU_VERTEX, True, "claude-code")
+        expected = sim.expected_usage("anthropic", "messages", {**req.json(), "model": "m"}, req.headers)
+        _check(record, expected, "vertex/regional/claude-haiku-4-5")
+
+
+def _records_of(gw: Gateway, source: str, count: int, provider: str) -> list[dict[str, Any]]:
+    """The newest `count` records of `source` on `provider`, oldest first."""
+    deadline = time.monotonic() + 15
+    while True:
+        found = [c for c in gw.calls(source=source, limit=1000) if c["provider"] == provider]
+        if len(found) >= count or time.monotonic() > deadline:
+            return list(reversed(found[:count]))
+        time.sleep(0.1)

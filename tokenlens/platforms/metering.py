@@ -3,7 +3,10 @@ format (Bedrock's event stream and Converse included); any other provider's as u
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+from dataclasses import replace
+from decimal import Decimal
 
 from tokenlens.platforms import PLATFORMS, parse_path
 from tokenlens.platforms.bedrock import (
@@ -11,6 +14,7 @@ from tokenlens.platforms.bedrock import (
     summarize_converse_stream,
     summarize_invoke_stream,
 )
+from tokenlens.pricing import Price
 from tokenlens.providers import ApiFormat
 from tokenlens.usage import StreamSummary, Usage, summarize_stream, usage_from_body
 
@@ -43,3 +47,44 @@ def pricing_models(provider: str, response_model: str | None, model: str | None)
     sets the price; the answer names only the model)."""
     order = (model, response_model) if provider == "bedrock" else (response_model, model)
     return tuple(dict.fromkeys(m for m in order if m))
+
+
+# Vertex AI bills Claude models from the 4.5 generation on 10% more on regional endpoints than on the global
+# one (cloud.google.com/vertex-ai/generative-ai/pricing: "regional endpoints ... 10% premium"); the price data
+# lists the global prices. Bedrock's data has its own regional entries (the path's model id selects them).
+VERTEX_REGIONAL_PREMIUM = Decimal("1.1")
+_CLAUDE_VERSION = re.compile(r"claude-(opus|sonnet|haiku)-(\d+)(?:[-.](\d)(?!\d))?")
+_CLAUDE_OLD = re.compile(r"claude-(?:\d|instant)")
+
+
+def vertex_regional_premium(endpoint: str, model: str) -> bool:
+    """Whether a Vertex call is billed with the regional premium: a Claude model of the 4.5 generation or later
+    called on a regional location (not `global`)."""
+    call = parse_path("vertex", endpoint)
+    if call.api != "anthropic" or not call.location or call.location == "global":
+        return False
+    name = model.lower()
+    if "claude" not in name or _CLAUDE_OLD.search(name):
+        return False  # Claude 3.x and older names (claude-3-5-sonnet, claude-instant)
+    m = _CLAUDE_VERSION.search(name)
+    if m is None:
+        return True  # a family named after the 4.5 generation (all of them are 4.5 or later)
+    return (int(m.group(2)), int(m.group(3) or 0)) >= (4, 5)
+
+
+def adjust_price(provider: str, endpoint: str, model: str, price: Price) -> Price:
+    """The platform's own surcharges on a price from the data (never on a user's override)."""
+    if provider != "vertex" or price.source != "genai-prices" or not vertex_regional_premium(endpoint, model):
+        return price
+
+    def scaled(value: Decimal | None) -> Decimal | None:
+        return None if value is None else value * VERTEX_REGIONAL_PREMIUM
+
+    return replace(
+        price,
+        cost_usd=scaled(price.cost_usd),
+        input_cost_usd=scaled(price.input_cost_usd),
+        output_cost_usd=scaled(price.output_cost_usd),
+        cache_read_cost_usd=scaled(price.cache_read_cost_usd),
+        cache_write_cost_usd=scaled(price.cache_write_cost_usd),
+    )
