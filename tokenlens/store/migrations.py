@@ -466,12 +466,14 @@ def _create_bookkeeping(db: pw.Database) -> None:
     """The `schema_version` and `schema_migration` tables; a numbered store's version becomes the names it
     stands for."""
     models = [bind_model(SchemaVersion, db), bind_model(SchemaMigration, db)]
-    if all(db.table_exists(m._meta.table_name) for m in models):
+    missing = [m for m in models if not db.table_exists(m._meta.table_name)]
+    if not missing:
         return
-    try:
-        db.create_tables(models, safe=True)
-    except pw.IntegrityError:  # another process created them at the same moment (PostgreSQL)
-        pass
+    for model in missing:
+        try:
+            db.create_tables([model], safe=True)
+        except pw.IntegrityError:  # another process created it at the same moment (PostgreSQL)
+            pass
     with _write_transaction(db):
         if isinstance(db, pw.PostgresqlDatabase):
             db.execute_sql('LOCK TABLE "schema_version" IN EXCLUSIVE MODE')
