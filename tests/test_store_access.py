@@ -71,7 +71,7 @@ def test_the_check_finds_each_kind_of_access() -> None:
 
 
 def _project_imports(path: Path) -> set[str]:
-    found = set()
+    found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text("utf-8"))):
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name.startswith("tokenlens"))
