@@ -31,6 +31,7 @@ from tokenlens.platforms import (
     PlatformNotConfigured,
     Signature,
     base_url_upstream,
+    bedrock_error,
     bedrock_region,
     client_signature,
     host_of,
@@ -246,6 +247,19 @@ class PlatformAuth:
             return
         if flow.response is None and flow.error is None:
             flow.request.headers["authorization"] = f"Bearer {token}"
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        """A Bedrock call the gateway answered itself (refused by a gate) gets Bedrock's error format."""
+        exchange = exchange_of(flow)
+        state = state_of(flow)
+        response = flow.response
+        if exchange is None or state is None or response is None or state.call.provider != "bedrock":
+            return
+        if exchange.outcome != "blocked" or response.status_code < 400:
+            return
+        body, error_type = bedrock_error(response.status_code, response.content or b"")
+        response.content = body
+        response.headers["x-amzn-errortype"] = error_type
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         """Bedrock streams in event-stream framing (not SSE): tap it chunk by chunk, untouched."""

@@ -450,3 +450,14 @@ def test_vertex_regional_premium(location: str, model: str, premium: bool) -> No
     )
     flash = Pricer().price("vertex", "gemini-2.5-flash", usage)
     assert adjust_price("vertex", gemini, "gemini-2.5-flash", flash) == flash
+
+
+def test_bedrock_error_format() -> None:
+    from tokenlens.platforms import bedrock_error
+    from tokenlens.providers import error_body
+
+    body, kind = bedrock_error(429, error_body("anthropic", 429, "TokenLens: daily budget reached"))
+    assert json.loads(body) == {"message": "TokenLens: daily budget reached"}
+    assert kind.startswith("ThrottlingException:")
+    assert bedrock_error(403, error_body("openai", 403, "kill switch"))[1].startswith("AccessDeniedException:")
+    assert json.loads(bedrock_error(503, b"not json")[0])["message"]

@@ -78,6 +78,7 @@ def gw(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gat
         f"  azure: {{endpoint: '{sim.https_url}'}}\n"
         f"  vertex: {{endpoint: '{sim.https_url}'}}\n"
         f"  bedrock: {{region: us-east-1, endpoint: '{sim.https_url}'}}\n"
+        "guardrails: {pii_detection: {enabled: true, action: redact}}\n"
     )
     env = {
         "AWS_ACCESS_KEY_ID": sim_platforms.AWS_ACCESS_KEY,
@@ -355,6 +356,33 @@ def test_a_request_signed_for_the_gateway_is_refused(gw: Gateway, sim: Simulator
     assert (call["outcome"], call["provider"]) == ("blocked", "bedrock")
 
 
+def test_boto3_gets_bedrocks_error_format(gw: Gateway, sim: Simulator, source: str) -> None:
+    """A refusal on a Bedrock route is written as Bedrock writes errors, so boto3 raises its usual ClientError
+    with the exception's name and the message (here: a request signed for the gateway's own address)."""
+    import boto3
+    from botocore.exceptions import ClientError
+
+    client = boto3.client(
+        "bedrock-runtime",
+        region_name="us-east-1",
+        endpoint_url=f"{gw.url}/proxy/bedrock",
+        aws_access_key_id=sim_platforms.AWS_ACCESS_KEY,
+        aws_secret_access_key=sim_platforms.AWS_SECRET_KEY,
+    )
+    client.meta.events.register(
+        "before-sign.bedrock-runtime.*",
+        lambda request, **_: request.headers.__setitem__("X-TokenLens-Source", source),
+    )
+    before = len(sim.requests)
+    with pytest.raises(ClientError) as raised:
+        client.converse(modelId=HAIKU_BEDROCK_US, messages=[{"role": "user", "content": [{"text": "hi"}]}])
+    error = raised.value.response["Error"]
+    assert error["Code"] == "ValidationException"
+    assert "HTTPS_PROXY" in error["Message"] and "CLAUDE_CODE_SKIP_BEDROCK_AUTH" in error["Message"]
+    assert len(sim.requests) == before
+    assert _one_call(gw, source)["outcome"] == "blocked"
+
+
 def test_bedrock_signed_by_the_client_in_https_proxy_mode(
     gw: Gateway, sim: Simulator, source: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -396,6 +424,50 @@ def test_bedrock_signed_by_the_client_in_https_proxy_mode(
     assert (call["provider"], call["mode"], call["model"]) == ("bedrock", "proxy", HAIKU_BEDROCK_US)
     expected = sim.expected_usage("anthropic", "messages", {**received.json(), "model": "x"}, KNOBS)
     _check(call, expected, "bedrock/regional/claude-haiku-4-5")
+
+
+PII = [{"role": "user", "content": "Write to jane.doe@example.com about the invoice."}]
+
+
+def test_the_gateway_signs_after_redaction(gw: Gateway, sim: Simulator, source: str) -> None:
+    """Base-URL mode with client signing off: redaction changes the body, then the gateway signs what is sent."""
+    client = _unsigned_bedrock(gw, source)
+    client.messages.create(model=HAIKU_BEDROCK_US, max_tokens=50, messages=PII)
+    sent = sim.last_request
+    assert b"jane.doe@example.com" not in sent.body
+    assert sim_platforms.verify_sigv4(sent.method, sent.path, sent.query, sent.headers, sent.body) is None
+    call = _one_call(gw, source)
+    assert call["outcome"] == "ok" and call["guardrail_flags"]
+
+
+def test_a_client_signed_request_is_never_changed(
+    gw: Gateway, sim: Simulator, source: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTPS_PROXY mode: redaction would break the client's signature, so the call is refused (in the
+    provider's format, with a message saying why and what to do), never sent changed."""
+    import anthropic
+    import httpx2
+
+    monkeypatch.setenv("HTTPS_PROXY", gw.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    client = anthropic.AnthropicBedrock(
+        aws_access_key=sim_platforms.AWS_ACCESS_KEY,
+        aws_secret_key=sim_platforms.AWS_SECRET_KEY,
+        aws_region="us-east-1",
+        max_retries=0,
+        default_headers={"X-TokenLens-Source": source},
+        http_client=httpx2.Client(verify=str(gw.ca_bundle())),
+    )
+    before = len(sim.requests)
+    with pytest.raises(anthropic.BadRequestError) as raised:
+        client.messages.create(model=HAIKU_BEDROCK_US, max_tokens=50, messages=PII)  # type: ignore[arg-type]
+    assert "signed by the client" in str(raised.value) and "CLAUDE_CODE_SKIP_BEDROCK_AUTH" in str(
+        raised.value
+    )
+    assert len(sim.requests) == before
+    call = _one_call(gw, source)
+    assert (call["outcome"], call["mode"], call["provider"]) == ("blocked", "proxy", "bedrock")
 
 
 def test_config_needs_no_platform_for_other_providers(tmp_path: Path) -> None:

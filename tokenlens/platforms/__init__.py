@@ -11,6 +11,7 @@ Anthropic inside AWS's event-stream framing, and Converse has its own usage shap
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -316,3 +317,36 @@ def proxy_platform(host: str, port: int, host_header: str, platforms: Platforms)
         if (r_host.lower(), r_port) == (host.lower(), port):
             return named
     return None
+
+
+# Bedrock's own error format: {"message": ...} with the exception's name in `x-amzn-ErrorType`, so boto3 raises
+# its usual ClientError (ThrottlingException, ...) and the Anthropic SDK its usual status errors.
+_BEDROCK_EXCEPTIONS = {
+    400: "ValidationException",
+    401: "UnrecognizedClientException",
+    403: "AccessDeniedException",
+    404: "ResourceNotFoundException",
+    413: "ValidationException",
+    429: "ThrottlingException",
+    500: "InternalServerException",
+    503: "ServiceUnavailableException",
+}
+
+
+def bedrock_error(status: int, body: bytes) -> tuple[bytes, str]:
+    """A refusal written in another format (`providers.error_body`), rewritten as Bedrock writes errors:
+    (body, x-amzn-ErrorType)."""
+    message = "TokenLens refused this request."
+    try:
+        parsed = json.loads(body)
+        error = parsed.get("error") if isinstance(parsed, dict) else None
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            message = error["message"]
+    except ValueError:
+        pass
+    kind = _BEDROCK_EXCEPTIONS.get(
+        status, "InternalServerException" if status >= 500 else "ValidationException"
+    )
+    return json.dumps(
+        {"message": message}
+    ).encode(), f"{kind}:http://internal.amazon.com/coral/com.amazon.bedrock/"
