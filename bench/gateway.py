@@ -440,6 +440,8 @@ def peer_comparison(
             tl, direct = here.get(TOKENLENS), here.get(DIRECT)
             for name, r in here.items():
                 per_round.setdefault(f"rps_{name}", []).append(r["rps"])
+                if not math.isnan(r["cpu_ms_per_request"]):
+                    per_round.setdefault(f"cpu_ms_{name}", []).append(r["cpu_ms_per_request"])
                 if tl and name != TOKENLENS and r["rps"] > 0:
                     per_round.setdefault(f"tokenlens_over_{name}", []).append(tl["rps"] / r["rps"])
                 if direct and name != DIRECT:
@@ -489,8 +491,9 @@ def peer_tables(
     names = ", ".join(SHORT[n] for n in others)
     lines = [
         "| mode, clients | TokenLens / bare mitmdump (req/s) | TokenLens / LiteLLM (req/s) | "
-        f"req/s ({names}, direct) | added p50 over direct, ms ({names}) | added p99 over direct, ms ({names}) |",
-        "|---|---:|---:|---|---|---|",
+        f"req/s ({names}, direct) | added p50 over direct, ms ({names}) | added p99 over direct, ms ({names}) | "
+        f"CPU ms per request ({names}) |",
+        "|---|---:|---:|---|---|---|---|",
     ]
     for row in peer["http"]:
         mode = "JSON" if row["mode"] == JSON_MODE else "SSE"
@@ -500,7 +503,7 @@ def peer_tables(
             f"| {mode}, {row['connections']} | {vs_mitm} | "
             f"{fmt(vs_litellm, 1) + 'x' if vs_litellm is not None else 'n/a'} | "
             f"{_triple(row, 'rps_', [*others, DIRECT], 0)} | {_triple(row, 'added_p50_ms_', others, 2)} | "
-            f"{_triple(row, 'added_p99_ms_', others, 2)} |"
+            f"{_triple(row, 'added_p99_ms_', others, 2)} | {_triple(row, 'cpu_ms_', others, 2)} |"
         )
     lines += [
         "",
