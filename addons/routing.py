@@ -53,15 +53,15 @@ class ModelRouter:
 
     @staticmethod
     def _rename(flow: http.HTTPFlow, exchange: Exchange, model: str) -> None:
-        """Only the model field changes: Gemini's path segment, or the JSON body's `model`."""
+        """Only the model field changes: its path segment (Gemini, Vertex, Bedrock), or the JSON body's `model`."""
         req = flow.request
         parts = RequestParts(req.method, req.url, (), req.raw_content or b"")
         changed = with_model(exchange.api, parts, exchange.model, model)
         if changed.url != parts.url:
             req.url = changed.url
-            exchange.endpoint = exchange.endpoint.replace(
-                f"/models/{exchange.model}:", f"/models/{model}:", 1
-            )
+            exchange.endpoint = with_model(  # the same path rewrite (Gemini's, Vertex's, Bedrock's)
+                exchange.api, RequestParts("", exchange.endpoint, (), b""), exchange.model, model
+            ).url
         elif changed.body != parts.body:
             req.content = changed.body
             if exchange.request_json is not None:

@@ -21,6 +21,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import quote
 
 from tokenlens.config import ConfigError, ProviderSettings, Routing, Settings
 from tokenlens.providers import SECRET_HEADERS
@@ -232,11 +233,16 @@ class RequestParts:
 
 
 def with_model(api: str, parts: RequestParts, old_model: str | None, model: str) -> RequestParts:
-    """The same request with another model: Gemini's `/models/<model>:` path segment, else the JSON `model`."""
-    if api == "google" and old_model and f"/models/{old_model}:" in parts.url:
-        return dataclasses.replace(
-            parts, url=parts.url.replace(f"/models/{old_model}:", f"/models/{model}:", 1)
-        )
+    """The same request with another model: the model's path segment where the path names it (Gemini's and
+    Vertex's `/models/<model>:`, Bedrock's `/model/<model id>/`), else the JSON `model`."""
+    if old_model:
+        for before, after in (
+            (f"/models/{old_model}:", f"/models/{model}:"),
+            (f"/model/{old_model}/", f"/model/{model}/"),
+            (f"/model/{quote(old_model, safe='')}/", f"/model/{quote(model, safe='')}/"),
+        ):
+            if before in parts.url:
+                return dataclasses.replace(parts, url=parts.url.replace(before, after, 1))
     body = body_with_model(parts.body, model)
     return dataclasses.replace(parts, body=body) if body is not None else parts
 

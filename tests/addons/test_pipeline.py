@@ -37,6 +37,7 @@ def test_stages_run_in_the_order_of_spec_section_6(deps: AppDeps) -> None:
         "tokenlens.waste",
         "tokenlens.heatmap",
         "tokenlens.dedup",
+        "tokenlens.platform_auth",
         "tokenlens.upstream",
         "tokenlens.response_guardrails",
         "tokenlens.recorder",

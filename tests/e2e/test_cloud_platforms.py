@@ -79,6 +79,7 @@ def gw(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gat
         f"  vertex: {{endpoint: '{sim.https_url}'}}\n"
         f"  bedrock: {{region: us-east-1, endpoint: '{sim.https_url}'}}\n"
         "guardrails: {pii_detection: {enabled: true, action: redact}}\n"
+        f"routing: {{aliases: [{{from: team-haiku, to: '{HAIKU_BEDROCK_GLOBAL}'}}]}}\n"
     )
     env = {
         "AWS_ACCESS_KEY_ID": sim_platforms.AWS_ACCESS_KEY,
@@ -468,6 +469,50 @@ def test_a_client_signed_request_is_never_changed(
     assert len(sim.requests) == before
     call = _one_call(gw, source)
     assert (call["outcome"], call["mode"], call["provider"]) == ("blocked", "proxy", "bedrock")
+
+
+def test_routing_rewrites_the_bedrock_path_before_the_gateway_signs(
+    gw: Gateway, sim: Simulator, source: str
+) -> None:
+    """An alias on Bedrock: the model is in the path, so routing rewrites the path (never adds a body `model`,
+    which Bedrock refuses), and the gateway signs the routed request."""
+    client = _unsigned_bedrock(gw, source)
+    client.messages.create(model="team-haiku", max_tokens=50, messages=USER)
+    sent = sim.last_request
+    assert sent.path == f"/model/{HAIKU_BEDROCK_GLOBAL}/invoke" and "model" not in sent.json()
+    call = _one_call(gw, source)
+    assert (call["requested_model"], call["model"], call["endpoint"]) == (
+        "team-haiku",
+        HAIKU_BEDROCK_GLOBAL,
+        f"/model/{HAIKU_BEDROCK_GLOBAL}/invoke",
+    )
+    expected = sim.expected_usage("anthropic", "messages", {**sent.json(), "model": "m"}, KNOBS)
+    _check(call, expected, "bedrock/global/claude-haiku-4-5")
+
+
+def test_a_client_signed_request_is_not_routed(
+    gw: Gateway, sim: Simulator, source: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import anthropic
+    import httpx2
+
+    monkeypatch.setenv("HTTPS_PROXY", gw.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    client = anthropic.AnthropicBedrock(
+        aws_access_key=sim_platforms.AWS_ACCESS_KEY,
+        aws_secret_key=sim_platforms.AWS_SECRET_KEY,
+        aws_region="us-east-1",
+        max_retries=0,
+        default_headers={"X-TokenLens-Source": source},
+        http_client=httpx2.Client(verify=str(gw.ca_bundle())),
+    )
+    before = len(sim.requests)
+    with pytest.raises(anthropic.BadRequestError) as raised:
+        client.messages.create(model="team-haiku", max_tokens=50, messages=USER)
+    assert "signed by the client" in str(raised.value) and "routing" in str(raised.value)
+    assert len(sim.requests) == before
+    assert _one_call(gw, source)["outcome"] == "blocked"
 
 
 def test_config_needs_no_platform_for_other_providers(tmp_path: Path) -> None:
