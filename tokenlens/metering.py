@@ -123,7 +123,9 @@ def build_record(ex: Exchange, pricer: Pricer, *, store_bodies: bool = True) -> 
         waste_tokens=ex.waste_tokens,
         complexity=ex.complexity,
         mode=ex.mode,
-        request_id=ex.response_headers.get("x-request-id") or ex.response_headers.get("request-id"),
+        request_id=ex.response_headers.get("x-request-id")
+        or ex.response_headers.get("request-id")
+        or ex.response_headers.get("x-amzn-requestid"),  # Bedrock
         request_body=ex.request_body if store_bodies else None,
         response_body=_response_body(ex) if store_bodies else None,
     )

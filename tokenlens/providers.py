@@ -205,13 +205,18 @@ _AGENT_FAMILIES: tuple[tuple[str, str], ...] = (
     ("litellm/", "litellm"),
     ("llamaindex", "llamaindex"),
     ("openai/python", "openai-python"),
+    ("azureopenai/python", "openai-python"),  # openai.AzureOpenAI
     ("asyncopenai/python", "openai-python"),
     ("openai/js", "openai-node"),
     ("anthropic/python", "anthropic-python"),
+    ("anthropicbedrock/python", "anthropic-python"),  # anthropic.AnthropicBedrock
+    ("anthropicvertex/python", "anthropic-python"),  # anthropic.AnthropicVertex
     ("asyncanthropic/python", "anthropic-python"),
     ("anthropic/js", "anthropic-node"),
     ("google-genai-sdk/", "google-genai"),
     ("google-api-nodejs-client/", "google-genai-node"),
+    ("boto3/", "boto3"),  # AWS SDK for Python (Bedrock Converse, InvokeModel)
+    ("botocore/", "boto3"),
     ("curl/", "curl"),
     ("python-requests/", "python-requests"),
     ("python-httpx/", "python-httpx"),

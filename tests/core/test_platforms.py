@@ -461,3 +461,19 @@ def test_bedrock_error_format() -> None:
     assert kind.startswith("ThrottlingException:")
     assert bedrock_error(403, error_body("openai", 403, "kill switch"))[1].startswith("AccessDeniedException:")
     assert json.loads(bedrock_error(503, b"not json")[0])["message"]
+
+
+@pytest.mark.parametrize(
+    ("user_agent", "family"),
+    [
+        ("AnthropicBedrock/Python 2.17.0", "anthropic-python"),
+        ("AnthropicVertex/Python 2.17.0", "anthropic-python"),
+        ("AzureOpenAI/Python 3.63.0", "openai-python"),
+        ("Boto3/1.44.18 md/Botocore#1.44.18 ua/2.1 os/linux lang/python#3.12.1 Botocore/1.44.18", "boto3"),
+        ("claude-cli/2.1.197 (external, sdk-cli)", "claude-code"),
+    ],
+)
+def test_platform_clients_are_sources(user_agent: str, family: str) -> None:
+    from tokenlens.providers import agent_family
+
+    assert agent_family(user_agent) == family
