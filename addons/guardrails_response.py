@@ -22,6 +22,7 @@ from tokenlens.exchange import Exchange
 from tokenlens.guardrails.engine import Verdict, block_message, is_active, scan_body
 from tokenlens.guardrails.record import mask_response, meter_blocked_answer
 from tokenlens.guardrails.stream import StreamGuard
+from tokenlens.platforms.eventstream import CONTENT_TYPE as EVENT_STREAM
 from tokenlens.request_body import parse_json_object
 from tokenlens.stream_taps import GuardedTap
 
@@ -37,7 +38,8 @@ class ResponseGuardrails:
     def request(self, flow: http.HTTPFlow) -> None:
         exchange = pending_call(flow)
         if exchange is not None and is_active(self.deps.settings.get().guardrails, "response"):
-            flow.request.headers["accept-encoding"] = "identity"
+            if "accept-encoding" not in exchange.signed_headers:  # a client-signed header is never changed
+                flow.request.headers["accept-encoding"] = "identity"
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         exchange = exchange_of(flow)
@@ -48,6 +50,8 @@ class ResponseGuardrails:
         encoding = response.headers.get("content-encoding", "identity").lower()
         if not is_active(g, "response") or encoding not in ("", "identity"):
             return
+        if response.headers.get("content-type", "").startswith(EVENT_STREAM):
+            return  # Bedrock's binary framing is relayed unscanned, never held back (docs/cloud-platforms.md)
         guard = StreamGuard(g, exchange.api, exchange.endpoint)
         exchange.response_guard = guard
         if guard.holding:

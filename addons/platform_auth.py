@@ -43,6 +43,7 @@ from tokenlens.platforms import (
     split_base_url_path,
 )
 from tokenlens.platforms.auth import AwsSigner, CredentialsMissing, VertexTokens
+from tokenlens.platforms.eventstream import CONTENT_TYPE as EVENT_STREAM
 from tokenlens.providers import HEADER_PREFIX, PROXY_PREFIX, Upstream, error_body
 from tokenlens.stream_taps import StreamTap
 
@@ -52,7 +53,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 KEY = "tokenlens.platform"
-EVENT_STREAM = "application/vnd.amazon.eventstream"
 JSON = {"content-type": "application/json"}
 
 
@@ -137,6 +137,7 @@ def start_platform_call(ingress: Ingress, flow: http.HTTPFlow, platform: Platfor
             if not k.lower().startswith(prefix) or k.decode("latin-1").lower() in signature.signed_headers
         )
         state.snapshot = _snapshot(req, signature)
+        exchange.signed_headers = signature.signed_headers
     if mode == "base_url":
         req.data.scheme, req.data.host, req.data.port = scheme.encode(), host, port
         req.data.path = full_path.encode()

@@ -75,6 +75,9 @@ class Exchange:
     # False for traffic around the API (a preflight, a path outside the API, a WebSocket upgrade): forwarded,
     # counted apart (`AppDeps.passthrough`), never gated as a call nor recorded (SPEC 5, "Only model calls count").
     is_call: bool = True
+    # Headers a client's signature covers (AWS SigV4 relayed in HTTPS_PROXY mode, tokenlens.platforms): the
+    # request goes upstream byte for byte, so no stage may set or remove them (nor change the path or body).
+    signed_headers: frozenset[str] = frozenset()
     # Decisions one stage makes and later stages read (the per-call state of the pipeline, all of it here):
     route: Route | None = None  # the routing decision, made once (`route_of`)
     chain: ChainPlan | None = None  # the fallback chain the upstream stage hands to the chain service

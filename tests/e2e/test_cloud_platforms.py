@@ -78,7 +78,8 @@ def gw(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gat
         f"  azure: {{endpoint: '{sim.https_url}'}}\n"
         f"  vertex: {{endpoint: '{sim.https_url}'}}\n"
         f"  bedrock: {{region: us-east-1, endpoint: '{sim.https_url}'}}\n"
-        "guardrails: {pii_detection: {enabled: true, action: redact}}\n"
+        "guardrails: {pii_detection: {enabled: true, action: redact},"
+        " response_pii_detection: {enabled: true, action: redact}}\n"
         f"routing: {{aliases: [{{from: team-haiku, to: '{HAIKU_BEDROCK_GLOBAL}'}}]}}\n"
     )
     env = {

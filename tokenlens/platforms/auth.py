@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 SIGNED_HEADERS_DROPPED = ("authorization", "x-amz-date", "x-amz-security-token", "x-amz-content-sha256")
+SIGNED_HEADERS = ("host", "content-type")
 VERTEX_SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 
 
@@ -52,11 +53,19 @@ class AwsSigner:
         method: str, url: str, headers: Mapping[str, str], body: bytes, region: str, credentials: Any
     ) -> dict[str, str]:
         """The headers to set on the request (Authorization, X-Amz-Date, X-Amz-Security-Token): the
-        signature covers host, path, query, body and the other headers given."""
+        signature covers host, path, query, body, content type and the request's other x-amz-* headers."""
         from botocore.auth import SigV4Auth
         from botocore.awsrequest import AWSRequest
 
-        kept = {k: v for k, v in headers.items() if k.lower() not in SIGNED_HEADERS_DROPPED}
+        # Only what SigV4 needs and the body's type are signed: later stages may still set other headers
+        # (the response guardrails ask for an uncompressed answer) without breaking the signature.
+        kept = {
+            k: v
+            for k, v in headers.items()
+            if k.lower() in SIGNED_HEADERS
+            or k.lower().startswith("x-amz-")
+            and k.lower() not in SIGNED_HEADERS_DROPPED
+        }
         request = AWSRequest(method=method, url=url, data=body, headers=kept)
         SigV4Auth(credentials, "bedrock", region).add_auth(request)
         out = {"authorization": request.headers["Authorization"], "x-amz-date": request.headers["X-Amz-Date"]}

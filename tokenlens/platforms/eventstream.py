@@ -15,6 +15,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+CONTENT_TYPE = "application/vnd.amazon.eventstream"
 PRELUDE = 12
 MIN_MESSAGE = PRELUDE + 4
 MAX_MESSAGE = 16 * 1024 * 1024  # Bedrock's chunks are a few KB; anything near this is not an event stream
