@@ -15,8 +15,15 @@ from mitmproxy import http
 from tokenlens.addons._flowstate import exchange_of
 from tokenlens.app import AppDeps
 from tokenlens.exchange import Exchange
+from tokenlens.platforms import BEDROCK_RESPONSE_HEADERS
 
-KEPT_RESPONSE_HEADERS = ("content-type", "content-encoding", "x-request-id", "request-id")
+KEPT_RESPONSE_HEADERS = (
+    "content-type",
+    "content-encoding",
+    "x-request-id",
+    "request-id",
+    *BEDROCK_RESPONSE_HEADERS,
+)
 _KEPT_BY_RAW_NAME = {name.encode(): name for name in KEPT_RESPONSE_HEADERS}
 
 

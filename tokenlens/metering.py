@@ -40,7 +40,9 @@ def meter(ex: Exchange) -> Metered:
         reported, model, final = summary.usage, summary.model, summary.usage_final
         complete, output_text = summary.complete and ex.error is None, summary.output_text
     else:
-        reported, model = body_usage(ex.provider, ex.api, ex.endpoint, _response_body(ex) or b"")
+        reported, model = body_usage(
+            ex.provider, ex.api, ex.endpoint, _response_body(ex) or b"", ex.response_headers
+        )
         final, complete, output_text = reported is not None, ex.error is None, ""
     if reported is not None:
         # the tier and speed the request asked for, where the answer does not say (Gemini's serviceTier)

@@ -459,7 +459,9 @@ def test_bedrock_error_format() -> None:
     body, kind = bedrock_error(429, error_body("anthropic", 429, "TokenLens: daily budget reached"))
     assert json.loads(body) == {"message": "TokenLens: daily budget reached"}
     assert kind.startswith("ThrottlingException:")
-    assert bedrock_error(403, error_body("openai", 403, "kill switch"))[1].startswith("AccessDeniedException:")
+    assert bedrock_error(403, error_body("openai", 403, "kill switch"))[1].startswith(
+        "AccessDeniedException:"
+    )
     assert json.loads(bedrock_error(503, b"not json")[0])["message"]
 
 
@@ -477,3 +479,32 @@ def test_platform_clients_are_sources(user_agent: str, family: str) -> None:
     from tokenlens.providers import agent_family
 
     assert agent_family(user_agent) == family
+
+
+def test_bedrock_counts_of_any_model() -> None:
+    from tokenlens.platforms.bedrock import invocation_usage
+
+    headers = {"x-amzn-bedrock-input-token-count": "12", "x-amzn-bedrock-output-token-count": "30"}
+    assert invocation_usage(headers) == Usage(input_tokens=12, output_tokens=30)
+    metrics = {"inputTokenCount": 5, "outputTokenCount": 7, "cacheReadInputTokenCount": 100}
+    assert invocation_usage(metrics) == Usage(input_tokens=105, output_tokens=7, cache_read_tokens=100)
+    assert invocation_usage({"content-type": "application/json"}) is None
+    llama = json.dumps({"generation": "hi", "prompt_token_count": 12}).encode()
+    usage, _ = body_usage(
+        "bedrock", "anthropic", "/model/meta.llama3-1-8b-instruct-v1:0/invoke", llama, headers
+    )
+    assert usage == Usage(input_tokens=12, output_tokens=30)
+    events = [
+        sim.event("chunk", {"bytes": base64.b64encode(json.dumps({"generation": "a"}).encode()).decode()}),
+        sim.event(
+            "chunk",
+            {
+                "bytes": base64.b64encode(
+                    json.dumps({"generation": "b", "amazon-bedrock-invocationMetrics": metrics}).encode()
+                ).decode()
+            },
+        ),
+    ]
+    summary = summarize_invoke_stream(events)
+    assert summary.usage == Usage(input_tokens=105, output_tokens=7, cache_read_tokens=100)
+    assert summary.usage_final

@@ -633,3 +633,39 @@ def _records_of(gw: Gateway, source: str, count: int, provider: str) -> list[dic
         if len(found) >= count or time.monotonic() > deadline:
             return list(reversed(found[:count]))
         time.sleep(0.1)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_bedrock_invoke_of_another_model_uses_bedrocks_counts(
+    gw: Gateway, sim: Simulator, source: str, stream: bool
+) -> None:
+    """Llama on InvokeModel has its own body: the tokens come from Bedrock's count headers (non-streamed) or the
+    stream's invocation metrics; priced at Bedrock's Llama 3.1 8B rate ($0.22 in and out per million,
+    aws.amazon.com/bedrock/pricing)."""
+    import boto3
+    from botocore import UNSIGNED
+    from botocore.config import Config
+
+    client = boto3.client(
+        "bedrock-runtime",
+        region_name="us-east-1",
+        endpoint_url=f"{gw.url}/proxy/bedrock",
+        config=Config(signature_version=UNSIGNED, retries={"max_attempts": 1}),
+    )
+    client.meta.events.register(
+        "before-send.bedrock-runtime.*",
+        lambda request, **_: request.headers.__setitem__("X-TokenLens-Source", source),
+    )
+    body = json.dumps({"prompt": "Tell me about llamas in two lines.", "max_gen_len": 64})
+    model = "meta.llama3-1-8b-instruct-v1:0"
+    if stream:
+        chunks = list(client.invoke_model_with_response_stream(modelId=model, body=body)["body"])
+        assert len(chunks) > 1
+    else:
+        json.loads(client.invoke_model(modelId=model, body=body)["body"].read())
+    p = sim.plan("anthropic", "messages", sim_platforms.llama_as_messages(json.loads(body)))
+    call = _one_call(gw, source)
+    assert (call["provider"], call["model"], call["stream"]) == ("bedrock", model, stream)
+    assert (call["input_tokens"], call["output_tokens"]) == (p.prompt, p.output_tokens)
+    assert call["cost_usd"] == pytest.approx((p.prompt + p.output_tokens) * 0.22 / 1_000_000, abs=1e-12)
+    assert str(call["request_id"]).startswith("req_011Sim")  # the answer's x-amzn-RequestId

@@ -377,6 +377,8 @@ def _bedrock(
             200, content_type=EVENT_STREAM_TYPE, headers=headers, events=events, usage_index=usage_index
         )
         return reply, "bedrock", _tokens(p, reply)
+    if ".meta.llama" in route.model or route.model.startswith("meta.llama"):
+        return _bedrock_llama(route, body, knobs, headers)
     if not isinstance(body.get("anthropic_version"), str) or "model" in body:
         return (
             _bedrock_error(
@@ -436,3 +438,60 @@ def bedrock_model_name(model_id: str) -> str:
     name = model_id.rsplit("/", 1)[-1]
     name = re.sub(r"^(?:[a-z]{2,6}\.)?anthropic\.", "", name)
     return re.sub(r"-v\d+(?::\d+)?$", "", name)
+
+
+def llama_as_messages(body: dict[str, Any]) -> dict[str, Any]:
+    """A Llama InvokeModel body (`prompt`, `max_gen_len`) in the shape the planner counts."""
+    out: dict[str, Any] = {"messages": [{"role": "user", "content": str(body.get("prompt", ""))}]}
+    if isinstance(body.get("max_gen_len"), int):
+        out["max_tokens"] = body["max_gen_len"]
+    return out
+
+
+def _bedrock_llama(
+    route: PlatformRoute, body: dict[str, Any], knobs: Knobs, headers: list[tuple[str, str]]
+) -> tuple[Reply, str, int]:
+    """Meta Llama on InvokeModel: its own body (`generation`, token counts), Bedrock's count headers, and the
+    stream's `amazon-bedrock-invocationMetrics` in the last chunk. No cache on these models."""
+    if not isinstance(body.get("prompt"), str):
+        return _bedrock_error(400, "prompt is required", "ValidationException"), "bedrock", 0
+    p = plan("anthropic", "messages", llama_as_messages(body), Knobs.from_headers({}))
+    stop = "length" if p.truncated else "stop"
+    if route.action == "invoke":
+        reply = json_reply(
+            200,
+            {
+                "generation": p.text,
+                "prompt_token_count": p.prompt,
+                "generation_token_count": p.output_tokens,
+                "stop_reason": stop,
+            },
+            [
+                *headers,
+                ("x-amzn-bedrock-input-token-count", str(p.prompt)),
+                ("x-amzn-bedrock-output-token-count", str(p.output_tokens)),
+            ],
+        )
+        return reply, "bedrock", _tokens(p, reply)
+    pieces = chunk_words(p.text, knobs.chunk_words)
+    events = []
+    for i, piece in enumerate(pieces):
+        chunk: dict[str, Any] = {
+            "generation": piece,
+            "prompt_token_count": p.prompt if i == 0 else None,
+            "generation_token_count": i + 1,
+            "stop_reason": None,
+        }
+        if i == len(pieces) - 1:
+            chunk["stop_reason"] = stop
+            chunk["amazon-bedrock-invocationMetrics"] = {
+                "inputTokenCount": p.prompt,
+                "outputTokenCount": p.output_tokens,
+                "invocationLatency": 7,
+                "firstByteLatency": 3,
+            }
+        events.append(event("chunk", {"bytes": base64.b64encode(dumps(chunk).encode()).decode()}))
+    reply = Reply(
+        200, content_type=EVENT_STREAM_TYPE, headers=headers, events=events, usage_index=len(events) - 1
+    )
+    return reply, "bedrock", _tokens(p, reply)

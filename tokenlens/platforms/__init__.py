@@ -32,6 +32,14 @@ Wire = Literal["openai", "google", "anthropic", "bedrock_invoke", "bedrock_conve
 PRICE_PROVIDER = {"azure": "azure", "vertex": "google", "bedrock": "aws"}
 
 SIGV4_ALGORITHM = "AWS4-HMAC-SHA256"
+# Bedrock answer headers a record needs: the request id and Bedrock's own token counts (any model)
+BEDROCK_RESPONSE_HEADERS = (
+    "x-amzn-requestid",
+    "x-amzn-bedrock-input-token-count",
+    "x-amzn-bedrock-output-token-count",
+    "x-amzn-bedrock-cache-read-input-token-count",
+    "x-amzn-bedrock-cache-write-input-token-count",
+)
 
 
 @dataclass(frozen=True)

@@ -95,6 +95,7 @@ def summarize_invoke_stream(chunks: Iterable[bytes]) -> StreamSummary:
     decoder = EventStreamDecoder()
     parser = StreamParser("anthropic", "messages")
     extra: dict[str, object] = {}
+    invocation: dict[str, Any] | None = None
     try:
         for chunk in chunks:
             for message in decoder.feed(chunk):
@@ -106,6 +107,9 @@ def summarize_invoke_stream(chunks: Iterable[bytes]) -> StreamSummary:
                     continue
                 data = base64.b64decode(inner, validate=False)
                 event = _json(data)
+                metrics = event.get("amazon-bedrock-invocationMetrics")
+                if isinstance(metrics, dict):
+                    invocation = metrics
                 name = event.get("type")
                 line = b"event: " + str(name).encode() + b"\n" if isinstance(name, str) else b""
                 parser.feed(line + b"data: " + data.replace(b"\n", b" ") + b"\n\n")
@@ -114,7 +118,37 @@ def summarize_invoke_stream(chunks: Iterable[bytes]) -> StreamSummary:
     summary = parser.summary()
     if extra:
         summary.extra.update(extra)
+    if summary.usage is None and invocation is not None:
+        # a model whose own events carry no usage (Llama, Titan, Nova, ...): Bedrock's invocation metrics
+        usage = invocation_usage(invocation)
+        if usage is not None:
+            summary.usage, summary.usage_final, summary.complete = usage, True, True
     return summary
+
+
+def invocation_usage(metrics: Mapping[str, Any]) -> Usage | None:
+    """Bedrock's own counts for any model: `amazon-bedrock-invocationMetrics` at the end of a stream, or the
+    `x-amzn-bedrock-*-token-count` headers of an answer (input there is all input, cache included)."""
+
+    def get(*keys: str) -> int | None:
+        for key in keys:
+            value = metrics.get(key)
+            if isinstance(value, int | str) and not isinstance(value, bool) and str(value).isdigit():
+                return int(value)
+        return None
+
+    input_tokens = get("inputTokenCount", "x-amzn-bedrock-input-token-count")
+    output_tokens = get("outputTokenCount", "x-amzn-bedrock-output-token-count")
+    if input_tokens is None and output_tokens is None:
+        return None
+    read = get("cacheReadInputTokenCount", "x-amzn-bedrock-cache-read-input-token-count") or 0
+    write = get("cacheWriteInputTokenCount", "x-amzn-bedrock-cache-write-input-token-count") or 0
+    return Usage(
+        input_tokens=(input_tokens or 0) + read + write,
+        output_tokens=output_tokens or 0,
+        cache_read_tokens=read,
+        cache_write_tokens=write,
+    )
 
 
 def _json(data: bytes) -> dict[str, Any]:

@@ -4,13 +4,14 @@ format (Bedrock's event stream and Converse included); any other provider's as u
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from decimal import Decimal
 
 from tokenlens.platforms import PLATFORMS, parse_path
 from tokenlens.platforms.bedrock import (
     converse_body_usage,
+    invocation_usage,
     summarize_converse_stream,
     summarize_invoke_stream,
 )
@@ -30,13 +31,21 @@ def summarize(provider: str, api: ApiFormat, endpoint: str, chunks: Iterable[byt
     return summarize_stream(call.api, "messages" if call.wire == "anthropic" else endpoint, chunks)
 
 
-def body_usage(provider: str, api: ApiFormat, endpoint: str, body: bytes) -> tuple[Usage | None, str | None]:
+def body_usage(
+    provider: str, api: ApiFormat, endpoint: str, body: bytes, headers: Mapping[str, str] | None = None
+) -> tuple[Usage | None, str | None]:
+    """(usage, reported model) of a non-streamed answer; `headers` (lower-case names) are the answer's."""
     if provider not in PLATFORMS:
         return usage_from_body(api, endpoint, body)
     call = parse_path(provider, endpoint)
     if call.wire == "bedrock_converse":
         return converse_body_usage(body), None
-    if call.wire in ("anthropic", "bedrock_invoke"):
+    if call.wire == "bedrock_invoke":
+        usage, model = usage_from_body("anthropic", "messages", body)
+        if usage is None and headers:  # another model's body: Bedrock's token-count headers
+            usage = invocation_usage(headers)
+        return usage, model
+    if call.wire == "anthropic":
         return usage_from_body("anthropic", "messages", body)
     return usage_from_body(call.api, endpoint, body)
 
