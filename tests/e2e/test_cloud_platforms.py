@@ -156,6 +156,64 @@ def test_azure_openai_deployment(gw: Gateway, sim: Simulator, source: str, strea
     _check(call, sim.expected_usage("openai", "chat", sent.json()), "azure/gpt-4o")
 
 
+def test_azure_stream_without_include_usage(gw: Gateway, sim: Simulator, source: str) -> None:
+    """A stream the client did not ask usage for: the gateway asks for it and removes the usage chunk again
+    (as for OpenAI), so the client gets the stream it asked for and the record is exact."""
+    import openai
+
+    client = openai.AzureOpenAI(
+        azure_endpoint=f"{gw.url}/proxy/azure",
+        api_key="azure-key",
+        api_version="2024-10-21",
+        max_retries=0,
+        default_headers={"X-TokenLens-Source": source},
+    )
+    chunks = list(client.chat.completions.create(model="chat-prod", messages=USER, stream=True))  # type: ignore[arg-type]
+    assert chunks and all(chunk.usage is None for chunk in chunks) and all(chunk.choices for chunk in chunks)
+    sent = sim.last_request
+    assert sent.json()["stream_options"] == {"include_usage": True}
+    call = _one_call(gw, source)
+    _check(call, sim.expected_usage("openai", "chat", sent.json()), "azure/gpt-4o")
+
+
+def test_azure_and_vertex_in_https_proxy_mode(
+    gw: Gateway, sim: Simulator, source: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The clients keep their real endpoints; HTTPS_PROXY mode intercepts the platforms' hosts and meters them."""
+    import anthropic
+    import openai
+
+    monkeypatch.setenv("HTTPS_PROXY", gw.url)
+    monkeypatch.setenv("SSL_CERT_FILE", str(gw.ca_bundle()))
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    azure = openai.AzureOpenAI(
+        azure_endpoint="https://my-resource.openai.azure.com",
+        api_key="azure-key",
+        api_version="2024-10-21",
+        max_retries=0,
+        default_headers={"X-TokenLens-Source": source},
+    )
+    azure.chat.completions.create(model="chat-prod", messages=USER)  # type: ignore[arg-type]
+    azure_request = sim.last_request
+    assert azure_request.headers["host"] == "my-resource.openai.azure.com"
+    vertex = anthropic.AnthropicVertex(
+        region="global",
+        project_id="my-project",
+        access_token=sim_platforms.VERTEX_TOKEN,
+        max_retries=0,
+        default_headers={"X-TokenLens-Source": source},
+    )
+    vertex.messages.create(model=HAIKU_VERTEX, max_tokens=50, messages=USER)  # type: ignore[arg-type]
+    vertex_request = sim.last_request
+    assert vertex_request.headers["host"] == "aiplatform.googleapis.com"
+    calls = {c["provider"]: c for c in gw.wait_calls(source, count=2)}
+    assert {c["mode"] for c in calls.values()} == {"proxy"}
+    _check(calls["azure"], sim.expected_usage("openai", "chat", azure_request.json()), "azure/gpt-4o")
+    expected = sim.expected_usage("anthropic", "messages", vertex_request.json())
+    _check(calls["vertex"], expected, "vertex/claude-haiku-4-5")
+
+
 def test_azure_openai_v1_api(gw: Gateway, sim: Simulator, source: str) -> None:
     import openai
 
