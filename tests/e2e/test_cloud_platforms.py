@@ -81,6 +81,7 @@ def gw(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gat
         "guardrails: {pii_detection: {enabled: true, action: redact},"
         " response_pii_detection: {enabled: true, action: redact}}\n"
         f"routing: {{aliases: [{{from: team-haiku, to: '{HAIKU_BEDROCK_GLOBAL}'}}]}}\n"
+        "quotas: {kill_switches: [stopped-agent]}\n"
     )
     env = {
         "AWS_ACCESS_KEY_ID": sim_platforms.AWS_ACCESS_KEY,
@@ -441,6 +442,51 @@ def test_boto3_gets_bedrocks_error_format(gw: Gateway, sim: Simulator, source: s
     assert "HTTPS_PROXY" in error["Message"] and "CLAUDE_CODE_SKIP_BEDROCK_AUTH" in error["Message"]
     assert len(sim.requests) == before
     assert _one_call(gw, source)["outcome"] == "blocked"
+
+
+def test_gates_apply_in_both_modes(gw: Gateway, sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kill switch refuses Bedrock calls signed by the gateway (boto3 gets AccessDeniedException) and calls the
+    client signed in HTTPS_PROXY mode (the Anthropic SDK gets its PermissionDeniedError); nothing goes upstream."""
+    import anthropic
+    import boto3
+    import httpx2
+    from botocore import UNSIGNED
+    from botocore.config import Config
+    from botocore.exceptions import ClientError
+
+    before = len(sim.requests)
+    client = boto3.client(
+        "bedrock-runtime",
+        region_name="us-east-1",
+        endpoint_url=f"{gw.url}/proxy/bedrock",
+        config=Config(signature_version=UNSIGNED, retries={"max_attempts": 1}),
+    )
+    client.meta.events.register(
+        "before-send.bedrock-runtime.*",
+        lambda request, **_: request.headers.__setitem__("X-TokenLens-Source", "stopped-agent"),
+    )
+    with pytest.raises(ClientError) as raised:
+        client.converse(modelId=HAIKU_BEDROCK_US, messages=[{"role": "user", "content": [{"text": "hi"}]}])
+    assert raised.value.response["Error"]["Code"] == "AccessDeniedException"
+    monkeypatch.setenv("HTTPS_PROXY", gw.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    signed = anthropic.AnthropicBedrock(
+        aws_access_key=sim_platforms.AWS_ACCESS_KEY,
+        aws_secret_key=sim_platforms.AWS_SECRET_KEY,
+        aws_region="us-east-1",
+        max_retries=0,
+        default_headers={"X-TokenLens-Source": "stopped-agent"},
+        http_client=httpx2.Client(verify=str(gw.ca_bundle())),
+    )
+    with pytest.raises(anthropic.PermissionDeniedError):
+        signed.messages.create(model=HAIKU_BEDROCK_US, max_tokens=10, messages=USER)  # type: ignore[arg-type]
+    assert len(sim.requests) == before
+    records = gw.wait_calls("stopped-agent", count=2)
+    assert [(r["outcome"], r["blocked_by"], r["mode"]) for r in records] == [
+        ("blocked", "kill_switch", "base_url"),
+        ("blocked", "kill_switch", "proxy"),
+    ]
 
 
 def test_bedrock_signed_by_the_client_in_https_proxy_mode(
