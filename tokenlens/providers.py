@@ -21,7 +21,9 @@ HEADER_PREFIX = "x-tokenlens-"
 SOURCE_HEADER = "x-tokenlens-source"
 SESSION_HEADER = "x-tokenlens-session"
 TAG_HEADER_PREFIX = "x-tokenlens-tag-"
-SECRET_HEADERS = frozenset({"authorization", "x-api-key", "x-goog-api-key", "api-key", "proxy-authorization"})
+SECRET_HEADERS = frozenset(
+    {"authorization", "x-api-key", "x-goog-api-key", "api-key", "proxy-authorization", "x-amz-security-token"}
+)
 SECRET_QUERY_KEYS = frozenset({"key", "api_key", "api-key"})
 
 _VERSION_SEGMENT = re.compile(r"^v\d+(?:(?:alpha|beta)\d*)?$")
