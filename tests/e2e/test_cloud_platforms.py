@@ -489,8 +489,9 @@ def test_gates_apply_in_both_modes(gw: Gateway, sim: Simulator, monkeypatch: pyt
     ]
 
 
+@pytest.mark.parametrize("stream", [False, True])
 def test_bedrock_signed_by_the_client_in_https_proxy_mode(
-    gw: Gateway, sim: Simulator, source: str, monkeypatch: pytest.MonkeyPatch
+    gw: Gateway, sim: Simulator, source: str, monkeypatch: pytest.MonkeyPatch, stream: bool
 ) -> None:
     """The client signs for the real Bedrock host; the gateway meters the call and relays it unchanged: the
     simulator receives exactly the bytes the client sent, and its signature check passes."""
@@ -510,12 +511,18 @@ def test_bedrock_signed_by_the_client_in_https_proxy_mode(
         default_headers={"X-TokenLens-Source": source, **KNOBS},
         http_client=httpx2.Client(verify=str(gw.ca_bundle()), event_hooks={"request": [sent.append]}),
     )
-    final = client.messages.create(model=HAIKU_BEDROCK_US, max_tokens=100, messages=USER)  # type: ignore[arg-type]
+    if stream:
+        with client.messages.stream(model=HAIKU_BEDROCK_US, max_tokens=100, messages=USER) as events:  # type: ignore[arg-type]
+            final = events.get_final_message()
+    else:
+        final = client.messages.create(model=HAIKU_BEDROCK_US, max_tokens=100, messages=USER)  # type: ignore[arg-type]
     assert final.usage.output_tokens > 0
     received = sim.last_request
     original = sent[-1]
     assert received.path == original.url.raw_path.decode().partition("?")[0]
+    assert received.path.endswith("/invoke-with-response-stream" if stream else "/invoke")
     assert received.body == original.content
+    assert {k.lower(): v for k, v in original.headers.items()} == received.headers  # every header, as sent
     assert received.headers["host"] == "bedrock-runtime.us-east-1.amazonaws.com"
     signed = original.headers["authorization"].split("SignedHeaders=")[1].split(",")[0].split(";")
     assert "x-tokenlens-source" in signed
@@ -527,7 +534,12 @@ def test_bedrock_signed_by_the_client_in_https_proxy_mode(
     )
     assert problem is None
     call = _one_call(gw, source)
-    assert (call["provider"], call["mode"], call["model"]) == ("bedrock", "proxy", HAIKU_BEDROCK_US)
+    assert (call["provider"], call["mode"], call["model"], call["stream"]) == (
+        "bedrock",
+        "proxy",
+        HAIKU_BEDROCK_US,
+        stream,
+    )
     expected = sim.expected_usage("anthropic", "messages", {**received.json(), "model": "x"}, KNOBS)
     _check(call, expected, "bedrock/regional/claude-haiku-4-5")
 
