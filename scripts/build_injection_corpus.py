@@ -8,9 +8,13 @@ an example already there keeps its split, a new one is assigned by a hash of its
 to `test`), and near-duplicates (character 4-gram Jaccard >= NEAR) are kept on one side, so that no text of
 the test split has a twin in the training split. `--check` only verifies the recorded file.
 
-`tests/data/guardrails/injection_holdout_v2/` (same layout) is a second, fresh held-out set written and frozen
-before any tuning of the detector, after the corpus's test split had been scored too often to stay clean. It is
-never built into the corpus and never trained on: `read_holdout()` reads it for evaluation only, and
+The files hold the texts first written for the corpus and, appended to each family's file, those of the second
+held-out set (`injection_holdout_v2`, 417 attacks and 414 hard negatives written by another author): once its
+figures had been read and its errors studied it no longer counted as held out, so since 2026-12-07 it is
+training and development text like the rest.
+
+`tests/data/guardrails/injection_holdout_v3/` (same layout) is the held-out set: written by another author,
+never read while the detector was built, never trained on. `read_holdout()` reads it for the figures only, and
 `check_holdout()` verifies that none of its texts is a near-duplicate of a corpus text.
 """
 
@@ -25,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "tests" / "data" / "guardrails" / "injection_corpus"
 TARGET = ROOT / "tests" / "data" / "guardrails" / "injection_corpus.jsonl"
-HOLDOUT = ROOT / "tests" / "data" / "guardrails" / "injection_holdout_v2"
+HOLDOUT = ROOT / "tests" / "data" / "guardrails" / "injection_holdout_v3"
 TEST_SHARE = 0.3
 NEAR = 0.5
 
@@ -75,19 +79,20 @@ def read_sources(source: Path = SOURCE) -> list[dict[str, object]]:
 
 
 def read_holdout() -> list[dict[str, object]]:
-    """The fresh held-out set (frozen before any tuning; evaluation only, never training)."""
+    """The held-out set (injection_holdout_v3: never read in development, never trained on; figures only)."""
     return read_sources(HOLDOUT)
 
 
 def check_holdout(corpus: list[dict[str, object]], holdout: list[dict[str, object]]) -> list[str]:
-    """Texts of the fresh held-out set that are a twin or a near-duplicate of a corpus text."""
+    """Texts of the held-out set that are a twin or a near-duplicate of a corpus text (reported without the
+    held-out text itself, which is never shown)."""
     problems = []
     sh_corpus = [(str(r["text"]), shingles(str(r["text"]))) for r in corpus]
     for r in holdout:
         s = shingles(str(r["text"]))
         for text, st in sh_corpus:
             if jaccard(s, st) >= NEAR:
-                problems.append(f"near a corpus text: {str(r['text'])[:50]!r} ~ {text[:50]!r}")
+                problems.append(f"a held-out text is near the corpus text {text[:50]!r}")
     return problems
 
 

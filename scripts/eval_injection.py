@@ -1,14 +1,15 @@
-"""Precision and recall of the injection detector on the corpus splits (issue 19).
+"""Precision and recall of the injection detector on the held-out set and the corpus splits (issue 19).
 
-`.venv/bin/python scripts/eval_injection.py [--errors]`
+`.venv/bin/python scripts/eval_injection.py [--errors] [--no-holdout]`
 
 Scores every example with `score_injection` (the shipped model and rules, as the gateway runs them) at
-THRESHOLD and prints the figures of the fresh held-out set (tests/data/guardrails/injection_holdout_v2/, frozen
-before any tuning: the figure of issue 19), of the corpus's old test split (scored too often during development
-to count as held out), of the training split, and of the older hand-labelled set
-(tests/data/guardrails/injection.jsonl, used by no training), with recall per attack family and false positives
-per hard-negative family. `--errors` lists the misclassified texts of every set except the fresh held-out one
-(never read, so that nothing is tuned on it).
+THRESHOLD and prints the figures of the held-out set (tests/data/guardrails/injection_holdout_v3/, written by
+another author and never read while the detector was built: the figure of issue 19), of the corpus's two splits
+(both trained on: the old test split was scored too often to stay clean, and the corpus now holds the texts of
+the second held-out set, v2, too), and of the older hand-labelled set (tests/data/guardrails/injection.jsonl,
+used by no training), with recall per attack family and false positives per hard-negative family.
+`--errors` lists the misclassified texts of every set except the held-out one, whose texts are never printed.
+`--no-holdout` leaves the held-out set out (for development: its figures are read once, on the final model).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from build_injection_corpus import read_holdout  # noqa: E402
+from build_injection_corpus import HOLDOUT, read_holdout  # noqa: E402
 
 from tokenlens.guardrails.injection import THRESHOLD, score_injection  # noqa: E402
 
@@ -66,6 +67,7 @@ def figures(rows: list[dict[str, object]]) -> dict[str, object]:
 
 
 def show(title: str, f: dict[str, object], errors: bool) -> None:
+    """The figures of one set; with `errors`, its misclassified texts (never for the held-out set)."""
     print(
         f"{title}: precision {f['precision']:.3f} recall {f['recall']:.3f} "
         f"({f['n']} texts, {f['attacks']} attacks; tp {f['tp']}, fp {f['fp']}, fn {f['fn']})"
@@ -83,9 +85,13 @@ def show(title: str, f: dict[str, object], errors: bool) -> None:
 def main() -> None:
     errors = "--errors" in sys.argv
     corpus = rows_of("injection_corpus.jsonl")
-    show("fresh held-out set (injection_holdout_v2)", figures(read_holdout()), False)
-    show("old test split (no longer clean)", figures([r for r in corpus if r["split"] == "test"]), errors)
-    show("training split", figures([r for r in corpus if r["split"] == "train"]), errors)
+    if "--no-holdout" not in sys.argv:
+        if (HOLDOUT / "README.md").exists():
+            show("held-out set (injection_holdout_v3)", figures(read_holdout()), False)
+        else:
+            print("held-out set (injection_holdout_v3): not there yet (no README.md)")
+    show("corpus, old test split (trained on)", figures([r for r in corpus if r["split"] == "test"]), errors)
+    show("corpus, training split", figures([r for r in corpus if r["split"] == "train"]), errors)
     show("older hand-labelled set (injection.jsonl)", figures(rows_of("injection.jsonl")), errors)
     print("command: .venv/bin/python scripts/eval_injection.py")
 

@@ -1,12 +1,13 @@
-"""The injection corpus of issue 19 and the detector's figures on its held-out split, recomputed here.
+"""The injection corpus of issue 19 and the detector's figures on its held-out set, recomputed here.
 
 The corpus (tests/data/guardrails/injection_corpus.jsonl, built by scripts/build_injection_corpus.py) carries
-its train/test split; the old test split, scored too often during development to stay clean, is now trained on
-too. The held-out figure comes from a fresh set (tests/data/guardrails/injection_holdout_v2/), written and frozen
-before any tuning and never trained on. These tests check the sizes and balance, that no old test text has a
-twin or a near-duplicate in the training split and no fresh held-out text one in the corpus, that the shipped
-model was trained on the corpus only (a model fitted here on the same rows gives the same weights), and
-precision and recall on the fresh held-out set, counted here from `score_injection` and the labels.
+its train/test split; both are trained on now (the old test split was scored too often during development to
+stay clean, and the texts of the second held-out set, v2, were merged into the corpus once their errors had been
+read). The held-out figure comes from tests/data/guardrails/injection_holdout_v3/, written by another author,
+never read while the detector was built and never trained on. These tests check the sizes and balance, that no
+old test text has a twin or a near-duplicate in the training split and no held-out text one in the corpus, that
+the shipped model was trained on the corpus only (a model fitted here on the same rows gives the same weights),
+and precision and recall on the held-out set, counted here from `score_injection` and the labels.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def rows() -> list[dict[str, Any]]:
 
 @functools.cache  # the held-out set is scored once for its figure and its xfail target
 def figures(split: str) -> tuple[float, float]:
-    """Precision and recall on a corpus split, or on the fresh held-out set (`holdout`)."""
+    """Precision and recall on a corpus split, or on the held-out set (`holdout`)."""
     if split == "holdout":
         data = script("build_injection_corpus").read_holdout()
     else:
@@ -90,32 +91,34 @@ def test_the_shipped_model_is_trained_on_the_corpus_only() -> None:
 
     shipped = im.load_model()
     assert shipped is not None
-    fitted = train.fit(train.training_rows())  # train + the old test split, never the fresh held-out set
+    fitted = train.fit(train.training_rows())  # the whole corpus, never the held-out set
     same = (abs(shipped.weights - fitted.weights) < 1e-2).mean()
     assert same > 0.999
     assert all(abs(shipped.rule_weights[k] - v) < 1e-3 for k, v in fitted.rule_weights.items())
 
 
 def test_held_out_figures() -> None:
-    """The fresh held-out set (injection_holdout_v2, frozen before any tuning) is the held-out figure."""
+    """The held-out set (injection_holdout_v3, never read in development) is the held-out figure."""
     precision, recall = figures("holdout")
-    print(f"fresh held-out set: precision {precision:.3f} recall {recall:.3f}")
-    assert precision >= 0.955 and recall >= 0.80  # reached: 0.960, 0.803 (README, "Guardrails")
+    print(f"held-out set: precision {precision:.3f} recall {recall:.3f}")
+    assert precision >= 0.95 and recall >= 0.80  # PLACEHOLDER
 
 
 def test_old_test_split_figures() -> None:
     """The corpus's old test split: no longer clean (scored often in development), trained on since."""
     precision, recall = figures("test")
-    assert precision >= 0.94 and recall >= 0.88
+    assert precision >= 0.99 and recall >= 0.99
 
 
-@pytest.mark.xfail(strict=True, reason="issue 19's target, not reached yet: see README, Guardrails")
+@pytest.mark.xfail(strict=True, reason="issue 19's target, not reached yet on the held-out set (figures doc)")
 def test_held_out_figures_reach_the_issue_target() -> None:
     precision, recall = figures("holdout")
     assert precision >= 0.95 and recall >= 0.92
 
 
-def test_the_fresh_holdout_is_big_covers_every_family_and_is_new() -> None:
+def test_the_holdout_is_big_covers_every_family_and_is_new() -> None:
+    """At least 400 attacks over every family and 400 hard negatives; no text of it is a twin or a
+    near-duplicate (character 4-gram Jaccard >= 0.5) of any text the detector was trained on."""
     build = script("build_injection_corpus")
     holdout = build.read_holdout()
     corpus = rows()

@@ -403,7 +403,7 @@ def score_with(model: im.Model | None, text: str, *, indirect: bool = False) -> 
             prepared += b"\n" + extra
     top, top_hits, top_at = -np.inf, dict[str, int](), -1
     if len(text) <= im.LONG:  # the rules run once, on the whole text, as in training; the n-grams per window
-        logits, starts, _ = model.window_logits(prepared)
+        logits, starts, _ = model.window_logits(prepared, indirect)
         hits = rule_hits(prepared, flags, indirect)
         i = int(np.argmax(logits))
         top, top_hits = float(logits[i]) + _rule_logit(model, hits), hits
@@ -411,7 +411,7 @@ def score_with(model: im.Model | None, text: str, *, indirect: bool = False) -> 
         parts = []
     for base, stop in parts:
         piece = prepared[base:stop]
-        logits, starts, ends = model.window_logits(piece)
+        logits, starts, ends = model.window_logits(piece, indirect)
         for i in _best_windows(logits, starts, ends):
             lo, hi, logit = base + int(starts[i]), base + int(ends[i]), float(logits[i])
             if len(logits) > 1:

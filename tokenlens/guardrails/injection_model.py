@@ -38,6 +38,7 @@ SCALES = (
     96,
 )  # window sizes (tokens) of a long text: a short attack is not diluted by its neighbours
 STEM = 5  # characters of a token's stem feature
+CHAR_NGRAMS = (3, 5)  # lengths of the character n-grams (code points, spaces and punctuation squeezed out)
 KINDS = 9  # features per token: stem, stem bigram, stem trigram, concept, concept bigram, concept trigram,
 # concept pairs two, three and four concept tokens apart (in either order)
 
@@ -46,7 +47,7 @@ _P = 1_000_003  # polynomial hash base (odd, so it is invertible modulo 2**64)
 _P_INV = pow(_P, -1, 2**64)
 _SEEDS = np.array(
     [0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93, 0xFF51AFD7ED558CCD]
-    + [0xC4CEB9FE1A85EC53, 0x27D4EB2F165667C5],
+    + [0xC4CEB9FE1A85EC53, 0x27D4EB2F165667C5, 0x94D049BB133111EB, 0xBF58476D1CE4E5B9, 0x2545F4914F6CDD1D],
     dtype=_U64,
 )
 _MIX = _U64(0x9E6C63D0676A9A99)
@@ -71,8 +72,9 @@ _CLASS_TABLE = bytes(int(c) & 0xFF for c in _CLASS)
 _WORD_TABLE = bytes(1 if c == 1 else 0 for c in _CLASS)
 _QUOTE_TABLE = bytes(1 if q else 0 for q in _QUOTE)
 
-# Digits written for letters ("1gn0r3"), applied to the lowered bytes; other bytes unchanged.
+# Digits written for letters ("1gn0r3"), applied to the lowered bytes where a digit touches a letter (`_leet`).
 _LEET = bytes.maketrans(b"013457", b"oieast")
+_LEET_DIGITS = bytes(1 if chr(b) in "013457" else 0 for b in range(256))
 
 _ZERO_WIDTH = dict.fromkeys(
     [0x00AD, 0x034F, 0x061C, 0x180E, *range(0x200B, 0x2010), *range(0x202A, 0x202F), *range(0x2060, 0x2070)]
@@ -88,6 +90,11 @@ _HOMOGLYPHS = str.maketrans(
         # Greek
         "α": "a", "β": "b", "ε": "e", "η": "n", "ι": "i", "κ": "k", "ν": "v", "ο": "o", "ρ": "p", "τ": "t",
         "υ": "u", "χ": "x", "ω": "w", "ς": "s", "σ": "s", "μ": "u",
+        # Latin small capitals and letters with hooks (lower-cased forms)
+        "ᴀ": "a", "ʙ": "b", "ᴄ": "c", "ᴅ": "d", "ᴇ": "e", "ꜰ": "f", "ʜ": "h", "ᴊ": "j", "ᴋ": "k", "ʟ": "l",
+        "ᴍ": "m", "ɴ": "n", "ᴏ": "o", "ᴘ": "p", "ʀ": "r", "ꜱ": "s", "ᴛ": "t", "ᴜ": "u", "ᴠ": "v", "ᴡ": "w",
+        "ᴢ": "z", "ɩ": "i", "ɠ": "g", "ɲ": "n", "є": "e", "ƥ": "p", "ɣ": "v", "ʋ": "u", "ƨ": "s", "ƭ": "t",
+        "ƈ": "c", "ɗ": "d", "ƙ": "k", "ɱ": "m", "ɓ": "b", "ƒ": "f", "ɦ": "h", "ʝ": "j", "ɾ": "r", "ʂ": "s",
     }
 )  # fmt: skip
 _QUOTES = str.maketrans(dict.fromkeys("“”„«»‟", '"'))
@@ -101,9 +108,18 @@ _BASE64_CHARS = bytes(
 )
 _DECODE_HINTS = (
     b"base64", b"b64", b"decod", b"encod", b"hex", b"rot13", b"rot-13", b"cipher", b"revers", b"right to left",
-    b"backwards",
+    b"backwards", b"caesar", b"shift", b"rotat",
 )  # fmt: skip
-_TEXT_HINTS = (b"rot13", b"rot-13", b"revers", b"right to left", b"backwards")  # need no base64 or hex run
+_TEXT_HINTS = (
+    b"rot13", b"rot-13", b"revers", b"right to left", b"backwards", b"caesar", b"shift", b"rotat",
+)  # fmt: skip  # need no base64 or hex run
+_SHIFT_HINTS = (b"caesar", b"shift", b"rotat")
+# Words that tell a Caesar-shifted reading from noise (the shift with most of them is kept, if it has two).
+_COMMON = re.compile(
+    rb"\b(?:the|you|your|and|all|ignore|instructions|rules|system|prompt|reveal|secret|previous|now|tell|me|show|"
+    rb"print|hidden|password|forget|are|with|what|this|of|to|is)\b"
+)
+_CONCAT = re.compile(r"[\"']\s*\+\s*[\"']")  # "forget " + "your rules": strings glued together
 MAX_DECODED = 5
 MAX_TEXT_DECODE = 8192  # bytes: longer texts are not re-read whole as ROT13 or reversed
 
@@ -188,7 +204,25 @@ def decoded_payloads(raw: bytes) -> list[str]:
         out.append(codecs.decode(raw.decode("utf-8", "replace"), "rot13"))
     if b"revers" in lowered or b"right to left" in lowered or b"backwards" in lowered:
         out.append(raw.decode("utf-8", "replace")[::-1])
+    if any(h in lowered for h in _SHIFT_HINTS):
+        best = _caesar(lowered)
+        if best:
+            out.append(best)
     return out
+
+
+def _caesar(lowered: bytes) -> str:
+    """The reading of lower-cased text shifted back by the Caesar shift (1..25) that yields the most common
+    English words, if it yields at least two more than the text as written; else ""."""
+    letters = b"abcdefghijklmnopqrstuvwxyz"
+    base = len(_COMMON.findall(lowered))
+    best, best_count = b"", base + 1
+    for k in range(1, 26):
+        shifted = lowered.translate(bytes.maketrans(letters, letters[k:] + letters[:k]))
+        count = len(_COMMON.findall(shifted))
+        if count > best_count:
+            best, best_count = shifted, count
+    return best.decode("utf-8", "replace")
 
 
 def prepare(text: str, flags: set[str] | None = None, *, decode: bool = True) -> bytes:
@@ -196,6 +230,8 @@ def prepare(text: str, flags: set[str] | None = None, *, decode: bool = True) ->
     collects the obfuscation found on the way (`decoded_payload`, `spaced_letters` and those of `normalise`).
     `decode=False` leaves the payloads out (a long text is searched for them only when `anchor_ranges` sees a
     word that asks for decoding)."""
+    if len(text) <= MAX_TEXT_DECODE and "+" in text and _CONCAT.search(text):  # long texts: as for ROT13
+        text = text + "\n" + _CONCAT.sub("", text)
     raw = text.encode("utf-8", "surrogatepass")
     payloads = decoded_payloads(raw) if decode and len(raw) >= 16 else []
     if payloads and flags is not None:
@@ -208,7 +244,26 @@ def prepare(text: str, flags: set[str] | None = None, *, decode: bool = True) ->
             if flags is not None:
                 flags.add("spaced_letters")
             data = unspaced.encode("utf-8", "surrogatepass")
-    return data.translate(_LEET)
+    return _leet(data)
+
+
+def _leet(data: bytes) -> bytes:
+    """Digits written for letters read as those letters ("1gn0r3" is "ignore"), only where a digit touches a
+    letter: numbers, dates and versions ("2023-09-30") stay digits."""
+    a = np.frombuffer(data, dtype=np.uint8)
+    digit = np.frombuffer(data.translate(_LEET_DIGITS), dtype=np.bool_)
+    if not digit.any():
+        return data
+    letter = (a >= 0x61) & (a <= 0x7A)
+    near = np.zeros(len(a), dtype=bool)
+    near[:-1] |= letter[1:]
+    near[1:] |= letter[:-1]
+    at = np.flatnonzero(digit & near)
+    if len(at) == 0:
+        return data
+    out = a.copy()
+    out[at] = np.frombuffer(data.translate(_LEET), dtype=np.uint8)[at]
+    return out.tobytes()
 
 
 # Concepts: the families' vocabulary in a few languages, matched on a token's first five characters after
@@ -272,6 +327,88 @@ CONCEPTS: dict[str, str] = {
 }
 
 
+# The concepts in scripts whose words a token's five-byte stem cannot hold: unspaced Chinese, Japanese and Thai,
+# and scripts of two- and three-byte letters (Korean, Cyrillic, Greek, Arabic, Hebrew, Devanagari). Matched as
+# substrings of the prepared text (`_wide_concepts`), each hit a concept token at the token it falls in.
+WIDE_CONCEPTS: dict[str, str] = {
+    "disown": "忽略 忽視 忽视 无视 無視 忘记 忘記 忘掉 忘れ 不要管 不要理会 别管 作废 作廢 無効 无效 無效 取り消 무시 잊어 잊고 "
+    "버려 ลืม เพิกเฉย ละเว้น игнор забудь забыть не обращай отмен забуд ігнор تجاهل انس ألغ भूल अनदेखा नजरअंदाज "
+    "αγνόη ξέχασ ξεχάσ התעלם שכח תשכח فراموش",
+    "prior": "之前 以前 先前 上面 上述 前面 最初 原来 原來 原本 最开始 最開始 これまで 上記 이전 앞에서 위의 지금까지 처음 "
+    "ก่อนหน้า предыдущ ранее выше прежн попередн السابق أعلاه पिछल पहले προηγούμεν הקודמ قبلی",
+    "rules": "指令 指示 规则 規則 规定 規定 准则 準則 设定 設定 提示词 提示詞 命令 ルール プロンプト ガイドライン 규칙 지시 지침 "
+    "설정 명령 프롬프트 คำสั่ง กฎ правил инструкц указани промпт настройк قواعد تعليمات إرشادات موجه नियम निर्देश "
+    "οδηγί κανόν εντολ הוראות הנחיות חוקים دستورالعمل قوانین",
+    "secret": "系统 系統 隐藏 隱藏 秘密 密码 密碼 机密 機密 システム 隠さ 隠れ パスワード 시스템 숨겨 비밀 ระบบ ซ่อน รหัสผ่าน "
+    "системн скрыт секрет пароль النظام المخف سري كلمة المرور सिस्टम छुप गुप्त पासवर्ड συστήματ κρυφ μυστικ מערכת "
+    "נסתר סוד סיסמ",
+    "reveal": "告诉 告訴 显示 顯示 输出 輸出 打印 发给 發給 贴出 复制 複製 原文 逐字 表示 見せ 教え 書き出 出力 全文 보여 알려 "
+    "출력 그대로 แสดง บอก покажи выведи повтори дословно напиши отправ اكشف اعرض اطبع اكتب أرسل दिखा बता लिख "
+    "δείξ αποκάλυψ הצג חשוף הראה כתוב",
+    "free": "没有任何 没有限制 無限制 不受 限制 约束 約束 审查 審查 过滤 過濾 制限 フィルター 検閲 제한 필터 검열 ข้อจำกัด "
+    "ограничени цензур фильтр قيود بدون رقابة प्रतिबंध बिना περιορισμ χωρίς הגבל בלי سانسور محدودیت",
+    "persona": "假装 假裝 扮演 角色 ふり 演じ なりき 역할 척해 연기해 แกล้ง สวมบทบาท притвор представь роль تظاهر "
+    "दिखावा भूमिका προσποι העמד",
+    "authority": "开发者 開發者 开发人员 開發人員 管理员 管理員 开发团队 開発者 開発チーム 管理者 운영자 개발자 관리자 นักพัฒนา "
+    "ผู้ดูแล разработчик администратор создател المطور المسؤول مطور डेवलपर व्यवस्थापक προγραμματιστ διαχειριστ "
+    "מפתח מנהל",
+    "test": "测试 測試 テスト 테스트 ทดสอบ тест اختبار परीक्षण δοκιμ בדיקה",
+    "game": "游戏 遊戲 ゲーム 게임 เกม игр لعبة खेल παιχνίδ משחק 故事 物語 이야기 假设 假設 仮に 가정",
+    "new": "新的 新しい 새로운 ใหม่ нов جديد नया νέ חדש 从现在 從現在 今から これから 지금부터 이제 ตอนนี้ с этого "
+    "теперь من الآن अब से από τώρα מעכשיו",
+    "goal": "任务 任務 目标 目標 使命 タスク 目的 임무 목표 задач цель مهمة هدف कार्य लक्ष्य στόχ αποστολ משימה מטרה",
+    "obey": "服从 服從 遵守 听我 聽我 照做 従って 従え 따라 복종 ทำตาม подчин выполн слушай أطع نفذ पालन υπάκου ציית",
+    "ai": "人工智能 人工智慧 助手 模型 人工知能 アシスタント モデル 인공지능 어시스턴트 모델 ปัญญาประดิษฐ์ нейросет "
+    "модель ассистент الذكاء مساعد मॉडल μοντέλο בינה",
+    "you": "你 您 あなた 너 당신 คุณ ты тебе тебя вы أنت تم तुम आप εσύ σου אתה לך",
+    "all": "所有 全部 一切 すべて 全て 모든 전부 ทั้งหมด все всё всех جميع كل सभी όλ כל",
+    "discuss": "为什么 為什麼 解释 解釋 分析 攻击 攻擊 例子 なぜ 説明 攻撃 왜 설명 분석 공격 อธิบาย объясни почему атак "
+    "пример لماذا اشرح هجوم क्यों समझा हमला εξήγησ γιατί επίθεσ הסבר למה מתקפה",
+    "message": "消息 信息 邮件 郵件 メール メッセージ 메시지 메일 ข้อความ сообщени письм رسالة البريد संदेश ईमेल μήνυμα "
+    "הודעה מייל",
+}
+_WIDE: list[re.Pattern[bytes]] = []
+
+
+def _wide_concepts(data: bytes) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Byte offsets and concept numbers of the `WIDE_CONCEPTS` words found in prepared text."""
+    if not _WIDE:
+        number = {name: i for i, name in enumerate(CONCEPTS)}
+        words: dict[bytes, int] = {}
+        for name, text in WIDE_CONCEPTS.items():
+            for word in text.split():
+                words.setdefault(prepare(word), number[name])
+        _WIDE.append(re.compile(b"(" + _trie(sorted(words)) + b")"))
+        _WIDE_IDS.update(words)
+    hits = [(m.start(), _WIDE_IDS[m.group(1)]) for m in _WIDE[0].finditer(data)]
+    if not hits:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    arr = np.array(hits, dtype=np.int64)
+    return arr[:, 0], arr[:, 1]
+
+
+_WIDE_IDS: dict[bytes, int] = {}
+
+
+def _trie(words: list[bytes]) -> bytes:
+    """A regex for the longest of `words` at a position, as a trie of their bytes (one branch per first byte
+    instead of one alternative per word: the engine tries a few bytes where a flat alternation tries all)."""
+    groups: dict[int, list[bytes]] = {}
+    ends = False
+    for w in words:
+        if w:
+            groups.setdefault(w[0], []).append(w[1:])
+        else:
+            ends = True
+    branches = [re.escape(bytes([b])) + _trie(rest) for b, rest in groups.items()]
+    if not branches:
+        return b""
+    body = branches[0] if len(branches) == 1 else b"(?:" + b"|".join(branches) + b")"
+    if ends:
+        return b"(?:" + body + b")?"
+    return body
+
+
 Features = list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]  # (token positions, weight indices)
 
 
@@ -288,9 +425,10 @@ def _stems(
     return np.take(view, starts) & _STEM_MASKS[np.minimum(ends - starts, width)]
 
 
-def token_features(data: bytes, bits: int) -> tuple[Features, npt.NDArray[np.int64]]:
+def token_features(data: bytes, bits: int, indirect: bool = False) -> tuple[Features, npt.NDArray[np.int64]]:
     """Hashed features of prepared text, one (token positions, indices into 2**bits weights) pair per kind of
-    feature (KINDS of them), and the byte offset where each token starts."""
+    feature, and the byte offset where each token starts. `indirect`: the text is a tool result or a document,
+    whose quotes are its syntax (JSON, CSV), so a concept inside quotes is not taken as quoted."""
     n = len(data)
     empty = np.zeros(0, dtype=np.int64)
     if n == 0:
@@ -323,13 +461,24 @@ def token_features(data: bytes, bits: int) -> tuple[Features, npt.NDArray[np.int
         bucket = ((stem * _MIX) >> _U64(64 - _BUCKET_BITS)).astype(np.int64)
         at = ids[bucket]
         where = np.flatnonzero((at >= 0) & (keys[bucket] == stem))
+        found, offsets = at[where], starts[where]
+        if (
+            not data.isascii()
+        ):  # words of scripts a token's stem does not capture (unspaced, or 2-byte letters)
+            wide_at, wide_ids = _wide_concepts(data)
+            if len(wide_at):
+                where = np.concatenate([where, np.searchsorted(starts, wide_at, side="right") - 1])
+                found = np.concatenate([found, wide_ids])
+                offsets = np.concatenate([offsets, wide_at])
+                order = np.argsort(offsets, kind="stable")
+                where, found, offsets = where[order], found[order], offsets[order]
         if len(where):
             # a concept inside double quotes or backticks is another concept: quoted, it is being talked about
             quoted = np.zeros(len(where), dtype=_U64)
-            if b'"' in data or b"`" in data:
+            if not indirect and (b'"' in data or b"`" in data):  # quotes in tool data are its syntax
                 quotes = np.flatnonzero(np.frombuffer(data.translate(_QUOTE_TABLE), dtype=np.uint8))
-                quoted = (np.searchsorted(quotes, starts[where]) % 2).astype(_U64)
-            seq = at[where].astype(_U64) + _U64(1) + quoted * _U64(len(CONCEPTS))
+                quoted = (np.searchsorted(quotes, offsets) % 2).astype(_U64)
+            seq = found.astype(_U64) + _U64(1) + quoted * _U64(len(CONCEPTS))
             out.append((where, ((((seq * _K2) ^ _SEEDS[3]) * _MIX) >> shift).astype(np.int64)))
             if len(where) > 1:
                 bi_c = (((seq[:-1] * _K2 + seq[1:]) ^ _SEEDS[4]) * _MIX) >> shift
@@ -342,7 +491,58 @@ def token_features(data: bytes, bits: int) -> tuple[Features, npt.NDArray[np.int
                     low, high = np.minimum(seq[:-gap], seq[gap:]), np.maximum(seq[:-gap], seq[gap:])
                     pair = (((low * _K2 + high) ^ _SEEDS[6]) * _MIX) >> shift
                     out.append((where[:-gap], pair.astype(np.int64)))
+        out.extend(char_features(data, cls, starts, shift))
     return out, starts
+
+
+def _code_points(
+    data: bytes, word: npt.NDArray[np.bool_]
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.int64]]:
+    """The code points of the word bytes of prepared text (spaces, punctuation and line breaks squeezed out:
+    "i g n o r e", "ig-nore" and "ignore" read alike), with the byte offset where each starts."""
+    a = np.frombuffer(data, dtype=np.uint8)
+    at = np.flatnonzero(word & ((a & 0xC0) != 0x80))
+    squeezed = a[word].tobytes()
+    if squeezed.isascii():
+        return a[at].astype(_U64), at
+    try:
+        points = np.frombuffer(
+            squeezed.decode("utf-8", "surrogatepass").encode("utf-32-le", "surrogatepass"), dtype="<u4"
+        )
+    except UnicodeError:
+        points = np.zeros(0, dtype=np.uint32)
+    if len(points) != len(at):  # not valid UTF-8 (cannot happen for text that `prepare` made): bytes instead
+        at = np.flatnonzero(word)
+        return a[at].astype(_U64), at
+    return points.astype(_U64), at
+
+
+def char_features(
+    data: bytes, cls: npt.NDArray[np.int8], starts: npt.NDArray[np.int64], shift: np.uint64
+) -> Features:
+    """Hashed character n-grams of prepared text with everything but letters and digits squeezed out: trigrams
+    and 5-grams of code points, and bigrams of CJK, kana and hangul characters (text written without spaces).
+    Each is placed at the token where it starts. They read words the token features cannot split (unspaced
+    scripts, glued or hyphenated words) and the parts of words an unknown inflection or a typo leaves intact."""
+    points, at = _code_points(data, cls == 1)
+    m = len(points)
+    out: Features = []
+    if m < 2:
+        return out
+    pos = np.searchsorted(starts, at, side="right") - 1
+    with np.errstate(over="ignore"):
+        wide = points >= _U64(0x2E80)
+        both = np.flatnonzero(wide[:-1] & wide[1:])
+        if len(both):
+            bi = (((points[both] * _K2 + points[both + 1]) ^ _SEEDS[7]) * _MIX) >> shift
+            out.append((pos[both], bi.astype(np.int64)))
+        for n, seed in zip(CHAR_NGRAMS, _SEEDS[8:], strict=False):
+            if m >= n:
+                h = points[: m - n + 1].copy()
+                for k in range(1, n):
+                    h = h * _K2 + points[k : m - n + 1 + k]
+                out.append((pos[: m - n + 1], (((h ^ seed) * _MIX) >> shift).astype(np.int64)))
+    return out
 
 
 # Words that make a part of a long text worth scoring (matched on their first five characters): a part of a
@@ -402,9 +602,9 @@ def anchor_ranges(data: bytes) -> tuple[list[tuple[int, int]], bool]:
     return out, decode
 
 
-def feature_indices(data: bytes, bits: int) -> npt.NDArray[np.int64]:
+def feature_indices(data: bytes, bits: int, indirect: bool = False) -> npt.NDArray[np.int64]:
     """Every hashed feature index of a text, flattened (for training)."""
-    feats, _ = token_features(data, bits)
+    feats, _ = token_features(data, bits, indirect)
     return np.concatenate([idx for _, idx in feats]) if feats else np.zeros(0, dtype=np.int64)
 
 
@@ -444,23 +644,20 @@ class Model:
     rule_weights: dict[str, float]  # weight of each rule of `injection.RULE_NAMES` that fires
 
     def window_logits(
-        self, data: bytes
+        self, data: bytes, indirect: bool = False
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """The n-gram logit of the whole text when it has at most WINDOW tokens; else of every window of each
-        size in SCALES. With the byte range of each window in `data`."""
-        feats, starts = token_features(data, self.bits)
+        size in SCALES. With the byte range of each window in `data`. `indirect`: text from a tool or a document
+        (its quotes are syntax, not quotation)."""
+        feats, starts = token_features(data, self.bits, indirect)
         if not feats:
             return np.array([self.bias]), np.zeros(1, dtype=np.int64), np.array([len(data)])
         t = len(starts)
         contrib = np.zeros(t)
         count = np.zeros(t)
-        for kind, (positions, idx) in enumerate(feats):
-            if kind < 3:  # stems, stem bigrams, stem trigrams: every token from the first on
-                contrib[: len(idx)] += self.weights[idx]
-                count[: len(idx)] += 1
-            else:  # concepts: a few tokens, each at most once per kind
-                contrib[positions] += self.weights[idx]
-                count[positions] += 1
+        for positions, idx in feats:  # each feature counts at the token where it starts
+            contrib += np.bincount(positions, weights=self.weights[idx], minlength=t)
+            count += np.bincount(positions, minlength=t)
         if t <= WINDOW:
             logit = self.bias + contrib.sum() / np.sqrt(count.sum())
             return np.array([logit]), np.zeros(1, dtype=np.int64), np.array([len(data)])
