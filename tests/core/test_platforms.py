@@ -508,3 +508,14 @@ def test_bedrock_counts_of_any_model() -> None:
     summary = summarize_invoke_stream(events)
     assert summary.usage == Usage(input_tokens=105, output_tokens=7, cache_read_tokens=100)
     assert summary.usage_final
+
+
+def test_an_endpoint_base_path_before_the_platform_path() -> None:
+    assert parse_path("bedrock", "/corp/bedrock/model/x/converse").model == "x"
+    assert parse_path("azure", "/gw/openai/deployments/d/chat/completions").kind == "chat"
+    assert parse_path("azure", "/gw/openai/v1/responses").kind == "responses"
+    vertex = "/gw/v1/projects/p/locations/us-east5/publishers/anthropic/models/m:streamRawPredict"
+    assert (parse_path("vertex", vertex).kind, parse_path("vertex", vertex).location) == (
+        "messages",
+        "us-east5",
+    )

@@ -58,12 +58,12 @@ class PlatformCall:
 
 # --- paths ------------------------------------------------------------------------------------------------
 
-_AZURE_DEPLOYMENT = re.compile(r"^/openai/deployments/([^/]+)(/.*)$")
+_AZURE_DEPLOYMENT = re.compile(r"/openai/deployments/([^/]+)(/.*)$")
 _VERTEX = re.compile(
-    r"^/(v1[a-z0-9]*)/projects/([^/]+)/locations/([^/]+)/publishers/(google|anthropic)/models/([^/:]+):([A-Za-z]+)$"
+    r"/(v1[a-z0-9]*)/projects/([^/]+)/locations/([^/]+)/publishers/(google|anthropic)/models/([^/:]+):([A-Za-z]+)$"
 )
-_VERTEX_OPENAI = re.compile(r"^/(v1[a-z0-9]*)/projects/([^/]+)/locations/([^/]+)/endpoints/openapi(/.*)$")
-_BEDROCK = re.compile(r"^/model/([^/]+)/(invoke|invoke-with-response-stream|converse|converse-stream)$")
+_VERTEX_OPENAI = re.compile(r"/(v1[a-z0-9]*)/projects/([^/]+)/locations/([^/]+)/endpoints/openapi(/.*)$")
+_BEDROCK = re.compile(r"/model/([^/]+)/(invoke|invoke-with-response-stream|converse|converse-stream)$")
 _GOOGLE_KINDS = {
     "generatecontent": "generate",
     "streamgeneratecontent": "stream_generate",
@@ -74,22 +74,23 @@ _GOOGLE_KINDS = {
 
 
 def parse_path(provider: Platform, path: str) -> PlatformCall:
-    """The call an upstream path (query ignored) is, on `provider`. Unknown paths are kind "other"."""
+    """The call an upstream path (query ignored) is, on `provider`. Unknown paths are kind "other". A prefix
+    before the platform's own path (a configured endpoint's base path) is allowed."""
     p = path.split("?", 1)[0]
     kind: str
     if provider == "azure":
         deployment = None
-        m = _AZURE_DEPLOYMENT.match(p)
+        m = _AZURE_DEPLOYMENT.search(p)
         if m:
             deployment = unquote(m.group(1))
             kind = endpoint_kind("openai", m.group(2))
-        elif p.startswith("/openai/"):
-            kind = endpoint_kind("openai", p[len("/openai") :])
+        elif "/openai/" in p:
+            kind = endpoint_kind("openai", p[p.index("/openai/") + len("/openai") :])
         else:
             kind = "other"
         return PlatformCall("azure", "openai", "openai", kind, None, False, deployment)
     if provider == "vertex":
-        m = _VERTEX.match(p)
+        m = _VERTEX.search(p)
         if m:
             location, publisher, model, method = (
                 m.group(3),
@@ -116,7 +117,7 @@ def parse_path(provider: Platform, path: str) -> PlatformCall:
                 method == "streamrawpredict",
                 location=location,
             )
-        m = _VERTEX_OPENAI.match(p)
+        m = _VERTEX_OPENAI.search(p)
         if m:
             return PlatformCall(
                 "vertex",
@@ -128,7 +129,7 @@ def parse_path(provider: Platform, path: str) -> PlatformCall:
                 location=m.group(3),
             )
         return PlatformCall("vertex", "google", "google", "other", None, False)
-    m = _BEDROCK.match(p)
+    m = _BEDROCK.search(p)
     if not m:
         return PlatformCall("bedrock", "anthropic", "bedrock_invoke", "other", None, False)
     model, action = unquote(m.group(1)), m.group(2)
