@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from tokenlens.config import Settings, SourceLimit, resolve_timezone
 from tokenlens.exchange import count_from_request
 from tokenlens.money import format_usd
+from tokenlens.platforms.metering import adjust_price
 from tokenlens.pricing import Pricer, pricer_for, undated
 from tokenlens.store.queries import Store, day_bounds, month_bounds
 from tokenlens.store.reads import spend_by_source_model
@@ -263,7 +264,7 @@ class WorstCasePricer:
         per_answer = max_tokens if max_tokens is not None else settings.budgets.reserve_output_tokens
         output_tokens = per_answer * answers_requested(api, body)
         usage = Usage(input_tokens=input_tokens, output_tokens=output_tokens)
-        price = self.pricer(settings).price(provider, model, usage)
+        price = adjust_price(provider, endpoint, model, self.pricer(settings).price(provider, model, usage))
         cost = float(price.cost_usd) if price.priced and price.cost_usd is not None else None
         return WorstCase(model, input_tokens, output_tokens, cost)
 

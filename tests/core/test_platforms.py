@@ -519,3 +519,34 @@ def test_an_endpoint_base_path_before_the_platform_path() -> None:
         "messages",
         "us-east5",
     )
+
+
+def test_budget_reservations_use_the_platform_price() -> None:
+    """The budget gate's worst case for a Vertex Claude call on a regional location includes the premium."""
+    from tokenlens.controls import WorstCasePricer
+
+    settings = parse_settings({})
+    body = {
+        "anthropic_version": "vertex-2023-10-16",
+        "max_tokens": 1000,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+
+    def cost(location: str) -> float | None:
+        endpoint = (
+            f"/v1/projects/p/locations/{location}/publishers/anthropic/models/claude-opus-4-8:rawPredict"
+        )
+        worst = WorstCasePricer().worst_case(
+            settings,
+            provider="vertex",
+            api="anthropic",
+            endpoint=endpoint,
+            body=body,
+            model="claude-opus-4-8",
+            max_tokens=1000,
+        )
+        return worst.cost_usd
+
+    regional, global_ = cost("us-east5"), cost("global")
+    assert regional is not None and global_ is not None
+    assert regional == pytest.approx(global_ * 1.1, rel=1e-12)
