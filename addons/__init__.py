@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from mitmproxy.addons import core, disable_h2c, errorcheck, next_layer, proxyserver, tlsconfig
+
 from tokenlens.addons.budget import BudgetCheck
 from tokenlens.addons.config_watch import ConfigWatcher
 from tokenlens.addons.dedup import DedupCache
@@ -65,6 +67,21 @@ def pipeline(deps: AppDeps) -> list[object]:
         Upstream(),  # 8
         ResponseGuardrails(deps),  # 9
         Recorder(deps),  # 10; 11, the broadcast, is the writer thread's (`tokenlens.bus.RecordFanout`)
+    ]
+
+
+def mitmproxy_addons() -> list[object]:
+    """The few of mitmproxy's own addons a gateway runs beside `gateway` (mitmdump loads about 35, and every
+    hook of every request visits each of them): the proxy server and its layers, TLS interception (HTTPS_PROXY
+    mode), the refusal of h2c upgrades mitmproxy cannot relay, and the start-up error check. Access control
+    (`server.allowed_clients`, the API token) is the ingress stage's; nothing is blocked by mitmproxy itself."""
+    return [
+        core.Core(),
+        proxyserver.Proxyserver(),
+        next_layer.NextLayer(),
+        tlsconfig.TlsConfig(),
+        disable_h2c.DisableH2C(),
+        errorcheck.ErrorCheck(),
     ]
 
 

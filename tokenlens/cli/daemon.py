@@ -30,10 +30,10 @@ from typing import Annotated, Any
 
 import typer
 from mitmproxy import options
-from mitmproxy.tools.dump import DumpMaster
+from mitmproxy.master import Master
 from werkzeug.serving import make_server
 
-from tokenlens.addons import gateway
+from tokenlens.addons import gateway, mitmproxy_addons
 from tokenlens.addons.config_watch import allow_hosts_for
 from tokenlens.app import AppDeps
 from tokenlens.cli.ca import ensure_ca
@@ -98,12 +98,12 @@ async def _serve(deps: AppDeps) -> None:
         mode=["regular"],
         confdir=str(deps.home),
     )
-    master = DumpMaster(opts, with_termlog=True, with_dumper=False)
+    master = Master(opts, with_termlog=True)
+    master.addons.add(*mitmproxy_addons())
     updates: dict[str, object] = {
         "termlog_verbosity": "warn",
         "tcp_timeout": 3600,  # a slow model answer must not be cut by mitmproxy's 600 s idle timeout
         "allow_hosts": allow_hosts_for(settings),
-        "block_global": False,
     }
     if settings.server.upstream_ca:
         updates["ssl_verify_upstream_trusted_ca"] = str(settings.server.upstream_ca)
