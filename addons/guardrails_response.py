@@ -23,6 +23,7 @@ from tokenlens.guardrails.engine import Verdict, block_message, is_active, scan_
 from tokenlens.guardrails.record import mask_response, meter_blocked_answer
 from tokenlens.guardrails.stream import StreamGuard
 from tokenlens.platforms.eventstream import CONTENT_TYPE as EVENT_STREAM
+from tokenlens.platforms.stream_guard import EventStreamGuard
 from tokenlens.request_body import parse_json_object
 from tokenlens.stream_taps import GuardedTap
 
@@ -50,9 +51,10 @@ class ResponseGuardrails:
         encoding = response.headers.get("content-encoding", "identity").lower()
         if not is_active(g, "response") or encoding not in ("", "identity"):
             return
-        if response.headers.get("content-type", "").startswith(EVENT_STREAM):
-            return  # Bedrock's binary framing is relayed unscanned, never held back (docs/cloud-platforms.md)
-        guard = StreamGuard(g, exchange.api, exchange.endpoint)
+        if response.headers.get("content-type", "").startswith(EVENT_STREAM):  # Bedrock's binary framing
+            guard: StreamGuard = EventStreamGuard(g, converse=exchange.endpoint.endswith("/converse-stream"))
+        else:
+            guard = StreamGuard(g, exchange.api, exchange.endpoint)
         exchange.response_guard = guard
         if guard.holding:
             response.headers.pop("content-length", None)

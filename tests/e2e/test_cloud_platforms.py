@@ -785,3 +785,69 @@ def test_bedrock_invoke_of_another_model_uses_bedrocks_counts(
     assert (call["input_tokens"], call["output_tokens"]) == (p.prompt, p.output_tokens)
     assert call["cost_usd"] == pytest.approx((p.prompt + p.output_tokens) * 0.22 / 1_000_000, abs=1e-12)
     assert str(call["request_id"]).startswith("req_011Sim")  # the answer's x-amzn-RequestId
+
+
+def _guardrails(gw: Gateway, body: dict[str, Any]) -> None:
+    response = httpx.put(f"{gw.url}/api/config/guardrails", json=body, timeout=10)
+    assert response.status_code == 200, response.text
+
+
+def test_response_guardrails_on_bedrock_event_streams(gw: Gateway, sim: Simulator, source: str) -> None:
+    """Bedrock's streamed answers are scanned inside their event-stream frames: `redact` rewrites the text in
+    re-encoded frames the SDKs accept, `block` ends the stream with an exception frame the SDKs raise."""
+    import anthropic
+    import boto3
+    from botocore import UNSIGNED
+    from botocore.config import Config
+    from botocore.exceptions import EventStreamError
+
+    original = httpx.get(f"{gw.url}/api/config/guardrails", timeout=10).json()
+
+    def rule(action: str) -> dict[str, Any]:
+        return {
+            "response_pii_detection": {"enabled": True, "action": "warn"},
+            "custom_rules": [{"name": "lazy-dog", "pattern": "lazy dog", "action": action}],
+        }
+
+    client = _unsigned_bedrock(gw, source)
+    converse = boto3.client(
+        "bedrock-runtime",
+        region_name="us-east-1",
+        endpoint_url=f"{gw.url}/proxy/bedrock",
+        config=Config(signature_version=UNSIGNED, retries={"max_attempts": 1}),
+    )
+    converse.meta.events.register(
+        "before-send.bedrock-runtime.*",
+        lambda request, **_: request.headers.__setitem__("X-TokenLens-Source", source),
+    )
+    message = [{"role": "user", "content": [{"text": "Say the sentence."}]}]
+
+    def converse_text() -> str:
+        events = converse.converse_stream(modelId=HAIKU_BEDROCK_US, messages=message)["stream"]
+        return "".join(e["contentBlockDelta"]["delta"]["text"] for e in events if "contentBlockDelta" in e)
+
+    def invoke_text() -> str:
+        with client.messages.stream(model=HAIKU_BEDROCK_US, max_tokens=100, messages=USER) as events:
+            return "".join(events.text_stream)
+
+    try:
+        _guardrails(gw, rule("redact"))
+        for text in (invoke_text(), converse_text()):
+            assert (
+                "lazy dog" not in text and "[LAZY_DOG_1]" in text and text.startswith("The quick brown fox")
+            )
+        _guardrails(gw, rule("block"))
+        with pytest.raises(anthropic.APIStatusError, match="lazy-dog"):
+            invoke_text()
+        with pytest.raises(EventStreamError, match="lazy-dog"):
+            converse_text()
+    finally:
+        _guardrails(gw, original)
+    records = gw.wait_calls(source, count=4)
+    assert [(r["outcome"], r["blocked_by"]) for r in records] == [
+        ("ok", None),
+        ("ok", None),
+        ("blocked", "guardrail"),
+        ("blocked", "guardrail"),
+    ]
+    assert all(r["output_tokens"] > 0 and r["stream"] for r in records)  # the upstream answered: metered

@@ -31,6 +31,7 @@ class EventStreamError(ValueError):
 class Message:
     headers: dict[str, HeaderValue]
     payload: bytes
+    raw: bytes = b""  # the whole message as it came (prelude and CRCs included)
 
     @property
     def event_type(self) -> str | None:
@@ -98,7 +99,7 @@ def parse_message(frame: bytes) -> Message:
     if zlib.crc32(frame[: total - 4]) != message_crc:
         raise EventStreamError("message CRC mismatch")
     headers = _headers(frame[PRELUDE : PRELUDE + headers_len])
-    return Message(headers, frame[PRELUDE + headers_len : total - 4])
+    return Message(headers, frame[PRELUDE + headers_len : total - 4], frame)
 
 
 @dataclass
@@ -121,6 +122,12 @@ class EventStreamDecoder:
             frame = bytes(self._buffer[:total])
             del self._buffer[:total]
             yield parse_message(frame)
+
+    def pending_bytes(self) -> bytes:
+        """The bytes of an incomplete message, handed over (the buffer is emptied)."""
+        rest = bytes(self._buffer)
+        self._buffer.clear()
+        return rest
 
     @property
     def pending(self) -> int:
