@@ -550,3 +550,18 @@ def test_budget_reservations_use_the_platform_price() -> None:
     regional, global_ = cost("us-east5"), cost("global")
     assert regional is not None and global_ is not None
     assert regional == pytest.approx(global_ * 1.1, rel=1e-12)
+
+
+def test_converse_answers_are_scanned_by_the_response_guardrails() -> None:
+    from tokenlens.guardrails.engine import scan_body
+
+    g = parse_settings(
+        {"guardrails": {"response_pii_detection": {"enabled": True, "action": "redact"}}}
+    ).guardrails
+    body = {
+        "output": {"message": {"role": "assistant", "content": [{"text": "Mail jane.doe@example.com now."}]}}
+    }
+    verdict = scan_body(g, "anthropic", body, "response")
+    assert [f.rule for f in verdict.findings] == ["pii.email"]
+    assert verdict.redacted is not None
+    assert verdict.redacted["output"]["message"]["content"][0]["text"] == "Mail [EMAIL_1] now."

@@ -197,6 +197,10 @@ def response_slots(api: str, body: dict[str, Any]) -> list[TextSlot]:
         return slots
     if api == "anthropic":
         slots.extend(_parts(body.get("content"), "content", "assistant"))
+        output = body.get("output")  # Bedrock Converse: {"output": {"message": {"content": [{"text": ...}]}}}
+        message = output.get("message") if isinstance(output, dict) else None
+        if isinstance(message, dict):
+            slots.extend(_parts(message.get("content"), "output.message.content", "assistant"))
         return slots
     for i, choice in enumerate(body.get("choices") or []):
         if not isinstance(choice, dict):
