@@ -86,7 +86,9 @@ class UnknownProvider(LookupError):
     def __init__(self, name: str, known: Iterable[str]) -> None:
         self.name = name
         self.known = sorted(known)
-        super().__init__(f"unknown provider '{name}'; configured providers: {', '.join(self.known)}")
+        platforms = [p for p in PLATFORM_ROUTES if p not in self.known]
+        also = f"; cloud platforms: {', '.join(platforms)}" if platforms else ""
+        super().__init__(f"unknown provider '{name}'; configured providers: {', '.join(self.known)}{also}")
 
 
 def is_version_segment(segment: str) -> bool:

@@ -565,3 +565,10 @@ def test_converse_answers_are_scanned_by_the_response_guardrails() -> None:
     assert [f.rule for f in verdict.findings] == ["pii.email"]
     assert verdict.redacted is not None
     assert verdict.redacted["output"]["message"]["content"][0]["text"] == "Mail [EMAIL_1] now."
+
+
+def test_an_unknown_provider_message_names_the_platforms() -> None:
+    from tokenlens.providers import UnknownProvider
+
+    message = str(UnknownProvider("azur", ["openai", "anthropic", "google"]))
+    assert "configured providers: anthropic, google, openai; cloud platforms: azure, vertex, bedrock" in message
