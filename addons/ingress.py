@@ -235,7 +235,8 @@ class Ingress:
             req.headers.pop("proxy-authorization", None)  # the gateway's credential, not the provider's
             platform = base_url_platform(req.path, self.upstreams())
             if platform is not None:  # Azure OpenAI, Vertex AI, Bedrock
-                start_platform_call(self, flow, platform, "base_url")
+                platforms = self.deps.settings.get().platforms
+                start_platform_call(flow, platform, "base_url", platforms, self._start_call)
                 return
             self._base_url_call(flow)
             return
@@ -249,11 +250,10 @@ class Ingress:
         req.headers.pop("proxy-authorization", None)
         intercept = intercept_for(req.host, req.port, req.path, self.intercepts())
         if intercept is None:
-            platform = proxy_platform(
-                req.host, req.port, req.host_header or "", self.deps.settings.get().platforms
-            )
+            platforms = self.deps.settings.get().platforms
+            platform = proxy_platform(req.host, req.port, req.host_header or "", platforms)
             if platform is not None:  # a cloud platform's own host: its calls are metered as they are
-                start_platform_call(self, flow, platform, "proxy")
+                start_platform_call(flow, platform, "proxy", platforms, self._start_call)
             return  # otherwise someone else's traffic: passed through, not recorded
         upstream = intercept.upstream
         path = req.path

@@ -16,12 +16,13 @@ import asyncio
 import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from mitmproxy import connection, http
 
 from tokenlens.addons._flowstate import exchange_of, lower_headers, pending_call
 from tokenlens.app import AppDeps
+from tokenlens.config.model import Platforms
 from tokenlens.encoding import stream_decoder
 from tokenlens.exchange import Exchange
 from tokenlens.platforms import (
@@ -47,8 +48,14 @@ from tokenlens.platforms.eventstream import CONTENT_TYPE as EVENT_STREAM
 from tokenlens.providers import HEADER_PREFIX, PROXY_PREFIX, Upstream, error_body
 from tokenlens.stream_taps import StreamTap
 
-if TYPE_CHECKING:
-    from tokenlens.addons.ingress import Ingress
+
+class StartCall(Protocol):
+    """Ingress's `_start_call`: attach the call's Exchange and read its body for the gates."""
+
+    def __call__(
+        self, flow: http.HTTPFlow, upstream: Upstream, path: str, tag: str | None, mode: str, kind: str | None
+    ) -> None: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +90,11 @@ def _snapshot(request: http.Request, signature: Signature) -> tuple[Any, ...]:
     return (request.method, request.data.path, signed, request.raw_content or b"")
 
 
-def start_platform_call(ingress: Ingress, flow: http.HTTPFlow, platform: Platform, mode: str) -> None:
-    """Make the request a call of `platform` (ingress, after its access checks)."""
+def start_platform_call(
+    flow: http.HTTPFlow, platform: Platform, mode: str, platforms: Platforms, start_call: StartCall
+) -> None:
+    """Make the request a call of `platform` (ingress, after its access checks, with its `start_call`)."""
     req = flow.request
-    settings = ingress.deps.settings.get()
     headers = lower_headers(req)
     if mode == "base_url":
         rest = req.path[len(PROXY_PREFIX) + len(platform) :]
@@ -98,18 +106,18 @@ def start_platform_call(ingress: Ingress, flow: http.HTTPFlow, platform: Platfor
     fields = req.headers.fields
     if mode == "base_url":
         try:
-            scheme, host, port, base = host_of(base_url_upstream(platform, call, settings.platforms))
+            scheme, host, port, base = host_of(base_url_upstream(platform, call, platforms))
         except PlatformNotConfigured as missing:
             scheme, host, port, base = "https", "", 443, ""
             upstream = Upstream(platform, call.api, scheme, host, port, base)
-            ingress._start_call(flow, upstream, path, tag, mode, kind=call.kind)
+            start_call(flow, upstream, path, tag, mode, call.kind)
             _refuse_call(flow, 503, f"TokenLens: {missing}.", "platform_not_configured")
             return
     else:
         scheme, host, port, base = "https", req.host, req.port, ""
     upstream = Upstream(platform, call.api, scheme, host, port, base)
     full_path = base + path
-    ingress._start_call(flow, upstream, full_path, tag, mode, kind=call.kind)
+    start_call(flow, upstream, full_path, tag, mode, call.kind)
     exchange = exchange_of(flow)
     if exchange is None:
         return
@@ -144,13 +152,13 @@ def start_platform_call(ingress: Ingress, flow: http.HTTPFlow, platform: Platfor
         default = 443 if scheme == "https" else 80
         req.headers["host"] = host if port == default else f"{host}:{port}"
     else:
-        redirect = proxy_redirect(platform, settings.platforms)
+        redirect = proxy_redirect(platform, platforms)
         if redirect:  # the real host's calls go to a configured endpoint; the request itself is unchanged
             r_scheme, r_host, r_port, _ = host_of(redirect)
             req.data.scheme, req.data.host, req.data.port = r_scheme.encode(), r_host, r_port
 
 
-def redirect_server(server: connection.Server, platforms: Any) -> bool:
+def redirect_server(server: connection.Server, platforms: Platforms) -> bool:
     """HTTPS_PROXY mode connects on CONNECT: a platform host with a configured endpoint connects there."""
     if server.address is None:
         return False
