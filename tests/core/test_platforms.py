@@ -571,4 +571,6 @@ def test_an_unknown_provider_message_names_the_platforms() -> None:
     from tokenlens.providers import UnknownProvider
 
     message = str(UnknownProvider("azur", ["openai", "anthropic", "google"]))
-    assert "configured providers: anthropic, google, openai; cloud platforms: azure, vertex, bedrock" in message
+    assert (
+        "configured providers: anthropic, google, openai; cloud platforms: azure, vertex, bedrock" in message
+    )
