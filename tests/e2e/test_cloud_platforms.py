@@ -232,6 +232,33 @@ def test_azure_openai_v1_api(gw: Gateway, sim: Simulator, source: str) -> None:
     _check(call, sim.expected_usage("openai", "chat", sim.last_request.json()), "azure/gpt-4o-mini")
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_azure_openai_v1_responses(gw: Gateway, sim: Simulator, source: str, stream: bool) -> None:
+    import openai
+
+    client = openai.OpenAI(
+        base_url=f"{gw.url}/proxy/azure/openai/v1",
+        api_key="azure-key",
+        max_retries=0,
+        default_headers={"X-TokenLens-Source": source},
+    )
+    if stream:
+        events = list(client.responses.create(model="chat-prod", input="Hello Azure.", stream=True))
+        assert events[-1].type == "response.completed"
+    else:
+        answer = client.responses.create(model="chat-prod", input="Hello Azure.")
+        assert answer.model == "gpt-4o-2024-11-20"
+    sent = sim.last_request
+    assert sent.path == "/openai/v1/responses"
+    call = _one_call(gw, source)
+    assert (call["provider"], call["response_model"], call["stream"]) == (
+        "azure",
+        "gpt-4o-2024-11-20",
+        stream,
+    )
+    _check(call, sim.expected_usage("openai", "responses", sent.json()), "azure/gpt-4o")
+
+
 # --- Vertex AI --------------------------------------------------------------------------------------------
 
 
