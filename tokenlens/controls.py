@@ -242,8 +242,8 @@ def answers_requested(api: str, body: Mapping[str, Any] | None) -> int:
 class WorstCasePricer:
     """Prices a call's worst case with the current pricing overrides (`tokenlens.pricing.pricer_for`).
 
-    The worst case is the input counted by `tokens.worst_case_request_tokens` (a margin for a model whose
-    tokenizer is not OpenAI's) plus the request's largest output limit (or `reserve_output_tokens`) for each
+    The worst case is the input counted by `tokens.worst_case_request_tokens` (each text's UTF-8 bytes + 1:
+    a bound for every provider's tokenizer that loads no vocabulary on the request path) plus the request's largest output limit (or `reserve_output_tokens`) for each
     answer it asks for, at the prices of the model that will serve it."""
 
     def pricer(self, settings: Settings) -> Pricer:

@@ -9,8 +9,9 @@ count falls back to UTF-8 bytes / 4.
 o200k is exact for current OpenAI models and is the default estimate for Claude and Gemini (no exact offline
 tokenizer exists for them); cl100k is used for gpt-4 / gpt-3.5 / text-embedding-3 / ada-002.
 
-Budget reservations need an upper bound, not an estimate: `worst_case_request_tokens` counts the input of a
-model whose tokenizer is not OpenAI's with the margin of `worst_case_text_tokens` (measured, see there).
+Budget reservations need an upper bound, not an estimate, and must not need a vocabulary on the request path:
+`worst_case_request_tokens` counts each text as its UTF-8 bytes + 1 (`worst_case_text_tokens`, see there), for
+every model. Nothing here loads a vocabulary (or imports tiktoken) until a precise count is asked for.
 """
 
 from __future__ import annotations
@@ -20,14 +21,13 @@ import gzip
 import hashlib
 import json
 import logging
-import math
-import re
 import threading
 from collections.abc import Mapping
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import tiktoken
+if TYPE_CHECKING:
+    import tiktoken
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,8 @@ def _read_ranks(name: str) -> dict[bytes, int]:
 
 
 def _build(name: str) -> tiktoken.Encoding:
+    import tiktoken  # on first use only: the proxy's request path never counts precisely
+
     spec = _SPECS[name]
     return tiktoken.Encoding(
         name,
@@ -123,7 +125,7 @@ def get_encoding(name: str = O200K) -> tiktoken.Encoding | None:
 
 
 def warm_up() -> bool:
-    """Build both encoders now (about a second); True when both are available."""
+    """Build both encoders now (about a second, ~100 MiB); True when both are available."""
     return all(get_encoding(n) is not None for n in (O200K, CL100K))
 
 
@@ -205,29 +207,20 @@ def count_tokens(text: str, model: str | None = None) -> int:
     return _fallback(text) if n is None else n
 
 
-# Worst-case tokens of a text for a tokenizer we do not have (Claude's, Gemini's, an open model's).
+# Worst-case tokens of a text, for any provider's tokenizer, without a vocabulary (the budget and quota gates
+# run it on the request path, so it must be cheap and load nothing).
 #
-# Provable: a byte-level BPE token is at least one byte, and a SentencePiece tokenizer with byte fallback
-# adds at most one piece (its dummy-prefix space), so no such tokenizer needs more than UTF-8 bytes + 1.
-# Measured (tests/core/test_token_margin.py recomputes it on 49 hostile texts: random bytes decoded, random
-# BMP and astral code points, CJK, emoji and ZWJ sequences, digits, base64, hex, whitespace and repeated
-# characters, code, JSON, punctuation, a dozen scripts, combining marks, controls, lone surrogates):
-#   cl100k / o200k: worst 4.00 (Tamil; Devanagari 3.49, Georgian/Armenian/Ethiopic 3.45, Hebrew 2.73);
-#   bytes / o200k: worst 125 (5,000 spaces are 40 o200k tokens). Runs of a short unit are where
-#   vocabularies differ most ("!" x5000 is 313 o200k tokens, 625 cl100k, 5,000 without such merges), so no
-#   factor on o200k bounds them.
-# The rule: each run of WORST_CASE_RUN or more repeats of a unit of up to WORST_CASE_UNIT characters counts
-# one token per byte, the rest of the text WORST_CASE_FACTOR times its o200k count (25% above the worst
-# ratio measured), and a text never counts more than its bytes + 1. For English prose (4.5 bytes an o200k
-# token) the byte bound is the smaller: the reservation is then the text's bytes.
-WORST_CASE_FACTOR = 5.0
-WORST_CASE_RUN = 4
-WORST_CASE_UNIT = 4
-_RUN = re.compile(rf"(.{{1,{WORST_CASE_UNIT}}}?)\1{{{WORST_CASE_RUN - 1},}}", re.DOTALL)
-# Model names whose tokenizer is one of ours (o200k or cl100k): OpenAI's own models.
-_OPENAI_MODELS = re.compile(
-    r"(ft:)?(gpt-|chatgpt-|o\d|text-embedding-|davinci-|babbage-|codex-|computer-use-|omni-moderation-)"
-)
+# Provable: a byte-level BPE token (OpenAI's o200k and cl100k, Claude's, most open models') is at least one
+# byte, and a SentencePiece tokenizer with byte fallback (Gemini's) adds at most one piece (its dummy-prefix
+# space), so no such tokenizer needs more than the text's UTF-8 bytes + 1. tests/core/test_token_margin.py
+# checks it against o200k and cl100k on 49 hostile texts (random bytes decoded, random BMP and astral code
+# points, CJK, emoji and ZWJ sequences, digits, base64, whitespace and repeated characters, code, a dozen
+# scripts, combining marks, controls, lone surrogates) and on random Unicode (hypothesis).
+# Its price: English prose is about 4.5 bytes an o200k token, so an English prompt reserves about 4.5 times
+# its true input (the output reservation, `max_tokens` or `reserve_output_tokens`, is usually the larger part).
+# Why no factor on a real count: vocabularies differ by 4x on some scripts (Tamil: cl100k 3241, o200k 811)
+# and by 125x on runs of one character (5,000 spaces: 40 o200k tokens), so a count with one vocabulary
+# bounds no other tokenizer without a margin as large as the bytes themselves.
 
 
 def _utf8_len(text: str) -> int:
@@ -235,20 +228,8 @@ def _utf8_len(text: str) -> int:
 
 
 def worst_case_text_tokens(text: str) -> int:
-    """At least as many tokens as any tokenizer should need for `text` (see WORST_CASE_FACTOR)."""
-    if not text:
-        return 0
-    ceiling = _utf8_len(text) + 1
-    runs = sum(_utf8_len(m.group()) for m in _RUN.finditer(text))
-    rest = _RUN.sub(" ", text) if runs else text
-    return min(ceiling, math.ceil(WORST_CASE_FACTOR * count_tokens(rest)) + runs)
-
-
-def tokenizer_is_known(model: str | None) -> bool:
-    """Whether `model` uses a tokenizer counted exactly here (OpenAI's models: o200k or cl100k)."""
-    if not model:
-        return False
-    return _OPENAI_MODELS.match(model.lower().rsplit("/", 1)[-1]) is not None
+    """At least as many tokens as any byte-level tokenizer needs for `text`: its UTF-8 bytes + 1 (0 if empty)."""
+    return _utf8_len(text) + 1 if text else 0
 
 
 def estimate_output_tokens(text: str, model: str | None = None) -> int:
@@ -376,11 +357,9 @@ def estimate_request_tokens(
 
 
 def worst_case_request_tokens(api: str, body_json: Any, *, endpoint: str | None = None, model: str) -> int:
-    """Input tokens a budget reserves for a request to `model` (the model that will serve it): the estimate
-    of `estimate_request_tokens` when the model's tokenizer is known here, else the same walk with each text
-    counted by `worst_case_text_tokens`. Never raises; 0 for a body it cannot read."""
-    if tokenizer_is_known(model):
-        return estimate_request_tokens(api, body_json, endpoint=endpoint, model=model)
+    """Input tokens a budget reserves for a request to `model` (the model that will serve it): the walk of
+    `estimate_request_tokens` with each text counted by `worst_case_text_tokens` (its UTF-8 bytes + 1), for
+    every model. Loads no vocabulary. Never raises; 0 for a body it cannot read."""
     if not isinstance(body_json, Mapping):
         return 0
     return _walk(api, body_json, _Counter(api, model, worst_case=True), endpoint)
