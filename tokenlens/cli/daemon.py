@@ -47,7 +47,6 @@ from tokenlens.config import (
 )
 from tokenlens.runtime import build_runtime
 from tokenlens.store import open_store
-from tokenlens.tokens import warm_up
 from tokenlens.web import create_app
 
 log = logging.getLogger("tokenlens")
@@ -115,13 +114,6 @@ async def _serve(deps: AppDeps) -> None:
     await master.run()
 
 
-def _warm_up_then_freeze() -> None:
-    """Load the tokenizer vocabularies, then move everything start-up allocated out of the collector's reach:
-    a full collection over those ~130,000 long-lived objects took 80-90 ms under load (bench/README.md)."""
-    warm_up()
-    gc.freeze()
-
-
 def _loopback_listener() -> socket.socket:
     """The web app's internal port, bound before the app is built so that its number is known to the proxy."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -134,7 +126,6 @@ def run_gateway(settings: Settings, home: Path, config_file: Path, *, worker: st
     """One gateway process (`worker`: its index when it is one of `--workers N`): build, serve, close."""
     home.mkdir(parents=True, exist_ok=True)
     ensure_ca(home)
-    threading.Thread(target=_warm_up_then_freeze, name="tokenlens-tokenizer", daemon=True).start()
     listener = _loopback_listener()
     runtime = build_runtime(
         settings, home, config_file, shared=worker is not None, web_port=listener.getsockname()[1]
@@ -151,6 +142,9 @@ def run_gateway(settings: Settings, home: Path, config_file: Path, *, worker: st
             f"TokenLens gateway on http://{shown}:{port} (dashboard http://{shown}:{port}/, data in {home})",
             err=True,
         )
+    # Everything start-up allocated, out of the collector's reach: a full collection over those long-lived
+    # objects took 80-90 ms under load (bench/README.md).
+    gc.freeze()
     try:
         asyncio.run(_serve(deps))
     finally:
