@@ -686,15 +686,19 @@ def _claude(gw: Gateway, sim: Simulator, tmp: Path, env: dict[str, str]) -> tupl
     home = tmp / "home"
     home.mkdir()
     start = len(sim.requests)
-    done = subprocess.run(
-        [str(agents.claude), "-p", "Say hi in one short sentence.", "--output-format", "json"],
-        env={"PATH": agents.path_env(), "HOME": str(home), **CLAUDE_QUIET, **env},
-        cwd=tmp,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=90,
-    )
+    sim.set_default_headers(KNOBS)  # cached prefixes on every answer: cache reads and writes metered too
+    try:
+        done = subprocess.run(
+            [str(agents.claude), "-p", "Say hi in one short sentence.", "--output-format", "json"],
+            env={"PATH": agents.path_env(), "HOME": str(home), **CLAUDE_QUIET, **env},
+            cwd=tmp,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=90,
+        )
+    finally:
+        sim.set_default_headers({})
     return done, list(sim.requests)[start:]
 
 
@@ -733,8 +737,12 @@ def test_claude_code_on_bedrock_is_metered(gw: Gateway, sim: Simulator, tmp_path
             True,
             "claude-code",
         )
-        expected = sim.expected_usage("anthropic", "messages", {**req.json(), "model": "m"}, req.headers)
+        expected = sim.expected_usage(
+            "anthropic", "messages", {**req.json(), "model": "m"}, {**KNOBS, **req.headers}
+        )
+        assert expected["cache_read_tokens"] and expected["cache_write_tokens"]
         _check(record, expected, "bedrock/regional/claude-haiku-4-5")
+    _same_totals_as_claude_code(json.loads(done.stdout), records)
 
 
 def test_claude_code_on_vertex_is_metered(gw: Gateway, sim: Simulator, tmp_path: Path) -> None:
@@ -764,8 +772,23 @@ def test_claude_code_on_vertex_is_metered(gw: Gateway, sim: Simulator, tmp_path:
         assert "/locations/us-east5/" in req.path
         assert req.headers["authorization"] == f"Bearer {sim_platforms.VERTEX_TOKEN}"
         assert (record["model"], record["stream"], record["source"]) == (HAIKU_VERTEX, True, "claude-code")
-        expected = sim.expected_usage("anthropic", "messages", {**req.json(), "model": "m"}, req.headers)
+        expected = sim.expected_usage(
+            "anthropic", "messages", {**req.json(), "model": "m"}, {**KNOBS, **req.headers}
+        )
+        assert expected["cache_read_tokens"] and expected["cache_write_tokens"]
         _check(record, expected, "vertex/regional/claude-haiku-4-5")
+    _same_totals_as_claude_code(json.loads(done.stdout), records)
+
+
+def _same_totals_as_claude_code(result: dict[str, Any], records: list[dict[str, Any]]) -> None:
+    """Claude Code's own usage totals (`--output-format json`) are the records' (its input is the uncached
+    part, ours all input)."""
+    usage = result["usage"]
+    read = sum(r["cache_read_tokens"] for r in records)
+    write = sum(r["cache_write_tokens"] for r in records)
+    assert usage["input_tokens"] == sum(r["input_tokens"] for r in records) - read - write
+    assert usage["output_tokens"] == sum(r["output_tokens"] for r in records)
+    assert (usage["cache_read_input_tokens"], usage["cache_creation_input_tokens"]) == (read, write)
 
 
 def _records_of(gw: Gateway, source: str, count: int, provider: str) -> list[dict[str, Any]]:
