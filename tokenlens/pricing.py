@@ -46,14 +46,14 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from types import SimpleNamespace
-from typing import Any
-
-from genai_prices import data_snapshot
-from genai_prices import types as gp
+from typing import TYPE_CHECKING, Any
 
 from tokenlens.config import PriceOverride, PriceRates, Settings, replace_section
 from tokenlens.platforms import PRICE_PROVIDER
 from tokenlens.usage import Usage
+
+if TYPE_CHECKING:  # genai-prices (with pydantic, ~11 MiB) is imported by the first price, not at start
+    from genai_prices import types as gp
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,11 @@ _generation = 0
 
 def current_snapshot() -> Any:
     """The genai-prices `DataSnapshot` prices come from (a fetched file once `set_snapshot` was called)."""
-    return _snapshot if _snapshot is not None else data_snapshot._bundled_snapshot()
+    if _snapshot is not None:
+        return _snapshot
+    from genai_prices import data_snapshot
+
+    return data_snapshot._bundled_snapshot()
 
 
 def set_snapshot(snapshot: Any) -> None:
@@ -152,6 +156,8 @@ def _clean(model: str) -> str:
 
 def _lists_name(logic: Any, name: str) -> bool:
     """Whether a genai-prices match logic names `name` exactly (an ``equals`` clause), not by a pattern."""
+    from genai_prices import types as gp
+
     if isinstance(logic, gp.ClauseEquals):
         return logic.equals.lower() == name
     for attr in ("or_", "and_"):
@@ -192,6 +198,8 @@ def _find(snapshot: Any, name: str, provider_id: str) -> tuple[gp.Provider, gp.M
 
 
 def _has_only_date_constraints(model: gp.ModelInfo) -> bool:
+    from genai_prices import types as gp
+
     constraints: list[Any] = []
     if isinstance(model.prices, list):
         constraints += [c.constraint for c in model.prices]
@@ -341,6 +349,7 @@ def _genai_usage(usage: Usage, *, with_details: bool = True) -> SimpleNamespace:
 
 
 def _calc(compiled: _Compiled, usage: SimpleNamespace) -> dict[str, Decimal]:
+    from genai_prices import types as gp
     from genai_prices.decompose import compute_leaf_values
 
     counts = compute_leaf_values(set(compiled.units), usage, compiled.units)
@@ -412,6 +421,8 @@ def _override_compiled(ov: PriceOverride, tier: str | None) -> _Compiled:
     above the tier's size), then the service tier's on top (at every context size); unspecified ones default
     as `_with_defaults` says.
     """
+    from genai_prices import types as gp
+
     explicit = rates_of(ov)
     service_rates = ov.service_tiers.get(tier) if tier is not None else None
     service = rates_of(service_rates) if service_rates is not None else {}

@@ -21,7 +21,6 @@ import regex as timed_re
 
 from tokenlens.config import CustomRule, Guardrails
 from tokenlens.guardrails.extract import TextSlot, request_slots, response_slots
-from tokenlens.guardrails.injection import THRESHOLD, score_injection
 from tokenlens.guardrails.patterns import check_pattern
 from tokenlens.guardrails.pii import Match, find_pii, resolve_overlaps
 
@@ -225,6 +224,8 @@ def scan_body(g: Guardrails, api: str, body: dict[str, Any], where: Where) -> Ve
     slots = request_slots(api, body) if where == "request" else response_slots(api, body)
     to_redact: list[tuple[TextSlot, list[Match]]] = []
     injection_on = where == "request" and g.injection_detection.enabled
+    if injection_on:  # the detector (numpy and its model, ~17 MiB) is loaded by the first call that needs it
+        from tokenlens.guardrails.injection import THRESHOLD, score_injection
     for slot in slots:
         text = slot.text
         if not text:
