@@ -15,8 +15,6 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-import numpy as np
-
 from tokenlens.money import format_usd
 from tokenlens.store import Store
 from tokenlens.store.queries import PricerLike, day_start
@@ -200,6 +198,8 @@ def weighted_trend(values: Sequence[float]) -> tuple[float, float, float]:
     x is the day index (0 = oldest); weight of day i is i + 1 (recent days count more); sigma is the
     weighted RMS of the residuals.
     """
+    import numpy as np  # here, not at import: the gateway imports this module for its cost watcher
+
     y = np.asarray(values, dtype=float)
     x = np.arange(len(y), dtype=float)
     w = x + 1.0
@@ -234,6 +234,8 @@ def trend_of(values: Sequence[float]) -> Trend:
     n = len(values)
     if n < 2:
         return Trend("stable", 0.0, 0.0, values[0] if values else 0.0, None)
+    import numpy as np
+
     y = np.asarray(values, dtype=float)
     x = np.arange(n, dtype=float)
     w = x + 1.0

@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-import numpy as np
-
 from tokenlens.exchange import Exchange
 from tokenlens.pricing import Pricer
 from tokenlens.prompt_parts import Part, request_parts
@@ -217,6 +215,8 @@ def _space_runs(text: str) -> list[tuple[int, int]]:
     an indentation). Vectorized for long ASCII texts: the regex engine stops at every single space."""
     if len(text) < 4096 or not text.isascii():  # below that, numpy's fixed cost is more than the regex's
         return [m.span() for m in _SPACES.finditer(text)]
+    import numpy as np  # here, not at import: a process that never sees such a text does not load numpy
+
     codes = np.frombuffer(text.encode("ascii"), dtype=np.uint8)
     space = codes == 32
     before = codes[:-2]
