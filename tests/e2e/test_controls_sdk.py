@@ -166,6 +166,13 @@ def real_cost(gw: Gateway, provider: str, source: str, model: str | None = None)
     return expected_cost(model, usage)
 
 
+def worst_case_cost(provider: str, source: str, max_tokens: int = 12) -> float:
+    """The reservation of one `request_json` chat call: its input bound (the prompt's UTF-8 bytes + 1, with 4
+    tokens for the message and 3 for the reply) plus `max_tokens`, at the published prices."""
+    input_bound = 4 + len(prompt(source).encode()) + 1 + 3
+    return expected_cost(MODELS[provider], {"input_tokens": input_bound, "output_tokens": max_tokens})
+
+
 def spent_today(gw: Gateway) -> float:
     """Today's recorded spend, summed from the stored calls (not from the ledger)."""
     start = datetime.combine(datetime.now(UTC).date(), datetime.min.time(), UTC).timestamp()
@@ -333,7 +340,7 @@ def test_fifty_concurrent_calls_against_a_cap_that_fits_five(gw: Gateway, source
     put(gw, "/api/settings/budget", {"daily_usd": 1000.0})
     baseline = budget_status(gw)[("global", "day")]["spent_usd"]
     assert baseline == pytest.approx(spent_today(gw), rel=1e-9, abs=1e-12)
-    room = 5.5 * cost
+    room = 5.5 * worst_case_cost("openai", source)  # all fifty reserve at once: five reservations fit
     put(gw, "/api/settings/budget", {"daily_usd": baseline + room})
     barrier = threading.Barrier(50)
     statuses: list[int] = []
