@@ -29,7 +29,7 @@ import numpy as np
 from tokenlens.guardrails import injection_model as im
 
 THRESHOLD = 0.5
-RULE_WINDOWS = 1  # windows of a long text the rules run on (the best by the n-gram score)
+RULE_WINDOWS = 2  # windows of a long text the rules run on (the best by the n-gram score)
 RULE_MARGIN = 240  # bytes either side of such a window the rules also see (a phrase cut by the window edge)
 
 
@@ -289,6 +289,18 @@ FAMILY_RULES: dict[str, re.Pattern[bytes]] = {
         r"summari[sz]er)s?\s*[,:]\s*(?:since|when|upon|to|please|if|after|before|now|do|don'?t|ignore|forget|"
         r"disregard|stop|send|forward|reveal|tell|say|mark|delete|run|include|book|approve|accept|transfer|export|"
         r"push|describe|your|you|from\s+now|treat|escalate|the\s+user|upon)\b"
+    ),
+    "addressed_field": _rx(
+        # a field, key or tag of structured data addressed to the model ("ai_note":, message_for_llm=, [note to agent])
+        r"\b(?:ai|llm|agent|assistant|model|bot|gpt|chatbot|summari[sz]er)[_\- ]?(?:instructions?|directives?|notes?|"
+        r"messages?|commands?|tasks?|prompts?|hints?|orders?)\b\W{0,3}[:=]"
+        r"|\b(?:instructions?|notes?|messages?|directives?|msg|hints?|commands?)[_\- ](?:for|to)[_\- ](?:the[_\- ])?"
+        r"(?:ai|llms?|agents?|assistants?|models?|bots?|summari[sz]ers?|language[_\- ]models?|automated[_\- ]readers?)\b"
+    ),
+    "concealed": _rx(
+        # text hidden from the human reader of a page or a document
+        r"\b(?:hidden|invisible|white(?:-on-white)?|tiny|zero-size)\s+(?:text|instructions?|notes?|comments?|prompt)\b"
+        r"|display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\s*0|<span\s+hidden|\bhidden\s+in\s+the\s+\w+\s*:"
     ),
     "exfiltration": _rx(
         r"\b(?:send|forward|post|upload|email|transfer|wire|export|push|exfiltrat\w*|include|append)\b[^\n]{0,80}?"

@@ -272,7 +272,7 @@ def _leet(data: bytes) -> bytes:
 # "ignore all of the earlier instructions" and "set aside whatever you were told before" share `disown ...
 # prior`. Which combinations matter, and how much, is learnt.
 CONCEPTS: dict[str, str] = {
-    "disown": "ignore ignoring ignora ignorez ignoriere ignorar negeer zignoruj disregard forget forgot "
+    "disown": "strunta annullate annulla anuladas annulees desconsidera quen unutma negeer ignore ignoring ignora ignorez ignoriere ignorar negeer zignoruj disregard forget forgot "
     "oublie olvida vergiss vergeet dimentica esqueca overlook neglect discard scrap abandon dismiss cancel "
     "void revoke rescind erase wipe delete reset override overrule supersede bypass skip disobey unlearn "
     "obsolete outdated invalid null nevermind aside missachte descarta deleted revoked cancelled zapomnij zapomen "
@@ -280,7 +280,7 @@ CONCEPTS: dict[str, str] = {
     "prior": "previous prior earlier above before preceding precedent initial original beginning start "
     "top anterior vorherigen bisherigen precedenti vorige earlier setup poprzednie predchozi korabbi "
     "anterioare aiemmat sebelumnya truoc awali tidligere onceki eddigi",
-    "rules": "instructions instruction rules rule guidelines directions directives orders prompt prompts "
+    "rules": "polecenia yonergeleri linee huong opgedragen consignas instructions instruction rules rule guidelines directions directives orders prompt prompts "
     "programming configuration guidance constraints restrictions policy policies commands consignes "
     "regles reglas anweisungen regeln istruzioni regole instrucoes instrucciones instructies regels "
     "richtlijnen directrices told guardrails limits filters instrukcje pokyny utasitasokat instructiunile "
@@ -290,19 +290,19 @@ CONCEPTS: dict[str, str] = {
     "new": "new updated update revised real actual true change changed henceforth forward onward "
     "immediately nueva nuevo neue nouvelle nuovo nova nieuwe hereby",
     "goal": "objective goal task mission purpose directive job priority aim",
-    "free": "unrestricted unfiltered uncensored unbound unaligned jailbroken jailbreak limitless nolimits "
+    "free": "beperkingen begransningar unrestricted unfiltered uncensored unbound unaligned jailbroken jailbreak limitless nolimits "
     "without free freed liberated unlimited anything censorship ethics moral sans sin ohne senza sem zonder "
     "filter filters bez nelkul fara ilman tanpa bila uten siz ograniczen omezeni korlatozas limite "
     "rajoituksia batasan vikwazo begrensninger sinirsiz",
     "persona": "dan stan persona character roleplay role pretend act imagine become simulate mode identity "
     "evil rogue twin version personality",
-    "reveal": "reveal print repeat output show display dump leak recite expose share copy paste verbatim "
+    "reveal": "dime diga podaj skriv paylas scrivi escribe escreva revel rivela nguyen reveal print repeat output show display dump leak recite expose share copy paste verbatim "
     "quote spell reproduce export tell translate encode muestrame zeig mostre rivelami affiche recopie "
     "repite ripeti zitiere pokaz wypisz vypis mutasd arata nayta tampilkan onyesha goster",
-    "secret": "secret hidden confidential internal password passphrase key token credentials system "
+    "secret": "palavra haslo sifre dolda segreta nascosto secret hidden confidential internal password passphrase key token credentials system "
     "preamble context initialization systemprompt ukryte skryte rejtett ascunse piilotettu tersembunyi "
     "siri skjulte gizli",
-    "authority": "developer developers admin administrator engineer engineers staff operator creator "
+    "authority": "desarrollador ontwikkelaars utvecklarna tworcy entwickler sviluppatore developer developers admin administrator engineer engineers staff operator creator "
     "creators owner authorised authorized authorization official verified sanctioned audit debug tworcow "
     "vyvojaru fejlesztok dezvoltatori kehittajien pengembang watengenezaji utviklerne gelistiriciler "
     "maintenance root vendor management headquarters",
@@ -313,9 +313,9 @@ CONCEPTS: dict[str, str] = {
     "attacks attacker jailbreaks injection example examples paper research report logs log flagged "
     "classifier dataset label security taxonomy incident regex owasp risk analyse analyze describe "
     "summarise summarize documented literature researchers guardrail moderation",
-    "obey": "obey comply follow execute answer respond proceed confirm obedece",
-    "all": "all every everything any whatever entire toutes todas alle tutte",
-    "negate": "not dont never no nothing none cannot",
+    "obey": "wykonujesz rispondi antwoord svara cevap obey comply follow execute answer respond proceed confirm obedece",
+    "all": "wszystkie alles todo todos tutto qualunque hepsi allt all every everything any whatever entire toutes todas alle tutte",
+    "negate": "nunca nie niet non nao nicht not dont never no nothing none cannot",
     "decode": "decode base64 rot13 hex encoded reverse unscramble decoded",
     "ai": "ai assistant assistants model models llm chatbot bot agent agents gpt chatgpt ia ki summariser",
     "user": "user users customer customers",
