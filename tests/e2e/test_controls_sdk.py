@@ -271,7 +271,9 @@ def test_per_model_daily_call_cap(gw: Gateway, source: str, provider: str, model
 @pytest.mark.parametrize("period", ["daily_usd", "monthly_usd"])
 def test_per_source_usd_caps(gw: Gateway, source: str, period: str) -> None:
     cost = real_cost(gw, "openai", source)
-    put(gw, "/api/config/quotas", {"source_limits": [{"source": source, period: 1.5 * cost}]})
+    # the first call's reservation fits, a second one does not
+    cap = worst_case_cost("openai", source) + 0.5 * cost
+    put(gw, "/api/config/quotas", {"source_limits": [{"source": source, period: cap}]})
     sdk_call(gw, "openai", source)
     gw.wait_calls(source, 1)
     with pytest.raises(openai.RateLimitError) as raised:
