@@ -17,6 +17,7 @@ every model. Nothing here loads a vocabulary (or imports tiktoken) until a preci
 from __future__ import annotations
 
 import base64
+import ctypes
 import gzip
 import hashlib
 import json
@@ -98,12 +99,22 @@ def _build(name: str) -> tiktoken.Encoding:
     import tiktoken  # on first use only: the proxy's request path never counts precisely
 
     spec = _SPECS[name]
-    return tiktoken.Encoding(
-        name,
-        pat_str=spec["pat_str"],
-        mergeable_ranks=_read_ranks(name),
-        special_tokens=dict(spec["special_tokens"]),
+    ranks = _read_ranks(name)
+    encoding = tiktoken.Encoding(
+        name, pat_str=spec["pat_str"], mergeable_ranks=ranks, special_tokens=dict(spec["special_tokens"])
     )
+    # The encoder keeps `ranks` only to be pickled (tiktoken 0.14 `Encoding.__getstate__`); its Rust core has
+    # its own copy. Emptied, the dict's 200,000 Python objects (~30 MiB for o200k) are freed.
+    ranks.clear()
+    return encoding
+
+
+def _return_freed_memory() -> None:
+    """Give the heap pages freed while a vocabulary was read back to the system (glibc; elsewhere nothing)."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (AttributeError, OSError):
+        pass
 
 
 def get_encoding(name: str = O200K) -> tiktoken.Encoding | None:
@@ -121,11 +132,12 @@ def get_encoding(name: str = O200K) -> tiktoken.Encoding | None:
             except Exception as exc:  # never let counting break a call
                 log.warning("tokenizer %s unavailable, estimating bytes/4: %s", name, exc)
                 _encodings[name] = None
+            _return_freed_memory()
         return _encodings[name]
 
 
 def warm_up() -> bool:
-    """Build both encoders now (about a second, ~100 MiB); True when both are available."""
+    """Build both encoders now (about a second; o200k ~45 MiB, cl100k ~20 MiB); True when both are available."""
     return all(get_encoding(n) is not None for n in (O200K, CL100K))
 
 

@@ -375,3 +375,10 @@ def test_pathological_runs_do_not_crash() -> None:
     assert count_tokens(" " * 1_000_000) > 0
     assert count_tokens("\n" * 300_000 + "x") > 0
     assert count_tokens("a" * 300_000) > 0
+
+
+def test_the_encoder_keeps_no_python_copy_of_its_vocabulary() -> None:
+    """tiktoken's Rust core holds the ranks; the Python dict it was built from (~30 MiB for o200k) is emptied."""
+    encoding = tokens.get_encoding("o200k_base")
+    assert encoding is not None and encoding._mergeable_ranks == {}
+    assert encoding.n_vocab == 200019 and len(encoding.encode_ordinary("hello world")) == 2
