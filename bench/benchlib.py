@@ -369,7 +369,7 @@ def start_tokenlens(
         cpus=cpus,
     )
     wait_http(f"http://127.0.0.1:{port}/healthz", proc, timeout=ready_s)
-    wait_idle(proc.pid)  # the tokenizer vocabularies load in the background after /healthz answers
+    wait_idle(proc.pid)  # start-up work that goes on after /healthz answers
     return proc, port
 
 
