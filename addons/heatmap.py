@@ -1,6 +1,6 @@
 """6. Token heatmap: system / tools / context / history / query split of the input.
 
-The request hook only queues the analysis (`exchange.deferred`); in the writer thread it estimates the
+The request hook only names the analysis (`exchange.analyses`); where the record is built it estimates the
 sections locally, scales them to the provider-reported input total (`details["heatmap"]`), scores the call's
 complexity (`complexity`) and fingerprints its stable prefix for the prompt-caching report.
 """
@@ -10,9 +10,9 @@ from __future__ import annotations
 from mitmproxy import http
 
 from tokenlens.addons._flowstate import pending_call
+from tokenlens.analyses import HEATMAP
 from tokenlens.app import AppDeps
 from tokenlens.exchange import GENERATION_KINDS
-from tokenlens.heatmap import record_heatmap
 
 
 class TokenHeatmap:
@@ -25,4 +25,4 @@ class TokenHeatmap:
         exchange = pending_call(flow)
         if exchange is None or exchange.request_json is None or exchange.kind not in GENERATION_KINDS:
             return
-        exchange.deferred.append(record_heatmap)
+        exchange.analyses.append(HEATMAP)

@@ -1,9 +1,9 @@
 """Agent workflows: conversation and session turns, and the providers' rate-limit headers (SPEC 5 and 9).
 
 Runs right after the ingress so that every provider call, blocked or not, gets its conversation and turn.
-The hooks only queue deferred analyses (run in the writer thread): the request hook the conversation
-inference (`tokenlens.sessions`), the response hook the rate-limit headers of the answer with a salted hash
-of the credential the request carried (`tokenlens.ratelimits`). The key itself is never kept.
+The hooks only queue work for later: the request hook names the conversation inference (`tokenlens.sessions`,
+a record analysis), the response hook defers the rate-limit headers of the answer with a salted hash of the
+credential the request carried (`tokenlens.ratelimits`, the gateway's live book). The key itself is never kept.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import functools
 from mitmproxy import http
 
 from tokenlens.addons._flowstate import exchange_of, pending_call
+from tokenlens.analyses import CONVERSATION
 from tokenlens.app import AppDeps
 from tokenlens.ratelimits import (
     credential_hash,
@@ -21,7 +22,6 @@ from tokenlens.ratelimits import (
     load_salt,
     rate_limit_header_fields,
 )
-from tokenlens.sessions import ConversationIndex
 
 
 class AgentWorkflows:
@@ -29,7 +29,6 @@ class AgentWorkflows:
 
     def __init__(self, deps: AppDeps) -> None:
         self.deps = deps
-        self.conversations = ConversationIndex()
         self.book = deps.rate_limits
         self.salt = load_salt(deps.home)
 
@@ -37,7 +36,7 @@ class AgentWorkflows:
         exchange = pending_call(flow)
         if exchange is None:
             return
-        exchange.deferred.append(self.conversations.record)
+        exchange.analyses.append(CONVERSATION)
 
     def response(self, flow: http.HTTPFlow) -> None:
         exchange = exchange_of(flow)

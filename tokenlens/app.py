@@ -6,7 +6,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tokenlens import __version__
 from tokenlens.config import SettingsHolder
@@ -18,8 +18,22 @@ if TYPE_CHECKING:
     from tokenlens.latency import LatencyTracker
     from tokenlens.metrics import Metrics
     from tokenlens.ratelimits import RateLimitBook
-    from tokenlens.store import RecordWriter, Store
+    from tokenlens.store import Store
     from tokenlens.webhooks import WebhookDispatcher
+
+
+class CallSink(Protocol):
+    """Where the recorder hands finished calls (`tokenlens.store.RecordWriter` inline, or the spool thread of
+    `tokenlens.store.spool` beside an analysis process): `submit` never blocks."""
+
+    def submit(self, item: Any) -> None: ...
+
+    @property
+    def pending(self) -> int: ...
+
+    def flush(self, timeout: float = 5) -> bool: ...
+
+    def stop(self, timeout: float = 10) -> bool: ...
 
 
 class PassthroughCounts:
@@ -44,7 +58,7 @@ class AppDeps:
 
     settings: SettingsHolder
     store: Store
-    writer: RecordWriter[Any]
+    writer: CallSink
     bus: EventBus
     home: Path
     config_path: Path

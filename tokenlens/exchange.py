@@ -61,6 +61,8 @@ class Exchange:
     # Analysis that only annotates the record runs in the writer thread, off the proxy path: each callable gets
     # the exchange and the record built so far, and may fill record fields and record.details.
     deferred: list[Callable[[Exchange, CallRecord], None]] = field(default_factory=list)
+    # The record analyses the call gets (`tokenlens.analyses`, by name): run where the record is stored.
+    analyses: list[str] = field(default_factory=list)
     # the answer
     status: int | None = None
     response_headers: dict[str, str] = field(default_factory=dict)

@@ -9,6 +9,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from tokenlens.analyses import AnalysisContext, run_analyses
 from tokenlens.config import SettingsHolder
 from tokenlens.encoding import decode_body
 from tokenlens.exchange import METERED_KINDS, Exchange
@@ -190,11 +191,15 @@ def _response_body(ex: Exchange) -> bytes | None:
 
 
 class RecordBuilder:
-    """`build_record` with the pricer of the current settings' overrides (`tokenlens.pricing.pricer_for`)."""
+    """`build_record` with the pricer of the current settings' overrides (`tokenlens.pricing.pricer_for`);
+    with `analyses`, the call's record analyses too (inline: no analysis process)."""
 
-    def __init__(self, settings: SettingsHolder, home: Path | None = None) -> None:
+    def __init__(
+        self, settings: SettingsHolder, home: Path | None = None, analyses: AnalysisContext | None = None
+    ) -> None:
         self.settings = settings
         self.home = home  # where `tokenlens prices update` keeps newer price data (checked once a second)
+        self.analyses = analyses
 
     def pricer(self) -> Pricer:
         refresh(self.home)
@@ -202,4 +207,8 @@ class RecordBuilder:
 
     def __call__(self, exchange: Exchange) -> CallRecord:
         pricer = self.pricer()
-        return build_record(exchange, pricer, store_bodies=self.settings.get().storage.store_bodies)
+        record = build_record(exchange, pricer, store_bodies=self.settings.get().storage.store_bodies)
+        if self.analyses is not None and exchange.analyses:
+            run_analyses(self.analyses, exchange.analyses, exchange, record)
+            record = bound_record(record)
+        return record

@@ -4,12 +4,21 @@
 the writer thread calls with each committed batch) in one ordered list. `Runtime.start` starts the background
 services; `Runtime.close` stops everything in reverse order and flushes every queued record. The daemon, the
 tests and the benchmarks all build a gateway's parts through it, so what runs is what is read here.
+
+Two ways to store calls: inline (the writer thread builds each record with its analyses and inserts it: tests
+and tools), or, for the daemon (`analysis_process=True`), a spool thread that only meters each call and appends
+it to the spool, and an analysis process (`tokenlens.analysis`) that analyses and stores it, so the proxy's
+interpreter never runs the per-call analysis, the inserts or the rollups.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import signal
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +27,9 @@ from typing import Any
 
 from tokenlens import price_data
 from tokenlens.alerts import CostWatcher
-from tokenlens.app import AppDeps, PassthroughCounts
+from tokenlens.analyses import AnalysisContext
+from tokenlens.analysis import spool_lock
+from tokenlens.app import AppDeps, CallSink, PassthroughCounts
 from tokenlens.bus import EventBus, RecordFanout
 from tokenlens.config import Settings, SettingsHolder
 from tokenlens.config_sync import ConfigSync
@@ -29,10 +40,64 @@ from tokenlens.metrics import Metrics
 from tokenlens.ratelimits import RateLimitBook
 from tokenlens.records import CallRecord
 from tokenlens.shared_ledger import SharedLedger
-from tokenlens.store import RecordWriter, open_store
+from tokenlens.store import RecordWriter, Store, open_store
+from tokenlens.store.spool import SpoolWriter, backlog, spool_dir
 from tokenlens.webhooks import WebhookDispatcher
 
 log = logging.getLogger(__name__)
+
+
+class AnalysisProcess:
+    """The analysis process of one gateway process (`python -m tokenlens.analysis`), started again if it ends
+    before it is asked to stop (what it had not stored is still in the spool)."""
+
+    def __init__(self, home: Path, config_file: Path, worker: str | None) -> None:
+        self.command = [sys.executable, "-m", "tokenlens.analysis", "--data-dir", str(home)]
+        self.command += ["--config", str(config_file)] + (["--worker", worker] if worker else [])
+        self.process: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        with self._lock:
+            self.process = subprocess.Popen(self.command)
+        threading.Thread(target=self._watch, name="tokenlens-analysis-watch", daemon=True).start()
+
+    def _watch(self) -> None:
+        while not self._stopping.is_set():
+            with self._lock:
+                process = self.process
+            if process is None:
+                return
+            code = process.wait()
+            if self._stopping.wait(1.0):
+                return
+            log.error("the analysis process ended (code %s); starting it again", code)
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                self.restarts += 1
+                self.process = subprocess.Popen(self.command)
+
+    def stop(self, timeout: float = 60.0) -> bool:
+        """Ask it to store what is left and end; True when it did within `timeout`."""
+        with self._lock:
+            self._stopping.set()
+            process = self.process
+        if process is None:
+            return True
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        try:
+            return process.wait(timeout) == 0
+        except subprocess.TimeoutExpired:
+            log.error(
+                "the analysis process did not finish in %.0f s; the spool is read at the next start", timeout
+            )
+            process.kill()
+            process.wait()
+            return False
 
 
 @dataclass
@@ -42,10 +107,14 @@ class Runtime:
     deps: AppDeps
     fanout: RecordFanout
     cost_watcher: CostWatcher
+    analysis: AnalysisProcess | None = None
     started: bool = False
 
     def start(self) -> Runtime:
-        """Start the background services: config sync (shared stores), webhooks, the cost watcher."""
+        """Start the background services: the analysis process, config sync (shared stores), webhooks, the
+        cost watcher."""
+        if self.analysis is not None:
+            self.analysis.start()
         if self.deps.config_sync is not None:
             self.deps.config_sync.start()
         self.deps.webhooks.start()
@@ -59,6 +128,8 @@ class Runtime:
         if deps.config_sync is not None and self.started:
             deps.config_sync.stop()
         written = deps.writer.stop()
+        if self.analysis is not None:
+            written = self.analysis.stop() and written
         deps.ledger.close()  # a shared ledger gives its unused leases back
         if self.started:
             self.cost_watcher.stop()
@@ -79,11 +150,15 @@ def build_runtime(
     prepare: Callable[[Any], CallRecord] | None = None,
     rng: random.Random | None = None,
     readonly: bool = False,
+    analysis_process: bool = False,
+    worker: str | None = None,
 ) -> Runtime:
     """Every service of one gateway process, in order. `shared`: other gateways use the same store (a
     PostgreSQL store always is). `prepare` turns what the proxy submits into a record (default: the record
     builder, which prices and analyses each call); `clock` is the budgets' clock; `readonly`: the store is
-    opened read-only (SQLite's `mode=ro`) and nothing is journalled."""
+    opened read-only (SQLite's `mode=ro`) and nothing is journalled; `analysis_process`: calls go through the
+    spool to an analysis process (the daemon), else they are analysed and stored by the writer thread;
+    `worker`: this process's index among `daemon --workers N` (each has a spool of its own)."""
     holder = SettingsHolder(settings)
     price_data.load(home)  # prices `tokenlens prices update` kept, else the bundled ones
     store = open_store(settings.storage.url, home, readonly=readonly)
@@ -93,21 +168,33 @@ def build_runtime(
         config_sync.poll()  # sections changed through any gateway's API win over this file's
     bus = EventBus()
     fanout = RecordFanout(bus)
-    # The spill journal lives in the data directory (beside a SQLite file); a read-only store keeps none.
-    journal: dict[str, Any] = {"journal": None} if readonly else {"home": home}
-    writer: RecordWriter[Any] = RecordWriter(  # replays its journal before anything reads the store
-        store,
-        prepare or RecordBuilder(holder, home),
-        fanout,
-        store_bodies=lambda: holder.get().storage.store_bodies,
-        **journal,
-    )
+    spool = spool_dir(home, worker)
+    writer: CallSink
+    if analysis_process:
+        # What a writer left in its spill journal (the store refused it for long) is stored before anything
+        # reads the store (the ledger); a writer replays it when it starts.
+        RecordWriter(store, lambda record: record, home=home).stop()
+        writer = SpoolWriter(spool, RecordBuilder(holder, home), fanout)  # meters only; analysed elsewhere
+    else:
+        # The spill journal lives in the data directory (beside a SQLite file); a read-only store keeps none.
+        journal: dict[str, Any] = {"journal": None} if readonly else {"home": home}
+        writer = RecordWriter(  # replays its journal before anything reads the store
+            store,
+            prepare or RecordBuilder(holder, home, AnalysisContext(holder)),
+            fanout,
+            store_bodies=lambda: holder.get().storage.store_bodies,
+            **journal,
+        )
     ledger = (
         SharedLedger(holder, store, clock, publish=bus.publish)
         if shared
         else Ledger(holder, clock, publish=bus.publish)
     )
     ledger.load(store)  # spend rebuilt from the store before anything is served
+    if analysis_process:
+        ledger.settle(
+            spooled_not_stored(spool, store)
+        )  # and from calls the last run spooled but did not store
     rate_limits = RateLimitBook(bus.publish)
     latency = LatencyTracker()
     passthrough = PassthroughCounts()
@@ -135,4 +222,19 @@ def build_runtime(
         web_port=web_port,
         rng=rng or random.Random(),
     )
-    return Runtime(deps, fanout, cost_watcher)
+    analysis = AnalysisProcess(home, deps.config_path, worker) if analysis_process else None
+    return Runtime(deps, fanout, cost_watcher, analysis)
+
+
+def spooled_not_stored(directory: Path, store: Store) -> list[CallRecord]:
+    """The metered records of the calls in the spool that the store does not hold yet (at start, once no
+    analysis process reads the spool: an earlier one still finishing is waited for)."""
+    with spool_lock(directory) as free:
+        if not free:
+            log.error(
+                "an analysis process still reads %s; its calls may be counted late in budgets", directory
+            )
+            return []
+        records = [call.record for call in backlog(directory)]
+    stored = store.existing_ids(record.id for record in records)
+    return [record for record in records if record.id not in stored]

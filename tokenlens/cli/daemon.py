@@ -128,7 +128,13 @@ def run_gateway(settings: Settings, home: Path, config_file: Path, *, worker: st
     ensure_ca(home)
     listener = _loopback_listener()
     runtime = build_runtime(
-        settings, home, config_file, shared=worker is not None, web_port=listener.getsockname()[1]
+        settings,
+        home,
+        config_file,
+        shared=worker is not None,
+        web_port=listener.getsockname()[1],
+        analysis_process=True,
+        worker=worker,
     ).start()
     deps = runtime.deps
     if worker is not None:

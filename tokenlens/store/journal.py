@@ -27,20 +27,19 @@ log = logging.getLogger(__name__)
 _FIELDS = {f.name for f in dataclasses.fields(CallRecord)}
 
 
-def record_to_line(record: CallRecord) -> str:
-    """One JSON line holding every field of the record (bodies base64)."""
+def record_to_dict(record: CallRecord) -> dict[str, Any]:
+    """Every field of the record, JSON-able (bodies base64)."""
     out: dict[str, Any] = {}
     for name in _FIELDS:
         value = getattr(record, name)
         if name in CallRecord.BODY_FIELDS and value is not None:
             value = base64.b64encode(value).decode("ascii")
         out[name] = value
-    return json.dumps(out, ensure_ascii=False, separators=(",", ":"), default=str) + "\n"
+    return out
 
 
-def record_from_line(line: str) -> CallRecord:
-    """The record of a journal line (ValueError/TypeError/KeyError when the line is not one)."""
-    data = json.loads(line)
+def record_from_dict(data: object) -> CallRecord:
+    """The record of `record_to_dict`'s output (ValueError/TypeError/KeyError when it is not one)."""
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")
     fields = {k: v for k, v in data.items() if k in _FIELDS}
@@ -48,6 +47,16 @@ def record_from_line(line: str) -> CallRecord:
         if fields.get(name) is not None:
             fields[name] = base64.b64decode(fields[name])
     return CallRecord(**fields)
+
+
+def record_to_line(record: CallRecord) -> str:
+    """One JSON line holding every field of the record (bodies base64)."""
+    return json.dumps(record_to_dict(record), ensure_ascii=False, separators=(",", ":"), default=str) + "\n"
+
+
+def record_from_line(line: str) -> CallRecord:
+    """The record of a journal line (ValueError/TypeError/KeyError when the line is not one)."""
+    return record_from_dict(json.loads(line))
 
 
 class Journal:

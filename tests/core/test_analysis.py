@@ -1,0 +1,186 @@
+"""The analysis process's worker: it stores what the gateway spooled, with the record analyses, once each, and
+only then moves its cursor; a crash between the two stores nothing twice (rows and rollups)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tokenlens.analysis import AnalysisWorker, spool_lock
+from tokenlens.config import SettingsHolder, parse_settings
+from tokenlens.exchange import Exchange
+from tokenlens.metering import RecordBuilder
+from tokenlens.runtime import build_runtime, spooled_not_stored
+from tokenlens.store import open_store
+from tokenlens.store.spool import CURSOR, SpoolWriter, read_cursor, segments, spool_dir
+
+REQUEST = {
+    "model": "gpt-4o-mini",
+    "messages": [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Please, could you kindly    summarise     this?   Thank you so much!"},
+    ],
+}
+ANSWER = {
+    "id": "c",
+    "object": "chat.completion",
+    "model": "gpt-4o-mini-2024-07-18",
+    "choices": [],
+    "usage": {"prompt_tokens": 40, "completion_tokens": 10, "total_tokens": 50},
+}
+# gpt-4o-mini's published rates: $0.15 per million input tokens, $0.60 per million output tokens
+COST = 40 * 0.15 / 1e6 + 10 * 0.60 / 1e6
+
+
+def exchange(call_id: str, source: str = "tests") -> Exchange:
+    return Exchange(
+        id=call_id,
+        started=time.time(),
+        provider="openai",
+        api="openai",
+        endpoint="/v1/chat/completions",
+        kind="chat",
+        mode="base_url",
+        source=source,
+        request_json=REQUEST,
+        request_body=json.dumps(REQUEST).encode(),
+        requested_model="gpt-4o-mini",
+        model="gpt-4o-mini",
+        status=200,
+        ended=time.time(),
+        response_body=json.dumps(ANSWER).encode(),
+        response_headers={"content-type": "application/json"},
+        analyses=["conversation", "waste", "heatmap"],
+    )
+
+
+def spool(home: Path, count: int, settings: SettingsHolder, start: int = 0) -> None:
+    writer = SpoolWriter(spool_dir(home), RecordBuilder(settings))
+    for n in range(start, start + count):
+        writer.submit(exchange(f"call-{n}"))
+    assert writer.stop()
+
+
+@pytest.fixture
+def settings() -> SettingsHolder:
+    return SettingsHolder(parse_settings({"timezone": "UTC"}))
+
+
+def test_spooled_calls_are_stored_analysed_and_the_spool_emptied(
+    tmp_path: Path, settings: SettingsHolder
+) -> None:
+    spool(tmp_path, 3, settings)
+    store = open_store(None, tmp_path)
+    worker = AnalysisWorker(settings, store, spool_dir(tmp_path))
+    try:
+        assert worker.drain() == 3
+        spool(tmp_path, 2, settings, start=3)  # a new segment (a restarted gateway): the old one is finished
+        assert worker.drain() == 2
+        calls = {c.id: c for c in store.list_calls(limit=10)[0]}
+        assert set(calls) == {f"call-{n}" for n in range(5)}
+        record = store.get_call("call-0")
+        assert record is not None and abs((record.cost_usd or 0) - COST) < 1e-12
+        assert record.waste_tokens is not None and record.waste_tokens > 0  # filler and whitespace found
+        assert "heatmap" in record.details and record.complexity is not None
+        assert record.conversation_id is not None and record.turn == 1  # the conversation analysis ran
+        assert len(segments(spool_dir(tmp_path))) == 1  # the finished segment is gone; the newest stays
+    finally:
+        worker.close()
+        store.close()
+
+
+def test_a_crash_before_the_cursor_is_saved_stores_nothing_twice(
+    tmp_path: Path, settings: SettingsHolder
+) -> None:
+    spool(tmp_path, 4, settings)
+    store = open_store(None, tmp_path)
+    first = AnalysisWorker(settings, store, spool_dir(tmp_path))
+    assert first.drain() == 4
+    first.close()
+    totals = store_totals(store)
+    (spool_dir(tmp_path) / CURSOR).unlink()  # as if it died right after the insert, before the cursor
+    again = AnalysisWorker(settings, store, spool_dir(tmp_path))
+    try:
+        assert again.drain() == 4  # read again...
+        assert store_totals(store) == totals  # ...and stored once: rows and rollups unchanged
+        assert read_cursor(spool_dir(tmp_path)).offset > 0
+    finally:
+        again.close()
+        store.close()
+
+
+def store_totals(store: object) -> tuple[int, float]:
+    from tokenlens.store.rollups import sums
+
+    with store.connection():  # type: ignore[attr-defined]
+        totals = sums(store.db, [0.0, time.time() + 3600])[0].get((), {})  # type: ignore[attr-defined]
+    return store.count_calls(), round(float(totals.get("cost_usd", 0.0)), 12)  # type: ignore[attr-defined]
+
+
+def test_without_stored_bodies_analyses_still_read_the_request(tmp_path: Path) -> None:
+    holder = SettingsHolder(parse_settings({"storage": {"store_bodies": False}}))
+    spool(tmp_path, 1, holder)
+    store = open_store(None, tmp_path)
+    worker = AnalysisWorker(holder, store, spool_dir(tmp_path))
+    try:
+        worker.drain()
+        record = store.get_call("call-0")
+        assert record is not None and record.waste_tokens is not None and "heatmap" in record.details
+        assert record.request_body is None
+    finally:
+        worker.close()
+        store.close()
+
+
+def test_at_start_the_ledger_counts_calls_spooled_but_not_stored(
+    tmp_path: Path, settings: SettingsHolder
+) -> None:
+    spool(tmp_path, 3, settings)
+    store = open_store(None, tmp_path)
+    worker = AnalysisWorker(settings, store, spool_dir(tmp_path), max_calls=1)
+    worker.step()  # one stored, two still in the spool (the gateway stopped before the rest)
+    worker.close()
+    pending = spooled_not_stored(spool_dir(tmp_path), store)
+    assert sorted(r.id for r in pending) == ["call-1", "call-2"]
+    store.close()
+    config = {"timezone": "UTC", "quotas": {"source_limits": [{"source": "tests", "daily_usd": 3 * COST}]}}
+    runtime = build_runtime(parse_settings(config), tmp_path, analysis_process=True)
+    try:
+        status = {(c["scope"], c["period"]): c for c in runtime.deps.ledger.status()["caps"]}
+        assert status[("source:tests", "day")]["spent_usd"] == pytest.approx(3 * COST, rel=1e-9)
+    finally:
+        runtime.close()
+
+
+def test_one_reader_of_a_spool_at_a_time(tmp_path: Path) -> None:
+    directory = spool_dir(tmp_path)
+    with spool_lock(directory) as first:
+        assert first
+        with spool_lock(directory, timeout=0.2) as second:
+            assert not second
+
+
+def test_the_process_stores_the_spool_and_ends_on_sigterm(tmp_path: Path, settings: SettingsHolder) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("timezone: UTC\n")
+    spool(tmp_path, 5, settings)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tokenlens.analysis", "--data-dir", str(tmp_path), "--config", str(config)],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    try:
+        deadline = time.monotonic() + 30
+        store = open_store(None, tmp_path)
+        while store.count_calls() < 5 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert store.count_calls() == 5
+        store.close()
+    finally:
+        process.terminate()
+        assert process.wait(30) == 0

@@ -1,0 +1,69 @@
+"""The record analyses: what annotates a call's record and nothing else needs (waste, heatmap and complexity,
+conversations). A stage names the ones a call gets (`Exchange.analyses`); they run where records are built for
+the store: in the analysis process (`tokenlens.analysis`), or in the writer thread when the gateway runs inline
+(tests, tools). Nothing on the request path or in the budgets waits for them.
+
+Each analysis reads the call (`Exchange`: its request, wire format, model) and writes its record.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from tokenlens.config import SettingsHolder
+from tokenlens.exchange import Exchange
+from tokenlens.heatmap import record_heatmap
+from tokenlens.pricing import pricer_for
+from tokenlens.records import CallRecord, describe_failure
+from tokenlens.sessions import ConversationIndex
+from tokenlens.waste import record_waste
+
+log = logging.getLogger(__name__)
+
+WASTE = "waste"
+HEATMAP = "heatmap"
+CONVERSATION = "conversation"
+
+
+@dataclass
+class AnalysisContext:
+    """What the analyses keep between calls: the settings (pricing overrides) and the conversation index."""
+
+    settings: SettingsHolder
+    conversations: ConversationIndex = field(default_factory=ConversationIndex)
+
+
+Analysis = Callable[[AnalysisContext, Exchange, CallRecord], None]
+
+
+def _waste(context: AnalysisContext, exchange: Exchange, record: CallRecord) -> None:
+    record_waste(pricer_for(context.settings.get().pricing), exchange, record)
+
+
+def _heatmap(context: AnalysisContext, exchange: Exchange, record: CallRecord) -> None:
+    record_heatmap(exchange, record)
+
+
+def _conversation(context: AnalysisContext, exchange: Exchange, record: CallRecord) -> None:
+    context.conversations.record(exchange, record)
+
+
+ANALYSES: dict[str, Analysis] = {WASTE: _waste, HEATMAP: _heatmap, CONVERSATION: _conversation}
+
+
+def run_analyses(
+    context: AnalysisContext, names: Sequence[str], exchange: Exchange, record: CallRecord
+) -> None:
+    """Run the named analyses on a call's record, in order; one that fails is logged (its type only: the
+    message may quote the body) and the others still run."""
+    for name in names:
+        analysis = ANALYSES.get(name)
+        if analysis is None:
+            log.error("unknown record analysis %r for call %s", name[:40], record.id)
+            continue
+        try:
+            analysis(context, exchange, record)
+        except Exception as exc:
+            log.error("record analysis %s failed for call %s: %s", name, record.id, describe_failure(exc))

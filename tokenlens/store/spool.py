@@ -1,0 +1,362 @@
+"""The call spool: how a gateway hands its calls to the analysis process, through files in the data directory.
+
+The gateway's spool thread (`SpoolWriter`, fed by a queue: the proxy path never waits) meters each call (usage
+and price: what budgets, metrics and the live feed need), appends one JSON line per call to the current
+segment and only then tells the record listeners. The analysis process (`tokenlens.analysis`) reads the
+segments in order, runs the record analyses, stores the records and keeps a cursor; it deletes a segment once
+it has stored every call in it. A line is written whole and flushed to the OS before the listeners hear of it,
+so a killed gateway loses nothing it reported; the analysis process stores each call once (by id) however often
+it reads a line again after a crash.
+
+Layout, in `<data dir>/spool/` (`spool-w<N>/` for each of `daemon --workers N`): `<ns>.jsonl` segments (a new
+one at each start and every `segment_bytes`), `cursor.json` (the analysis process's place) and `worker.lock`
+(held by the analysis process reading the directory). A line: `{"record": {...every CallRecord field, bodies
+base64...}, "call": {"api", "kind", "analyses", "request"}}`, where `request` is the raw request body (base64)
+when the record does not keep it (`storage.store_bodies: false`) but an analysis reads it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from tokenlens.exchange import Exchange
+from tokenlens.records import CallRecord, describe_failure
+from tokenlens.store.journal import record_from_dict, record_to_dict
+from tokenlens.store.writer import minimal_error_record
+
+log = logging.getLogger(__name__)
+
+CURSOR = "cursor.json"
+LOCK = "worker.lock"
+_STOP = object()
+
+
+def spool_dir(home: Path, worker: str | None = None) -> Path:
+    return home / ("spool" if not worker else f"spool-w{worker}")
+
+
+@dataclass
+class SpooledCall:
+    """One line of the spool: the metered record and what the record analyses need of the call."""
+
+    record: CallRecord
+    api: str
+    kind: str
+    analyses: list[str]
+    request: bytes | None  # the raw request body, when the record does not keep it
+
+    def to_line(self) -> bytes:
+        call = {
+            "api": self.api,
+            "kind": self.kind,
+            "analyses": self.analyses,
+            "request": None if self.request is None else base64.b64encode(self.request).decode("ascii"),
+        }
+        # ASCII with escapes: any string (a lone surrogate included) reads back exactly as it was.
+        line = json.dumps(
+            {"record": record_to_dict(self.record), "call": call}, separators=(",", ":"), default=str
+        )
+        return line.encode("ascii") + b"\n"
+
+    @classmethod
+    def from_line(cls, line: bytes) -> SpooledCall:
+        """Raises ValueError/TypeError/KeyError for a line that is not one."""
+        data = json.loads(line)
+        call = data["call"]
+        request = call.get("request")
+        return cls(
+            record=record_from_dict(data["record"]),
+            api=str(call["api"]),
+            kind=str(call["kind"]),
+            analyses=[str(name) for name in call.get("analyses") or []],
+            request=base64.b64decode(request) if isinstance(request, str) else None,
+        )
+
+    @property
+    def request_body(self) -> bytes:
+        return self.record.request_body if self.record.request_body is not None else self.request or b""
+
+
+def spooled(exchange: Exchange, record: CallRecord) -> SpooledCall:
+    """What the spool keeps of a metered call (the request body again only when the record drops it)."""
+    needs_body = bool(exchange.analyses) and record.request_body is None
+    return SpooledCall(
+        record,
+        exchange.api,
+        exchange.kind,
+        list(exchange.analyses),
+        exchange.request_body if needs_body else None,
+    )
+
+
+class SpoolWriter:
+    """The gateway's spool thread: `submit(exchange)` never blocks; the thread meters (`build`), appends and
+    then calls `on_written(records)` (the record listeners and the live feed)."""
+
+    def __init__(
+        self,
+        directory: Path,
+        build: Callable[[Exchange], CallRecord],
+        on_written: Callable[[list[CallRecord]], None] | None = None,
+        *,
+        interval: float = 0.05,
+        max_batch: int = 500,
+        segment_bytes: int = 8 * 1024 * 1024,
+        name: str = "tokenlens-spool",
+    ) -> None:
+        self.directory = directory
+        self.build = build
+        self.on_written = on_written
+        self.interval = interval
+        self.max_batch = max(1, max_batch)
+        self.segment_bytes = segment_bytes
+        self.written = 0
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._submitted = 0
+        self._done = 0
+        self._count_lock = threading.Lock()
+        self._done_cond = threading.Condition()
+        self._stopping = False
+        self._handle: IO[bytes] | None = None
+        self._size = 0
+        directory.mkdir(parents=True, exist_ok=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, item: Exchange) -> None:
+        """Queue a finished call (a queue put: never blocks, never raises, no I/O)."""
+        with self._count_lock:
+            self._submitted += 1
+            self._queue.put(item)
+
+    @property
+    def pending(self) -> int:
+        """Calls submitted and not in the spool yet."""
+        return self._submitted - self._done
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def flush(self, timeout: float = 5) -> bool:
+        """Wait until every call submitted before this one is in the spool; False on timeout."""
+        target = self._submitted
+        deadline = time.monotonic() + timeout
+        with self._done_cond:
+            while self._done < target:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._thread.is_alive():
+                    return self._done >= target
+                self._done_cond.wait(min(remaining, 0.1))
+        return True
+
+    def stop(self, timeout: float = 10) -> bool:
+        """Spool everything queued, then end the thread; False when it did not finish in time."""
+        with self._count_lock:
+            first = not self._stopping
+            self._stopping = True
+        if first:
+            self._queue.put(_STOP)
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    # ------------------------------------------------------------------------------------------ the thread
+
+    def _run(self) -> None:
+        try:
+            while True:
+                batch, stop = self._collect()
+                if batch:
+                    self._process(batch)
+                if stop:
+                    return
+        finally:
+            self._close()
+
+    def _collect(self) -> tuple[list[Exchange], bool]:
+        try:
+            first = self._queue.get(timeout=self.interval)
+        except queue.Empty:
+            return [], False
+        if first is _STOP:
+            return self._drain(), True
+        batch: list[Exchange] = [first]  # type: ignore[list-item]
+        while len(batch) < self.max_batch:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                return batch + self._drain(), True
+            batch.append(item)  # type: ignore[arg-type]
+        return batch, False
+
+    def _drain(self) -> list[Exchange]:
+        items: list[Exchange] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return items
+            if item is not _STOP:
+                items.append(item)  # type: ignore[arg-type]
+
+    def _process(self, batch: list[Exchange]) -> None:
+        try:
+            calls = [self._meter(exchange) for exchange in batch]
+            self._append(b"".join(call.to_line() for call in calls))
+            records = [call.record for call in calls]
+            self.written += len(records)
+            if self.on_written is not None:
+                try:
+                    self.on_written(records)
+                except Exception:
+                    log.exception("record listeners failed")
+        except Exception as exc:  # never let the thread die; the calls stay unspooled and are reported
+            log.error("could not spool %d calls: %s", len(batch), describe_failure(exc))
+        finally:
+            with self._done_cond:
+                self._done += len(batch)
+                self._done_cond.notify_all()
+
+    def _meter(self, exchange: Exchange) -> SpooledCall:
+        try:
+            record = self.build(exchange)
+        except Exception as exc:
+            log.error("metering call %s failed (%s); spooling a minimal error record", exchange.id, exc)
+            record = minimal_error_record(exchange, exc)
+        return spooled(exchange, record)
+
+    def _append(self, data: bytes) -> None:
+        """Append whole lines to the current segment (a new one past `segment_bytes`), flushed to the OS."""
+        if self._handle is None or self._size >= self.segment_bytes:
+            self._close()
+            path = self.directory / f"{time.time_ns():020d}.jsonl"
+            self._handle = path.open("ab")
+            self._size = 0
+        self._handle.write(data)
+        self._handle.flush()
+        self._size += len(data)
+
+    def _close(self) -> None:
+        if self._handle is not None:
+            try:
+                self._handle.close()
+            except OSError:
+                log.exception("could not close a spool segment")
+            self._handle = None
+
+
+# ---------------------------------------------------------------------------------------------- reading side
+
+
+@dataclass
+class Cursor:
+    """Where the analysis process is: the segment it reads and the offset of its first unread byte."""
+
+    segment: str = ""
+    offset: int = 0
+
+
+def segments(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.jsonl"))
+
+
+def read_cursor(directory: Path) -> Cursor:
+    try:
+        data = json.loads((directory / CURSOR).read_text("utf-8"))
+        return Cursor(str(data["segment"]), int(data["offset"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return Cursor()
+
+
+def save_cursor(directory: Path, cursor: Cursor) -> None:
+    """Atomically (write, fsync, rename)."""
+    tmp = directory / (CURSOR + ".tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        json.dump({"segment": cursor.segment, "offset": cursor.offset}, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, directory / CURSOR)
+
+
+@dataclass
+class Batch:
+    """Calls read from the spool, and the cursor to save once they are stored."""
+
+    calls: list[SpooledCall]
+    cursor: Cursor
+    done: list[Path]  # segments read to their end with a newer one after them: delete once stored
+
+
+def read_batch(
+    directory: Path, cursor: Cursor, max_calls: int = 500, max_bytes: int = 4 * 1024 * 1024
+) -> Batch:
+    """The next complete lines after `cursor` (at most `max_calls`). A segment's last line without its newline
+    is being written, unless a newer segment exists (the gateway then stopped in the middle of it): such a torn
+    line is logged and skipped."""
+    calls: list[SpooledCall] = []
+    done: list[Path] = []
+    found = segments(directory)
+    for index, path in enumerate(found):
+        if path.name < cursor.segment:
+            done.append(path)  # read before (its deletion was interrupted)
+            continue
+        offset = cursor.offset if path.name == cursor.segment else 0
+        newer = index + 1 < len(found)
+        for line, end in _lines(path, offset, max_bytes):
+            offset = end
+            if not line.endswith(b"\n"):
+                if newer:
+                    log.error("spool segment %s ends in a torn line; skipped", path.name)
+                    continue
+                offset -= len(line)  # still being written: read it next time
+                break
+            try:
+                calls.append(SpooledCall.from_line(line))
+            except (ValueError, TypeError, KeyError) as exc:
+                log.error(
+                    "spool segment %s has an unreadable line (%s); skipped", path.name, type(exc).__name__
+                )
+            if len(calls) >= max_calls:
+                return Batch(calls, Cursor(path.name, offset), done)
+        cursor = Cursor(path.name, offset)
+        if newer and offset >= path.stat().st_size:
+            done.append(path)
+        else:
+            return Batch(calls, cursor, done)
+    return Batch(calls, cursor, done)
+
+
+def _lines(path: Path, offset: int, max_bytes: int) -> Iterator[tuple[bytes, int]]:
+    """(line, offset after it) from `offset`, reading at most about `max_bytes`."""
+    with path.open("rb") as handle:
+        handle.seek(offset)
+        read = 0
+        for line in handle:
+            offset += len(line)
+            read += len(line)
+            yield line, offset
+            if read >= max_bytes:
+                return
+
+
+def backlog(directory: Path) -> Iterator[SpooledCall]:
+    """Every call in the spool after the saved cursor (read at start, before the analysis process runs)."""
+    cursor = read_cursor(directory)
+    while True:
+        batch = read_batch(directory, cursor)
+        yield from batch.calls
+        if not batch.calls and batch.cursor == cursor:
+            return
+        cursor = batch.cursor
