@@ -38,6 +38,7 @@ from tokenlens.records import CallRecord, bound_record
 from tokenlens.request_body import BodyRefused, decode_content, read_request_body
 from tokenlens.store import RecordWriter, Store, open_store
 from tokenlens.store.spool import LOCK, SpooledCall, read_batch, read_cursor, save_cursor, spool_dir
+from tokenlens.tokens import warm_up
 
 log = logging.getLogger("tokenlens.analysis")
 
@@ -231,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     holder = SettingsHolder(load_settings(args.config))
+    warm_up()  # the tokenizer vocabularies the analyses count with: loaded here, never in the gateway
     price_data.load(home)
     store = open_store(holder.get().storage.url, home)
     directory = spool_dir(home, args.worker)

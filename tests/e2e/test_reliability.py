@@ -204,3 +204,69 @@ def test_a_catastrophic_custom_rule_cannot_stall_the_gateway(
         assert blocked.status_code == 400  # the rule still works where it finishes in time
     finally:
         assert stop_gateway(gateway) == 0
+
+
+def analysis_process_of(gateway: Gateway) -> int:
+    """The pid of the gateway's analysis process (`python -m tokenlens.analysis --data-dir <its home>`)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"tokenlens.analysis" in command and str(gateway.home).encode() in command:
+            found.append(int(entry.name))
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_kill_9_of_the_analysis_process_mid_burst_loses_nothing_and_stores_nothing_twice(
+    tmp_path: Path, sims: dict[str, Simulator]
+) -> None:
+    config = tmp_path / "config.yaml"
+    write_config(config, sims)
+    gateway = start_gateway(tmp_path, config, sims)
+    answered: dict[int, float] = {}
+    stop = threading.Event()
+    workers = [threading.Thread(target=_burst, args=(gateway, answered, stop, w)) for w in range(4)]
+    try:
+        for w in workers:
+            w.start()
+        time.sleep(1.5)
+        first = analysis_process_of(gateway)
+        subprocess.run(["kill", "-9", str(first)], check=True)
+        time.sleep(2.5)  # the gateway starts it again; the burst goes on meanwhile
+        stop.set()
+        for w in workers:
+            w.join(timeout=10)
+        assert analysis_process_of(gateway) != first
+        assert len(answered) > 100
+        deadline = time.monotonic() + 20
+        while stored_tags(tmp_path / "tokenlens.db") != set(answered) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert stored_tags(tmp_path / "tokenlens.db") == set(answered)  # every answered call, once
+        with sqlite3.connect(tmp_path / "tokenlens.db") as conn:
+            (rows,) = conn.execute("select count(*) from call where source = 'burst'").fetchone()
+            (rolled,) = conn.execute(
+                "select coalesce(sum(calls), 0) from usage_hourly where source = 'burst'"
+            ).fetchone()
+        assert rows == len(answered) and rolled == rows  # the rollups counted each call once too
+    finally:
+        stop.set()
+        assert stop_gateway(gateway) == 0
+
+
+def test_a_call_is_listed_within_a_second_of_its_answer(clients: Clients, gateway: Gateway) -> None:
+    client = clients.openai()
+    client.chat.completions.create(**CHAT)
+    gateway.wait_calls(
+        clients.source, 1, timeout=30
+    )  # the analysis process is up (it starts with the gateway)
+    for n in range(1, 6):
+        client.chat.completions.create(**CHAT)
+        answered = time.monotonic()
+        while len(gateway.calls(source=clients.source, limit=100)) == n:
+            assert time.monotonic() - answered < 1.0, "not listed within 1 s"
+            time.sleep(0.02)
