@@ -297,11 +297,6 @@ FAMILY_RULES: dict[str, re.Pattern[bytes]] = {
         r"|\b(?:instructions?|notes?|messages?|directives?|msg|hints?|commands?)[_\- ](?:for|to)[_\- ](?:the[_\- ])?"
         r"(?:ai|llms?|agents?|assistants?|models?|bots?|summari[sz]ers?|language[_\- ]models?|automated[_\- ]readers?)\b"
     ),
-    "concealed": _rx(
-        # text hidden from the human reader of a page or a document
-        r"\b(?:hidden|invisible|white(?:-on-white)?|tiny|zero-size)\s+(?:text|instructions?|notes?|comments?|prompt)\b"
-        r"|display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\s*0|<span\s+hidden|\bhidden\s+in\s+the\s+\w+\s*:"
-    ),
     "exfiltration": _rx(
         r"\b(?:send|forward|post|upload|email|transfer|wire|export|push|exfiltrat\w*|include|append)\b[^\n]{0,80}?"
         r"(?:https?://|\b\S+@\S+\.\w+|the\s+following\s+(?:url|address|endpoint)|public\s+gist|account\s+\d)"
