@@ -297,6 +297,7 @@ class Ledger:
         self._notified: set[tuple[BucketKey, str, int]] = set()
         self._current: tuple[str, str] = ("", "")
         self._tz: tuple[str, tzinfo] | None = None
+        self._day: tuple[tzinfo, float, Periods] | None = None  # the last day `periods` answered for
 
     # -------------------------------------------------------------------------------------- periods
 
@@ -307,16 +308,23 @@ class Ledger:
         return self._tz[1]
 
     def periods(self, ts: float | None = None) -> Periods:
-        """The day and month that contain `ts` (default: now by the clock), in the configured time zone."""
+        """The day and month that contain `ts` (default: now by the clock), in the configured time zone
+        (the last day's answer is kept: every call of a day asks, and time zones are slow to compute with)."""
         tz = self.tz()
         ts = self.clock() if ts is None else ts
+        known = self._day
+        if known is not None and known[0] is tz and known[1] <= ts < known[2].day_end:
+            return known[2]
         local = datetime.fromtimestamp(ts, tz)
-        return Periods(
+        day_start, day_end = day_bounds(tz, ts)
+        found = Periods(
             day=local.strftime("%Y-%m-%d"),
             month=local.strftime("%Y-%m"),
-            day_end=day_bounds(tz, ts)[1],
+            day_end=day_end,
             month_end=month_bounds(tz, ts)[1],
         )
+        self._day = (tz, day_start, found)
+        return found
 
     def _roll(self, periods: Periods) -> None:
         """Drop the buckets of past periods (lock held)."""
