@@ -81,8 +81,9 @@ def expected_cost(model: str, usage: Mapping[str, int | None]) -> float:
 # Azure OpenAI, Global deployments (azure.microsoft.com/pricing/details/cognitive-services/openai-service):
 # GPT-4o 2024-11-20 $2.50 in, $1.25 cached in, $10 out; GPT-4o mini $0.15, $0.075, $0.60.
 # Vertex AI (cloud.google.com/vertex-ai/generative-ai/pricing), global endpoint: Claude Haiku 4.5 $1 in,
-# $5 out, cache hits $0.10, 5-minute cache writes $1.25; regional endpoints 10% more for Claude 4.5 models
-# ($1.10, $5.50, $0.11, $1.375); Gemini 2.5 Flash $0.30 in, $2.50 out.
+# $5 out, cache hits $0.10, 5-minute cache writes $1.25; regional endpoints 10% more for Claude Sonnet 4.5 and
+# later models (platform.claude.com/docs/en/build-with-claude/claude-on-vertex-ai, "Global vs regional
+# endpoints"): $1.10, $5.50, $0.11, $1.375; Gemini 2.5 Flash $0.30 in, $2.50 out.
 # Bedrock (aws.amazon.com/bedrock/pricing), Claude Haiku 4.5: global cross-region inference $1 in, $5 out,
 # cache read $0.10, cache write $1.25; in-region and geographic ("us.") inference 10% more: $1.10, $5.50,
 # $0.11, $1.375.

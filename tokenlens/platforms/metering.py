@@ -58,9 +58,9 @@ def pricing_models(provider: str, response_model: str | None, model: str | None)
     return tuple(dict.fromkeys(m for m in order if m))
 
 
-# Vertex AI bills Claude models from the 4.5 generation on 10% more on regional endpoints than on the global
-# one (cloud.google.com/vertex-ai/generative-ai/pricing: "regional endpoints ... 10% premium"); the price data
-# lists the global prices. Bedrock's data has its own regional entries (the path's model id selects them).
+# Vertex AI bills Claude Sonnet 4.5 and later models 10% more on regional (and multi-region) endpoints than on
+# the global one (platform.claude.com/docs/en/build-with-claude/claude-on-vertex-ai, "Global vs regional
+# endpoints"; cloud.google.com/vertex-ai/generative-ai/pricing); the price data lists the global prices. Bedrock's data has its own regional entries (the path's model id selects them).
 VERTEX_REGIONAL_PREMIUM = Decimal("1.1")
 _CLAUDE_VERSION = re.compile(r"claude-(opus|sonnet|haiku)-(\d+)(?:[-.](\d)(?!\d))?")
 _CLAUDE_OLD = re.compile(r"claude-(?:\d|instant)")
