@@ -422,7 +422,7 @@ def score_with(model: im.Model | None, text: str, *, indirect: bool = False) -> 
         for i in _best_windows(logits, starts, ends):
             lo, hi, logit = base + int(starts[i]), base + int(ends[i]), float(logits[i])
             if len(logits) > 1:
-                lo, hi = max(base, lo - RULE_MARGIN), min(stop, hi + RULE_MARGIN)
+                lo, hi = max(0, lo - RULE_MARGIN), min(len(prepared), hi + RULE_MARGIN)  # may cross the part
             hits = rule_hits(prepared[lo:hi], flags, indirect)
             total = logit + _rule_logit(model, hits)
             if total > top:
