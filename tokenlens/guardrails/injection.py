@@ -11,7 +11,7 @@ appended). Then two kinds of evidence are added up in one logistic model:
   conversation...), plus the obfuscation found while normalising and a few markers of text that *discusses*
   attacks. Each rule is one feature whose weight is learnt with the n-grams.
 
-Weights are trained by `scripts/train_injection.py` on the training split of the corpus only. A text longer
+Weights are trained by `scripts/train_injection.py` on the corpus (never on the held-out set). A text longer
 than `WINDOW` tokens is scored window by window with the n-grams (windows of several sizes, vectorised), so an
 attack is not diluted by the text around it. A text of up to `LONG` bytes gets the rules once, on all of it;
 a longer one is scored only around its anchor words (`injection_model.anchor_ranges`), with the rules on the

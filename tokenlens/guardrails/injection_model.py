@@ -1,18 +1,23 @@
-"""The statistical half of the injection detector: a logistic regression over hashed token n-grams.
+"""The statistical half of the injection detector: a logistic regression over hashed token and character n-grams.
 
 Text is normalised first (`normalise`: Unicode compatibility forms, accents, homoglyphs, zero-width and
-direction marks, case, digits used as letters, letter-spaced words) and payloads hidden in base64, hex or
-ROT13 are decoded and appended. Tokens are runs of letters and digits (any non-ASCII byte counts as a letter,
-so other scripts tokenise by spaces too) and single punctuation marks; each token contributes the hash of its
-first five characters (a crude stem) and the bigrams and trigrams of those stems; a token whose stem is in the
-`CONCEPTS` lexicon also contributes its concept and the bigrams, trigrams and near pairs of the sequence of
-concepts. All of it is computed with numpy over the whole text at once: no Python loop per token.
+direction marks, case, digits used as letters where they touch a letter, letter-spaced words) and payloads
+hidden in base64, hex, ROT13, a Caesar shift, reversed text or glued strings ("a" + "b") are decoded and
+appended (bounded: a few payloads, short texts only for the whole-text readings). Tokens are runs of letters and
+digits (any non-ASCII byte counts as a letter, so other scripts tokenise by spaces too) and single punctuation
+marks; each token contributes the hash of its first five characters (a crude stem) and the bigrams and trigrams
+of those stems; a token whose stem is in the `CONCEPTS` lexicon, or a `WIDE_CONCEPTS` word found in text of
+other scripts (unspaced Chinese, Japanese, Thai; Korean, Cyrillic, Greek, Arabic, Hebrew, Devanagari), also
+contributes its concept and the bigrams, trigrams and near pairs of the sequence of concepts. Character
+trigrams and 5-grams of the text with spaces and punctuation squeezed out (and bigrams of CJK characters) read
+what tokens cannot split. All of it is computed with numpy over the whole text at once: no Python loop per
+token.
 
 A text's score is the logistic function of the weights of its features, divided by the square root of their
-number; a text longer than `WINDOW` tokens is scored on every window of `WINDOW` tokens and the best one
+number; a text longer than `WINDOW` tokens is scored on every window of each size in `SCALES` and the best one
 counts, so an attack buried in a long document is not diluted by it. The weights are trained by
-`scripts/train_injection.py` on `tests/data/guardrails/injection_corpus.jsonl` (train and old test split) and shipped
-as `injection_model.npz` next to this module (read once, at import).
+`scripts/train_injection.py` on the whole of `tests/data/guardrails/injection_corpus.jsonl` and shipped as
+`injection_model.npz` next to this module (read once, at import).
 """
 
 from __future__ import annotations
@@ -39,8 +44,6 @@ SCALES = (
 )  # window sizes (tokens) of a long text: a short attack is not diluted by its neighbours
 STEM = 5  # characters of a token's stem feature
 CHAR_NGRAMS = (3, 5)  # lengths of the character n-grams (code points, spaces and punctuation squeezed out)
-KINDS = 9  # features per token: stem, stem bigram, stem trigram, concept, concept bigram, concept trigram,
-# concept pairs two, three and four concept tokens apart (in either order)
 
 _U64 = np.uint64
 _P = 1_000_003  # polynomial hash base (odd, so it is invertible modulo 2**64)
