@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from mitmproxy.addons import core, disable_h2c, errorcheck, next_layer, proxyserver, tlsconfig
 
+from tokenlens.addons.access import AccessControl
 from tokenlens.addons.budget import BudgetCheck
 from tokenlens.addons.config_watch import ConfigWatcher
 from tokenlens.addons.dedup import DedupCache
@@ -15,6 +16,7 @@ from tokenlens.addons.guardrails_request import RequestGuardrails
 from tokenlens.addons.guardrails_response import ResponseGuardrails
 from tokenlens.addons.heatmap import TokenHeatmap
 from tokenlens.addons.ingress import Ingress
+from tokenlens.addons.lan_guard import LanGuard
 from tokenlens.addons.platform_auth import PlatformAuth
 from tokenlens.addons.quota import QuotaCheck
 from tokenlens.addons.recorder import Recorder
@@ -34,6 +36,7 @@ def _never(settings: Settings) -> bool:
 # The gates: a request one of them cannot check is refused (503, `x-tokenlens-blocked-by` naming the gate)
 # unless that gate's `fail_open` is true. An error in any other stage (analyses) is logged and the call goes on.
 GATES: dict[type, GatePolicy] = {
+    AccessControl: ("request", _never),
     Ingress: ("request", _never),
     BudgetCheck: ("budget", lambda settings: settings.budgets.fail_open),
     QuotaCheck: ("quota", lambda settings: settings.quotas.fail_open),
@@ -57,7 +60,9 @@ def pipeline(deps: AppDeps) -> list[object]:
     gates = [stage for stage in call_stages if type(stage) in GATES]
     return [
         ConfigWatcher(deps),  # keeps deps.settings current
+        AccessControl(deps),  # who may use the gateway: allowed clients, Host names, the API token
         Ingress(deps),  # what is this request: provider call, dashboard, or someone else's traffic
+        LanGuard(deps),  # other machines' clients never reach this host's own services
         WebSocketCalls(  # the calls on Responses and Realtime WebSockets
             deps, request_stages(deps, call_stages, GATES), request_stages(deps, gates, GATES)
         ),

@@ -179,3 +179,12 @@ class Gate:
 def answer_guardrail_block(flow: http.HTTPFlow, exchange: Exchange, message: str) -> None:
     """The SPEC 8 answer to a call a guardrail stopped: 400 in the provider's format."""
     answer_blocked(flow, exchange, 400, "guardrail", message, "guardrail")
+
+
+def refuse_request(
+    flow: http.HTTPFlow, status: int, message: str, extra: dict[str, str] | None = None
+) -> None:
+    """Answer a request that is not (yet) a call: plain JSON in OpenAI's error format, nothing recorded."""
+    body = error_body("openai", status, f"TokenLens: {message}", "request_refused")
+    headers = {"content-type": "application/json", "x-should-retry": "false", **(extra or {})}
+    flow.response = http.Response.make(status, body, headers)

@@ -16,6 +16,9 @@ from typing import Any
 from mitmproxy import http
 from mitmproxy.proxy.layers.http import HttpStream, RequestHeaders
 
+from tokenlens.access import host_allowed
+from tokenlens.config import ServerSettings
+
 ABSOLUTE = "_tokenlens_absolute_form"
 
 _original = HttpStream.state_wait_for_request_headers
@@ -39,3 +42,16 @@ def install() -> None:
     if not _installed:
         HttpStream.state_wait_for_request_headers = _state_wait_for_request_headers  # type: ignore[method-assign]
         _installed = True
+
+
+def is_for_gateway(flow: http.HTTPFlow, server: ServerSettings) -> bool:
+    """Addressed to the gateway itself (base-URL clients, the dashboard), not proxied to another host: sent in
+    plain HTTP to a name the gateway answers to (loopback, `server.host`, `server.allowed_hosts`), in origin
+    form, or in absolute form naming the gateway's own port."""
+    req = flow.request
+    if flow.client_conn.tls or not host_allowed(req.host, server):
+        return False
+    if not is_absolute_form(req):
+        return True  # origin-form: it was sent to this socket, whatever port the Host header names
+    own_port = flow.client_conn.sockname[1] if flow.client_conn.sockname else None
+    return req.port == own_port

@@ -1,39 +1,28 @@
-"""Ingress: decides what a request is and prepares provider calls (SPEC 2, 5, 8 and 9).
+"""Ingress: decides what a request is and prepares provider calls (SPEC 2, 5, 8 and 9), once access control
+(the stage before) has admitted it.
 
-- An origin-form request (sent to the gateway itself) whose `Host` names the gateway: `/proxy/<provider>/...`
-  is a base-URL provider call, rewritten to the upstream; any other path is the dashboard and API, forwarded to
-  the internal Flask port. One whose `Host` names another host is refused (403): it is never forwarded there.
-- A proxy request (absolute-form, or inside an intercepted CONNECT) for a configured provider host: a provider
-  call as it is. Anything else: passed through untouched and unrecorded.
+- A request sent to the gateway itself: `/proxy/<provider>/...` is a base-URL provider call, rewritten to the
+  upstream; any other path is the dashboard and API, forwarded to the internal Flask port.
+- A proxy request (absolute-form, or inside an intercepted CONNECT) for a configured provider host, or a cloud
+  platform's own host: a provider call as it is. Anything else: passed through untouched and unrecorded.
 
 Fail closed: a request this stage cannot read is answered here (400 for a body the gates cannot check, 503
-for anything unexpected), never forwarded unchecked. A web page on another site cannot drive `/proxy/...`,
-and with a non-loopback `server.host` proxy traffic needs `server.api_token` (tokenlens.access).
+for anything unexpected), never forwarded unchecked. The call's Exchange is attached before its body is read,
+so a refusal is recorded.
 """
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
 import logging
-import socket
 import time
-import weakref
 
-from mitmproxy import connection, http
+from mitmproxy import http
 from mitmproxy.proxy import server_hooks
 
-from tokenlens.access import (
-    TOKEN_HEADER,
-    cross_site_browser_request,
-    host_allowed,
-    internal_address,
-    token_presented,
-    token_required,
-)
 from tokenlens.addons import _request_form
 from tokenlens.addons._flowstate import attach, exchange_of, lower_headers
-from tokenlens.addons._request_form import is_absolute_form
+from tokenlens.addons._gate import refuse_request
+from tokenlens.addons._request_form import is_for_gateway
 from tokenlens.addons.platform_auth import base_url_platform, redirect_server, start_platform_call
 from tokenlens.app import AppDeps
 from tokenlens.config import Settings
@@ -60,6 +49,7 @@ from tokenlens.providers import (
     resolve_proxy_path,
     session_from_headers,
     tags_from_headers,
+    upstreams_from,
 )
 from tokenlens.records import new_call_id
 from tokenlens.request_body import BodyRefused, decode_content, read_request_body
@@ -70,35 +60,6 @@ log = logging.getLogger(__name__)
 JSON = {"content-type": "application/json"}
 
 
-def client_allowed(peer_host: str, allowed: tuple[str, ...]) -> bool:
-    """Whether a client address may use the gateway: loopback always, others when in `allowed` (IP networks)."""
-    try:
-        address = ipaddress.ip_address(peer_host.rsplit("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    if address.is_loopback:
-        return True
-    for entry in allowed:
-        try:
-            if address in ipaddress.ip_network(entry, strict=False):
-                return True
-        except ValueError:
-            continue
-    return False
-
-
-def upstreams_from(settings: Settings) -> dict[str, Upstream]:
-    return {name: Upstream.parse(name, p.upstream, p.format) for name, p in settings.providers.items()}
-
-
-def _refuse(flow: http.HTTPFlow, status: int, message: str, extra: dict[str, str] | None = None) -> None:
-    """Answer a request that is not (yet) a call: plain JSON, nothing recorded."""
-    body = error_body("openai", status, f"TokenLens: {message}", "request_refused")
-    flow.response = http.Response.make(status, body, {**JSON, "x-should-retry": "false", **(extra or {})})
-
-
 class Ingress:
     name = "tokenlens.ingress"
 
@@ -107,7 +68,6 @@ class Ingress:
         # The upstreams of the providers and the hosts HTTPS_PROXY mode intercepts for them (one tuple: read
         # together), rebuilt when the providers change.
         self._routes: tuple[dict[str, Upstream], list[Intercept]] = ({}, [])
-        self._authorized: weakref.WeakSet[connection.Client] = weakref.WeakSet()  # CONNECTs with the token
         deps.settings.on_change(self._settings_changed)
         self._settings_changed(deps.settings.get(), frozenset({"providers"}))
 
@@ -123,70 +83,13 @@ class Ingress:
         """`providers.intercepts` of the current upstreams, built once per change of the providers."""
         return self._routes[1]
 
-    def names_gateway(self, host: str) -> bool:
-        """Whether a host name is one the gateway answers to (loopback, server.host, server.allowed_hosts)."""
-        return host_allowed(host, self.deps.settings.get().server)
-
-    def is_for_gateway(self, flow: http.HTTPFlow) -> bool:
-        """Addressed to the gateway itself (base-URL clients, the dashboard), not proxied to another host."""
-        req = flow.request
-        if flow.client_conn.tls or not self.names_gateway(req.host):
-            return False
-        if not is_absolute_form(req):
-            return True  # origin-form: it was sent to this socket, whatever port the Host header names
-        own_port = flow.client_conn.sockname[1] if flow.client_conn.sockname else None
-        return req.port == own_port
-
     def load(self, loader: object) -> None:
         _request_form.install()
 
-    def client_connected(self, client: connection.Client) -> None:
-        """Disconnect a client that `server.allowed_clients` does not allow (loopback clients always are)."""
-        peer = client.peername[0] if client.peername else ""
-        if not client_allowed(str(peer), self.deps.settings.get().server.allowed_clients):
-            log.warning("client %s is not in server.allowed_clients; connection refused", peer)
-            client.error = "Connection refused: client not in server.allowed_clients."
-
-    def http_connect(self, flow: http.HTTPFlow) -> None:
-        """A CONNECT (HTTPS_PROXY mode) needs the token when the gateway listens beyond loopback."""
-        server = self.deps.settings.get().server
-        if not token_required(server.host):
-            return
-        if token_presented(lower_headers(flow.request), server.api_token):
-            self._authorized.add(flow.client_conn)
-            return
-        _refuse(flow, 407, "proxy authentication required", {"proxy-authenticate": 'Basic realm="tokenlens"'})
-
-    async def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
-        """A client on another machine is not forwarded to this host's loopback or link-local services
-        (an allowed LAN client must not reach what only this machine can), unless a provider upstream is
-        there. The name is resolved once here and the connection pinned to that address (no rebinding)."""
-        if data.server.address:
-            self._redirect_real_host(data.server)
-        peer = data.client.peername[0] if data.client.peername else ""
-        if not data.server.address or client_allowed(str(peer), ()):
-            return  # loopback clients can reach this machine's services anyway
-        host, port = data.server.address
-        if (host, port) == ("127.0.0.1", self.deps.web_port) or any(
-            (u.host, u.port) == (host, port) for u in self.upstreams().values()
-        ):
-            return
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except OSError:
-            return  # mitmproxy reports the failure as usual
-        addresses = [str(info[4][0]) for info in infos]
-        if any(internal_address(a) for a in addresses):
-            log.warning(
-                "refused to forward client %s to %s:%s (a local address of this host)", peer, host, port
-            )
-            data.server.error = "TokenLens does not forward other machines' clients to local addresses."
-        elif addresses:
-            data.server.address = (addresses[0], port)
-
-    def _redirect_real_host(self, server: connection.Server) -> None:
+    def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
         """HTTPS_PROXY mode opens the upstream connection on CONNECT (before any request): for a provider's
         real host whose calls go to another upstream, connect to that upstream instead (TLS name included)."""
+        server = data.server
         if server.address is None or redirect_server(server, self.deps.settings.get().platforms):
             return
         host, port = server.address
@@ -209,30 +112,17 @@ class Ingress:
             exchange = exchange_of(flow)
             message = f"TokenLens could not read this request ({type(exc).__name__}); it was not forwarded."
             if exchange is None:
-                _refuse(flow, 503, message)
+                refuse_request(flow, 503, message)
             else:
                 self._answer_refused(flow, exchange, 503, message, "request_unreadable")
 
     def _route(self, flow: http.HTTPFlow) -> None:
+        """Access control (the stage before) has admitted the request: what is it?"""
         req = flow.request
-        server = self.deps.settings.get().server
-        if not flow.client_conn.tls and not is_absolute_form(req) and not self.names_gateway(req.host):
-            # Sent to this socket with a foreign Host: a DNS-rebinding or forwarding attempt, never forwarded.
-            _refuse(flow, 403, "Host not allowed")
-            return
-        if self.is_for_gateway(flow):
+        if is_for_gateway(flow, self.deps.settings.get().server):
             if not req.path.startswith(PROXY_PREFIX):
                 req.scheme, req.data.host, req.data.port = "http", "127.0.0.1", self.deps.web_port
                 return
-            headers = lower_headers(req)
-            if cross_site_browser_request(headers, req.host_header or ""):
-                log.warning("refused a cross-site browser request to %s", req.path[:200])
-                _refuse(flow, 403, "cross-site browser requests to /proxy/ are refused")
-                return
-            if token_required(server.host) and not token_presented(headers, server.api_token):
-                _refuse(flow, 401, f"send server.api_token as Proxy-Authorization or {TOKEN_HEADER}")
-                return
-            req.headers.pop("proxy-authorization", None)  # the gateway's credential, not the provider's
             platform = base_url_platform(req.path, self.upstreams())
             if platform is not None:  # Azure OpenAI, Vertex AI, Bedrock
                 platforms = self.deps.settings.get().platforms
@@ -240,14 +130,6 @@ class Ingress:
                 return
             self._base_url_call(flow)
             return
-        if token_required(server.host) and not (
-            flow.client_conn in self._authorized or token_presented(lower_headers(req), server.api_token)
-        ):
-            _refuse(
-                flow, 407, "proxy authentication required", {"proxy-authenticate": 'Basic realm="tokenlens"'}
-            )
-            return
-        req.headers.pop("proxy-authorization", None)
         intercept = intercept_for(req.host, req.port, req.path, self.intercepts())
         if intercept is None:
             platforms = self.deps.settings.get().platforms

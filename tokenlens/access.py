@@ -124,3 +124,22 @@ def internal_address(address: str) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return ip.is_loopback or ip.is_link_local or ip.is_unspecified or ip.is_multicast
+
+
+def client_allowed(peer_host: str, allowed: tuple[str, ...]) -> bool:
+    """Whether a client address may use the gateway: loopback always, others when in `allowed` (IP networks)."""
+    try:
+        address = ipaddress.ip_address(peer_host.rsplit("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address.is_loopback:
+        return True
+    for entry in allowed:
+        try:
+            if address in ipaddress.ip_network(entry, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
 
-from tokenlens.config import BUILTIN_PROVIDERS
+from tokenlens.config import BUILTIN_PROVIDERS, Settings
 
 ApiFormat = Literal["openai", "anthropic", "google"]
 
@@ -338,3 +338,8 @@ def error_body(api: ApiFormat, status: int, message: str, code: str | None = Non
         error_type = _OPENAI_TYPE.get(status, "server_error")
         body = {"error": {"message": message, "type": error_type, "code": code or error_type, "param": None}}
     return json.dumps(body).encode()
+
+
+def upstreams_from(settings: Settings) -> dict[str, Upstream]:
+    """The upstream of each configured provider."""
+    return {name: Upstream.parse(name, p.upstream, p.format) for name, p in settings.providers.items()}

@@ -27,7 +27,9 @@ def test_stages_run_in_the_order_of_spec_section_6(deps: AppDeps) -> None:
     names = [a.name for a in gateway(deps).stages]
     assert names == [
         "tokenlens.config",
+        "tokenlens.access",
         "tokenlens.ingress",
+        "tokenlens.lan_guard",
         "tokenlens.websocket",
         "tokenlens.workflows",
         "tokenlens.budget",
