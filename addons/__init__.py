@@ -1,4 +1,4 @@
-"""The mitmproxy layer: one addon per pipeline stage, in the order of SPEC section 6.
+"""The mitmproxy layer: one addon per pipeline stage, in the order of docs/gateway.md#the-pipeline.
 
 `gateway(deps)` is the one addon the daemon gives mitmproxy (`dispatch.Pipeline`), running `pipeline(deps)`.
 """

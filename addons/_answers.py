@@ -3,7 +3,7 @@
 mitmproxy answers a failed upstream connection, or an upstream that sends garbage, with its own HTML 502,
 and its `error` hook cannot supply a response (shared/notes/mitmproxy.md, section 3). For provider calls whose
 answer has not started reaching the client, this wraps `HttpStream.handle_protocol_error` so the client gets a
-JSON error its SDK understands (SPEC 8) and the `response` hook records the call. Everything else keeps
+JSON error its SDK understands (docs/gateway.md#refused-and-failed-calls) and the `response` hook records the call. Everything else keeps
 mitmproxy's behaviour. mitmproxy is pinned to 12.x, and tests/e2e exercise this path.
 """
 

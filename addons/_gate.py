@@ -1,4 +1,4 @@
-"""What the gates share: the SPEC 8 answer to a refused call, and the ledger admission of budgets and quotas."""
+"""What the gates share: the docs/gateway.md#refused-and-failed-calls answer to a refused call, and the ledger admission of budgets and quotas."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def answer_blocked(
     code: str,
     retry_after: int | None = None,
 ) -> None:
-    """Answer the call locally as SPEC 8 says (the provider's error format, `x-tokenlens-blocked-by`); the
+    """Answer the call locally as docs/gateway.md#refused-and-failed-calls says (the provider's error format, `x-tokenlens-blocked-by`); the
     recorder records it like any call."""
     headers = {
         "content-type": "application/json",
@@ -177,7 +177,7 @@ class Gate:
 
 
 def answer_guardrail_block(flow: http.HTTPFlow, exchange: Exchange, message: str) -> None:
-    """The SPEC 8 answer to a call a guardrail stopped: 400 in the provider's format."""
+    """The docs/gateway.md#refused-and-failed-calls answer to a call a guardrail stopped: 400 in the provider's format."""
     answer_blocked(flow, exchange, 400, "guardrail", message, "guardrail")
 
 

@@ -4,7 +4,7 @@
 In regular mode mitmproxy 12 clears `Request.authority` of every HTTP/1 request before the first hook
 (`HttpStream.state_wait_for_request_headers`: "Set the request target to origin-form for HTTP/1"), so in the
 `request` hook `GET http://evil.example/` through the proxy and `GET /` with `Host: evil.example` look the same.
-The first is proxy traffic; the second must never be forwarded to the host its header names (SPEC 9). This
+The first is proxy traffic; the second must never be forwarded to the host its header names (docs/analytics-api.md). This
 wraps that one method to mark absolute-form requests before mitmproxy clears the authority. mitmproxy is
 pinned to 12.x, and tests/addons/test_request_form.py runs the real HTTP/1 layer through it.
 """

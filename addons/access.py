@@ -1,4 +1,4 @@
-"""Access control (before the ingress): who may use the gateway, and what never goes through it (SPEC 9).
+"""Access control (before the ingress): who may use the gateway, and what never goes through it (docs/analytics-api.md).
 
 - A client whose address `server.allowed_clients` does not allow is disconnected (loopback always may).
 - A request sent to this socket with a `Host` that names another host is refused (403): a DNS-rebinding or

@@ -1,4 +1,4 @@
-"""1. Budget check: global daily/monthly spend caps with in-flight reservations (SPEC 6, 8).
+"""1. Budget check: global daily/monthly spend caps with in-flight reservations (docs/gateway.md#the-pipeline and docs/gateway.md#refused-and-failed-calls).
 
 A call is admitted only if spent + reserved (calls in flight) + its own worst case fits every cap; the
 reservation is settled by the ledger when the call's record is committed (tokenlens.controls). A refused

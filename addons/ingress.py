@@ -1,4 +1,4 @@
-"""Ingress: decides what a request is and prepares provider calls (SPEC 2, 5, 8 and 9), once access control
+"""Ingress: decides what a request is and prepares provider calls (docs/gateway.md), once access control
 (the stage before) has admitted it.
 
 - A request sent to the gateway itself: `/proxy/<provider>/...` is a base-URL provider call, rewritten to the

@@ -1,4 +1,4 @@
-"""LAN guard: a client on another machine is never forwarded to this host's own services (SPEC 9).
+"""LAN guard: a client on another machine is never forwarded to this host's own services (docs/analytics-api.md).
 
 With a non-loopback `server.host`, an allowed LAN client must not reach what only this machine can (loopback,
 link-local, unspecified or multicast addresses), unless a provider upstream or the dashboard is there. The

@@ -1,4 +1,4 @@
-"""2. Quota check: kill switches, per-source spend and call caps, per-model caps (SPEC 6, 8).
+"""2. Quota check: kill switches, per-source spend and call caps, per-model caps (docs/gateway.md#the-pipeline and docs/gateway.md#refused-and-failed-calls).
 
 A source in `quotas.kill_switches` gets 403; the per-source and per-model caps are enforced like the budget
 (reservations in the shared ledger, 429 with `Retry-After`).

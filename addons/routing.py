@@ -1,4 +1,4 @@
-"""3. Routing: aliases, weighted choice, latency groups; sets the model actually called (SPEC 6, 9).
+"""3. Routing: aliases, weighted choice, latency groups; sets the model actually called (docs/gateway.md#the-pipeline and docs/analytics-api.md).
 
 The decision is `tokenlens.exchange.route_of`, made once per call and kept on the `Exchange`, so that the
 budget and quota gates (stages 1-2) price a call at the model it will really use before this stage applies it.

@@ -1,7 +1,7 @@
 """Upstream call (pipeline stage 8): stream usage requested, streams tapped chunk by chunk, failures answered.
 
 - An OpenAI chat/completions stream whose client did not set `stream_options.include_usage` is sent upstream
-  with it set; the extra usage chunk is removed again before it reaches the client (SPEC 7).
+  with it set; the extra usage chunk is removed again before it reaches the client (docs/gateway.md#metering).
 - A streamed 2xx answer is forwarded chunk by chunk as it arrives; a decoded copy is kept for metering.
 - A call whose routed model has a fallback chain (`Exchange.chain`, set by the routing stage) is pointed, as the
   last step before it leaves, at the in-process chain service (`tokenlens.chain`), which tries the models in turn and

@@ -1,4 +1,4 @@
-"""WebSocket model calls (SPEC 5): each `response.create` frame on a Responses or Realtime socket is a call.
+"""WebSocket model calls (docs/gateway.md): each `response.create` frame on a Responses or Realtime socket is a call.
 
 - The upgrade itself is not a call (the ingress forwards it ungated and unrecorded); its Exchange is the
   template of the connection's calls (`tokenlens.websocket.Connection`, kept with the flow by `_flowstate`). Other upgrades

@@ -1,4 +1,4 @@
-"""Agent workflows: conversation and session turns, and the providers' rate-limit headers (SPEC 5 and 9).
+"""Agent workflows: conversation and session turns, and the providers' rate-limit headers (docs/gateway.md and docs/analytics-api.md).
 
 Runs right after the ingress so that every provider call, blocked or not, gets its conversation and turn.
 The hooks only queue work for later: the request hook names the conversation inference (`tokenlens.sessions`,

@@ -1,4 +1,4 @@
-"""Analytics endpoints over a store of 1,000,000 calls spread over 90 days (SPEC 12; target p50 < 200 ms).
+"""Analytics endpoints over a store of 1,000,000 calls spread over 90 days (docs/benchmarks.md; target p50 < 200 ms).
 
 Fills a fresh SQLite store (or `--url postgresql://...`) with `bench/dashboard.py`'s calls through
 `Store.insert_calls` in large batches (the writer's path, so every rollup is maintained as in production),

@@ -1,4 +1,4 @@
-"""Every API call the dashboard pages make, over a store of 1,000,000 calls (issues 6 and 8, SPEC 12).
+"""Every API call the dashboard pages make, over a store of 1,000,000 calls (issues 6 and 8, docs/benchmarks.md).
 
 Fills a SQLite store (or `--url postgresql://...`) through `Store.insert_calls` in large batches (the writer's
 path, so every rollup is maintained as in production) with calls that carry the per-call analysis the pipeline

@@ -1,4 +1,4 @@
-"""TokenLens vs bare mitmdump vs the LiteLLM proxy vs direct, side by side in one run (SPEC section 12).
+"""TokenLens vs bare mitmdump vs the LiteLLM proxy vs direct, side by side in one run (docs/benchmarks.md).
 
     .venv/bin/python bench/gateway.py [--duration 8] [--connections 1,16] [--streams 15] [--rounds 3]
                                       [--no-litellm]
@@ -72,7 +72,7 @@ from benchlib import (  # noqa: E402
 )
 from peers import LITELLM_VERSION, start_litellm  # noqa: E402
 
-# Targets (SPEC 12; shared/notes/mitmproxy.md section 5)
+# Targets (docs/benchmarks.md; shared/notes/mitmproxy.md section 5)
 RPS_RATIO_MIN = 0.80  # TokenLens rps / bare mitmdump rps
 ADDED_P50_MAX_MS = 2.0  # TokenLens p50 - direct p50, c=1
 FIRST_CHUNK_MAX_MS = 5.0  # TokenLens time to first chunk - direct, median
@@ -347,7 +347,7 @@ def verdicts(
             check(
                 f"inter-chunk gap change vs direct, {p}, stream {variant} (ms)",
                 change,
-                "no target (SPEC: no added delay)",
+                "no target (docs/benchmarks.md: no added delay)",
                 None,
                 note,
             )

@@ -1,7 +1,7 @@
 """Regular-mode baseline of bench/gateway.py: the gateway's base-URL routing and nothing else.
 
 `/proxy/openai/<rest>` addressed to the proxy itself goes to `<bench_upstream>/<rest>`, as TokenLens'
-Ingress does (SPEC 5); event streams are streamed. Nothing is parsed, metered or recorded.
+Ingress does (docs/gateway.md); event streams are streamed. Nothing is parsed, metered or recorded.
 
     mitmdump -q --mode regular@PORT -s bench/mitm_rewrite.py --set bench_upstream=http://127.0.0.1:SIMPORT
 """

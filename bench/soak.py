@@ -1,4 +1,4 @@
-"""Memory of `tokenlens daemon` over a soak of at least 100,000 requests (SPEC section 12).
+"""Memory of `tokenlens daemon` over a soak of at least 100,000 requests (docs/benchmarks.md).
 
     .venv/bin/python bench/soak.py [--requests 100000] [--connections 10] [--max-seconds 900]
 

@@ -64,7 +64,7 @@ def gem(sim: Simulator) -> genai.Client:
     )
 
 
-# ---- mapping each provider's usage back to the normalised fields (the SPEC section 7 rules) -------------
+# ---- mapping each provider's usage back to the normalised fields (the docs/gateway.md#metering rules) -------------
 
 
 def norm_openai_chat(u: Any) -> dict[str, int | None]:

@@ -1,4 +1,4 @@
-"""Who may use the gateway's proxy routes, and where the gateway may forward (SPEC 9, "Protection").
+"""Who may use the gateway's proxy routes, and where the gateway may forward (docs/analytics-api.md, "Protection").
 
 Pure functions over header values and addresses, shared by the proxy layer and the web layer:
 - a browser page on another site must not drive `/proxy/...` (a `fetch(..., {mode: "no-cors"})` needs no CORS

@@ -1,4 +1,4 @@
-"""Cost analytics over the hourly rollups (SPEC section 10): breakdowns, forecast, anomalies, what-if, advice.
+"""Cost analytics over the hourly rollups (docs/analytics-api.md#how-the-figures-are-computed): breakdowns, forecast, anomalies, what-if, advice.
 
 Every function reads `tokenlens.store.rollups` (never the whole call table), with days as calendar days in
 the configured time zone, today included. Money is rounded to 1e-9 USD.
@@ -101,7 +101,7 @@ def unattributed(cost: float, parts: Sequence[float]) -> float:
 
 
 def daily(store: Store, days: int, tz: tzinfo, now: float | None = None) -> dict[str, Any]:
-    """SPEC `/daily`: one entry per day (days without calls included, as zeros)."""
+    """docs/analytics-api.md `/daily`: one entry per day (days without calls included, as zeros)."""
     dates = last_days(days, tz, now)
     with store.connection():
         per_day = usage_sums(store, edges_of(dates, tz), measures=_DAILY_MEASURES)
@@ -151,7 +151,7 @@ def range_sums(
 
 
 def sources(store: Store, days: int, tz: tzinfo, now: float | None = None) -> dict[str, Any]:
-    """SPEC `/sources`: spend per source, largest first."""
+    """docs/analytics-api.md `/sources`: spend per source, largest first."""
     groups = range_sums(store, days, tz, ("source",), now)
     items = []
     for (name,), row in groups.items():
@@ -163,7 +163,7 @@ def sources(store: Store, days: int, tz: tzinfo, now: float | None = None) -> di
 
 
 def models(store: Store, days: int, tz: tzinfo, now: float | None = None) -> dict[str, Any]:
-    """SPEC `/models`: spend per model actually called (name null when no model was known)."""
+    """docs/analytics-api.md `/models`: spend per model actually called (name null when no model was known)."""
     groups = range_sums(store, days, tz, ("model", "provider"), now)
     items = []
     for (name, provider), row in groups.items():
@@ -175,7 +175,7 @@ def models(store: Store, days: int, tz: tzinfo, now: float | None = None) -> dic
 
 
 def by_tag(store: Store, days: int, tz: tzinfo, key: str, now: float | None = None) -> dict[str, Any]:
-    """SPEC `/by-tag?key=`: spend per value of one tag key (calls without that tag are not counted)."""
+    """docs/analytics-api.md `/by-tag?key=`: spend per value of one tag key (calls without that tag are not counted)."""
     dates = last_days(days, tz, now)
     edges = edges_of(dates, tz)
     with store.connection():
@@ -221,7 +221,7 @@ class Trend:
 
 
 def trend_of(values: Sequence[float]) -> Trend:
-    """SPEC 10's trend label for daily spends (oldest first), from the weighted fit of `weighted_trend`.
+    """docs/analytics-api.md#how-the-figures-are-computed trend label for daily spends (oldest first), from the weighted fit of `weighted_trend`.
 
     "increasing" / "decreasing" only when both hold:
     - material: the fitted change over 30 days, `slope * 30`, is at least `TREND_MATERIAL` (10%) of the fitted
@@ -255,7 +255,7 @@ def trend_of(values: Sequence[float]) -> Trend:
 def forecast(
     store: Store, tz: tzinfo, budget_monthly_usd: float | None, now: float | None = None
 ) -> dict[str, Any]:
-    """SPEC `/forecast`; see README "Cost intelligence" for the exact method."""
+    """docs/analytics-api.md `/forecast`; see README "Cost intelligence" for the exact method."""
     today = local_today(tz, now)
     month = month_days(today)
     window = day_list(today - timedelta(days=FORECAST_WINDOW), FORECAST_WINDOW)
@@ -317,7 +317,7 @@ _ANOMALY_MEASURES = ("cost_usd", "calls", "input_tokens", "output_tokens")
 
 
 def anomalies(store: Store, days: int, tz: tzinfo, now: float | None = None) -> dict[str, Any]:
-    """SPEC `/anomalies` over the last `days` days (see README for the definition)."""
+    """docs/analytics-api.md `/anomalies` over the last `days` days (see README for the definition)."""
     dates = last_days(days, tz, now)
     span = day_list(dates[0] - timedelta(days=ANOMALY_WINDOW), len(dates) + ANOMALY_WINDOW)
     with store.connection():
@@ -438,7 +438,7 @@ def compare(
     source: str | None = None,
     now: float | None = None,
 ) -> dict[str, Any]:
-    """SPEC `/compare`: the calls of `from_model` (and `source`) over `days`, re-priced at `to_model`.
+    """docs/analytics-api.md `/compare`: the calls of `from_model` (and `source`) over `days`, re-priced at `to_model`.
 
     Raises LookupError when `to_model` has no price. `what_if_usd` uses the base-tier rates of `to_model`
     (long-context surcharges are not modelled); `actual_usd` is the recorded cost.

@@ -1,4 +1,4 @@
-"""Offline analysis of one request body or prompt (`tokenlens analyze`, `POST /api/analyze`; SPEC 3 and 9).
+"""Offline analysis of one request body or prompt (`tokenlens analyze`, `POST /api/analyze`; docs/cli.md and docs/analytics-api.md).
 
 Detects the format (OpenAI, Anthropic or Gemini request body, or plain text), then reports what the gateway
 would find for the same request: the waste findings (`tokenlens.waste.analyze_waste`, the very function the

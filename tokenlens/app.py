@@ -37,7 +37,7 @@ class CallSink(Protocol):
 
 
 class PassthroughCounts:
-    """Requests on provider routes that are not calls (SPEC 5): forwarded and answered as they are, counted
+    """Requests on provider routes that are not calls (docs/gateway.md): forwarded and answered as they are, counted
     here by reason (`method`: HEAD/OPTIONS; `path`: outside the API; `websocket`: an upgrade; `not_found`: a
     path the provider does not serve; `unknown_provider`: no such provider, answered 404 by the gateway), shown by `/api/status` and `/metrics`, never recorded as calls."""
 

@@ -1,4 +1,4 @@
-"""Complexity score 0-9 of a call (SPEC section 10, right-sizing).
+"""Complexity score 0-9 of a call (docs/analytics-api.md#how-the-figures-are-computed, right-sizing).
 
 Points: input size (0-3), output size (0-2), multi-turn conversation (1), tools (1), structured output (1),
 reasoning requested (1). A call scoring at most `SIMPLE_MAX` is "simple": a cheaper model would likely do.

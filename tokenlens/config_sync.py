@@ -1,4 +1,4 @@
-"""Configuration shared through the store (SPEC 11): a section changed through any gateway's API is kept in the
+"""Configuration shared through the store (docs/storage.md): a section changed through any gateway's API is kept in the
 `config_section` table with a version, and every gateway on the store applies newer versions within a second.
 
 Each gateway's YAML file gives the initial values and its local settings (`server`, `storage`); a section in

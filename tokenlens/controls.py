@@ -1,4 +1,4 @@
-"""Gateway controls: the spend ledger behind budget caps, quotas and kill switches (SPEC 4, 6, 8, 9).
+"""Gateway controls: the spend ledger behind budget caps, quotas and kill switches (docs/controls.md).
 
 The `Ledger` keeps, in memory, what has been spent and what is reserved by calls in flight, per period (the
 calendar day and month in `settings.timezone`) and per scope: `global`, `source:<name>`, `model:<name>`.

@@ -1,4 +1,4 @@
-"""The dedup cache (SPEC section 6, stage 7): identical requests answered within a TTL, in memory.
+"""The dedup cache (docs/gateway.md#the-pipeline, stage 7): identical requests answered within a TTL, in memory.
 
 The key is a SHA-256 over the provider, endpoint, query (secrets removed), routed model, canonical request body
 and a hash of the credential: the credential itself is never kept. Entries are bounded in number and bytes

@@ -1,6 +1,6 @@
 """A realistic, deterministic call history for `tokenlens demo` and the dashboard's browser tests.
 
-`generate(days, seed, now)` returns call records in the JSONL import shape (SPEC section 9) without costs, so
+`generate(days, seed, now)` returns call records in the JSONL import shape (docs/analytics-api.md) without costs, so
 the store's import path prices them with the real Pricer and builds the rollups. Same arguments, same records.
 The history has several sources with tags, models of the three providers, streams, prompt-cache reads and
 writes, dedup hits, blocked and failed calls, fallbacks, guardrail flags, waste findings, heatmaps, stored

@@ -75,7 +75,7 @@ class Exchange:
     error: str | None = None
     recorded: bool = False
     # False for traffic around the API (a preflight, a path outside the API, a WebSocket upgrade): forwarded,
-    # counted apart (`AppDeps.passthrough`), never gated as a call nor recorded (SPEC 5, "Only model calls count").
+    # counted apart (`AppDeps.passthrough`), never gated as a call nor recorded (docs/gateway.md, "Only model calls count").
     is_call: bool = True
     # Headers a client's signature covers (AWS SigV4 relayed in HTTPS_PROXY mode, tokenlens.platforms): the
     # request goes upstream byte for byte, so no stage may set or remove them (nor change the path or body).
@@ -123,7 +123,7 @@ def model_from_request(api: ApiFormat, endpoint: str, body: dict[str, Any] | Non
 
 
 def max_tokens_from_request(api: ApiFormat, body: dict[str, Any] | None) -> int | None:
-    """The largest output limit the request sets (SPEC 8: "with several output limits, the largest"), or None.
+    """The largest output limit the request sets (docs/gateway.md#refused-and-failed-calls: "with several output limits, the largest"), or None.
 
     Every output-limit field of the format counts, whichever one the upstream honours: `max_tokens`,
     `max_completion_tokens` and `max_output_tokens` for the OpenAI and Anthropic formats (and the

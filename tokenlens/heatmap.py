@@ -1,4 +1,4 @@
-"""Token heatmap (SPEC section 10): where a request's input tokens go.
+"""Token heatmap (docs/analytics-api.md#how-the-figures-are-computed): where a request's input tokens go.
 
 `estimate_sections` splits a request body into system / tools / context / history / query with the local
 tokenizer; `scale_sections` scales those estimates to the provider-reported input total so that the sections

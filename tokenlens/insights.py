@@ -1,4 +1,4 @@
-"""Token-intelligence aggregates over the stored calls (SPEC sections 9 and 10).
+"""Token-intelligence aggregates over the stored calls (docs/analytics-api.md and docs/analytics-api.md#how-the-figures-are-computed).
 
 Each function sums the calls of the last `days` calendar days (today included, in `tz`): the per-call analysis
 the pipeline stored in `details` (`waste`, `heatmap`) and `complexity`, as kept by the insight rollups

@@ -1,4 +1,4 @@
-"""Exchange → CallRecord: usage (provider-reported, else estimated), cost, timings, outcome (SPEC 7, 9).
+"""Exchange → CallRecord: usage (provider-reported, else estimated), cost, timings, outcome (docs/gateway.md#metering and docs/analytics-api.md).
 
 Runs in the writer thread, never on the proxy path.
 """

@@ -3,7 +3,7 @@
 `Metrics.observe` is a record listener (`tokenlens.runtime`): it runs in the writer thread and only updates
 counters in memory. Each app gets its own `CollectorRegistry`, so several apps in one process never collide.
 
-Label sets are bounded (SPEC section 9, "Protection"): models and sources come from requests, so a client could
+Label sets are bounded (docs/analytics-api.md, "Protection"): models and sources come from requests, so a client could
 otherwise create a series per value. Each label keeps its first `MAX_LABEL_VALUES` distinct values (cut to
 `MAX_LABEL_LENGTH` characters) and counts every later one as `other`; at most `MAX_CALL_LABEL_SETS`
 (provider, model, source) combinations are kept, later ones count as (provider, `other`, `other`). Counters

@@ -1,5 +1,5 @@
 """The price data in use: genai-prices' snapshot bundled with the installed package, or a newer one that
-`tokenlens prices update` fetched (or read from a file) and keeps in the data directory (SPEC 3, 7).
+`tokenlens prices update` fetched (or read from a file) and keeps in the data directory (docs/cli.md and docs/gateway.md#metering).
 
 Nothing here runs on its own: a file is fetched only by the command, never at run time. The gateway reads
 `$TOKENLENS_HOME/prices.json` at start (`load`) and, when the command replaced it, from the next call on

@@ -1,4 +1,4 @@
-"""Cost of a call from its normalised usage (SPEC section 7).
+"""Cost of a call from its normalised usage (docs/gateway.md#metering).
 
 Prices come from genai-prices' data: the snapshot bundled with the installed package, or a newer file the
 user fetched with ``tokenlens prices update`` (`tokenlens.price_data` swaps it in with `set_snapshot`; never

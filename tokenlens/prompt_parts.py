@@ -1,4 +1,4 @@
-"""A request body as a flat list of parts, each in one heatmap section (SPEC section 10).
+"""A request body as a flat list of parts, each in one heatmap section (docs/analytics-api.md#how-the-figures-are-computed).
 
 Shared by waste detection and the token heatmap. Sections: ``system`` (OpenAI system/developer messages and
 `instructions`, Anthropic top-level `system`, Gemini `systemInstruction`), ``tools`` (tool and schema
@@ -269,7 +269,7 @@ def user_turns(parts: list[Part]) -> int:
     return len({p.message for p in parts if p.role == "user" and p.kind in ("text", "media")})
 
 
-# Documents inside a user turn (SPEC section 10: "delimited blocks such as tagged or fenced documents inside a
+# Documents inside a user turn (docs/analytics-api.md#how-the-figures-are-computed: "delimited blocks such as tagged or fenced documents inside a
 # user turn" are context). A document block is kept whole, delimiters included; the text around it stays in
 # the turn's own section (query or history), each piece stripped of the blank space around it.
 _DOC_TAGS = (

@@ -1,4 +1,4 @@
-"""Where a call goes and who made it: base-URL paths, provider hosts, attribution, error bodies (SPEC 5, 8).
+"""Where a call goes and who made it: base-URL paths, provider hosts, attribution, error bodies (docs/gateway.md and docs/gateway.md#refused-and-failed-calls).
 
 Pure functions over plain values; the ingress addon adapts mitmproxy flows to them.
 """
@@ -96,7 +96,7 @@ def is_version_segment(segment: str) -> bool:
 
 
 def resolve_proxy_path(path: str, upstreams: Mapping[str, Upstream]) -> Target:
-    """Resolve `/proxy/<provider>[/<tag>]/<rest>?query` (SPEC 5).
+    """Resolve `/proxy/<provider>[/<tag>]/<rest>?query` (docs/gateway.md).
 
     The path tag is a segment followed by a version segment (`/proxy/anthropic/my-agent/v1/messages`); it is
     removed. OpenAI paths without a leading version segment get `/v1`.
@@ -254,7 +254,7 @@ def session_from_headers(headers: Mapping[str, str]) -> str | None:
 
 
 def attribute_source(headers: Mapping[str, str], path_tag: str | None) -> str:
-    """SPEC 5, first match wins: X-TokenLens-Source, path tag, User-Agent family, else `unknown`."""
+    """docs/gateway.md, first match wins: X-TokenLens-Source, path tag, User-Agent family, else `unknown`."""
     explicit = headers.get(SOURCE_HEADER, "").strip()
     if explicit:
         return explicit
@@ -282,7 +282,7 @@ def redact_query(path: str) -> str:
     return raw_path + ("?" + "&".join(kept) if kept else "")
 
 
-# --- error bodies (SPEC 8) ---------------------------------------------------------------------------------
+# --- error bodies (docs/gateway.md#refused-and-failed-calls) ---------------------------------------------------------------------------------
 
 _GOOGLE_STATUS = {
     400: "INVALID_ARGUMENT",

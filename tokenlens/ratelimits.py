@@ -1,4 +1,4 @@
-"""Provider rate-limit headroom (SPEC section 9, `/api/usage/rate-limits`).
+"""Provider rate-limit headroom (docs/analytics-api.md, `/api/usage/rate-limits`).
 
 The providers' own headers (`anthropic-ratelimit-*`, `x-ratelimit-*`, `retry-after`) are read as they pass,
 and the latest per provider and credential is kept in memory (`RateLimitBook`). A credential is known only by

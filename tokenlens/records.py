@@ -1,4 +1,4 @@
-"""The Call record: one row per call that went through the gateway (SPEC section 9).
+"""The Call record: one row per call that went through the gateway (docs/analytics-api.md).
 
 `CallRecord` is what the writer thread stores and what `/api/calls`, the live feed and exports emit
 (`to_dict`). Bodies are kept apart (`request_body`, `response_body`) and are emitted only where asked.
@@ -31,7 +31,7 @@ MAX_STATUS = 999
 MAX_COUNT = 10**6
 """`attempts` and `turn`."""
 MAX_COMPLEXITY = 9
-"""`complexity` is 0..9 (SPEC 10)."""
+"""`complexity` is 0..9 (docs/analytics-api.md#how-the-figures-are-computed)."""
 MIN_TS, MAX_TS = 0.0, 32_503_680_000.0
 """`ts`: 1970-01-01 to 3000-01-01 UTC."""
 MAX_NAME_CHARS = 256
@@ -117,7 +117,7 @@ def parse_iso(value: str) -> float:
 
 @dataclass
 class CallRecord:
-    """Every field of SPEC section 9's Call, plus the cost split and a few diagnostic extras."""
+    """Every field of docs/analytics-api.md Call, plus the cost split and a few diagnostic extras."""
 
     id: str
     ts: float  # epoch seconds, UTC: when the request arrived

@@ -1,4 +1,4 @@
-"""Routing decisions (SPEC 6 stage 3, SPEC 9 `PUT /api/config/routing`): pure functions over the settings.
+"""Routing decisions (docs/gateway.md#the-pipeline stage 3, docs/analytics-api.md `PUT /api/config/routing`): pure functions over the settings.
 
 Order of the rules for one call:
 1. a weight rule of the call's source whose models the call's provider serves picks a model at random;

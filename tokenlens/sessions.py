@@ -1,4 +1,4 @@
-"""Sessions and conversations (SPEC sections 5 and 9).
+"""Sessions and conversations (docs/gateway.md and docs/analytics-api.md).
 
 A call that carries `X-TokenLens-Session` belongs to that session, and its `turn` counts the session's calls.
 Without the header, calls are grouped into **conversations** by continuity: a request whose message list

@@ -1,4 +1,4 @@
-"""Budgets, quotas and call caps that hold across several gateways sharing one store (issue 11, SPEC 11).
+"""Budgets, quotas and call caps that hold across several gateways sharing one store (issue 11, docs/storage.md).
 
 The store keeps one `ledger_bucket` row per cap bucket (scope, day or month, period key): the spend and calls
 recorded so far, and the headroom leased to gateways (`reserved_*`). A gateway takes a lease with one atomic,

@@ -1,7 +1,7 @@
 """Stream taps: what a streamed answer passes through on its way to the client (set by the upstream stage).
 
 `StreamTap` passes every chunk on at once and untouched and keeps a decoded copy for the record;
-`UsageChunkStripper` undoes a usage request the gateway added (SPEC 7): the client gets the stream it asked for;
+`UsageChunkStripper` undoes a usage request the gateway added (docs/gateway.md#metering): the client gets the stream it asked for;
 `GuardedTap` runs the response guardrails on what the tap forwards (set by the response-guardrails stage).
 """
 

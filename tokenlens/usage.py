@@ -1,4 +1,4 @@
-"""Provider-reported usage, normalised (SPEC section 7; rules in shared/notes/provider-usage.md).
+"""Provider-reported usage, normalised (docs/gateway.md#metering; rules in shared/notes/provider-usage.md).
 
 INTERFACE FILE: `Usage` is fixed; `StreamSummary` may only gain fields with defaults.
 
@@ -86,7 +86,7 @@ class Usage:
         return sum(n for p, m, n in self.modality_tokens if p == part and m == modality)
 
     def modality_dict(self) -> dict[str, dict[str, int]] | None:
-        """The SPEC 9 `modality_tokens` shape, e.g. ``{"input": {"text": 120, "image": 1290}}``; None if empty."""
+        """The docs/analytics-api.md `modality_tokens` shape, e.g. ``{"input": {"text": 120, "image": 1290}}``; None if empty."""
         out: dict[str, dict[str, int]] = {}
         for part, modality, tokens in self.modality_tokens:
             if tokens > 0:

@@ -1,4 +1,4 @@
-"""Waste in a request body (SPEC section 10): whitespace bloat, polite filler, repeated instructions, empty
+"""Waste in a request body (docs/analytics-api.md#how-the-figures-are-computed): whitespace bloat, polite filler, repeated instructions, empty
 messages.
 
 `analyze_waste(api, body, model)` is pure and works offline: the gateway runs it in the writer thread and

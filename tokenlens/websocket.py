@@ -1,4 +1,4 @@
-"""WebSocket model calls (SPEC 5): the OpenAI Responses API in WebSocket mode and the Realtime API.
+"""WebSocket model calls (docs/gateway.md): the OpenAI Responses API in WebSocket mode and the Realtime API.
 
 Pure bookkeeping of one upgraded connection, no I/O; the mitmproxy layer is `tokenlens.addons.websocket`.
 

@@ -1,4 +1,4 @@
-"""The Flask app: JSON API, live WebSocket and the home page (SPEC section 9).
+"""The Flask app: JSON API, live WebSocket and the home page (docs/analytics-api.md).
 
 `create_app(deps)` builds it around the running gateway's `AppDeps`; the daemon serves it with Werkzeug on an
 internal loopback port and the gateway forwards to it every request for itself outside `/proxy/`, with the

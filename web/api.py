@@ -1,4 +1,4 @@
-"""JSON API: health, status, call records, KPI, export and import (SPEC section 9)."""
+"""JSON API: health, status, call records, KPI, export and import (docs/analytics-api.md)."""
 
 from __future__ import annotations
 
@@ -169,7 +169,7 @@ def status() -> Response:
             "month_usd": d.store.spend_between(*month_bounds(tz)),
             "pending_records": d.writer.pending,
             "timezone": settings.timezone,
-            "passthrough_requests": d.passthrough.total,  # on provider routes, not calls (SPEC 5)
+            "passthrough_requests": d.passthrough.total,  # on provider routes, not calls (docs/gateway.md)
             "passthrough_by_reason": dict(d.passthrough.by_reason),
             "prices": price_data.data_info(),  # the price data in use, its date and age (issue 18)
         }

@@ -1,4 +1,4 @@
-"""Configuration API (SPEC 9): GET returns a section in the shape of the file, PUT validates and replaces it.
+"""Configuration API (docs/analytics-api.md): GET returns a section in the shape of the file, PUT validates and replaces it.
 
 A valid PUT is written back into the YAML file (only that section; the user's comments elsewhere stay) and
 applies to the next request without a restart. With a shared store (PostgreSQL) the section is also kept in

@@ -1,4 +1,4 @@
-"""Cost-intelligence views (SPEC 9 and 10): daily, sources, models, tags, forecast, anomalies, compare,
+"""Cost-intelligence views (docs/analytics-api.md and docs/analytics-api.md#how-the-figures-are-computed): daily, sources, models, tags, forecast, anomalies, compare,
 recommendations, digest, webhook deliveries and the Prometheus `/metrics`.
 
 All usage views answer from the hourly rollups (`tokenlens.store.rollups`) through `tokenlens.analytics`.

@@ -1,4 +1,4 @@
-"""Token-intelligence views: waste, heatmap, output efficiency, history bloat, right-sizing, caching (SPEC 9)."""
+"""Token-intelligence views: waste, heatmap, output efficiency, history bloat, right-sizing, caching (docs/analytics-api.md)."""
 
 from __future__ import annotations
 

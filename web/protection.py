@@ -1,4 +1,4 @@
-"""Request protection for the dashboard and API (SPEC section 9, "Protection").
+"""Request protection for the dashboard and API (docs/analytics-api.md, "Protection").
 
 1. DNS-rebinding defence: the `Host` header (port ignored) must be a loopback name (localhost, 127.x, ::1),
    the configured `server.host`, or one of `server.allowed_hosts` (an entry starting with "." also matches

@@ -1,4 +1,4 @@
-"""Routing views: `GET /api/usage/latency`, and the extra checks of `PUT /api/config/routing` (SPEC 9)."""
+"""Routing views: `GET /api/usage/latency`, and the extra checks of `PUT /api/config/routing` (docs/analytics-api.md)."""
 
 from __future__ import annotations
 

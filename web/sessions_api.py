@@ -1,4 +1,4 @@
-"""Agent-workflow views (SPEC 9): sessions and conversations, provider rate-limit headroom, and the offline
+"""Agent-workflow views (docs/analytics-api.md): sessions and conversations, provider rate-limit headroom, and the offline
 prompt analysis of `tokenlens analyze` as `POST /api/analyze`."""
 
 from __future__ import annotations

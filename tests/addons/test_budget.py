@@ -1,4 +1,4 @@
-"""The budget gate with mitmproxy's test flows: admission, the SPEC 8 answer, settlement, fail closed/open."""
+"""The budget gate with mitmproxy's test flows: admission, the docs/gateway.md#refused-and-failed-calls answer, settlement, fail closed/open."""
 
 from __future__ import annotations
 

@@ -110,7 +110,7 @@ def test_settings_are_frozen_hashable_and_copyable() -> None:
     assert pickle.loads(pickle.dumps(s)) == s
 
 
-# --- a full, valid configuration (the SPEC section 9 bodies) ------------------------------------------
+# --- a full, valid configuration (the docs/analytics-api.md bodies) ------------------------------------------
 
 FULL: dict[str, Any] = {
     "server": {

@@ -1,4 +1,4 @@
-"""The output limit a budget reserves: the largest one a request sets (SPEC 8; issue 17, finding 6)."""
+"""The output limit a budget reserves: the largest one a request sets (docs/gateway.md#refused-and-failed-calls; issue 17, finding 6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The forecast's trend label (SPEC 10): "increasing"/"decreasing" only when the fitted change is material
+"""The forecast's trend label (docs/analytics-api.md#how-the-figures-are-computed): "increasing"/"decreasing" only when the fitted change is material
 (>= 10% over 30 days, relative to the fitted level) and distinguishable from the day-to-day noise (|slope| > 2
 standard errors of the weighted fit); else "stable".
 

@@ -1,4 +1,4 @@
-"""Usage extraction and stream summaries (SPEC section 7, shared/notes/provider-usage.md).
+"""Usage extraction and stream summaries (docs/gateway.md#metering, shared/notes/provider-usage.md).
 
 Every expected count below is written from the provider payload in the test, by the rules of the notes
 (e.g. Anthropic input = input_tokens + cache_creation_input_tokens + cache_read_input_tokens).

@@ -1,4 +1,4 @@
-"""Waste detection on crafted requests in the three formats (SPEC section 10), and its fast paths checked
+"""Waste detection on crafted requests in the three formats (docs/analytics-api.md#how-the-figures-are-computed), and its fast paths checked
 against the plain rules (whole-text regexes, one match at a time)."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Bad input and broken upstreams: the client gets the upstream's answer or a provider-format error, the
-gateway keeps serving, and every call is recorded (SPEC 5, 7, 8)."""
+gateway keeps serving, and every call is recorded (docs/gateway.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`PUT /api/config/routing` (SPEC 9): cross-provider rules that cannot be served are refused with 400 naming the
+"""`PUT /api/config/routing` (docs/analytics-api.md): cross-provider rules that cannot be served are refused with 400 naming the
 field; unknown model names are accepted with warnings; a valid change applies to the next request."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""WebSocket model calls through a real gateway (issue 16, SPEC 5): the Responses API WebSocket mode with
+"""WebSocket model calls through a real gateway (issue 16, docs/gateway.md): the Responses API WebSocket mode with
 `client.responses.connect()` and the Realtime API with `client.realtime.connect()`, against the simulator.
 
 Each `response.create` frame is one call; the upgrade is none. Expected tokens come from the simulator's

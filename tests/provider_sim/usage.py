@@ -359,7 +359,7 @@ class Plan:
         return self.prompt + self.cache_read + self.cache_write
 
     def normalized(self) -> dict[str, int | None]:
-        """The usage the gateway must record (SPEC section 7)."""
+        """The usage the gateway must record (docs/gateway.md#metering)."""
         zero: dict[str, int | None] = {
             "input_tokens": self.prompt + self.media_tokens,
             "output_tokens": 0,

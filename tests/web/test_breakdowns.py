@@ -1,4 +1,4 @@
-"""Every view that splits a total adds up to it (SPEC 9: "a breakdown always sums to its total"), for a store
+"""Every view that splits a total adds up to it (docs/analytics-api.md: "a breakdown always sums to its total"), for a store
 holding gateway records (costs with their four parts) and imported ones (a `cost_usd` without parts, an
 unpriced model, no tokens, some parts only, no cost at all), on SQLite and on PostgreSQL.
 

@@ -1,4 +1,4 @@
-"""Budget status, and the budget/quota settings refused when invalid (SPEC 9)."""
+"""Budget status, and the budget/quota settings refused when invalid (docs/analytics-api.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""PUT /api/config/guardrails refuses bad and catastrophic-backtracking patterns (SPEC 9)."""
+"""PUT /api/config/guardrails refuses bad and catastrophic-backtracking patterns (docs/analytics-api.md)."""
 
 from __future__ import annotations
 

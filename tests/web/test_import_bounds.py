@@ -1,4 +1,4 @@
-"""`POST /api/import` refuses implausible lines one by one (SPEC 9: token counts and costs finite,
+"""`POST /api/import` refuses implausible lines one by one (docs/analytics-api.md: token counts and costs finite,
 non-negative and plausible): each bad line is reported with its line number and field, the good lines are
 imported and counted, and nothing answers 500 (issue 17, finding 5)."""
 

@@ -1,4 +1,4 @@
-"""Token-intelligence views over stored calls (SPEC section 9)."""
+"""Token-intelligence views over stored calls (docs/analytics-api.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Recommendations drawn from the per-call analysis: history bloat (SPEC 10)."""
+"""Recommendations drawn from the per-call analysis: history bloat (docs/analytics-api.md#how-the-figures-are-computed)."""
 
 from __future__ import annotations
 

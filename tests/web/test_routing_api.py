@@ -1,4 +1,4 @@
-"""`GET /api/usage/latency` (SPEC 9): figures per provider and model from the store, and the live averages."""
+"""`GET /api/usage/latency` (docs/analytics-api.md): figures per provider and model from the store, and the live averages."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`GET /api/usage/sessions` and `/sessions/<id>` (SPEC 9): both kinds or one, pages by cursor, bad parameters
+"""`GET /api/usage/sessions` and `/sessions/<id>` (docs/analytics-api.md): both kinds or one, pages by cursor, bad parameters
 named, unknown runs 404. The figures themselves are checked in tests/core/test_sessions.py and
 tests/core/store/test_session_rollups.py."""
 

@@ -1,4 +1,4 @@
-"""`tokenlens daemon`: the gateway in the foreground (SPEC 2).
+"""`tokenlens daemon`: the gateway in the foreground (docs/gateway.md).
 
 Main thread: mitmproxy's DumpMaster with the pipeline addons. A thread: the Flask app on an internal loopback
 port, reached through the gateway's own port. A thread: the record writer. SIGINT/SIGTERM shut down cleanly and

@@ -1,4 +1,4 @@
-"""`tokenlens export` and `tokenlens import`: call records as CSV or JSONL (SPEC sections 3 and 9)."""
+"""`tokenlens export` and `tokenlens import`: call records as CSV or JSONL (docs/cli.md and docs/analytics-api.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`tokenlens demo`: a realistic history in a separate data directory, and the gateway running on it (SPEC 3).
+"""`tokenlens demo`: a realistic history in a separate data directory, and the gateway running on it (docs/cli.md).
 
 The demo lives in `$TOKENLENS_HOME/demo` (its own store and `config.yaml`), so the user's own data is never
 touched. Every run starts from a fresh store: the history is generated (`tokenlens.demo`) up to now and

@@ -34,7 +34,7 @@ class Shell(StrEnum):
 
 
 def base_url_variables(port: int, host: str = "localhost") -> dict[str, str]:
-    """The base-URL variables of SPEC section 3."""
+    """The base-URL variables of docs/cli.md."""
     root = f"http://{host}:{port}/proxy"
     return {
         "ANTHROPIC_BASE_URL": f"{root}/anthropic",

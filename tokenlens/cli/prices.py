@@ -1,4 +1,4 @@
-"""`tokenlens prices ...`: the rates a model is priced at, and newer price data on demand (SPEC 3)."""
+"""`tokenlens prices ...`: the rates a model is priced at, and newer price data on demand (docs/cli.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The configuration: YAML file -> validated, frozen `Settings` (SPEC section 4).
+"""The configuration: YAML file -> validated, frozen `Settings` (docs/configuration.md).
 
 `load_settings(path)` reads the file (no file: the defaults), `parse_settings(data)` validates a mapping,
 `settings_to_dict(settings)` turns it back into plain data. The config API uses `section_to_dict`,

@@ -211,7 +211,7 @@ def _splice(text: str, name: str, value: Any) -> str:
         return _dump(doc)
     lines = text.splitlines(keepends=True)
     if name not in doc:
-        # A new section goes before the first existing one that follows it in SPEC order (and before the
+        # A new section goes before the first existing one that follows it in the documented order (and before the
         # comments just above that one), else at the end.
         later = [k for k in keys if k in SECTIONS and SECTIONS.index(k) > SECTIONS.index(name)]
         if later:

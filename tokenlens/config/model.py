@@ -1,4 +1,4 @@
-"""The settings: frozen dataclasses, one per section of the file (SPEC section 4), and the section names."""
+"""The settings: frozen dataclasses, one per section of the file (docs/configuration.md), and the section names."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ WebhookEvent = Literal["alert", "budget", "anomaly", "digest", "block"]
 
 WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = ("alert", "budget", "anomaly", "digest", "block")
 
-# Top-level keys in SPEC order; the config API may replace only the EDITABLE ones.
+# Top-level keys in the documented order (docs/configuration.md); the config API may replace only the EDITABLE ones.
 SECTIONS: tuple[str, ...] = (
     "server",
     "storage",

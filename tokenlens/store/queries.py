@@ -494,7 +494,7 @@ _PART_SLACK = 1e-6  # relative tolerance of given parts over `cost_usd` (roundin
 
 
 def _attribute_parts(values: dict[str, Any], pricer: PricerLike | None) -> None:
-    """The cost parts of a line that gives `cost_usd` (SPEC 9: a breakdown always sums to its total).
+    """The cost parts of a line that gives `cost_usd` (docs/analytics-api.md: a breakdown always sums to its total).
 
     - `cost_usd` null: the call is unpriced; parts are kept as given (an export imports back unchanged) but
       no view counts the parts of a call without a cost (`tokenlens.store.rollups`).
@@ -741,7 +741,7 @@ class Store:
         batch: int = 500,
         on_inserted: Callable[[Sequence[CallRecord]], None] | None = None,
     ) -> ImportResult:
-        """Import JSONL records (SPEC section 9); see `ImportResult`. Blank lines are ignored. `on_inserted`
+        """Import JSONL records (docs/analytics-api.md); see `ImportResult`. Blank lines are ignored. `on_inserted`
         gets each committed batch of records that were stored (those whose id was not known yet)."""
         result = ImportResult()
         pending: dict[str, CallRecord] = {}
@@ -880,7 +880,7 @@ class Store:
         return _money(row.get("cost_usd"))
 
     def kpi(self, days: int, tz: tzinfo) -> dict[str, Any]:
-        """Totals over the last `days` calendar days in `tz`, today included (SPEC `/api/usage/kpi`).
+        """Totals over the last `days` calendar days in `tz`, today included (docs/analytics-api.md `/api/usage/kpi`).
 
         Answered from the hourly rollups.
 

@@ -1,6 +1,6 @@
 """The token-intelligence views answered from the insight rollups equal a scan of the calls themselves.
 
-Each view is recomputed here from the crafted records (the definitions of SPEC section 10 and README "Token
+Each view is recomputed here from the crafted records (the definitions of docs/analytics-api.md#how-the-figures-are-computed and README "Token
 intelligence", written independently of `tokenlens.insights`), on SQLite and PostgreSQL, in time zones whose
 day boundaries fall on whole UTC days, on other whole hours, and inside an hour (:30 and :45 offsets). The
 rollups built by migration 7 from calls stored before it give the same answers as the writer's.

@@ -1,6 +1,6 @@
 """`GET /api/usage/latency` answered from the latency rollups equals an exact computation from the calls.
 
-The exact figures are computed here from the crafted records (SPEC 9 `/latency`: every call but blocked and
+The exact figures are computed here from the crafted records (docs/analytics-api.md `/latency`: every call but blocked and
 cached ones, per provider and model; percentiles interpolated linearly between the two closest ranks), on
 SQLite and PostgreSQL, in time zones whose day boundaries fall on whole UTC days, on other whole hours and
 inside an hour (:30 and :45 offsets). Counts, error rates and fallbacks must be equal; percentiles within the
