@@ -101,7 +101,7 @@ def test_held_out_figures() -> None:
     """The held-out set (injection_holdout_v3, never read in development) is the held-out figure."""
     precision, recall = figures("holdout")
     print(f"held-out set: precision {precision:.3f} recall {recall:.3f}")
-    assert precision >= 0.95 and recall >= 0.80  # PLACEHOLDER
+    assert precision >= 0.94 and recall >= 0.91  # read once on the final model: 0.942, 0.915 (figures doc)
 
 
 def test_old_test_split_figures() -> None:
@@ -110,7 +110,7 @@ def test_old_test_split_figures() -> None:
     assert precision >= 0.99 and recall >= 0.99
 
 
-@pytest.mark.xfail(strict=True, reason="issue 19's target, not reached yet on the held-out set (figures doc)")
+@pytest.mark.xfail(strict=True, reason="issue 19's target, not reached on the held-out set: P 0.942, R 0.915")
 def test_held_out_figures_reach_the_issue_target() -> None:
     precision, recall = figures("holdout")
     assert precision >= 0.95 and recall >= 0.92
