@@ -21,7 +21,6 @@ import base64
 import json
 import logging
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,6 +30,7 @@ from typing import IO
 
 from tokenlens.exchange import Exchange
 from tokenlens.records import CallRecord, describe_failure
+from tokenlens.store.batches import STOP, BatchQueue
 from tokenlens.store.journal import record_from_dict, record_to_dict
 from tokenlens.store.writer import minimal_error_record
 
@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 
 CURSOR = "cursor.json"
 LOCK = "worker.lock"
-_STOP = object()
 
 
 def spool_dir(home: Path, worker: str | None = None) -> Path:
@@ -99,7 +98,7 @@ def spooled(exchange: Exchange, record: CallRecord) -> SpooledCall:
     )
 
 
-class SpoolWriter:
+class SpoolWriter(BatchQueue[Exchange]):
     """The gateway's spool thread: `submit(exchange)` never blocks; the thread meters (`build`), appends and
     then calls `on_written(records)` (the record listeners and the live feed)."""
 
@@ -114,51 +113,17 @@ class SpoolWriter:
         segment_bytes: int = 8 * 1024 * 1024,
         name: str = "tokenlens-spool",
     ) -> None:
+        super().__init__(interval, max_batch)
         self.directory = directory
         self.build = build
         self.on_written = on_written
-        self.interval = interval
-        self.max_batch = max(1, max_batch)
         self.segment_bytes = segment_bytes
         self.written = 0
-        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._submitted = 0
-        self._done = 0
-        self._count_lock = threading.Lock()
-        self._done_cond = threading.Condition()
-        self._stopping = False
         self._handle: IO[bytes] | None = None
         self._size = 0
         directory.mkdir(parents=True, exist_ok=True)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
-
-    def submit(self, item: Exchange) -> None:
-        """Queue a finished call (a queue put: never blocks, never raises, no I/O)."""
-        with self._count_lock:
-            self._submitted += 1
-            self._queue.put(item)
-
-    @property
-    def pending(self) -> int:
-        """Calls submitted and not in the spool yet."""
-        return self._submitted - self._done
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def flush(self, timeout: float = 5) -> bool:
-        """Wait until every call submitted before this one is in the spool; False on timeout."""
-        target = self._submitted
-        deadline = time.monotonic() + timeout
-        with self._done_cond:
-            while self._done < target:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not self._thread.is_alive():
-                    return self._done >= target
-                self._done_cond.wait(min(remaining, 0.1))
-        return True
 
     def stop(self, timeout: float = 10) -> bool:
         """Spool everything queued, then end the thread; False when it did not finish in time."""
@@ -166,7 +131,7 @@ class SpoolWriter:
             first = not self._stopping
             self._stopping = True
         if first:
-            self._queue.put(_STOP)
+            self._queue.put(STOP)
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
@@ -183,34 +148,6 @@ class SpoolWriter:
         finally:
             self._close()
 
-    def _collect(self) -> tuple[list[Exchange], bool]:
-        try:
-            first = self._queue.get(timeout=self.interval)
-        except queue.Empty:
-            return [], False
-        if first is _STOP:
-            return self._drain(), True
-        batch: list[Exchange] = [first]  # type: ignore[list-item]
-        while len(batch) < self.max_batch:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is _STOP:
-                return batch + self._drain(), True
-            batch.append(item)  # type: ignore[arg-type]
-        return batch, False
-
-    def _drain(self) -> list[Exchange]:
-        items: list[Exchange] = []
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return items
-            if item is not _STOP:
-                items.append(item)  # type: ignore[arg-type]
-
     def _process(self, batch: list[Exchange]) -> None:
         try:
             calls = [self._meter(exchange) for exchange in batch]
@@ -225,9 +162,7 @@ class SpoolWriter:
         except Exception as exc:  # never let the thread die; the calls stay unspooled and are reported
             log.error("could not spool %d calls: %s", len(batch), describe_failure(exc))
         finally:
-            with self._done_cond:
-                self._done += len(batch)
-                self._done_cond.notify_all()
+            self._finished(len(batch))
 
     def _meter(self, exchange: Exchange) -> SpooledCall:
         try:

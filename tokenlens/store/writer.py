@@ -35,12 +35,12 @@ from typing import Any
 import peewee as pw
 
 from tokenlens.records import CallRecord, bound_record, describe_failure, new_call_id
+from tokenlens.store.batches import STOP, BatchQueue, drain_queue
 from tokenlens.store.journal import Journal, default_journal_path
 from tokenlens.store.queries import Store
 
 log = logging.getLogger(__name__)
 
-_STOP = object()
 _BACKOFF_START = 0.05
 _BACKOFF_MAX = 2.0
 _SPLIT_AFTER = 3  # failed attempts of a whole batch before it is written record by record
@@ -98,7 +98,7 @@ class _Prepared:
         self.records = records
 
 
-class RecordWriter[T]:
+class RecordWriter[T](BatchQueue[T]):
     """Prepare and insert submitted items in batches, on its own thread (started at construction).
 
     build: turns a submitted item into a CallRecord (runs on the writer thread, or on the spill thread for an
@@ -128,19 +128,12 @@ class RecordWriter[T]:
         journal: Journal | Path | None = _UNSET,
         home: Path | None = None,
     ) -> None:
+        super().__init__(interval, max_batch)
         self.store = store
         self.build = build
         self.on_written = on_written
-        self.interval = interval
-        self.max_batch = max(1, max_batch)
         self.store_bodies = store_bodies
         self.fallback = fallback
-        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._submitted = 0
-        self._done = 0  # items taken off the queue and finished with (written, or set aside)
-        self._count_lock = threading.Lock()
-        self._done_cond = threading.Condition()
-        self._stopping = False
         self.written = 0  # records inserted
         self.rejected = 0  # records the database refused on their own (logged)
         self.retries = 0  # failed batch attempts
@@ -191,28 +184,11 @@ class RecordWriter[T]:
         except Exception:  # pragma: no cover - SimpleQueue.put does not fail
             log.exception("could not queue a record")
 
-    @property
-    def pending(self) -> int:
-        """Items submitted and neither written nor in the journal yet."""
-        return self._submitted - self._done
+    def _busy(self) -> bool:
+        return self._journal_dirty  # flushed means in the store: the journal replayed too
 
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def flush(self, timeout: float = 5) -> bool:
-        """Wait until every item submitted before this call is in the store (the journal replayed too); False
-        on timeout."""
-        target = self._submitted
-        deadline = time.monotonic() + timeout
-        with self._done_cond:
-            while self._done < target or self._journal_dirty:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not self._thread.is_alive():
-                    return self._done >= target and not self._journal_dirty
-                self._next_replay = 0.0
-                self._done_cond.wait(min(remaining, 0.1))
-        return True
+    def _before_wait(self) -> None:
+        self._next_replay = 0.0
 
     def stop(self, timeout: float = 10) -> bool:
         """Journal what waits for the spill thread, write everything queued (and replay the journal when the
@@ -224,13 +200,13 @@ class RecordWriter[T]:
         spill = self._spill_thread
         if spill is not None:
             if first:
-                self._spill_queue.put(_STOP)
+                self._spill_queue.put(STOP)
             spill.join(max(0.0, deadline - time.monotonic()))
             if not spill.is_alive():
-                for item in _drain_queue(self._spill_queue):  # none unless the spill thread died
+                for item in drain_queue(self._spill_queue):  # none unless the spill thread died
                     self._queue.put(item)
         if first:
-            self._queue.put(_STOP)
+            self._queue.put(STOP)
         self._thread.join(max(0.0, deadline - time.monotonic()))
         if self._thread.is_alive() or (spill is not None and spill.is_alive()):
             return False
@@ -257,7 +233,7 @@ class RecordWriter[T]:
                     items.append(self._spill_queue.get_nowait())
                 except queue.Empty:
                     break
-            work: list[T] = [i for i in items if i is not _STOP]  # type: ignore[misc]
+            work: list[T] = [i for i in items if i is not STOP]  # type: ignore[misc]
             if work:
                 try:
                     self._spill(journal, work)
@@ -291,33 +267,6 @@ class RecordWriter[T]:
             self._done_cond.notify_all()
 
     # ------------------------------------------------------------------------------------------ writer thread
-
-    def _collect(self) -> tuple[list[T], bool]:
-        """The next batch, and whether the stop marker was seen."""
-        try:
-            first = self._queue.get(timeout=self.interval)
-        except queue.Empty:
-            return [], False
-        if first is _STOP:
-            return self._drain(), True
-        batch: list[T] = [first]  # type: ignore[list-item]
-        deadline = time.monotonic() + self.interval
-        while len(batch) < self.max_batch:
-            try:
-                if self._stopping:
-                    item = self._queue.get_nowait()
-                else:
-                    remaining = deadline - time.monotonic()
-                    item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is _STOP:
-                return batch + self._drain(), True
-            batch.append(item)  # type: ignore[arg-type]
-        return batch, False
-
-    def _drain(self) -> list[T]:
-        return [item for item in _drain_queue(self._queue) if item is not _STOP]  # type: ignore[misc]
 
     def _run(self) -> None:
         while True:
@@ -545,16 +494,6 @@ def _id_of(item: object) -> str:
     """The call id of a submitted item (an Exchange or a record), for log lines."""
     value = item.get("id") if isinstance(item, dict) else getattr(item, "id", None)
     return str(value)[:64] if value is not None else "(unknown)"
-
-
-def _drain_queue(source: queue.SimpleQueue[object]) -> list[object]:
-    """Everything in the queue now, without waiting."""
-    items: list[object] = []
-    while True:
-        try:
-            items.append(source.get_nowait())
-        except queue.Empty:
-            return items
 
 
 def _is_transient(exc: BaseException) -> bool:
