@@ -235,6 +235,8 @@ def spooled_not_stored(directory: Path, store: Store) -> list[CallRecord]:
                 "an analysis process still reads %s; its calls may be counted late in budgets", directory
             )
             return []
-        records = [call.record for call in backlog(directory)]
-    stored = store.existing_ids(record.id for record in records)
-    return [record for record in records if record.id not in stored]
+        records = {
+            call.record.id: call.record for call in backlog(directory)
+        }  # a line read twice counts once
+    stored = store.existing_ids(records)
+    return [record for call_id, record in records.items() if call_id not in stored]

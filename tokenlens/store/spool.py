@@ -120,6 +120,7 @@ class SpoolWriter(BatchQueue[Exchange]):
         self.segment_bytes = segment_bytes
         self.written = 0
         self._handle: IO[bytes] | None = None
+        self._unspooled: list[SpooledCall] = []  # metered calls a failed write left to write again
         self._size = 0
         directory.mkdir(parents=True, exist_ok=True)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -141,35 +142,57 @@ class SpoolWriter(BatchQueue[Exchange]):
         try:
             while True:
                 batch, stop = self._collect()
-                if batch:
+                if batch or self._unspooled:
                     self._process(batch)
                 if stop:
+                    if self._unspooled:
+                        log.error(
+                            "%d calls could not be spooled before the gateway stopped", len(self._unspooled)
+                        )
                     return
         finally:
             self._close()
 
     def _process(self, batch: list[Exchange]) -> None:
+        """Meter the batch and spool it with any calls an earlier write could not take (a full disk: they wait
+        in memory, in order, and the listeners hear of them once they are in the spool)."""
+        metered = [self._meter(exchange) for exchange in batch]
+        lost = metered.count(None)
+        if lost:
+            self._finished(lost)
+        calls = self._unspooled + [call for call in metered if call is not None]
+        if not calls:
+            return
         try:
-            calls = [self._meter(exchange) for exchange in batch]
             self._append(b"".join(call.to_line() for call in calls))
-            records = [call.record for call in calls]
-            self.written += len(records)
-            if self.on_written is not None:
-                try:
-                    self.on_written(records)
-                except Exception:
-                    log.exception("record listeners failed")
-        except Exception as exc:  # never let the thread die; the calls stay unspooled and are reported
-            log.error("could not spool %d calls: %s", len(batch), describe_failure(exc))
-        finally:
-            self._finished(len(batch))
+        except (
+            Exception
+        ) as exc:  # OSError (disk full), or a line that cannot be written: keep them, try again
+            if not self._unspooled:
+                log.error("the spool cannot be written (%s); keeping calls in memory", describe_failure(exc))
+            self._unspooled = calls
+            self._undo_partial_write()
+            return
+        self._unspooled = []
+        records = [call.record for call in calls]
+        self.written += len(records)
+        if self.on_written is not None:
+            try:
+                self.on_written(records)
+            except Exception:
+                log.exception("record listeners failed")
+        self._finished(len(calls))
 
-    def _meter(self, exchange: Exchange) -> SpooledCall:
+    def _meter(self, exchange: Exchange) -> SpooledCall | None:
         try:
             record = self.build(exchange)
         except Exception as exc:
             log.error("metering call %s failed (%s); spooling a minimal error record", exchange.id, exc)
-            record = minimal_error_record(exchange, exc)
+            try:
+                record = minimal_error_record(exchange, exc)
+            except Exception as again:
+                log.error("no record at all for call %s (%s)", exchange.id, describe_failure(again))
+                return None
         return spooled(exchange, record)
 
     def _append(self, data: bytes) -> None:
@@ -182,6 +205,17 @@ class SpoolWriter(BatchQueue[Exchange]):
         self._handle.write(data)
         self._handle.flush()
         self._size += len(data)
+
+    def _undo_partial_write(self) -> None:
+        """Cut what a failed write left at the end of the segment (its lines are written again); if even that
+        fails, the segment ends there: a newer one follows, and the reader skips a torn last line."""
+        if self._handle is None:
+            return
+        try:
+            self._handle.truncate(self._size)
+            self._handle.seek(self._size)
+        except OSError:
+            self._close()
 
     def _close(self) -> None:
         if self._handle is not None:

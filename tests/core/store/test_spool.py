@@ -7,6 +7,8 @@ import json
 import threading
 from pathlib import Path
 
+import pytest
+
 from tokenlens.config import SettingsHolder, parse_settings
 from tokenlens.exchange import Exchange
 from tokenlens.metering import RecordBuilder
@@ -162,3 +164,34 @@ def test_submit_never_waits_on_the_thread(tmp_path: Path) -> None:
     assert writer.pending == 100
     gate.set()
     assert writer.flush() and writer.pending == 0 and writer.stop()
+
+
+def test_a_full_disk_keeps_the_calls_in_memory_in_order_until_the_spool_takes_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    heard: list[str] = []
+    writer = SpoolWriter(spool_dir(tmp_path), builder(), lambda records: heard.extend(r.id for r in records))
+    real_append = writer._append
+    failures = iter([OSError(28, "No space left on device")] * 3)
+
+    def full_then_fine(data: bytes) -> None:
+        failure = next(failures, None)
+        if failure is not None:
+            before = writer._size
+            real_append(data[: len(data) // 2])  # what a write failing midway leaves: bytes, not counted
+            writer._size = before
+            raise failure
+        real_append(data)
+
+    monkeypatch.setattr(writer, "_append", full_then_fine)
+    writer.submit(exchange("a"))
+    writer.submit(exchange("b"))
+    assert not writer.flush(timeout=0.3) or heard == ["a", "b"]  # not reported before it is spooled
+    writer.submit(exchange("c"))
+    assert writer.flush(timeout=5) and writer.stop()
+    assert heard == ["a", "b", "c"]  # each once, in order, once the disk took them
+    assert [call.record.id for call in backlog(spool_dir(tmp_path))] == [
+        "a",
+        "b",
+        "c",
+    ]  # the cut lines skipped
