@@ -255,7 +255,7 @@ def trend_of(values: Sequence[float]) -> Trend:
 def forecast(
     store: Store, tz: tzinfo, budget_monthly_usd: float | None, now: float | None = None
 ) -> dict[str, Any]:
-    """docs/analytics-api.md `/forecast`; see README "Cost intelligence" for the exact method."""
+    """docs/analytics-api.md `/forecast`; see docs/analytics-api.md "Forecast" for the exact method."""
     today = local_today(tz, now)
     month = month_days(today)
     window = day_list(today - timedelta(days=FORECAST_WINDOW), FORECAST_WINDOW)
@@ -317,7 +317,7 @@ _ANOMALY_MEASURES = ("cost_usd", "calls", "input_tokens", "output_tokens")
 
 
 def anomalies(store: Store, days: int, tz: tzinfo, now: float | None = None) -> dict[str, Any]:
-    """docs/analytics-api.md `/anomalies` over the last `days` days (see README for the definition)."""
+    """docs/analytics-api.md `/anomalies` over the last `days` days (defined in docs/analytics-api.md "Anomalies")."""
     dates = last_days(days, tz, now)
     span = day_list(dates[0] - timedelta(days=ANOMALY_WINDOW), len(dates) + ANOMALY_WINDOW)
     with store.connection():
@@ -483,7 +483,7 @@ def compare(
 def recommendations(
     store: Store, days: int, tz: tzinfo, pricer: PricerLike, now: float | None = None
 ) -> dict[str, Any]:
-    """Advice from the rollups, ranked by estimated monthly saving (see README for each kind)."""
+    """Advice from the rollups, ranked by estimated monthly saving (each kind in docs/intelligence.md "Recommendations")."""
     groups = range_sums(store, days, tz, ("source", "model", "provider"), now)
     scale = 30.0 / days
     found: list[dict[str, Any]] = []
