@@ -7,7 +7,9 @@ would read. `read_request_body`:
   after it recurses too), a message list longer than `MAX_LIST_ITEMS`;
 - parses JSON with a byte-order mark (UTF-8, UTF-16 and UTF-32, as `json.loads` detects them);
 - reads JSON followed by trailing bytes (a NUL, garbage) as the object it starts with, as a lenient upstream
-  parser would, so such a body is gated on its content instead of passing as "not JSON";
+  parser would, so such a body is gated on its content instead of passing as "not JSON"; but a body holding a
+  second JSON object or array after the first is refused: an upstream that reads the last one would get a
+  request the gates never read;
 - returns anything else as text, which the guardrails still scan.
 The body that goes upstream is never changed here.
 """
@@ -24,6 +26,7 @@ MAX_DEPTH = 128
 MAX_LIST_ITEMS = 100_000
 LIST_FIELDS = ("messages", "contents", "input", "requests", "tools")
 _OPENING = (ord("["), ord("{"))
+_SEPARATORS = " \t\r\n\x00,;"  # what may stand between two JSON values a reader takes one by one
 
 
 class BodyRefused(ValueError):
@@ -118,9 +121,12 @@ def _decode(raw: bytes) -> str:
 
 
 def _leading_value(text: str) -> Any:
-    """The JSON value a body starts with, ignoring what follows it; raises ValueError when there is none."""
+    """The JSON value a body starts with, ignoring trailing bytes; raises ValueError when there is none and
+    `BodyRefused` when another JSON object or array follows it."""
     start = len(text) - len(text.lstrip())
-    value, _ = json.JSONDecoder().raw_decode(text, start)
+    value, end = json.JSONDecoder().raw_decode(text, start)
+    if text[end:].lstrip(_SEPARATORS)[:1] in ("{", "["):
+        raise BodyRefused("request body holds more than one JSON value")
     return value
 
 
@@ -142,6 +148,8 @@ def read_request_body(raw: bytes) -> RequestBody:
             lenient = True
         except RecursionError:
             raise BodyRefused(f"request body is nested more than {MAX_DEPTH} levels deep") from None
+        except BodyRefused:
+            raise
         except ValueError:
             return RequestBody(None, text)
     _check_shape(raw, value)

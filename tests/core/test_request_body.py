@@ -54,10 +54,18 @@ def test_a_byte_order_mark_is_still_json(bom: bytes, codec: str) -> None:
     assert read.json == CHAT
 
 
-@pytest.mark.parametrize("tail", [b"\x00", b"\x00\x00garbage", b" \n{}", b"\xff\xfe"])
+@pytest.mark.parametrize("tail", [b"\x00", b"\x00\x00garbage", b" \n}", b"\xff\xfe"])
 def test_trailing_bytes_are_read_as_a_lenient_upstream_would(tail: bytes) -> None:
     read = read_request_body(json.dumps(CHAT).encode() + tail)
     assert read.json == CHAT and read.lenient
+
+
+@pytest.mark.parametrize("separator", [b"", b"\n", b"\x00 ", b",", b";\r\n"])
+@pytest.mark.parametrize("second", [b"{}", b'{"model": "gpt-5", "messages": []}', b"[1]"])
+def test_a_second_json_value_is_refused(separator: bytes, second: bytes) -> None:
+    """An upstream that reads the last of several JSON values would get a request the gates never read."""
+    with pytest.raises(BodyRefused, match="more than one JSON value"):
+        read_request_body(json.dumps(CHAT).encode() + separator + second)
 
 
 def test_text_that_is_not_json_is_kept_as_text() -> None:
