@@ -102,3 +102,24 @@ def test_bodies_without_secrets_are_shown_as_stored(client: FlaskClient, deps: A
     store_call(deps, "c3", request, b'{"id": "r"}')
     data = shown(client, "c3")
     assert data["request_body"] == request.decode() and data["response_body"] == '{"id": "r"}'
+
+
+def test_keys_written_with_escapes_or_as_object_keys_are_masked(client: FlaskClient, deps: AppDeps) -> None:
+    escaped = "".join(f"\\u{ord(c):04x}" for c in OPENAI_KEY)  # every character a JSON escape
+    request = (
+        '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "use ' + escaped + '"}],'
+        ' "metadata": {"' + ANTHROPIC_KEY + '": "team", "plain": "value"}}'
+    )
+    assert OPENAI_KEY not in request and json.loads(request)["messages"][0]["content"] == f"use {OPENAI_KEY}"
+    store_call(deps, "c4", request.encode(), None)
+    data = shown(client, "c4")
+    assert not [s for s in SECRETS if s in data["request_body"]]
+    masked = json.loads(data["request_body"])
+    assert masked["messages"][0]["content"] == "use [SECRET_1]"
+    assert list(masked["metadata"].items()) == [("[SECRET_2]", "team"), ("plain", "value")]
+
+
+def test_escapes_without_a_secret_are_shown_as_stored(client: FlaskClient, deps: AppDeps) -> None:
+    request = b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "caf\\u00e9"}]}'
+    store_call(deps, "c5", request, None)
+    assert shown(client, "c5")["request_body"] == request.decode()

@@ -101,10 +101,20 @@ def _entries(container: dict[str, Any] | list[Any]) -> Iterator[tuple[Any, Any, 
     return iter([(container, key, item) for key, item in pairs])
 
 
+def _mask_keys(container: dict[str, Any], placeholders: Placeholders) -> bool:
+    """Mask the secrets of an object's keys in place, keeping the keys' order; whether any was found."""
+    masked = [(_mask_string(key, "", placeholders), item) for key, item in container.items()]
+    if all(new is old for (new, _), old in zip(masked, container, strict=True)):
+        return False
+    container.clear()
+    container.update(masked)
+    return True
+
+
 def _mask_json(value: dict[str, Any] | list[Any], placeholders: Placeholders) -> bool:
     """Mask the secrets of every string value of a parsed JSON value, in place and in document order (a loop
     over a stack, no recursion); whether any was found."""
-    changed = False
+    changed = isinstance(value, dict) and _mask_keys(value, placeholders)
     stack = [_entries(value)]
     while stack:
         entry = next(stack[-1], None)
@@ -117,6 +127,7 @@ def _mask_json(value: dict[str, Any] | list[Any], placeholders: Placeholders) ->
             if masked != item:
                 container[key], changed = masked, True
         elif isinstance(item, dict | list):
+            changed = (isinstance(item, dict) and _mask_keys(item, placeholders)) or changed
             stack.append(_entries(item))
     return changed
 
@@ -136,19 +147,20 @@ def _mask_plain(text: str, matches: list[Match], placeholders: Placeholders) -> 
 def mask_secrets(text: str | None) -> str | None:
     """A stored body (as text) with every secret replaced by `[SECRET_n]`, the same secret by the same number.
 
-    A JSON body is masked string by string (a key such as `api_key` counts as the keyword of its value) and
-    written back as JSON; any other text where the secrets are. Text without a secret is returned unchanged.
+    A JSON body is masked string by string, keys included (a key such as `api_key` counts as the keyword of its
+    value; a secret written with `\\u` escapes is found once decoded) and written back as JSON; any other text
+    where the secrets are. Text without a secret is returned unchanged.
     """
     if not text:
         return text
     found = _secrets_in(text)
-    if not found:
+    if not found and "\\u" not in text:
         return text
     placeholders = Placeholders()
     try:
         body = json.loads(text)
     except (ValueError, RecursionError):
-        return _mask_plain(text, found, placeholders)
+        return _mask_plain(text, found, placeholders) if found else text
     if not isinstance(body, dict | list):
-        return _mask_plain(text, found, placeholders)
+        return _mask_plain(text, found, placeholders) if found else text
     return json.dumps(body, ensure_ascii=False) if _mask_json(body, placeholders) else text
