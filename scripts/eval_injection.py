@@ -3,10 +3,10 @@
 `.venv/bin/python scripts/eval_injection.py [--errors] [--no-holdout]`
 
 Scores every example with `score_injection` (the shipped model and rules, as the gateway runs them) at
-THRESHOLD and prints the figures of the held-out set (tests/data/guardrails/injection_holdout_v3/, written by
+THRESHOLD and prints the figures of the held-out set (tests/data/guardrails/injection_holdout_v4/, written by
 another author and never read while the detector was built: the figure of issue 19), of the corpus's two splits
 (both trained on: the old test split was scored too often to stay clean, and the corpus now holds the texts of
-the second held-out set, v2, too), and of the older hand-labelled set (tests/data/guardrails/injection.jsonl,
+the earlier held-out sets, v2 and v3, too), and of the older hand-labelled set (tests/data/guardrails/injection.jsonl,
 used by no training), with recall per attack family and false positives per hard-negative family.
 `--errors` lists the misclassified texts of every set except the held-out one, whose texts are never printed.
 `--no-holdout` leaves the held-out set out (for development: its figures are read once, on the final model).
@@ -87,9 +87,9 @@ def main() -> None:
     corpus = rows_of("injection_corpus.jsonl")
     if "--no-holdout" not in sys.argv:
         if (HOLDOUT / "README.md").exists():
-            show("held-out set (injection_holdout_v3)", figures(read_holdout()), False)
+            show("held-out set (injection_holdout_v4)", figures(read_holdout()), False)
         else:
-            print("held-out set (injection_holdout_v3): not there yet (no README.md)")
+            print("held-out set (injection_holdout_v4): not there yet (no README.md)")
     show("corpus, old test split (trained on)", figures([r for r in corpus if r["split"] == "test"]), errors)
     show("corpus, training split", figures([r for r in corpus if r["split"] == "train"]), errors)
     show("older hand-labelled set (injection.jsonl)", figures(rows_of("injection.jsonl")), errors)

@@ -10,9 +10,9 @@ operating point where the cross-validated precision is still TARGET_PRECISION, t
 moves the bias so that this point is the detector's THRESHOLD.
 
 It trains on the whole corpus, its old test split included (scored about 8 times during development and its
-errors read, so no longer held out), and so the texts of the second held-out set (injection_holdout_v2), merged
-into the corpus's family files once its figures had been read. The held-out set is
-tests/data/guardrails/injection_holdout_v3/, which is never read here. The settings (L2, the character n-gram
+errors read, so no longer held out), and so the texts of the earlier held-out sets (injection_holdout_v2 and
+injection_holdout_v3), merged into the corpus's family files once their figures had been read. The held-out set
+is tests/data/guardrails/injection_holdout_v4/, which is never read here. The settings (L2, the character n-gram
 lengths) were chosen by this cross-validation and, before v2 was merged, by training on the rest of the corpus
 and scoring v2.
 """
