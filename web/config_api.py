@@ -89,16 +89,18 @@ def put_section(name: str) -> Response | tuple[Response, int]:
         data = section_to_dict(candidate, name)
         sync = deps.config_sync
         with sync.lock if sync is not None else contextlib.nullcontext():
-            if sync is not None:
-                try:
-                    sync.publish(name, data)  # every gateway on the store applies it
-                except Exception as problem:
-                    message = f"the shared store could not be updated ({type(problem).__name__}: {problem})"
-                    return jsonify({"error": message, "field": None}), 503
             try:
                 write_section(deps.config_path, name, data)
             except ConfigError as problem:
                 return _bad(str(problem), problem.field)
+            if sync is not None:
+                try:
+                    sync.publish(name, data)  # every gateway on the store applies it
+                except Exception as problem:
+                    # nothing changes anywhere: the file gets its section back
+                    write_section(deps.config_path, name, section_to_dict(current, name))
+                    message = f"the shared store could not be updated ({type(problem).__name__}: {problem})"
+                    return jsonify({"error": message, "field": None}), 503
             deps.settings.replace(candidate)
     result = _masked(name, section_to_dict(candidate, name))
     if warnings:

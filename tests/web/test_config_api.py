@@ -99,3 +99,60 @@ def test_settings_budget_and_webhook_secrets_are_not_shown(
 def test_cross_site_put_is_refused(web_client: FlaskClient, web_deps: AppDeps) -> None:
     response = web_client.put("/api/config/quotas", json=QUOTAS, headers={"Origin": "https://evil.example"})
     assert response.status_code == 403 and web_deps.settings.get().quotas.kill_switches == ()
+
+
+def test_a_section_the_file_refuses_is_not_published_to_other_gateways(tmp_path: Path) -> None:
+    """Gateways sharing a store: a change this gateway's file refuses changes nothing, here or elsewhere."""
+    from harness.deps import app_deps
+    from harness.pg import store_url
+    from tokenlens.config import parse_settings
+    from tokenlens.web import create_app
+
+    broken = tmp_path / "one.yaml"
+    broken.write_text("budgets:\n  daily_usd: -1\n")  # another section is invalid: the file cannot be written
+    with (
+        store_url("postgresql", tmp_path) as url,
+        app_deps(
+            tmp_path / "one",
+            settings := parse_settings({"storage": {"url": url}}),
+            shared=True,
+            config_file=broken,
+        ) as one,
+        app_deps(tmp_path / "one", settings, shared=True, config_file=broken) as one,
+        app_deps(tmp_path / "two", settings, shared=True, config_file=tmp_path / "two.yaml") as two,
+    ):
+        assert one.config_sync is not None and two.config_sync is not None
+        response = create_app(one, {"TESTING": True}).test_client().put("/api/config/quotas", json=QUOTAS)
+        assert response.status_code == 400
+        assert one.config_sync.fetch() == {}  # nothing in the shared store
+        assert two.config_sync.poll() == []
+        assert one.settings.get().quotas == two.settings.get().quotas == settings.quotas
+        assert broken.read_text() == "budgets:\n  daily_usd: -1\n"
+
+
+def test_a_change_the_shared_store_refuses_is_taken_back_from_the_file(
+    tmp_path: Path, config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store is unreachable when the section is published: 503, and the file gets its section back."""
+    from harness.deps import app_deps
+    from harness.pg import store_url
+    from tokenlens.config import parse_settings
+    from tokenlens.web import create_app
+
+    with (
+        store_url("postgresql", tmp_path) as url,
+        app_deps(
+            tmp_path / "home", parse_settings({"storage": {"url": url}}), shared=True, config_file=config_file
+        ) as deps,
+    ):
+        assert deps.config_sync is not None
+
+        def unreachable(name: str, data: object) -> int:
+            raise ConnectionError("the database went away")
+
+        monkeypatch.setattr(deps.config_sync, "publish", unreachable)
+        before = deps.settings.get().quotas
+        response = create_app(deps, {"TESTING": True}).test_client().put("/api/config/quotas", json=QUOTAS)
+        assert response.status_code == 503 and "could not be updated" in response.json["error"]
+        assert deps.settings.get().quotas == before
+        assert load_settings(config_file).quotas == before
