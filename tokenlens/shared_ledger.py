@@ -48,7 +48,7 @@ from tokenlens.controls import (
     scopes_of,
 )
 from tokenlens.store.ledger import LedgerRow, LedgerTable
-from tokenlens.store.queries import ImportResult, PricerLike, day_bounds, month_bounds
+from tokenlens.store.queries import ImportResult, LineTooLong, PricerLike, day_bounds, month_bounds
 
 if TYPE_CHECKING:
     from tokenlens.config import SettingsHolder
@@ -417,7 +417,7 @@ class SharedLedger(Ledger):
 
 def import_counted(
     store: Store,
-    lines: Iterable[str | bytes],
+    lines: Iterable[str | bytes | LineTooLong],
     pricer: PricerLike | None,
     *,
     settings: SettingsHolder,

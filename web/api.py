@@ -30,7 +30,7 @@ from tokenlens.store import (
     month_bounds,
     parse_since,
 )
-from tokenlens.store.queries import MAX_LIMIT
+from tokenlens.store.queries import MAX_LIMIT, bounded_lines
 from tokenlens.store.writer import store_error_text
 
 log = logging.getLogger(__name__)
@@ -249,7 +249,7 @@ def import_calls() -> Response | tuple[Response, int]:
     settings = d.settings.get()
     result = import_counted(  # counted toward budgets at once
         d.store,
-        request.stream,
+        bounded_lines(request.stream),
         pricer_for(settings.pricing),
         settings=d.settings,
         ledger=d.ledger,

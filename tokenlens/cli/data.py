@@ -36,6 +36,7 @@ from tokenlens.config import (
 from tokenlens.store import (
     ImportResult,
     SchemaError,
+    bounded_lines,
     chunk_text,
     csv_header,
     export_lines,
@@ -130,7 +131,7 @@ def _import_direct(settings: Settings, home: Path, handle: IO[bytes]) -> ImportR
     try:
         return import_counted(  # into the shared budget ledger's rows too (other gateways on this store)
             store,
-            handle,
+            bounded_lines(handle),
             pricer_for(settings.pricing),
             settings=SettingsHolder(settings),
             ledger=None,
@@ -189,6 +190,11 @@ class ProgressReader:
         data = self.handle.read(size)
         self.advance(len(data))
         return data
+
+    def readline(self, size: int = -1) -> bytes:
+        line = self.handle.readline(size)
+        self.advance(len(line))
+        return line
 
     def __iter__(self) -> Iterator[bytes]:
         for line in self.handle:

@@ -22,6 +22,7 @@ from tokenlens.store.migrations import SchemaError, latest_version
 from tokenlens.store.queries import (
     ImportResult,
     Store,
+    bounded_lines,
     chunk_text,
     csv_header,
     csv_line,
@@ -43,6 +44,7 @@ __all__ = [
     "SchemaError",
     "Store",
     "StoreLocation",
+    "bounded_lines",
     "chunk_text",
     "csv_header",
     "csv_line",

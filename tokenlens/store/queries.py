@@ -196,6 +196,28 @@ def chunk_text(lines: Iterable[str], size: int = 64 * 1024) -> Iterator[str]:
 # ---------------------------------------------------------------------------------------------- import
 
 
+MAX_IMPORT_LINE_BYTES = 128 * 1024 * 1024  # twice the largest request body the gateway reads (64 MiB)
+
+
+class LineTooLong:
+    """What `bounded_lines` yields in place of a line over the limit (its bytes are read past, never kept)."""
+
+
+LINE_TOO_LONG = LineTooLong()
+
+
+def bounded_lines(stream: Any, limit: int = MAX_IMPORT_LINE_BYTES) -> Iterator[bytes | LineTooLong]:
+    """The lines of a binary stream (anything with `readline(size)`), none held longer than `limit` bytes:
+    a longer one is skipped to its end and reported as `LINE_TOO_LONG`, so one huge line cannot fill memory."""
+    while line := stream.readline(limit + 1):
+        if len(line) <= limit or line.endswith(b"\n"):
+            yield line
+            continue
+        while (rest := stream.readline(1 << 20)) and not rest.endswith(b"\n"):
+            pass
+        yield LINE_TOO_LONG
+
+
 @dataclass
 class ImportResult:
     imported: int = 0
@@ -734,7 +756,7 @@ class Store:
 
     def import_lines(
         self,
-        lines: Iterable[str | bytes],
+        lines: Iterable[str | bytes | LineTooLong],
         pricer: PricerLike | None,
         *,
         store_bodies: bool = True,
@@ -760,6 +782,10 @@ class Store:
             pending.clear()
 
         for number, raw in enumerate(lines, start=1):
+            if isinstance(raw, LineTooLong):
+                limit = MAX_IMPORT_LINE_BYTES // (1024 * 1024)
+                result.errors.append({"line": number, "error": f"line longer than {limit} MiB"})
+                continue
             try:
                 text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
             except UnicodeDecodeError:

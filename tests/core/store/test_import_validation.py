@@ -47,3 +47,21 @@ def test_odd_details_are_stored_and_summed_within_bounds(store: Store) -> None:
     assert (result.imported, result.errors) == (2, [])
     stored = store.get_call("w")
     assert stored is not None and stored.details["waste"] == waste and stored.details["note"] == "x\ud800y"
+
+
+def test_a_line_over_the_limit_is_refused_on_its_own_without_being_kept(store: Store) -> None:
+    import io
+
+    from tokenlens.store import bounded_lines
+
+    long = line("long", source="x" * 500)
+    data = "\n".join([line("ok1"), long, line("ok2"), long + "  "]).encode()
+    read = list(bounded_lines(io.BytesIO(data), limit=300))
+    assert len(read) == 4 and all(len(part) <= 301 for part in read if isinstance(part, bytes))
+    result = store.import_lines(read, Pricer())
+    assert result.imported == 2
+    assert result.errors == [
+        {"line": 2, "error": "line longer than 128 MiB"},
+        {"line": 4, "error": "line longer than 128 MiB"},
+    ]
+    assert sorted(r.id for r in store.iter_calls()) == ["ok1", "ok2"]
