@@ -22,8 +22,8 @@ from mitmproxy.proxy import server_hooks
 from tokenlens.addons import _request_form
 from tokenlens.addons._flowstate import attach, exchange_of, lower_headers
 from tokenlens.addons._gate import refuse_request
+from tokenlens.addons._platforms import base_url_platform, redirect_server, start_platform_call
 from tokenlens.addons._request_form import is_for_gateway
-from tokenlens.addons.platform_auth import base_url_platform, redirect_server, start_platform_call
 from tokenlens.app import AppDeps
 from tokenlens.config import Settings
 from tokenlens.exchange import (

@@ -18,6 +18,7 @@ from tokenlens.providers import ApiFormat
 if TYPE_CHECKING:
     from tokenlens.config import Settings
     from tokenlens.guardrails.stream import StreamGuard
+    from tokenlens.platforms import PlatformState
     from tokenlens.records import CallRecord
     from tokenlens.routing import ChainPlan, LatencyChooser, Route
 
@@ -80,6 +81,7 @@ class Exchange:
     # Headers a client's signature covers (AWS SigV4 relayed in HTTPS_PROXY mode, tokenlens.platforms): the
     # request goes upstream byte for byte, so no stage may set or remove them (nor change the path or body).
     signed_headers: frozenset[str] = frozenset()
+    platform: PlatformState | None = None  # a cloud platform's call (Azure OpenAI, Vertex AI, Bedrock)
     # Decisions one stage makes and later stages read (the per-call state of the pipeline, all of it here):
     route: Route | None = None  # the routing decision, made once (`route_of`)
     chain: ChainPlan | None = None  # the fallback chain the upstream stage hands to the chain service

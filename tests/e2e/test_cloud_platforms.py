@@ -661,7 +661,7 @@ def test_a_client_signed_request_is_not_routed(
 
 def test_config_needs_no_platform_for_other_providers(tmp_path: Path) -> None:
     """A platform name a user gave to a provider of their own keeps its meaning (their provider wins)."""
-    from tokenlens.addons.platform_auth import base_url_platform
+    from tokenlens.addons._platforms import base_url_platform
 
     assert base_url_platform("/proxy/azure/openai/v1/chat/completions", {}) == "azure"
     assert base_url_platform("/proxy/azure/v1/chat/completions", {"azure": object()}) is None

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from tokenlens.config.model import Platforms
@@ -244,6 +244,17 @@ class Signature:
     signed_headers: frozenset[str]
     region: str | None
     service: str | None
+
+
+@dataclass
+class PlatformState:
+    """A platform call on the proxy path (`Exchange.platform`): what its path says, how it came in, and the
+    client's signature with what it covered when the request arrived."""
+
+    call: PlatformCall
+    mode: str
+    signature: Signature | None = None
+    snapshot: tuple[Any, ...] | None = None
 
 
 _CREDENTIAL = re.compile(r"Credential=([^,\s]+)")
