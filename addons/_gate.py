@@ -44,6 +44,13 @@ def answer_blocked(
     flow.response = http.Response.make(status, error_body(exchange.api, status, message, code), headers)
 
 
+def answer_refused(flow: http.HTTPFlow, exchange: Exchange, status: int, message: str, code: str) -> None:
+    """A call refused before any gate could check it (unreadable, unsigned, unconfigured): blocked by
+    `request`, its message kept as the record's error."""
+    answer_blocked(flow, exchange, status, "request", message, code)
+    exchange.error = message
+
+
 class Gate:
     """What the budget and quota gates share: the ledger, worst-case pricing, the failure policy."""
 

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from mitmproxy import connection, http
 
 from tokenlens.addons._flowstate import exchange_of, lower_headers
+from tokenlens.addons._gate import answer_refused
 from tokenlens.config.model import Platforms
 from tokenlens.platforms import (
     PLATFORMS,
@@ -148,10 +149,4 @@ def refuse_call(flow: http.HTTPFlow, status: int, message: str, code: str) -> No
         body = error_body("openai", status, message, code)
         flow.response = http.Response.make(status, body, {**JSON, "x-should-retry": "false"})
         return
-    exchange.outcome, exchange.blocked_by = "blocked", "request"
-    exchange.error = message
-    flow.response = http.Response.make(
-        status,
-        error_body(exchange.api, status, message, code),
-        {**JSON, "x-should-retry": "false", "x-tokenlens-blocked-by": "request"},
-    )
+    answer_refused(flow, exchange, status, message, code)

@@ -21,7 +21,7 @@ from mitmproxy.proxy import server_hooks
 
 from tokenlens.addons import _request_form
 from tokenlens.addons._flowstate import attach, exchange_of, lower_headers
-from tokenlens.addons._gate import refuse_request
+from tokenlens.addons._gate import answer_refused, refuse_request
 from tokenlens.addons._platforms import base_url_platform, redirect_server, start_platform_call
 from tokenlens.addons._request_form import is_for_gateway
 from tokenlens.app import AppDeps
@@ -114,7 +114,7 @@ class Ingress:
             if exchange is None:
                 refuse_request(flow, 503, message)
             else:
-                self._answer_refused(flow, exchange, 503, message, "request_unreadable")
+                answer_refused(flow, exchange, 503, message, "request_unreadable")
 
     def _route(self, flow: http.HTTPFlow) -> None:
         """Access control (the stage before) has admitted the request: what is it?"""
@@ -212,7 +212,7 @@ class Ingress:
             content = decode_content(body, headers.get("content-encoding", ""))
             read = read_request_body(content) if body else None
         except BodyRefused as refused:
-            self._answer_refused(flow, exchange, 400, f"TokenLens: {refused}.", refused.code)
+            answer_refused(flow, exchange, 400, f"TokenLens: {refused}.", refused.code)
             return
         parsed = read.json if read is not None else None
         exchange.request_json = parsed
@@ -220,19 +220,6 @@ class Ingress:
         exchange.requested_model = exchange.model = model_from_request(upstream.format, endpoint, parsed)
         exchange.stream_requested = wants_stream(kind, parsed)
         exchange.max_tokens = max_tokens_from_request(upstream.format, parsed)
-
-    @staticmethod
-    def _answer_refused(
-        flow: http.HTTPFlow, exchange: Exchange, status: int, message: str, code: str
-    ) -> None:
-        """A call refused before any gate could check it: answered in the provider's format, recorded."""
-        exchange.outcome, exchange.blocked_by = "blocked", "request"
-        exchange.error = message
-        flow.response = http.Response.make(
-            status,
-            error_body(exchange.api, status, message, code),
-            {**JSON, "x-should-retry": "false", "x-tokenlens-blocked-by": "request"},
-        )
 
     def _answer_unknown_provider(self, flow: http.HTTPFlow, unknown: UnknownProvider) -> None:
         """An unknown provider name gets a 404 in OpenAI's format (the most common client), naming the known
