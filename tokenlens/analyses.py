@@ -11,14 +11,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from tokenlens.config import SettingsHolder
 from tokenlens.exchange import Exchange
 from tokenlens.heatmap import record_heatmap
 from tokenlens.pricing import pricer_for
+from tokenlens.prompt_parts import request_parts
 from tokenlens.records import CallRecord, describe_failure
 from tokenlens.sessions import ConversationIndex
-from tokenlens.waste import record_waste
+from tokenlens.store.spool import NOT_GIVEN, NotGiven
+from tokenlens.usage import wire_format
+from tokenlens.waste import WasteReport, find_waste, record_waste
 
 log = logging.getLogger(__name__)
 
@@ -29,17 +33,30 @@ CONVERSATION = "conversation"
 
 @dataclass
 class AnalysisContext:
-    """What the analyses keep between calls: the settings (pricing overrides) and the conversation index."""
+    """What the analyses keep between calls: the settings (pricing overrides) and the conversation index; and
+    the input rate the gateway priced the current call's waste at (`SpooledCall.input_rate`), when it did."""
 
     settings: SettingsHolder
     conversations: ConversationIndex = field(default_factory=ConversationIndex)
+    input_rate: Decimal | None | NotGiven = NOT_GIVEN
 
 
 Analysis = Callable[[AnalysisContext, Exchange, CallRecord], None]
 
 
 def _waste(context: AnalysisContext, exchange: Exchange, record: CallRecord) -> None:
-    record_waste(pricer_for(context.settings.get().pricing), exchange, record)
+    rate = context.input_rate
+    if isinstance(rate, NotGiven):  # inline, or a spool line without it: priced here (loads the price data)
+        record_waste(pricer_for(context.settings.get().pricing), exchange, record)
+        return
+    if exchange.request_json is None:
+        return
+    report = WasteReport(
+        find_waste(request_parts(wire_format(exchange.api, exchange.kind), exchange.request_json))
+    )
+    report.price(rate)
+    record.waste_tokens = report.tokens
+    record.details["waste"] = report.to_dict()
 
 
 def _heatmap(context: AnalysisContext, exchange: Exchange, record: CallRecord) -> None:

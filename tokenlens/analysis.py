@@ -37,7 +37,15 @@ from tokenlens.exchange import Exchange
 from tokenlens.records import CallRecord, bound_record
 from tokenlens.request_body import BodyRefused, decode_content, read_request_body
 from tokenlens.store import RecordWriter, Store, open_store
-from tokenlens.store.spool import LOCK, SpooledCall, read_batch, read_cursor, save_cursor, spool_dir
+from tokenlens.store.spool import (
+    LOCK,
+    NOT_GIVEN,
+    SpooledCall,
+    read_batch,
+    read_cursor,
+    save_cursor,
+    spool_dir,
+)
 from tokenlens.tokens import warm_up
 
 log = logging.getLogger("tokenlens.analysis")
@@ -83,7 +91,11 @@ def analysed(context: AnalysisContext, call: SpooledCall) -> CallRecord:
     """The call's record with its analyses run (a record whose request cannot be read is stored as it is)."""
     record = call.record
     if call.analyses:
-        run_analyses(context, call.analyses, exchange_of(call), record)
+        context.input_rate = call.input_rate
+        try:
+            run_analyses(context, call.analyses, exchange_of(call), record)
+        finally:
+            context.input_rate = NOT_GIVEN
         record = bound_record(record)
     if call.request is not None:  # carried for the analyses only (`storage.store_bodies` is off)
         record.request_body = None
@@ -232,8 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     holder = SettingsHolder(load_settings(args.config))
-    warm_up()  # the tokenizer vocabularies the analyses count with: loaded here, never in the gateway
-    price_data.load(home)
+    warm_up()  # the tokenizer vocabularies the analyses count with (a few MiB): loaded here, not in the gateway
+    price_data.load(home)  # only read for a spool line without its input rate (written by an older release)
     store = open_store(holder.get().storage.url, home)
     directory = spool_dir(home, args.worker)
     sync = ConfigSync(store, holder) if store.kind == "postgresql" else None

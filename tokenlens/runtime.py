@@ -47,12 +47,21 @@ from tokenlens.webhooks import WebhookDispatcher
 log = logging.getLogger(__name__)
 
 
+_WITHOUT_PSYCOPG2 = (
+    "import runpy, sys; sys.modules['psycopg2'] = None; "
+    "runpy.run_module('tokenlens.analysis', run_name='__main__', alter_sys=True)"
+)
+
+
 class AnalysisProcess:
     """The analysis process of one gateway process (`python -m tokenlens.analysis`), started again if it ends
     before it is asked to stop (what it had not stored is still in the spool)."""
 
-    def __init__(self, home: Path, config_file: Path, worker: str | None) -> None:
-        self.command = [sys.executable, "-m", "tokenlens.analysis", "--data-dir", str(home)]
+    def __init__(self, home: Path, config_file: Path, worker: str | None, *, postgresql: bool = True) -> None:
+        # With a SQLite store, psycopg2 (which peewee imports when it can: ~10 MiB of libpq and its libraries)
+        # is kept out of the process.
+        start = ["-m", "tokenlens.analysis"] if postgresql else ["-c", _WITHOUT_PSYCOPG2]
+        self.command = [sys.executable, *start, "--data-dir", str(home)]
         self.command += ["--config", str(config_file)] + (["--worker", worker] if worker else [])
         self.process: subprocess.Popen[bytes] | None = None
         self.restarts = 0
@@ -174,7 +183,8 @@ def build_runtime(
         # What a writer left in its spill journal (the store refused it for long) is stored before anything
         # reads the store (the ledger); a writer replays it when it starts.
         RecordWriter(store, lambda record: record, home=home).stop()
-        writer = SpoolWriter(spool, RecordBuilder(holder, home), fanout)  # meters only; analysed elsewhere
+        builder = RecordBuilder(holder, home)  # meters only; analysed elsewhere
+        writer = SpoolWriter(spool, builder, fanout, input_rate=builder.waste_input_rate)
     else:
         # The spill journal lives in the data directory (beside a SQLite file); a read-only store keeps none.
         journal: dict[str, Any] = {"journal": None} if readonly else {"home": home}
@@ -222,7 +232,11 @@ def build_runtime(
         web_port=web_port,
         rng=rng or random.Random(),
     )
-    analysis = AnalysisProcess(home, deps.config_path, worker) if analysis_process else None
+    analysis = (
+        AnalysisProcess(home, deps.config_path, worker, postgresql=store.kind == "postgresql")
+        if analysis_process
+        else None
+    )
     return Runtime(deps, fanout, cost_watcher, analysis)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tokenlens.analyses import AnalysisContext
 from tokenlens.analysis import AnalysisWorker, spool_lock
 from tokenlens.config import SettingsHolder, parse_settings
 from tokenlens.exchange import Exchange
@@ -184,3 +185,54 @@ def test_the_process_stores_the_spool_and_ends_on_sigterm(tmp_path: Path, settin
     finally:
         process.terminate()
         assert process.wait(30) == 0
+
+
+def test_the_waste_is_costed_at_the_rate_the_gateway_gave(tmp_path: Path, settings: SettingsHolder) -> None:
+    """The gateway prices the model's input rate once; the analysis process costs the waste with it and gives
+    what the inline writer (which prices it itself) gives."""
+    builder = RecordBuilder(settings)
+    writer = SpoolWriter(spool_dir(tmp_path), builder, input_rate=builder.waste_input_rate)
+    writer.submit(exchange("given"))
+    assert writer.stop()
+    store = open_store(None, tmp_path)
+    worker = AnalysisWorker(settings, store, spool_dir(tmp_path))
+    try:
+        worker.drain()
+        record = store.get_call("given")
+    finally:
+        worker.close()
+        store.close()
+    assert record is not None and record.details["waste"]["input_rate_usd_per_mtok"] == 0.15  # published
+    inline = RecordBuilder(settings, analyses=AnalysisContext(settings))(exchange("inline"))
+    assert record.waste_tokens == inline.waste_tokens and record.waste_tokens
+    assert record.details["waste"] == inline.details["waste"]
+    finding = record.details["waste"]["findings"][0]
+    assert finding["cost_usd"] == pytest.approx(finding["tokens"] * 0.15 / 1e6)
+
+
+def test_the_analysis_process_loads_no_price_data_when_the_gateway_priced(
+    tmp_path: Path, settings: SettingsHolder
+) -> None:
+    builder = RecordBuilder(settings)
+    writer = SpoolWriter(spool_dir(tmp_path), builder, input_rate=builder.waste_input_rate)
+    writer.submit(exchange("a"))
+    assert writer.stop()
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from tokenlens.analysis import AnalysisWorker\n"
+        "from tokenlens.config import SettingsHolder, parse_settings\n"
+        "from tokenlens.store import open_store\n"
+        "from tokenlens.store.spool import spool_dir\n"
+        "home = Path(sys.argv[1])\n"
+        "holder = SettingsHolder(parse_settings({}))\n"
+        "store = open_store(None, home)\n"
+        "worker = AnalysisWorker(holder, store, spool_dir(home))\n"
+        "assert worker.drain() == 1\n"
+        "worker.close()\n"
+        "assert store.get_call('a').details['waste']['input_rate_usd_per_mtok'] == 0.15\n"
+        "print(sorted(m for m in ('genai_prices', 'pydantic', 'tiktoken') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

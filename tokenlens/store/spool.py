@@ -11,8 +11,10 @@ it reads a line again after a crash.
 Layout, in `<data dir>/spool/` (`spool-w<N>/` for each of `daemon --workers N`): `<ns>.jsonl` segments (a new
 one at each start and every `segment_bytes`), `cursor.json` (the analysis process's place) and `worker.lock`
 (held by the analysis process reading the directory). A line: `{"record": {...every CallRecord field, bodies
-base64...}, "call": {"api", "kind", "analyses", "request"}}`, where `request` is the raw request body (base64)
-when the record does not keep it (`storage.store_bodies: false`) but an analysis reads it.
+base64...}, "call": {"api", "kind", "analyses", "request", "input_rate"}}`, where `request` is the raw request
+body (base64) when the record does not keep it (`storage.store_bodies: false`) but an analysis reads it, and
+`input_rate` the model's input price (USD per million tokens, a decimal string; null: unpriced) that the waste
+analysis costs its findings at, priced by the gateway so that the analysis process needs no price data.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import IO
 
@@ -37,6 +40,16 @@ from tokenlens.store.writer import minimal_error_record
 log = logging.getLogger(__name__)
 
 CURSOR = "cursor.json"
+
+
+class NotGiven:
+    """The gateway gave no input rate (an older spool line, or a call without the waste analysis)."""
+
+    def __repr__(self) -> str:
+        return "NOT_GIVEN"
+
+
+NOT_GIVEN = NotGiven()
 LOCK = "worker.lock"
 
 
@@ -53,14 +66,18 @@ class SpooledCall:
     kind: str
     analyses: list[str]
     request: bytes | None  # the raw request body, when the record does not keep it
+    # The waste analysis's input rate (None: unpriced); NOT_GIVEN when the gateway did not price it.
+    input_rate: Decimal | None | NotGiven = NOT_GIVEN
 
     def to_line(self) -> bytes:
-        call = {
+        call: dict[str, object] = {
             "api": self.api,
             "kind": self.kind,
             "analyses": self.analyses,
             "request": None if self.request is None else base64.b64encode(self.request).decode("ascii"),
         }
+        if not isinstance(self.input_rate, NotGiven):
+            call["input_rate"] = None if self.input_rate is None else str(self.input_rate)
         # ASCII with escapes: any string (a lone surrogate included) reads back exactly as it was.
         line = json.dumps(
             {"record": record_to_dict(self.record), "call": call}, separators=(",", ":"), default=str
@@ -79,6 +96,7 @@ class SpooledCall:
             kind=str(call["kind"]),
             analyses=[str(name) for name in call.get("analyses") or []],
             request=base64.b64decode(request) if isinstance(request, str) else None,
+            input_rate=_rate(call.get("input_rate", NOT_GIVEN)),
         )
 
     @property
@@ -86,7 +104,20 @@ class SpooledCall:
         return self.record.request_body if self.record.request_body is not None else self.request or b""
 
 
-def spooled(exchange: Exchange, record: CallRecord) -> SpooledCall:
+def _rate(value: object) -> Decimal | None | NotGiven:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            return Decimal(value)
+        except ArithmeticError:  # decimal.InvalidOperation
+            pass
+    return NOT_GIVEN
+
+
+def spooled(
+    exchange: Exchange, record: CallRecord, input_rate: Decimal | None | NotGiven = NOT_GIVEN
+) -> SpooledCall:
     """What the spool keeps of a metered call (the request body again only when the record drops it)."""
     needs_body = bool(exchange.analyses) and record.request_body is None
     return SpooledCall(
@@ -95,6 +126,7 @@ def spooled(exchange: Exchange, record: CallRecord) -> SpooledCall:
         exchange.kind,
         list(exchange.analyses),
         exchange.request_body if needs_body else None,
+        input_rate,
     )
 
 
@@ -108,6 +140,7 @@ class SpoolWriter(BatchQueue[Exchange]):
         build: Callable[[Exchange], CallRecord],
         on_written: Callable[[list[CallRecord]], None] | None = None,
         *,
+        input_rate: Callable[[Exchange], Decimal | None | NotGiven] | None = None,
         interval: float = 0.05,
         max_batch: int = 500,
         segment_bytes: int = 8 * 1024 * 1024,
@@ -116,6 +149,7 @@ class SpoolWriter(BatchQueue[Exchange]):
         super().__init__(interval, max_batch)
         self.directory = directory
         self.build = build
+        self.input_rate = input_rate
         self.on_written = on_written
         self.segment_bytes = segment_bytes
         self.written = 0
@@ -193,7 +227,13 @@ class SpoolWriter(BatchQueue[Exchange]):
             except Exception as again:
                 log.error("no record at all for call %s (%s)", exchange.id, describe_failure(again))
                 return None
-        return spooled(exchange, record)
+        rate: Decimal | None | NotGiven = NOT_GIVEN
+        if self.input_rate is not None:
+            try:
+                rate = self.input_rate(exchange)
+            except Exception as exc:  # the analysis process prices it then
+                log.error("pricing the waste of call %s failed (%s)", exchange.id, describe_failure(exc))
+        return spooled(exchange, record, rate)
 
     def _append(self, data: bytes) -> None:
         """Append whole lines to the current segment (a new one past `segment_bytes`), flushed to the OS."""

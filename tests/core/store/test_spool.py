@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,9 @@ from tokenlens.exchange import Exchange
 from tokenlens.metering import RecordBuilder
 from tokenlens.records import CallRecord
 from tokenlens.store.spool import (
+    NOT_GIVEN,
     Cursor,
+    NotGiven,
     SpooledCall,
     SpoolWriter,
     backlog,
@@ -195,3 +198,21 @@ def test_a_full_disk_keeps_the_calls_in_memory_in_order_until_the_spool_takes_th
         "b",
         "c",
     ]  # the cut lines skipped
+
+
+@pytest.mark.parametrize(
+    ("rate", "read"), [(Decimal("0.15"), Decimal("0.15")), (None, None), (NOT_GIVEN, NOT_GIVEN)]
+)
+def test_the_waste_input_rate_reads_back(rate: Decimal | None | NotGiven, read: object) -> None:
+    record = CallRecord(id="a", ts=1.0, provider="openai", endpoint="/x")
+    again = SpooledCall.from_line(SpooledCall(record, "openai", "chat", ["waste"], None, rate).to_line())
+    assert again.input_rate == read
+
+
+def test_a_line_of_an_older_release_or_an_unreadable_rate_is_priced_by_the_analysis_process() -> None:
+    record = CallRecord(id="a", ts=1.0, provider="openai", endpoint="/x")
+    line = json.loads(SpooledCall(record, "openai", "chat", ["waste"], None).to_line())
+    assert "input_rate" not in line["call"]
+    line["call"]["input_rate"] = "not a number"
+    again = SpooledCall.from_line(json.dumps(line).encode())
+    assert again.input_rate is NOT_GIVEN
