@@ -348,7 +348,9 @@ def test_fifty_concurrent_calls_against_a_cap_that_fits_five(gw: Gateway, source
     statuses: list[int] = []
     lock = threading.Lock()
     body = request_json("openai", source)
-    headers = {"X-TokenLens-Source": source, "x-sim-delay-ms": "400"}
+    # every answer waits 2 s: all fifty are admitted (or refused) before the first settles at its real cost,
+    # which is below its worst case and would make room for a sixth on a loaded machine
+    headers = {"X-TokenLens-Source": source, "x-sim-delay-ms": "2000"}
 
     def one() -> None:
         barrier.wait()
