@@ -207,7 +207,8 @@ def test_a_catastrophic_custom_rule_cannot_stall_the_gateway(
 
 
 def analysis_process_of(gateway: Gateway) -> int:
-    """The pid of the gateway's analysis process (`python -m tokenlens.analysis --data-dir <its home>`)."""
+    """The pid of the gateway's analysis process (`python -m tokenlens.analysis --data-dir <its home>`, or
+    `python -c` running that module)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -216,7 +217,8 @@ def analysis_process_of(gateway: Gateway) -> int:
             command = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"tokenlens.analysis" in command and str(gateway.home).encode() in command:
+        started = any(b"tokenlens.analysis" in part for part in command)  # `-m` or `-c` running it
+        if started and str(gateway.home).encode() in command:
             found.append(int(entry.name))
     assert len(found) == 1, found
     return found[0]
