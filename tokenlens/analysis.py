@@ -52,6 +52,9 @@ log = logging.getLogger("tokenlens.analysis")
 
 POLL_S = 0.1
 LOCK_WAIT_S = 30.0
+# The writer's SQLite page cache: SQLite's default (the gateway's connections keep 16 MiB for the API's reads).
+# Inserting a batch touches the end of the table and a few index pages; the OS caches the rest of the file.
+CACHE_KIB = 2000
 
 
 def exchange_of(call: SpooledCall) -> Exchange:
@@ -246,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     holder = SettingsHolder(load_settings(args.config))
     warm_up()  # the tokenizer vocabularies the analyses count with (a few MiB): loaded here, not in the gateway
     price_data.load(home)  # only read for a spool line without its input rate (written by an older release)
-    store = open_store(holder.get().storage.url, home)
+    store = open_store(holder.get().storage.url, home, cache_kib=CACHE_KIB)
     directory = spool_dir(home, args.worker)
     sync = ConfigSync(store, holder) if store.kind == "postgresql" else None
     with spool_lock(directory) as locked:

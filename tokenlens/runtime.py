@@ -14,6 +14,7 @@ interpreter never runs the per-call analysis, the inserts or the rollups.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import signal
 import subprocess
@@ -63,6 +64,8 @@ class AnalysisProcess:
         start = ["-m", "tokenlens.analysis"] if postgresql else ["-c", _WITHOUT_PSYCOPG2]
         self.command = [sys.executable, *start, "--data-dir", str(home)]
         self.command += ["--config", str(config_file)] + (["--worker", worker] if worker else [])
+        # Two malloc arenas instead of one per thread and core: a few MiB less of freed memory kept back.
+        self.env = {"MALLOC_ARENA_MAX": "2", **os.environ}
         self.process: subprocess.Popen[bytes] | None = None
         self.restarts = 0
         self._stopping = threading.Event()
@@ -70,7 +73,7 @@ class AnalysisProcess:
 
     def start(self) -> None:
         with self._lock:
-            self.process = subprocess.Popen(self.command)
+            self.process = subprocess.Popen(self.command, env=self.env)
         threading.Thread(target=self._watch, name="tokenlens-analysis-watch", daemon=True).start()
 
     def _watch(self) -> None:
@@ -87,7 +90,7 @@ class AnalysisProcess:
                 if self._stopping.is_set():
                     return
                 self.restarts += 1
-                self.process = subprocess.Popen(self.command)
+                self.process = subprocess.Popen(self.command, env=self.env)
 
     def stop(self, timeout: float = 60.0) -> bool:
         """Ask it to store what is left and end; True when it did within `timeout`."""

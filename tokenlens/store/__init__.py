@@ -61,17 +61,19 @@ __all__ = [
 ]
 
 
-def open_store(url: Any, home: Path, *, readonly: bool = False, migrate: bool = True) -> Store:
+def open_store(
+    url: Any, home: Path, *, readonly: bool = False, migrate: bool = True, cache_kib: int | None = None
+) -> Store:
     """Open the store of `storage.url` (None: SQLite `home/tokenlens.db`) and upgrade its schema in place.
 
     `url` may also be a `Settings` (its `storage.url` is used). `readonly=True` opens without writing
     anything (no migration; `SchemaError` when the schema is not the current one, `FileNotFoundError` when
-    a SQLite file does not exist).
+    a SQLite file does not exist). `cache_kib`: the SQLite page cache of each connection (default 16 MiB).
     """
     storage = getattr(url, "storage", None)
     if storage is not None:
         url = storage.url
-    db, location = make_database(url, Path(home), readonly=readonly)
+    db, location = make_database(url, Path(home), readonly=readonly, cache_kib=cache_kib)
     store = Store(db, location, readonly=readonly, home=Path(home))
     if readonly:
         if location.path is not None and not location.path.exists():

@@ -56,13 +56,15 @@ def sqlite_path(home: Path) -> Path:
 
 
 def make_database(
-    url: str | None, home: Path, *, readonly: bool = False
+    url: str | None, home: Path, *, readonly: bool = False, cache_kib: int | None = None
 ) -> tuple[pw.Database, StoreLocation]:
     """A (not yet connected) peewee database for `storage.url` (None: SQLite file in `home`).
 
-    Connections are per thread (peewee's default); open them with `Store.connection()`.
+    Connections are per thread (peewee's default); open them with `Store.connection()`. `cache_kib`: SQLite's
+    page cache of each connection, when not the 16 MiB of `SQLITE_PRAGMAS`.
     """
     if url is None or url.startswith("sqlite"):
+        pragmas = SQLITE_PRAGMAS if cache_kib is None else {**SQLITE_PRAGMAS, "cache_size": -cache_kib}
         # sqlite:///relative.db or sqlite:////absolute/path.db (as playhouse.db_url reads them)
         path = sqlite_path(home) if url is None else Path(urlsplit(url).path[1:])
         if readonly:
@@ -70,11 +72,11 @@ def make_database(
                 f"file:{path}?mode=ro",
                 uri=True,
                 timeout=5,
-                pragmas={k: v for k, v in SQLITE_PRAGMAS.items() if k not in ("journal_mode", "synchronous")},
+                pragmas={k: v for k, v in pragmas.items() if k not in ("journal_mode", "synchronous")},
             )
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
-            db = pw.SqliteDatabase(str(path), timeout=5, pragmas=SQLITE_PRAGMAS)
+            db = pw.SqliteDatabase(str(path), timeout=5, pragmas=pragmas)
         return db, StoreLocation("sqlite", path=path)
     scheme = urlsplit(url).scheme
     if scheme not in ("postgres", "postgresql", "postgresql+pool", "postgres+pool"):
