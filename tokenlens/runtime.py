@@ -13,6 +13,7 @@ interpreter never runs the per-call analysis, the inserts or the rollups.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import random
@@ -171,6 +172,8 @@ def build_runtime(
     opened read-only (SQLite's `mode=ro`) and nothing is journalled; `analysis_process`: calls go through the
     spool to an analysis process (the daemon), else they are analysed and stored by the writer thread;
     `worker`: this process's index among `daemon --workers N` (each has a spool of its own)."""
+    if analysis_process:
+        _fewer_malloc_arenas()
     holder = SettingsHolder(settings)
     price_data.load(home)  # prices `tokenlens prices update` kept, else the bundled ones
     store = open_store(settings.storage.url, home, readonly=readonly)
@@ -241,6 +244,19 @@ def build_runtime(
         else None
     )
     return Runtime(deps, fanout, cost_watcher, analysis)
+
+
+M_ARENA_MAX = -8  # glibc's mallopt parameter
+
+
+def _fewer_malloc_arenas(arenas: int = 2) -> None:
+    """At most `arenas` malloc arenas for the threads started from now on (glibc: one per thread and core by
+    default, each keeping memory its thread freed): the daemon's gateway process, as MALLOC_ARENA_MAX does for
+    its analysis process. Elsewhere nothing."""
+    try:
+        ctypes.CDLL(None).mallopt(M_ARENA_MAX, arenas)
+    except (AttributeError, OSError):
+        pass
 
 
 def spooled_not_stored(directory: Path, store: Store) -> list[CallRecord]:
