@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily
@@ -71,6 +72,7 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None, bounds: LabelBounds | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         self.bounds = bounds or LabelBounds()
+        self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
         labels = ("provider", "model", "source")
         self.calls = Counter(
             "tokenlens_calls", "Calls recorded", (*labels, "outcome"), registry=self.registry
@@ -101,29 +103,39 @@ class Metrics:
             registry=self.registry,
         )
 
+    def _child(self, metric: Counter | Histogram, *labels: str) -> Any:
+        """`metric.labels(*labels)`, kept: the label sets are bounded, and prometheus_client checks and locks
+        on every `labels` call."""
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def observe(self, records: Sequence[CallRecord]) -> None:
         """Count a committed batch (a record listener: never blocks, no I/O)."""
         bound = self.bounds.value
+        child = self._child
         for r in records:
             labels = self.bounds.call(r.provider, r.model, r.source)
             model = labels[1]
-            self.calls.labels(*labels, bound("outcome", r.outcome)).inc()
+            child(self.calls, *labels, bound("outcome", r.outcome)).inc()
             for kind in TOKEN_KINDS:
                 value = getattr(r, f"{kind}_tokens") or 0
                 if value > 0:  # a negative count (a bad import) would make the counter raise
-                    self.tokens.labels(*labels, kind).inc(value)
+                    child(self.tokens, *labels, kind).inc(value)
             if r.cost_usd is not None:
-                self.cost.labels(*labels).inc(max(0.0, r.cost_usd))
+                child(self.cost, *labels).inc(max(0.0, r.cost_usd))
             elif r.outcome == "ok" or r.input_tokens or r.output_tokens:
-                self.unpriced.labels(*labels).inc()
+                child(self.unpriced, *labels).inc()
             if r.saved_usd:
-                self.saved.labels(*labels).inc(max(0.0, r.saved_usd))
+                child(self.saved, *labels).inc(max(0.0, r.saved_usd))
             if r.outcome == "blocked":
-                self.blocks.labels(bound("blocked_by", r.blocked_by or "unknown"), labels[2]).inc()
+                child(self.blocks, bound("blocked_by", r.blocked_by or "unknown"), labels[2]).inc()
             if r.latency_ms is not None and r.outcome != "blocked":
-                self.latency.labels(labels[0], model).observe(r.latency_ms / 1000)
+                child(self.latency, labels[0], model).observe(r.latency_ms / 1000)
             if r.ttft_ms is not None:
-                self.ttft.labels(labels[0], model).observe(r.ttft_ms / 1000)
+                child(self.ttft, labels[0], model).observe(r.ttft_ms / 1000)
 
     def count_passthrough(self, counts: Callable[[], Mapping[str, int]]) -> None:
         """Export requests on provider routes that are not calls (preflights, non-API paths, WebSocket

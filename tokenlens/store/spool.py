@@ -40,6 +40,9 @@ from tokenlens.store.writer import minimal_error_record
 log = logging.getLogger(__name__)
 
 CURSOR = "cursor.json"
+# ASCII with escapes: any string (a lone surrogate included) reads back exactly as it was. One encoder for every
+# line (`json.dumps` with options builds one a call).
+_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
 
 class NotGiven:
@@ -78,11 +81,7 @@ class SpooledCall:
         }
         if not isinstance(self.input_rate, NotGiven):
             call["input_rate"] = None if self.input_rate is None else str(self.input_rate)
-        # ASCII with escapes: any string (a lone surrogate included) reads back exactly as it was.
-        line = json.dumps(
-            {"record": record_to_dict(self.record), "call": call}, separators=(",", ":"), default=str
-        )
-        return line.encode("ascii") + b"\n"
+        return _encode({"record": record_to_dict(self.record), "call": call}).encode("ascii") + b"\n"
 
     @classmethod
     def from_line(cls, line: bytes) -> SpooledCall:
