@@ -1,6 +1,6 @@
 """What the gateway's spool thread costs per call (issue 22), in one interpreter, without a proxy or a load.
 
-    .venv/bin/python bench/profile_spool.py [--calls 20000] [--profile]
+    .venv/bin/python bench/profile_spool.py [--calls 20000] [--rounds 3] [--profile] [--analysis]
 
 Builds a gateway process's services as the daemon does (`build_runtime(..., analysis_process=True)`, the
 analysis process not started), makes calls as the proxy hands them over (the benchmark's chat completion,
@@ -10,6 +10,9 @@ and the record listeners (ledger, rate limits, latency, metrics, cost watcher, l
 per call for each kind, and with `--profile` the heaviest functions (cProfile, cumulative) of a JSON run.
 Everything runs on one thread, so the figures are the CPU the proxy's interpreter spends on a call outside its
 event loop; other load on the machine makes them larger, never smaller, so take the best of a few rounds.
+With `--analysis`, also the analysis process's side: an `AnalysisWorker` (as `tokenlens.analysis` builds it)
+stores what was spooled, and its CPU time (all threads: the analyses, the inserts and the rollups) per call
+is printed.
 """
 
 from __future__ import annotations
@@ -28,10 +31,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import CHAT_PATH, chat_body_bytes  # noqa: E402
 
-from tokenlens.config import parse_settings  # noqa: E402
+from tokenlens.analysis import CACHE_KIB, AnalysisWorker  # noqa: E402
+from tokenlens.config import SettingsHolder, parse_settings  # noqa: E402
 from tokenlens.exchange import Exchange  # noqa: E402
 from tokenlens.runtime import build_runtime  # noqa: E402
-from tokenlens.store.spool import SpoolWriter  # noqa: E402
+from tokenlens.store import open_store  # noqa: E402
+from tokenlens.store.spool import SpoolWriter, spool_dir  # noqa: E402
+from tokenlens.tokens import warm_up  # noqa: E402
 
 ANSWER = {
     "id": "chatcmpl-bench",
@@ -104,6 +110,7 @@ def main() -> int:
     p.add_argument("--calls", type=int, default=20_000, help="calls per kind and round (default 20000)")
     p.add_argument("--rounds", type=int, default=3, help="rounds; the best is printed (default 3)")
     p.add_argument("--profile", action="store_true", help="cProfile one JSON round")
+    p.add_argument("--analysis", action="store_true", help="also the analysis process's CPU per call")
     args = p.parse_args()
     home = Path(tempfile.mkdtemp(prefix="tokenlens-spool-bench-"))
     runtime = build_runtime(parse_settings({}), home, analysis_process=True)
@@ -124,7 +131,33 @@ def main() -> int:
             print(out.getvalue())
     finally:
         runtime.close()
+    if args.analysis:
+        warm_up()
+        for kind, stream in (("JSON", False), ("SSE", True)):
+            print(
+                f"{kind}: {analysis_cpu(args.calls, stream):.1f} us of CPU per call in the analysis process"
+            )
     return 0
+
+
+def analysis_cpu(calls: int, stream: bool) -> float:
+    """Spool `calls` calls as the gateway does, then store them as the analysis process does: CPU us a call."""
+    home = Path(tempfile.mkdtemp(prefix="tokenlens-analysis-bench-"))
+    runtime = build_runtime(parse_settings({}), home, analysis_process=True)
+    writer = runtime.deps.writer
+    assert isinstance(writer, SpoolWriter)
+    run(writer, calls, stream)
+    runtime.close()
+    holder = SettingsHolder(parse_settings({}))
+    store = open_store(None, home, cache_kib=CACHE_KIB)
+    worker = AnalysisWorker(holder, store, spool_dir(home), home=home)
+    try:
+        started = time.process_time()
+        stored = worker.drain()
+        worker.close()
+        return (time.process_time() - started) * 1e6 / max(1, stored)
+    finally:
+        store.close()
 
 
 if __name__ == "__main__":
