@@ -265,7 +265,7 @@ def bound_record(record: CallRecord) -> CallRecord:
     """
     for name, (low, high) in INT_BOUNDS.items():
         value = getattr(record, name)
-        if value is None:
+        if value is None or (type(value) is int and low <= value <= high):  # the usual case, kept as it is
             continue
         bounded = _clamped_int(value, low, high)
         if bounded is None:
@@ -274,7 +274,7 @@ def bound_record(record: CallRecord) -> CallRecord:
             setattr(record, name, bounded)
     for name, (low_f, high_f) in FLOAT_BOUNDS.items():
         value = getattr(record, name)
-        if value is not None:
+        if value is not None and not (type(value) is float and low_f <= value <= high_f):  # NaN fails too
             setattr(record, name, _clamped_float(value, low_f, high_f))
     _parts_within_cost(record)
     ts = _clamped_float(record.ts, MIN_TS, MAX_TS)
