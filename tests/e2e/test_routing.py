@@ -423,7 +423,10 @@ def test_latency_group_prefers_the_fast_member_and_returns_on_recovery(
     run(50, None)  # the slow member recovers; exploration (every 20th call) notices
     time.sleep(0.3)
     recovered = run(40, None)
-    assert recovered[slow] / 40 >= 0.2, (recovered, _live(gateway))
+    # shared again (an even split when both measure alike); a member that had not recovered would get only the
+    # exploring calls (every 20th: 2 of 40). On a loaded machine the two averages often differ by more than the
+    # tie band, so the share is lower than half.
+    assert recovered[slow] / 40 >= 0.15, (recovered, _live(gateway))
     live = httpx.get(f"{gateway.url}/api/usage/latency", timeout=10).json()
     models = {item["model"] for item in live["live"]}
     assert {fast, slow} <= models
