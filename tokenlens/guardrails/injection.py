@@ -9,13 +9,17 @@ appended). Then two kinds of evidence are added up in one logistic model:
   in general terms (a verb that disowns + anything that points at earlier instructions; "you are / act as" +
   anything that drops the rules; a role marker or chat-template token; a request for what was said before the
   conversation...), plus the obfuscation found while normalising and a few markers of text that *discusses*
-  attacks. Each rule is one feature whose weight is learnt with the n-grams.
+  attacks. Each rule is one feature whose weight is learnt with the n-grams; in a tool result or document each
+  rule that matched is a second feature too (`<rule>@tool`), whose weight says how much more or less it means
+  there (quotes are the syntax of JSON and CSV there, and a document addressing its reader is common).
 
 Weights are trained by `scripts/train_injection.py` on the corpus (never on the held-out set). A text longer
 than `WINDOW` tokens is scored window by window with the n-grams (windows of several sizes, vectorised), so an
 attack is not diluted by the text around it. A text of up to `LONG` bytes gets the rules once, on all of it;
-a longer one is scored only around its anchor words (`injection_model.anchor_ranges`), with the rules on the
-best `RULE_WINDOWS` windows of each range (and `RULE_MARGIN` bytes either side), so a long benign text costs
+a longer one is scored only around its anchor words (`injection_model.anchor_ranges`, Latin and Cyrillic words
+and, in text of other scripts, their words too): each range counts as a short text would, its best window's
+n-grams plus the rules that match in it, looked for only in its best `RULE_WINDOWS` windows and the best window
+of each of its `LARGE_SCALES` largest sizes (and `RULE_MARGIN` bytes either side), so a long benign text costs
 no regular-expression scan of its own.
 """
 
@@ -30,6 +34,7 @@ from tokenlens.guardrails import injection_model as im
 
 THRESHOLD = 0.5
 RULE_WINDOWS = 2  # windows of a long text the rules run on (the best by the n-gram score)
+LARGE_SCALES = 2  # and the best window of each of the largest window sizes
 RULE_MARGIN = 240  # bytes either side of such a window the rules also see (a phrase cut by the window edge)
 
 
@@ -166,6 +171,7 @@ FAMILY_RULES: dict[str, re.Pattern[bytes]] = {
         # and the run is taken whole: tried from every mark of a long run, it was quadratic
         r"|(?<![\[=#*~%@<>/-])[\[=#*~%@<>/-]{2,}+\s*(?:new\s+|begin\s+|official\s+)?(?:system|developer|admin)\b"
         r"|\bend\s+of\s+(?:the\s+)?(?:user\s+)?(?:input|conversation|prompt|document|message)\b"
+        r"|\b(?:system|admin|developer|operator|root|emergency|priority)\s+(?:override|directive|command)s?\b"
         r"|\b(?:user\s+(?:input|message|query)\s+(?:ends|finished|end))\b"
     ),
     "extraction": _rx(
@@ -220,17 +226,33 @@ FAMILY_RULES: dict[str, re.Pattern[bytes]] = {
         r"break\s+in|alarm|exploit|chloroform|passport|tax\w*|lock|keylogger|ransomware)"
         r"|\b(?:bomb|meth|explosive|nerve\s+agent|thermite|chloroform|ransomware|malware)\b[^\n]{0,80}?"
         r"\b(?:story|novel|character|fiction\w*|poem|screenplay|dialogue|monologue|game|hypothetical\w*)"
+        r"|\b(?:content\s+polic\w*|censorship|filters?|safety|rules|guidelines|ethics|restrictions|safeguards|"
+        r"morals)\b[^\n]{0,40}?\b(?:coffee\s+break|take\s+a\s+break|on\s+(?:a\s+)?(?:break|holiday|vacation)|day\s+off|"
+        r"switch\w*\s+off|turned\s+off|is\s+off|are\s+off|paused|suspended|disabled|on\s+hold|don'?t\s+exist|"
+        r"doesn'?t\s+exist|takes\s+a)"
     ),
     "fiction_harm": _rx(
-        r"\b(?:hypothetical\w*|imagin\w*|pretend\w*|suppos\w*|fiction\w*|story|novel|screenplay|script|poem|game|"
-        r"role-?play\w*|thought\s+experiment|simulat\w*|make-believe|bedtime|movie|character|dialogue|monologue)\b"
+        r"\b(?:hypothetical\w*|imagin\w*|pretend\w*|suppos\w*|fiction\w*|story|stories|novel|screenplay|script|poem|"
+        r"game|role-?play\w*|thought\s+experiment|simulat\w*|make-believe|bedtime|movie|character|dialogue|monologue|"
+        r"theoretical\w*|sketch|quiz|joke|escape\s+room|grand(?:ma|mother|pa|father)|thriller|satire|podcast|manual|"
+        r"fairy\s+tale|comic|rap|improv|debate|puzzle|parody|heist|rpg|tabletop|alchemist|wizard|chapter)\b"
         r"[^\n]{0,160}?\b(?:bomb|meth|drugs?|weapons?|explosives?|malware|virus|poison\w*|guns?|hack\w*|steal\w*|"
         r"forge|forging|launder\w*|evad\w*|nerve\s+agent|thermite|break\s+in|exploit|chloroform|passport|"
         r"keylogger|ransomware|sql\s+injection|phishing|private\s+key|password|lock|alarm|crack\w*|"
-        r"activation\s+keys?)"
+        r"activation\s+keys?|fentanyl|ricin|silencer|napalm|scam\w*|skimmer|fake\s+(?:id|passport)|credit\s+card|"
+        r"gunpowder|lsd|ddos|counterfeit\w*|molotov|nitroglycerin|synthes\w*|untraceable|security\s+cameras?|"
+        r"immobili[sz]er|hotwir\w*)"
         r"|\b(?:bomb|meth|explosive|nerve\s+agent|thermite|chloroform|ransomware|malware|exploit|keylogger)\b"
         r"[^\n]{0,120}?\b(?:story|novel|character|fiction\w*|poem|screenplay|dialogue|monologue|game|"
         r"hypothetical\w*|scene)"
+    ),
+    "persona_harm": _rx(
+        r"\b(?:act\w*\s+(?:as|like)|pretend\w*\s+(?:to\s+be|you'?re|you\s+are)|role-?play\w*\s+as|play\s+(?:the\s+)?"
+        r"(?:part|role|character)|be\s+my|become|channel|impersonat\w*|you\s+are\s+now|you'?re\s+now|take\s+on\s+the\s+role|"
+        r"in\s+character\s+as|answer\s+as|respond\s+as|speak\s+as)\b[^\n]{0,120}?\b(?:scam\w*|hack\w*|steal\w*|drugs?|"
+        r"poison\w*|launder\w*|weapons?|napalm|bombs?|explosiv\w*|break\s+into|evad\w*|trick\w*|crim\w*|illegal\w*|"
+        r"black-?hat|dark-?web|amoral|shady|smuggl\w*|forg\w*|counterfeit\w*|cartel|fraud\w*|malware|meth|no\s+morals|"
+        r"without\s+(?:any\s+)?(?:warnings?|disclaimers?|ethics)|never\s+refuses?|doesn'?t\s+refuse)"
     ),
     "realism": _rx(
         r"\b(?:real|working|exact|full|precise|step[- ]by[- ]step|detailed|technical|actual)\s+(?:\w+\s+){0,2}?"
@@ -280,7 +302,8 @@ FAMILY_RULES: dict[str, re.Pattern[bytes]] = {
         r"\b(?:must|should|shall|will\s+now|need\s+to|are\s+(?:to|required))\s+(?:now\s+|first\s+|also\s+|"
         r"immediately\s+|always\s+)?(?:ignore|disregard|forget|reveal|send|forward|email|transfer|delete|approve|"
         r"say|tell|recommend|state|call|run|include|collect|post|export|push|disable|accept|book|mark|reply|ask|"
-        r"request|share|add|grant|obey|stop|treat|answer\s+every|append|promote|describe\s+\w+\s+as)\b"
+        r"request|share|add|grant|obey|stop|treat|answer\s+every|append|promote|describe\s+\w+\s+as|report|rank|"
+        r"label|classify|rate|issue|offer|write|give|list|print|output|skip|always|only|never|not\s+mention)\b"
         r"|\b(?:to|for)\s+(?:the\s+|any\s+|all\s+)?(?:ai|llm|language\s+model|vision\s+model|assistant|agent|model|"
         r"summari[sz]er)s?\s*(?:\w+\s*)?[:,]"
         r"|\[(?:ai|assistant|system|llm|agent)\s*:"
@@ -302,6 +325,10 @@ FAMILY_RULES: dict[str, re.Pattern[bytes]] = {
         r"(?:https?://|\b\S+@\S+\.\w+|the\s+following\s+(?:url|address|endpoint)|public\s+gist|account\s+\d)"
         r"|!\[[^\]\n]{0,100}\]\(https?://[^)\s]{1,200}\?[^)\s]{0,200}=[^)\s]{0,200}\)"
         r"|\b(?:curl|wget)\s+\S+\s*\|\s*(?:sh|bash)\b"
+        r"|\b(?:send|forward|post|upload|email|attach|copy|export|push|leak|share|save|write|include|put|embed|encode)\w*"
+        r"\b[^\n]{0,80}?\b(?:public\s+(?:issue|repo\w*|gist|bucket|link|channel|folder|pastebin|branch)|external\s+"
+        r"(?:address|server|channel|vendor|account|email)|my\s+(?:server|ftp|webhook|personal\s+(?:address|email|account)|"
+        r"site|endpoint|bucket)|webhook|pastebin|s3\s+bucket|image\s+url|query\s+string|\burl\s+of\s+an?\s+image)"
     ),
     "discussion": _rx(
         r"\b(?:explain\w*|why|how\s+(?:do|does|can|should|would|might|effective)|what\s+(?:is|are|does|makes|should|"
@@ -321,7 +348,10 @@ QUOTABLE = (
     "addressed_to_ai",
 )  # fmt: skip
 OBFUSCATION = ("decoded_payload", "invisible_characters", "homoglyphs", "spaced_letters")
-RULE_NAMES = (*FAMILY_RULES, *(f"{name}_quoted" for name in QUOTABLE), *OBFUSCATION, "tool_origin")
+_MATCHED = (*FAMILY_RULES, *(f"{name}_quoted" for name in QUOTABLE))
+# in a tool result or document, each rule that matched is also a feature of its own (`<rule>@tool`): what a rule
+# means there differs (quotes are syntax, text addresses its reader), and how much is learnt separately
+RULE_NAMES = (*_MATCHED, *OBFUSCATION, "tool_origin", *(f"{name}@tool" for name in _MATCHED))
 _OPEN_QUOTE = re.compile(rb"(?:^|[\s:(\[])'[^'\n]*$")
 _JSON_VALUE = re.compile(rb'":\s*"$')
 
@@ -356,10 +386,11 @@ def rule_hits(prepared: bytes, flags: set[str], indirect: bool) -> dict[str, int
         if m is not None:
             quoted = name in QUOTABLE and _quoted(prepared, m.start())
             hits[f"{name}_quoted" if quoted else name] = m.start()
+    if indirect:
+        hits.update({f"{name}@tool": at for name, at in hits.items()})
+        hits["tool_origin"] = 0
     for name in flags:
         hits[name] = 0
-    if indirect:
-        hits["tool_origin"] = 0
     return hits
 
 
@@ -372,7 +403,9 @@ def _sigmoid(x: float) -> float:
 
 
 def _best_windows(logits: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> list[int]:
-    """Up to RULE_WINDOWS windows with the highest logits, no two overlapping."""
+    """Up to RULE_WINDOWS windows with the highest logits, no two overlapping; and the best window of each of the
+    `LARGE_SCALES` largest sizes, where one strong word of an ordinary text (all a small window may be about)
+    weighs less than the phrases of an attack."""
     if len(logits) == 1:
         return [0]
     left = logits.copy()
@@ -383,6 +416,12 @@ def _best_windows(logits: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> l
             break
         out.append(i)
         left[(starts < ends[i]) & (ends > starts[i])] = -np.inf
+    # the windows of each size follow those of the size before, starting again at the first token
+    blocks = np.split(np.arange(len(logits)), np.flatnonzero(np.diff(starts) < 0) + 1)
+    for block in blocks[-LARGE_SCALES:] if len(blocks) > 1 else ():
+        i = int(block[np.argmax(logits[block])])
+        if i not in out:
+            out.append(i)
     return out
 
 
@@ -409,6 +448,7 @@ def score_with(model: im.Model | None, text: str, *, indirect: bool = False) -> 
             parts.append((len(prepared) + 1, len(prepared) + 1 + len(extra)))
             prepared += b"\n" + extra
     top, top_hits, top_at = -np.inf, dict[str, int](), -1
+    hits: dict[str, int]
     if len(text) <= im.LONG:  # the rules run once, on the whole text, as in training; the n-grams per window
         logits, starts, _ = model.window_logits(prepared, indirect)
         hits = rule_hits(prepared, flags, indirect)
@@ -419,19 +459,25 @@ def score_with(model: im.Model | None, text: str, *, indirect: bool = False) -> 
     for base, stop in parts:
         piece = prepared[base:stop]
         logits, starts, ends = model.window_logits(piece, indirect)
+        # as for a short text: the best window's n-grams, and the rules that match in the part (looked for in
+        # its best windows only)
+        hits = {}
         for i in _best_windows(logits, starts, ends):
-            lo, hi, logit = base + int(starts[i]), base + int(ends[i]), float(logits[i])
+            lo, hi = base + int(starts[i]), base + int(ends[i])
             if len(logits) > 1:
                 lo, hi = max(0, lo - RULE_MARGIN), min(len(prepared), hi + RULE_MARGIN)  # may cross the part
-            hits = rule_hits(prepared[lo:hi], flags, indirect)
-            total = logit + _rule_logit(model, hits)
-            if total > top:
-                top, top_hits, top_at = total, hits, lo + min(hits.values(), default=0)
+            for name, at in rule_hits(prepared[lo:hi], flags, indirect).items():
+                hits[name] = min(hits.get(name, len(prepared)), lo + at)
+        best = int(np.argmax(logits))
+        total = float(logits[best]) + _rule_logit(model, hits)
+        if total > top:
+            top, top_hits, top_at = total, hits, min(hits.values(), default=base + int(starts[best]))
     if top == -np.inf:  # a long text without any anchor word
         top = model.bias
     score = _sigmoid(top)
     if score < THRESHOLD:
         return InjectionResult(round(score, 3), (), -1)
     positive = [n for n in top_hits if model.rule_weights.get(n, 0.0) > 0 and n != "tool_origin"]
-    signals = tuple(sorted(positive, key=top_hits.__getitem__)) or ("model",)
+    names = dict.fromkeys(n.removesuffix("@tool") for n in sorted(positive, key=top_hits.__getitem__))
+    signals = tuple(names) or ("model",)
     return InjectionResult(round(score, 3), signals, min(top_at, max(0, len(text) - 1)))

@@ -1,9 +1,11 @@
 """The statistical half of the injection detector: a logistic regression over hashed token and character n-grams.
 
 Text is normalised first (`normalise`: Unicode compatibility forms, accents, homoglyphs, zero-width and
-direction marks, case, digits used as letters where they touch a letter, letter-spaced words) and payloads
-hidden in base64, hex, ROT13, a Caesar shift, reversed text or glued strings ("a" + "b") are decoded and
-appended (bounded: a few payloads, short texts only for the whole-text readings). Tokens are runs of letters and
+direction marks, case, digits used as letters where they touch a letter, letter-spaced words; the ideographic
+full stop and comma read as "." and ",") and payloads hidden in base64, base32, hex (spaced or not), URL escapes,
+ROT13, a Caesar shift, reversed text (whole, or word by word) or glued strings ("a" + "b", or the quoted pieces
+of `x = "..."; y = "..."` joined) are decoded and appended (bounded: a few payloads, short texts only for the
+whole-text readings). Tokens are runs of letters and
 digits (any non-ASCII byte counts as a letter, so other scripts tokenise by spaces too) and single punctuation
 marks; each token contributes the hash of its first five characters (a crude stem) and the bigrams and trigrams
 of those stems; a token whose stem is in the `CONCEPTS` lexicon, or a `WIDE_CONCEPTS` word found in text of
@@ -27,6 +29,7 @@ import binascii
 import codecs
 import re
 import unicodedata
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,7 +108,9 @@ _COMBINING = re.compile(r"[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\
 _SPACED = re.compile(r"(?<![a-z])[a-z]([ .\-_*|/])[a-z](?:\1[a-z])+(?![a-z])")
 _SPACED_SEP = re.compile(r"[ .\-_*|/]")
 _BASE64_RUN = re.compile(rb"[A-Za-z0-9+/]{16,}={0,2}")
-_HEX_RUN = re.compile(rb"(?:[0-9a-fA-F]{2}){8,}")
+_HEX_RUN = re.compile(rb"(?:[0-9a-fA-F]{2} ?){7,}[0-9a-fA-F]{2}")  # "72 65 76" too
+_BASE32_RUN = re.compile(rb"[A-Z2-7]{16,}=*")
+_URL_ESCAPE = re.compile(r"%[0-9a-fA-F]{2}")
 _BASE64_CHARS = bytes(
     0x61 if chr(i).isascii() and (chr(i).isalnum() or chr(i) in "+/") else 0x20 for i in range(256)
 )
@@ -123,6 +128,7 @@ _COMMON = re.compile(
     rb"print|hidden|password|forget|are|with|what|this|of|to|is)\b"
 )
 _CONCAT = re.compile(r"[\"']\s*\+\s*[\"']")  # "forget " + "your rules": strings glued together
+_QUOTED = re.compile(r"[\"']([^\"'\n]{1,80})[\"']")
 MAX_DECODED = 5
 MAX_TEXT_DECODE = 8192  # bytes: longer texts are not re-read whole as ROT13 or reversed
 
@@ -154,7 +160,9 @@ def normalise(text: str, flags: set[str] | None = None) -> str:
     out = _translate(lowered, _HOMOGLYPHS)
     if flags is not None and out != lowered and re.search(r"[a-z][^\x00-\x7f]|[^\x00-\x7f][a-z]", lowered):
         flags.add("homoglyphs")
-    return _translate(out, _QUOTES)
+    # the ideographic full stop and comma read as "." and "," (NFKD folds the full-width forms of the others), so
+    # that text without spaces still falls into sentence-sized tokens
+    return _translate(out, _QUOTES).replace("。", ".").replace("、", ",")
 
 
 def _spaced_letters(data: bytes) -> bool:
@@ -172,12 +180,13 @@ def _spaced_letters(data: bytes) -> bool:
 
 
 def decoded_payloads(raw: bytes) -> list[str]:
-    """Text hidden in base64 or hex runs, or the ROT13 reading, when the text mentions an encoding."""
+    """Text hidden in base64, base32, hex or URL escapes, or the ROT13, Caesar or reversed reading, when the text
+    mentions an encoding."""
     lowered = raw.lower()
     if not any(h in lowered for h in _DECODE_HINTS):
         return []
     run = b"a" * 16 in raw.translate(_BASE64_CHARS)
-    if not run and not any(h in lowered for h in _TEXT_HINTS):
+    if not run and b"hex" not in lowered and b"%" not in raw and not any(h in lowered for h in _TEXT_HINTS):
         return []
     out: list[str] = []
     if run:
@@ -191,22 +200,35 @@ def decoded_payloads(raw: bytes) -> list[str]:
                 out.append(decoded)
             if len(out) >= MAX_DECODED:
                 return out
-        if b"hex" in lowered:
-            for m in _HEX_RUN.finditer(raw):
+        if b"base32" in lowered or b"b32" in lowered:
+            for m in _BASE32_RUN.finditer(raw):
+                blob = m.group(0).rstrip(b"=")
                 try:
-                    decoded = bytes.fromhex(m.group(0).decode()).decode("utf-8")
-                except ValueError:
+                    decoded = base64.b32decode(blob + b"=" * (-len(blob) % 8)).decode("utf-8")
+                except (binascii.Error, ValueError):
                     continue
                 if decoded.isprintable():
                     out.append(decoded)
-                if len(out) >= MAX_DECODED:
-                    return out
+    if b"hex" in lowered:
+        for m in _HEX_RUN.finditer(raw):
+            try:
+                decoded = bytes.fromhex(m.group(0).decode()).decode("utf-8")
+            except ValueError:
+                continue
+            if decoded.isprintable():
+                out.append(decoded)
+            if len(out) >= MAX_DECODED:
+                return out
     if len(raw) > MAX_TEXT_DECODE:
         return out  # a whole long text re-read as ROT13 or backwards doubles its cost and hides nothing new
+    text = raw.decode("utf-8", "replace")
+    if b"%" in raw and _URL_ESCAPE.search(text):
+        out.append(urllib.parse.unquote(text))
     if b"rot13" in lowered or b"rot-13" in lowered:
-        out.append(codecs.decode(raw.decode("utf-8", "replace"), "rot13"))
+        out.append(codecs.decode(text, "rot13"))
     if b"revers" in lowered or b"right to left" in lowered or b"backwards" in lowered:
-        out.append(raw.decode("utf-8", "replace")[::-1])
+        out.append(text[::-1])
+        out.append(" ".join(word[::-1] for word in text.split()))  # each word backwards, in their order
     if any(h in lowered for h in _SHIFT_HINTS):
         best = _caesar(lowered)
         if best:
@@ -235,6 +257,10 @@ def prepare(text: str, flags: set[str] | None = None, *, decode: bool = True) ->
     word that asks for decoding)."""
     if len(text) <= MAX_TEXT_DECODE and "+" in text and _CONCAT.search(text):  # long texts: as for ROT13
         text = text + "\n" + _CONCAT.sub("", text)
+    elif len(text) <= MAX_TEXT_DECODE and ("+" in text or "join" in text):  # x = "ignore the"; y = " rules"
+        pieces = _QUOTED.findall(text)
+        if len(pieces) >= 2:
+            text = text + "\n" + "".join(pieces)
     raw = text.encode("utf-8", "surrogatepass")
     payloads = decoded_payloads(raw) if decode and len(raw) >= 16 else []
     if payloads and flags is not None:
@@ -303,7 +329,7 @@ CONCEPTS: dict[str, str] = {
     "quote spell reproduce export tell translate encode muestrame zeig mostre rivelami affiche recopie "
     "repite ripeti zitiere pokaz wypisz vypis mutasd arata nayta tampilkan onyesha goster",
     "secret": "palavra haslo sifre dolda segreta nascosto secret hidden confidential internal password passphrase key token credentials system "
-    "preamble context initialization systemprompt ukryte skryte rejtett ascunse piilotettu tersembunyi "
+    "preamble initialization systemprompt ukryte skryte rejtett ascunse piilotettu tersembunyi "
     "siri skjulte gizli",
     "authority": "desarrollador ontwikkelaars utvecklarna tworcy entwickler sviluppatore developer developers admin administrator engineer engineers staff operator creator "
     "creators owner authorised authorized authorization official verified sanctioned audit debug tworcow "
@@ -327,6 +353,15 @@ CONCEPTS: dict[str, str] = {
     "now": "now anymore longer moment here",
     "self": "my me i our we us mine mon ma mes mi mis mein meine mio mia meu minha mijn",
     "message": "message messages email ticket typo typos order draft question answer paragraph text file",
+    "harm": "bomb bombs explosive explosives explosif explosivo esplosivo sprengstoff weapon weapons waffe arma armas "
+    "arme gun guns meth drug drugs droga drogen poison poisoning veleno veneno malware ransomware virus "
+    "phishing hack hacking hacker hackear pirater piratear hacken steal stealing stehlen robar rubare voler launder "
+    "forge forged counterfeit thermite napalm ricin nitroglycerin chloroform smuggle kill murder scam skimmer ddos "
+    "exploit bomba bombe",
+    "safety": "safety safe security secure sicherheit seguridad securite sicurezza bezpieczenstwa veiligheid "
+    "guvenlik keamanan sakerhet",
+    "detail": "detailed detail details precise precisely exact exactly step steps accurate accurately recipe "
+    "quantities stepwise",
 }
 
 
@@ -369,6 +404,13 @@ WIDE_CONCEPTS: dict[str, str] = {
     "пример لماذا اشرح هجوم क्यों समझा हमला εξήγησ γιατί επίθεσ הסבר למה מתקפה",
     "message": "消息 信息 邮件 郵件 メール メッセージ 메시지 메일 ข้อความ сообщени письм رسالة البريد संदेश ईमेल μήνυμα "
     "הודעה מייל",
+    "harm": "炸药 炸藥 炸弹 炸彈 武器 毒品 毒药 毒藥 黑客 入侵 破解 盗取 盜取 爆弾 爆発物 ハッキング 盗む 侵入 폭탄 폭발물 무기 "
+    "마약 해킹 훔치 взлом взрывчат оружи наркот бомб украсть ระเบิด อาวุธ ยาเสพติด แฮก سلاح متفجر اختراق قنبلة "
+    "हथियार विस्फोटक हैक όπλ εκρηκτικ χακ נשק פצצה פריצה",
+    "safety": "安全 セキュリティ 안전 보안 безопасн ความปลอดภัย أمان الأمان सुरक्षा ασφάλει ασφάλεια בטיחות אבטחה "
+    "امنیت",
+    "detail": "详细 詳細 步骤 步驟 具体 詳しく 手順 자세히 단계별 구체적 подробно по шагам пошаг بالتفصيل خطوة "
+    "विस्तार λεπτομερ בפירוט",
 }
 _WIDE: list[re.Pattern[bytes]] = []
 
@@ -572,12 +614,27 @@ LONG = 4096  # bytes of prepared text above which only the ranges around anchors
 
 
 DECODE_WORDS = "base64 b64 decode decoded encoded hex rot13 cipher reverse reversed backwards"
+# The `WIDE_CONCEPTS` that are anchors too, in a long text of another script (Greek, Cyrillic, Hebrew, Arabic,
+# Devanagari, Thai, Chinese, Japanese, Korean: `_WIDE_SCRIPT` finds a lead byte of one): a long document wholly in
+# Chinese has no Latin anchor word.
+WIDE_ANCHORS = ("disown", "rules", "free", "persona", "authority", "obey")  # not "reveal" (显示 is "shows")
+_WIDE_SCRIPT = re.compile(rb"[\xce-\xdb\xe0\xe3-\xed]")
+_WIDE_ANCHOR: list[re.Pattern[bytes]] = []
+
+
+def _wide_anchors(data: bytes) -> npt.NDArray[np.int64]:
+    """Byte offsets of the `WIDE_ANCHORS` words in prepared text."""
+    if not _WIDE_ANCHOR:
+        words = {prepare(w) for name in WIDE_ANCHORS for w in WIDE_CONCEPTS[name].split()}
+        _WIDE_ANCHOR.append(re.compile(_trie(sorted(words))))
+    return np.array([m.start() for m in _WIDE_ANCHOR[0].finditer(data)], dtype=np.int64)
 
 
 def anchor_ranges(data: bytes) -> tuple[list[tuple[int, int]], bool]:
     """Byte ranges of a long prepared text worth scoring: WINDOW tokens either side of each anchor word, merged;
     and whether a word asks for decoding (base64, rot13...). Costs one pass to find the words of the whole text
-    and a table lookup of their stems (numpy), no hashing of n-grams."""
+    and a table lookup of their stems (numpy), no hashing of n-grams; in text of other scripts (Chinese, Japanese,
+    Korean, Thai, Cyrillic, Greek, Arabic, Hebrew, Devanagari) one more regex scan for the `WIDE_ANCHORS` words."""
     n = len(data)
     word = np.frombuffer(b"\0" + data.translate(_WORD_TABLE) + b"\0", dtype=np.int8)
     edge = np.diff(word)
@@ -591,9 +648,14 @@ def anchor_ranges(data: bytes) -> tuple[list[tuple[int, int]], bool]:
     found = ids[bucket]
     found[keys[bucket] != stem] = -1
     hit = np.flatnonzero(found >= 0)
+    decode = bool((found[hit] == 1).any())
+    if not data.isascii() and _WIDE_SCRIPT.search(data):  # words of other scripts (unspaced ones included)
+        at = _wide_anchors(data)
+        if len(at):
+            hit = np.union1d(hit, np.searchsorted(starts, at, side="right") - 1).astype(np.int64)
+            hit = hit[hit >= 0]
     if len(hit) == 0:
         return [], False
-    decode = bool((found[hit] == 1).any())
     lo = starts[np.maximum(hit - WINDOW, 0)]
     hi = np.append(starts, n)[np.minimum(hit + WINDOW + 1, len(starts))]
     out: list[tuple[int, int]] = []
