@@ -461,11 +461,17 @@ def score_with(model: im.Model | None, text: str, *, indirect: bool = False) -> 
         logits, starts, ends = model.window_logits(piece, indirect)
         # as for a short text: the best window's n-grams, and the rules that match in the part (looked for in
         # its best windows only)
-        hits = {}
-        for i in _best_windows(logits, starts, ends):
+        spans: list[tuple[int, int]] = []
+        for i in sorted(_best_windows(logits, starts, ends), key=lambda i: int(starts[i])):
             lo, hi = base + int(starts[i]), base + int(ends[i])
             if len(logits) > 1:
                 lo, hi = max(0, lo - RULE_MARGIN), min(len(prepared), hi + RULE_MARGIN)  # may cross the part
+            if spans and lo <= spans[-1][1]:  # overlapping windows are searched once
+                spans[-1] = (spans[-1][0], max(spans[-1][1], hi))
+            else:
+                spans.append((lo, hi))
+        hits = {}
+        for lo, hi in spans:
             for name, at in rule_hits(prepared[lo:hi], flags, indirect).items():
                 hits[name] = min(hits.get(name, len(prepared)), lo + at)
         best = int(np.argmax(logits))
