@@ -103,7 +103,7 @@ _LIMITS = (
 )
 
 _OWNER = (
-    r"(?:your|yo?ur|tes|tus|deine?n?|tuoi|le\s+tue|seu|suas|je|swoj\w*|ton|tu|the\s+(?:system|hidden|secret|"
+    r"(?:your|yo?ur|ur|tes|tus|deine?n?|tuoi|le\s+tue|seu|suas|je|swoj\w*|ton|tu|the\s+(?:system|hidden|secret|"
     r"initial|original|developer|confidential|internal|full|exact|complete|first))"
 )
 
@@ -119,7 +119,10 @@ FAMILY_RULES: dict[str, re.Pattern[bytes]] = {
         rf"|\b{_DISOWN}\b{_GAP}\b(?:came|said|written|stated|given|typed)\s+(?:before|above|earlier|previously)"
         rf"|\b{_DISOWN}\s+(?:the\s+|this\s+|that\s+|your\s+)?(?:user'?s?\s+|(?!my\b|our\b)\w+\s+)?"
         r"(?:question|request|task|query)s?\b(?!\s+(?:i|we)\b)"
-        rf"|\b{_RULES}\w*\s+(?:\w+\s+){{0,4}}(?:are|is|were|have\s+been|has\s+been)\s+(?:now\s+|hereby\s+|been\s+)?{_VOID}\b"
+        rf"|\b{_RULES}\w*\s+(?:\w+\s+){{0,6}}(?:are|is|were|have\s+been|has\s+been)\s+(?:now\s+|hereby\s+|been\s+)?{_VOID}\b"
+        r"|\b(?:stop|quit|cease)\s+(?:obeying|following|listening\s+to)\s+(?:the\s+|your\s+)?(?:system|developers?|"
+        r"operators?|creators?|rules|instructions|guidelines|them)\b"
+        r"|\b(?:obey|follow|listen\s+to)\s+(?:only\s+)?me\s+(?:instead|only|alone)\b"
         rf"|\b(?:no\s+longer|not|don'?t)\s+(?:apply|applies|count|matter|valid|binds?)\b"
     ),
     "new_rules": _rx(
@@ -129,6 +132,11 @@ FAMILY_RULES: dict[str, re.Pattern[bytes]] = {
         r"mission|instruction|regra)\b\s*(?::|is\b|are\b|for\s+(?:you|the\s+(?:ai|assistant|bot|model))|from\s+now|"
         r"follow|begin|here|v?\d|effective|has\s+been|have\s+been|supersede|overrid)"
         r"|\b(?:switch|change|swap)\w*\s+(?:your\s+)?(?:goals?|objectives?|missions?|purpose)\b"
+        r"|\b(?:policy|guidelines?|terms|mandate|objective|task|rules|instructions|session\s+parameters)\s+(?:update|"
+        r"patch|override|reassigned|revised|revision|changed)\b"
+        r"|\b(?:revised|updated|new)\s+(?:mandate|terms|session\s+parameters|guideline\s+patch)\b"
+        r"|\b(?:assistants?|ai|bots?|models?)\s+(?:may|can|is\s+allowed\s+to|are\s+allowed\s+to|no\s+longer\s+needs?\s+to)\s+"
+        r"now\b"
         r"|\byour\s+(?:new\s+)?(?:assignment|task|job|goal|objective|mission|role)\s+(?:from\s+now\s+on|now|going\s+"
         r"forward|henceforth|from\s+here)"
         r"|\b(?:no\s+longer\s+(?:needs?|requires?)\s+(?:permission|approval|confirmation|verification))"
@@ -202,7 +210,10 @@ FAMILY_RULES: dict[str, re.Pattern[bytes]] = {
         r"|\bbefore\s+(?:this|our|the)\s+(?:conversation|chat|session)\b"
         r"|\b(?:secret|hidden|confidential|internal)\s+(?:\w+\s+){0,2}?(?:password|key|word|code|instructions|"
         r"prompt|rules|notes|passphrase|configuration)\b[^\n]{0,40}?\byou"
-        r"|\byou\s+(?:were|have\s+been)\s+(?:given|told|configured|set\s+up|initiali[sz]ed|handed)\b"
+        r"|\b(?:you|u)\s+(?:were|have\s+been)\s+(?:given|told|configured|set\s+up|initiali[sz]ed|handed|briefed|prompted)\b"
+        r"|\b(?:prompt|instructions|rules|briefing)\s+(?:that\s+)?(?:they|the\s+devs?|your\s+(?:creators?|developers?))\s+"
+        r"(?:gave|wrote|set|put)\b"
+        r"|\bwere\s+(?:you|u)\s+(?:told|given|briefed|prompted)\b"
         r"|\b(?:you\s+received|i\s+can'?t\s+see|before\s+i\s+joined)\b"
         r"|\b(?:first|initial|opening|earliest)\s+(?:message|line|text|words)\s+(?:in|of)\s+(?:this|the|our)\s+"
         r"(?:conversation|chat)"
@@ -282,6 +293,8 @@ FAMILY_RULES: dict[str, re.Pattern[bytes]] = {
         r"allowed|raw|secrets?|prompt|instructions)"
         r"|\b(?:engineering|dev(?:elopment)?\s+team|security\s+team|it\s+security|it\s+department|admin|staff|"
         r"management|developers?)\s+here\b"
+        r"|\b(?:approved|authori[sz]ed|cleared|sanctioned|validated)\s+(?:\w+\s+)?(?:uncensored|unrestricted|unfiltered|"
+        r"jailbr\w*|disallowed|harmful|raw)\b"
         r"|\b(?:authori[sz]ation\s+code|admin\s+password\s+accepted|staff\s+override|dev\s+override|"
         r"verified\s+developer|official\s+(?:red[- ]team|notice|system))"
     ),
