@@ -3,8 +3,9 @@
 The corpus (tests/data/guardrails/injection_corpus.jsonl, built by scripts/build_injection_corpus.py) carries
 its train/test split; both are trained on now (the old test split was scored too often during development to
 stay clean, and the texts of the second held-out set, v2, were merged into the corpus once their errors had been
-read). The held-out figure comes from tests/data/guardrails/injection_holdout_v3/, written by another author,
-never read while the detector was built and never trained on. These tests check the sizes and balance, that no
+read, and so were v3's once its figures had been read). The held-out figure comes from
+tests/data/guardrails/injection_holdout_v4/, written by another author, never read while the detector was
+built and never trained on. These tests check the sizes and balance, that no
 old test text has a twin or a near-duplicate in the training split and no held-out text one in the corpus, that
 the shipped model was trained on the corpus only (a model fitted here on the same rows gives the same weights),
 and precision and recall on the held-out set, counted here from `score_injection` and the labels.
@@ -98,10 +99,10 @@ def test_the_shipped_model_is_trained_on_the_corpus_only() -> None:
 
 
 def test_held_out_figures() -> None:
-    """The held-out set (injection_holdout_v3, never read in development) is the held-out figure."""
+    """The held-out set (injection_holdout_v4, never read in development) is the held-out figure."""
     precision, recall = figures("holdout")
     print(f"held-out set: precision {precision:.3f} recall {recall:.3f}")
-    assert precision >= 0.94 and recall >= 0.91  # read once on the final model: 0.942, 0.915 (figures doc)
+    assert precision >= 0.975 and recall >= 0.945  # read once on the final model: 0.977, 0.947 (figures doc)
 
 
 def test_old_test_split_figures() -> None:
@@ -110,7 +111,6 @@ def test_old_test_split_figures() -> None:
     assert precision >= 0.99 and recall >= 0.99
 
 
-@pytest.mark.xfail(strict=True, reason="issue 19's target, not reached on the held-out set: P 0.942, R 0.915")
 def test_held_out_figures_reach_the_issue_target() -> None:
     precision, recall = figures("holdout")
     assert precision >= 0.95 and recall >= 0.92
