@@ -17,12 +17,10 @@ from tokenlens.config import SettingsHolder
 from tokenlens.exchange import Exchange
 from tokenlens.heatmap import record_heatmap
 from tokenlens.pricing import pricer_for
-from tokenlens.prompt_parts import request_parts
 from tokenlens.records import CallRecord, describe_failure
 from tokenlens.sessions import ConversationIndex
 from tokenlens.store.spool import NOT_GIVEN, NotGiven
-from tokenlens.usage import wire_format
-from tokenlens.waste import WasteReport, find_waste, record_waste
+from tokenlens.waste import input_rate, record_waste, waste_model
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +45,9 @@ Analysis = Callable[[AnalysisContext, Exchange, CallRecord], None]
 def _waste(context: AnalysisContext, exchange: Exchange, record: CallRecord) -> None:
     rate = context.input_rate
     if isinstance(rate, NotGiven):  # inline, or a spool line without it: priced here (loads the price data)
-        record_waste(pricer_for(context.settings.get().pricing), exchange, record)
-        return
-    if exchange.request_json is None:
-        return
-    report = WasteReport(
-        find_waste(request_parts(wire_format(exchange.api, exchange.kind), exchange.request_json))
-    )
-    report.price(rate)
-    record.waste_tokens = report.tokens
-    record.details["waste"] = report.to_dict()
+        pricer = pricer_for(context.settings.get().pricing)
+        rate = input_rate(pricer, exchange.provider, waste_model(exchange))
+    record_waste(exchange, record, rate)
 
 
 def _heatmap(context: AnalysisContext, exchange: Exchange, record: CallRecord) -> None:

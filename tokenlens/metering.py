@@ -21,7 +21,7 @@ from tokenlens.records import CallRecord, bound_record, describe_failure
 from tokenlens.store.spool import NOT_GIVEN, NotGiven
 from tokenlens.tokens import estimate_output_tokens, estimate_request_tokens
 from tokenlens.usage import Usage, with_request_tier
-from tokenlens.waste import input_rate
+from tokenlens.waste import input_rate, waste_model
 
 log = logging.getLogger(__name__)
 
@@ -216,9 +216,7 @@ class RecordBuilder:
         provider and model for the current pricer and price data (a price takes ~60 us)."""
         if WASTE not in exchange.analyses or exchange.request_json is None:
             return NOT_GIVEN
-        model = exchange.model
-        if model is None and isinstance(exchange.request_json.get("model"), str):
-            model = str(exchange.request_json["model"])
+        model = waste_model(exchange)
         pricer = self.pricer()
         key = (pricer, data_generation())
         if key != self._rates_key:

@@ -445,16 +445,21 @@ def analyze_waste(
     return report
 
 
-def record_waste(pricer: Pricer, exchange: Exchange, record: CallRecord) -> None:
-    """Deferred: the waste report of the call's request, priced at the routed model's input rate."""
+def waste_model(exchange: Exchange) -> str | None:
+    """The model a call's waste is priced at: the routed model, else the one its body names."""
+    body = exchange.request_json
+    if exchange.model is None and body is not None and isinstance(body.get("model"), str):
+        return str(body["model"])
+    return exchange.model
+
+
+def record_waste(exchange: Exchange, record: CallRecord, rate: Decimal | None) -> None:
+    """Deferred: the waste report of the call's request, priced at `rate` (`input_rate` of `waste_model`)."""
     if exchange.request_json is None:
         return
-    report = analyze_waste(
-        wire_format(exchange.api, exchange.kind),
-        exchange.request_json,
-        exchange.model,
-        provider=exchange.provider,
-        pricer=pricer,
+    report = WasteReport(
+        find_waste(request_parts(wire_format(exchange.api, exchange.kind), exchange.request_json))
     )
+    report.price(rate)
     record.waste_tokens = report.tokens
     record.details["waste"] = report.to_dict()
