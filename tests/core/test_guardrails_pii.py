@@ -138,3 +138,31 @@ def test_addresses_close_together_are_each_found() -> None:
     text = "hosts 2001:db8::1:2:3, fe80::1:2:3 and 1::2:3:4:5:6:7 (IPv6), 10.0.0.7 / 10.0.0.8"
     found = [text[m.start : m.end] for m in find_pii(text)]
     assert found == ["2001:db8::1:2:3", "fe80::1:2:3", "1::2:3:4:5:6:7", "10.0.0.7", "10.0.0.8"]
+
+
+def test_keyword_spellings_are_the_keyword_patterns_languages() -> None:
+    for secret in pii._KEYWORD_SECRETS:
+        spellings = secret.keyword_spellings
+        assert all(re.fullmatch(secret.keyword, s) for s in spellings)
+        assert len(set(spellings)) == len(spellings)
+    assert (
+        len(pii._KEYWORD_SECRETS[0].keyword_spellings) == 13
+    )  # aws_?secret_?(?:access_?)?key | secretaccesskey
+    assert len(pii._KEYWORD_SECRETS[1].keyword_spellings) == 17  # 2 + 5 x ("_", "-", "")
+    assert pii._spellings("a(?:b|cd)?[_-]e") == ("ab_e", "ab-e", "acd_e", "acd-e", "a_e", "a-e")
+    for unsupported in ("a+", "a.b", "[a-z]x", "(a)", "a{2}", "(?:a"):
+        with pytest.raises(ValueError):
+            pii._spellings(unsupported)
+
+
+def test_the_digit_check_is_the_regex() -> None:
+    for text in (
+        "no digits here",
+        "x9",
+        "\u0663 arabic-indic",
+        "superscript \u00b2 only",
+        "caf\u00e9 7",
+        "",
+        "\u00e9t\u00e9",
+    ):
+        assert pii._has_digit(text) == (re.search(r"\d", text) is not None), text

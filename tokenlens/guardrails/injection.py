@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tokenlens.guardrails import injection_model as im
+from tokenlens.guardrails.rule_search import RuleSearch
 
 THRESHOLD = 0.5
 RULE_WINDOWS = 2  # windows of a long text the rules run on (the best by the n-gram score)
@@ -356,6 +357,8 @@ FAMILY_RULES: dict[str, re.Pattern[bytes]] = {
         r"[\"`'][^\"`\n]{0,40}\b(?:ignore|forget|disregard|you\s+are\s+now|pretend|reveal|system)\b"
     ),
 }
+# each rule's first match, found faster than by the rule itself (tests/core/test_rule_search.py)
+_RULE_SEARCHES = {name: RuleSearch.of(rx) for name, rx in FAMILY_RULES.items()}
 QUOTABLE = (
     "override", "new_rules", "persona", "fake_turn", "extraction", "bypass_game", "fiction_harm", "authority",
     "addressed_to_ai",
@@ -394,11 +397,11 @@ def rule_hits(prepared: bytes, flags: set[str], indirect: bool) -> dict[str, int
     """The rules that fire on prepared text (`flags`: the obfuscation `prepare` found), with the offset in the
     prepared text where each matched."""
     hits: dict[str, int] = {}
-    for name, rx in FAMILY_RULES.items():
-        m = rx.search(prepared)
-        if m is not None:
-            quoted = name in QUOTABLE and _quoted(prepared, m.start())
-            hits[f"{name}_quoted" if quoted else name] = m.start()
+    for name, search in _RULE_SEARCHES.items():
+        at = search.start(prepared)
+        if at is not None:
+            quoted = name in QUOTABLE and _quoted(prepared, at)
+            hits[f"{name}_quoted" if quoted else name] = at
     if indirect:
         hits.update({f"{name}@tool": at for name, at in hits.items()})
         hits["tool_origin"] = 0

@@ -15,6 +15,7 @@ import binascii
 import ipaddress
 import json
 import math
+import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -410,6 +411,7 @@ _TOKEN_TABLE = bytes(
     for i in range(256)
 )
 _LONG_RUNS = re.compile(b"a" * _MIN_KEY_RUN + b"+")  # a literal prefix: `re` skips to candidates quickly
+_HINT_FIRST_BYTES = frozenset(h[:1] for key in _KEY_FORMATS for h in key.hint_bytes)
 
 
 def _long_token_runs(text: str) -> bytes:
@@ -432,12 +434,53 @@ class _KeywordSecret:
     valid: Callable[[str], bool] | None = None
 
     @cached_property
-    def keyword_at_end(self) -> re.Pattern[str]:
-        return re.compile(f"(?:{self.keyword})\\Z")
+    def keyword_spellings(self) -> tuple[str, ...]:
+        """Every string `keyword` matches (its language is finite), for one `str.endswith` at each end word."""
+        return _spellings(self.keyword)
 
     @cached_property
     def keyword_any_case(self) -> re.Pattern[str]:
         return re.compile(f"(?:{self.keyword})\\Z", re.IGNORECASE)
+
+
+def _spellings(pattern: str) -> tuple[str, ...]:
+    """Every string a pattern of literals, `[..]` sets of single characters, `(?:..)` groups, `|` and `?` matches;
+    ValueError for anything else (a pattern whose language is not such a finite list)."""
+
+    def alternatives(i: int) -> tuple[list[str], int]:
+        out, i = sequence(i)
+        while i < len(pattern) and pattern[i] == "|":
+            more, i = sequence(i + 1)
+            out += more
+        return out, i
+
+    def sequence(i: int) -> tuple[list[str], int]:
+        out = [""]
+        while i < len(pattern) and pattern[i] not in "|)":
+            if pattern.startswith("(?:", i):
+                atom, i = alternatives(i + 3)
+                if pattern[i : i + 1] != ")":
+                    raise ValueError(pattern)
+                i += 1
+            elif pattern[i] == "[":
+                close = pattern.index("]", i)
+                atom = list(pattern[i + 1 : close])
+                if "-" in atom[1:-1] or "\\" in atom or "^" in atom:
+                    raise ValueError(pattern)
+                i = close + 1
+            elif pattern[i].isalnum() or pattern[i] in "_- ":
+                atom, i = [pattern[i]], i + 1
+            else:
+                raise ValueError(pattern)
+            if pattern[i : i + 1] == "?":
+                atom, i = [*atom, ""], i + 1
+            out = [a + b for a in out for b in atom]
+        return out, i
+
+    strings, end = alternatives(0)
+    if end != len(pattern):
+        raise ValueError(pattern)
+    return tuple(dict.fromkeys(strings))
 
 
 _ASSIGN = r"[\"']?\s{0,3}[:=]"
@@ -457,22 +500,32 @@ _KEYWORD_SECRETS: tuple[_KeywordSecret, ...] = (
 _END_WORDS = tuple(sorted({w for s in _KEYWORD_SECRETS for w in s.ends}))
 _END_WORD = re.compile("|".join(_END_WORDS), re.IGNORECASE)
 _ASSIGNS = re.compile(_ASSIGN)
-_ASSIGN_FIRST = frozenset("\"':=")  # with whitespace, what an assignment can start with
 _KEYWORD_BACK = 24  # the longest keyword (`aws_secret_access_key`) starts 18 characters before its end word
 _PEM_BEGIN = re.compile(r"-----BEGIN (?:[A-Z0-9]+ ){0,3}PRIVATE KEY( BLOCK)?-----")
 
 
+def _assigned_words() -> tuple[re.Pattern[str], ...]:
+    """One regex per group of end words sharing their first four letters (`passw(?:ord|d)`), each the literal
+    prefix `re` skips to at C speed, followed by an assignment (a lookahead)."""
+    groups: dict[str, list[str]] = {}
+    for word in _END_WORDS:
+        groups.setdefault(word[:4], []).append(word)
+    patterns = []
+    for words in groups.values():
+        # one match per position: no end word may be the start of another in its group
+        assert not any(a != b and b.startswith(a) for a in words for b in words), words
+        prefix = os.path.commonprefix(words)
+        rest = "|".join(re.escape(w[len(prefix) :]) for w in words)
+        patterns.append(re.compile(f"{re.escape(prefix)}(?:{rest})(?={_ASSIGN})"))
+    return tuple(patterns)
+
+
+_ASSIGNED_WORDS = _assigned_words()
+
+
 def _assignments(lowered: str) -> list[tuple[int, str]]:
     """(end of the keyword, its end word) for every end word followed by `:` or `=`, in text order."""
-    found = []
-    for word in _END_WORDS:
-        at = lowered.find(word)
-        while at >= 0:
-            end = at + len(word)
-            first = lowered[end : end + 1]
-            if (first in _ASSIGN_FIRST or first.isspace()) and _ASSIGNS.match(lowered, end):
-                found.append((end, word))
-            at = lowered.find(word, end)
+    found = [(m.end(), m.group()) for rx in _ASSIGNED_WORDS for m in rx.finditer(lowered)]
     found.sort()
     return found
 
@@ -484,12 +537,14 @@ def _keyword_secrets(text: str, lowered: str) -> Iterator[Match]:
         ends = (m for m in _END_WORD.finditer(text) if _ASSIGNS.match(text, m.end()))
         assignments, haystack, any_case = [(m.end(), m.group().lower()) for m in ends], text, True
     for secret in _KEYWORD_SECRETS:
-        keyword = secret.keyword_any_case if any_case else secret.keyword_at_end
+        keyword, spellings = secret.keyword_any_case, secret.keyword_spellings
         consumed = 0
         for end, word in assignments:
-            if (
-                word not in secret.ends
-                or keyword.search(haystack, max(consumed, end - _KEYWORD_BACK), end) is None
+            if word not in secret.ends:
+                continue
+            start = max(consumed, end - _KEYWORD_BACK)
+            if not (
+                keyword.search(haystack, start, end) if any_case else haystack.endswith(spellings, start, end)
             ):
                 continue
             value = secret.value.match(text, end)
@@ -502,8 +557,10 @@ def _keyword_secrets(text: str, lowered: str) -> Iterator[Match]:
 
 def _secrets(text: str, lowered: str) -> Iterator[Match]:
     runs = _long_token_runs(text)
+    # the first byte of each hint looked for first (one `memchr`): most hints then need no search of their own
+    firsts = {b for b in _HINT_FIRST_BYTES if b in runs} if runs else set()
     for key in _KEY_FORMATS:
-        if runs and any(h in runs for h in key.hint_bytes):
+        if firsts and any(h[:1] in firsts and h in runs for h in key.hint_bytes):
             for m in key.regex.finditer(text):
                 if key.valid is None or key.valid(m.group()):
                     yield Match("pii.secret", "SECRET", m.start(), m.end())
@@ -540,6 +597,14 @@ def resolve_overlaps(matches: list[Match]) -> list[Match]:
     return kept
 
 
+def _has_digit(text: str) -> bool:
+    """`re.search(r"\\d", text)`: in ASCII text a search for each digit (`memchr`), in other text the regex (`\\d`
+    is any Unicode digit)."""
+    if text.isascii():
+        return any(d in text for d in "0123456789")
+    return re.search(r"\d", text) is not None
+
+
 def find_pii(text: str) -> list[Match]:
     """Every validated PII or secret match in `text`, non-overlapping, in order."""
     if len(text) < 6:
@@ -549,7 +614,7 @@ def find_pii(text: str) -> list[Match]:
     found.extend(_secrets(text, lowered))
     if "@" in text:
         found.extend(_emails(text))
-    if any(ch.isdigit() for ch in text[:64]) or re.search(r"\d", text):
+    if _has_digit(text):
         found.extend(_numbers(text))
         found.extend(_ibans(text))
     found.extend(_ips(text))
