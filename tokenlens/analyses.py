@@ -17,9 +17,11 @@ from tokenlens.config import SettingsHolder
 from tokenlens.exchange import Exchange
 from tokenlens.heatmap import record_heatmap
 from tokenlens.pricing import pricer_for
+from tokenlens.prompt_parts import Part, request_parts
 from tokenlens.records import CallRecord, describe_failure
 from tokenlens.sessions import ConversationIndex
 from tokenlens.store.spool import NOT_GIVEN, NotGiven
+from tokenlens.usage import wire_format
 from tokenlens.waste import input_rate, record_waste, waste_model
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,17 @@ class AnalysisContext:
     settings: SettingsHolder
     conversations: ConversationIndex = field(default_factory=ConversationIndex)
     input_rate: Decimal | None | NotGiven = NOT_GIVEN
+    # the current call's `request_parts` once an analysis read them (waste and heatmap both do), else None
+    parts: list[Part] | None = None
+
+
+def _request_parts(context: AnalysisContext, exchange: Exchange) -> list[Part] | None:
+    """The current call's request parts, built once for all its analyses (None when its request is unread)."""
+    if exchange.request_json is None:
+        return None
+    if context.parts is None:
+        context.parts = request_parts(wire_format(exchange.api, exchange.kind), exchange.request_json)
+    return context.parts
 
 
 Analysis = Callable[[AnalysisContext, Exchange, CallRecord], None]
@@ -47,11 +60,11 @@ def _waste(context: AnalysisContext, exchange: Exchange, record: CallRecord) -> 
     if isinstance(rate, NotGiven):  # inline, or a spool line without it: priced here (loads the price data)
         pricer = pricer_for(context.settings.get().pricing)
         rate = input_rate(pricer, exchange.provider, waste_model(exchange))
-    record_waste(exchange, record, rate)
+    record_waste(exchange, record, rate, _request_parts(context, exchange))
 
 
 def _heatmap(context: AnalysisContext, exchange: Exchange, record: CallRecord) -> None:
-    record_heatmap(exchange, record)
+    record_heatmap(exchange, record, _request_parts(context, exchange))
 
 
 def _conversation(context: AnalysisContext, exchange: Exchange, record: CallRecord) -> None:
@@ -66,12 +79,16 @@ def run_analyses(
 ) -> None:
     """Run the named analyses on a call's record, in order; one that fails is logged (its type only: the
     message may quote the body) and the others still run."""
-    for name in names:
-        analysis = ANALYSES.get(name)
-        if analysis is None:
-            log.error("unknown record analysis %r for call %s", name[:40], record.id)
-            continue
-        try:
-            analysis(context, exchange, record)
-        except Exception as exc:
-            log.error("record analysis %s failed for call %s: %s", name, record.id, describe_failure(exc))
+    context.parts = None
+    try:
+        for name in names:
+            analysis = ANALYSES.get(name)
+            if analysis is None:
+                log.error("unknown record analysis %r for call %s", name[:40], record.id)
+                continue
+            try:
+                analysis(context, exchange, record)
+            except Exception as exc:
+                log.error("record analysis %s failed for call %s: %s", name, record.id, describe_failure(exc))
+    finally:
+        context.parts = None

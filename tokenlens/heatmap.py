@@ -130,13 +130,14 @@ def uses_prompt_cache(body: Mapping[str, Any], raw: bytes | None = None) -> bool
     return "cache_control" in dumps(body)
 
 
-def record_heatmap(exchange: Exchange, record: CallRecord) -> None:
-    """Deferred: heatmap, complexity and prefix fingerprint of the call."""
+def record_heatmap(exchange: Exchange, record: CallRecord, parts: list[Part] | None = None) -> None:
+    """Deferred: heatmap, complexity and prefix fingerprint of the call. `parts`: the request's
+    `request_parts` when the caller has them already (the waste analysis reads them too)."""
     body = exchange.request_json
     if body is None:
         return
     api = wire_format(exchange.api, exchange.kind)
-    heat = sections_of(request_parts(api, body), api, exchange.model)
+    heat = sections_of(request_parts(api, body) if parts is None else parts, api, exchange.model)
     measured = record.input_tokens > 0 and record.outcome in ("ok", "error")
     sections = scale_sections(heat.sections, record.input_tokens) if measured else dict(heat.sections)
     detail: dict[str, object] = {

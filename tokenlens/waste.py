@@ -453,13 +453,16 @@ def waste_model(exchange: Exchange) -> str | None:
     return exchange.model
 
 
-def record_waste(exchange: Exchange, record: CallRecord, rate: Decimal | None) -> None:
-    """Deferred: the waste report of the call's request, priced at `rate` (`input_rate` of `waste_model`)."""
+def record_waste(
+    exchange: Exchange, record: CallRecord, rate: Decimal | None, parts: list[Part] | None = None
+) -> None:
+    """Deferred: the waste report of the call's request, priced at `rate` (`input_rate` of `waste_model`).
+    `parts`: the request's `request_parts` when the caller has them already (the heatmap reads them too)."""
     if exchange.request_json is None:
         return
-    report = WasteReport(
-        find_waste(request_parts(wire_format(exchange.api, exchange.kind), exchange.request_json))
-    )
+    if parts is None:
+        parts = request_parts(wire_format(exchange.api, exchange.kind), exchange.request_json)
+    report = WasteReport(find_waste(parts))
     report.price(rate)
     record.waste_tokens = report.tokens
     record.details["waste"] = report.to_dict()
