@@ -239,11 +239,17 @@ def bind_models(db: pw.Database) -> BoundModels:
     return BoundModels(bind_model(Call, db), bind_model(CallBody, db), bind_model(SchemaVersion, db))
 
 
+# What json.dumps(value, ensure_ascii=..., separators=(",", ":"), sort_keys=True) builds on every call, built
+# once (an encoder keeps no state between calls): the same text, without the construction (~1 us a field).
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode
+_JSON_ASCII = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), sort_keys=True).encode
+
+
 def json_text(value: Any) -> str:
     """A JSON field's text: compact, keys sorted; lone surrogates (which no driver can encode) escaped."""
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    text = _JSON(value)
     if not text.isascii() and storable_text(text) != text:
-        text = json.dumps(value, ensure_ascii=True, separators=(",", ":"), sort_keys=True)
+        text = _JSON_ASCII(value)
     return text
 
 
