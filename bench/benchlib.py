@@ -55,6 +55,14 @@ def chat_body_bytes() -> bytes:
     return json.dumps(CHAT_BODY, separators=(",", ":")).encode()
 
 
+def stream_body(include_usage: bool) -> bytes:
+    """The chat completion streamed (with its usage chunk when `include_usage`)."""
+    body: dict[str, Any] = {**CHAT_BODY, "stream": True}
+    if include_usage:
+        body["stream_options"] = {"include_usage": True}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
 # ------------------------------------------------------------------------------------------------ processes
 
 

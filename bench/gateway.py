@@ -27,7 +27,6 @@ reproduces the run, and writes JSON to bench/results/.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import shlex
 import sys
@@ -42,7 +41,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import (  # noqa: E402
     BENCH_DIR,
-    CHAT_BODY,
     CHAT_PATH,
     GATEWAY_PREFIX,
     REPO,
@@ -63,6 +61,7 @@ from benchlib import (  # noqa: E402
     results_path,
     start_simulator,
     start_tokenlens,
+    stream_body,
     tree_cpu_seconds,
     tree_rss_mib,
     wait_for_calls,
@@ -142,13 +141,6 @@ class StreamStats:
 
 
 # ------------------------------------------------------------------------------------------------ streaming
-
-
-def stream_body(include_usage: bool) -> bytes:
-    body: dict[str, Any] = {**CHAT_BODY, "stream": True}
-    if include_usage:
-        body["stream_options"] = {"include_usage": True}
-    return json.dumps(body, separators=(",", ":")).encode()
 
 
 class StreamCase:

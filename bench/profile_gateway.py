@@ -4,7 +4,7 @@
 
 Starts the provider simulator, a bare `mitmdump` (reverse, bench/mitm_noop.py), a regular-mode `mitmdump`
 with the /proxy rewrite (bench/mitm_rewrite.py) and `tokenlens daemon` on 127.0.0.1, loads each with
-keep-alive non-streaming chat completions (wrk, else the asyncio generator) while
+keep-alive chat completions (`--stream`: streamed, SSE with the usage chunk; wrk, else the asyncio generator) while
 `py-spy record --gil --threads` samples it, and prints milliseconds of GIL per request:
 - per thread (mitmproxy's event loop, the record writer, ...);
 - per addon hook on the event loop (the frame right under mitmproxy's `AddonManager.invoke_addon`, or under
@@ -47,6 +47,7 @@ from benchlib import (  # noqa: E402
     free_port,
     start_simulator,
     start_tokenlens,
+    stream_body,
     wait_port,
     workdir,
     write_json,
@@ -171,6 +172,7 @@ def main() -> int:
     p.add_argument("--rate", type=int, default=200, help="py-spy samples per second (default 200)")
     p.add_argument("--py-spy", default=shutil.which("py-spy"), help="py-spy executable (default: on PATH)")
     p.add_argument("--load", choices=("auto", "wrk", "python"), default="auto")
+    p.add_argument("--stream", action="store_true", help="stream the answers (SSE, with the usage chunk)")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
     args = p.parse_args()
     if not args.py_spy:
@@ -179,6 +181,7 @@ def main() -> int:
     command = f"cd {shlex.quote(str(REPO))} && " + shlex.join(
         [".venv/bin/python", "bench/profile_gateway.py", "--seconds", f"{args.seconds:g}"]
         + ["--connections", str(args.connections), "--rate", str(args.rate), "--py-spy", args.py_spy]
+        + (["--stream"] if args.stream else [])
     )
     print(f"reproduce: {command}", flush=True)
     RESULTS_DIR.mkdir(exist_ok=True)
@@ -186,7 +189,8 @@ def main() -> int:
     summary: dict[str, Any] = {"command": command, "environment": environment(), "targets": {}}
     try:
         with workdir(args.keep) as wd, Processes(wd) as procs:
-            load = LoadGenerator(wd, args.load)
+            body = stream_body(True) if args.stream else None
+            load = LoadGenerator(wd, args.load, body=body)
             _, sim_port = start_simulator(procs)
             port = free_port()
             mitm = procs.start(
