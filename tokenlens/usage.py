@@ -16,6 +16,7 @@ Normalisation: `input_tokens` is ALL input (cache reads and writes included), `o
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -243,7 +244,7 @@ def _int(v: Any) -> int:
         return 0
     if isinstance(v, int):
         return max(v, 0)
-    if isinstance(v, float) and v == v and v >= 0:
+    if isinstance(v, float) and math.isfinite(v) and v >= 0:
         return int(v)
     return 0
 

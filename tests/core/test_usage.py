@@ -687,3 +687,19 @@ def test_split_events_keeps_the_incomplete_rest() -> None:
         b"data: 4",
     )
     assert split_events(b"") == ([], b"")
+
+
+@pytest.mark.parametrize("count", ["Infinity", "-Infinity", "NaN", "1e400"])
+def test_a_count_that_is_no_number_of_tokens_counts_zero(count: str) -> None:
+    """json reads Infinity, NaN and 1e400 as floats; a usage holding one is metered, not an exception."""
+    chunk: dict[str, Any] = {
+        "id": "c",
+        "model": "gpt-4o",
+        "choices": [{"index": 0, "delta": {"content": "hi"}}],
+    }
+    usage = f'{{"id":"c","model":"gpt-4o","choices":[],"usage":{{"prompt_tokens":{count},"completion_tokens":3}}}}'
+    s = summarize_stream("openai", "/v1/chat/completions", [sse(chunk, usage, "[DONE]")])
+    assert s.usage is not None and s.usage.input_tokens == 0 and s.usage.output_tokens == 3
+    body = usage.replace('"choices":[]', '"choices":[{"index":0,"message":{"content":"hi"}}]').encode()
+    usage_body, _ = usage_from_body("openai", "/v1/chat/completions", body)
+    assert usage_body is not None and usage_body.input_tokens == 0 and usage_body.output_tokens == 3

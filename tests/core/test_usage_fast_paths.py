@@ -39,7 +39,7 @@ class _Reference(_Recording):
 def _summary(parser: StreamParser) -> StreamSummary | str:
     try:
         return parser.summary()
-    except Exception as exc:  # e.g. an Infinity token count: the same on both paths
+    except Exception as exc:  # a parser bug: it must be the same on both paths
         return type(exc).__name__
 
 
