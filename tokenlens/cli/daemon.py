@@ -45,6 +45,7 @@ from tokenlens.config import (
     startup_problem,
     tokenlens_home,
 )
+from tokenlens.guardrails.engine import preload_injection_detector
 from tokenlens.runtime import build_runtime
 from tokenlens.store import open_store
 from tokenlens.web import create_app
@@ -138,6 +139,8 @@ def run_gateway(settings: Settings, home: Path, config_file: Path, *, worker: st
         worker=worker,
     ).start()
     deps = runtime.deps
+    deps.settings.on_change(preload_injection_detector)  # when it is turned on later
+    preload_injection_detector(deps.settings.get())
     if worker is not None:
         _listen_with_reuse_port()
     web = make_server("127.0.0.1", deps.web_port, create_app(deps), threaded=True, fd=listener.fileno())
