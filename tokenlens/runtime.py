@@ -14,6 +14,7 @@ interpreter never runs the per-call analysis, the inserts or the rollups.
 from __future__ import annotations
 
 import ctypes
+import importlib
 import logging
 import os
 import random
@@ -22,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -244,6 +245,23 @@ def build_runtime(
         else None
     )
     return Runtime(deps, fanout, cost_watcher, analysis)
+
+
+INJECTION_MODULE = "tokenlens.guardrails.injection"
+PRELOAD_THREAD = "tokenlens-preload"
+
+
+def preload_injection_detector(settings: Settings, updated: Set[str] | None = None) -> None:
+    """Load the injection detector (numpy, its model and compiled rules: about half a second) in a thread of
+    its own (`PRELOAD_THREAD`) as soon as it is on, instead of in the first request it scans. The gateway calls
+    this at start and on every change of the settings (`updated`: the sections that changed)."""
+    if updated is not None and "guardrails" not in updated:
+        return
+    if not settings.guardrails.injection_detection.enabled or INJECTION_MODULE in sys.modules:
+        return
+    threading.Thread(
+        target=importlib.import_module, args=(INJECTION_MODULE,), name=PRELOAD_THREAD, daemon=True
+    ).start()
 
 
 M_ARENA_MAX = -8  # glibc's mallopt parameter

@@ -10,8 +10,6 @@ the joining regex and the decoder always run), on the labelled examples alone an
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -122,30 +120,3 @@ def test_a_long_text_of_another_script_is_scored_around_its_own_words() -> None:
 )
 def test_hidden_payloads_are_read(text: str, hidden: str) -> None:
     assert hidden.encode() in im.prepare(text)
-
-
-def _preloaded(settings: str) -> str:
-    code = (
-        "import sys, json\n"
-        "import threading\n"
-        "from tokenlens.config import parse_settings\n"
-        "from tokenlens.guardrails.engine import INJECTION_MODULE, PRELOAD_THREAD, preload_injection_detector\n"
-        f"settings = parse_settings(json.loads({settings!r}))\n"
-        "preload_injection_detector(settings, {'pricing'})  # another section changed: nothing to do\n"
-        "assert INJECTION_MODULE not in sys.modules and threading.active_count() == 1\n"
-        "preload_injection_detector(settings)\n"
-        "for thread in threading.enumerate():\n"
-        "    if thread.name == PRELOAD_THREAD:\n"
-        "        thread.join(30)\n"
-        "print(INJECTION_MODULE in sys.modules)\n"
-    )
-    return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout.strip()
-
-
-def test_the_detector_is_loaded_in_the_background_once_it_is_on() -> None:
-    """A gateway loads the detector at start (and when a change turns it on), not in the first request."""
-    on = json.dumps({"guardrails": {"injection_detection": {"enabled": True}}})
-    assert _preloaded(on) == "True"
-    assert _preloaded(json.dumps({})) == "False"  # off: numpy and the model stay unloaded

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -111,3 +114,30 @@ def test_start_runs_the_background_services_and_close_stops_them(tmp_path: Path)
     assert runtime.started
     assert runtime.close()
     assert runtime.cost_watcher._thread is not None and not runtime.cost_watcher._thread.is_alive()
+
+
+def _preloaded(settings: str) -> str:
+    code = (
+        "import sys, json\n"
+        "import threading\n"
+        "from tokenlens.config import parse_settings\n"
+        "from tokenlens.runtime import INJECTION_MODULE, PRELOAD_THREAD, preload_injection_detector\n"
+        f"settings = parse_settings(json.loads({settings!r}))\n"
+        "preload_injection_detector(settings, {'pricing'})  # another section changed: nothing to do\n"
+        "assert INJECTION_MODULE not in sys.modules and threading.active_count() == 1\n"
+        "preload_injection_detector(settings)\n"
+        "for thread in threading.enumerate():\n"
+        "    if thread.name == PRELOAD_THREAD:\n"
+        "        thread.join(30)\n"
+        "print(INJECTION_MODULE in sys.modules)\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def test_the_detector_is_loaded_in_the_background_once_it_is_on() -> None:
+    """A gateway loads the detector at start (and when a change turns it on), not in the first request."""
+    on = json.dumps({"guardrails": {"injection_detection": {"enabled": True}}})
+    assert _preloaded(on) == "True"
+    assert _preloaded(json.dumps({})) == "False"  # off: numpy and the model stay unloaded

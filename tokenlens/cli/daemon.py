@@ -45,8 +45,7 @@ from tokenlens.config import (
     startup_problem,
     tokenlens_home,
 )
-from tokenlens.guardrails.engine import preload_injection_detector
-from tokenlens.runtime import build_runtime
+from tokenlens.runtime import build_runtime, preload_injection_detector
 from tokenlens.store import open_store
 from tokenlens.web import create_app
 

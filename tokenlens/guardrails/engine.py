@@ -8,21 +8,18 @@ for a typed numbered placeholder (`[EMAIL_1]`; the same value gets the same numb
 from __future__ import annotations
 
 import copy
-import importlib
 import json
 import logging
 import re
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterable, Set
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 import regex as timed_re
 
-from tokenlens.config import CustomRule, Guardrails, Settings
+from tokenlens.config import CustomRule, Guardrails
 from tokenlens.guardrails.extract import TextSlot, request_slots, response_slots
 from tokenlens.guardrails.patterns import check_pattern
 from tokenlens.guardrails.pii import Match, find_pii, resolve_overlaps
@@ -218,23 +215,6 @@ def is_active(g: Guardrails, where: Where) -> bool:
     return g.pii_detection.enabled or g.injection_detection.enabled or bool(g.custom_rules)
 
 
-INJECTION_MODULE = "tokenlens.guardrails.injection"
-PRELOAD_THREAD = "tokenlens-preload"
-
-
-def preload_injection_detector(settings: Settings, updated: Set[str] | None = None) -> None:
-    """Load the injection detector (numpy, its model and compiled rules: about half a second) in a thread of
-    its own (`PRELOAD_THREAD`) as soon as it is on, instead of in the first request it scans. The gateway calls
-    this at start and on every change of the settings (`updated`: the sections that changed)."""
-    if updated is not None and "guardrails" not in updated:
-        return
-    if not settings.guardrails.injection_detection.enabled or INJECTION_MODULE in sys.modules:
-        return
-    threading.Thread(
-        target=importlib.import_module, args=(INJECTION_MODULE,), name=PRELOAD_THREAD, daemon=True
-    ).start()
-
-
 def scan_body(g: Guardrails, api: str, body: dict[str, Any], where: Where) -> Verdict:
     """Scan every text part of a request (or a non-streamed answer) and rewrite what a redact rule matched."""
     started = time.perf_counter()
@@ -244,7 +224,9 @@ def scan_body(g: Guardrails, api: str, body: dict[str, Any], where: Where) -> Ve
     slots = request_slots(api, body) if where == "request" else response_slots(api, body)
     to_redact: list[tuple[TextSlot, list[Match]]] = []
     injection_on = where == "request" and g.injection_detection.enabled
-    if injection_on:  # the detector (numpy, its model: ~17 MiB), loaded when on (preload_injection_detector)
+    if (
+        injection_on
+    ):  # the detector (numpy, its model: ~17 MiB), loaded when on (runtime.preload_injection_detector)
         from tokenlens.guardrails.injection import THRESHOLD, score_injection
     for slot in slots:
         text = slot.text
