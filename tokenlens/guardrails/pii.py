@@ -512,8 +512,8 @@ def _assigned_words() -> tuple[re.Pattern[str], ...]:
         groups.setdefault(word[:4], []).append(word)
     patterns = []
     for words in groups.values():
-        # one match per position: no end word may be the start of another in its group
-        assert not any(a != b and b.startswith(a) for a in words for b in words), words
+        if any(a != b and b.startswith(a) for a in words for b in words):  # one match per position
+            raise ValueError(f"an end word starts another of its group: {words}")
         prefix = os.path.commonprefix(words)
         rest = "|".join(re.escape(w[len(prefix) :]) for w in words)
         patterns.append(re.compile(f"{re.escape(prefix)}(?:{rest})(?={_ASSIGN})"))
