@@ -1,7 +1,9 @@
 """The cost watcher: daily cost alerts, new anomalies and the Sunday digest, published on the event bus.
 
-A background thread checks every `interval` seconds and shortly after each committed batch (`notify` is a
-record listener: it only sets an event). Each check, from the rollups:
+A background thread checks every `interval` seconds and after new calls, at most every `min_gap` seconds (`notify`
+is a record listener: it only sets an event). A check takes a few milliseconds of the gateway's interpreter (its
+queries and their results), so under load it runs every 10 s, not after each batch: at one check a second it
+slowed 1-3% of calls by milliseconds (bench/README.md). Each check, from the rollups:
 - `alert`: today's spend (configured time zone) reached `alerts.daily_cost_threshold`: once per day;
 - `anomaly`: each anomaly of yesterday or today (`tokenlens.analytics.anomalies`) not published before;
 - `digest`: on Sunday (local time), the weekly digest, once that day.
@@ -56,7 +58,7 @@ class CostWatcher:
         home: Path,
         *,
         interval: float = 60.0,
-        min_gap: float = 1.0,
+        min_gap: float = 10.0,
         state_path: Path | None = None,
         pricer: Callable[[Settings], PricerLike] = pricer_of,
     ) -> None:

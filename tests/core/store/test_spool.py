@@ -15,6 +15,7 @@ from tokenlens.exchange import Exchange
 from tokenlens.metering import RecordBuilder
 from tokenlens.records import CallRecord
 from tokenlens.store.spool import (
+    LISTENER_CHUNK,
     METER_HERE_MAX_BYTES,
     NOT_GIVEN,
     Cursor,
@@ -283,3 +284,16 @@ def test_answered_and_queued_calls_keep_their_order_and_the_housekeeping_runs(tm
     writer.submit(exchange("c"))
     assert writer.flush() and ticks.wait(2) and writer.stop()
     assert [call.record.id for call in backlog(spool_dir(tmp_path))] == ["a", "b", "c"]
+
+
+def test_the_listeners_hear_a_batch_a_few_calls_at_a_time_in_order(tmp_path: Path) -> None:
+    """Between chunks the thread lets go of the GIL, so the proxy's loop never waits for a whole batch."""
+    heard: list[list[str]] = []
+    writer = SpoolWriter(
+        spool_dir(tmp_path), builder(), lambda records: heard.append([r.id for r in records]), interval=0.5
+    )
+    for n in range(10):
+        writer.submit(exchange(f"c{n}"))
+    assert writer.flush() and writer.stop()
+    assert [call_id for chunk in heard for call_id in chunk] == [f"c{n}" for n in range(10)]
+    assert max(len(chunk) for chunk in heard) <= LISTENER_CHUNK < 10
