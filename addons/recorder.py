@@ -2,15 +2,12 @@
 traffic on a provider route that is not a call (`Exchange.is_call` false, or a 404 for a path the provider
 does not serve) is only counted (`AppDeps.passthrough`).
 
-Nothing is parsed in the hooks, so the proxy path never waits on bookkeeping: the call is handed to the writer
-with the loop's `call_soon`, and what the writer does with it then runs after mitmproxy has written the answer
-(the spool writer meters a small call right there, on the event loop, rather than on its thread, which would
-hold the GIL while the loop waits on its sockets: `SpoolWriter.submit_answered`).
+Only the raw exchange is queued here; parsing usage and pricing happen in the writer thread, so the proxy
+path never waits on bookkeeping.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from mitmproxy import http
@@ -92,9 +89,4 @@ class Recorder:
 
     def submit(self, exchange: Exchange) -> None:
         exchange.recorded = True
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # not on the proxy's loop (a test calling the hook): hand it over now
-            self.deps.writer.submit(exchange)
-            return
-        self.deps.writer.submit_answered(exchange, loop.call_soon)
+        self.deps.writer.submit(exchange)

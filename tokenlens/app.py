@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -28,12 +27,6 @@ class CallSink(Protocol):
     `tokenlens.store.spool` beside an analysis process): `submit` never blocks."""
 
     def submit(self, item: Any) -> None: ...
-
-    def submit_answered(self, item: Any, defer: Callable[[Callable[[Any], None], Any], object]) -> None:
-        """`submit` for a call whose answer is on its way to the client: counted as submitted now; the sink may
-        do a small call's per-call work in `defer(function, item)` (the proxy passes its loop's `call_soon`,
-        which runs once mitmproxy has written the answer)."""
-        ...
 
     @property
     def pending(self) -> int: ...

@@ -190,16 +190,8 @@ def build_runtime(
         # What a writer left in its spill journal (the store refused it for long) is stored before anything
         # reads the store (the ledger); a writer replays it when it starts.
         RecordWriter(store, lambda record: record, home=home).stop()
-        # Meters only (analysed elsewhere), on the proxy's event loop for most calls: newer price data
-        # (`tokenlens prices update`) is looked for by the spool thread, never on the loop.
-        builder = RecordBuilder(holder)
-        writer = SpoolWriter(
-            spool,
-            builder,
-            fanout,
-            input_rate=builder.waste_input_rate,
-            housekeeping=lambda: price_data.refresh(home),
-        )
+        builder = RecordBuilder(holder, home)  # meters only; analysed elsewhere
+        writer = SpoolWriter(spool, builder, fanout, input_rate=builder.waste_input_rate)
     else:
         # The spill journal lives in the data directory (beside a SQLite file); a read-only store keeps none.
         journal: dict[str, Any] = {"journal": None} if readonly else {"home": home}

@@ -1,5 +1,3 @@
-import asyncio
-import dataclasses
 import json
 
 from mitmproxy import flow as mflow
@@ -47,38 +45,6 @@ def test_a_response_is_queued_and_lands_in_the_store(deps: AppDeps) -> None:
     assert call.latency_ms == 500.0
     # gpt-4o-mini: $0.15 in, $0.60 out per million
     assert abs((call.cost_usd or 0) - (1000 * 0.15 + 100 * 0.60) / 1e6) < 1e-12
-
-
-def test_on_the_proxys_loop_the_call_is_handed_over_to_run_after_the_answer_is_written(deps: AppDeps) -> None:
-    """The recorder passes the loop's `call_soon`, so the writer's per-call work runs after the hook (and so
-    after mitmproxy has written the answer), not in it."""
-    handed: list[tuple[object, object]] = []
-
-    class Sink:
-        pending = 0
-
-        def submit(self, item: object) -> None:
-            raise AssertionError("on the loop the recorder hands calls over with submit_answered")
-
-        def submit_answered(self, item: object, defer: object) -> None:
-            handed.append((item, defer))
-
-        def flush(self, timeout: float = 5) -> bool:
-            return True
-
-        def stop(self, timeout: float = 10) -> bool:
-            return True
-
-    flow = started(deps)
-    flow.response = http.Response.make(200, json.dumps(ANSWER), {"content-type": "application/json"})
-    recorder = Recorder(dataclasses.replace(deps, writer=Sink()))
-
-    async def on_the_loop() -> None:
-        recorder.response(flow)
-        ((item, defer),) = handed
-        assert item is exchange_of(flow) and defer == asyncio.get_running_loop().call_soon
-
-    asyncio.run(on_the_loop())
 
 
 def test_an_error_is_recorded_with_its_message(deps: AppDeps) -> None:

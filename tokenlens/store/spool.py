@@ -129,37 +129,9 @@ def spooled(
     )
 
 
-# The largest call (request and answer bodies, in bytes) `submit_answered` meters on the caller's thread: metering
-# costs about 0.2-0.5 ms at this size, no more than the call's own proxying; a larger one goes to the thread.
-METER_HERE_MAX_BYTES = 32 * 1024
-# The listeners hear of a batch this many calls at a time, the thread letting go of the GIL in between: the proxy's
-# event loop, woken by a socket, waits for one chunk (a fraction of a millisecond), not for the whole batch.
-LISTENER_CHUNK = 4
-
-
-def call_bytes(exchange: Exchange) -> int:
-    """The bytes metering a call reads: its request body and its answer (whole, or the stream's chunks)."""
-    answer = len(exchange.response_body) if exchange.response_body is not None else 0
-    return len(exchange.request_body) + answer + sum(map(len, exchange.chunks))
-
-
-@dataclass
-class Metered:
-    """A call metered before it was queued (`SpoolWriter.submit_answered`), with its spool line."""
-
-    call: SpooledCall
-    line: bytes
-
-
-class SpoolWriter(BatchQueue[Exchange | Metered]):
+class SpoolWriter(BatchQueue[Exchange]):
     """The gateway's spool thread: `submit(exchange)` never blocks; the thread meters (`build`), appends and
-    then calls `on_written(records)` (the record listeners and the live feed).
-
-    `submit_answered(exchange)` meters a small call on the caller's thread first: the proxy calls it on its
-    event loop once the answer is on its way to the client, so that the spool thread, which shares the GIL
-    with the event loop, has almost nothing left to do per call. A Python thread busy with metering while the
-    event loop waits on a socket makes the loop wait up to a switch interval each time it wakes (bench/README.md,
-    "The one-client tail")."""
+    then calls `on_written(records)` (the record listeners and the live feed)."""
 
     def __init__(
         self,
@@ -168,7 +140,6 @@ class SpoolWriter(BatchQueue[Exchange | Metered]):
         on_written: Callable[[list[CallRecord]], None] | None = None,
         *,
         input_rate: Callable[[Exchange], Decimal | None | NotGiven] | None = None,
-        housekeeping: Callable[[], None] | None = None,
         interval: float = 0.05,
         max_batch: int = 500,
         segment_bytes: int = 8 * 1024 * 1024,
@@ -178,12 +149,11 @@ class SpoolWriter(BatchQueue[Exchange | Metered]):
         self.directory = directory
         self.build = build
         self.input_rate = input_rate
-        self.housekeeping = housekeeping  # called by the thread between batches (at least every `interval`)
         self.on_written = on_written
         self.segment_bytes = segment_bytes
         self.written = 0
         self._handle: IO[bytes] | None = None
-        self._unspooled: list[Metered] = []  # metered calls a failed write left to write again
+        self._unspooled: list[SpooledCall] = []  # metered calls a failed write left to write again
         self._size = 0
         directory.mkdir(parents=True, exist_ok=True)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -205,11 +175,6 @@ class SpoolWriter(BatchQueue[Exchange | Metered]):
         try:
             while True:
                 batch, stop = self._collect()
-                if self.housekeeping is not None:
-                    try:
-                        self.housekeeping()
-                    except Exception:
-                        log.exception("spool housekeeping failed")
                 if batch or self._unspooled:
                     self._process(batch)
                 if stop:
@@ -221,47 +186,18 @@ class SpoolWriter(BatchQueue[Exchange | Metered]):
         finally:
             self._close()
 
-    def submit_answered(
-        self, exchange: Exchange, defer: Callable[[Callable[[Exchange], None], Exchange], object]
-    ) -> None:
-        """`submit` for a call whose answer is on its way: counted now; a small call is metered in
-        `defer(...)` (on the proxy's event loop, after the answer is written), a larger one on the thread."""
-        if call_bytes(exchange) > METER_HERE_MAX_BYTES:
-            self.submit(exchange)
-            return
-        with self._count_lock:
-            self._submitted += 1
-        defer(self._meter_and_queue, exchange)
-
-    def _meter_and_queue(self, exchange: Exchange) -> None:
-        """Never raises: a call that cannot be metered is spooled as a minimal error record (as on the thread),
-        and one whose line cannot be made is left to the thread, which keeps it in memory if it fails too."""
-        try:
-            call = self.meter(exchange)
-            if call is None:
-                self._finished(1)
-                return
-            try:
-                line = call.to_line()
-            except Exception:
-                line = b""
-            self._queue.put(Metered(call, line))
-        except Exception:  # pragma: no cover - meter() catches what metering raises
-            log.exception("could not spool call %s", exchange.id)
-            self._finished(1)
-
-    def _process(self, batch: list[Exchange | Metered]) -> None:
+    def _process(self, batch: list[Exchange]) -> None:
         """Meter the batch and spool it with any calls an earlier write could not take (a full disk: they wait
         in memory, in order, and the listeners hear of them once they are in the spool)."""
-        metered = [item if isinstance(item, Metered) else self._metered(item) for item in batch]
+        metered = [self._meter(exchange) for exchange in batch]
         lost = metered.count(None)
         if lost:
             self._finished(lost)
-        calls = self._unspooled + [item for item in metered if item is not None]
+        calls = self._unspooled + [call for call in metered if call is not None]
         if not calls:
             return
         try:
-            self._append(b"".join(item.line or item.call.to_line() for item in calls))
+            self._append(b"".join(call.to_line() for call in calls))
         except (
             Exception
         ) as exc:  # OSError (disk full), or a line that cannot be written: keep them, try again
@@ -271,23 +207,16 @@ class SpoolWriter(BatchQueue[Exchange | Metered]):
             self._undo_partial_write()
             return
         self._unspooled = []
-        records = [item.call.record for item in calls]
+        records = [call.record for call in calls]
         self.written += len(records)
         if self.on_written is not None:
-            for start in range(0, len(records), LISTENER_CHUNK):
-                try:
-                    self.on_written(records[start : start + LISTENER_CHUNK])
-                except Exception:
-                    log.exception("record listeners failed")
-                time.sleep(0)  # hand the GIL to the event loop if it waits for it (bench/README.md)
+            try:
+                self.on_written(records)
+            except Exception:
+                log.exception("record listeners failed")
         self._finished(len(calls))
 
-    def _metered(self, exchange: Exchange) -> Metered | None:
-        call = self.meter(exchange)
-        return None if call is None else Metered(call, b"")
-
-    def meter(self, exchange: Exchange) -> SpooledCall | None:
-        """The call's record and what its analyses need (None: not even a minimal record could be made)."""
+    def _meter(self, exchange: Exchange) -> SpooledCall | None:
         try:
             record = self.build(exchange)
         except Exception as exc:

@@ -184,10 +184,6 @@ class RecordWriter[T](BatchQueue[T]):
         except Exception:  # pragma: no cover - SimpleQueue.put does not fail
             log.exception("could not queue a record")
 
-    def submit_answered(self, item: T, defer: Callable[[Callable[[T], None], T], object]) -> None:
-        """`submit` now: this writer prepares every item on its own thread."""
-        self.submit(item)
-
     def _busy(self) -> bool:
         return self._journal_dirty  # flushed means in the store: the journal replayed too
 

@@ -15,8 +15,6 @@ from tokenlens.exchange import Exchange
 from tokenlens.metering import RecordBuilder
 from tokenlens.records import CallRecord
 from tokenlens.store.spool import (
-    LISTENER_CHUNK,
-    METER_HERE_MAX_BYTES,
     NOT_GIVEN,
     Cursor,
     NotGiven,
@@ -218,82 +216,3 @@ def test_a_line_of_an_older_release_or_an_unreadable_rate_is_priced_by_the_analy
     line["call"]["input_rate"] = "not a number"
     again = SpooledCall.from_line(json.dumps(line).encode())
     assert again.input_rate is NOT_GIVEN
-
-
-def test_an_answered_small_call_is_metered_on_the_callers_thread_when_deferred(tmp_path: Path) -> None:
-    """`submit_answered`: counted at once; metered (and its line made) in the deferred function, on the
-    caller's thread; the spool thread only writes it and tells the listeners."""
-    metered_on: list[str] = []
-    build = builder()
-
-    def build_and_note(item: Exchange) -> CallRecord:
-        metered_on.append(threading.current_thread().name)
-        return build(item)
-
-    heard: list[str] = []
-    writer = SpoolWriter(
-        spool_dir(tmp_path), build_and_note, lambda records: heard.extend(r.id for r in records)
-    )
-    deferred: list[tuple[object, Exchange]] = []
-    writer.submit_answered(exchange("a"), lambda function, item: deferred.append((function, item)))
-    assert writer.pending == 1 and not writer.flush(timeout=0.2)  # counted, not done: flush waits for it
-    assert metered_on == []  # nothing metered before the deferred function runs
-    for function, item in deferred:
-        function(item)  # type: ignore[operator]
-    assert writer.flush() and writer.stop()
-    assert metered_on == [threading.current_thread().name] and heard == ["a"]
-    (call,) = backlog(spool_dir(tmp_path))
-    assert call.record.id == "a" and call.record.cost_usd is not None
-    assert abs(call.record.cost_usd - COST) < 1e-12
-    assert call.input_rate is NOT_GIVEN  # no input-rate function given to this writer
-
-
-def test_an_answered_large_call_is_metered_on_the_spool_thread(tmp_path: Path) -> None:
-    metered_on: list[str] = []
-    build = builder()
-
-    def build_and_note(item: Exchange) -> CallRecord:
-        metered_on.append(threading.current_thread().name)
-        return build(item)
-
-    writer = SpoolWriter(spool_dir(tmp_path), build_and_note, name="the-spool-thread")
-    large = exchange("big")
-    large.response_body = json.dumps({**ANSWER, "padding": "x" * (METER_HERE_MAX_BYTES + 1)}).encode()
-    writer.submit_answered(large, lambda function, item: pytest.fail("a large call is not deferred"))
-    assert writer.flush() and writer.stop()
-    assert metered_on == ["the-spool-thread"]
-    assert [call.record.id for call in backlog(spool_dir(tmp_path))] == ["big"]
-
-
-def test_an_answered_call_that_cannot_be_metered_is_spooled_as_an_error_record(tmp_path: Path) -> None:
-    def broken(item: Exchange) -> CallRecord:
-        raise ValueError("no usage today")
-
-    writer = SpoolWriter(spool_dir(tmp_path), broken)
-    writer.submit_answered(exchange("a"), lambda function, item: function(item))
-    assert writer.flush() and writer.stop()
-    (call,) = backlog(spool_dir(tmp_path))
-    assert call.record.id == "a" and call.record.error == "record preparation failed: ValueError"
-
-
-def test_answered_and_queued_calls_keep_their_order_and_the_housekeeping_runs(tmp_path: Path) -> None:
-    ticks = threading.Event()
-    writer = SpoolWriter(spool_dir(tmp_path), builder(), housekeeping=ticks.set, interval=0.01)
-    writer.submit(exchange("a"))
-    writer.submit_answered(exchange("b"), lambda function, item: function(item))
-    writer.submit(exchange("c"))
-    assert writer.flush() and ticks.wait(2) and writer.stop()
-    assert [call.record.id for call in backlog(spool_dir(tmp_path))] == ["a", "b", "c"]
-
-
-def test_the_listeners_hear_a_batch_a_few_calls_at_a_time_in_order(tmp_path: Path) -> None:
-    """Between chunks the thread lets go of the GIL, so the proxy's loop never waits for a whole batch."""
-    heard: list[list[str]] = []
-    writer = SpoolWriter(
-        spool_dir(tmp_path), builder(), lambda records: heard.append([r.id for r in records]), interval=0.5
-    )
-    for n in range(10):
-        writer.submit(exchange(f"c{n}"))
-    assert writer.flush() and writer.stop()
-    assert [call_id for chunk in heard for call_id in chunk] == [f"c{n}" for n in range(10)]
-    assert max(len(chunk) for chunk in heard) <= LISTENER_CHUNK < 10
