@@ -1,9 +1,9 @@
 """The cost watcher: daily cost alerts, new anomalies and the Sunday digest, published on the event bus.
 
 A background thread checks every `interval` seconds and after new calls, at most every `min_gap` seconds (`notify`
-is a record listener: it only sets an event). A check takes a few milliseconds of the gateway's interpreter (its
-queries and their results), so under load it runs every 10 s, not after each batch: at one check a second it
-slowed 1-3% of calls by milliseconds (bench/README.md). Each check, from the rollups:
+is a record listener: it only sets an event). A check holds the gateway's interpreter for a few milliseconds (2.4-4.5
+ms of its 12-34 ms under the benchmark's load), which the proxy's event loop then waits for; the alerts are about
+days, so under load it runs every 10 s, not after each batch. Each check, from the rollups:
 - `alert`: today's spend (configured time zone) reached `alerts.daily_cost_threshold`: once per day;
 - `anomaly`: each anomaly of yesterday or today (`tokenlens.analytics.anomalies`) not published before;
 - `digest`: on Sunday (local time), the weekly digest, once that day.
