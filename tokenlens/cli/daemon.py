@@ -155,7 +155,8 @@ def run_gateway(settings: Settings, home: Path, config_file: Path, *, worker: st
     # objects took 80-90 ms under load (bench/README.md).
     gc.freeze()
     # The proxy's event loop gets the GIL back within 1 ms when the spool or web thread holds it (Python's
-    # default is 5 ms): at one client the p99 latency fell from 12.5-13.3 to 8.5-9 ms (docs/benchmarks.md).
+    # default is 5 ms): at one client the p99 latency fell from 12.5-13.3 to 8.5-9 ms in four runs each way
+    # (bench/README.md, "The one-client tail, call by call", for what is left of it).
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     try:
         asyncio.run(_serve(deps))
