@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from tokenlens.config import SettingsHolder
@@ -39,7 +39,8 @@ class AnalysisContext:
     settings: SettingsHolder
     conversations: ConversationIndex = field(default_factory=ConversationIndex)
     input_rate: Decimal | None | NotGiven = NOT_GIVEN
-    # the current call's `request_parts` once an analysis read them (waste and heatmap both do), else None
+    # the current call's `request_parts` once an analysis read them (waste and heatmap both do), else None; set
+    # only on the call's own copy of the context (`run_analyses`), which two threads never share
     parts: list[Part] | None = None
 
 
@@ -78,17 +79,16 @@ def run_analyses(
     context: AnalysisContext, names: Sequence[str], exchange: Exchange, record: CallRecord
 ) -> None:
     """Run the named analyses on a call's record, in order; one that fails is logged (its type only: the
-    message may quote the body) and the others still run."""
-    context.parts = None
-    try:
-        for name in names:
-            analysis = ANALYSES.get(name)
-            if analysis is None:
-                log.error("unknown record analysis %r for call %s", name[:40], record.id)
-                continue
-            try:
-                analysis(context, exchange, record)
-            except Exception as exc:
-                log.error("record analysis %s failed for call %s: %s", name, record.id, describe_failure(exc))
-    finally:
-        context.parts = None
+    message may quote the body) and the others still run. They get a copy of `context` of their own (the
+    shared conversation index and input rate, and this call's request parts): the record writer's spill thread
+    may analyse another call at the same time."""
+    call_context = replace(context, parts=None)
+    for name in names:
+        analysis = ANALYSES.get(name)
+        if analysis is None:
+            log.error("unknown record analysis %r for call %s", name[:40], record.id)
+            continue
+        try:
+            analysis(call_context, exchange, record)
+        except Exception as exc:
+            log.error("record analysis %s failed for call %s: %s", name, record.id, describe_failure(exc))

@@ -112,3 +112,45 @@ def test_shared_parts_give_what_each_analysis_gives(input_tokens: int) -> None:
         assert shared.details["heatmap"] == alone.details["heatmap"]
         assert (shared.waste_tokens, shared.complexity) == (alone.waste_tokens, alone.complexity)
         run_analyses(context, ["heatmap"], exchange, _record(n, input_tokens))  # heatmap first, alone
+
+
+def test_two_calls_analysed_at_once_on_one_context_keep_their_own_parts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The inline writer's spill thread may analyse a call while the writer thread analyses another, with the
+    same context: call A pauses between its waste and heatmap analyses while call B has read its parts."""
+    import threading
+
+    import tokenlens.analyses as analyses_module
+
+    context = AnalysisContext(SettingsHolder(parse_settings({})))
+    a_paused, b_read, a_done = threading.Event(), threading.Event(), threading.Event()
+
+    def pause_a(ctx: AnalysisContext, exchange: Exchange, record: CallRecord) -> None:
+        a_paused.set()
+        assert b_read.wait(5)
+
+    def pause_b(ctx: AnalysisContext, exchange: Exchange, record: CallRecord) -> None:
+        b_read.set()
+        assert a_done.wait(5)
+
+    monkeypatch.setitem(analyses_module.ANALYSES, "pause_a", pause_a)
+    monkeypatch.setitem(analyses_module.ANALYSES, "pause_b", pause_b)
+    (api_a, kind_a, endpoint_a, body_a), (api_b, kind_b, endpoint_b, body_b) = BODIES[0], BODIES[2]
+    record_a, record_b = _record(0, 1234), _record(1, 1234)
+
+    def run_b() -> None:
+        assert a_paused.wait(5)
+        exchange = _exchange(api_b, kind_b, endpoint_b, copy.deepcopy(body_b), 1)
+        run_analyses(context, ["waste", "pause_b", "heatmap"], exchange, record_b)
+
+    other = threading.Thread(target=run_b)
+    other.start()
+    exchange_a = _exchange(api_a, kind_a, endpoint_a, copy.deepcopy(body_a), 0)
+    run_analyses(context, ["waste", "pause_a", "heatmap"], exchange_a, record_a)
+    a_done.set()
+    other.join(5)
+    for (api, kind, endpoint, body), n, record in ((BODIES[0], 0, record_a), (BODIES[2], 1, record_b)):
+        alone = _record(n, 1234)
+        record_heatmap(_exchange(api, kind, endpoint, copy.deepcopy(body), n), alone)
+        assert record.details["heatmap"] == alone.details["heatmap"]

@@ -224,9 +224,8 @@ def scan_body(g: Guardrails, api: str, body: dict[str, Any], where: Where) -> Ve
     slots = request_slots(api, body) if where == "request" else response_slots(api, body)
     to_redact: list[tuple[TextSlot, list[Match]]] = []
     injection_on = where == "request" and g.injection_detection.enabled
-    if (
-        injection_on
-    ):  # the detector (numpy, its model: ~17 MiB), loaded when on (runtime.preload_injection_detector)
+    if injection_on:
+        # the detector (numpy, its model: ~17 MiB), loaded when on (runtime.preload_injection_detector)
         from tokenlens.guardrails.injection import THRESHOLD, score_injection
     for slot in slots:
         text = slot.text
