@@ -262,6 +262,36 @@ class _Compiled:
     units: dict[str, Any]  # usage key -> unit, for the priced units (requests excluded)
     prices: tuple[tuple[Any, Any, str], ...]  # (unit, Decimal | TieredPrices, group)
     has_requests: bool
+    # genai-prices' leaf decomposition of the priced units, worked out once: (usage key, the usage keys of the
+    # priced units below it), most specific first (the order `compute_leaf_values` sorts them in).
+    leaves: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+
+def _leaf_plan(units: Mapping[str, Any]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """What `genai_prices.decompose.compute_leaf_values` works out on every call: each priced unit with the
+    priced units it contains (`is_descendant_or_self`), in its order."""
+    from genai_prices.decompose import is_descendant_or_self
+
+    ordered = sorted(units.values(), key=lambda unit: (-len(unit.dimensions), unit.usage_key))
+    return tuple(
+        (
+            unit.usage_key,
+            tuple(d.usage_key for d in ordered if d is not unit and is_descendant_or_self(unit, d)),
+        )
+        for unit in ordered
+    )
+
+
+def _leaf_counts(compiled: _Compiled, usage: SimpleNamespace) -> dict[str, int]:
+    """`compute_leaf_values` for whole-number usage (what `_genai_usage` makes), with the plan worked out
+    once: each unit's count less its descendants' leaves; ValueError when one would be negative."""
+    counts: dict[str, int] = {}
+    for key, below in compiled.leaves:
+        leaf = (getattr(usage, key, None) or 0) - sum(counts[d] for d in below)
+        if leaf < 0:
+            raise ValueError(f"Invalid usage data: the more specific usage under {key} exceeds it")
+        counts[key] = leaf
+    return counts
 
 
 def _compile(model_price: Any) -> _Compiled:
@@ -280,7 +310,8 @@ def _compile(model_price: Any) -> _Compiled:
         items.append((unit, value, _group(unit)))
     validate_priced_units(tuple(u for u, _, _ in items), registry)
     units = {u.usage_key: u for u, _, _ in items if u.usage_key != "requests"}
-    return _Compiled(units, tuple(items), any(u.usage_key == "requests" for u, _, _ in items))
+    has_requests = any(u.usage_key == "requests" for u, _, _ in items)
+    return _Compiled(units, tuple(items), has_requests, _leaf_plan(units))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -313,7 +344,8 @@ def price_context(provider: str, usage: Usage) -> tuple[tuple[str, str], ...]:
 
 
 def _genai_usage(usage: Usage, *, with_details: bool = True) -> SimpleNamespace:
-    """genai-prices usage keys from ours, made consistent so that no derived count is negative."""
+    """genai-prices usage keys from ours (whole numbers), made consistent so that no derived count is
+    negative."""
     inp = usage.input_tokens
     out = usage.output_tokens
     cr = min(usage.cache_read_tokens, inp)
@@ -333,7 +365,13 @@ def _genai_usage(usage: Usage, *, with_details: bool = True) -> SimpleNamespace:
     elif w5 is not None and w5 <= cw and w1 is None:
         vals["cache_write_5m_tokens"] = w5
     if with_details:
-        m = usage.modality
+        by_modality: dict[tuple[str, str], int] = {}
+        for part, modality, tokens in usage.modality_tokens:
+            by_modality[part, modality] = by_modality.get((part, modality), 0) + tokens
+
+        def m(part: str, modality: str) -> int:
+            return by_modality.get((part, modality), 0)
+
         vals["input_audio_tokens"] = max(usage.input_audio_tokens, m("input", "audio"))
         vals["output_audio_tokens"] = max(usage.output_audio_tokens, m("output", "audio"))
         vals["output_reasoning_tokens"] = min(usage.reasoning_tokens, out)
@@ -350,9 +388,8 @@ def _genai_usage(usage: Usage, *, with_details: bool = True) -> SimpleNamespace:
 
 def _calc(compiled: _Compiled, usage: SimpleNamespace) -> dict[str, Decimal]:
     from genai_prices import types as gp
-    from genai_prices.decompose import compute_leaf_values
 
-    counts = compute_leaf_values(set(compiled.units), usage, compiled.units)
+    counts: dict[str, Any] = _leaf_counts(compiled, usage)
     if compiled.has_requests:
         counts["requests"] = 1
     total_input = usage.input_tokens

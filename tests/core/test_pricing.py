@@ -478,3 +478,35 @@ def test_from_settings() -> None:
     ):
         with pytest.raises(ValueError, match=r"pricing\.m"):
             from_settings(bad)
+
+
+def test_leaf_counts_agree_with_genai_prices_on_every_model() -> None:
+    """The leaf plan worked out once per compiled price gives what genai-prices' own `compute_leaf_values`
+    gives, for every model price in the bundled data and usages with every key set at random (some
+    inconsistent: both must then refuse)."""
+    import random as random_module
+    from types import SimpleNamespace
+
+    from genai_prices.decompose import compute_leaf_values
+
+    from tokenlens.pricing import _compile, _leaf_counts, _registry, current_snapshot
+
+    rng = random_module.Random(22)
+    keys = sorted({unit.usage_key for unit in _registry().units.values()})
+    when = datetime(2026, 12, 1, 12, tzinfo=UTC)
+    compared = refused = 0
+    for provider in current_snapshot().providers:
+        for model in provider.models:
+            compiled = _compile(model.get_prices(when, None))
+            for _ in range(4):
+                usage = SimpleNamespace(**{key: rng.choice((0, 0, rng.randint(1, 5000))) for key in keys})
+                try:
+                    expected = compute_leaf_values(set(compiled.units), usage, compiled.units)
+                except ValueError:
+                    with pytest.raises(ValueError):
+                        _leaf_counts(compiled, usage)
+                    refused += 1
+                    continue
+                assert _leaf_counts(compiled, usage) == expected, (provider.id, model.id)
+                compared += 1
+    assert compared > 1000 and refused > 100
