@@ -170,7 +170,7 @@ class AnalysisWorker:
                 log.warning("the gateway that started the analysis process is gone; finishing")
                 break
             try:
-                if self.step(stop) == 0:
+                if self.step(stop) < self.max_calls:  # caught up: let the next batch gather
                     stop.wait(self.interval)
             except Exception:
                 log.exception("analysis step failed; retrying")

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -94,6 +95,39 @@ def test_spooled_calls_are_stored_analysed_and_the_spool_emptied(
     finally:
         worker.close()
         store.close()
+
+
+def test_after_a_batch_that_was_not_full_the_worker_waits_for_the_next_to_gather(
+    tmp_path: Path, settings: SettingsHolder
+) -> None:
+    """Under a steady load each step reads only what arrived while the last one was stored; reading again at
+    once would store a few calls a batch, each batch paying for its transaction and rollups."""
+    store = open_store(None, tmp_path)
+    worker = AnalysisWorker(settings, store, spool_dir(tmp_path), interval=0.1, max_calls=500)
+    read = iter([500, 3, 500, 500, 0])
+    waits: list[tuple[int, float]] = []
+    steps = 0
+
+    def step(stopping: threading.Event | None = None) -> int:
+        nonlocal steps
+        steps += 1
+        return next(read)
+
+    class Stop(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            waits.append((steps, timeout or 0.0))
+            if steps >= 5:
+                self.set()
+            return self.is_set()
+
+    worker.step = step  # type: ignore[method-assign]
+    worker.drain = lambda: 0  # type: ignore[method-assign]
+    try:
+        worker.run(Stop())
+    finally:
+        worker.close()
+        store.close()
+    assert waits == [(2, 0.1), (5, 0.1)]  # not after the full batches (1, 3, 4): more is waiting
 
 
 def test_a_crash_before_the_cursor_is_saved_stores_nothing_twice(
