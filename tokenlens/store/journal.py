@@ -27,13 +27,16 @@ log = logging.getLogger(__name__)
 _FIELDS = {f.name for f in dataclasses.fields(CallRecord)}
 
 
-def record_to_dict(record: CallRecord) -> dict[str, Any]:
-    """Every field of the record, JSON-able (bodies base64)."""
+def record_to_dict(record: CallRecord, *, bodies: bool = True) -> dict[str, Any]:
+    """Every field of the record, JSON-able (bodies base64; left out with `bodies=False`)."""
     out: dict[str, Any] = {}
     for name in _FIELDS:
         value = getattr(record, name)
-        if name in CallRecord.BODY_FIELDS and value is not None:
-            value = base64.b64encode(value).decode("ascii")
+        if name in CallRecord.BODY_FIELDS:
+            if not bodies:
+                continue
+            if value is not None:
+                value = base64.b64encode(value).decode("ascii")
         out[name] = value
     return out
 

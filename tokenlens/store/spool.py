@@ -10,10 +10,11 @@ it reads a line again after a crash.
 
 Layout, in `<data dir>/spool/` (`spool-w<N>/` for each of `daemon --workers N`): `<ns>.jsonl` segments (a new
 one at each start and every `segment_bytes`), `cursor.json` (the analysis process's place) and `worker.lock`
-(held by the analysis process reading the directory). A line: `{"record": {...every CallRecord field, bodies
-base64...}, "call": {"api", "kind", "analyses", "request", "input_rate"}}`, where `request` is the raw request
-body (base64) when the record does not keep it (`storage.store_bodies: false`) but an analysis reads it, and
-`input_rate` the model's input price (USD per million tokens, a decimal string; null: unpriced) that the waste
+(held by the analysis process reading the directory). A line: `{"record": {...every CallRecord field but the
+bodies...}, "call": {"api", "kind", "analyses", "input_rate"}, "bodies": {"request_body", "response_body",
+"request"}}` (bodies base64, those that are None left out; a line of an older release has them in "record" and
+"call"), where `request` is the raw request body when the record does not keep it (`storage.store_bodies:
+false`) but an analysis reads it, and `input_rate` the model's input price (USD per million tokens, a decimal string; null: unpriced) that the waste
 analysis costs its findings at, priced by the gateway so that the analysis process needs no price data.
 """
 
@@ -73,21 +74,35 @@ class SpooledCall:
     input_rate: Decimal | None | NotGiven = NOT_GIVEN
 
     def to_line(self) -> bytes:
-        call: dict[str, object] = {
-            "api": self.api,
-            "kind": self.kind,
-            "analyses": self.analyses,
-            "request": None if self.request is None else base64.b64encode(self.request).decode("ascii"),
-        }
+        """The line: the record and the call as JSON, the bodies last, under "bodies" (base64)."""
+        call: dict[str, object] = {"api": self.api, "kind": self.kind, "analyses": self.analyses}
         if not isinstance(self.input_rate, NotGiven):
             call["input_rate"] = None if self.input_rate is None else str(self.input_rate)
-        return _encode({"record": record_to_dict(self.record), "call": call}).encode("ascii") + b"\n"
+        record = record_to_dict(self.record, bodies=False)
+        head = _encode({"record": record, "call": call}).encode("ascii")
+        bodies = [(name, getattr(self.record, name)) for name in CallRecord.BODY_FIELDS]
+        bodies.append(("request", self.request))
+        # Base64 is plain JSON string text: spliced in as it is, not scanned again by the encoder (an agent's
+        # 200 KB request took 0.4 ms of the interpreter that way).
+        fields = b",".join(
+            b'"%s":"%s"' % (name.encode("ascii"), base64.b64encode(body))
+            for name, body in bodies
+            if body is not None
+        )
+        return head[:-1] + b',"bodies":{' + fields + b"}}\n"
 
     @classmethod
     def from_line(cls, line: bytes) -> SpooledCall:
         """Raises ValueError/TypeError/KeyError for a line that is not one."""
         data = json.loads(line)
         call = data["call"]
+        bodies = data.get("bodies")
+        if bodies is not None:  # else a line of an older release: the bodies inside the record and the call
+            if not isinstance(bodies, dict):
+                raise ValueError("bodies is not an object")
+            for name in CallRecord.BODY_FIELDS:
+                data["record"][name] = bodies.get(name)
+            call["request"] = bodies.get("request")
         request = call.get("request")
         return cls(
             record=record_from_dict(data["record"]),

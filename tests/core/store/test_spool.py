@@ -3,6 +3,7 @@ side takes complete lines only, in order, across segments, and skips a torn line
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from decimal import Decimal
@@ -14,6 +15,7 @@ from tokenlens.config import SettingsHolder, parse_settings
 from tokenlens.exchange import Exchange
 from tokenlens.metering import RecordBuilder
 from tokenlens.records import CallRecord
+from tokenlens.store.journal import record_to_dict
 from tokenlens.store.spool import (
     NOT_GIVEN,
     Cursor,
@@ -152,6 +154,47 @@ def test_text_of_any_kind_reads_back_exactly(tmp_path: Path) -> None:
     record = CallRecord(id="a", ts=1.0, provider="openai", endpoint="/x", source=odd, tags={"t": odd})
     again = SpooledCall.from_line(SpooledCall(record, "openai", "chat", [], b"\xff\x00").to_line())
     assert again.record.source == odd and again.record.tags == {"t": odd} and again.request == b"\xff\x00"
+
+
+def test_bodies_of_any_bytes_read_back_exactly_from_one_json_line() -> None:
+    """The bodies are spliced into the line as base64 after the rest is encoded: the line is still one JSON
+    object on one line, and every byte comes back."""
+    request = b'{"q": "a \\"quote\\" \\\\ and\nnewline"}\n' + bytes(range(256))
+    answer = b"data: {}\n\n" + bytes(range(255, -1, -1)) + b"\r\n"
+    record = CallRecord(
+        id="a", ts=1.0, provider="openai", endpoint="/x", request_body=request, response_body=answer
+    )
+    line = SpooledCall(record, "openai", "chat", ["waste"], b"\n\x00raw").to_line()
+    assert line.count(b"\n") == 1 and line.endswith(b"\n")
+    data = json.loads(line)
+    assert set(data) == {"record", "call", "bodies"} and "request_body" not in data["record"]
+    again = SpooledCall.from_line(line)
+    assert again.record.request_body == request and again.record.response_body == answer
+    assert again.request == b"\n\x00raw" and again.record.id == "a" and again.analyses == ["waste"]
+    bare = SpooledCall.from_line(
+        SpooledCall(
+            CallRecord(id="b", ts=1.0, provider="p", endpoint="/x"), "openai", "chat", [], None
+        ).to_line()
+    )
+    assert bare.record.request_body is None and bare.record.response_body is None and bare.request is None
+
+
+def test_a_line_of_an_older_release_with_the_bodies_inside_reads_back() -> None:
+    record = CallRecord(
+        id="a", ts=1.0, provider="openai", endpoint="/x", request_body=b"req\xff", response_body=b"answer"
+    )
+    old = {
+        "record": record_to_dict(record),
+        "call": {
+            "api": "openai",
+            "kind": "chat",
+            "analyses": [],
+            "request": base64.b64encode(b"raw").decode(),
+        },
+    }
+    again = SpooledCall.from_line(json.dumps(old).encode() + b"\n")
+    assert again.record.request_body == b"req\xff" and again.record.response_body == b"answer"
+    assert again.request == b"raw"
 
 
 def test_submit_never_waits_on_the_thread(tmp_path: Path) -> None:
