@@ -113,29 +113,37 @@ class Metrics:
         return child
 
     def observe(self, records: Sequence[CallRecord]) -> None:
-        """Count a committed batch (a record listener: never blocks, no I/O)."""
+        """Count a committed batch (a record listener: never blocks, no I/O). The counters' increments are
+        summed over the batch first: one `inc` a series, not one a call (each takes the series' lock)."""
         bound = self.bounds.value
         child = self._child
+        counts: dict[tuple[Counter, tuple[str, ...]], float] = {}
+
+        def add(metric: Counter, labels: tuple[str, ...], amount: float = 1.0) -> None:
+            counts[metric, labels] = counts.get((metric, labels), 0.0) + amount
+
         for r in records:
             labels = self.bounds.call(r.provider, r.model, r.source)
             model = labels[1]
-            child(self.calls, *labels, bound("outcome", r.outcome)).inc()
+            add(self.calls, (*labels, bound("outcome", r.outcome)))
             for kind in TOKEN_KINDS:
                 value = getattr(r, f"{kind}_tokens") or 0
                 if value > 0:  # a negative count (a bad import) would make the counter raise
-                    child(self.tokens, *labels, kind).inc(value)
+                    add(self.tokens, (*labels, kind), value)
             if r.cost_usd is not None:
-                child(self.cost, *labels).inc(max(0.0, r.cost_usd))
+                add(self.cost, labels, max(0.0, r.cost_usd))
             elif r.outcome == "ok" or r.input_tokens or r.output_tokens:
-                child(self.unpriced, *labels).inc()
+                add(self.unpriced, labels)
             if r.saved_usd:
-                child(self.saved, *labels).inc(max(0.0, r.saved_usd))
+                add(self.saved, labels, max(0.0, r.saved_usd))
             if r.outcome == "blocked":
-                child(self.blocks, bound("blocked_by", r.blocked_by or "unknown"), labels[2]).inc()
+                add(self.blocks, (bound("blocked_by", r.blocked_by or "unknown"), labels[2]))
             if r.latency_ms is not None and r.outcome != "blocked":
                 child(self.latency, labels[0], model).observe(r.latency_ms / 1000)
             if r.ttft_ms is not None:
                 child(self.ttft, labels[0], model).observe(r.ttft_ms / 1000)
+        for (metric, series), amount in counts.items():
+            child(metric, *series).inc(amount)
 
     def count_passthrough(self, counts: Callable[[], Mapping[str, int]]) -> None:
         """Export requests on provider routes that are not calls (preflights, non-API paths, WebSocket

@@ -103,3 +103,33 @@ def test_a_long_label_value_is_cut() -> None:
     assert value == 1
     assert len(labels["model"]) == len(labels["source"]) == MAX_LABEL_LENGTH
     assert labels["model"].startswith("x" * 50) and labels["model"].endswith("…")
+
+
+def test_a_batch_counts_as_its_calls_one_by_one() -> None:
+    """Counter increments are summed per series over a batch: the exposition must be what observing each call
+    alone gives (costs that are exact in binary, so the sums cannot differ by rounding)."""
+    calls = [
+        record(
+            n,
+            ("gpt-4o", "gpt-4o-mini", "o3")[n % 3],
+            ("a", "b")[n % 2],
+            cost_usd=(0.5, 0.25, None)[n % 5 % 3],
+        )
+        for n in range(60)
+    ]
+    calls += [
+        record(60, "gpt-4o", "a", outcome="blocked", blocked_by="budget", cost_usd=0.0, input_tokens=0),
+        record(61, "gpt-4o", "b", outcome="error", cost_usd=None, input_tokens=0, output_tokens=0),
+        record(62, "gpt-4o", "a", saved_usd=0.125, cache_read_tokens=64, reasoning_tokens=8),
+    ]
+    batched, one_by_one = Metrics(), Metrics()
+    batched.observe(calls)
+    for call in calls:
+        one_by_one.observe([call])
+    expected = samples(one_by_one.render().decode())
+    found = samples(batched.render().decode())
+    created = [name for name in expected if name.endswith("_created")]
+    for name in created:
+        del expected[name], found[name]
+    assert found == expected
+    assert sum(value for _, value in found["tokenlens_calls_total"]) == 63
