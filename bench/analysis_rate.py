@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import closing
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -37,7 +38,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def stored(database: Path) -> int:
-    with sqlite3.connect(database) as db:
+    with closing(sqlite3.connect(database)) as db:
         try:
             return int(db.execute("SELECT count(*) FROM call").fetchone()[0])
         except sqlite3.OperationalError:  # the analysis process has not created the table yet
@@ -69,6 +70,10 @@ def main() -> int:
         sent = time.monotonic()
         runtime.deps.writer.flush(30)
         while stored(home / "tokenlens.db") < calls:
+            if analysis.poll() is not None:
+                raise SystemExit(
+                    f"the analysis process ended (code {analysis.returncode}) before storing every call"
+                )
             time.sleep(0.02)
         lag = time.monotonic() - sent
         used = cpu_seconds(analysis.pid) - before

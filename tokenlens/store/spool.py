@@ -14,8 +14,9 @@ one at each start and every `segment_bytes`), `cursor.json` (the analysis proces
 bodies...}, "call": {"api", "kind", "analyses", "input_rate"}, "bodies": {"request_body", "response_body",
 "request"}}` (bodies base64, those that are None left out; a line of an older release has them in "record" and
 "call"), where `request` is the raw request body when the record does not keep it (`storage.store_bodies:
-false`) but an analysis reads it, and `input_rate` the model's input price (USD per million tokens, a decimal string; null: unpriced) that the waste
-analysis costs its findings at, priced by the gateway so that the analysis process needs no price data.
+false`) but an analysis reads it, and `input_rate` the model's input price (USD per million tokens, a decimal
+string; null: unpriced) that the waste analysis costs its findings at, priced by the gateway so that the
+analysis process needs no price data.
 """
 
 from __future__ import annotations
