@@ -23,7 +23,6 @@ from tokenlens.app import AppDeps
 from tokenlens.dedup import Cost, DedupStore, Entry, canonical_body, credential_digest, request_key
 from tokenlens.exchange import METERED_KINDS, Exchange
 from tokenlens.providers import redact_query
-from tokenlens.records import CallRecord
 from tokenlens.stream_taps import UsageChunkStripper
 
 CACHE_HEADER = "x-tokenlens-cache"
@@ -42,14 +41,9 @@ def client_stream(exchange: Exchange) -> bytes:
     return b"".join(out)
 
 
-def _remember_cost(cost: Cost, exchange: Exchange, record: CallRecord) -> None:
-    """Deferred on the original call: the cost a later hit saves."""
-    cost.usd = record.cost_usd
-
-
-def _saved(entry: Entry, exchange: Exchange, record: CallRecord) -> None:
-    """Deferred on a hit: the original is built first (the writer keeps submission order)."""
-    record.saved_usd = entry.cost.usd
+def _remember_cost(cost: Cost, usd: float | None) -> None:
+    """The original call's cost (`Exchange.on_cost`): what a later hit saves."""
+    cost.usd = usd
 
 
 class DedupCache:
@@ -93,7 +87,6 @@ class DedupCache:
         exchange.outcome = "cached"
         exchange.saved_usd = entry.cost.usd
         exchange.details["dedup"] = {"hit_of": entry.call_id, "age_s": round(now - entry.stored_at, 3)}
-        exchange.deferred.append(functools.partial(_saved, entry))
 
     def response(self, flow: http.HTTPFlow) -> None:
         exchange = exchange_of(flow)
@@ -101,9 +94,9 @@ class DedupCache:
         if key is None or exchange is None:
             return
         exchange.dedup_key = None
-        # Queued now, before the recorder hands the exchange to the writer thread; filled there.
+        # Queued now, before the recorder hands the exchange on; told the cost once the call is metered.
         cost = Cost()
-        exchange.deferred.append(functools.partial(_remember_cost, cost))
+        exchange.on_cost.append(functools.partial(_remember_cost, cost))
         try:
             asyncio.get_running_loop().call_soon(self.keep, flow, key, cost)
         except RuntimeError:  # no event loop (unit tests): the later hooks have run already

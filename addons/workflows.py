@@ -50,4 +50,4 @@ class AgentWorkflows:
         request = flow.request
         request_headers = credential_header_fields(request.headers.fields)
         credential = credential_hash(self.salt, credential_of(request_headers, request.path))
-        exchange.deferred.append(functools.partial(self.book.record, credential, headers))
+        exchange.on_recorded.append(functools.partial(self.book.record, credential, headers))

@@ -5,9 +5,10 @@
 Builds a gateway process's services as the daemon does (`build_runtime(..., analysis_process=True)`, the
 analysis process not started), makes calls as the proxy hands them over (the benchmark's chat completion,
 answered as JSON or as an SSE stream with its usage chunk) and runs the spool thread's work on them in batches
-of 100 in this thread: metering and pricing (`RecordBuilder`), the waste input rate, the spool line, the write
-and the record listeners (ledger, rate limits, latency, metrics, cost watcher, live feed). Prints microseconds
-per call for each kind, and with `--profile` the heaviest functions (cProfile, cumulative) of a JSON run.
+of 100 in this thread (the call's raw line and its write), then the settlement reader's (taking in the analysis
+process's reports of them: the ledger, rate limits, latency, metric totals, the cost watcher). Prints
+microseconds per call for each kind and side, and with `--profile` the heaviest functions (cProfile,
+cumulative) of a JSON run of the spool thread.
 Everything runs on one thread, so the figures are the CPU the proxy's interpreter spends on a call outside its
 event loop; other load on the machine makes them larger, never smaller, so take the best of a few rounds.
 With `--analysis`, also the analysis process's side: an `AnalysisWorker` (as `tokenlens.analysis` builds it)
@@ -34,7 +35,9 @@ from benchlib import CHAT_PATH, chat_body_bytes  # noqa: E402
 from tokenlens.analysis import CACHE_KIB, AnalysisWorker  # noqa: E402
 from tokenlens.config import SettingsHolder, parse_settings  # noqa: E402
 from tokenlens.exchange import Exchange  # noqa: E402
-from tokenlens.runtime import build_runtime  # noqa: E402
+from tokenlens.metering import RecordBuilder  # noqa: E402
+from tokenlens.runtime import Runtime, build_runtime  # noqa: E402
+from tokenlens.settlement import report_line  # noqa: E402
 from tokenlens.store import open_store  # noqa: E402
 from tokenlens.store.spool import SpoolWriter, spool_dir  # noqa: E402
 from tokenlens.tokens import warm_up  # noqa: E402
@@ -105,6 +108,24 @@ def run(writer: SpoolWriter, calls: int, stream: bool) -> float:
     return (time.perf_counter() - started) * 1e6 / max(1, calls)
 
 
+def settle(runtime: Runtime, calls: int, stream: bool) -> float:
+    """Microseconds per call of taking in the analysis process's reports (batches of 100, metric totals
+    included, nobody on the live feed): the settlement reader thread's work on the proxy's interpreter."""
+    settlements = runtime.settlements
+    assert settlements is not None
+    builder = RecordBuilder(runtime.deps.settings)
+    lines = []
+    for b in range(calls // 100):
+        batch = [exchange(b * 100 + i, stream) for i in range(100)]
+        for ex in batch:
+            settlements.expect(ex)
+        lines.append(report_line([builder(ex) for ex in batch], totals=True, feed=False))
+    started = time.perf_counter()
+    for line in lines:
+        settlements.receive(line)
+    return (time.perf_counter() - started) * 1e6 / max(1, calls)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--calls", type=int, default=20_000, help="calls per kind and round (default 20000)")
@@ -121,6 +142,8 @@ def main() -> int:
         for kind, stream in (("JSON", False), ("SSE", True)):
             best = min(run(writer, args.calls, stream) for _ in range(args.rounds))
             print(f"{kind}: {best:.1f} us per call on the spool thread (best of {args.rounds})")
+            best = min(settle(runtime, args.calls, stream) for _ in range(args.rounds))
+            print(f"{kind}: {best:.1f} us per call settling its report (best of {args.rounds})")
         if args.profile:
             profiler = cProfile.Profile()
             profiler.enable()

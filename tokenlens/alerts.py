@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from tokenlens import analytics
 from tokenlens.config import Settings, resolve_timezone
-from tokenlens.records import CallRecord
+from tokenlens.records import SettledFacts
 from tokenlens.store.queries import PricerLike, day_start
 from tokenlens.store.reads import usage_sums
 
@@ -99,7 +99,7 @@ class CostWatcher:
 
     # ------------------------------------------------------------------------------------------ thread
 
-    def notify(self, records: Sequence[CallRecord]) -> None:
+    def notify(self, records: Sequence[SettledFacts]) -> None:
         """Record listener: ask for a check soon (never blocks)."""
         self._wake.set()
 

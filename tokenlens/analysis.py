@@ -4,14 +4,17 @@
 
 The daemon starts one beside each gateway process (`tokenlens.runtime.Runtime.start`) and stops it with SIGTERM
 once the gateway has spooled its last call; it also ends when the gateway that started it is gone. It reads the
-gateway's spool (`tokenlens.store.spool`) in order, rebuilds each call's request, runs the analyses the call was
-given (`tokenlens.analyses`: waste, heatmap and complexity, conversations), and stores the records through the
-record writer (one transaction a batch, the usage rollups with it, retried while the database refuses); only
-then does it save its cursor and delete the segments it finished. A crash anywhere repeats at most the last
+gateway's spool (`tokenlens.store.spool`) in order, rebuilds each call's request, meters it, runs the analyses
+the call was given (`tokenlens.analyses`: waste, heatmap and complexity, conversations), and stores the records
+through the record writer (one transaction a batch, the usage rollups with it, retried while the database
+refuses); only then does it save its cursor and delete the segments it finished. A crash anywhere repeats at most the last
 batch, and the store keeps a call once (by id), so nothing is lost and nothing counted twice. Records are
 visible in the API within about `interval` seconds of being spooled.
 
-Budgets, metrics and the live feed do not wait for this: the gateway metered each call before spooling it.
+Most calls are spooled raw: this process meters and prices them (the gateway's proxy never does), and after
+each stored batch it reports them on the pipe the gateway gave it (`--report-fd`, `tokenlens.settlement`):
+budgets settle, metrics count and the live feed shows a call from that report. Calls the gateway metered itself
+(those with deferred analyses) it settled when it spooled them.
 """
 
 from __future__ import annotations
@@ -24,28 +27,32 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from tokenlens import price_data
 from tokenlens.analyses import AnalysisContext, run_analyses
 from tokenlens.config import ConfigError, SettingsHolder, load_settings
 from tokenlens.config_sync import ConfigSync
 from tokenlens.exchange import Exchange
+from tokenlens.metering import RecordBuilder
 from tokenlens.records import CallRecord, bound_record
 from tokenlens.request_body import BodyRefused, decode_content, read_request_body
+from tokenlens.settlement import feed_wanted, report_line
 from tokenlens.store import RecordWriter, Store, open_store
 from tokenlens.store.spool import (
     LOCK,
     NOT_GIVEN,
+    RawCall,
     SpooledCall,
     read_batch,
     read_cursor,
     save_cursor,
     spool_dir,
 )
+from tokenlens.store.writer import minimal_error_record
 from tokenlens.tokens import warm_up
 
 log = logging.getLogger("tokenlens.analysis")
@@ -55,6 +62,22 @@ LOCK_WAIT_S = 30.0
 # The writer's SQLite page cache: SQLite's default (the gateway's connections keep 16 MiB for the API's reads).
 # Inserting a batch touches the end of the table and a few index pages; the OS caches the rest of the file.
 CACHE_KIB = 2000
+
+
+def parse_request(body: bytes) -> dict[str, Any] | None:
+    """A spooled request body parsed as the ingress parsed it (None: not a JSON object, or refused)."""
+    if not body:
+        return None
+    try:
+        read = read_request_body(decode_content(body, ""))
+    except BodyRefused:
+        read = None
+    if read is None and body[:2] == b"\x1f\x8b":  # a gzip body the client sent compressed
+        try:
+            read = read_request_body(decode_content(body, "gzip"))
+        except BodyRefused:
+            read = None
+    return read.json if read is not None else None
 
 
 def exchange_of(call: SpooledCall) -> Exchange:
@@ -75,18 +98,8 @@ def exchange_of(call: SpooledCall) -> Exchange:
         request_body=body,
         requested_model=record.requested_model,
         model=record.model,
+        request_json=parse_request(body),
     )
-    if body:
-        try:
-            read = read_request_body(decode_content(body, ""))
-        except BodyRefused:
-            read = None
-        if read is None and body[:2] == b"\x1f\x8b":  # a gzip body the client sent compressed
-            try:
-                read = read_request_body(decode_content(body, "gzip"))
-            except BodyRefused:
-                read = None
-        exchange.request_json = read.json if read is not None else None
     return exchange
 
 
@@ -117,6 +130,9 @@ class AnalysisWorker:
         interval: float = POLL_S,
         max_calls: int = 500,
         home: Path | None = None,
+        report: Callable[[bytes], None] | None = None,
+        run_start: str = "",
+        before_metering: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -124,8 +140,18 @@ class AnalysisWorker:
         self.interval = interval
         self.max_calls = max_calls
         self.context = AnalysisContext(settings)
+        self.builder = RecordBuilder(settings, home, self.context)  # meters, prices and analyses raw calls
         self.cursor = read_cursor(directory)
         self.stored = 0
+        # Where each stored batch of raw calls is reported (`tokenlens.settlement`; None: nowhere), and the name
+        # of the first segment the gateway's current run wrote (its calls in earlier ones it settled itself).
+        self.report = report
+        self.run_start = run_start
+        # Called before a batch with raw calls is metered: the settings and the price data in use are those of
+        # the moment (a pricing override or `prices update` applies from the next call, as the gateway's do).
+        self.before_metering = before_metering
+        self.home = home
+        self._batches = 0  # batches of calls read so far
         # With the writer's spill journal in the data directory: a batch the store refuses for long goes there
         # (and so does what an earlier release left in it, replayed at start).
         self.writer: RecordWriter[CallRecord] = RecordWriter(
@@ -139,12 +165,31 @@ class AnalysisWorker:
     def step(self, stopping: threading.Event | None = None) -> int:
         """Store the next batch; the number of calls read (0: caught up)."""
         batch = read_batch(self.directory, self.cursor, self.max_calls)
-        records = [analysed(self.context, call) for call in batch.calls]
+        if any(isinstance(call, RawCall) for call in batch.calls):
+            if self.before_metering is not None:
+                self.before_metering()
+            price_data.refresh(self.home, every_s=0.0)
+        records, raw = [], []
+        for call in batch.calls:
+            if isinstance(call, RawCall):
+                record = self.metered(call.exchange)
+                raw.append(record)
+            else:
+                record = analysed(self.context, call)
+                self.builder.note(record)
+            records.append(record)
         for record in records:
             self.writer.submit(record)
         while not self.writer.flush(timeout=1.0):  # the store refuses: wait (the spool keeps the calls)
             if stopping is not None and stopping.is_set() and not self.writer.alive:
                 raise RuntimeError("the record writer stopped")
+        if raw and self.report is not None:
+            # The batch's metric totals only when none of its calls can have been reported before: the first
+            # batch a process reads may repeat its predecessor's last one, and calls of an earlier run were
+            # settled by the gateway at its start.
+            fresh = self._batches > 0 and batch.first_segment >= self.run_start
+            self.report(report_line(raw, totals=fresh, feed=feed_wanted(self.directory)))
+        self._batches += bool(batch.calls)
         if batch.cursor != self.cursor:
             save_cursor(self.directory, batch.cursor)
             self.cursor = batch.cursor
@@ -155,6 +200,15 @@ class AnalysisWorker:
                 pass
         self.stored += len(records)
         return len(batch.calls)
+
+    def metered(self, exchange: Exchange) -> CallRecord:
+        """A raw call's record: metered, priced and analysed (a minimal error record when that fails)."""
+        try:
+            exchange.request_json = parse_request(exchange.request_body)
+            return self.builder(exchange)
+        except Exception as exc:
+            log.error("metering call %s failed (%s); storing a minimal error record", exchange.id, exc)
+            return minimal_error_record(exchange, exc)
 
     def drain(self) -> int:
         """Store everything spooled so far."""
@@ -206,12 +260,13 @@ def spool_lock(directory: Path, timeout: float = LOCK_WAIT_S) -> Iterator[bool]:
 
 
 class _ConfigFile:
-    """Reloads the settings when the configuration file changes (checked at most once a second)."""
+    """Reloads the settings when the configuration file changes (by default checked at most once a second)."""
 
     def __init__(self, path: Path, holder: SettingsHolder) -> None:
         self.path, self.holder = path, holder
         self.seen = self._stamp()
         self.checked = time.monotonic()
+        self._lock = threading.Lock()
 
     def _stamp(self) -> tuple[int, int] | None:
         try:
@@ -220,18 +275,20 @@ class _ConfigFile:
             return None
         return stat.st_mtime_ns, stat.st_size
 
-    def check(self) -> None:
-        if time.monotonic() - self.checked < 1.0:
-            return
-        self.checked = time.monotonic()
-        stamp = self._stamp()
-        if stamp == self.seen:
-            return
-        self.seen = stamp
-        try:
-            self.holder.replace(load_settings(self.path))
-        except ConfigError as error:
-            log.warning("configuration not reloaded (%s); keeping the previous settings", error)
+    def check(self, every_s: float = 1.0) -> None:
+        with self._lock:
+            if time.monotonic() - self.checked < every_s:
+                return
+            self.checked = time.monotonic()
+            stamp = self._stamp()
+            if stamp == self.seen:
+                return
+            self.seen = stamp
+            try:
+                self.holder.replace(load_settings(self.path))
+                log.info("configuration reloaded from %s", self.path)
+            except ConfigError as error:
+                log.warning("configuration not reloaded (%s); keeping the previous settings", error)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -239,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--worker", default=None)
+    parser.add_argument("--report-fd", type=int, default=None, help="the pipe the reports go to")
+    parser.add_argument("--run-start", default="", help="the first spool segment of the gateway's run")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s analysis %(levelname)s %(message)s")
     home: Path = args.data_dir
@@ -248,7 +307,9 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda *_: stop.set())
     holder = SettingsHolder(load_settings(args.config))
     warm_up()  # the tokenizer vocabularies the analyses count with (a few MiB): loaded here, not in the gateway
-    price_data.load(home)  # only read for a spool line without its input rate (written by an older release)
+    price_data.load(
+        home
+    )  # the prices raw calls are metered at (`tokenlens prices update`'s, else the bundled)
     store = open_store(holder.get().storage.url, home, cache_kib=CACHE_KIB)
     directory = spool_dir(home, args.worker)
     sync = ConfigSync(store, holder) if store.kind == "postgresql" else None
@@ -260,7 +321,16 @@ def main(argv: list[str] | None = None) -> int:
         if sync is not None:
             sync.start()
         config = _ConfigFile(args.config, holder)
-        worker = AnalysisWorker(holder, store, directory, home=home)
+        report = Reporter(args.report_fd) if args.report_fd is not None else None
+        worker = AnalysisWorker(
+            holder,
+            store,
+            directory,
+            home=home,
+            report=report,
+            run_start=args.run_start,
+            before_metering=lambda: config.check(every_s=0.0),
+        )
         watcher = threading.Thread(target=_watch_config, args=(config, stop), daemon=True)
         watcher.start()
         try:
@@ -272,6 +342,23 @@ def main(argv: list[str] | None = None) -> int:
             store.close()
     log.info("analysis process stopped (%d calls stored)", worker.stored)
     return 0 if finished else 1
+
+
+class Reporter:
+    """Writes report lines to the gateway's pipe; once the gateway is gone, nowhere."""
+
+    def __init__(self, fd: int) -> None:
+        self.pipe: IO[bytes] | None = os.fdopen(fd, "wb")
+
+    def __call__(self, line: bytes) -> None:
+        if self.pipe is None:
+            return
+        try:
+            self.pipe.write(line)
+            self.pipe.flush()
+        except OSError as exc:  # BrokenPipeError: the gateway stopped reading
+            log.warning("the gateway no longer reads reports (%s)", type(exc).__name__)
+            self.pipe = None
 
 
 def _watch_config(config: _ConfigFile, stop: threading.Event) -> None:

@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tokenlens.records import CallRecord
+    from tokenlens.records import CallRecord, SettledFacts
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,8 @@ class EventBus:
         self._lock = threading.Lock()
         self.published = 0
         self.dropped = 0
+        # called after each subscribe and unsubscribe (the gateway's `tokenlens.settlement.FeedFlag`)
+        self.on_subscribers: Callable[[], None] | None = None
 
     def publish(self, type: str, data: dict[str, Any]) -> None:
         """Send `{"type": type, "data": data}` to every subscriber that wants it; a full one loses it."""
@@ -113,6 +115,7 @@ class EventBus:
         sub = Subscription(self, self.max_queue, wants)
         with self._lock:
             self._subscribers = (*self._subscribers, sub)
+        self._changed()
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
@@ -120,13 +123,21 @@ class EventBus:
         with self._lock:
             self._subscribers = tuple(s for s in self._subscribers if s is not sub)
             sub.closed = True
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.on_subscribers is not None:
+            try:
+                self.on_subscribers()
+            except Exception:
+                log.exception("subscriber change hook failed")
 
     @property
     def subscriber_count(self) -> int:
         return len(self._subscribers)
 
 
-RecordListener = Callable[[Sequence["CallRecord"]], None]
+RecordListener = Callable[[Sequence["SettledFacts"]], None]
 
 
 class RecordFanout:

@@ -43,7 +43,7 @@ from tokenlens.usage import Usage
 
 if TYPE_CHECKING:
     from tokenlens.config import SettingsHolder
-    from tokenlens.records import CallRecord
+    from tokenlens.records import SettledFacts
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ def all_caps(settings: Settings) -> list[Cap]:
     return budget_caps(settings) + source_caps(settings) + model_caps(settings)
 
 
-def caps_touched(settings: Settings, records: Iterable[CallRecord]) -> list[Cap]:
+def caps_touched(settings: Settings, records: Iterable[SettledFacts]) -> list[Cap]:
     """The caps that the spend of `records` counts toward (without scanning every configured limit)."""
     caps = dict.fromkeys(budget_caps(settings))
     for source in {record.source for record in records}:
@@ -477,7 +477,7 @@ class Ledger:
 
     # -------------------------------------------------------------------------------------- writer thread
 
-    def settle(self, records: Sequence[CallRecord]) -> None:
+    def settle(self, records: Sequence[SettledFacts]) -> None:
         """Record listener: release each call's reservation and count its real cost (and the call)."""
         now = self.clock()
         current = self.periods(now)

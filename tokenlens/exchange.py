@@ -7,6 +7,7 @@ usage and prices it. Nothing here does I/O.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ from math import ceil, isnan
 from typing import TYPE_CHECKING, Any, Literal
 
 from tokenlens.providers import ApiFormat
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from tokenlens.config import Settings
@@ -61,7 +64,15 @@ class Exchange:
     details: dict[str, Any] = field(default_factory=dict)  # per-call analysis by stage, copied to the record
     # Analysis that only annotates the record runs in the writer thread, off the proxy path: each callable gets
     # the exchange and the record built so far, and may fill record fields and record.details.
+    # A call with any is metered where it is spooled (the gateway's spool thread); one without is spooled as it
+    # is and metered by the analysis process.
     deferred: list[Callable[[Exchange, CallRecord], None]] = field(default_factory=list)
+    # Gateway state the finished call updates before it is recorded (the rate-limit book): each gets the
+    # exchange and may fill `details`; run by the gateway wherever the call is metered.
+    on_recorded: list[Callable[[Exchange], None]] = field(default_factory=list)
+    # Told the call's cost (USD, None: unpriced) once it is metered (the answer cache keeps an original's cost).
+    on_cost: list[Callable[[float | None], None]] = field(default_factory=list)
+    transport: Literal["http", "websocket"] = "http"  # websocket: one response on a Responses/Realtime socket
     # The record analyses the call gets (`tokenlens.analyses`, by name): run where the record is stored.
     analyses: list[str] = field(default_factory=list)
     # the answer
@@ -173,3 +184,28 @@ def wants_stream(kind: str, body: dict[str, Any] | None) -> bool:
     if kind == "stream_generate":
         return True
     return bool(body is not None and body.get("stream") is True)
+
+
+def run_on_recorded(ex: Exchange) -> None:
+    """Run (once) the gateway-state hooks of a finished call (`Exchange.on_recorded`); one that fails is
+    logged and the others still run."""
+    hooks, ex.on_recorded = ex.on_recorded, []
+    for hook in hooks:
+        try:
+            hook(ex)
+        except Exception as exc:
+            log.error("on_recorded hook %s failed for call %s: %s", _name(hook), ex.id, type(exc).__name__)
+
+
+def tell_cost(ex: Exchange, cost_usd: float | None) -> None:
+    """Tell the call's `on_cost` hooks (once) what it cost."""
+    hooks, ex.on_cost = ex.on_cost, []
+    for hook in hooks:
+        try:
+            hook(cost_usd)
+        except Exception as exc:
+            log.error("on_cost hook %s failed for call %s: %s", _name(hook), ex.id, type(exc).__name__)
+
+
+def _name(function: object) -> str:
+    return str(getattr(function, "__qualname__", None) or type(function).__name__)

@@ -27,7 +27,7 @@ from datetime import tzinfo
 from itertools import accumulate
 from typing import TYPE_CHECKING, Any
 
-from tokenlens.records import CallRecord
+from tokenlens.records import CallRecord, SettledFacts
 from tokenlens.store.reads import latency_rollups
 from tokenlens.store.rollups import LATENCY, LATENCY_BINS, bin_value, latency_increments
 
@@ -83,11 +83,11 @@ class LatencyTracker:
 
     # --- feeding (writer thread) -----------------------------------------------------------------------
 
-    def __call__(self, records: Sequence[CallRecord]) -> None:
+    def __call__(self, records: Sequence[SettledFacts]) -> None:
         for record in records:
             self.observe(record)
 
-    def observe(self, record: CallRecord) -> None:
+    def observe(self, record: SettledFacts) -> None:
         if record.outcome in ("blocked", "cached") or not record.model:
             return
         failed = record.outcome == "error" and (record.status is None or record.status >= 429)

@@ -1,6 +1,7 @@
 """Exchange → CallRecord: usage (provider-reported, else estimated), cost, timings, outcome (docs/gateway.md#metering and docs/analytics-api.md).
 
-Runs in the writer thread, never on the proxy path.
+Runs where records are built, never on the proxy path: in the analysis process for most of the daemon's calls,
+in the gateway's spool thread for a call with deferred analyses, in the writer thread inline (tests, tools).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 from tokenlens.analyses import WASTE, AnalysisContext, run_analyses
 from tokenlens.config import SettingsHolder
 from tokenlens.encoding import decode_body
-from tokenlens.exchange import METERED_KINDS, Exchange
+from tokenlens.exchange import METERED_KINDS, Exchange, run_on_recorded, tell_cost
 from tokenlens.platforms.metering import adjust_price, body_usage, pricing_models, summarize
 from tokenlens.price_data import data_info, note_unknown, refresh
 from tokenlens.pricing import Price, Pricer, data_generation, pricer_for
@@ -24,6 +25,8 @@ from tokenlens.usage import Usage, with_request_tier
 from tokenlens.waste import input_rate, waste_model
 
 log = logging.getLogger(__name__)
+
+RECENT_COSTS = 4096  # calls whose cost a builder keeps for the answer cache's hits
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,9 @@ def price_call(pricer: Pricer, ex: Exchange, metered: Metered) -> Price | None:
 
 def build_record(ex: Exchange, pricer: Pricer, *, store_bodies: bool = True) -> CallRecord:
     """The call's record; every number in it within `tokenlens.records` bounds and its text storable
-    (`bound_record`), so that the store never refuses it."""
+    (`bound_record`), so that the store never refuses it. The exchange's `on_recorded` hooks run first (they
+    may add details), its `on_cost` hooks last."""
+    run_on_recorded(ex)
     metered = meter(ex)
     usage = metered.usage
     ended = ex.ended if ex.ended is not None else ex.started
@@ -129,6 +134,7 @@ def build_record(ex: Exchange, pricer: Pricer, *, store_bodies: bool = True) -> 
         waste_tokens=ex.waste_tokens,
         complexity=ex.complexity,
         mode=ex.mode,
+        transport=ex.transport,
         request_id=ex.response_headers.get("x-request-id")
         or ex.response_headers.get("request-id")
         or ex.response_headers.get("x-amzn-requestid"),  # Bedrock
@@ -168,7 +174,9 @@ def build_record(ex: Exchange, pricer: Pricer, *, store_bodies: bool = True) -> 
             log.error(
                 "deferred analysis %s failed for call %s: %s", _name_of(analyse), ex.id, describe_failure(exc)
             )
-    return bound_record(record)
+    record = bound_record(record)
+    tell_cost(ex, record.cost_usd)
+    return record
 
 
 def unknown_model_warning(model: str | None) -> str:
@@ -205,6 +213,7 @@ class RecordBuilder:
         self.analyses = analyses
         self._rates_key: tuple[Pricer, int] | None = None
         self._rates: dict[tuple[str, str | None], Decimal | None] = {}
+        self._costs: dict[str, float | None] = {}  # the latest calls' costs, for the answer cache's hits
 
     def pricer(self) -> Pricer:
         refresh(self.home)
@@ -234,4 +243,18 @@ class RecordBuilder:
         if self.analyses is not None and exchange.analyses:
             run_analyses(self.analyses, exchange.analyses, exchange, record)
             record = bound_record(record)
+        self.note(record)
         return record
+
+    def note(self, record: CallRecord) -> None:
+        """An answer from the cache saved what the call it repeats cost: known here when that call was metered
+        after the hit was answered (both were built here, the original first); kept for the last calls."""
+        if record.outcome == "cached" and record.saved_usd is None:
+            dedup = record.details.get("dedup")
+            original = dedup.get("hit_of") if isinstance(dedup, dict) else None
+            if isinstance(original, str):
+                record.saved_usd = self._costs.get(original)
+        elif record.cost_usd is not None:
+            if len(self._costs) >= RECENT_COSTS:
+                del self._costs[next(iter(self._costs))]
+            self._costs[record.id] = record.cost_usd

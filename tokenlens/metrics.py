@@ -1,7 +1,8 @@
 """Prometheus metrics (`GET /metrics`) fed from committed call records, on a registry of their own.
 
 `Metrics.observe` is a record listener (`tokenlens.runtime`): it runs in the writer thread and only updates
-counters in memory. Each app gets its own `CollectorRegistry`, so several apps in one process never collide.
+counters in memory. An analysis process sums its calls per series (`increments`) and the gateway adds the sums
+(`Metrics.apply`). Each app gets its own `CollectorRegistry`, so several apps in one process never collide.
 
 Label sets are bounded (docs/analytics-api.md, "Protection"): models and sources come from requests, so a client could
 otherwise create a series per value. Each label keeps its first `MAX_LABEL_VALUES` distinct values (cut to
@@ -12,7 +13,9 @@ cannot move between series, so the first values seen are the ones kept; totals o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import dataclasses
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +24,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-from tokenlens.records import CallRecord
+from tokenlens.records import SettledFacts
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -66,6 +69,107 @@ class LabelBounds:
         return labels
 
 
+@dataclass
+class CallTotals:
+    """What a batch adds to the series of one (provider, model, source): counts by outcome, tokens by kind,
+    cost (None: no priced call), unpriced calls, savings, blocks by gate, latencies and times to first token
+    (seconds)."""
+
+    calls: dict[str, int] = field(default_factory=dict)
+    tokens: dict[str, int] = field(default_factory=dict)
+    cost: float | None = None
+    unpriced: int = 0
+    saved: float = 0.0
+    blocks: dict[str, int] = field(default_factory=dict)
+    latency: list[float] = field(default_factory=list)
+    ttft: list[float] = field(default_factory=list)
+
+
+Increments = dict[tuple[str, str | None, str], CallTotals]
+
+
+def increments(records: Iterable[SettledFacts]) -> Increments:
+    """A batch of metered calls summed per (provider, model, source), with raw labels (`Metrics.apply` bounds
+    them): what an analysis process reports for the gateway's metrics."""
+    totals: Increments = {}
+    for r in records:
+        key = (r.provider, r.model, r.source)
+        t = totals.get(key)
+        if t is None:
+            t = totals[key] = CallTotals()
+        t.calls[r.outcome] = t.calls.get(r.outcome, 0) + 1
+        for kind in TOKEN_KINDS:
+            value = getattr(r, f"{kind}_tokens") or 0
+            if value > 0:  # a negative count (a bad import) would make the counter raise
+                t.tokens[kind] = t.tokens.get(kind, 0) + value
+        if r.cost_usd is not None:
+            t.cost = (t.cost or 0.0) + max(0.0, r.cost_usd)
+        elif r.outcome == "ok" or r.input_tokens or r.output_tokens:
+            t.unpriced += 1
+        if r.saved_usd:
+            t.saved += max(0.0, r.saved_usd)
+        if r.outcome == "blocked":
+            blocked_by = r.blocked_by or "unknown"
+            t.blocks[blocked_by] = t.blocks.get(blocked_by, 0) + 1
+        if r.latency_ms is not None and r.outcome != "blocked":
+            t.latency.append(r.latency_ms / 1000)
+        if r.ttft_ms is not None:
+            t.ttft.append(r.ttft_ms / 1000)
+    return totals
+
+
+def increments_to_json(totals: Increments) -> list[Any]:
+    return [[*key, dataclasses.asdict(t)] for key, t in totals.items()]
+
+
+def increments_from_json(data: object) -> Increments:
+    """`increments_to_json`'s output read back; ValueError for anything else (counters only grow: no negative
+    amount, nothing but numbers)."""
+    if not isinstance(data, list):
+        raise ValueError("not a list")
+    totals: Increments = {}
+    for item in data:
+        if not isinstance(item, list) or len(item) != 4 or not isinstance(item[3], dict):
+            raise ValueError("not a series' totals")
+        provider, model, source, fields = item
+        if not isinstance(provider, str) or not isinstance(source, str) or not isinstance(model, str | None):
+            raise ValueError("labels are not strings")
+        t = CallTotals(
+            calls=_counts(fields.get("calls")),
+            tokens={k: v for k, v in _counts(fields.get("tokens")).items() if k in TOKEN_KINDS},
+            cost=None if fields.get("cost") is None else _amount(fields["cost"]),
+            unpriced=int(_amount(fields.get("unpriced", 0))),
+            saved=_amount(fields.get("saved", 0.0)),
+            blocks=_counts(fields.get("blocks")),
+            latency=[_amount(v) for v in _list(fields.get("latency"))],
+            ttft=[_amount(v) for v in _list(fields.get("ttft"))],
+        )
+        totals[provider, model, source] = t
+    return totals
+
+
+def _amount(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < float("inf"):
+        raise ValueError("not an amount")
+    return value
+
+
+def _list(value: object) -> list[object]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError("not a list")
+    return value
+
+
+def _counts(value: object) -> dict[str, int]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError("not an object")
+    return {str(k): int(_amount(v)) for k, v in value.items()}
+
+
 class Metrics:
     """Counters and histograms of the calls recorded since start."""
 
@@ -73,6 +177,7 @@ class Metrics:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         self.bounds = bounds or LabelBounds()
         self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
+        self._lock = threading.Lock()  # the spool thread and the settlement reader both add
         labels = ("provider", "model", "source")
         self.calls = Counter(
             "tokenlens_calls", "Calls recorded", (*labels, "outcome"), registry=self.registry
@@ -112,38 +217,41 @@ class Metrics:
             child = self._children[key] = metric.labels(*labels)
         return child
 
-    def observe(self, records: Sequence[CallRecord]) -> None:
-        """Count a committed batch (a record listener: never blocks, no I/O). The counters' increments are
-        summed over the batch first: one `inc` a series, not one a call (each takes the series' lock)."""
+    def observe(self, records: Sequence[SettledFacts]) -> None:
+        """Count a batch of metered calls (a record listener: never blocks, no I/O)."""
+        self.apply(increments(records))
+
+    def apply(self, totals: Increments) -> None:
+        """Add a batch's totals (`increments`): one `inc` a series, not one a call (each takes the series'
+        lock); the labels bounded here, in the order the batches come."""
+        with self._lock:
+            self._apply(totals)
+
+    def _apply(self, totals: Increments) -> None:
         bound = self.bounds.value
         child = self._child
-        counts: dict[tuple[Counter, tuple[str, ...]], float] = {}
-
-        def add(metric: Counter, labels: tuple[str, ...], amount: float = 1.0) -> None:
-            counts[metric, labels] = counts.get((metric, labels), 0.0) + amount
-
-        for r in records:
-            labels = self.bounds.call(r.provider, r.model, r.source)
-            model = labels[1]
-            add(self.calls, (*labels, bound("outcome", r.outcome)))
-            for kind in TOKEN_KINDS:
-                value = getattr(r, f"{kind}_tokens") or 0
-                if value > 0:  # a negative count (a bad import) would make the counter raise
-                    add(self.tokens, (*labels, kind), value)
-            if r.cost_usd is not None:
-                add(self.cost, labels, max(0.0, r.cost_usd))
-            elif r.outcome == "ok" or r.input_tokens or r.output_tokens:
-                add(self.unpriced, labels)
-            if r.saved_usd:
-                add(self.saved, labels, max(0.0, r.saved_usd))
-            if r.outcome == "blocked":
-                add(self.blocks, (bound("blocked_by", r.blocked_by or "unknown"), labels[2]))
-            if r.latency_ms is not None and r.outcome != "blocked":
-                child(self.latency, labels[0], model).observe(r.latency_ms / 1000)
-            if r.ttft_ms is not None:
-                child(self.ttft, labels[0], model).observe(r.ttft_ms / 1000)
-        for (metric, series), amount in counts.items():
-            child(metric, *series).inc(amount)
+        for (provider, model, source), t in totals.items():
+            labels = self.bounds.call(provider, model, source)
+            for outcome, count in t.calls.items():
+                child(self.calls, *labels, bound("outcome", outcome)).inc(count)
+            for kind, count in t.tokens.items():
+                child(self.tokens, *labels, kind).inc(count)
+            if t.cost is not None:
+                child(self.cost, *labels).inc(t.cost)
+            if t.unpriced:
+                child(self.unpriced, *labels).inc(t.unpriced)
+            if t.saved:
+                child(self.saved, *labels).inc(t.saved)
+            for blocked_by, count in t.blocks.items():
+                child(self.blocks, bound("blocked_by", blocked_by), labels[2]).inc(count)
+            if t.latency:
+                observe = child(self.latency, labels[0], labels[1]).observe
+                for seconds in t.latency:
+                    observe(seconds)
+            if t.ttft:
+                observe = child(self.ttft, labels[0], labels[1]).observe
+                for seconds in t.ttft:
+                    observe(seconds)
 
     def count_passthrough(self, counts: Callable[[], Mapping[str, int]]) -> None:
         """Export requests on provider routes that are not calls (preflights, non-API paths, WebSocket

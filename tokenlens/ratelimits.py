@@ -27,7 +27,7 @@ from tokenlens.records import iso_utc, parse_iso
 
 if TYPE_CHECKING:
     from tokenlens.exchange import Exchange
-    from tokenlens.records import CallRecord
+    from tokenlens.records import SettledFacts
     from tokenlens.store import Store
 
 PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-")
@@ -223,8 +223,9 @@ class _State:
 class RateLimitBook:
     """The latest rate-limit headers per (provider, credential hash), thread-safe.
 
-    `observe` is called from the writer thread (a deferred analysis); the alerts it decides are published
-    after the batch commits, when the book runs as a record listener (`__call__`).
+    `observe` is called where the gateway hands a finished call on (`record`, an `Exchange.on_recorded`); the
+    alerts it decides are published once calls are settled, when the book runs as a record listener
+    (`__call__`).
     """
 
     def __init__(
@@ -302,7 +303,7 @@ class RateLimitBook:
             self._pending.extend(alerts)
         return alerts
 
-    def __call__(self, records: Sequence[CallRecord]) -> None:
+    def __call__(self, records: Sequence[SettledFacts]) -> None:
         """Record listener: publish the alerts decided while the batch was built."""
         with self._lock:
             pending, self._pending = self._pending, []
@@ -341,16 +342,15 @@ class RateLimitBook:
                 for s in states
             ]
 
-    def record(
-        self, credential: str, headers: Mapping[str, str], exchange: Exchange, record: CallRecord
-    ) -> None:
-        """Deferred analysis: take in the call's headers; a provider 429 keeps its credential hash in details."""
-        if record.outcome in ("blocked", "cached"):
+    def record(self, credential: str, headers: Mapping[str, str], exchange: Exchange) -> None:
+        """Take in a finished call's headers (`Exchange.on_recorded`); a provider 429 keeps its credential hash
+        in the call's details."""
+        if exchange.outcome in ("blocked", "cached"):
             return
-        now = exchange.ended or record.ts
-        self.observe(record.provider, credential, record.status, headers, model=record.model, now=now)
-        if record.status == 429:
-            record.details["rate_limit"] = {
+        now = exchange.ended or exchange.started
+        self.observe(exchange.provider, credential, exchange.status, headers, model=exchange.model, now=now)
+        if exchange.status == 429:
+            exchange.details["rate_limit"] = {
                 "credential": credential,
                 "retry_after_s": retry_after_s(headers.get(RETRY_AFTER), now),
             }

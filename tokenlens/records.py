@@ -14,7 +14,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 # ---------------------------------------------------------------------------------------------- plausible bounds
 
@@ -187,6 +187,55 @@ class CallRecord:
                 raw = getattr(self, name)
                 out[name] = raw.decode("utf-8", "replace") if raw is not None else None
         return out
+
+
+class SettledFacts(Protocol):
+    """What the gateway's own books read of a metered call (budgets, rate-limit alerts, latency, metrics): a
+    `CallRecord`, or the `tokenlens.settlement.SettledCall` its analysis process reports."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def ts(self) -> float: ...
+    @property
+    def provider(self) -> str: ...
+    @property
+    def model(self) -> str | None: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def outcome(self) -> str: ...
+    @property
+    def status(self) -> int | None: ...
+    @property
+    def stream(self) -> bool: ...
+    @property
+    def latency_ms(self) -> float | None: ...
+    @property
+    def ttft_ms(self) -> float | None: ...
+    @property
+    def cost_usd(self) -> float | None: ...
+    @property
+    def saved_usd(self) -> float | None: ...
+    @property
+    def blocked_by(self) -> str | None: ...
+    @property
+    def input_tokens(self) -> int: ...
+    @property
+    def output_tokens(self) -> int: ...
+    @property
+    def cache_read_tokens(self) -> int: ...
+    @property
+    def cache_write_tokens(self) -> int: ...
+    @property
+    def reasoning_tokens(self) -> int: ...
+
+
+SETTLED_FIELDS = (
+    "id", "ts", "provider", "model", "source", "outcome", "status", "stream", "latency_ms", "ttft_ms",
+    "cost_usd", "saved_usd", "blocked_by", "input_tokens", "output_tokens", "cache_read_tokens",
+    "cache_write_tokens", "reasoning_tokens",
+)  # fmt: skip
 
 
 CALL_FIELDS: tuple[str, ...] = tuple(

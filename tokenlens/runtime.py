@@ -31,7 +31,7 @@ from typing import Any
 from tokenlens import price_data
 from tokenlens.alerts import CostWatcher
 from tokenlens.analyses import AnalysisContext
-from tokenlens.analysis import spool_lock
+from tokenlens.analysis import parse_request, spool_lock
 from tokenlens.app import AppDeps, CallSink, PassthroughCounts
 from tokenlens.bus import EventBus, RecordFanout
 from tokenlens.config import Settings, SettingsHolder
@@ -41,10 +41,11 @@ from tokenlens.latency import LatencyTracker
 from tokenlens.metering import RecordBuilder
 from tokenlens.metrics import Metrics
 from tokenlens.ratelimits import RateLimitBook
-from tokenlens.records import CallRecord
+from tokenlens.records import CallRecord, describe_failure
+from tokenlens.settlement import FeedFlag, Settlements
 from tokenlens.shared_ledger import SharedLedger
 from tokenlens.store import RecordWriter, Store, open_store
-from tokenlens.store.spool import SpoolWriter, backlog, spool_dir
+from tokenlens.store.spool import RawCall, SpoolWriter, backlog, spool_dir
 from tokenlens.webhooks import WebhookDispatcher
 
 log = logging.getLogger(__name__)
@@ -58,24 +59,67 @@ _WITHOUT_PSYCOPG2 = (
 
 class AnalysisProcess:
     """The analysis process of one gateway process (`python -m tokenlens.analysis`), started again if it ends
-    before it is asked to stop (what it had not stored is still in the spool)."""
+    before it is asked to stop (what it had not stored is still in the spool). Its reports come back on a pipe
+    (`tokenlens.settlement`), each line handed to `receive` by a reader thread."""
 
-    def __init__(self, home: Path, config_file: Path, worker: str | None, *, postgresql: bool = True) -> None:
+    def __init__(
+        self,
+        home: Path,
+        config_file: Path,
+        worker: str | None,
+        *,
+        postgresql: bool = True,
+        receive: Callable[[bytes], None] | None = None,
+        run_start: str = "",
+    ) -> None:
         # With a SQLite store, psycopg2 (which peewee imports when it can: ~10 MiB of libpq and its libraries)
         # is kept out of the process.
         start = ["-m", "tokenlens.analysis"] if postgresql else ["-c", _WITHOUT_PSYCOPG2]
         self.command = [sys.executable, *start, "--data-dir", str(home)]
         self.command += ["--config", str(config_file)] + (["--worker", worker] if worker else [])
+        self.command += ["--run-start", run_start] if run_start else []
         # Two malloc arenas instead of one per thread and core: a few MiB less of freed memory kept back.
         self.env = {"MALLOC_ARENA_MAX": "2", **os.environ}
+        self.receive = receive
         self.process: subprocess.Popen[bytes] | None = None
         self.restarts = 0
+        self._readers: list[threading.Thread] = []
         self._stopping = threading.Event()
         self._lock = threading.Lock()
 
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        """Start the process, with a pipe for its reports when someone receives them (lock held)."""
+        if self.receive is None:
+            return subprocess.Popen(self.command, env=self.env)
+        read_end, write_end = os.pipe()
+        try:
+            process = subprocess.Popen(
+                [*self.command, "--report-fd", str(write_end)], env=self.env, pass_fds=(write_end,)
+            )
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)
+        reader = threading.Thread(
+            target=self._read, args=(read_end,), name="tokenlens-settlement", daemon=True
+        )
+        reader.start()
+        self._readers.append(reader)
+        return process
+
+    def _read(self, fd: int) -> None:
+        assert self.receive is not None
+        with os.fdopen(fd, "rb") as pipe:
+            for line in pipe:
+                try:
+                    self.receive(line)
+                except Exception:
+                    log.exception("a report of the analysis process could not be taken in")
+
     def start(self) -> None:
         with self._lock:
-            self.process = subprocess.Popen(self.command, env=self.env)
+            self.process = self._spawn()
         threading.Thread(target=self._watch, name="tokenlens-analysis-watch", daemon=True).start()
 
     def _watch(self) -> None:
@@ -92,10 +136,11 @@ class AnalysisProcess:
                 if self._stopping.is_set():
                     return
                 self.restarts += 1
-                self.process = subprocess.Popen(self.command, env=self.env)
+                self.process = self._spawn()
 
     def stop(self, timeout: float = 60.0) -> bool:
-        """Ask it to store what is left and end; True when it did within `timeout`."""
+        """Ask it to store what is left and end; True when it did within `timeout` (its last reports taken
+        in)."""
         with self._lock:
             self._stopping.set()
             process = self.process
@@ -104,14 +149,17 @@ class AnalysisProcess:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
         try:
-            return process.wait(timeout) == 0
+            finished = process.wait(timeout) == 0
         except subprocess.TimeoutExpired:
             log.error(
                 "the analysis process did not finish in %.0f s; the spool is read at the next start", timeout
             )
             process.kill()
             process.wait()
-            return False
+            finished = False
+        for reader in self._readers:
+            reader.join(5.0)
+        return finished
 
 
 @dataclass
@@ -122,6 +170,7 @@ class Runtime:
     fanout: RecordFanout
     cost_watcher: CostWatcher
     analysis: AnalysisProcess | None = None
+    settlements: Settlements | None = None
     started: bool = False
 
     def start(self) -> Runtime:
@@ -185,17 +234,20 @@ def build_runtime(
     bus = EventBus()
     fanout = RecordFanout(bus)
     spool = spool_dir(home, worker)
-    writer: CallSink
+    run_start = f"{time.time_ns():020d}"  # the spool segments this run writes are named from here on
+    builder: RecordBuilder | None = None
     if analysis_process:
         # What a writer left in its spill journal (the store refused it for long) is stored before anything
         # reads the store (the ledger); a writer replays it when it starts.
         RecordWriter(store, lambda record: record, home=home).stop()
-        builder = RecordBuilder(holder, home)  # meters only; analysed elsewhere
-        writer = SpoolWriter(spool, builder, fanout, input_rate=builder.waste_input_rate)
+        builder = RecordBuilder(
+            holder, home
+        )  # meters only (calls with deferred analyses); analysed elsewhere
+        inline_writer = None
     else:
         # The spill journal lives in the data directory (beside a SQLite file); a read-only store keeps none.
         journal: dict[str, Any] = {"journal": None} if readonly else {"home": home}
-        writer = RecordWriter(  # replays its journal before anything reads the store
+        inline_writer = RecordWriter(  # replays its journal before anything reads the store
             store,
             prepare or RecordBuilder(holder, home, AnalysisContext(holder)),
             fanout,
@@ -208,10 +260,8 @@ def build_runtime(
         else Ledger(holder, clock, publish=bus.publish)
     )
     ledger.load(store)  # spend rebuilt from the store before anything is served
-    if analysis_process:
-        ledger.settle(
-            spooled_not_stored(spool, store)
-        )  # and from calls the last run spooled but did not store
+    if builder is not None:  # and from calls the last run spooled but did not store
+        ledger.settle(spooled_not_stored(spool, store, builder))
     rate_limits = RateLimitBook(bus.publish)
     latency = LatencyTracker()
     passthrough = PassthroughCounts()
@@ -219,8 +269,23 @@ def build_runtime(
     metrics.count_passthrough(lambda: dict(passthrough.by_reason))
     webhooks = WebhookDispatcher(bus, lambda: holder.get().webhooks)
     cost_watcher = CostWatcher(holder, store, bus, home)
-    # What the writer thread calls with each committed batch, in this order, before the live feed.
+    # What the writer thread calls with each committed batch, in this order, before the live feed; with an
+    # analysis process, the calls it meters are settled from its reports (all but the metrics listener, the
+    # metrics summed there).
     fanout.listeners = (ledger.settle, rate_limits, latency, metrics.observe, cost_watcher.notify)
+    writer: CallSink
+    settlements: Settlements | None = None
+    if builder is not None:
+        settlements = Settlements(
+            (ledger.settle, rate_limits, latency, cost_watcher.notify), metrics, bus, home
+        )
+        bus.on_subscribers = FeedFlag(spool, bus).update
+        writer = SpoolWriter(
+            spool, builder, fanout, expect=settlements.expect, input_rate=builder.waste_input_rate
+        )
+    else:
+        assert inline_writer is not None
+        writer = inline_writer
     deps = AppDeps(
         settings=holder,
         store=store,
@@ -240,11 +305,18 @@ def build_runtime(
         rng=rng or random.Random(),
     )
     analysis = (
-        AnalysisProcess(home, deps.config_path, worker, postgresql=store.kind == "postgresql")
-        if analysis_process
+        AnalysisProcess(
+            home,
+            deps.config_path,
+            worker,
+            postgresql=store.kind == "postgresql",
+            receive=settlements.receive,
+            run_start=run_start,
+        )
+        if settlements is not None
         else None
     )
-    return Runtime(deps, fanout, cost_watcher, analysis)
+    return Runtime(deps, fanout, cost_watcher, analysis, settlements)
 
 
 INJECTION_MODULE = "tokenlens.guardrails.injection"
@@ -277,17 +349,33 @@ def _fewer_malloc_arenas(arenas: int = 2) -> None:
         pass
 
 
-def spooled_not_stored(directory: Path, store: Store) -> list[CallRecord]:
+def spooled_not_stored(
+    directory: Path, store: Store, builder: Callable[[Any], CallRecord]
+) -> list[CallRecord]:
     """The metered records of the calls in the spool that the store does not hold yet (at start, once no
-    analysis process reads the spool: an earlier one still finishing is waited for)."""
+    analysis process reads the spool: an earlier one still finishing is waited for); raw calls are metered
+    here with `builder`."""
     with spool_lock(directory) as free:
         if not free:
             log.error(
                 "an analysis process still reads %s; its calls may be counted late in budgets", directory
             )
             return []
-        records = {
-            call.record.id: call.record for call in backlog(directory)
+        calls = {
+            call.exchange.id if isinstance(call, RawCall) else call.record.id: call
+            for call in backlog(directory)
         }  # a line read twice counts once
-    stored = store.existing_ids(records)
-    return [record for call_id, record in records.items() if call_id not in stored]
+    stored = store.existing_ids(calls)
+    records = []
+    for call_id, call in calls.items():
+        if call_id in stored:
+            continue
+        if isinstance(call, RawCall):
+            call.exchange.request_json = parse_request(call.exchange.request_body)
+            try:
+                records.append(builder(call.exchange))
+            except Exception as exc:
+                log.error("metering spooled call %s failed (%s)", call_id, describe_failure(exc))
+        else:
+            records.append(call.record)
+    return records

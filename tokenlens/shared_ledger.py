@@ -52,7 +52,7 @@ from tokenlens.store.queries import ImportResult, LineTooLong, PricerLike, day_b
 
 if TYPE_CHECKING:
     from tokenlens.config import SettingsHolder
-    from tokenlens.records import CallRecord
+    from tokenlens.records import CallRecord, SettledFacts
     from tokenlens.store import Store
 
 log = logging.getLogger(__name__)
@@ -298,7 +298,7 @@ class SharedLedger(Ledger):
 
     # -------------------------------------------------------------------------------------- writer thread
 
-    def settle(self, records: Sequence[CallRecord]) -> None:
+    def settle(self, records: Sequence[SettledFacts]) -> None:
         """Record listener: each call's worst case leaves the lease and the row; its real cost is added."""
         now = self.clock()
         deltas: dict[BucketKey, list[float]] = {}  # key -> [spent usd, calls, lease usd, lease calls]

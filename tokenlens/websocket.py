@@ -25,7 +25,7 @@ from typing import Any, Literal
 from urllib.parse import parse_qs
 
 from tokenlens.exchange import Exchange, max_tokens_from_request
-from tokenlens.records import CallRecord, new_call_id
+from tokenlens.records import new_call_id
 from tokenlens.request_body import RequestBody, read_request_body
 
 WsKind = Literal["responses", "realtime"]
@@ -123,11 +123,6 @@ def error_event(kind: WsKind, status: int, error: dict[str, Any], client_event_i
     return json.dumps(event, ensure_ascii=False).encode()
 
 
-def mark_websocket(exchange: Exchange, record: CallRecord) -> None:
-    """Deferred (writer thread): the record's transport."""
-    record.transport = "websocket"
-
-
 @dataclass(eq=False)
 class WsCall:
     """One call on the socket: its Exchange and what ties the server's answers to it."""
@@ -194,7 +189,7 @@ class Connection:
             streamed=True,
         )
         exchange.details["websocket"] = {"api": self.kind, "turn": self.calls}
-        exchange.deferred.append(mark_websocket)
+        exchange.transport = "websocket"
         return WsCall(exchange, client_event_id=event_id if isinstance(event_id, str) else None)
 
     def sent(self, call: WsCall) -> None:

@@ -160,6 +160,7 @@ def status() -> Response:
     d = deps()
     settings = d.settings.get()
     tz = timezone_of(settings)
+    price_data.refresh(d.home)  # a file `prices update` just kept (looked for at most once a second)
     return jsonify(
         {
             "version": d.version,

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,7 +19,9 @@ from tokenlens.analysis import AnalysisWorker, spool_lock
 from tokenlens.config import SettingsHolder, parse_settings
 from tokenlens.exchange import Exchange
 from tokenlens.metering import RecordBuilder
+from tokenlens.records import SETTLED_FIELDS
 from tokenlens.runtime import build_runtime, spooled_not_stored
+from tokenlens.settlement import FEED_FLAG
 from tokenlens.store import open_store
 from tokenlens.store.spool import CURSOR, SpoolWriter, read_cursor, segments, spool_dir
 
@@ -181,7 +184,7 @@ def test_at_start_the_ledger_counts_calls_spooled_but_not_stored(
     worker = AnalysisWorker(settings, store, spool_dir(tmp_path), max_calls=1)
     worker.step()  # one stored, two still in the spool (the gateway stopped before the rest)
     worker.close()
-    pending = spooled_not_stored(spool_dir(tmp_path), store)
+    pending = spooled_not_stored(spool_dir(tmp_path), store, RecordBuilder(settings))
     assert sorted(r.id for r in pending) == ["call-1", "call-2"]
     store.close()
     config = {"timezone": "UTC", "quotas": {"source_limits": [{"source": "tests", "daily_usd": 3 * COST}]}}
@@ -249,7 +252,9 @@ def test_the_analysis_process_loads_no_price_data_when_the_gateway_priced(
 ) -> None:
     builder = RecordBuilder(settings)
     writer = SpoolWriter(spool_dir(tmp_path), builder, input_rate=builder.waste_input_rate)
-    writer.submit(exchange("a"))
+    metered = exchange("a")
+    metered.deferred.append(lambda ex, record: None)  # metered by the gateway, which priced its waste too
+    writer.submit(metered)
     assert writer.stop()
     code = (
         "import sys\n"
@@ -270,3 +275,75 @@ def test_the_analysis_process_loads_no_price_data_when_the_gateway_priced(
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_raw_calls_are_metered_here_and_each_stored_batch_reported(
+    tmp_path: Path, settings: SettingsHolder
+) -> None:
+    store = open_store(None, tmp_path)
+    reports: list[dict[str, Any]] = []
+    worker = AnalysisWorker(
+        settings,
+        store,
+        spool_dir(tmp_path),
+        max_calls=2,
+        report=lambda line: reports.append(json.loads(line)),
+    )
+    assert worker.step() == 0  # polled before anything was spooled
+    spool(tmp_path, 5, settings)
+    assert worker.drain() == 5
+    worker.close()
+    assert store.get_call("call-0").cost_usd == pytest.approx(COST, rel=1e-12)  # the published rates
+    assert [[row[0] for row in report["calls"]] for report in reports] == [
+        ["call-0", "call-1"],
+        ["call-2", "call-3"],
+        ["call-4"],
+    ]
+    costs = {row[0]: row[SETTLED_FIELDS.index("cost_usd")] for report in reports for row in report["calls"]}
+    assert costs == pytest.approx(dict.fromkeys(costs, COST), rel=1e-12)
+    # A process's first batch may repeat what its predecessor reported: its metrics are summed by the gateway
+    # from the calls it still expected; the later batches bring their totals.
+    assert ["metrics" in report for report in reports] == [False, True, True]
+    assert all("records" not in report for report in reports)  # nobody on the live feed
+    store.close()
+
+
+def test_calls_an_earlier_run_spooled_are_reported_without_totals_and_with_records_when_fed(
+    tmp_path: Path, settings: SettingsHolder
+) -> None:
+    spool(tmp_path, 4, settings)
+    (spool_dir(tmp_path) / FEED_FLAG).touch()  # someone listens to the live feed
+    store = open_store(None, tmp_path)
+    reports: list[dict[str, Any]] = []
+    worker = AnalysisWorker(
+        settings,
+        store,
+        spool_dir(tmp_path),
+        max_calls=2,
+        report=lambda line: reports.append(json.loads(line)),
+        run_start=f"{time.time_ns():020d}",  # the gateway started after these were spooled
+    )
+    assert worker.drain() == 4
+    worker.close()
+    store.close()
+    assert len(reports) == 2 and not any("metrics" in report for report in reports)
+    assert [r["id"] for report in reports for r in report["records"]] == [f"call-{n}" for n in range(4)]
+    assert reports[0]["records"][0]["waste_tokens"] is not None  # the record as stored, analyses and all
+
+
+def test_an_answer_from_the_cache_saves_what_its_original_cost_when_both_are_metered_here(
+    tmp_path: Path, settings: SettingsHolder
+) -> None:
+    hit = exchange("hit")
+    hit.outcome, hit.saved_usd = "cached", None  # answered before the original's cost was known
+    hit.details["dedup"] = {"hit_of": "call-0", "age_s": 0.1}
+    writer = SpoolWriter(spool_dir(tmp_path), RecordBuilder(settings))
+    writer.submit(exchange("call-0"))
+    writer.submit(hit)
+    assert writer.stop()
+    store = open_store(None, tmp_path)
+    worker = AnalysisWorker(settings, store, spool_dir(tmp_path))
+    assert worker.drain() == 2
+    worker.close()
+    assert store.get_call("hit").saved_usd == pytest.approx(COST, rel=1e-12)
+    store.close()

@@ -13,6 +13,7 @@ import pytest
 
 from tokenlens.config import parse_settings
 from tokenlens.controls import Ledger, source_caps
+from tokenlens.exchange import Exchange
 from tokenlens.records import CallRecord
 from tokenlens.runtime import build_runtime
 from tokenlens.shared_ledger import SharedLedger
@@ -87,6 +88,67 @@ def test_a_committed_record_reaches_the_ledger_metrics_latency_and_the_feed(tmp_
         )
     finally:
         assert runtime.close()
+
+
+def chat_exchange(call_id: str) -> Exchange:
+    request = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+    answer = {"model": "gpt-4o-2024-08-06", "usage": {"prompt_tokens": 20000, "completion_tokens": 5000}}
+    now = time.time()
+    return Exchange(
+        id=call_id,
+        started=now,
+        provider="openai",
+        api="openai",
+        endpoint="/v1/chat/completions",
+        kind="chat",
+        mode="base_url",
+        source="agent",
+        request_body=json.dumps(request).encode(),
+        request_json=request,
+        requested_model="gpt-4o",
+        model="gpt-4o",
+        status=200,
+        ended=now + 0.2,
+        response_body=json.dumps(answer).encode(),
+        response_headers={"content-type": "application/json"},
+    )
+
+
+def test_with_an_analysis_process_a_raw_call_settles_from_its_report(tmp_path: Path) -> None:
+    """The daemon's way: the gateway spools the call raw, the analysis process (a real one) meters it, and its
+    report settles the reservation, counts the spend once, and feeds the latency tracker, the metrics, the
+    answer cache's cost hook and the live feed."""
+    (tmp_path / "config.yaml").write_text(json.dumps(SETTINGS))
+    runtime = build_runtime(
+        parse_settings(SETTINGS), tmp_path, tmp_path / "config.yaml", analysis_process=True
+    ).start()
+    deps = runtime.deps
+    cost = 20000 * 2.50 / 1e6 + 5000 * 10.00 / 1e6  # gpt-4o's published rates: $2.50 and $10 per million
+    costs: list[float | None] = []
+    try:
+        caps = source_caps(deps.settings.get(), "agent")
+        assert deps.ledger.admit("a", caps, 0.9) is None  # reserved: $0.90 of the $1.00 a day
+        assert deps.ledger.admit("other", caps, 0.2) is not None  # does not fit while "a" is unsettled
+        deps.ledger.release("other")
+        with deps.bus.subscribe() as feed:
+            call = chat_exchange("a")
+            call.on_cost.append(costs.append)
+            deps.writer.submit(call)
+            message = feed.get(timeout=30)
+        assert message is not None and message["type"] == "call" and message["data"]["id"] == "a"
+        assert message["data"]["cost_usd"] == pytest.approx(cost, rel=1e-12)
+        assert costs == [pytest.approx(cost, rel=1e-12)]
+        status = {(c["scope"], c["period"]): c for c in deps.ledger.status()["caps"]}
+        assert status[("source:agent", "day")]["spent_usd"] == pytest.approx(cost, rel=1e-12)
+        assert status[("source:agent", "day")]["reserved_usd"] == 0
+        assert deps.latency.snapshot()[0]["model"] == "gpt-4o"
+        assert 'tokenlens_calls_total{model="gpt-4o",outcome="ok",provider="openai",source="agent"} 1.0' in (
+            deps.metrics.render().decode()
+        )
+        assert runtime.settlements is not None and runtime.settlements.pending() == 0
+    finally:
+        assert runtime.close()
+    assert not (tmp_path / "spool" / "feed").exists()  # nobody listens any more
 
 
 def test_spend_already_in_the_store_is_counted_at_start(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""What the store keeps of a call a guardrail touched (run in the writer thread, via `exchange.deferred`).
+"""What the store keeps of a call a guardrail touched (`exchange.deferred`: the gateway's spool thread meters
+such a call itself, with the guardrails' settings the call was gated with).
 
 - Request and answer bodies are stored with every PII and custom-rule match replaced by its placeholder,
   whatever the action (warn forwards the text, but the store never keeps it in clear). A redacted request is

@@ -1,22 +1,26 @@
 """The call spool: how a gateway hands its calls to the analysis process, through files in the data directory.
 
-The gateway's spool thread (`SpoolWriter`, fed by a queue: the proxy path never waits) meters each call (usage
-and price: what budgets, metrics and the live feed need), appends one JSON line per call to the current
-segment and only then tells the record listeners. The analysis process (`tokenlens.analysis`) reads the
-segments in order, runs the record analyses, stores the records and keeps a cursor; it deletes a segment once
-it has stored every call in it. A line is written whole and flushed to the OS before the listeners hear of it,
-so a killed gateway loses nothing it reported; the analysis process stores each call once (by id) however often
-it reads a line again after a crash.
+The gateway's spool thread (`SpoolWriter`, fed by a queue: the proxy path never waits) appends one JSON line per
+call to the current segment. A call is spooled as the gateway saw it (a raw line: its exchange's fields and
+bodies, nothing parsed), and the analysis process (`tokenlens.analysis`) meters and prices it, runs its record
+analyses, stores it and reports what the gateway keeps itself (its budgets' ledger, its metrics, the live feed:
+`tokenlens.settlement`). A call with deferred analyses that hold gateway state (`Exchange.deferred`: the
+guardrails' masks of stored bodies, an answer a guardrail blocked) is metered by the spool thread instead and
+spooled as a metered line; its record listeners hear of it once it is written. The analysis process reads the
+segments in order, stores each call once (by id) however often it reads a line again after a crash, keeps a
+cursor, and deletes a segment once it has stored every call in it. A line is written whole and flushed to the
+OS before anything hears of it, so a killed gateway loses nothing it reported.
 
 Layout, in `<data dir>/spool/` (`spool-w<N>/` for each of `daemon --workers N`): `<ns>.jsonl` segments (a new
 one at each start and every `segment_bytes`), `cursor.json` (the analysis process's place) and `worker.lock`
-(held by the analysis process reading the directory). A line: `{"record": {...every CallRecord field but the
-bodies...}, "call": {"api", "kind", "analyses", "input_rate"}, "bodies": {"request_body", "response_body",
-"request"}}` (bodies base64, those that are None left out; a line of an older release has them in "record" and
+(held by the analysis process reading the directory). A raw line: `{"exchange": {...the exchange's plain
+fields, "chunk_sizes"...}, "bodies": {"request_body", "response_body", "chunks"}}` (bodies base64, those that are
+None or empty left out; the streamed chunks joined, cut again by `chunk_sizes`). A metered line: `{"record":
+{...every CallRecord field but the bodies...}, "call": {"api", "kind", "analyses", "input_rate"}, "bodies":
+{"request_body", "response_body", "request"}}` (a line of an older release has the bodies in "record" and
 "call"), where `request` is the raw request body when the record does not keep it (`storage.store_bodies:
 false`) but an analysis reads it, and `input_rate` the model's input price (USD per million tokens, a decimal
-string; null: unpriced) that the waste analysis costs its findings at, priced by the gateway so that the
-analysis process needs no price data.
+string; null: unpriced) that the waste analysis costs its findings at.
 """
 
 from __future__ import annotations
@@ -31,9 +35,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
-from tokenlens.exchange import Exchange
+from tokenlens.exchange import Exchange, run_on_recorded
 from tokenlens.records import CallRecord, describe_failure
 from tokenlens.store.batches import STOP, BatchQueue
 from tokenlens.store.journal import record_from_dict, record_to_dict
@@ -60,6 +64,79 @@ LOCK = "worker.lock"
 
 def spool_dir(home: Path, worker: str | None = None) -> Path:
     return home / ("spool" if not worker else f"spool-w{worker}")
+
+
+# The exchange's fields a raw line carries (plain values), besides its bodies; the rest is the proxy path's own
+# state (parsed request, routing, hooks) or rebuilt from these.
+RAW_FIELDS = (
+    "id", "started", "provider", "api", "endpoint", "kind", "mode", "source", "tags", "session_id",
+    "requested_model", "model", "stream_requested", "max_tokens", "usage_injected", "outcome", "blocked_by",
+    "saved_usd", "guardrail_flags", "waste_tokens", "complexity", "attempts", "fallback_from", "details",
+    "analyses", "status", "response_headers", "streamed", "stream_undecodable", "first_chunk_at", "ended",
+    "error", "transport",
+)  # fmt: skip
+
+
+def raw_line(exchange: Exchange) -> bytes:
+    """A call's raw line: its plain fields as JSON, its bodies (base64) spliced in after them."""
+    fields = {name: getattr(exchange, name) for name in RAW_FIELDS}
+    if exchange.chunks:
+        fields["chunk_sizes"] = [len(chunk) for chunk in exchange.chunks]
+    head = _encode({"exchange": fields}).encode("ascii")
+    bodies = (
+        (b"request_body", exchange.request_body),
+        (b"response_body", exchange.response_body),
+        (b"chunks", b"".join(exchange.chunks)),
+    )
+    encoded = b",".join(b'"%s":"%s"' % (name, base64.b64encode(body)) for name, body in bodies if body)
+    return head[:-1] + b',"bodies":{' + encoded + b"}}\n"
+
+
+@dataclass
+class RawCall:
+    """A raw line read back: the exchange as the gateway saw it (its request not parsed yet)."""
+
+    exchange: Exchange
+
+
+def _raw_call(data: dict[str, Any]) -> RawCall:
+    fields = data["exchange"]
+    bodies = data.get("bodies") or {}
+    if not isinstance(fields, dict) or not isinstance(bodies, dict):
+        raise ValueError("not a raw call")
+    values = {name: fields[name] for name in RAW_FIELDS if name in fields}
+    sizes = fields.get("chunk_sizes") or []
+    if not isinstance(sizes, list) or not all(isinstance(size, int) and size >= 0 for size in sizes):
+        raise ValueError("chunk_sizes is not a list of sizes")
+    joined = _body(bodies, "chunks") or b""
+    chunks, start = [], 0
+    for size in sizes:
+        chunks.append(joined[start : start + size])
+        start += size
+    exchange = Exchange(
+        **values,
+        request_body=_body(bodies, "request_body") or b"",
+        response_body=_body(bodies, "response_body"),
+        chunks=chunks,
+    )
+    if not isinstance(exchange.id, str) or not isinstance(exchange.started, int | float):
+        raise ValueError("a raw call without its id or start")
+    return RawCall(exchange)
+
+
+def _body(bodies: dict[str, Any], name: str) -> bytes | None:
+    value = bodies.get(name)
+    return base64.b64decode(value) if isinstance(value, str) else None
+
+
+def parse_line(line: bytes) -> SpooledCall | RawCall:
+    """A spool line read back (raises ValueError/TypeError/KeyError for a line that is not one)."""
+    data = json.loads(line)
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    if "exchange" in data:
+        return _raw_call(data)
+    return SpooledCall.from_data(data)
 
 
 @dataclass
@@ -95,7 +172,11 @@ class SpooledCall:
     @classmethod
     def from_line(cls, line: bytes) -> SpooledCall:
         """Raises ValueError/TypeError/KeyError for a line that is not one."""
-        data = json.loads(line)
+        return cls.from_data(json.loads(line))
+
+    @classmethod
+    def from_data(cls, data: Any) -> SpooledCall:
+        """A metered line's parsed JSON (raises ValueError/TypeError/KeyError for a line that is not one)."""
         call = data["call"]
         bodies = data.get("bodies")
         if bodies is not None:  # else a line of an older release: the bodies inside the record and the call
@@ -146,8 +227,10 @@ def spooled(
 
 
 class SpoolWriter(BatchQueue[Exchange]):
-    """The gateway's spool thread: `submit(exchange)` never blocks; the thread meters (`build`), appends and
-    then calls `on_written(records)` (the record listeners and the live feed)."""
+    """The gateway's spool thread: `submit(exchange)` never blocks. The thread spools each call raw (after its
+    `on_recorded` hooks, and `expect(exchange)`: the settlement it waits for), or, when the call has deferred
+    analyses, meters it (`build`) and, once it is written, calls `on_written(records)` (the record listeners and
+    the live feed)."""
 
     def __init__(
         self,
@@ -155,6 +238,7 @@ class SpoolWriter(BatchQueue[Exchange]):
         build: Callable[[Exchange], CallRecord],
         on_written: Callable[[list[CallRecord]], None] | None = None,
         *,
+        expect: Callable[[Exchange], None] | None = None,
         input_rate: Callable[[Exchange], Decimal | None | NotGiven] | None = None,
         interval: float = 0.05,
         max_batch: int = 500,
@@ -166,10 +250,12 @@ class SpoolWriter(BatchQueue[Exchange]):
         self.build = build
         self.input_rate = input_rate
         self.on_written = on_written
+        self.expect = expect
         self.segment_bytes = segment_bytes
         self.written = 0
         self._handle: IO[bytes] | None = None
-        self._unspooled: list[SpooledCall] = []  # metered calls a failed write left to write again
+        # lines a failed write left to write again, with the metered record of each (None: a raw line)
+        self._unspooled: list[tuple[bytes, CallRecord | None]] = []
         self._size = 0
         directory.mkdir(parents=True, exist_ok=True)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -203,34 +289,46 @@ class SpoolWriter(BatchQueue[Exchange]):
             self._close()
 
     def _process(self, batch: list[Exchange]) -> None:
-        """Meter the batch and spool it with any calls an earlier write could not take (a full disk: they wait
-        in memory, in order, and the listeners hear of them once they are in the spool)."""
-        metered = [self._meter(exchange) for exchange in batch]
-        lost = metered.count(None)
+        """Spool the batch with any lines an earlier write could not take (a full disk: they wait in memory, in
+        order, and nothing hears of them until they are in the spool)."""
+        lines = [self._line(exchange) for exchange in batch]
+        lost = lines.count(None)
         if lost:
             self._finished(lost)
-        calls = self._unspooled + [call for call in metered if call is not None]
-        if not calls:
+        pending = self._unspooled + [line for line in lines if line is not None]
+        if not pending:
             return
         try:
-            self._append(b"".join(call.to_line() for call in calls))
+            self._append(b"".join(line for line, _ in pending))
         except (
             Exception
         ) as exc:  # OSError (disk full), or a line that cannot be written: keep them, try again
             if not self._unspooled:
                 log.error("the spool cannot be written (%s); keeping calls in memory", describe_failure(exc))
-            self._unspooled = calls
+            self._unspooled = pending
             self._undo_partial_write()
             return
         self._unspooled = []
-        records = [call.record for call in calls]
-        self.written += len(records)
-        if self.on_written is not None:
+        self.written += len(pending)
+        records = [record for _, record in pending if record is not None]
+        if records and self.on_written is not None:
             try:
                 self.on_written(records)
             except Exception:
                 log.exception("record listeners failed")
-        self._finished(len(calls))
+        self._finished(len(pending))
+
+    def _line(self, exchange: Exchange) -> tuple[bytes, CallRecord | None] | None:
+        if not exchange.deferred:
+            try:
+                run_on_recorded(exchange)
+                if self.expect is not None:
+                    self.expect(exchange)
+                return raw_line(exchange), None
+            except Exception as exc:
+                log.error("spooling call %s raw failed (%s); metering it here", exchange.id, exc)
+        call = self._meter(exchange)
+        return None if call is None else (call.to_line(), call.record)
 
     def _meter(self, exchange: Exchange) -> SpooledCall | None:
         try:
@@ -318,9 +416,10 @@ def save_cursor(directory: Path, cursor: Cursor) -> None:
 class Batch:
     """Calls read from the spool, and the cursor to save once they are stored."""
 
-    calls: list[SpooledCall]
+    calls: list[SpooledCall | RawCall]
     cursor: Cursor
     done: list[Path]  # segments read to their end with a newer one after them: delete once stored
+    first_segment: str = ""  # the segment of the first call read
 
 
 def read_batch(
@@ -329,8 +428,9 @@ def read_batch(
     """The next complete lines after `cursor` (at most `max_calls`). A segment's last line without its newline
     is being written, unless a newer segment exists (the gateway then stopped in the middle of it): such a torn
     line is logged and skipped."""
-    calls: list[SpooledCall] = []
+    calls: list[SpooledCall | RawCall] = []
     done: list[Path] = []
+    first = ""
     found = segments(directory)
     for index, path in enumerate(found):
         if path.name < cursor.segment:
@@ -347,19 +447,20 @@ def read_batch(
                 offset -= len(line)  # still being written: read it next time
                 break
             try:
-                calls.append(SpooledCall.from_line(line))
+                calls.append(parse_line(line))
+                first = first or path.name
             except (ValueError, TypeError, KeyError) as exc:
                 log.error(
                     "spool segment %s has an unreadable line (%s); skipped", path.name, type(exc).__name__
                 )
             if len(calls) >= max_calls:
-                return Batch(calls, Cursor(path.name, offset), done)
+                return Batch(calls, Cursor(path.name, offset), done, first)
         cursor = Cursor(path.name, offset)
         if newer and offset >= path.stat().st_size:
             done.append(path)
         else:
-            return Batch(calls, cursor, done)
-    return Batch(calls, cursor, done)
+            return Batch(calls, cursor, done, first)
+    return Batch(calls, cursor, done, first)
 
 
 def _lines(path: Path, offset: int, max_bytes: int) -> Iterator[tuple[bytes, int]]:
@@ -375,7 +476,7 @@ def _lines(path: Path, offset: int, max_bytes: int) -> Iterator[tuple[bytes, int
                 return
 
 
-def backlog(directory: Path) -> Iterator[SpooledCall]:
+def backlog(directory: Path) -> Iterator[SpooledCall | RawCall]:
     """Every call in the spool after the saved cursor (read at start, before the analysis process runs)."""
     cursor = read_cursor(directory)
     while True:

@@ -18,11 +18,15 @@ from tokenlens.records import CallRecord
 from tokenlens.store.journal import record_to_dict
 from tokenlens.store.spool import (
     NOT_GIVEN,
+    RAW_FIELDS,
     Cursor,
     NotGiven,
+    RawCall,
     SpooledCall,
     SpoolWriter,
     backlog,
+    parse_line,
+    raw_line,
     read_batch,
     segments,
     spool_dir,
@@ -63,11 +67,54 @@ def exchange(call_id: str, analyses: tuple[str, ...] = ("waste", "heatmap")) -> 
     )
 
 
+def mark(ex: Exchange, record: CallRecord) -> None:
+    record.details["marked"] = True
+
+
+def metered_exchange(call_id: str, analyses: tuple[str, ...] = ("waste", "heatmap")) -> Exchange:
+    """A call with a deferred analysis (as a guardrail's mask of its stored bodies): metered by the spool
+    thread."""
+    ex = exchange(call_id, analyses)
+    ex.deferred.append(mark)
+    return ex
+
+
+def call_id(call: SpooledCall | RawCall) -> str:
+    return call.exchange.id if isinstance(call, RawCall) else call.record.id
+
+
 def builder(store_bodies: bool = True) -> RecordBuilder:
     return RecordBuilder(SettingsHolder(parse_settings({"storage": {"store_bodies": store_bodies}})))
 
 
-def test_a_call_is_metered_spooled_whole_and_only_then_reported(tmp_path: Path) -> None:
+def test_a_call_is_spooled_raw_after_its_hooks_and_its_settlement_is_expected(tmp_path: Path) -> None:
+    directory = spool_dir(tmp_path)
+    events: list[str] = []
+    heard: list[CallRecord] = []
+
+    def expect(ex: Exchange) -> None:  # before its line is written: a report can never come first
+        events.append(f"expect {ex.id}, {len(list(backlog(directory)))} lines")
+
+    writer = SpoolWriter(directory, builder(), heard.extend, expect=expect)
+    ex = exchange("a")
+    ex.on_recorded.append(lambda e: events.append(f"on_recorded {e.id}"))
+    costs: list[float | None] = []
+    ex.on_cost.append(costs.append)
+    writer.submit(ex)
+    assert writer.flush() and writer.stop()
+    assert events == ["on_recorded a", "expect a, 0 lines"]
+    assert heard == [] and costs == []  # settled from the analysis process's report, not here
+    (call,) = backlog(directory)
+    assert isinstance(call, RawCall)
+    again = call.exchange
+    assert (again.id, again.started, again.ended, again.status) == ("a", 1000.0, 1000.5, 200)
+    assert again.request_body == json.dumps(REQUEST).encode() and again.request_json is None  # parsed there
+    assert again.response_body == json.dumps(ANSWER).encode() and again.analyses == ["waste", "heatmap"]
+
+
+def test_a_call_with_deferred_analyses_is_metered_spooled_whole_and_only_then_reported(
+    tmp_path: Path,
+) -> None:
     directory = spool_dir(tmp_path)
     heard: list[tuple[list[str], int]] = []
 
@@ -76,8 +123,8 @@ def test_a_call_is_metered_spooled_whole_and_only_then_reported(tmp_path: Path) 
         heard.append(([r.id for r in records], len(lines)))
 
     writer = SpoolWriter(directory, builder(), on_written)
-    writer.submit(exchange("a"))
-    writer.submit(exchange("b"))
+    writer.submit(metered_exchange("a"))
+    writer.submit(metered_exchange("b"))
     assert writer.flush() and writer.stop()
     assert [call_id for ids, _ in heard for call_id in ids] == ["a", "b"]
     told = 0
@@ -86,19 +133,65 @@ def test_a_call_is_metered_spooled_whole_and_only_then_reported(tmp_path: Path) 
         assert lines_then >= told
     (segment,) = segments(directory)
     first = SpooledCall.from_line(segment.read_bytes().splitlines(keepends=True)[0])
-    assert first.record.id == "a" and first.record.cost_usd is not None
-    assert abs(first.record.cost_usd - COST) < 1e-12  # metered in the gateway: the ledger needs no analysis
+    assert first.record.id == "a" and first.record.cost_usd is not None and first.record.details["marked"]
+    assert abs(first.record.cost_usd - COST) < 1e-12  # metered in the gateway
     assert first.record.waste_tokens is None and "heatmap" not in first.record.details  # not analysed here
     assert (first.api, first.kind, first.analyses) == ("openai", "chat", ["waste", "heatmap"])
     assert first.request is None  # the record keeps the body, so the line does not repeat it
 
 
+def test_a_raw_line_keeps_every_field_and_every_byte_of_the_call() -> None:
+    odd = "caf\u00e9 \ud800 \u2028 \x00 \U0001f600"
+    ex = exchange("a")
+    ex.tags, ex.source, ex.details = {"t": odd}, odd, {"websocket": {"turn": 2}, "x": [1.5, None]}
+    ex.request_body = b'{"q": "\\"\n"}' + bytes(range(256))
+    ex.response_body = None
+    ex.streamed, ex.chunks = True, [b"data: {}\n\n", b"", bytes(range(255, -1, -1)), b"\r\n"]
+    ex.first_chunk_at, ex.transport, ex.saved_usd = 1000.25, "websocket", 0.125
+    ex.guardrail_flags = [{"rule": "pii.email", "action": "warn"}]
+    line = raw_line(ex)
+    assert line.count(b"\n") == 1 and line.endswith(b"\n")
+    again = parse_line(line)
+    assert isinstance(again, RawCall)
+    for name in RAW_FIELDS:
+        assert getattr(again.exchange, name) == getattr(ex, name), name
+    assert again.exchange.chunks == ex.chunks and again.exchange.request_body == ex.request_body
+    assert again.exchange.response_body is None
+    assert isinstance(
+        parse_line(
+            SpooledCall(
+                CallRecord(id="b", ts=1.0, provider="p", endpoint="/x"), "openai", "chat", [], None
+            ).to_line()
+        ),
+        SpooledCall,
+    )
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"exchange": {"id": 1, "started": 1.0}}',
+        b'{"exchange": {"id": "a"}}',
+        b'{"exchange": {"id": "a", "started": 1.0, "chunk_sizes": [-1]}}',
+        b'{"exchange": {"id": "a", "started": 1.0, "bogus": 1}}',
+        b"[1]",
+    ],
+)
+def test_a_raw_line_that_is_not_one_is_refused(line: bytes) -> None:
+    with pytest.raises((ValueError, TypeError, KeyError)):
+        call = parse_line(line)
+        assert not isinstance(call, RawCall) or call.exchange.provider  # required fields missing
+
+
 def test_without_stored_bodies_the_line_carries_the_request_for_the_analyses_only(tmp_path: Path) -> None:
     writer = SpoolWriter(spool_dir(tmp_path), builder(store_bodies=False))
-    writer.submit(exchange("a"))
-    writer.submit(exchange("b", analyses=()))
+    writer.submit(metered_exchange("a"))
+    writer.submit(metered_exchange("b", analyses=()))
+    writer.submit(exchange("c", analyses=()))
     assert writer.stop()
-    a, b = backlog(spool_dir(tmp_path))
+    a, b, c = backlog(spool_dir(tmp_path))
+    assert isinstance(a, SpooledCall) and isinstance(b, SpooledCall) and isinstance(c, RawCall)
+    assert c.exchange.request_body == json.dumps(REQUEST).encode()  # metering reads it; the store will not
     assert a.record.request_body is None and a.request == json.dumps(REQUEST).encode()
     assert b.request is None  # no analysis reads it: not written at all
 
@@ -110,7 +203,7 @@ def test_segments_roll_and_are_read_in_order(tmp_path: Path) -> None:
         writer.submit(exchange(f"c{n}"))
     assert writer.stop()
     assert len(segments(directory)) == 5
-    assert [call.record.id for call in backlog(directory)] == [f"c{n}" for n in range(5)]
+    assert [call_id(call) for call in backlog(directory)] == [f"c{n}" for n in range(5)]
 
 
 def test_a_line_being_written_is_left_for_the_next_read(tmp_path: Path) -> None:
@@ -230,13 +323,13 @@ def test_a_full_disk_keeps_the_calls_in_memory_in_order_until_the_spool_takes_th
         real_append(data)
 
     monkeypatch.setattr(writer, "_append", full_then_fine)
-    writer.submit(exchange("a"))
-    writer.submit(exchange("b"))
+    writer.submit(metered_exchange("a"))
+    writer.submit(metered_exchange("b"))
     assert not writer.flush(timeout=0.3) or heard == ["a", "b"]  # not reported before it is spooled
-    writer.submit(exchange("c"))
+    writer.submit(metered_exchange("c"))
     assert writer.flush(timeout=5) and writer.stop()
     assert heard == ["a", "b", "c"]  # each once, in order, once the disk took them
-    assert [call.record.id for call in backlog(spool_dir(tmp_path))] == [
+    assert [call_id(call) for call in backlog(spool_dir(tmp_path))] == [
         "a",
         "b",
         "c",
