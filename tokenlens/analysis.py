@@ -57,7 +57,8 @@ from tokenlens.tokens import warm_up
 
 log = logging.getLogger("tokenlens.analysis")
 
-POLL_S = 0.1
+POLL_S = 0.1  # how often the records built are stored
+TICK_S = 0.01  # how often the spool is read and the new calls' records built
 LOCK_WAIT_S = 30.0
 # The writer's SQLite page cache: SQLite's default (the gateway's connections keep 16 MiB for the API's reads).
 # Inserting a batch touches the end of the table and a few index pages; the OS caches the rest of the file.
@@ -128,6 +129,7 @@ class AnalysisWorker:
         directory: Path,
         *,
         interval: float = POLL_S,
+        tick: float = TICK_S,
         max_calls: int = 500,
         home: Path | None = None,
         report: Callable[[bytes], None] | None = None,
@@ -138,6 +140,7 @@ class AnalysisWorker:
         self.store = store
         self.directory = directory
         self.interval = interval
+        self.tick = tick
         self.max_calls = max_calls
         self.context = AnalysisContext(settings)
         self.builder = RecordBuilder(settings, home, self.context)  # meters, prices and analyses raw calls
@@ -151,7 +154,13 @@ class AnalysisWorker:
         # the moment (a pricing override or `prices update` applies from the next call, as the gateway's do).
         self.before_metering = before_metering
         self.home = home
-        self._batches = 0  # batches of calls read so far
+        self._batches = 0  # batches stored so far
+        # Records built and not stored yet (each with whether its call was raw), the read position after them,
+        # the segments read to their end, and the segment of their first call.
+        self._pending: list[tuple[CallRecord, bool]] = []
+        self._read = self.cursor
+        self._done: list[Path] = []
+        self._first_segment = ""
         # With the writer's spill journal in the data directory: a batch the store refuses for long goes there
         # (and so does what an earlier release left in it, replayed at start).
         self.writer: RecordWriter[CallRecord] = RecordWriter(
@@ -163,43 +172,62 @@ class AnalysisWorker:
         )
 
     def step(self, stopping: threading.Event | None = None) -> int:
-        """Store the next batch; the number of calls read (0: caught up)."""
-        batch = read_batch(self.directory, self.cursor, self.max_calls)
+        """Analyse and store the next batch; the number of calls read (0: caught up)."""
+        count = self.analyse(self.max_calls - len(self._pending))
+        self.store_pending(stopping)
+        return count
+
+    def analyse(self, max_calls: int) -> int:
+        """Read up to `max_calls` more calls and build their records (metered and analysed), kept until
+        `store_pending`; the number read."""
+        if max_calls <= 0:
+            return 0
+        batch = read_batch(self.directory, self._read, max_calls)
         if any(isinstance(call, RawCall) for call in batch.calls):
             if self.before_metering is not None:
                 self.before_metering()
             price_data.refresh(self.home, every_s=0.0)
-        records, raw = [], []
         for call in batch.calls:
             if isinstance(call, RawCall):
-                record = self.metered(call.exchange)
-                raw.append(record)
+                self._pending.append((self.metered(call.exchange), True))
             else:
                 record = analysed(self.context, call)
                 self.builder.note(record)
-            records.append(record)
-        for record in records:
+                self._pending.append((record, False))
+        if batch.calls and not self._first_segment:
+            self._first_segment = batch.first_segment
+        self._read = batch.cursor
+        self._done += batch.done
+        return len(batch.calls)
+
+    def store_pending(self, stopping: threading.Event | None = None) -> None:
+        """Store the records built so far (one transaction), report the raw calls among them, then save the
+        cursor and delete the segments read to their end."""
+        pending, self._pending = self._pending, []
+        for record, _ in pending:
             self.writer.submit(record)
         while not self.writer.flush(timeout=1.0):  # the store refuses: wait (the spool keeps the calls)
             if stopping is not None and stopping.is_set() and not self.writer.alive:
                 raise RuntimeError("the record writer stopped")
+        raw = [record for record, is_raw in pending if is_raw]
         if raw and self.report is not None:
             # The batch's metric totals only when none of its calls can have been reported before: the first
-            # batch a process reads may repeat its predecessor's last one, and calls of an earlier run were
+            # batch a process stores may repeat its predecessor's last one, and calls of an earlier run were
             # settled by the gateway at its start.
-            fresh = self._batches > 0 and batch.first_segment >= self.run_start
+            fresh = self._batches > 0 and self._first_segment >= self.run_start
             self.report(report_line(raw, totals=fresh, feed=feed_wanted(self.directory)))
-        self._batches += bool(batch.calls)
-        if batch.cursor != self.cursor:
-            save_cursor(self.directory, batch.cursor)
-            self.cursor = batch.cursor
-        for path in batch.done:
+        self._batches += bool(pending)
+        self._first_segment = ""
+        if self._read != self.cursor:
+            save_cursor(self.directory, self._read)
+            self.cursor = self._read
+        done, self._done = self._done, []
+        for path in done:
             try:
                 path.unlink()
             except FileNotFoundError:
                 pass
-        self.stored += len(records)
-        return len(batch.calls)
+        self.stored += len(pending)
 
     def metered(self, exchange: Exchange) -> CallRecord:
         """A raw call's record: metered, priced and analysed (a minimal error record when that fails)."""
@@ -218,14 +246,24 @@ class AnalysisWorker:
         return total
 
     def run(self, stop: threading.Event, parent: int | None = None) -> None:
-        """Until `stop` (or the parent process is gone): poll, store; then store what is left."""
+        """Until `stop` (or the parent process is gone): every `tick` build the records of the calls spooled since
+        (a few at a time: the work is spread, not done in one burst beside the gateway), every `interval` (or
+        once `max_calls` are waiting) store them; then store what is left."""
+        stored_at = time.monotonic()
         while not stop.is_set():
             if parent is not None and os.getppid() != parent:
                 log.warning("the gateway that started the analysis process is gone; finishing")
                 break
             try:
-                if self.step(stop) < self.max_calls:  # caught up: let the next batch gather
-                    stop.wait(self.interval)
+                read = self.analyse(self.max_calls - len(self._pending))
+                due = time.monotonic() - stored_at >= self.interval
+                if self._pending and (due or len(self._pending) >= self.max_calls):
+                    self.store_pending(stop)
+                    stored_at = time.monotonic()
+                elif due:
+                    stored_at = time.monotonic()
+                if read < self.max_calls:  # caught up: let the next calls come
+                    stop.wait(self.tick)
             except Exception:
                 log.exception("analysis step failed; retrying")
                 stop.wait(1.0)

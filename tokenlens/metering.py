@@ -6,7 +6,10 @@ in the gateway's spool thread for a call with deferred analyses, in the writer t
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -91,10 +94,17 @@ def price_call(pricer: Pricer, ex: Exchange, metered: Metered) -> Price | None:
     return price
 
 
-def build_record(ex: Exchange, pricer: Pricer, *, store_bodies: bool = True) -> CallRecord:
+def build_record(
+    ex: Exchange,
+    pricer: Pricer,
+    *,
+    store_bodies: bool = True,
+    analyse: Callable[[Exchange, CallRecord], None] | None = None,
+) -> CallRecord:
     """The call's record; every number in it within `tokenlens.records` bounds and its text storable
     (`bound_record`), so that the store never refuses it. The exchange's `on_recorded` hooks run first (they
-    may add details), its `on_cost` hooks last."""
+    may add details), then the metering, its deferred analyses and `analyse` (the record analyses), its
+    `on_cost` hooks last."""
     run_on_recorded(ex)
     metered = meter(ex)
     usage = metered.usage
@@ -167,13 +177,18 @@ def build_record(ex: Exchange, pricer: Pricer, *, store_bodies: bool = True) -> 
     elif outcome != "ok":
         # Blocked, answered from cache, or failed before any usage: nothing was consumed, known to cost $0.
         record.priced, record.cost_usd = True, 0.0
-    for analyse in ex.deferred:
+    for deferred in ex.deferred:
         try:
-            analyse(ex, record)
+            deferred(ex, record)
         except Exception as exc:  # the message may quote the body: only its type and place are logged
             log.error(
-                "deferred analysis %s failed for call %s: %s", _name_of(analyse), ex.id, describe_failure(exc)
+                "deferred analysis %s failed for call %s: %s",
+                _name_of(deferred),
+                ex.id,
+                describe_failure(exc),
             )
+    if analyse is not None:
+        analyse(ex, record)
     record = bound_record(record)
     tell_cost(ex, record.cost_usd)
     return record
@@ -239,10 +254,15 @@ class RecordBuilder:
 
     def __call__(self, exchange: Exchange) -> CallRecord:
         pricer = self.pricer()
-        record = build_record(exchange, pricer, store_bodies=self.settings.get().storage.store_bodies)
+        store_bodies = self.settings.get().storage.store_bodies
+        analyse = None
         if self.analyses is not None and exchange.analyses:
-            run_analyses(self.analyses, exchange.analyses, exchange, record)
-            record = bound_record(record)
+            context = self.analyses
+            rate = self.waste_input_rate(exchange)  # kept per model: not priced again for each call
+            if not isinstance(rate, NotGiven):
+                context = dataclasses.replace(context, input_rate=rate)
+            analyse = functools.partial(run_analyses, context, exchange.analyses)
+        record = build_record(exchange, pricer, store_bodies=store_bodies, analyse=analyse)
         self.note(record)
         return record
 

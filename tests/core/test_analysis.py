@@ -19,7 +19,7 @@ from tokenlens.analysis import AnalysisWorker, spool_lock
 from tokenlens.config import SettingsHolder, parse_settings
 from tokenlens.exchange import Exchange
 from tokenlens.metering import RecordBuilder
-from tokenlens.records import SETTLED_FIELDS
+from tokenlens.records import SETTLED_FIELDS, CallRecord
 from tokenlens.runtime import build_runtime, spooled_not_stored
 from tokenlens.settlement import FEED_FLAG
 from tokenlens.store import open_store
@@ -100,37 +100,48 @@ def test_spooled_calls_are_stored_analysed_and_the_spool_emptied(
         store.close()
 
 
-def test_after_a_batch_that_was_not_full_the_worker_waits_for_the_next_to_gather(
-    tmp_path: Path, settings: SettingsHolder
+def test_calls_are_analysed_as_they_come_and_stored_once_an_interval(
+    tmp_path: Path, settings: SettingsHolder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Under a steady load each step reads only what arrived while the last one was stored; reading again at
-    once would store a few calls a batch, each batch paying for its transaction and rollups."""
+    """Every tick the worker builds the records of what arrived since (the work spread out, not one burst
+    beside the gateway); it stores them once an interval (each store pays for a transaction and the rollups),
+    or at once when a full batch waits, and reads again without waiting while more is waiting."""
     store = open_store(None, tmp_path)
-    worker = AnalysisWorker(settings, store, spool_dir(tmp_path), interval=0.1, max_calls=500)
-    read = iter([500, 3, 500, 500, 0])
-    waits: list[tuple[int, float]] = []
-    steps = 0
+    worker = AnalysisWorker(settings, store, spool_dir(tmp_path), interval=0.5, tick=0.125, max_calls=500)
+    now = [0.0]
+    monkeypatch.setattr("tokenlens.analysis.time.monotonic", lambda: now[0])
+    reads = iter([2, 1, 0, 3, 500, 2])
+    record = CallRecord(id="x", ts=1.0, provider="openai", endpoint="/x")
+    analysed_at: list[tuple[float, int]] = []
+    stored_at: list[tuple[float, int]] = []
 
-    def step(stopping: threading.Event | None = None) -> int:
-        nonlocal steps
-        steps += 1
-        return next(read)
+    def analyse(max_calls: int) -> int:
+        count = next(reads, 0)
+        worker._pending += [(record, False)] * count
+        analysed_at.append((now[0], count))
+        return count
+
+    def store_pending(stopping: threading.Event | None = None) -> None:
+        stored_at.append((now[0], len(worker._pending)))
+        worker._pending = []
 
     class Stop(threading.Event):
         def wait(self, timeout: float | None = None) -> bool:
-            waits.append((steps, timeout or 0.0))
-            if steps >= 5:
+            now[0] += timeout or 0.0
+            if now[0] > 1.5:
                 self.set()
             return self.is_set()
 
-    worker.step = step  # type: ignore[method-assign]
+    worker.analyse = analyse  # type: ignore[method-assign]
+    worker.store_pending = store_pending  # type: ignore[method-assign]
     worker.drain = lambda: 0  # type: ignore[method-assign]
     try:
         worker.run(Stop())
     finally:
         worker.close()
         store.close()
-    assert waits == [(2, 0.1), (5, 0.1)]  # not after the full batches (1, 3, 4): more is waiting
+    assert analysed_at[:6] == [(0.0, 2), (0.125, 1), (0.25, 0), (0.375, 3), (0.5, 500), (0.5, 2)]
+    assert stored_at == [(0.5, 506), (1.0, 2)]
 
 
 def test_a_crash_before_the_cursor_is_saved_stores_nothing_twice(
