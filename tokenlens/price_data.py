@@ -15,9 +15,11 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import tempfile
 import threading
 import time
+import types
 from datetime import UTC, date, datetime
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -45,6 +47,26 @@ class PriceDataError(ValueError):
 _state_lock = threading.Lock()
 _state: dict[str, Any] = {"source": "bundled", "path": None, "mtime": None, "meta": {}, "checked": 0.0}
 _unknown: dict[tuple[str, str], float] = {}
+
+
+UPDATER = "genai_prices.update_prices"
+
+
+def without_updater() -> None:
+    """Stand a stub in for genai-prices' updater (`UpdatePrices`, which its package imports with an HTTP client:
+    ~6 MiB of a process) before the first price: TokenLens never fetches prices at run time (`prices update`
+    does, in a process of its own). For the long-running processes (the gateway, its analysis process); a
+    process that imported genai-prices already keeps it as it is."""
+    if "genai_prices" in sys.modules or UPDATER in sys.modules:
+        return
+    stub = types.ModuleType(UPDATER, "genai-prices' updater, left out: TokenLens never fetches at run time")
+
+    def not_here(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("genai-prices' updater is not loaded in this process (`tokenlens prices update`)")
+
+    for name in ("UpdatePrices", "wait_prices_updated_sync", "wait_prices_updated_async"):
+        setattr(stub, name, not_here)
+    sys.modules[UPDATER] = stub
 
 
 def update_url() -> str:

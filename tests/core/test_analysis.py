@@ -358,3 +358,26 @@ def test_an_answer_from_the_cache_saves_what_its_original_cost_when_both_are_met
     worker.close()
     assert store.get_call("hit").saved_usd == pytest.approx(COST, rel=1e-12)
     store.close()
+
+
+def test_a_pricing_process_leaves_genai_prices_updater_out_and_prices_the_same() -> None:
+    """The gateway and its analysis process never fetch prices: genai-prices' updater (and its HTTP client) is
+    not loaded, and a call is priced at the published rates all the same."""
+    code = (
+        "import json, sys\n"
+        "from tokenlens import price_data\n"
+        "price_data.without_updater()\n"
+        "from tokenlens.config import SettingsHolder, parse_settings\n"
+        "from tokenlens.metering import RecordBuilder\n"
+        "from tokenlens.exchange import Exchange\n"
+        "answer = {'model': 'gpt-4o-mini', 'usage': {'prompt_tokens': 40, 'completion_tokens': 10}}\n"
+        "ex = Exchange(id='a', started=1.0, provider='openai', api='openai', endpoint='/v1/chat/completions',\n"
+        "    kind='chat', mode='base_url', model='gpt-4o-mini', status=200, ended=2.0,\n"
+        "    response_body=json.dumps(answer).encode())\n"
+        "record = RecordBuilder(SettingsHolder(parse_settings({})))(ex)\n"
+        "print(json.dumps([record.cost_usd, 'httpx2' in sys.modules, 'genai_prices' in sys.modules]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    cost, http_client, genai_prices = json.loads(done.stdout)
+    assert cost == pytest.approx(COST, rel=1e-12) and genai_prices and not http_client

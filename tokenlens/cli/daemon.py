@@ -33,6 +33,7 @@ from mitmproxy import options
 from mitmproxy.master import Master
 from werkzeug.serving import make_server
 
+from tokenlens import price_data
 from tokenlens.addons import gateway, mitmproxy_addons
 from tokenlens.addons.config_watch import allow_hosts_for
 from tokenlens.app import AppDeps
@@ -126,6 +127,7 @@ def _loopback_listener() -> socket.socket:
 def run_gateway(settings: Settings, home: Path, config_file: Path, *, worker: str | None = None) -> None:
     """One gateway process (`worker`: its index when it is one of `--workers N`): build, serve, close."""
     home.mkdir(parents=True, exist_ok=True)
+    price_data.without_updater()
     ensure_ca(home)
     listener = _loopback_listener()
     runtime = build_runtime(
