@@ -119,7 +119,7 @@ def settle(runtime: Runtime, calls: int, stream: bool) -> float:
         batch = [exchange(b * 100 + i, stream) for i in range(100)]
         for ex in batch:
             settlements.expect(ex)
-        lines.append(report_line([builder(ex) for ex in batch], totals=True, feed=False))
+        lines.append(report_line([builder(ex) for ex in batch], totals=True))
     started = time.perf_counter()
     for line in lines:
         settlements.receive(line)

@@ -190,21 +190,21 @@ def run_on_recorded(ex: Exchange) -> None:
     """Run (once) the gateway-state hooks of a finished call (`Exchange.on_recorded`); one that fails is
     logged and the others still run."""
     hooks, ex.on_recorded = ex.on_recorded, []
-    for hook in hooks:
-        try:
-            hook(ex)
-        except Exception as exc:
-            log.error("on_recorded hook %s failed for call %s: %s", _name(hook), ex.id, type(exc).__name__)
+    _run_each(hooks, ex, "on_recorded", ex.id)
 
 
 def tell_cost(ex: Exchange, cost_usd: float | None) -> None:
     """Tell the call's `on_cost` hooks (once) what it cost."""
     hooks, ex.on_cost = ex.on_cost, []
+    _run_each(hooks, cost_usd, "on_cost", ex.id)
+
+
+def _run_each(hooks: list[Callable[[Any], None]], argument: object, kind: str, call_id: str) -> None:
     for hook in hooks:
         try:
-            hook(cost_usd)
-        except Exception as exc:
-            log.error("on_cost hook %s failed for call %s: %s", _name(hook), ex.id, type(exc).__name__)
+            hook(argument)
+        except Exception as exc:  # its type only: the message may quote a body
+            log.error("%s hook %s failed for call %s: %s", kind, _name(hook), call_id, type(exc).__name__)
 
 
 def _name(function: object) -> str:

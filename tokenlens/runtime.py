@@ -279,7 +279,9 @@ def build_runtime(
         settlements = Settlements(
             (ledger.settle, rate_limits, latency, cost_watcher.notify), metrics, bus, home
         )
-        bus.on_subscribers = FeedFlag(spool, bus).update
+        feed = FeedFlag(spool, bus)
+        bus.on_subscribers = feed.update
+        holder.on_change(feed.settings_changed)  # a webhook on `block` events
         writer = SpoolWriter(
             spool, builder, fanout, expect=settlements.expect, input_rate=builder.waste_input_rate
         )

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -31,6 +31,10 @@ from tokenlens.records import SETTLED_FIELDS, CallRecord, SettledFacts
 log = logging.getLogger(__name__)
 
 FEED_FLAG = "feed"
+FEED_TYPES = ("call", "block")
+# Calls awaiting their report, at most (the oldest then dropped: their reservations end with the ledger's grace
+# period and their spend is counted from the store at the next start).
+MAX_EXPECTED = 100_000
 _encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
 
@@ -60,14 +64,20 @@ class SettledCall(NamedTuple):
 assert SettledCall._fields == SETTLED_FIELDS
 
 
-def report_line(records: Sequence[CallRecord], *, totals: bool, feed: bool) -> bytes:
+def event_type(outcome: object) -> str:
+    """The live feed's event for a call: `block` for a blocked one, else `call`."""
+    return "block" if outcome == "blocked" else "call"
+
+
+def report_line(records: Sequence[CallRecord], *, totals: bool, feed: Collection[str] = ()) -> bytes:
     """The report of a stored batch: `calls` (one row a call), `metrics` (the batch's totals, when `totals`:
-    the analysis process knows no call of it can have been reported before) and `records` (when `feed`)."""
+    the analysis process knows no call of it can have been reported before) and `records` (those whose event
+    type is in `feed`)."""
     report: dict[str, Any] = {"calls": [[getattr(r, name) for name in SETTLED_FIELDS] for r in records]}
     if totals:
         report["metrics"] = increments_to_json(increments(records))
     if feed:
-        report["records"] = [r.to_dict() for r in records]
+        report["records"] = [r.to_dict() for r in records if event_type(r.outcome) in feed]
     unknown = [[r.provider, r.response_model or r.model] for r in records if "pricing" in r.details]
     if unknown:  # models the price data does not know, for the gateway's `/api/status`
         report["unknown"] = unknown
@@ -91,6 +101,7 @@ class Settlements:
             home  # where `prices update` keeps newer price data (the gateway's budget estimates use it)
         )
         self.settled = 0
+        self.dropped = 0  # calls no longer expected (more than MAX_EXPECTED waited)
         self._expected: dict[str, CostHooks] = {}
         self._lock = threading.Lock()
 
@@ -99,6 +110,11 @@ class Settlements:
         hooks)."""
         hooks, exchange.on_cost = tuple(exchange.on_cost), []
         with self._lock:
+            if len(self._expected) >= MAX_EXPECTED:  # no report for this long: the analysis process is stuck
+                self._expected.pop(next(iter(self._expected)))
+                self.dropped += 1
+                if self.dropped == 1:
+                    log.error("%d calls await their report: the oldest are no longer expected", MAX_EXPECTED)
             self._expected[exchange.id] = hooks
 
     def pending(self) -> int:
@@ -151,31 +167,43 @@ class Settlements:
             ids = {call.id for call in known}
             for record in records:
                 if isinstance(record, dict) and record.get("id") in ids:
-                    self.bus.publish("block" if record.get("outcome") == "blocked" else "call", record)
+                    self.bus.publish(event_type(record.get("outcome")), record)
 
 
 class FeedFlag:
-    """The flag file that asks the analysis process for each call's record (`report_line(feed=True)`): there
-    while the live feed has a subscriber for calls. `update` is called on every change of the subscribers."""
+    """The flag file that asks the analysis process for the records of the calls someone on the bus wants
+    (the live feed, a webhook on `block`): there, naming the event types, while anyone wants them. `update` is
+    called on every change of the subscribers and of the settings (a webhook's events are settings)."""
 
     def __init__(self, directory: Path, bus: EventBus) -> None:
         self.path = directory / FEED_FLAG
         self.bus = bus
         self._lock = threading.Lock()
+        self._written: str | None = None
         self.update()
 
     def update(self) -> None:
-        wanted = self.bus.wanted("call") or self.bus.wanted("block")
+        wanted = ",".join(kind for kind in FEED_TYPES if self.bus.wanted(kind))
         with self._lock:
+            if wanted == self._written:
+                return
             try:
                 if wanted:
-                    self.path.touch()
+                    self.path.write_text(wanted, "ascii")
                 else:
                     self.path.unlink(missing_ok=True)
+                self._written = wanted
             except OSError as exc:
                 log.error("the live feed's flag %s could not be changed (%s)", self.path, exc)
 
+    def settings_changed(self, settings: object, updated: object = None) -> None:
+        self.update()
 
-def feed_wanted(directory: Path) -> bool:
-    """Whether the gateway's live feed wants records (the analysis process asks once a batch)."""
-    return (directory / FEED_FLAG).exists()
+
+def feed_wanted(directory: Path) -> frozenset[str]:
+    """The event types whose records the gateway wants (the analysis process asks once a batch)."""
+    try:
+        text = (directory / FEED_FLAG).read_text("ascii")
+    except (OSError, UnicodeDecodeError):
+        return frozenset()
+    return frozenset(kind for kind in text.split(",") if kind in FEED_TYPES)

@@ -323,7 +323,7 @@ def test_calls_an_earlier_run_spooled_are_reported_without_totals_and_with_recor
     tmp_path: Path, settings: SettingsHolder
 ) -> None:
     spool(tmp_path, 4, settings)
-    (spool_dir(tmp_path) / FEED_FLAG).touch()  # someone listens to the live feed
+    (spool_dir(tmp_path) / FEED_FLAG).write_text("call,block")  # someone listens to the live feed
     store = open_store(None, tmp_path)
     reports: list[dict[str, Any]] = []
     worker = AnalysisWorker(

@@ -186,3 +186,26 @@ def test_deferred_analysis_runs_with_the_built_record_and_cannot_break_it() -> N
     record = build_record(exchange(response_body=chat_body(10, 5), deferred=[broken, annotate]), PRICER)
     assert seen == [record] and record.details == {"waste": {"tokens": 3}} and record.waste_tokens == 3
     assert record.input_tokens == 10
+
+
+def test_the_gateway_hooks_run_once_before_the_details_are_taken_and_the_cost_is_told_last(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    told: list[float | None] = []
+
+    def rate_limits(ex: Exchange) -> None:
+        ex.details["rate_limit"] = {"credential": "c"}
+
+    def broken(ex: Exchange) -> None:
+        raise RuntimeError("a body quoted here")
+
+    ex = exchange(
+        response_body=chat_body(10, 5),
+        on_recorded=[broken, rate_limits],
+        on_cost=[told.append, lambda usd: 1 / 0, told.append],
+    )
+    record = build_record(ex, PRICER)
+    assert record.details["rate_limit"] == {"credential": "c"}
+    assert told == [record.cost_usd, record.cost_usd] and record.cost_usd is not None
+    assert ex.on_recorded == [] and ex.on_cost == []  # each runs once, however often the call is built
+    assert "a body quoted here" not in caplog.text and "RuntimeError" in caplog.text

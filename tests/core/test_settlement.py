@@ -79,7 +79,7 @@ def test_a_report_settles_each_expected_call_once_with_its_facts_and_tells_its_c
         ex.on_cost.append(lambda usd, call_id=call_id: costs.append((call_id, usd)))
         settlements.expect(ex)
     a, b = record("a"), record("b", cost_usd=None, priced=False, outcome="error", status=500)
-    line = report_line([a, b], totals=True, feed=False)
+    line = report_line([a, b], totals=True)
     settlements.receive(line)
     assert [c.id for c in heard.calls] == ["a", "b"] and settlements.pending() == 0
     first = heard.calls[0]
@@ -103,7 +103,7 @@ def test_the_ledger_counts_a_raw_call_once_its_report_arrives() -> None:
         return caps[("global", "day")]
 
     assert global_day()["reserved_usd"] == pytest.approx(0.01) and global_day()["spent_usd"] == 0
-    line = report_line([record("a")], totals=True, feed=False)
+    line = report_line([record("a")], totals=True)
     settlements.receive(line)
     settlements.receive(line)
     assert global_day()["reserved_usd"] == 0
@@ -117,7 +117,7 @@ def test_metrics_use_the_batch_totals_only_when_every_call_was_expected() -> Non
         record("c", outcome="blocked", blocked_by="budget", cost_usd=0.0, input_tokens=0, output_tokens=0),
         record("d", outcome="cached", saved_usd=0.25, cost_usd=0.0, input_tokens=0, output_tokens=0),
     ]
-    line = report_line(records, totals=True, feed=False)
+    line = report_line(records, totals=True)
     assert "metrics" in json.loads(line)
     whole, direct = Metrics(), Metrics()
     settlements = Settlements([], whole, EventBus())
@@ -146,7 +146,9 @@ def test_the_live_feed_gets_the_records_of_settled_calls_only() -> None:
     settlements.expect(exchange("b"))
     with bus.subscribe() as sub:
         blocked = record("b", outcome="blocked", blocked_by="quota")
-        settlements.receive(report_line([record("a"), blocked, record("z")], totals=False, feed=True))
+        settlements.receive(
+            report_line([record("a"), blocked, record("z")], totals=False, feed={"call", "block"})
+        )
         messages = [sub.get(0), sub.get(0), sub.get(0)]
     assert [(m["type"], m["data"]["id"]) for m in messages if m] == [("call", "a"), ("block", "b")]
     assert messages[0] is not None and messages[0]["data"] == json.loads(json.dumps(record("a").to_dict()))
@@ -170,15 +172,40 @@ def test_an_unreadable_report_is_dropped_and_its_calls_stay_reserved(line: bytes
     assert heard.calls == [] and settlements.pending() == 1
 
 
-def test_the_feed_flag_is_there_while_someone_listens_to_calls(tmp_path: Path) -> None:
+def test_the_feed_flag_names_the_events_someone_wants_while_they_want_them(tmp_path: Path) -> None:
     bus = EventBus()
     flag = FeedFlag(tmp_path, bus)
     bus.on_subscribers = flag.update
-    assert not feed_wanted(tmp_path)
+    assert feed_wanted(tmp_path) == frozenset()
     alerts = bus.subscribe(wants=lambda kind: kind == "alert")
-    assert not feed_wanted(tmp_path)
+    assert feed_wanted(tmp_path) == frozenset()
+    hooked: set[str] = set()
+    webhooks = bus.subscribe(wants=lambda kind: kind in hooked)  # a webhook's events come from the settings
+    hooked.add("block")
+    assert feed_wanted(tmp_path) == frozenset()  # not asked again until the settings change
+    flag.settings_changed(object(), {"webhooks"})
+    assert feed_wanted(tmp_path) == {"block"}
     calls = bus.subscribe(wants=lambda kind: kind in ("call", "block"))
-    assert feed_wanted(tmp_path) and (tmp_path / FEED_FLAG).exists()
+    assert feed_wanted(tmp_path) == {"call", "block"} and (tmp_path / FEED_FLAG).exists()
     calls.close()
-    assert not feed_wanted(tmp_path)
+    webhooks.close()
+    assert feed_wanted(tmp_path) == frozenset() and not (tmp_path / FEED_FLAG).exists()
     alerts.close()
+
+
+def test_a_report_carries_the_records_of_the_wanted_events_only() -> None:
+    blocked = record("b", outcome="blocked", blocked_by="quota", cost_usd=0.0)
+    report = json.loads(report_line([record("a"), blocked], totals=False, feed={"block"}))
+    assert [r["id"] for r in report["records"]] == ["b"]
+    assert "records" not in json.loads(report_line([record("a"), blocked], totals=False))
+
+
+def test_the_calls_awaiting_a_report_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("tokenlens.settlement.MAX_EXPECTED", 3)
+    heard = Heard()
+    settlements = Settlements([heard], Metrics(), EventBus())
+    for call_id in "abcd":
+        settlements.expect(exchange(call_id))
+    assert settlements.pending() == 3 and settlements.dropped == 1
+    settlements.receive(report_line([record(c) for c in "abcd"], totals=True))
+    assert [c.id for c in heard.calls] == ["b", "c", "d"]
