@@ -20,7 +20,6 @@ budgets settle, metrics count and the live feed shows a call from that report. C
 from __future__ import annotations
 
 import argparse
-import ctypes
 import fcntl
 import logging
 import os
@@ -60,7 +59,6 @@ log = logging.getLogger("tokenlens.analysis")
 
 POLL_S = 0.1  # how often the records built are stored
 TICK_S = 0.01  # how often the spool is read and the new calls' records built
-TRIM_S = 5.0  # how often memory the batches freed is given back to the OS
 LOCK_WAIT_S = 30.0
 # The writer's SQLite page cache: SQLite's default (the gateway's connections keep 16 MiB for the API's reads).
 # Inserting a batch touches the end of the table and a few index pages; the OS caches the rest of the file.
@@ -251,7 +249,7 @@ class AnalysisWorker:
         """Until `stop` (or the parent process is gone): every `tick` build the records of the calls spooled since
         (a few at a time: the work is spread, not done in one burst beside the gateway), every `interval` (or
         once `max_calls` are waiting) store them; then store what is left."""
-        stored_at = trimmed_at = time.monotonic()
+        stored_at = time.monotonic()
         while not stop.is_set():
             if parent is not None and os.getppid() != parent:
                 log.warning("the gateway that started the analysis process is gone; finishing")
@@ -262,9 +260,6 @@ class AnalysisWorker:
                 if self._pending and (due or len(self._pending) >= self.max_calls):
                     self.store_pending(stop)
                     stored_at = time.monotonic()
-                    if stored_at - trimmed_at >= TRIM_S:
-                        _give_back_freed_memory()
-                        trimmed_at = stored_at
                 elif due:
                     stored_at = time.monotonic()
                 if read < self.max_calls:  # caught up: let the next calls come
@@ -276,15 +271,6 @@ class AnalysisWorker:
 
     def close(self) -> bool:
         return self.writer.stop()
-
-
-def _give_back_freed_memory() -> None:
-    """glibc keeps the memory a batch's records freed for the next ones (the process's RSS stays at its highest
-    batch); `malloc_trim` returns what is free at the top of each heap to the OS. Elsewhere nothing."""
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (AttributeError, OSError):
-        pass
 
 
 @contextmanager
