@@ -7,9 +7,9 @@ once the gateway has spooled its last call; it also ends when the gateway that s
 gateway's spool (`tokenlens.store.spool`) in order, rebuilds each call's request, meters it, runs the analyses
 the call was given (`tokenlens.analyses`: waste, heatmap and complexity, conversations), and stores the records
 through the record writer (one transaction a batch, the usage rollups with it, retried while the database
-refuses); only then does it save its cursor and delete the segments it finished. A crash anywhere repeats at most the last
-batch, and the store keeps a call once (by id), so nothing is lost and nothing counted twice. Records are
-visible in the API within about `interval` seconds of being spooled.
+refuses); only then does it save its cursor and delete the segments it finished. A crash anywhere repeats at
+most the last batch, and the store keeps a call once (by id), so nothing is lost and nothing counted twice.
+Records are visible in the API within about `interval` seconds of being spooled.
 
 Most calls are spooled raw: this process meters and prices them (the gateway's proxy never does), and after
 each stored batch it reports them on the pipe the gateway gave it (`--report-fd`, `tokenlens.settlement`):
@@ -38,7 +38,7 @@ from tokenlens.config import ConfigError, SettingsHolder, load_settings
 from tokenlens.config_sync import ConfigSync
 from tokenlens.exchange import Exchange
 from tokenlens.metering import RecordBuilder
-from tokenlens.records import CallRecord, bound_record
+from tokenlens.records import CallRecord, bound_record, describe_failure
 from tokenlens.request_body import BodyRefused, decode_content, read_request_body
 from tokenlens.settlement import feed_wanted, report_line
 from tokenlens.store import RecordWriter, Store, open_store
@@ -79,6 +79,13 @@ def parse_request(body: bytes) -> dict[str, Any] | None:
         except BodyRefused:
             read = None
     return read.json if read is not None else None
+
+
+def record_of_raw(builder: Callable[[Exchange], CallRecord], exchange: Exchange) -> CallRecord:
+    """A raw spooled call's record: its request parsed as the ingress parsed it, then built by `builder` (a
+    `RecordBuilder`: metered, priced and, with an analysis context, analysed)."""
+    exchange.request_json = parse_request(exchange.request_body)
+    return builder(exchange)
 
 
 def exchange_of(call: SpooledCall) -> Exchange:
@@ -232,10 +239,13 @@ class AnalysisWorker:
     def metered(self, exchange: Exchange) -> CallRecord:
         """A raw call's record: metered, priced and analysed (a minimal error record when that fails)."""
         try:
-            exchange.request_json = parse_request(exchange.request_body)
-            return self.builder(exchange)
+            return record_of_raw(self.builder, exchange)
         except Exception as exc:
-            log.error("metering call %s failed (%s); storing a minimal error record", exchange.id, exc)
+            log.error(
+                "metering call %s failed (%s); storing a minimal error record",
+                exchange.id,
+                describe_failure(exc),
+            )
             return minimal_error_record(exchange, exc)
 
     def drain(self) -> int:
@@ -346,9 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     holder = SettingsHolder(load_settings(args.config))
     price_data.without_updater()
     warm_up()  # the tokenizer vocabularies the analyses count with (a few MiB): loaded here, not in the gateway
-    price_data.load(
-        home
-    )  # the prices raw calls are metered at (`tokenlens prices update`'s, else the bundled)
+    # the prices raw calls are metered at (`tokenlens prices update`'s, else the bundled)
+    price_data.load(home)
     store = open_store(holder.get().storage.url, home, cache_kib=CACHE_KIB)
     directory = spool_dir(home, args.worker)
     sync = ConfigSync(store, holder) if store.kind == "postgresql" else None

@@ -204,8 +204,9 @@ def _run_each(hooks: list[Callable[[Any], None]], argument: object, kind: str, c
         try:
             hook(argument)
         except Exception as exc:  # its type only: the message may quote a body
-            log.error("%s hook %s failed for call %s: %s", kind, _name(hook), call_id, type(exc).__name__)
+            log.error("%s hook %s failed for call %s: %s", kind, hook_name(hook), call_id, type(exc).__name__)
 
 
-def _name(function: object) -> str:
+def hook_name(function: object) -> str:
+    """A hook's name for a log line (a partial or a callable object has no `__qualname__`)."""
     return str(getattr(function, "__qualname__", None) or type(function).__name__)

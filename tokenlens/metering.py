@@ -17,7 +17,7 @@ from pathlib import Path
 from tokenlens.analyses import WASTE, AnalysisContext, run_analyses
 from tokenlens.config import SettingsHolder
 from tokenlens.encoding import decode_body
-from tokenlens.exchange import METERED_KINDS, Exchange, run_on_recorded, tell_cost
+from tokenlens.exchange import METERED_KINDS, Exchange, hook_name, run_on_recorded, tell_cost
 from tokenlens.platforms.metering import adjust_price, body_usage, pricing_models, summarize
 from tokenlens.price_data import data_info, note_unknown, refresh
 from tokenlens.pricing import Price, Pricer, data_generation, pricer_for
@@ -183,7 +183,7 @@ def build_record(
         except Exception as exc:  # the message may quote the body: only its type and place are logged
             log.error(
                 "deferred analysis %s failed for call %s: %s",
-                _name_of(deferred),
+                hook_name(deferred),
                 ex.id,
                 describe_failure(exc),
             )
@@ -201,10 +201,6 @@ def unknown_model_warning(model: str | None) -> str:
         f"{model} is not in the price data in use ({info['source']}, {info['date'] or 'date unknown'}); "
         "it may be newer than the data: run `tokenlens prices update` or add a pricing override"
     )
-
-
-def _name_of(function: object) -> str:
-    return str(getattr(function, "__qualname__", None) or type(function).__name__)
 
 
 def _response_body(ex: Exchange) -> bytes | None:

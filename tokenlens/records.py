@@ -231,13 +231,6 @@ class SettledFacts(Protocol):
     def reasoning_tokens(self) -> int: ...
 
 
-SETTLED_FIELDS = (
-    "id", "ts", "provider", "model", "source", "outcome", "status", "stream", "latency_ms", "ttft_ms",
-    "cost_usd", "saved_usd", "blocked_by", "input_tokens", "output_tokens", "cache_read_tokens",
-    "cache_write_tokens", "reasoning_tokens",
-)  # fmt: skip
-
-
 CALL_FIELDS: tuple[str, ...] = tuple(
     f.name for f in dataclasses.fields(CallRecord) if f.name not in CallRecord.BODY_FIELDS
 )

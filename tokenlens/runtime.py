@@ -31,12 +31,13 @@ from typing import Any
 from tokenlens import price_data
 from tokenlens.alerts import CostWatcher
 from tokenlens.analyses import AnalysisContext
-from tokenlens.analysis import parse_request, spool_lock
+from tokenlens.analysis import record_of_raw, spool_lock
 from tokenlens.app import AppDeps, CallSink, PassthroughCounts
 from tokenlens.bus import EventBus, RecordFanout
 from tokenlens.config import Settings, SettingsHolder
 from tokenlens.config_sync import ConfigSync
 from tokenlens.controls import Clock, Ledger
+from tokenlens.exchange import Exchange
 from tokenlens.latency import LatencyTracker
 from tokenlens.metering import RecordBuilder
 from tokenlens.metrics import Metrics
@@ -235,19 +236,17 @@ def build_runtime(
     fanout = RecordFanout(bus)
     spool = spool_dir(home, worker)
     run_start = f"{time.time_ns():020d}"  # the spool segments this run writes are named from here on
-    builder: RecordBuilder | None = None
+    builder: RecordBuilder | None = None  # with an analysis process: meters the calls with deferred analyses
+    writer: CallSink | None = None  # else the writer thread builds and stores every record
     if analysis_process:
         # What a writer left in its spill journal (the store refused it for long) is stored before anything
         # reads the store (the ledger); a writer replays it when it starts.
         RecordWriter(store, lambda record: record, home=home).stop()
-        builder = RecordBuilder(
-            holder, home
-        )  # meters only (calls with deferred analyses); analysed elsewhere
-        inline_writer = None
+        builder = RecordBuilder(holder, home)
     else:
         # The spill journal lives in the data directory (beside a SQLite file); a read-only store keeps none.
         journal: dict[str, Any] = {"journal": None} if readonly else {"home": home}
-        inline_writer = RecordWriter(  # replays its journal before anything reads the store
+        writer = RecordWriter(  # replays its journal before anything reads the store
             store,
             prepare or RecordBuilder(holder, home, AnalysisContext(holder)),
             fanout,
@@ -273,7 +272,6 @@ def build_runtime(
     # analysis process, the calls it meters are settled from its reports (all but the metrics listener, the
     # metrics summed there).
     fanout.listeners = (ledger.settle, rate_limits, latency, metrics.observe, cost_watcher.notify)
-    writer: CallSink
     settlements: Settlements | None = None
     if builder is not None:
         settlements = Settlements(
@@ -285,9 +283,7 @@ def build_runtime(
         writer = SpoolWriter(
             spool, builder, fanout, expect=settlements.expect, input_rate=builder.waste_input_rate
         )
-    else:
-        assert inline_writer is not None
-        writer = inline_writer
+    assert writer is not None
     deps = AppDeps(
         settings=holder,
         store=store,
@@ -352,7 +348,7 @@ def _fewer_malloc_arenas(arenas: int = 2) -> None:
 
 
 def spooled_not_stored(
-    directory: Path, store: Store, builder: Callable[[Any], CallRecord]
+    directory: Path, store: Store, builder: Callable[[Exchange], CallRecord]
 ) -> list[CallRecord]:
     """The metered records of the calls in the spool that the store does not hold yet (at start, once no
     analysis process reads the spool: an earlier one still finishing is waited for); raw calls are metered
@@ -373,9 +369,8 @@ def spooled_not_stored(
         if call_id in stored:
             continue
         if isinstance(call, RawCall):
-            call.exchange.request_json = parse_request(call.exchange.request_body)
             try:
-                records.append(builder(call.exchange))
+                records.append(record_of_raw(builder, call.exchange))
             except Exception as exc:
                 log.error("metering spooled call %s failed (%s)", call_id, describe_failure(exc))
         else:

@@ -2,9 +2,10 @@
 
 A gateway spools most calls raw (`tokenlens.store.spool`): the analysis process meters and prices them. Once a
 batch is stored it writes one report line to a pipe the gateway reads (`report_line`): per call the facts the
-gateway's own books need (`SETTLED_FIELDS`: budgets' ledger, rate-limit alerts, latency, the cost watcher), the
-batch's metric totals (`tokenlens.metrics.increments`), and, while the live feed has a subscriber (the gateway
-keeps a flag file for it: `FeedFlag`), each call's record as the API shows it.
+gateway's own books need (`SettledCall`: budgets' ledger, rate-limit alerts, latency, the cost watcher), the
+batch's metric totals (`tokenlens.metrics.increments`), and the records, as the API shows them, of the event
+types someone on the gateway's bus wants (the live feed, a `block` webhook: the gateway names them in a flag
+file, `FeedFlag`).
 
 `Settlements` is the gateway's side: the spool thread `expect`s each raw call, the reader thread `receive`s each
 report. A call is settled once: only calls still expected count (a report read again after the analysis process
@@ -26,7 +27,7 @@ from tokenlens import price_data
 from tokenlens.bus import EventBus
 from tokenlens.exchange import Exchange
 from tokenlens.metrics import Metrics, increments, increments_from_json, increments_to_json
-from tokenlens.records import SETTLED_FIELDS, CallRecord, SettledFacts
+from tokenlens.records import CallRecord, SettledFacts
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ _encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
 
 class SettledCall(NamedTuple):
-    """One call of a report (the fields of `tokenlens.records.SETTLED_FIELDS`, in that order)."""
+    """One call of a report: what `tokenlens.records.SettledFacts` reads, as a row of `SETTLED_FIELDS`."""
 
     id: str
     ts: float
@@ -61,7 +62,7 @@ class SettledCall(NamedTuple):
     reasoning_tokens: int
 
 
-assert SettledCall._fields == SETTLED_FIELDS
+SETTLED_FIELDS = SettledCall._fields
 
 
 def event_type(outcome: object) -> str:
@@ -97,9 +98,8 @@ class Settlements:
         self.listeners = tuple(listeners)
         self.metrics = metrics
         self.bus = bus
-        self.home = (
-            home  # where `prices update` keeps newer price data (the gateway's budget estimates use it)
-        )
+        # where `prices update` keeps newer price data (the gateway's budget estimates use it)
+        self.home = home
         self.settled = 0
         self.dropped = 0  # calls no longer expected (more than MAX_EXPECTED waited)
         self._expected: dict[str, CostHooks] = {}
@@ -173,7 +173,7 @@ class Settlements:
 class FeedFlag:
     """The flag file that asks the analysis process for the records of the calls someone on the bus wants
     (the live feed, a webhook on `block`): there, naming the event types, while anyone wants them. `update` is
-    called on every change of the subscribers and of the settings (a webhook's events are settings)."""
+    called on every change of the subscribers, and after a change of the webhooks (`settings_changed`)."""
 
     def __init__(self, directory: Path, bus: EventBus) -> None:
         self.path = directory / FEED_FLAG
@@ -196,8 +196,11 @@ class FeedFlag:
             except OSError as exc:
                 log.error("the live feed's flag %s could not be changed (%s)", self.path, exc)
 
-    def settings_changed(self, settings: object, updated: object = None) -> None:
-        self.update()
+    def settings_changed(self, settings: object, updated: frozenset[str]) -> None:
+        """A settings callback: the webhooks' events may have changed. The file is written on a thread of its
+        own: the config watcher applies settings on the proxy's event loop, which never waits on a file."""
+        if "webhooks" in updated:
+            threading.Thread(target=self.update, name="tokenlens-feed-flag", daemon=True).start()
 
 
 def feed_wanted(directory: Path) -> frozenset[str]:

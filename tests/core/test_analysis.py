@@ -19,10 +19,10 @@ from tokenlens.analysis import AnalysisWorker, spool_lock
 from tokenlens.config import SettingsHolder, parse_settings
 from tokenlens.exchange import Exchange
 from tokenlens.metering import RecordBuilder
-from tokenlens.records import SETTLED_FIELDS, CallRecord
+from tokenlens.records import CallRecord
 from tokenlens.runtime import build_runtime, spooled_not_stored
-from tokenlens.settlement import FEED_FLAG
-from tokenlens.store import open_store
+from tokenlens.settlement import FEED_FLAG, SETTLED_FIELDS
+from tokenlens.store import Store, open_store
 from tokenlens.store.spool import CURSOR, SpoolWriter, read_cursor, segments, spool_dir
 
 REQUEST = {
@@ -288,18 +288,27 @@ def test_the_analysis_process_loads_no_price_data_when_the_gateway_priced(
     assert done.stdout.strip() == "[]"
 
 
-def test_raw_calls_are_metered_here_and_each_stored_batch_reported(
-    tmp_path: Path, settings: SettingsHolder
-) -> None:
-    store = open_store(None, tmp_path)
+def reporting_worker(
+    settings: SettingsHolder, store: Store, directory: Path, run_start: str = ""
+) -> tuple[AnalysisWorker, list[dict[str, Any]]]:
+    """A worker storing two calls a batch, and the reports it writes, parsed."""
     reports: list[dict[str, Any]] = []
     worker = AnalysisWorker(
         settings,
         store,
-        spool_dir(tmp_path),
+        directory,
         max_calls=2,
         report=lambda line: reports.append(json.loads(line)),
+        run_start=run_start,
     )
+    return worker, reports
+
+
+def test_raw_calls_are_metered_here_and_each_stored_batch_reported(
+    tmp_path: Path, settings: SettingsHolder
+) -> None:
+    store = open_store(None, tmp_path)
+    worker, reports = reporting_worker(settings, store, spool_dir(tmp_path))
     assert worker.step() == 0  # polled before anything was spooled
     spool(tmp_path, 5, settings)
     assert worker.drain() == 5
@@ -325,14 +334,9 @@ def test_calls_an_earlier_run_spooled_are_reported_without_totals_and_with_recor
     spool(tmp_path, 4, settings)
     (spool_dir(tmp_path) / FEED_FLAG).write_text("call,block")  # someone listens to the live feed
     store = open_store(None, tmp_path)
-    reports: list[dict[str, Any]] = []
-    worker = AnalysisWorker(
-        settings,
-        store,
-        spool_dir(tmp_path),
-        max_calls=2,
-        report=lambda line: reports.append(json.loads(line)),
-        run_start=f"{time.time_ns():020d}",  # the gateway started after these were spooled
+    # the gateway started after these were spooled
+    worker, reports = reporting_worker(
+        settings, store, spool_dir(tmp_path), run_start=f"{time.time_ns():020d}"
     )
     assert worker.drain() == 4
     worker.close()

@@ -5,6 +5,7 @@ while someone listens."""
 from __future__ import annotations
 
 import json
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -182,8 +183,12 @@ def test_the_feed_flag_names_the_events_someone_wants_while_they_want_them(tmp_p
     hooked: set[str] = set()
     webhooks = bus.subscribe(wants=lambda kind: kind in hooked)  # a webhook's events come from the settings
     hooked.add("block")
-    assert feed_wanted(tmp_path) == frozenset()  # not asked again until the settings change
-    flag.settings_changed(object(), {"webhooks"})
+    assert feed_wanted(tmp_path) == frozenset()  # not asked again until the webhooks change
+    flag.settings_changed(object(), frozenset({"pricing"}))
+    flag.settings_changed(object(), frozenset({"webhooks"}))  # written off the caller's thread
+    deadline = time.monotonic() + 10
+    while feed_wanted(tmp_path) != {"block"} and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert feed_wanted(tmp_path) == {"block"}
     calls = bus.subscribe(wants=lambda kind: kind in ("call", "block"))
     assert feed_wanted(tmp_path) == {"call", "block"} and (tmp_path / FEED_FLAG).exists()

@@ -352,3 +352,26 @@ def test_a_line_of_an_older_release_or_an_unreadable_rate_is_priced_by_the_analy
     line["call"]["input_rate"] = "not a number"
     again = SpooledCall.from_line(json.dumps(line).encode())
     assert again.input_rate is NOT_GIVEN
+
+
+def test_a_call_that_cannot_be_spooled_raw_is_metered_here_and_never_expected(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(ex: Exchange) -> bytes:
+        raise ValueError("an odd field")
+
+    monkeypatch.setattr("tokenlens.store.spool.raw_line", broken)
+    expected: list[str] = []
+    heard: list[CallRecord] = []
+    costs: list[float | None] = []
+    writer = SpoolWriter(
+        spool_dir(tmp_path), builder(), heard.extend, expect=lambda ex: expected.append(ex.id)
+    )
+    ex = exchange("a")
+    ex.on_cost.append(costs.append)
+    writer.submit(ex)
+    assert writer.stop()
+    assert expected == [] and [r.id for r in heard] == ["a"]
+    assert costs == [pytest.approx(COST, rel=1e-12)]  # gpt-4o-mini's published rates, told here
+    (call,) = backlog(spool_dir(tmp_path))
+    assert isinstance(call, SpooledCall) and call.record.cost_usd == pytest.approx(COST, rel=1e-12)
