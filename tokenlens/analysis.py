@@ -351,8 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     home: Path = args.data_dir
     parent = os.getppid()
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop_on_signals(stop)
     holder = SettingsHolder(load_settings(args.config))
     price_data.without_updater()
     warm_up()  # the tokenizer vocabularies the analyses count with (a few MiB): loaded here, not in the gateway
@@ -390,6 +389,17 @@ def main(argv: list[str] | None = None) -> int:
             store.close()
     log.info("analysis process stopped (%d calls stored)", worker.stored)
     return 0 if finished else 1
+
+
+def stop_on_signals(stop: threading.Event) -> None:
+    """SIGTERM and SIGINT set `stop`, from a thread of their own: a handler runs in the main thread, which may be
+    inside `stop.wait` holding the event's lock, and setting the event there would wait on that lock forever."""
+
+    def handler(signum: int, frame: object) -> None:
+        threading.Thread(target=stop.set, name="tokenlens-stop", daemon=True).start()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handler)
 
 
 class Reporter:

@@ -385,3 +385,21 @@ def test_a_pricing_process_leaves_genai_prices_updater_out_and_prices_the_same()
     assert done.returncode == 0, done.stderr
     cost, http_client, genai_prices = json.loads(done.stdout)
     assert cost == pytest.approx(COST, rel=1e-12) and genai_prices and not http_client
+
+
+def test_a_stop_signal_arriving_inside_the_wait_on_the_stop_event_still_stops() -> None:
+    """The handler runs in the main thread, which may be inside `stop.wait` holding the event's lock (the
+    worker waits 10 ms at a time): it must not set the event there, or the process never ends."""
+    code = (
+        "import os, signal, threading\n"
+        "from tokenlens.analysis import stop_on_signals\n"
+        "stop = threading.Event()\n"
+        "stop_on_signals(stop)\n"
+        "with stop._cond:  # where Event.wait holds the lock\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    sum(range(10000))  # the handler runs here, in this thread, the lock held\n"
+        "print(stop.wait(10))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True"

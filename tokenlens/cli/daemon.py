@@ -36,6 +36,7 @@ from werkzeug.serving import make_server
 from tokenlens import price_data
 from tokenlens.addons import gateway, mitmproxy_addons
 from tokenlens.addons.config_watch import allow_hosts_for
+from tokenlens.analysis import stop_on_signals
 from tokenlens.app import AppDeps
 from tokenlens.cli.ca import ensure_ca
 from tokenlens.config import (
@@ -229,12 +230,7 @@ def run_workers(count: int, settings: Settings, home: Path, config_file: Path) -
         subprocess.Popen(command, env={**os.environ, WORKER_ENV: str(index)}) for index in range(count)
     ]
     stopping = threading.Event()
-
-    def stop(*_: object) -> None:
-        stopping.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, stop)
+    stop_on_signals(stopping)
     typer.echo(f"TokenLens: {count} gateway workers on port {settings.server.port}", err=True)
     while not stopping.is_set() and all(p.poll() is None for p in processes):
         stopping.wait(0.2)
