@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 from typer.testing import CliRunner
 
+from harness.clock import today_from
 from tokenlens.cli.reports import register
 from tokenlens.records import CallRecord
 from tokenlens.store import open_store
@@ -106,7 +107,7 @@ def test_report_amounts_are_never_zero_and_large_ones_grouped(tmp_path: Path) ->
     config = tmp_path / "config.yaml"
     config.write_text("timezone: UTC\n")
     store = open_store(None, tmp_path)
-    now = time.time()
+    now = today_from(240) + 240  # the calls go up to 4 minutes back: all today
     tiny = [0.0007, 0.0007]  # two gpt-4o-mini calls of $0.0007: $0.0014 together
     large = [1234.5, 0.06]  # a $1,234.50 batch and a 6-cent call: $1,234.56
     store.insert_calls(

@@ -3,7 +3,6 @@ tool calls read from a request's history, and the runs list and one run's timeli
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from datetime import UTC
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from harness.clock import today_from
 from tokenlens.exchange import Exchange
 from tokenlens.records import CallRecord
 from tokenlens.sessions import (
@@ -191,7 +191,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 
 def test_a_run_listed_and_shown_turn_by_turn(store: Store) -> None:
-    now = time.time() - 3600
+    now = today_from(3600)
     spec = [  # (input, cache read, output, tools the request names, conversation)
         (10_000, 0, 500, [], "main"),
         (11_000, 9_500, 300, ["Read", "Read"], "main"),
@@ -250,7 +250,7 @@ def test_a_run_listed_and_shown_turn_by_turn(store: Store) -> None:
 
 
 def test_conversations_without_a_session_are_their_own_runs(store: Store) -> None:
-    now = time.time() - 600
+    now = today_from(600)
     calls = [
         _call(0, now, 1_000, 0, 100, [], source="my-script", conversation_id="conv-a"),
         _call(1, now + 5, 1_300, 0, 100, [], source="my-script", conversation_id="conv-a"),

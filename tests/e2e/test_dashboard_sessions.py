@@ -9,7 +9,6 @@ Screenshots of both pages at desktop and phone widths go to `build/screenshots/`
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import httpx
 import pytest
 
 from harness.browser import chromium
+from harness.clock import today_from
 from harness.gateway import Gateway, start_gateway, stop_gateway, write_config
 from provider_sim import Simulator
 from tokenlens.cli.demo import DEMO_CONFIG, fill_store
@@ -153,7 +153,7 @@ def runs_gateway(sims: dict[str, Simulator], tmp_path_factory: pytest.TempPathFa
     settings = load_settings(config)
     assert fill_store(settings, home, days=14, seed=5).imported > 500
     store = open_store(settings.storage.url, home)
-    store.insert_calls(crafted(time.time()))
+    store.insert_calls(crafted(today_from(3 * 3600) + 3 * 3600))  # the runs start 3 hours back: all today
     store.close()
     running = start_gateway(home, config, sims)
     yield running

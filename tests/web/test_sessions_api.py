@@ -4,10 +4,9 @@ tests/core/store/test_session_rollups.py."""
 
 from __future__ import annotations
 
-import time
-
 from flask.testing import FlaskClient
 
+from harness.clock import today_from
 from tokenlens.app import AppDeps
 from tokenlens.records import CallRecord
 
@@ -43,7 +42,7 @@ def runs(deps: AppDeps, count: int, start: float) -> list[str]:
 def test_both_kinds_are_listed_and_one_kind_pages_by_cursor(
     web_deps: AppDeps, web_client: FlaskClient
 ) -> None:
-    expected = runs(web_deps, 7, time.time() - 3600)
+    expected = runs(web_deps, 7, today_from(3600))
     body = web_client.get("/api/usage/sessions?days=1").get_json()
     assert [s["id"] for s in body["sessions"]] == expected
     assert [c["id"] for c in body["conversations"]] == ["conv-x"]
@@ -61,7 +60,7 @@ def test_both_kinds_are_listed_and_one_kind_pages_by_cursor(
 
 
 def test_bad_parameters_are_named(web_deps: AppDeps, web_client: FlaskClient) -> None:
-    runs(web_deps, 2, time.time() - 600)
+    runs(web_deps, 2, today_from(600))
     for query, field in (
         ("kind=runs", "kind"),
         ("before=abc", "before"),
@@ -75,7 +74,7 @@ def test_bad_parameters_are_named(web_deps: AppDeps, web_client: FlaskClient) ->
 
 
 def test_one_run_or_404(web_deps: AppDeps, web_client: FlaskClient) -> None:
-    runs(web_deps, 2, time.time() - 600)
+    runs(web_deps, 2, today_from(600))
     run = web_client.get("/api/usage/sessions/run-01").get_json()
     assert run["kind"] == "session" and [t["call_id"] for t in run["timeline"]] == ["c1"]
     assert web_client.get("/api/usage/sessions/conv-x").get_json()["kind"] == "conversation"
@@ -85,7 +84,7 @@ def test_one_run_or_404(web_deps: AppDeps, web_client: FlaskClient) -> None:
 
 def test_the_last_full_page_has_no_next_cursor(web_deps: AppDeps, web_client: FlaskClient) -> None:
     """Six sessions in pages of three: the second page is the last, so it gives no cursor to an empty page."""
-    expected = runs(web_deps, 6, time.time() - 3600)
+    expected = runs(web_deps, 6, today_from(3600))
     first = web_client.get("/api/usage/sessions?days=1&kind=session&limit=3").get_json()
     assert [s["id"] for s in first["sessions"]] == expected[:3] and first["next"]["session"] is not None
     url = f"/api/usage/sessions?days=1&kind=session&limit=3&before={first['next']['session']}"
